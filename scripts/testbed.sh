@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The testbed: a Docker engine, Azurite, an OCI registry and a local base image, on 127.0.0.1 only.
+#   scripts/testbed.sh up|down|status
+# Idempotent: reuses what already runs, installs (apt/npm) only what is missing, and `down` stops only
+# the processes `up` started (by PID). Endpoints go to $STATE/env, read by tests, the demo and benchmarks.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${MODELSHIP_TESTBED_DIR:-$ROOT/.testbed}
+TOOLS=${MODELSHIP_TESTBED_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/modelship/testbed}
+BASE_IMAGE=${MODELSHIP_BASE_IMAGE:-modelship/python:3.11-bookworm}
+AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+
+log() { printf 'testbed: %s\n' "$*" >&2; }
+die() { printf 'testbed: error: %s\n' "$*" >&2; exit 1; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "$* missing and cannot be installed here (needs root on Debian/Ubuntu); install it and re-run"
+  if [ ! -f "$TOOLS/.apt-updated" ]; then
+    apt-get update -qq >&2 && mkdir -p "$TOOLS" && touch "$TOOLS/.apt-updated"
+  fi
+  log "installing $* (apt)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+docker_up() {
+  if docker info >/dev/null 2>&1; then log "docker: engine reachable"; return; fi
+  command -v dockerd >/dev/null || apt_install docker.io
+  if ! pgrep -x dockerd >/dev/null; then
+    rm -f /var/run/docker.pid  # left behind by a killed daemon; dockerd refuses to start with it
+    log "docker: starting dockerd"
+    setsid dockerd >"$STATE/dockerd.log" 2>&1 < /dev/null &
+    echo $! >"$STATE/dockerd.pid"
+  fi
+  wait_for 60 docker docker info || die "docker engine did not answer within 60 s; see $STATE/dockerd.log"
+  log "docker: engine up"
+}
+
+azurite_up() {
+  if alive "$STATE/azurite.pid"; then log "azurite: running on $(cat "$STATE/azurite.port")"; return; fi
+  local bin="$TOOLS/npm/node_modules/.bin/azurite-blob"
+  if [ ! -x "$bin" ]; then
+    command -v npm >/dev/null || apt_install npm
+    log "azurite: installing from npm"
+    mkdir -p "$TOOLS/npm"
+    npm install --silent --prefix "$TOOLS/npm" azurite@3 >&2
+  fi
+  local port=${MODELSHIP_AZURITE_PORT:-10000}
+  port_free "$port" || port=$(free_port)
+  mkdir -p "$STATE/azurite"
+  setsid "$bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$STATE/azurite" \
+    --skipApiVersionCheck --loose --disableTelemetry >"$STATE/azurite.log" 2>&1 < /dev/null &
+  echo $! >"$STATE/azurite.pid"; echo "$port" >"$STATE/azurite.port"
+  wait_for 30 azurite bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || die "azurite did not listen on $port; see $STATE/azurite.log"
+  log "azurite: up on 127.0.0.1:$port"
+}
+
+registry_up() {
+  if alive "$STATE/registry.pid"; then log "registry: running on $(cat "$STATE/registry.port")"; return; fi
+  command -v docker-registry >/dev/null || apt_install docker-registry
+  local port=${MODELSHIP_REGISTRY_PORT:-5000}
+  port_free "$port" || port=$(free_port)
+  mkdir -p "$STATE/registry"
+  cat >"$STATE/registry.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $STATE/registry}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:$port}
+YML
+  setsid docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 < /dev/null &
+  echo $! >"$STATE/registry.pid"; echo "$port" >"$STATE/registry.port"
+  wait_for 30 registry curl -fsS "http://127.0.0.1:$port/v2/" || die "registry did not answer on $port; see $STATE/registry.log"
+  log "registry: up on 127.0.0.1:$port"
+}
+
+base_image_up() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image: $BASE_IMAGE present"; return; fi
+  if [ "$BASE_IMAGE" != modelship/python:3.11-bookworm ]; then
+    log "base image: pulling $BASE_IMAGE"
+    docker pull "$BASE_IMAGE" >&2 || die "base image $BASE_IMAGE is not local and cannot be pulled; unset MODELSHIP_BASE_IMAGE to build the local one"
+    return
+  fi
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  local rootfs; rootfs=$(mktemp -d "${TMPDIR:-/tmp}/modelship-rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' RETURN
+  log "base image: building $BASE_IMAGE with debootstrap (about 40 s, once per machine)"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    bookworm "$rootfs" "${MODELSHIP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$STATE/debootstrap.log" 2>&1 \
+    || die "debootstrap failed; see $STATE/debootstrap.log"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
+  log "base image: $BASE_IMAGE built"
+}
+
+write_env() {
+  local az reg
+  az=$(cat "$STATE/azurite.port"); reg=$(cat "$STATE/registry.port")
+  cat >"$STATE/env" <<ENV
+# written by scripts/testbed.sh up; the endpoints of the local testbed (the Azurite key is public)
+MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING=DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$az/devstoreaccount1;
+MODELSHIP_TESTBED_AZURITE_PORT=$az
+MODELSHIP_TESTBED_REGISTRY=127.0.0.1:$reg
+MODELSHIP_BASE_IMAGE=$BASE_IMAGE
+TESTCONTAINERS_RYUK_DISABLED=true
+TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+ENV
+  log "endpoints written to $STATE/env"
+}
+
+stop_pid() {
+  local name=$1 file="$STATE/$1.pid"
+  if alive "$file"; then
+    local pid; pid=$(cat "$file")
+    kill -- "-$pid" 2>/dev/null || kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "$name: stopped"
+  fi
+  rm -f "$file"
+}
+
+case "${1:-}" in
+  up)
+    mkdir -p "$STATE" "$TOOLS"
+    docker_up; azurite_up; registry_up; base_image_up; write_env ;;
+  down)
+    for s in registry azurite dockerd; do stop_pid "$s"; done
+    rm -f "$STATE/env" ;;
+  status)
+    rc=0
+    docker info >/dev/null 2>&1 && echo "docker: up" || { echo "docker: down"; rc=1; }
+    for s in azurite registry; do
+      if alive "$STATE/$s.pid"; then echo "$s: up on 127.0.0.1:$(cat "$STATE/$s.port")"; else echo "$s: down"; rc=1; fi
+    done
+    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && echo "base image: $BASE_IMAGE" || { echo "base image: missing"; rc=1; }
+    exit $rc ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,30 @@
+"""modelship: resolve the latest model, fetch it verified, package app + model into an image, push it."""
+
+from __future__ import annotations
+
+from .errors import ModelshipError
+from .manifest import FileEntry, Lock, Manifest, Resolution
+
+# Imported eagerly on purpose: `from .fetch import fetch` rebinds the package attribute `fetch` from the
+# submodule to the function, so `modelship.fetch(...)` is always the function.
+from .fetch import fetch, lock, resolve  # noqa: E402
+from .publish import publish  # noqa: E402
+from .build import BuiltImage, build, inspect, push  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuiltImage",
+    "FileEntry",
+    "Lock",
+    "Manifest",
+    "ModelshipError",
+    "Resolution",
+    "build",
+    "fetch",
+    "inspect",
+    "lock",
+    "publish",
+    "push",
+    "resolve",
+]

@@ -1,0 +1,45 @@
+"""Every user-facing failure is a ModelshipError: one clear line, and an exit code for the CLI."""
+
+from __future__ import annotations
+
+
+class ModelshipError(Exception):
+    """A failure the user can act on; ``str(err)`` is the one line shown to them."""
+
+    exit_code = 1
+
+
+class UsageError(ModelshipError):
+    """Bad arguments or input: a wrong URI, an unknown scheme, a malformed file."""
+
+    exit_code = 2
+
+
+class NotFoundError(ModelshipError):
+    """A container, prefix, version, file or image that does not exist."""
+
+
+class AuthError(ModelshipError):
+    """Credentials missing, wrong or not allowed to do this."""
+
+
+class IntegrityError(ModelshipError):
+    """Bytes that are not what they should be: size, checksum or ETag mismatch."""
+
+
+class TransientError(ModelshipError):
+    """A network fault worth retrying (reset, timeout, 5xx)."""
+
+
+class DockerError(ModelshipError):
+    """The Docker engine is unreachable or refused a build, run or push."""
+
+
+class BuildError(DockerError):
+    """An image build failed."""
+
+
+class Cancelled(ModelshipError):
+    """Interrupted by SIGINT/SIGTERM; work in progress was rolled back."""
+
+    exit_code = 130

@@ -1,0 +1,181 @@
+"""Resolution, Manifest and Lock: what was chosen, what was fetched, what is pinned."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+MANIFEST_NAME = "modelship.json"
+LOCK_NAME = "modelship.lock"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a model, relative to the model root (always ``/``-separated)."""
+
+    path: str
+    size: int
+    sha256: str | None = None
+    md5: str | None = None  # hex; from Content-MD5 / ETag when the store has one
+    etag: str | None = None
+    last_modified: str | None = None  # ISO 8601
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A model version chosen in a store: where, which, and its files."""
+
+    uri: str  # without secrets
+    version: str | None
+    files: tuple[FileEntry, ...]
+    prefix: str = ""  # store path of the version root (internal to the source)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "version": self.version,
+            "size": self.size,
+            "files": [_drop_none(asdict(f)) for f in self.files],
+        }
+
+
+def tree_digest(files: Iterable[tuple[str, str]]) -> str:
+    """sha256 over the sorted (path, sha256) pairs: the identity of a model's content."""
+    h = hashlib.sha256()
+    for path, sha in sorted(files):
+        h.update(f"{path}\0{sha}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a fetch installed: written as ``modelship.json`` next to the model files."""
+
+    uri: str
+    version: str | None
+    files: tuple[FileEntry, ...]
+    digest: str
+    fetched_at: str | None = None
+
+    @classmethod
+    def create(cls, uri: str, version: str | None, files: Iterable[FileEntry], stamp: bool = True) -> Manifest:
+        entries = tuple(sorted((FileEntry(f.path, f.size, f.sha256) for f in files), key=lambda f: f.path))
+        if any(f.sha256 is None for f in entries):
+            raise ValueError("every manifest entry needs a sha256")
+        fetched = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat() if stamp else None
+        return cls(uri, version, entries, tree_digest((f.path, f.sha256) for f in entries), fetched)  # type: ignore[misc]
+
+    def without_timestamp(self) -> Manifest:
+        """The reproducible form that goes into images (identical model, identical bytes)."""
+        return replace(self, fetched_at=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"schema": SCHEMA_VERSION, "uri": self.uri, "version": self.version}
+        d["digest"] = self.digest
+        d["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        if self.fetched_at:
+            d["fetched_at"] = self.fetched_at
+        return d
+
+    def to_json(self, compact: bool = False) -> str:
+        if compact:
+            return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        try:
+            files = tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in d["files"])
+            m = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), d.get("fetched_at"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"{source}: not a modelship manifest ({e!r} missing or wrong); re-create it") from e
+        if tree_digest((f.path, f.sha256) for f in files) != m.digest:  # type: ignore[misc]
+            raise UsageError(f"{source}: digest does not match its files; the manifest was edited, re-create it")
+        return m
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        return cls.from_dict(_read_json(path), str(path))
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A pinned resolution: fetching from it gets exactly these bytes or fails saying what changed."""
+
+    uri: str
+    version: str | None
+    files: tuple[FileEntry, ...]
+    digest: str
+    created_at: str = field(default="")
+
+    @classmethod
+    def from_resolution(cls, res: Resolution) -> Lock:
+        if any(f.sha256 is None for f in res.files):
+            raise ValueError("lock needs the sha256 of every file")
+        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+        files = tuple(sorted(res.files, key=lambda f: f.path))
+        return cls(res.uri, res.version, files, tree_digest((f.path, f.sha256) for f in files), now)  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "uri": self.uri,
+            "version": self.version,
+            "digest": self.digest,
+            "created_at": self.created_at,
+            "files": [
+                {k: v for k, v in asdict(f).items() if k in ("path", "size", "sha256", "etag") and v is not None}
+                for f in self.files
+            ],
+        }
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lock:
+        d = _read_json(path)
+        try:
+            files = tuple(
+                FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]), etag=f.get("etag")) for f in d["files"]
+            )
+            lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"{path}: not a modelship lock file ({e!r} missing or wrong); re-create it with 'modelship lock'") from e
+        if tree_digest((f.path, f.sha256) for f in files) != lock.digest:  # type: ignore[misc]
+            raise UsageError(f"{path}: digest does not match its files; the lock was edited by hand, re-create it with 'modelship lock'")
+        return lock
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise UsageError(f"{path}: no such file") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e}); re-create it") from e
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object; re-create it")
+    return data
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+__all__ = ["LOCK_NAME", "MANIFEST_NAME", "FileEntry", "Lock", "Manifest", "Resolution", "tree_digest"]
