@@ -115,14 +115,15 @@ base_image_up() {
 write_env() {
   local az reg
   az=$(cat "$STATE/azurite.port"); reg=$(cat "$STATE/registry.port")
+  # Values are single-quoted so that `set -a; . FILE` works in shells and Makefiles alike.
   cat >"$STATE/env" <<ENV
 # written by scripts/testbed.sh up; the endpoints of the local testbed (the Azurite key is public)
-MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING=DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$az/devstoreaccount1;
-MODELSHIP_TESTBED_AZURITE_PORT=$az
-MODELSHIP_TESTBED_REGISTRY=127.0.0.1:$reg
-MODELSHIP_BASE_IMAGE=$BASE_IMAGE
-TESTCONTAINERS_RYUK_DISABLED=true
-TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$az/devstoreaccount1;'
+MODELSHIP_TESTBED_AZURITE_PORT='$az'
+MODELSHIP_TESTBED_REGISTRY='127.0.0.1:$reg'
+MODELSHIP_BASE_IMAGE='$BASE_IMAGE'
+TESTCONTAINERS_RYUK_DISABLED='true'
+TESTCONTAINERS_HOST_OVERRIDE='127.0.0.1'
 ENV
   log "endpoints written to $STATE/env"
 }

@@ -20,8 +20,10 @@ SETUP_HINT = "run 'scripts/testbed.sh up' (or 'make test', which does it) first"
 def _read_env_file() -> dict[str, str]:
     if not ENV_FILE.is_file():
         return {}
-    pairs = (line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
+    pairs = (
+        line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    return {k.strip(): v.strip().strip("'") for k, v in pairs}
 
 
 TESTBED = _read_env_file()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from .errors import ModelshipError
-from .manifest import FileEntry, Lock, Manifest, Resolution
 
 # Imported eagerly on purpose: `from .fetch import fetch` rebinds the package attribute `fetch` from the
 # submodule to the function, so `modelship.fetch(...)` is always the function.
-from .fetch import fetch, lock, resolve  # noqa: E402
-from .publish import publish  # noqa: E402
-from .build import BuiltImage, build, inspect, push  # noqa: E402
+from .fetch import fetch, lock, resolve
+from .manifest import FileEntry, Lock, Manifest, Resolution
+from .publish import publish
+
+try:  # TEMP until the build package lands
+    from .build import BuiltImage, build, inspect, push
+except ImportError:
+    pass
 
 __version__ = "0.1.0"
 

@@ -156,9 +156,14 @@ class Lock:
             )
             lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")))
         except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"{path}: not a modelship lock file ({e!r} missing or wrong); re-create it with 'modelship lock'") from e
+            raise UsageError(
+                f"{path}: not a modelship lock file ({e!r} missing or wrong); re-create it with 'modelship lock'"
+            ) from e
         if tree_digest((f.path, f.sha256) for f in files) != lock.digest:  # type: ignore[misc]
-            raise UsageError(f"{path}: digest does not match its files; the lock was edited by hand, re-create it with 'modelship lock'")
+            raise UsageError(
+                f"{path}: digest does not match its files; the lock was edited by hand, "
+                "re-create it with 'modelship lock'"
+            )
         return lock
 
 

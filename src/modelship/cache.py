@@ -1,0 +1,122 @@
+"""Content-addressed file cache: files are stored by sha256, so the same bytes are downloaded once."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def default_root() -> Path:
+    if os.environ.get("MODELSHIP_CACHE_DIR"):
+        return Path(os.environ["MODELSHIP_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "modelship"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_pid(name: str) -> int | None:
+    """The pid embedded in a temp name ``<anything>-<pid>-<token>``, if any."""
+    parts = name.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def temp_name(stem: str) -> str:
+    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Cache:
+    """``ROOT/sha256/ab/<hex>`` holds verified files (read-only); ``ROOT/etags`` maps store ETags to sha256."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else default_root()
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        (self.root / "sha256").mkdir(exist_ok=True)
+        (self.root / "etags").mkdir(exist_ok=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove temp files left by killed processes (their pid is in the name and no longer alive)."""
+        for p in self.tmp.iterdir():
+            pid = owner_pid(p.name.removesuffix(".part"))
+            if pid is not None and pid != os.getpid() and not pid_alive(pid):
+                p.unlink(missing_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256[:2] / sha256
+
+    def get(self, sha256: str, size: int) -> Path | None:
+        """The cached file with this content, or None (a size mismatch means a damaged entry: dropped)."""
+        p = self.path(sha256)
+        try:
+            if p.stat().st_size == size:
+                return p
+        except FileNotFoundError:
+            return None
+        p.unlink(missing_ok=True)
+        return None
+
+    def new_temp(self) -> Path:
+        return self.tmp / (temp_name("dl") + ".part")
+
+    def put(self, tmp: Path, sha256: str) -> Path:
+        """Move a verified temp file into place; callers guarantee ``sha256`` is its content's hash."""
+        final = self.path(sha256)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)  # cache entries are hard-linked into model folders: nobody should write them
+        os.replace(tmp, final)
+        return final
+
+    def _etag_key(self, location: str, etag: str, size: int) -> Path:
+        key = hashlib.sha256(f"{location}\0{etag}\0{size}".encode()).hexdigest()
+        return self.root / "etags" / key
+
+    def sha_for_etag(self, location: str, etag: str | None, size: int) -> str | None:
+        if not etag:
+            return None
+        try:
+            sha = self._etag_key(location, etag, size).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return sha if len(sha) == 64 and self.get(sha, size) else None
+
+    def remember_etag(self, location: str, etag: str | None, size: int, sha256: str) -> None:
+        if not etag:
+            return
+        target = self._etag_key(location, etag, size)
+        tmp = self.tmp / temp_name("etag")
+        tmp.write_text(sha256)
+        os.replace(tmp, target)
+
+    def link(self, sha256: str, dest: Path) -> None:
+        """Hard-link (or, across file systems, copy) a cached file to ``dest``."""
+        src = self.path(sha256)
+        try:
+            os.link(src, dest)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            tmp = dest.with_name(f".{dest.name}.part")
+            try:
+                shutil.copyfile(src, tmp)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()

@@ -1,0 +1,595 @@
+"""resolve → lock → fetch: pick the model version, then download it verified, cached and atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from .cache import Cache, owner_pid, pid_alive, temp_name
+from .errors import IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
+from .manifest import MANIFEST_NAME, FileEntry, Lock, Manifest, Resolution
+from .plugins import open_source
+from .progress import Progress
+from .sources.base import RemoteFile, Source
+from .uri import ModelURI, parse
+
+log = logging.getLogger("modelship")
+
+PENDING_MARKER = ".modelship-publishing"  # written first by `modelship publish`, removed last
+CHUNK = 8 * 1024 * 1024  # ranged reads within a large file
+RETRIES = 5
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+@dataclass(frozen=True)
+class _Version:
+    name: str
+    files: list[RemoteFile]
+    complete: bool  # False: a publish is under way or died half-way
+    has_manifest: bool
+
+    @property
+    def last_modified(self) -> float:
+        return max((f.last_modified.timestamp() for f in self.files if f.last_modified), default=0.0)
+
+
+def safe_relpath(rel: str, where: str) -> str:
+    """Refuse store names that could escape the destination folder (they are untrusted input)."""
+    bad = (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or any(ord(c) < 32 or ord(c) == 127 for c in rel)
+        or any(seg in ("", ".", "..") for seg in rel.split("/"))
+        or len(rel.encode()) > 1024
+        or any(len(seg.encode()) > 255 for seg in rel.split("/"))
+    )
+    if bad:
+        raise IntegrityError(
+            f"refusing file name {rel[:200]!r} in {where}: it is not a safe relative path "
+            "(absolute, '..', backslash, control character or too long)"
+        )
+    return rel
+
+
+def _group_versions(base: str, files: list[RemoteFile]) -> tuple[list[RemoteFile], dict[str, list[RemoteFile]]]:
+    cut = len(base) + 1 if base else 0
+    direct: list[RemoteFile] = []
+    groups: dict[str, list[RemoteFile]] = {}
+    for f in files:
+        rel = f.name[cut:]
+        if "/" in rel:
+            groups.setdefault(rel.split("/", 1)[0], []).append(f)
+        else:
+            direct.append(f)
+    return direct, groups
+
+
+def _pick_latest(versions: list[_Version], pre: bool) -> _Version:
+    """Highest PEP 440 version (pre-releases only with ``pre`` or when nothing else exists); else newest."""
+    parsed: list[tuple[Version, _Version]] = []
+    for v in versions:
+        with contextlib.suppress(InvalidVersion):
+            parsed.append((Version(v.name), v))
+    if parsed:
+        final = [p for p in parsed if not (p[0].is_prerelease or p[0].is_devrelease)]
+        pool = parsed if pre or not final else final
+        return max(pool, key=lambda p: (p[0], p[1].last_modified, p[1].name))[1]
+    return max(versions, key=lambda v: (v.last_modified, v.name))
+
+
+def _read_small(source: Source, f: RemoteFile, limit: int = 64 * 1024 * 1024) -> bytes:
+    if f.size > limit:
+        raise IntegrityError(f"{f.name} is {f.size} bytes; too large for a manifest")
+    return b"".join(source.read(f.name, 0, f.size, f.etag))
+
+
+def _entries(
+    source: Source, uri: ModelURI, root: str, files: list[RemoteFile], version: str | None
+) -> tuple[FileEntry, ...]:
+    """Turn store objects below ``root`` into FileEntries, verified against a published manifest if any."""
+    cut = len(root) + 1 if root else 0
+    by_rel = {f.name[cut:]: f for f in files if f.name[cut:] != PENDING_MARKER}
+    where = uri.child(version or "")
+    published = by_rel.pop(MANIFEST_NAME, None)
+    expected: dict[str, tuple[int, str]] = {}
+    if published is not None:
+        try:
+            doc = json.loads(_read_small(source, published))
+            expected = {str(f["path"]): (int(f["size"]), str(f["sha256"])) for f in doc["files"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(
+                f"{where}/{MANIFEST_NAME} is not a valid modelship manifest ({e.__class__.__name__}); "
+                "re-publish the version"
+            ) from None
+        missing = sorted(set(expected) - set(by_rel))
+        if missing:
+            raise IntegrityError(
+                f"{where} is damaged: {missing[0]!r} is in its manifest but not in the store "
+                f"({len(missing)} missing); re-publish the version"
+            )
+    out = []
+    for rel, f in sorted(by_rel.items()):
+        safe_relpath(rel, where)
+        sha = f.sha256
+        if rel in expected:
+            size, msha = expected[rel]
+            if size != f.size or (sha and sha != msha):
+                raise IntegrityError(
+                    f"{where}/{rel}: store has {f.size} bytes / sha256 {sha or '?'}, its manifest says "
+                    f"{size} / {msha}; the file was replaced, re-publish the version"
+                )
+            sha = msha
+        elif expected:
+            log.warning("ignoring %s/%s: not in the version's manifest", where, rel)
+            continue
+        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None))
+    if not out:
+        raise NotFoundError(f"{where} holds no model files")
+    return tuple(out)
+
+
+def _resolve(source: Source, uri: ModelURI, version: str | None, pre: bool) -> Resolution:
+    base = uri.prefix.strip("/")
+    listing = [f for f in source.list(base) if not base or f.name == base or f.name.startswith(base + "/")]
+    if base and len(listing) == 1 and listing[0].name == base:  # the URI names one file
+        f = listing[0]
+        if version:
+            raise UsageError(f"{uri.display} is a single file; it has no versions to pin")
+        name = base.rsplit("/", 1)[-1]
+        entry = FileEntry(
+            name, f.size, f.sha256, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None
+        )
+        return Resolution(uri.display, None, (entry,), prefix=base.rsplit("/", 1)[0] if "/" in base else "")
+    listing = [f for f in listing if f.name != base]
+    if not listing:
+        raise NotFoundError(f"no model at {uri.display}: nothing is stored under that prefix; check the URI")
+    direct, groups = _group_versions(base, listing)
+    if direct:  # files right under the prefix: one unversioned model
+        if version:
+            raise UsageError(
+                f"{uri.display} holds an unversioned model (files directly under the prefix); drop --version"
+            )
+        return Resolution(uri.display, None, _entries(source, uri, base, listing, None), prefix=base)
+    versions = []
+    cut = len(base) + 1 if base else 0
+    for name, files in groups.items():
+        rels = {f.name[cut + len(name) + 1 :] for f in files}
+        versions.append(
+            _Version(name, files, MANIFEST_NAME in rels or PENDING_MARKER not in rels, MANIFEST_NAME in rels)
+        )
+    if version is not None:
+        chosen = next((v for v in versions if v.name == version), None)
+        if chosen is None:
+            names = ", ".join(sorted(v.name for v in versions)[:20])
+            raise NotFoundError(f"version {version!r} not found at {uri.display}; available: {names}")
+        if not chosen.complete:
+            raise ModelshipError(
+                f"version {version!r} at {uri.display} is incomplete (its publish has not finished "
+                "or died half-way); wait for it or re-publish with --force"
+            )
+    else:
+        complete = [v for v in versions if v.complete]
+        if not complete:
+            raise NotFoundError(f"no complete model version at {uri.display} ({len(versions)} still being published)")
+        chosen = _pick_latest(complete, pre)
+    root = f"{base}/{chosen.name}" if base else chosen.name
+    return Resolution(uri.display, chosen.name, _entries(source, uri, root, chosen.files, chosen.name), prefix=root)
+
+
+def resolve(uri: str, *, version: str | None = None, pre: bool = False, credential: Any = None) -> Resolution:
+    """Find the model at ``uri``: the pinned ``version``, or the latest complete one."""
+    parsed = parse(uri)
+    with _opened(parsed, credential) as source:
+        return _resolve(source, parsed, version, pre)
+
+
+@contextlib.contextmanager
+def _opened(uri: ModelURI, credential: Any) -> Iterator[Source]:
+    source = open_source(uri, credential)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+
+class _FileJob:
+    """One file being downloaded into a cache temp file; hashes its bytes in order as ranges complete."""
+
+    def __init__(self, entry: FileEntry, name: str, tmp: Path):
+        self.entry, self.name, self.tmp = entry, name, tmp
+        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5() if entry.md5 and not entry.sha256 else None  # noqa: S324 - a checksum, not security
+        self._done: dict[int, int] = {}
+        self._next = 0
+        self._hashing = False
+        self._lock = threading.Lock()
+        if entry.size:
+            try:
+                os.posix_fallocate(self.fd, 0, entry.size)  # ENOSPC now, not half-way through the download
+            except OSError as e:
+                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system without fallocate
+                    os.ftruncate(self.fd, entry.size)
+                    return
+                self.close()
+                tmp.unlink(missing_ok=True)
+                if e.errno == errno.ENOSPC:
+                    raise ModelshipError(
+                        f"no space left for {entry.path} ({entry.size} bytes) in {tmp.parent}; "
+                        "free space or set MODELSHIP_CACHE_DIR"
+                    ) from None
+                raise
+
+    def chunk_done(self, offset: int, length: int) -> None:
+        with self._lock:
+            self._done[offset] = length
+            if self._hashing:
+                return  # the thread that is hashing will pick this range up
+            self._hashing = True
+        while True:
+            with self._lock:
+                length = self._done.pop(self._next, -1)
+                if length < 0:
+                    self._hashing = False
+                    return
+            pos, end = self._next, self._next + length
+            while pos < end:  # re-read from the page cache: no chunk is held in memory for ordering
+                data = os.pread(self.fd, min(1 << 20, end - pos), pos)
+                if not data:
+                    raise IntegrityError(f"{self.entry.path}: file shorter than written")
+                self.sha.update(data)
+                if self.md5:
+                    self.md5.update(data)
+                pos += len(data)
+            self._next = end
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _Downloader:
+    def __init__(self, source: Source, workers: int, progress: Progress, cancel: threading.Event):
+        self.source, self.workers, self.progress, self.cancel = source, workers, progress, cancel
+
+    def run(self, jobs: list[_FileJob]) -> None:
+        tasks = [
+            (job, off, min(CHUNK, job.entry.size - off)) for job in jobs for off in range(0, job.entry.size, CHUNK)
+        ]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="modelship-fetch") as pool:
+            futures: list[Future[None]] = [pool.submit(self._chunk, *t) for t in tasks]
+            try:
+                pending = set(futures)
+                while pending:  # short waits keep the main thread responsive to SIGINT/SIGTERM
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    failed = next((f for f in done if f.exception()), None)
+                    if failed:
+                        raise failed.exception()  # type: ignore[misc]
+            except BaseException:
+                self.cancel.set()
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _chunk(self, job: _FileJob, offset: int, length: int) -> None:
+        pos, end, attempt = offset, offset + length, 0
+        while pos < end:
+            if self.cancel.is_set():
+                return
+            try:
+                for data in self.source.read(job.name, pos, end - pos, job.entry.etag):
+                    data = data[: end - pos]
+                    os.pwrite(job.fd, data, pos)
+                    pos += len(data)
+                    self.progress.update(len(data))
+                    if self.cancel.is_set():
+                        return
+                if pos < end:
+                    raise TransientError(f"{job.entry.path}: connection closed after {pos - offset} of {length} bytes")
+            except TransientError as e:
+                attempt += 1
+                if attempt > RETRIES:
+                    raise TransientError(f"{job.entry.path}: gave up after {RETRIES} retries: {e}") from None
+                delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                log.info("retrying %s at byte %d in %.1fs: %s", job.entry.path, pos, delay, e)
+                if self.cancel.wait(delay):
+                    return
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise ModelshipError(
+                        f"no space left writing {job.entry.path} to {job.tmp.parent}; "
+                        "free space or set MODELSHIP_CACHE_DIR"
+                    ) from None
+                raise
+        job.chunk_done(offset, length)
+
+
+def _verify(job: _FileJob, where: str) -> str:
+    e = job.entry
+    actual_size = os.fstat(job.fd).st_size
+    if actual_size != e.size or job._next != e.size:
+        raise IntegrityError(f"{where}/{e.path}: got {job._next} bytes, expected {e.size}; the store changed, re-run")
+    sha = job.sha.hexdigest()
+    if e.sha256 and sha != e.sha256:
+        raise IntegrityError(
+            f"{where}/{e.path}: sha256 mismatch (expected {e.sha256[:16]}…, got {sha[:16]}…): "
+            "the stored bytes are not the published ones; re-publish the model"
+        )
+    if job.md5 and job.md5.hexdigest() != e.md5:
+        raise IntegrityError(
+            f"{where}/{e.path}: Content-MD5 mismatch (expected {e.md5}, got {job.md5.hexdigest()}): "
+            "the stored bytes are corrupt; re-upload the file"
+        )
+    return sha
+
+
+# ---------------------------------------------------------------------------------------------- install
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch`` did: the installed manifest and where the bytes came from."""
+
+    manifest: Manifest
+    dest: Path
+    downloaded_files: int
+    downloaded_bytes: int
+    cached_files: int
+    unchanged: bool = False
+
+    @property
+    def version(self) -> str | None:
+        return self.manifest.version
+
+
+def _up_to_date(dest: Path, res: Resolution) -> Manifest | None:
+    """The manifest in ``dest`` when it already holds exactly the resolved files (all sha256s known)."""
+    if any(f.sha256 is None for f in res.files):
+        return None
+    try:
+        current = Manifest.load(dest / MANIFEST_NAME)
+    except ModelshipError:
+        return None
+    want = Manifest.create(res.uri, res.version, res.files, stamp=False)
+    if current.digest != want.digest or current.version != res.version:
+        return None
+    for f in res.files:
+        try:
+            if (dest / f.path).stat().st_size != f.size:
+                return None
+        except FileNotFoundError:
+            return None
+    return current
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _swap_into_place(stage: Path, dest: Path) -> None:
+    if not dest.exists():
+        os.rename(stage, dest)
+        return
+    if _renameat2_exchange(stage, dest):
+        shutil.rmtree(stage)  # now the old DEST
+        return
+    old = dest.with_name(temp_name(f".{dest.name}.modelship-old"))
+    os.rename(dest, old)
+    os.rename(stage, dest)
+    shutil.rmtree(old)
+
+
+def _check_dest(dest: Path) -> None:
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a folder; choose another destination")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST_NAME).exists():
+        raise UsageError(
+            f"{dest} is not empty and holds no {MANIFEST_NAME}; modelship replaces only folders it "
+            "fetched: choose a new or empty folder"
+        )
+    for stale in dest.parent.glob(f".{dest.name}.modelship-*"):  # staging dirs of killed runs
+        pid = owner_pid(stale.name)
+        if pid is not None and not pid_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _ensure_cached(
+    source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int, show_progress: bool | None
+) -> tuple[dict[str, str], int]:
+    """Make every resolved file present and verified in the cache; returns path→sha256 and bytes downloaded."""
+    where = uri.child(res.version or "")
+    location = f"{uri.scheme}://{uri.location}/{uri.container}"
+    shas: dict[str, str] = {}
+    for f in res.files:
+        sha = f.sha256 or cache.sha_for_etag(location + "/" + _name(res, f), f.etag, f.size)
+        if sha and cache.get(sha, f.size):
+            shas[f.path] = sha
+    todo = [f for f in res.files if f.path not in shas]
+    if not todo:
+        return shas, 0
+    total = sum(f.size for f in todo)
+    cancel = threading.Event()
+    jobs: list[_FileJob] = []
+    try:
+        for f in todo:
+            jobs.append(_FileJob(f, _name(res, f), cache.new_temp()))
+        log.info("downloading %d files (%d bytes) from %s", len(jobs), total, where)
+        with Progress(total, f"fetch {res.version or uri.display}", show=show_progress) as bar:
+            for job in (j for j in jobs if j.entry.size == 0):
+                job.chunk_done(0, 0)
+            _Downloader(source, workers, bar, cancel).run(jobs)
+        for job in jobs:
+            sha = _verify(job, where)
+            job.close()
+            cache.put(job.tmp, sha)
+            cache.remember_etag(location + "/" + job.name, job.entry.etag, job.entry.size, sha)
+            shas[job.entry.path] = sha
+    finally:
+        cancel.set()
+        for job in jobs:
+            job.close()
+            job.tmp.unlink(missing_ok=True)
+    return shas, total
+
+
+def _install(
+    source: Source, uri: ModelURI, res: Resolution, dest: Path, cache: Cache, workers: int, show_progress: bool | None
+) -> FetchResult:
+    current = _up_to_date(dest, res)
+    if current is not None:
+        log.info("%s already holds %s version %s", dest, res.uri, res.version)
+        return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
+    cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
+    shas, downloaded = _ensure_cached(source, uri, res, cache, workers, show_progress)
+    files = [replace(f, sha256=shas[f.path]) for f in res.files]
+    manifest = Manifest.create(res.uri, res.version, files)
+    stage = dest.parent / temp_name(f".{dest.name}.modelship")
+    try:
+        stage.mkdir()
+        for f in files:
+            target = stage / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cache.link(shas[f.path], target)
+        manifest.write(stage / MANIFEST_NAME)
+        _swap_into_place(stage, dest)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    n_downloaded = len(res.files) - cached_before if downloaded else 0
+    log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
+    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded)
+
+
+def _name(res: Resolution, f: FileEntry) -> str:
+    return f"{res.prefix}/{f.path}" if res.prefix else f.path
+
+
+def _apply_lock(res: Resolution, lk: Lock) -> Resolution:
+    """Fill in the lock's sha256s; fail saying what changed since the lock was written."""
+    if res.version != lk.version:
+        raise IntegrityError(f"lock pins version {lk.version!r} but the store resolved {res.version!r}")
+    now = {f.path: f for f in res.files}
+    pinned = {f.path: f for f in lk.files}
+    for path in sorted(set(pinned) | set(now)):
+        if path not in now:
+            raise IntegrityError(
+                f"lock mismatch: {path} was removed from {res.uri} version {res.version} since the lock was written"
+            )
+        if path not in pinned:
+            raise IntegrityError(
+                f"lock mismatch: {path} was added to {res.uri} version {res.version} since the lock was written"
+            )
+        a, b = pinned[path], now[path]
+        if a.size != b.size:
+            raise IntegrityError(
+                f"lock mismatch: {path} is {b.size} bytes, the lock says {a.size}; re-lock to accept the change"
+            )
+        if b.sha256 and b.sha256 != a.sha256:
+            raise IntegrityError(f"lock mismatch: {path} has sha256 {b.sha256[:16]}…, the lock says {a.sha256[:16]}…")  # type: ignore[index]
+        if a.etag and b.etag and a.etag != b.etag:
+            log.info("%s: ETag changed since the lock (%s → %s); its sha256 is still verified", path, a.etag, b.etag)
+    return replace(res, files=tuple(replace(f, sha256=pinned[f.path].sha256) for f in res.files))
+
+
+def fetch(
+    uri: str | None,
+    dest: str | Path,
+    *,
+    version: str | None = None,
+    lock: str | Path | Lock | None = None,
+    pre: bool = False,
+    credential: Any = None,
+    workers: int = 8,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> FetchResult:
+    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again."""
+    lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
+    if lk is not None:
+        if version is not None and version != lk.version:
+            raise UsageError(f"--version {version} contradicts the lock file, which pins {lk.version}")
+        version, uri = lk.version, uri or lk.uri
+    if not uri:
+        raise UsageError("no model URI given (and no lock file to take it from)")
+    parsed = parse(uri)
+    if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
+        raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
+    dest = Path(dest).absolute()
+    _check_dest(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    cache = Cache(cache_dir)
+    with _opened(parsed, credential) as source:
+        for attempt in (1, 2):
+            res = _resolve(source, parsed, version, pre)
+            if lk is not None:
+                res = _apply_lock(res, lk)
+            try:
+                return _install(source, parsed, res, dest, cache, workers, progress)
+            except IntegrityError as e:
+                # A blob replaced mid-download: resolve again once (a new latest may have landed), then fail.
+                if attempt == 2 or lk is not None or "changed while" not in str(e):
+                    raise
+                log.warning("%s; resolving again", e)
+    raise AssertionError("unreachable")
+
+
+def lock(
+    uri: str,
+    *,
+    version: str | None = None,
+    pre: bool = False,
+    output: str | Path | None = None,
+    credential: Any = None,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> Lock:
+    """Pin the resolved version with every file's sha256 (hashing, via the cache, files published without one)."""
+    parsed = parse(uri)
+    cache = Cache(cache_dir)
+    with _opened(parsed, credential) as source:
+        res = _resolve(source, parsed, version, pre)
+        if any(f.sha256 is None for f in res.files):
+            shas, _ = _ensure_cached(source, parsed, res, cache, 8, progress)
+            res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
+    lk = Lock.from_resolution(res)
+    if output:
+        lk.write(output)
+    return lk
+
+
+def iter_sha256(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
+    """sha256 of local files, streamed (shared by publish and the plain-folder manifest)."""
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while data := f.read(1 << 20):
+                h.update(data)
+        yield p, h.hexdigest()

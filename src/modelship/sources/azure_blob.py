@@ -1,0 +1,188 @@
+"""Azure Blob Storage (az://ACCOUNT/CONTAINER/PREFIX or https://ACCOUNT.blob.core.windows.net/...)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
+from ..uri import ModelURI, redact
+from .base import SHA256_KEY, ProgressFn, RemoteFile
+
+log = logging.getLogger(__name__)
+
+# Our fetch engine retries with backoff per range; keep the SDK's own retries short so faults surface.
+_CLIENT_OPTS: dict[str, Any] = {
+    "retry_total": 2,
+    "connection_timeout": 10,
+    "read_timeout": 60,
+    "max_single_get_size": 4 * 1024 * 1024,
+    "max_chunk_get_size": 4 * 1024 * 1024,
+    "max_block_size": 8 * 1024 * 1024,
+    "max_single_put_size": 16 * 1024 * 1024,
+}
+
+
+def _connection_string_parts(cs: str) -> dict[str, str]:
+    return {k.strip().lower(): v for k, _, v in (p.partition("=") for p in cs.split(";") if "=" in p)}
+
+
+def service_client(uri: ModelURI, credential: Any = None) -> tuple[BlobServiceClient, str]:
+    """A client for the URI's account and a one-word description of the credential used (for errors).
+
+    Order: explicit credential, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or a SAS in the
+    URL, AZURE_STORAGE_KEY, DefaultAzureCredential (azure-identity), anonymous.
+    """
+    endpoint = (
+        uri.endpoint or os.environ.get("MODELSHIP_AZURE_ENDPOINT") or f"https://{uri.location}.blob.core.windows.net"
+    )
+    if credential is not None:
+        if isinstance(credential, str) and "=" in credential and ";" in credential:
+            return BlobServiceClient.from_connection_string(credential, **_CLIENT_OPTS), "the given connection string"
+        return BlobServiceClient(endpoint, credential=credential, **_CLIENT_OPTS), "the given credential"
+    cs = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if cs:
+        parts = _connection_string_parts(cs)
+        if "blobendpoint" not in parts and "accountname" not in parts:
+            raise AuthError(
+                "AZURE_STORAGE_CONNECTION_STRING has neither BlobEndpoint nor AccountName; fix the variable"
+            )
+        return BlobServiceClient.from_connection_string(cs, **_CLIENT_OPTS), "AZURE_STORAGE_CONNECTION_STRING"
+    sas = os.environ.get("AZURE_STORAGE_SAS_TOKEN") or (uri.query if "sig=" in uri.query else "")
+    if sas:
+        return BlobServiceClient(endpoint, credential=sas.lstrip("?"), **_CLIENT_OPTS), "the SAS token"
+    key = os.environ.get("AZURE_STORAGE_KEY")
+    if key:
+        cred = {"account_name": os.environ.get("AZURE_STORAGE_ACCOUNT", uri.location), "account_key": key}
+        return BlobServiceClient(endpoint, credential=cred, **_CLIENT_OPTS), "AZURE_STORAGE_KEY"
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        return BlobServiceClient(endpoint, **_CLIENT_OPTS), "anonymous access (no AZURE_STORAGE_* variable set)"
+    return BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **_CLIENT_OPTS), "DefaultAzureCredential"
+
+
+class AzureBlobSource:
+    """A blob container, addressed by the URI's account and container."""
+
+    def __init__(self, uri: ModelURI, credential: Any = None):
+        self.uri = uri
+        self._service, self._cred_desc = service_client(uri, credential)
+        self._container: ContainerClient = self._service.get_container_client(uri.container)
+        self._where = f"container {uri.container!r} of account {uri.location!r}"
+
+    def _error(self, e: Exception, what: str) -> ModelshipError:
+        """Map an SDK error to one line that names the thing; never includes the credential."""
+        if isinstance(e, ModelshipError):
+            return e
+        code = getattr(e, "error_code", None) or ""
+        status = getattr(e, "status_code", None)
+        if isinstance(e, ResourceModifiedError) or status == 412:
+            return IntegrityError(f"{what}: the blob changed while it was being read (ETag no longer matches); re-run")
+        if isinstance(e, ResourceNotFoundError) or status == 404:
+            if "ContainerNotFound" in str(code):
+                return NotFoundError(f"{self._where} not found; check the URI {self.uri.display}")
+            return NotFoundError(f"{what}: not found in {self._where}")
+        if isinstance(e, ClientAuthenticationError) or status in (401, 403):
+            return AuthError(
+                f"{what}: access to {self._where} denied using {self._cred_desc} ({code or status}); "
+                "check the credential and its permissions"
+            )
+        if isinstance(e, (ServiceRequestError, ServiceResponseError)) or (status and status >= 500) or status == 408:
+            return TransientError(
+                f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}"
+            )
+        if isinstance(e, HttpResponseError):
+            return ModelshipError(f"{what}: blob service answered {status} {code}")
+        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            return TransientError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
+        return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
+
+    def list(self, prefix: str) -> Iterator[RemoteFile]:
+        try:
+            for b in self._container.list_blobs(name_starts_with=prefix or None, include=["metadata"]):
+                md5 = b.content_settings.content_md5 if b.content_settings else None
+                meta = dict(b.metadata or {})
+                yield RemoteFile(
+                    name=b.name,
+                    size=int(b.size),
+                    etag=b.etag,
+                    md5=bytes(md5).hex() if md5 else None,
+                    sha256=meta.get(SHA256_KEY),
+                    last_modified=b.last_modified,
+                    metadata=meta,
+                )
+        except Exception as e:  # noqa: BLE001 - every SDK failure is mapped to one line
+            raise self._error(e, f"listing {self.uri.display}") from None
+
+    def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+        kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+        if etag:
+            kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+        try:
+            downloader = self._container.download_blob(name, **kwargs)
+            yield from downloader.chunks()
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"reading {name}") from None
+
+    def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
+        size = path.stat().st_size
+        hook = None
+        if progress:
+            sent = [0]
+
+            def hook(resp: Any) -> None:
+                current = resp.context.get("upload_stream_current")
+                if current is not None and current > sent[0]:
+                    progress(current - sent[0])
+                    sent[0] = current
+
+        try:
+            with open(path, "rb") as f:
+                # content_md5 goes into Put Block List as x-ms-blob-content-md5, so chunked uploads get it too.
+                self._container.upload_blob(
+                    name,
+                    f,
+                    length=size,
+                    overwrite=True,
+                    max_concurrency=4,
+                    metadata={SHA256_KEY: sha256},
+                    content_settings=ContentSettings(content_md5=bytearray(md5)),
+                    raw_response_hook=hook,
+                )
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"uploading {name}") from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        try:
+            self._container.upload_blob(name, data, overwrite=True)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"uploading {name}") from None
+
+    def delete(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self._container.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e, f"deleting {name}") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._service.close()

@@ -1,0 +1,61 @@
+"""The Source protocol: what every model store offers to resolve, fetch and publish."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ..uri import ModelURI
+
+SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One object in a store; ``name`` is its full key, ``/``-separated."""
+
+    name: str
+    size: int
+    etag: str | None = None
+    md5: str | None = None  # hex
+    sha256: str | None = None  # hex, from metadata written by `modelship publish`
+    last_modified: _dt.datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+ProgressFn = Callable[[int], None]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A model store. Implementations map their SDK's errors to modelship.errors.
+
+    ``read`` raises IntegrityError when ``etag`` no longer matches, TransientError for faults worth a retry.
+    """
+
+    uri: ModelURI
+
+    def list(self, prefix: str) -> Iterator[RemoteFile]:
+        """Every object whose key starts with ``prefix`` (recursive)."""
+        ...
+
+    def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+        """Stream ``length`` bytes of ``name`` from ``offset``, pinned to ``etag`` when given."""
+        ...
+
+    def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
+        """Upload a local file with its sha256 in metadata and its Content-MD5."""
+        ...
+
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+
+    def delete(self, names: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))

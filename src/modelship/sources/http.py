@@ -1,0 +1,93 @@
+"""A single model file over https:// (or http:// on loopback), with ranged, ETag-pinned reads."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
+from ..uri import ModelURI
+from .base import ProgressFn, RemoteFile
+
+_TIMEOUT = (10, 60)
+
+
+class HttpSource:
+    """One file at a URL; its "version" is unversioned, its name the URL's last path segment."""
+
+    def __init__(self, uri: ModelURI, credential: Any = None):
+        self.uri = uri
+        self._session = requests.Session()
+        if credential:
+            self._session.headers["Authorization"] = f"Bearer {credential}"
+        self._url = uri.raw.split("#", 1)[0]
+
+    def _check(self, resp: requests.Response, what: str) -> None:
+        if resp.status_code in (401, 403):
+            raise AuthError(f"{what}: {resp.status_code} from {self.uri.display}; check the URL's credentials")
+        if resp.status_code == 404:
+            raise NotFoundError(f"{what}: {self.uri.display} not found (404)")
+        if resp.status_code == 412:
+            raise IntegrityError(f"{what}: {self.uri.display} changed while it was being read (ETag); re-run")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientError(f"{what}: {self.uri.display} answered {resp.status_code}")
+        if resp.status_code >= 400:
+            raise ModelshipError(f"{what}: {self.uri.display} answered {resp.status_code}")
+
+    def list(self, prefix: str) -> Iterator[RemoteFile]:
+        try:
+            resp = self._session.head(self._url, allow_redirects=True, timeout=_TIMEOUT)
+        except requests.RequestException as e:
+            raise TransientError(f"HEAD {self.uri.display}: {e.__class__.__name__}") from None
+        self._check(resp, "HEAD")
+        size = resp.headers.get("Content-Length")
+        if size is None:
+            raise ModelshipError(f"{self.uri.display} sends no Content-Length; modelship needs the size to verify it")
+        modified = resp.headers.get("Last-Modified")
+        yield RemoteFile(
+            name=self.uri.prefix,
+            size=int(size),
+            etag=resp.headers.get("ETag"),
+            last_modified=email.utils.parsedate_to_datetime(modified) if modified else None,
+        )
+
+    def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+        if length == 0:
+            return
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}", "Accept-Encoding": "identity"}
+        if etag:
+            headers["If-Match"] = etag
+        try:
+            with self._session.get(self._url, headers=headers, stream=True, timeout=_TIMEOUT) as resp:
+                self._check(resp, "GET")
+                skip = offset if resp.status_code == 200 else 0  # server ignored Range: skip to our part
+                left = length
+                for data in resp.iter_content(1024 * 1024):
+                    if skip:
+                        cut = min(skip, len(data))
+                        data, skip = data[cut:], skip - cut
+                    if not data:
+                        continue
+                    data = data[:left]
+                    left -= len(data)
+                    yield data
+                    if left == 0:
+                        return
+        except requests.RequestException as e:
+            raise TransientError(f"GET {self.uri.display}: {e.__class__.__name__}") from None
+
+    def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
+        raise ModelshipError(f"cannot publish to {self.uri.display}: https:// model stores are read-only")
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.write(name, Path(), sha256="", md5=b"")
+
+    def delete(self, names: list[str]) -> None:
+        self.write("", Path(), sha256="", md5=b"")
+
+    def close(self) -> None:
+        self._session.close()
