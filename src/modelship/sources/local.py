@@ -36,9 +36,6 @@ class LocalSource:
             yield self._entry(base)
             return
         if not base.is_dir():
-            parent = base.parent if not prefix.endswith("/") else base
-            if not parent.is_dir():
-                raise NotFoundError(f"folder {base} does not exist; check the path")
             return
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()

@@ -112,13 +112,21 @@ class S3Source:
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        extra: dict[str, Any] = {"Metadata": {SHA256_KEY: sha256}}
+        meta = {SHA256_KEY: sha256}
         size = path.stat().st_size
         cfg = TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4)
-        if size < cfg.multipart_threshold:
-            extra["ContentMD5"] = base64.b64encode(md5).decode()
         try:
-            self._s3.upload_file(str(path), self._bucket, name, ExtraArgs=extra, Config=cfg, Callback=progress)
+            if size < cfg.multipart_threshold:  # one PUT, checked by S3 against Content-MD5
+                with open(path, "rb") as f:
+                    md5_b64 = base64.b64encode(md5).decode()
+                    self._s3.put_object(Bucket=self._bucket, Key=name, Body=f, ContentMD5=md5_b64, Metadata=meta)
+                if progress:
+                    progress(size)
+                return
+            # Multipart: each part is checked by S3; the whole file by the sha256 in metadata on fetch.
+            self._s3.upload_file(
+                str(path), self._bucket, name, ExtraArgs={"Metadata": meta}, Config=cfg, Callback=progress
+            )
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 
