@@ -12,13 +12,12 @@ from azure.storage.blob import ContentSettings
 
 import modelship
 import modelship.hookspecs
+from _store_helpers import leftovers, make_model, snapshot, tree_sha
 from modelship import cli
 from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
 from modelship.fetch import PENDING_MARKER
 from modelship.sources.base import SHA256_KEY
-
-from _store_helpers import leftovers, make_model, snapshot, tree_sha
 
 pytestmark = pytest.mark.usefixtures("azure_env")
 
@@ -362,6 +361,6 @@ def test_blob_replaced_once_restarts_and_gets_the_new_bytes(tmp_path, blob_conta
 def test_published_blob_replaced_mid_download_is_caught_by_its_manifest(tmp_path, blob_container, overwrite_plugin):
     modelship.publish(make_model(tmp_path / "m", {"w": 9 * 1024 * 1024}), uri_of(blob_container), version="1")
     overwrite_plugin(times=1)
-    with pytest.raises(IntegrityError, match="the file was replaced|sha256"):
+    with pytest.raises(IntegrityError, match=r"the file was replaced|sha256"):
         modelship.fetch(uri_of(blob_container), tmp_path / "o", workers=1)
     assert not (tmp_path / "o").exists()

@@ -16,10 +16,9 @@ import pytest
 import requests
 
 import modelship
+from _store_helpers import leftovers, make_model, tree_sha
 from modelship import cli
 from modelship.errors import AuthError, IntegrityError, NotFoundError, UsageError
-
-from _store_helpers import leftovers, make_model, tree_sha
 
 
 def _free_port() -> int:
