@@ -31,7 +31,7 @@ from .uri import ModelURI, parse
 log = logging.getLogger("modelship")
 
 PENDING_MARKER = ".modelship-publishing"  # written first by `modelship publish`, removed last
-CHUNK = 8 * 1024 * 1024  # ranged reads within a large file
+CHUNK = 4 * 1024 * 1024  # one ranged GET each; sources buffer at most this much per worker
 RETRIES = 5
 
 
@@ -299,7 +299,8 @@ class _Downloader:
                 return
             try:
                 for data in self.source.read(job.name, pos, end - pos, job.entry.etag):
-                    data = data[: end - pos]
+                    if len(data) > end - pos:  # a server that sends more than asked for
+                        data = data[: end - pos]
                     os.pwrite(job.fd, data, pos)
                     pos += len(data)
                     self.progress.update(len(data))

@@ -64,6 +64,9 @@ def publish(
     for p in files:
         safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir))
     with _opened(parsed, credential) as source:
+        create = getattr(source, "create_container", None)
+        if create:  # stores with containers/buckets create them on first publish, like azcopy does
+            create()
         existing = [f.name for f in source.list(root + "/")]
         if existing and not force:
             raise ModelshipError(f"{where} already exists; publish a new version, or pass --force to replace it")

@@ -13,6 +13,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
@@ -167,6 +168,14 @@ class AzureBlobSource:
                 )
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
+
+    def create_container(self) -> None:
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            pass
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"creating {self._where}") from None
 
     def write_bytes(self, name: str, data: bytes) -> None:
         try:

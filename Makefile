@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Both set up everything they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ENV    := set -a && . ./.testbed/env && set +a
+PYTEST_ARGS ?=
+
+.PHONY: setup testbed test lint demo bench reliability down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,azure,s3,example]'
+	touch $(STAMP)
+
+setup: $(STAMP) testbed
+
+testbed:
+	scripts/testbed.sh up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(ENV) && $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(ENV) && PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
+
+bench: setup
+	$(ENV) && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+down:
+	scripts/testbed.sh down
+
+clean: down
+	rm -rf $(VENV) .testbed demo-out

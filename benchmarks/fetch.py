@@ -1,0 +1,168 @@
+"""Fetch benchmark on Azurite: modelship fetch vs. the SDK's best effort and vs. a sequential loop.
+
+Run with the testbed up (`make bench`, or `scripts/testbed.sh up` then `python benchmarks/fetch.py`).
+Every number is measured in this run; ratios compare against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+def load_env() -> dict[str, str]:
+    env_file = ROOT / ".testbed" / "env"
+    if not env_file.exists():
+        sys.exit("testbed not up: run 'scripts/testbed.sh up' first")
+    pairs = (ln.split("=", 1) for ln in env_file.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+    return {k: v.strip("'") for k, v in pairs}
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_model(root: Path, files: dict[str, int]) -> Path:
+    for rel, size in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 8 * MiB)
+                f.write(os.urandom(n))
+                left -= n
+    return root
+
+
+def baseline_sdk_parallel(container, names: list[str], dest: Path) -> None:
+    """Baseline A: the SDK's own parallel download into a file, no hashing, no verification."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with open(dest / name.replace("/", "_"), "wb") as f:
+            container.download_blob(name, max_concurrency=8).readinto(f)
+
+
+def baseline_sequential(container, names: list[str], dest: Path) -> None:
+    """Baseline B: one stream per file, one after another (an `az storage blob download` loop)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with open(dest / name.replace("/", "_"), "wb") as f:
+            container.download_blob(name, max_concurrency=1).readinto(f)
+
+
+def fetch_in_subprocess(uri: str, dest: Path, cache: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (MB) of a `modelship fetch` process."""
+    env = {**os.environ, "MODELSHIP_CACHE_DIR": str(cache)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "modelship.cli", "fetch", "--no-progress", uri, str(dest)], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"modelship fetch failed for {uri}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--big-mb", type=int, default=256)
+    ap.add_argument("--files", type=int, default=64)
+    ap.add_argument("--file-mb", type=int, default=4)
+    args = ap.parse_args()
+
+    env = load_env()
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = env["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"]
+    import modelship
+
+    service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+    cname = f"bench-{uuid.uuid4().hex[:8]}"
+    container = service.create_container(cname)
+    work = Path(tempfile.mkdtemp(prefix="modelship-bench-"))
+    rows = []
+    try:
+        models = {
+            f"single {args.big_mb} MB": {"weights.bin": args.big_mb * MiB},
+            f"{args.files} x {args.file_mb} MB": {f"shard-{i:03d}.bin": args.file_mb * MiB for i in range(args.files)},
+        }
+        for label, files in models.items():
+            prefix = label.split()[0]
+            src = make_model(work / "src" / prefix, files)
+            uri = f"az://devstoreaccount1/{cname}/{prefix}"
+            modelship.publish(src, uri, version="1.0.0", progress=False)
+            shutil.rmtree(src)
+            names = [f"{prefix}/1.0.0/{n}" for n in files]
+
+            def run(fn, tag):
+                counter = iter(range(10**6))
+
+                def once():
+                    d = work / f"{tag}-{next(counter)}"
+                    fn(d)
+                    shutil.rmtree(d)
+
+                return median_time(once, args.repeat)
+
+            t_a = run(lambda d: baseline_sdk_parallel(container, names, d), "a")
+            t_b = run(lambda d: baseline_sequential(container, names, d), "b")
+
+            def cold(d):
+                cache = work / f"cache-{uuid.uuid4().hex[:6]}"
+                modelship.fetch(uri, d, cache_dir=cache, progress=False)
+                shutil.rmtree(cache)
+
+            t_ms = run(cold, "ms")
+            warm_dest, warm_cache = work / "warm", work / "warm-cache"
+            modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False)
+            t_warm = median_time(lambda: modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False), args.repeat)
+            t_warm_new_dest = run(lambda d: modelship.fetch(uri, d, cache_dir=warm_cache, progress=False), "wn")
+            shutil.rmtree(warm_dest)
+            shutil.rmtree(warm_cache)
+            _, rss = fetch_in_subprocess(uri, work / "rss", work / "rss-cache")
+            shutil.rmtree(work / "rss")
+            shutil.rmtree(work / "rss-cache")
+            total = sum(files.values())
+            rows.append((label, total, t_a, t_b, t_ms, t_warm, t_warm_new_dest, rss))
+    finally:
+        container.delete_container()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nfetch benchmark on Azurite (median of {args.repeat}; every row measured in this run)\n")
+    head = (
+        f"{'model':<16} {'A: sdk x8':>10} {'B: seq':>9} {'modelship':>10} {'vs A':>7} {'B/ms':>7} "
+        f"{'warm':>8} {'warm new dest':>14} {'peak RSS':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for label, total, t_a, t_b, t_ms, t_warm, t_wn, rss in rows:
+        print(
+            f"{label:<16} {t_a:>9.2f}s {t_b:>8.2f}s {t_ms:>9.2f}s {t_ms / t_a:>6.2f}x {t_b / t_ms:>6.2f}x "
+            f"{t_warm:>7.3f}s {t_wn:>13.3f}s {rss:>6} MB"
+        )
+    print(
+        "\ntargets: modelship/A <= 1.15 (hashing and verifying included); B/modelship >= 2 on the many-file model; "
+        "warm re-fetch < 0.3 s; peak RSS < 150 MB"
+    )
+    print(f"throughput of modelship cold fetch: {rows[0][1] / rows[0][4] / MiB:.0f} MB/s (single file)")
+
+
+if __name__ == "__main__":
+    main()
