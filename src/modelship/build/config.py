@@ -1,0 +1,199 @@
+"""Build settings: explicit arguments > ``[tool.modelship]`` in APP_DIR/pyproject.toml > env > defaults.
+
+Loading (TOML), validating (types and ranges) and resolving (precedence, defaults) are kept apart so each
+can be read and tested on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+DEFAULT_PORT = 8000
+DEFAULT_READY_PATH = "/health/ready"
+DEFAULT_HEALTHCHECK_INTERVAL = "10s"
+
+# key in [tool.modelship] -> expected type. Other keys in that table belong to other modelship commands
+# (e.g. the model URI of `fetch`) and are left alone.
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "base_image": str,
+    "requirements": str,
+    "dockerfile": str,
+    "entrypoint": (str, list),
+    "port": int,
+    "ready_path": str,
+    "healthcheck_interval": str,
+    "tag_model_version": bool,
+}
+_DURATION = re.compile(r"^\d+(ms|s|m|h)$")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything the build needs to know, resolved; paths are absolute."""
+
+    app_dir: Path
+    base_image: str
+    base_image_explicit: bool  # False when it is only the built-in default
+    requirements: Path | None
+    dockerfile: Path | None
+    entrypoint: tuple[str, ...] | None  # exec form; None only with a dockerfile
+    port: int
+    ready_path: str
+    healthcheck_interval: str
+    tag_model_version: bool
+
+
+def load_tool_table(app_dir: Path) -> dict[str, Any]:
+    """``[tool.modelship]`` of APP_DIR/pyproject.toml with keys normalised to snake_case ({} if absent)."""
+    path = app_dir / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"{path}: not valid TOML ({e}); fix the file") from e
+    table = data.get("tool", {}).get("modelship", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [tool.modelship] must be a table")
+    return {str(k).replace("-", "_"): v for k, v in table.items()}
+
+
+def project_metadata(app_dir: Path) -> dict[str, str]:
+    """name and version from ``[project]`` of APP_DIR/pyproject.toml, when present (for OCI labels)."""
+    path = app_dir / "pyproject.toml"
+    try:
+        project = tomllib.loads(path.read_text()).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    return {k: str(project[k]) for k in ("name", "version") if isinstance(project.get(k), str)}
+
+
+def validate_table(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """Type-check the keys this module knows; ignore the rest (they belong to other commands)."""
+    out: dict[str, Any] = {}
+    for key, expected in _KEYS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        # bool is an int subclass: `port = true` must not pass as port 1
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            raise UsageError(f"{source}: [tool.modelship] {key} must be a {names}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _entrypoint(value: str | list | tuple | None, source: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parts = shlex.split(value)
+        except ValueError as e:
+            raise UsageError(f"{source}: entrypoint {value!r} cannot be parsed ({e})") from e
+    else:
+        parts = [str(p) for p in value]
+    if not parts:
+        raise UsageError(f"{source}: entrypoint is empty; give the command that starts the app")
+    return tuple(parts)
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if m and not line.startswith("-"):
+            names.add(re.sub(r"[-_.]+", "-", m.group(1)).lower())
+    return names
+
+
+def resolve(
+    app_dir: str | Path,
+    *,
+    base_image: str | None = None,
+    requirements: str | Path | None = None,
+    dockerfile: str | Path | None = None,
+    entrypoint: str | None = None,
+    port: int | None = None,
+    ready_path: str | None = None,
+    tag_model_version: bool = False,
+) -> BuildConfig:
+    """Merge explicit arguments, ``[tool.modelship]``, the environment and defaults into a BuildConfig."""
+    app = Path(app_dir).expanduser().resolve()
+    if not app.is_dir():
+        raise UsageError(f"app directory {app_dir} does not exist or is not a directory")
+    source = str(app / "pyproject.toml")
+    cfg = validate_table(load_tool_table(app), source)
+
+    def pick(explicit: Any, key: str) -> tuple[Any, bool]:
+        if explicit is not None:
+            return explicit, True
+        if key in cfg:
+            return cfg[key], False
+        return None, False
+
+    def path_of(explicit: str | Path | None, key: str) -> Path | None:
+        # explicit paths are relative to the working directory, config paths to APP_DIR
+        if explicit is not None:
+            return Path(explicit).expanduser().resolve()
+        if key in cfg:
+            return (app / cfg[key]).resolve()
+        return None
+
+    base, _ = pick(base_image, "base_image")
+    base = base or os.environ.get("MODELSHIP_BASE_IMAGE") or None
+    base_explicit = base is not None
+    base = base or DEFAULT_BASE_IMAGE
+
+    req = path_of(requirements, "requirements")
+    if req is None and (app / "requirements.txt").is_file():
+        req = app / "requirements.txt"
+    if req is not None and not req.is_file():
+        raise UsageError(f"requirements file {req} does not exist")
+
+    dfile = path_of(dockerfile, "dockerfile")
+    if dfile is not None and not dfile.is_file():
+        raise UsageError(f"Dockerfile {dfile} does not exist")
+
+    port_v, _ = pick(port, "port")
+    port_v = DEFAULT_PORT if port_v is None else port_v
+    if isinstance(port_v, bool) or not isinstance(port_v, int) or not 1 <= port_v <= 65535:
+        raise UsageError(f"port must be an integer between 1 and 65535, got {port_v!r}")
+
+    ready, _ = pick(ready_path, "ready_path")
+    ready = ready or DEFAULT_READY_PATH
+    if not ready.startswith("/") or any(c.isspace() or c in "'\"\\" for c in ready):
+        raise UsageError(f"ready path must start with '/' and contain no spaces or quotes, got {ready!r}")
+
+    interval = cfg.get("healthcheck_interval", DEFAULT_HEALTHCHECK_INTERVAL)
+    if not _DURATION.match(interval):
+        raise UsageError(f"{source}: healthcheck_interval must look like 10s, 500ms or 1m, got {interval!r}")
+
+    ep_value, _ = pick(entrypoint, "entrypoint")
+    ep = _entrypoint(ep_value, "--entrypoint" if entrypoint is not None else source)
+    if ep is None and dfile is None:
+        if req is not None and "gunicorn" in _requirement_names(req):
+            ep = ("gunicorn", "-b", f"0.0.0.0:{port_v}", "app:app")
+        else:
+            raise UsageError(
+                "no entrypoint: pass --entrypoint 'CMD' (e.g. 'python app.py') or set entrypoint in "
+                "[tool.modelship]; the default 'gunicorn -b 0.0.0.0:PORT app:app' needs gunicorn in requirements"
+            )
+
+    tmv = bool(tag_model_version or cfg.get("tag_model_version", False))
+    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, interval, tmv)

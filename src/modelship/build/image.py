@@ -1,0 +1,465 @@
+"""Build, push and inspect images with the docker SDK (any Docker-API engine; classic builder, no buildx)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import progress
+from ..errors import AuthError, BuildError, DockerError, ModelshipError, NotFoundError, UsageError
+from ..manifest import Manifest
+from ..uri import redact, strip_secrets
+from . import config as config_mod
+from . import context as ctx
+from . import dockerfile as dockerfile_mod
+from . import labels as labels_mod
+from . import registry as registry_mod
+from . import wheels as wheels_mod
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A built image: its id (``sha256:...``), the tags it got, and its labels."""
+
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+
+
+# ---- the engine --------------------------------------------------------------------------------------
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _unreachable() -> DockerError:
+    return DockerError(f"Docker engine not reachable at {docker_host()}: start Docker (or run scripts/testbed.sh up)")
+
+
+@contextlib.contextmanager
+def engine(client=None) -> Iterator[Any]:
+    """The given docker client, or one from the environment (closed afterwards); DockerError if unreachable."""
+    if client is not None:
+        yield client
+        return
+    import docker
+    import requests
+
+    try:
+        own = docker.from_env()
+        own.ping()
+    except (docker.errors.DockerException, requests.RequestException, OSError):
+        raise _unreachable() from None
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def _api_error(e: Exception) -> str:
+    return redact(str(getattr(e, "explanation", None) or e)).splitlines()[0] if str(e) else e.__class__.__name__
+
+
+# ---- build -------------------------------------------------------------------------------------------
+
+
+def normalise_tags(tag: str | Sequence[str]) -> list[str]:
+    from docker.utils.build import match_tag
+
+    tags = [tag] if isinstance(tag, str) else list(tag)
+    if not tags:
+        raise UsageError("give at least one --tag IMAGE[:TAG]")
+    out = []
+    for t in tags:
+        has_tag = ":" in t.rsplit("/", 1)[-1]  # a ":" before the last "/" is a registry port
+        full = t if has_tag else f"{t}:latest"
+        if "@" in t or not match_tag(full):
+            raise UsageError(f"invalid image tag {t!r}: expected [REGISTRY/]NAME[:TAG], lower-case name")
+        if full not in out:
+            out.append(full)
+    return out
+
+
+def model_version_tag(tag: str, manifest: Manifest) -> str:
+    """``IMAGE:<tag>-model-<version>`` (version sanitised to tag characters, short digest when unversioned)."""
+    repo, _, app_tag = tag.rpartition(":")
+    version = manifest.version or manifest.digest.split(":", 1)[1][:12]
+    version = re.sub(r"[^A-Za-z0-9_.-]", "-", str(version))
+    return f"{repo}:{app_tag}-model-{version}"[: len(repo) + 1 + 128]
+
+
+class _ProgressReader:
+    """Counts the build context as the SDK uploads it (the upload is the slow part for big models)."""
+
+    def __init__(self, f: BinaryIO, size: int, bar: progress.Progress):
+        self._f, self._size, self._bar = f, size, bar
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._bar.update(len(data))
+        return data
+
+    def __len__(self) -> int:  # lets requests send Content-Length instead of chunking
+        return self._size
+
+
+def _stream_build(
+    client,
+    fileobj: BinaryIO,
+    size: int,
+    *,
+    tag: str | None,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    network_mode: str | None,
+    quiet: bool,
+) -> str:
+    """Run the build, stream its log to stderr, return the image id or raise BuildError."""
+    import docker.errors
+    import requests
+
+    bar = progress.Progress(size, "build context", show=None if not quiet else False)
+    step, last_output, image_id = "", "", None
+    try:
+        events = client.api.build(
+            fileobj=_ProgressReader(fileobj, size, bar),
+            custom_context=True,
+            tag=tag,
+            dockerfile=ctx.DOCKERFILE_PATH,
+            buildargs=buildargs,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode=network_mode,
+            decode=True,
+        )
+        for ev in events:
+            if "stream" in ev:
+                text = ev["stream"]
+                if not quiet:
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+                for line in text.splitlines():
+                    line = line.strip()
+                    if line.startswith("Step "):
+                        step = line
+                    elif line and not line.startswith("--->") and not line.startswith("Removing intermediate"):
+                        last_output = line
+            elif "aux" in ev and isinstance(ev["aux"], dict) and "ID" in ev["aux"]:
+                image_id = ev["aux"]["ID"]
+            elif "error" in ev:
+                error = ev.get("error", "").strip()
+                # a failing RUN reports only "returned a non-zero code"; the command's last line says why
+                reason = last_output if "non-zero code" in error and last_output else error
+                where = f" at {step[:100]}" if step else ""
+                raise BuildError(redact(f"image build failed{where}: {reason}"))
+            elif "status" in ev and not quiet:
+                sys.stderr.write(ev["status"] + "\n")
+    except (docker.errors.APIError, docker.errors.BuildError) as e:
+        raise BuildError(f"image build failed: {_api_error(e)}") from None
+    except requests.ConnectionError:
+        raise _unreachable() from None
+    finally:
+        bar.close()
+    if image_id is None:
+        raise BuildError("image build finished without an image id; see the build log above")
+    return image_id
+
+
+def _add_wheels(w: ctx.ContextWriter, wheel_dir: Path | None) -> None:
+    if wheel_dir is not None:
+        ctx.add_wheels(w, wheel_dir)
+    else:  # no requirements: an empty wheelhouse, so a Dockerfile's COPY of it still works
+        w.bytes(f"{ctx.WHEELS_PATH}/{wheels_mod.WHEELHOUSE_REQUIREMENTS}", b"")
+
+
+def _build_context(
+    client,
+    fill: Callable[[ctx.ContextWriter], None],
+    *,
+    tag: str | None,
+    labels: dict[str, str],
+    buildargs: dict[str, str] | None = None,
+    network_mode: str | None = None,
+    quiet: bool,
+) -> str:
+    """Write a context (``fill`` adds the entries) to a temp file and build it; returns the image id."""
+    with tempfile.TemporaryFile(prefix="modelship-context-") as f:
+        w = ctx.ContextWriter(f)
+        fill(w)
+        w.close()
+        size = f.tell()
+        f.seek(0)
+        return _stream_build(
+            client, f, size, tag=tag, buildargs=buildargs or {}, labels=labels, network_mode=network_mode, quiet=quiet
+        )
+
+
+def _model_stage(client, text: str, base: str, wheel_dir: Path, model: Path, manifest: Manifest, *, quiet: bool) -> str:
+    """The image of stage ``model`` (base + setup + deps + model): reused when its inputs are unchanged.
+
+    Its key covers everything that goes into it -- the rendered stages, the base image id, the wheelhouse,
+    the manifest as it goes into the image, and each model file's stat (so a file edited in place after
+    the fetch is re-verified) -- and maps to an image id in the modelship cache. A code-only rebuild then
+    never sends the model to the engine again.
+    """
+    import docker.errors
+
+    model_text, _ = dockerfile_mod.split_stages(text, "model")
+    h = hashlib.sha256(b"modelship-model-stage-v1\0")
+    h.update(model_text.encode() + b"\0" + client.images.get(base).id.encode() + b"\0" + wheel_dir.name.encode())
+    h.update(b"\0" + manifest.without_timestamp().to_json().encode())
+    for f in manifest.files:
+        h.update(ctx.stat_signature(model / f.path).encode())
+    index = wheels_mod.build_cache_dir() / "stages" / h.hexdigest()[:40]
+    if index.is_file():
+        image_id = index.read_text().strip()
+        try:
+            client.images.get(image_id)
+            if not quiet:
+                print(f"modelship: dependencies and model unchanged, reusing {image_id[:19]}", file=sys.stderr)
+            return image_id
+        except docker.errors.ImageNotFound:
+            pass  # pruned since: build it again
+
+    def fill(w: ctx.ContextWriter) -> None:
+        w.bytes(ctx.DOCKERFILE_PATH, model_text.encode())
+        _add_wheels(w, wheel_dir)
+        ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
+
+    image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_name(f".{index.name}.{os.getpid()}")
+    tmp.write_text(image_id)
+    os.replace(tmp, index)
+    return image_id
+
+
+def build(
+    app_dir: str | Path,
+    model_dir: str | Path,
+    tag: str | Sequence[str],
+    *,
+    base_image: str | None = None,
+    requirements: str | Path | None = None,
+    dockerfile: str | Path | None = None,
+    entrypoint: str | None = None,
+    port: int | None = None,
+    ready_path: str | None = None,
+    tag_model_version: bool = False,
+    quiet: bool = False,
+    docker_client=None,
+) -> BuiltImage:
+    """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract."""
+    cfg = config_mod.resolve(
+        app_dir,
+        base_image=base_image,
+        requirements=requirements,
+        dockerfile=dockerfile,
+        entrypoint=entrypoint,
+        port=port,
+        ready_path=ready_path,
+        tag_model_version=tag_model_version,
+    )
+    model = Path(model_dir).expanduser().resolve()
+    manifest = ctx.model_manifest(model)
+    manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
+    tags = normalise_tags(tag)
+    if cfg.tag_model_version:
+        tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
+    user_dockerfile = cfg.dockerfile.read_text() if cfg.dockerfile else None
+    labels = labels_mod.image_labels(cfg.app_dir, manifest, config_mod.project_metadata(cfg.app_dir))
+
+    with engine(docker_client) as client:
+        # the target interpreter: needed to render our Dockerfile, and to resolve wheels for any Dockerfile
+        base = cfg.base_image
+        if user_dockerfile is not None and not cfg.base_image_explicit:
+            base = dockerfile_mod.base_from_dockerfile(user_dockerfile) or base
+        target = None
+        if user_dockerfile is None or cfg.requirements is not None:
+            target = wheels_mod.detect_target(client, base)
+        wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
+        app_files = ctx.app_files(cfg.app_dir, skip=[model])
+
+        if user_dockerfile is None:
+            assert target is not None and wheel_dir is not None and cfg.entrypoint is not None
+            text = dockerfile_mod.render(
+                base_image=base,
+                python=target.python,
+                cmd=cfg.entrypoint,
+                port=cfg.port,
+                ready_path=cfg.ready_path,
+                healthcheck_interval=cfg.healthcheck_interval,
+                labels=labels,
+            )
+            stage_id = _model_stage(client, text, base, wheel_dir, model, manifest, quiet=quiet)
+            _, app_text = dockerfile_mod.split_stages(text, stage_id)
+
+            def fill(w: ctx.ContextWriter) -> None:
+                w.bytes(ctx.DOCKERFILE_PATH, app_text.encode())
+                ctx.add_app(w, cfg.app_dir, ctx.APP_ROOTFS + dockerfile_mod.APP_DIR, app_files)
+
+            # labels are in the rendered Dockerfile already (one LABEL step instead of one per label)
+            image_id = _build_context(client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet)
+        else:
+            assert cfg.dockerfile is not None
+
+            def fill(w: ctx.ContextWriter) -> None:
+                w.bytes(ctx.DOCKERFILE_PATH, user_dockerfile.encode())
+                _add_wheels(w, wheel_dir)
+                ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
+                ctx.add_app(w, cfg.app_dir, "", app_files)
+
+            # the user's RUN steps may need the network (apt-get, ...): their choice, not forced off here
+            buildargs = {"MODELSHIP_MODEL_DIR": ctx.MODEL_PATH, "MODELSHIP_WHEELS_DIR": ctx.WHEELS_PATH}
+            image_id = _build_context(client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet)
+        for t in tags[1:]:
+            repo, _, name = t.rpartition(":")
+            try:
+                client.api.tag(image_id, repo, name, force=True)
+            except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
+                raise DockerError(f"tagging {image_id[:19]} as {t} failed: {_api_error(e)}") from None
+    if not quiet:
+        print(f"modelship: built {image_id[:19]} tagged {', '.join(tags)}", file=sys.stderr)
+    return BuiltImage(image_id, tuple(tags), labels)
+
+
+# ---- push --------------------------------------------------------------------------------------------
+
+
+def _push_error(image: str, registry: str, message: str) -> ModelshipError:
+    low = message.lower()
+    if any(s in low for s in ("unauthorized", "denied", "authentication required", "no basic auth")):
+        return AuthError(
+            f"push of {image} denied by {registry}: run 'docker login {registry}' or pass --username/--password-stdin"
+        )
+    if "does not exist locally" in low or "no such image" in low:
+        return NotFoundError(f"image {image} does not exist locally: build or tag it first (modelship build)")
+    return DockerError(f"push of {image} failed: {redact(message)}")
+
+
+def push(
+    image: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    quiet: bool = False,
+    docker_client=None,
+) -> str:
+    """Push IMAGE[:TAG] to its registry; returns the manifest digest (``sha256:...``)."""
+    import docker.errors
+    import requests
+
+    ref = registry_mod.parse_reference(image)
+    if ref.reference.startswith("sha256:"):
+        raise UsageError(f"cannot push {image}: give a tag, not a digest")
+    if (username is None) != (password is None):
+        raise UsageError("give both --username and a password (--password-stdin), or neither")
+    repo, tag = image.rsplit(":", 1) if ":" in image.rsplit("/", 1)[-1] else (image, "latest")
+    auth = {"username": username, "password": password} if username is not None else None
+    digest = None
+    layers: dict[str, tuple[int, int]] = {}  # layer id -> (current, total) bytes
+    bar = progress.Progress(None, f"push {repo}:{tag}", show=None if not quiet else False)
+    done = 0
+    with engine(docker_client) as client:
+        try:
+            for ev in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
+                if "error" in ev:
+                    raise _push_error(f"{repo}:{tag}", ref.registry, ev.get("error", ""))
+                if isinstance(ev.get("aux"), dict) and ev["aux"].get("Digest"):
+                    digest = ev["aux"]["Digest"]
+                layer, status = ev.get("id"), ev.get("status", "")
+                detail = ev.get("progressDetail") or {}
+                if layer and detail.get("total"):
+                    layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+                    bar.total = sum(t for _, t in layers.values())
+                    now = sum(c for c, _ in layers.values())
+                    bar.update(now - done)
+                    done = now
+                elif layer and not quiet and not progress.enabled() and status in ("Pushed", "Layer already exists"):
+                    print(f"{layer}: {status}", file=sys.stderr)
+        except docker.errors.APIError as e:
+            raise _push_error(f"{repo}:{tag}", ref.registry, _api_error(e)) from None
+        except requests.ConnectionError:
+            raise _unreachable() from None
+        finally:
+            bar.close()
+    if not digest:
+        raise DockerError(f"push of {repo}:{tag} finished without a digest; see the engine log")
+    if not quiet:
+        print(f"modelship: pushed {repo}:{tag}@{digest}", file=sys.stderr)
+    return digest
+
+
+# ---- inspect -----------------------------------------------------------------------------------------
+
+
+def describe(ref: str, source: str, image_id: str | None, digest: str | None, labels: dict[str, str]) -> dict:
+    """The inspect result: labels plus the model they describe, parsed."""
+    manifest = None
+    raw = labels.get(f"{labels_mod.MODEL}.manifest")
+    if raw:
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = None  # a hand-made or truncated label: report the rest anyway
+    return {
+        "ref": ref,
+        "source": source,
+        "id": image_id,
+        "digest": digest,
+        "labels": labels,
+        "model": {
+            "uri": labels.get(f"{labels_mod.MODEL}.uri"),
+            "version": labels.get(f"{labels_mod.MODEL}.version"),
+            "digest": labels.get(f"{labels_mod.MODEL}.digest"),
+        },
+        "manifest": manifest,
+    }
+
+
+def _local(ref: str, client) -> dict | None:
+    import docker.errors
+
+    try:
+        img = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as e:
+        raise DockerError(f"cannot inspect {ref}: {_api_error(e)}") from None
+    repo_digests = img.attrs.get("RepoDigests") or []
+    digest = repo_digests[0].split("@", 1)[1] if repo_digests else None
+    return describe(ref, "local", img.id, digest, dict(img.labels or {}))
+
+
+def inspect(ref: str, *, username: str | None = None, password: str | None = None, docker_client=None) -> dict:
+    """Labels and model of an image: the local one if the engine has it, else read from its registry."""
+    registry_mod.parse_reference(ref)  # fail early, with a usage error, on a malformed reference
+    remote_ok = registry_mod.names_registry(ref)
+    try:
+        with engine(docker_client) as client:
+            found = _local(ref, client)
+            if found is not None:
+                return found
+    except DockerError:
+        if not remote_ok:
+            raise  # a local name: the engine was the only place to look
+    if not remote_ok:
+        # never guess Docker Hub for a name the user may simply have mistyped
+        raise NotFoundError(
+            f"image {ref} not found locally; to read it from a registry give the full reference "
+            "(REGISTRY/NAME:TAG, e.g. myacr.azurecr.io/app:1 or docker.io/library/python:3.11)"
+        )
+    remote = registry_mod.remote_image(ref, username=username, password=password)
+    return describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])

@@ -1,0 +1,93 @@
+"""Provenance labels: OCI image annotations (from git when available) and the io.modelship.model.* set."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import UsageError
+from ..manifest import Manifest
+from ..uri import strip_secrets
+
+OCI = "org.opencontainers.image"
+MODEL = "io.modelship.model"
+
+
+def _git(app_dir: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(app_dir), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # no git installed: no git provenance, not an error
+    out = proc.stdout.strip()
+    return out if proc.returncode == 0 and out else None
+
+
+def clean_remote(url: str) -> str:
+    """A git remote URL without any credentials (``https://user:token@host/x`` -> ``https://host/x``)."""
+    if "://" not in url:
+        return url  # scp-like git@host:path: "git" is an SSH user name, not a secret
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    # a token may be the whole userinfo (https://TOKEN@github.com/...), so drop all of it, and any query
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def git_provenance(app_dir: Path) -> dict[str, str]:
+    """revision, source and version of the git checkout holding APP_DIR ({} outside git)."""
+    revision = _git(app_dir, "rev-parse", "HEAD")
+    if revision is None:
+        return {}
+    out = {"revision": revision}
+    remote = _git(app_dir, "config", "--get", "remote.origin.url")
+    if remote is None:
+        first = (_git(app_dir, "remote") or "").split()
+        remote = _git(app_dir, "config", "--get", f"remote.{first[0]}.url") if first else None
+    if remote:
+        out["source"] = clean_remote(remote)
+    version = _git(app_dir, "describe", "--tags", "--always", "--dirty")
+    if version:
+        out["version"] = version
+    return out
+
+
+def created_timestamp() -> str:
+    """RFC 3339 UTC; SOURCE_DATE_EPOCH wins, for reproducible builds."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError) as e:
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from e
+    else:
+        when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def model_labels(manifest: Manifest) -> dict[str, str]:
+    labels = {
+        f"{MODEL}.uri": strip_secrets(manifest.uri),
+        f"{MODEL}.digest": manifest.digest,
+        f"{MODEL}.manifest": manifest.without_timestamp().to_json(compact=True),
+    }
+    if manifest.version is not None:
+        labels[f"{MODEL}.version"] = str(manifest.version)
+    return labels
+
+
+def image_labels(app_dir: Path, manifest: Manifest, project: dict[str, str]) -> dict[str, str]:
+    """All labels of a built image: OCI provenance + the model it carries."""
+    git = git_provenance(app_dir)
+    labels = {f"{OCI}.created": created_timestamp(), f"{OCI}.title": project.get("name") or app_dir.name}
+    version = git.get("version") or project.get("version")
+    if version:
+        labels[f"{OCI}.version"] = version
+    for key in ("revision", "source"):
+        if key in git:
+            labels[f"{OCI}.{key}"] = git[key]
+    labels.update(model_labels(manifest))
+    return labels

@@ -1,0 +1,93 @@
+"""push / inspect against a registry that wants credentials (htpasswd, Basic auth), like ACR with admin user."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import bcrypt
+import docker.errors
+import pytest
+import requests
+
+from _build_helpers import make_app, make_model
+from modelship.build import build, inspect, push
+from modelship.cli import main
+from modelship.errors import AuthError
+
+pytestmark = pytest.mark.docker
+USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    """A second registry (the testbed's docker-registry binary) on a free port, with htpasswd auth."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry not installed: run 'scripts/testbed.sh up' first", pytrace=False)
+    root = tmp_path_factory.mktemp("auth-registry")
+    (root / "htpasswd").write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode()}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+        f"auth: {{htpasswd: {{realm: modelship-test, path: {root / 'htpasswd'}}}}}\n"
+    )
+    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in the finalizer
+    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401:
+                break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"auth registry did not start: {(root / 'registry.log').read_text()[-500:]}", pytrace=False)
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, auth_registry, monkeypatch, capsys):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no stored logins
+    app = make_app(tmp_path / "app")
+    model = make_model(tmp_path / "model", {"m.bin": b"abc"}, uri="az://acct/models/m", version="4")
+    ref = f"{auth_registry}/team/app:{uuid.uuid4().hex[:8]}"
+    img = build(
+        app, model, ref, base_image=base_image, entrypoint="python app.py", quiet=True, docker_client=docker_client
+    )
+    try:
+        with pytest.raises(AuthError, match=f"push of {ref} denied by {auth_registry}: run 'docker login"):
+            push(ref, quiet=True, docker_client=docker_client)
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+        assert main(["push", ref, "--username", USER, "--password-stdin", "--json"]) == 0
+        out = capsys.readouterr()
+        digest = json.loads(out.out)["digest"]
+        assert PASSWORD not in out.out + out.err
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(ref, force=True)
+
+    with pytest.raises(AuthError, match=f"registry {auth_registry} denied access to team/app"):
+        inspect(ref, docker_client=docker_client)
+    remote = inspect(ref, username=USER, password=PASSWORD, docker_client=docker_client)
+    assert remote["source"] == "registry" and remote["digest"] == digest and remote["labels"] == img.labels
+
+    # credentials stored by `docker login` (config.json "auths") are used when none are given
+    (tmp_path / "docker-config").mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (tmp_path / "docker-config" / "config.json").write_text(json.dumps({"auths": {auth_registry: {"auth": auth}}}))
+    assert inspect(ref, docker_client=docker_client)["model"]["version"] == "4"
