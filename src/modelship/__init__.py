@@ -10,10 +10,7 @@ from .fetch import fetch, lock, resolve
 from .manifest import FileEntry, Lock, Manifest, Resolution
 from .publish import publish
 
-try:  # TEMP until the build package lands
-    from .build import BuiltImage, build, inspect, push
-except ImportError:
-    pass
+from .build import BuiltImage, build, inspect, push
 
 __version__ = "0.1.0"
 

@@ -139,7 +139,7 @@ def cmd_inspect(a: argparse.Namespace) -> None:
         return
     model = info.get("model") or {}
     print(f"{info.get('ref', a.image)} ({info.get('source', '?')})")
-    print(f"  model: {model.get('uri', '-')} version {model.get('version', '-')} {model.get('digest', '-')}")
+    print(f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} {model.get('digest') or '-'}")
     for k, v in sorted((info.get("labels") or {}).items()):
         if k != "io.modelship.model.manifest":
             print(f"  {k}={v}")
