@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from .errors import ModelshipError
-
 # Imported eagerly on purpose: `from .fetch import fetch` rebinds the package attribute `fetch` from the
-# submodule to the function, so `modelship.fetch(...)` is always the function.
+# submodule to the function, so `modelship.fetch(...)` is always the function (likewise build, publish).
+from .build import BuiltImage, build, inspect, push
+from .errors import ModelshipError
 from .fetch import fetch, lock, resolve
 from .manifest import FileEntry, Lock, Manifest, Resolution
 from .publish import publish
-
-from .build import BuiltImage, build, inspect, push
 
 __version__ = "0.1.0"
 
