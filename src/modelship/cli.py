@@ -108,6 +108,7 @@ def cmd_build(a: argparse.Namespace) -> None:
         port=a.port,
         ready_path=a.ready_path,
         tag_model_version=a.tag_model_version,
+        pull=a.pull,
         quiet=a.quiet or a.json,
     )
     if a.json:
@@ -148,7 +149,7 @@ def cmd_inspect(a: argparse.Namespace) -> None:
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
-    paths = render(a.image, a.out, name=a.name, replicas=a.replicas)
+    paths = render(a.image, a.out, name=a.name, replicas=a.replicas, template_dir=a.template_dir)
     for p in paths:
         print(p)
 
@@ -162,9 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modelship", description="Ship the latest model inside your app's image, verified."
     )
     p.add_argument("--version", action="version", version=f"modelship {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    common.add_argument("--no-progress", action="store_true", help="no progress bars (default off when not a TTY)")
+    # -v and --no-progress work before and after the verb; SUPPRESS keeps the subcommand's default from
+    # overwriting a value given before the verb.
+    for parser, default in ((p, None), (common := argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)):
+        parser.add_argument(
+            "-v", "--verbose", action="count", default=default or 0, help="more log output (-vv for debug)"
+        )
+        parser.add_argument(
+            "--no-progress", action="store_true", default=default or False, help="no progress bars (off when not a TTY)"
+        )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="port the app listens on (default 8000)")
     sp.add_argument("--ready-path", help="readiness path for the HEALTHCHECK (default /health/ready)")
     sp.add_argument("--tag-model-version", action="store_true", help="also tag IMAGE:<tag>-model-<version>")
+    sp.add_argument("--pull", action="store_true", help="pull the base image first (default: use the local one)")
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")
@@ -234,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, metavar="DIR")
     sp.add_argument("--name", default="modelship-app")
     sp.add_argument("--replicas", type=int, default=2)
+    sp.add_argument("--template-dir", metavar="DIR", help="your own manifest templates (default: the built-in ones)")
     return p
 
 

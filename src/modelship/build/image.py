@@ -258,6 +258,7 @@ def build(
     port: int | None = None,
     ready_path: str | None = None,
     tag_model_version: bool = False,
+    pull: bool = False,
     quiet: bool = False,
     docker_client=None,
 ) -> BuiltImage:
@@ -286,6 +287,8 @@ def build(
         base = cfg.base_image
         if user_dockerfile is not None and not cfg.base_image_explicit:
             base = dockerfile_mod.base_from_dockerfile(user_dockerfile) or base
+        if pull:
+            _pull_base(client, base, quiet=quiet)
         target = None
         if user_dockerfile is None or cfg.requirements is not None:
             target = wheels_mod.detect_target(client, base)
@@ -333,6 +336,19 @@ def build(
     if not quiet:
         print(f"modelship: built {image_id[:19]} tagged {', '.join(tags)}", file=sys.stderr)
     return BuiltImage(image_id, tuple(tags), labels)
+
+
+def _pull_base(client, image: str, *, quiet: bool) -> None:
+    """Refresh the base image from its registry (off by default: builds use what the engine has)."""
+    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    if not quiet:
+        print(f"modelship: pulling base image {image}", file=sys.stderr)
+    try:
+        client.images.pull(repo, tag=tag)
+    except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
+        raise DockerError(
+            f"cannot pull base image {image}: {_api_error(e)}; check the name and 'docker login'"
+        ) from None
 
 
 # ---- push --------------------------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""deploy: render Kubernetes manifests that run exactly the image that was tested, pinned by digest.
+
+The templates are ordinary manifests (``deploy_templates/`` in this package, or a folder of your own).
+Rendering parses them and sets fields — the container image, ``metadata.name``, every
+``app.kubernetes.io/name`` label and selector, ``spec.replicas`` — rather than substituting text, so a
+template stays valid YAML a reviewer can read and ``kubectl apply`` as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+DEFAULT_NAME = "modelship-app"
+NAME_LABEL = "app.kubernetes.io/name"
+APP_CONTAINER = "app"  # the container that gets the image; else the first one
+# <registry/repo path>[:tag]@sha256:<64 hex>; the path rules follow the OCI distribution spec
+_IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"@sha256:(?P<hex>[0-9a-f]{64})$"
+)
+# Service names must be DNS-1035 labels (the strictest of the kinds rendered here)
+_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def default_template_dir() -> Path:
+    """The templates shipped with modelship (a Deployment and a LoadBalancer Service)."""
+    return Path(str(resources.files("modelship") / "deploy_templates"))
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if it is pinned by ``@sha256:<64 hex>``; a tag alone can move, so it is refused."""
+    if not _IMAGE.match(image or ""):
+        if "@sha256:" not in (image or ""):
+            raise UsageError(
+                f"image {image!r} is not pinned by digest; pass REPO@sha256:<64 hex> "
+                "(the digest printed by 'modelship push --json')"
+            )
+        raise UsageError(f"image {image!r} is not a valid REPO[:TAG]@sha256:<64 lowercase hex> reference")
+    return image
+
+
+def render(
+    image: str,
+    out: str | Path,
+    *,
+    name: str = DEFAULT_NAME,
+    replicas: int = 2,
+    template_dir: str | Path | None = None,
+) -> list[Path]:
+    """Write the manifests of ``template_dir`` (default: the built-in ones) to ``out`` with ``image`` set.
+
+    Returns the written files, one per template file, in name order.
+    """
+    check_image(image)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UsageError(
+            f"name {name!r} is not a valid Kubernetes name: lowercase letters, digits and '-', "
+            "starting with a letter, at most 63 characters"
+        )
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise UsageError(f"replicas must be a whole number >= 1, got {replicas!r}")
+    folder = Path(template_dir) if template_dir is not None else default_template_dir()
+    templates = _template_files(folder)
+    out_dir = Path(out)
+    if out_dir.resolve() == folder.resolve():
+        raise UsageError(f"--out {out_dir} is the template folder; render into another folder")
+    loaded = [(path, _load(path)) for path in templates]
+    deployment = next((d for _, docs in loaded for d in docs if d["kind"] == "Deployment"), None)
+    if deployment is None:
+        raise UsageError(f"no Deployment in the templates of {templates[0].parent}; add one to put the image in")
+    # The template's own app name; only names and labels carrying it are renamed, so objects of
+    # other apps that a template refers to (e.g. in a NetworkPolicy) keep theirs.
+    original = str(deployment["metadata"].get("name", ""))
+    for path, docs in loaded:
+        for doc in docs:
+            _rename(doc, original, name)
+            if doc["kind"] == "Deployment":
+                _set_deployment(doc, image, replicas, path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder {out_dir}: {e.strerror}") from e
+    written = []
+    for path, docs in loaded:
+        target = out_dir / path.name
+        header = f"# Rendered by 'modelship deploy render' from {path.name}: edit the template, not this file.\n"
+        target.write_text(header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False))
+        written.append(target)
+    return written
+
+
+def _template_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"template folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise UsageError(f"template folder {folder} holds no .yaml files")
+    return files
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML ({e})") from e
+    for doc in docs:
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("kind"), str)
+            or not isinstance(doc.get("metadata"), dict)
+        ):
+            raise UsageError(f"{path}: every document must be a Kubernetes object with kind and metadata")
+    return docs
+
+
+def _rename(doc: dict[str, Any], original: str, name: str) -> None:
+    """``original`` -> ``name`` in metadata.name (``original-suffix`` keeps its suffix) and in name labels."""
+    current = doc["metadata"].get("name")
+    if current == original:
+        doc["metadata"]["name"] = name
+    elif isinstance(current, str) and current.startswith(original + "-"):
+        doc["metadata"]["name"] = name + current[len(original) :]
+    for mapping in _mappings(doc):
+        if mapping.get(NAME_LABEL) == original:
+            mapping[NAME_LABEL] = name
+
+
+def _mappings(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping in a document (labels, selectors, matchLabels at any depth)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _mappings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _mappings(value)
+
+
+def _set_deployment(doc: dict[str, Any], image: str, replicas: int, path: Path) -> None:
+    spec = doc.setdefault("spec", {})
+    spec["replicas"] = replicas
+    try:
+        containers = spec["template"]["spec"]["containers"]
+    except (KeyError, TypeError):
+        containers = None
+    if not isinstance(containers, list) or not containers:
+        raise UsageError(f"{path}: the Deployment has no spec.template.spec.containers")
+    target = next((c for c in containers if c.get("name") == APP_CONTAINER), containers[0])
+    target["image"] = image
+
+
+__all__ = ["check_image", "default_template_dir", "render"]
