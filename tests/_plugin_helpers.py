@@ -1,0 +1,212 @@
+"""Small test images for the pytest plugin's tests and benchmark: a stdlib-only HTTP model server.
+
+Built with the docker SDK (classic builder) on the local base image, following the image contract:
+model + modelship.json in /opt/modelship/model, io.modelship.* labels, USER 10001, HEALTHCHECK, EXPOSE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import tarfile
+import time
+import uuid
+from dataclasses import dataclass
+
+from modelship.manifest import FileEntry, Manifest
+
+LABEL_SESSION = "io.modelship.session"
+
+# The app: /health/ready answers 503 until APP_READY_DELAY seconds passed, then 200 (and logs the
+# time of its first 200 as "READY <epoch>"); /predict labels a vector; APP_MODE=crash exits at once.
+APP = r"""
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODE = os.environ.get("APP_MODE", "good")
+PORT = int(os.environ.get("PORT", "8000"))
+DELAY = float(os.environ.get("APP_READY_DELAY", "0"))
+MODEL_DIR = os.environ.get("MODELSHIP_MODEL_DIR", "/opt/modelship/model")
+print(f"starting smoke app in mode {MODE}, token={os.environ.get('API_TOKEN', '-')}", flush=True)
+if MODE == "crash":
+    print("fatal: cannot load model weights.bin: corrupt header", flush=True)
+    sys.exit(3)
+with open(os.path.join(MODEL_DIR, "modelship.json")) as f:
+    VERSION = json.load(f)["version"]
+STARTED = time.time()
+READY_LOGGED = False
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        global READY_LOGGED
+        if self.path == "/health/ready":
+            if time.time() - STARTED < DELAY:
+                return self._send(503, {"ready": False})
+            if not READY_LOGGED:
+                READY_LOGGED = True
+                print(f"READY {time.time():.6f}", flush=True)
+            return self._send(200, {"ready": True})
+        if self.path == "/version":
+            return self._send(200, {"version": VERSION})
+        return self._send(404, {"error": "not found"})
+
+    def do_POST(self):
+        if self.path != "/predict":
+            return self._send(404, {"error": "not found"})
+        data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        x = data.get("x")
+        if not isinstance(x, list):
+            return self._send(422, {"error": "x must be a list of numbers"})
+        total = sum(x)
+        label = "cat" if total > 0 else "dog"
+        return self._send(200, {"label": label, "score": round(1 / (1 + 2.718281828 ** -total), 4), "n": len(x)})
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("request: " + (fmt % args) + "\n")
+
+
+server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+print(f"serving model {VERSION} on port {PORT}", flush=True)
+print(f"LISTENING {time.time():.6f}", flush=True)
+server.serve_forever()
+"""
+
+MODEL_FILES = {"weights.bin": b"\x00modelship-test-weights\x01" * 64, "config/labels.txt": b"cat\ndog\n"}
+MODEL_URI = "az://models/smoke"
+MODEL_VERSION = "1.0.0"
+
+
+def manifest_for(files: dict[str, bytes]) -> Manifest:
+    entries = [FileEntry(p, len(b), hashlib.sha256(b).hexdigest()) for p, b in files.items()]
+    return Manifest.create(MODEL_URI, MODEL_VERSION, entries, stamp=False)
+
+
+@dataclass
+class Variant:
+    """How a test image differs from the good one."""
+
+    user: str | None = "10001:10001"
+    env: dict[str, str] | None = None
+    tamper_model: bool = False  # ship weights that do not match modelship.json
+    expose: tuple[int, ...] = (8000,)
+    healthcheck: bool = True
+
+
+def dockerfile(base_image: str, manifest: Manifest, v: Variant) -> str:
+    labels = {
+        "org.opencontainers.image.title": "modelship-smoke-test",
+        "io.modelship.model.uri": manifest.uri,
+        "io.modelship.model.version": manifest.version,
+        "io.modelship.model.digest": manifest.digest,
+        "io.modelship.model.manifest": manifest.without_timestamp().to_json(compact=True),
+    }
+    lines = [
+        f"FROM {base_image}",
+        "ENV MODELSHIP_MODEL_DIR=/opt/modelship/model PYTHONUNBUFFERED=1",
+        "COPY model/ /opt/modelship/model/",
+        "COPY app.py /app/app.py",
+        "WORKDIR /app",
+    ]
+    lines += [f"ENV {k}={json.dumps(val)}" for k, val in (v.env or {}).items()]
+    lines.append("LABEL " + " ".join(f"{k}={json.dumps(val)}" for k, val in labels.items()))
+    lines += [f"EXPOSE {p}" for p in v.expose]
+    if v.healthcheck:
+        probe = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2)"
+        lines.append(f'HEALTHCHECK --interval=30s --timeout=3s CMD ["python3", "-c", "{probe}"]')
+    if v.user:
+        lines.append(f"USER {v.user}")
+    lines.append('CMD ["python3", "/app/app.py"]')
+    return "\n".join(lines) + "\n"
+
+
+def _context(base_image: str, v: Variant) -> bytes:
+    manifest = manifest_for(MODEL_FILES)
+    shipped = dict(MODEL_FILES)
+    if v.tamper_model:
+        shipped["weights.bin"] = b"tampered" + shipped["weights.bin"][8:]
+    files = {f"model/{p}": b for p, b in shipped.items()}
+    files["model/modelship.json"] = manifest.to_json().encode()
+    files["app.py"] = APP.encode()
+    files["Dockerfile"] = dockerfile(base_image, manifest, v).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None) -> str:
+    """Build a test image and return its tag (unique per call unless given)."""
+    tag = tag or f"modelship-plugin-test:{uuid.uuid4().hex[:10]}"
+    ctx = _context(base_image, variant or Variant())
+    client.images.build(fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True, pull=False)
+    return tag
+
+
+def remove_image(client, tag: str) -> None:
+    import docker.errors
+
+    for c in client.containers.list(all=True, filters={"ancestor": tag}):
+        c.remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        client.images.remove(tag, force=True)
+
+
+def containers_of(client, image: str) -> list:
+    """Containers created by the plugin from ``image`` (running or not)."""
+    found = client.containers.list(all=True, filters={"label": LABEL_SESSION})
+    return [c for c in found if c.attrs.get("Config", {}).get("Image") == image]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until truthy (returned) or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+GOOD_CASES = """\
+cases:
+  - name: predict_cat
+    path: /predict
+    json: {x: [1, 2, 3]}
+    expect:
+      status: 200
+      json: {label: cat, score: 0.9975, n: 3}
+      approx: 0.001
+      max_latency_ms: 2000
+  - name: predict_dog_subset
+    path: /predict
+    json: {x: [-1, -2]}
+    expect:
+      json_subset: {label: dog}
+  - name: version_schema
+    path: /version
+    expect:
+      schema:
+        type: object
+        required: [version]
+        properties: {version: {type: string}}
+  - name: bad_input_422
+    path: /predict
+    json: {x: "nope"}
+    expect: {status: 422}
+"""
