@@ -406,6 +406,7 @@ class CaseItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.run = run
+        self.add_marker("modelship")  # `-m modelship`: only the smoke test, in a repo with other tests
 
     def setup(self) -> None:
         self.run.container()

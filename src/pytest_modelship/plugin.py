@@ -106,6 +106,9 @@ def _lookup(config: pytest.Config, o: _Option) -> tuple[Any, str] | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "modelship: the plugin's smoke cases and image checks (select with -m modelship)"
+    )
     if _lookup(config, _BY_KEY["image"]) is None:
         return  # no image: nothing registered, nothing imported, nothing started
     run = ModelshipRun(config)
