@@ -69,16 +69,63 @@ def baseline_sequential(container, names: list[str], dest: Path) -> None:
             container.download_blob(name, max_concurrency=1).readinto(f)
 
 
+# The child reports its own peak (VmHWM belongs to its address space): ru_maxrss of a child would also
+# count the benchmark's pages it shared between fork and exec.
+_FETCH_AND_REPORT = """
+import re, sys
+from modelship.cli import main
+rc = main(["fetch", "--no-progress", *sys.argv[1:]])
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print("PEAK_RSS_KB", hwm, file=sys.stderr)
+sys.exit(rc)
+"""
+
+
 def fetch_in_subprocess(uri: str, dest: Path, cache: Path) -> tuple[float, int]:
     """Wall time and peak RSS (MB) of a `modelship fetch` process."""
     env = {**os.environ, "MODELSHIP_CACHE_DIR": str(cache)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "modelship.cli", "fetch", "--no-progress", uri, str(dest)], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FETCH_AND_REPORT, uri, str(dest)], env=env, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"modelship fetch failed for {uri}")
-    return elapsed, usage.ru_maxrss // 1024
+    if proc.returncode != 0:
+        sys.exit(f"modelship fetch failed for {uri}: {proc.stderr.strip()}")
+    return elapsed, int(proc.stderr.split("PEAK_RSS_KB")[1].split()[0]) // 1024
+
+
+def measure(container, work: Path, uri: str, names: list[str], repeat: int) -> tuple[float, ...]:
+    """Baselines A and B, cold and warm modelship fetches, and peak RSS, for one published model."""
+    import modelship
+
+    counter = iter(range(10**6))
+
+    def timed(fn) -> float:
+        def once():
+            d = work / f"run-{next(counter)}"
+            fn(d)
+            shutil.rmtree(d)
+
+        return median_time(once, repeat)
+
+    def cold(d: Path) -> None:
+        cache = work / f"cache-{uuid.uuid4().hex[:6]}"
+        modelship.fetch(uri, d, cache_dir=cache, progress=False)
+        shutil.rmtree(cache)
+
+    t_a = timed(lambda d: baseline_sdk_parallel(container, names, d))
+    t_b = timed(lambda d: baseline_sequential(container, names, d))
+    t_ms = timed(cold)
+    warm_dest, warm_cache = work / "warm", work / "warm-cache"
+    modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False)
+    t_warm = median_time(lambda: modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False), repeat)
+    t_warm_new_dest = timed(lambda d: modelship.fetch(uri, d, cache_dir=warm_cache, progress=False))
+    shutil.rmtree(warm_dest)
+    shutil.rmtree(warm_cache)
+    _, rss = fetch_in_subprocess(uri, work / "rss", work / "rss-cache")
+    shutil.rmtree(work / "rss")
+    shutil.rmtree(work / "rss-cache")
+    return t_a, t_b, t_ms, t_warm, t_warm_new_dest, rss
 
 
 def main() -> None:
@@ -110,37 +157,7 @@ def main() -> None:
             modelship.publish(src, uri, version="1.0.0", progress=False)
             shutil.rmtree(src)
             names = [f"{prefix}/1.0.0/{n}" for n in files]
-
-            def run(fn, tag):
-                counter = iter(range(10**6))
-
-                def once():
-                    d = work / f"{tag}-{next(counter)}"
-                    fn(d)
-                    shutil.rmtree(d)
-
-                return median_time(once, args.repeat)
-
-            t_a = run(lambda d: baseline_sdk_parallel(container, names, d), "a")
-            t_b = run(lambda d: baseline_sequential(container, names, d), "b")
-
-            def cold(d):
-                cache = work / f"cache-{uuid.uuid4().hex[:6]}"
-                modelship.fetch(uri, d, cache_dir=cache, progress=False)
-                shutil.rmtree(cache)
-
-            t_ms = run(cold, "ms")
-            warm_dest, warm_cache = work / "warm", work / "warm-cache"
-            modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False)
-            t_warm = median_time(lambda: modelship.fetch(uri, warm_dest, cache_dir=warm_cache, progress=False), args.repeat)
-            t_warm_new_dest = run(lambda d: modelship.fetch(uri, d, cache_dir=warm_cache, progress=False), "wn")
-            shutil.rmtree(warm_dest)
-            shutil.rmtree(warm_cache)
-            _, rss = fetch_in_subprocess(uri, work / "rss", work / "rss-cache")
-            shutil.rmtree(work / "rss")
-            shutil.rmtree(work / "rss-cache")
-            total = sum(files.values())
-            rows.append((label, total, t_a, t_b, t_ms, t_warm, t_warm_new_dest, rss))
+            rows.append((label, sum(files.values()), *measure(container, work, uri, names, args.repeat)))
     finally:
         container.delete_container()
         shutil.rmtree(work, ignore_errors=True)
@@ -152,7 +169,7 @@ def main() -> None:
     )
     print(head)
     print("-" * len(head))
-    for label, total, t_a, t_b, t_ms, t_warm, t_wn, rss in rows:
+    for label, _total, t_a, t_b, t_ms, t_warm, t_wn, rss in rows:
         print(
             f"{label:<16} {t_a:>9.2f}s {t_b:>8.2f}s {t_ms:>9.2f}s {t_ms / t_a:>6.2f}x {t_b / t_ms:>6.2f}x "
             f"{t_warm:>7.3f}s {t_wn:>13.3f}s {rss:>6} MB"
