@@ -159,16 +159,21 @@ def build_image(client, base_image: str, variant: Variant | None = None, tag: st
 def remove_image(client, tag: str) -> None:
     import docker.errors
 
-    for c in client.containers.list(all=True, filters={"ancestor": tag}):
-        c.remove(force=True)
+    # Not the `ancestor` filter: it matches by image id, and own_tag aliases share the good image's id,
+    # so it would remove the containers of tests running in parallel.
+    for c in containers_of(client, tag, labelled=False):
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True)
     with contextlib.suppress(docker.errors.NotFound):
         client.images.remove(tag, force=True)
 
 
-def containers_of(client, image: str) -> list:
-    """Containers created by the plugin from ``image`` (running or not)."""
-    found = client.containers.list(all=True, filters={"label": LABEL_SESSION})
-    return [c for c in found if c.attrs.get("Config", {}).get("Image") == image]
+def containers_of(client, image: str, labelled: bool = True) -> list:
+    """Containers created from exactly ``image`` (by the plugin, unless ``labelled`` is False)."""
+    # sparse: no per-container inspect, which would race with containers removed meanwhile
+    filters = {"label": LABEL_SESSION} if labelled else {}
+    found = client.containers.list(all=True, sparse=True, filters=filters)
+    return [c for c in found if c.attrs.get("Image") == image]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

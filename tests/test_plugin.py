@@ -49,7 +49,8 @@ def run(pytester: pytest.Pytester, *args: str, timeout: float = 120) -> pytest.R
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
 
 
-def test_good_image_passes_cases_checks_and_own_tests(pytester, good_image, docker_client):
+def test_good_image_passes_cases_checks_and_own_tests(pytester, own_tag, docker_client):
+    good_image = own_tag  # an alias of its own: other xdist workers run containers of the good image meanwhile
     pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
     pytester.makepyfile(
         test_own="""
