@@ -31,6 +31,10 @@ demo: setup
 bench: setup
 	$(ENV) && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
+# The fault and hostile-input tests with many seeded runs per cell (RUNS=N, default 30), then docs/reliability.md.
+reliability: setup
+	$(ENV) && $(BIN)/python scripts/reliability.py $(if $(RUNS),--runs $(RUNS))
+
 down:
 	scripts/testbed.sh down
 

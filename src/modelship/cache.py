@@ -10,6 +10,15 @@ import shutil
 import uuid
 from pathlib import Path
 
+# Every verified entry (and every copy of one) gets this mtime. A write through any hard link (DEST files are
+# links to entries, and root ignores their 0444 mode) changes it, so a damaged entry is never served again.
+STAMP_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
+
+
+def stamped(st: os.stat_result) -> bool:
+    """True when a file still carries the mtime set when its content was verified."""
+    return st.st_mtime_ns == STAMP_NS
+
 
 def default_root() -> Path:
     if os.environ.get("MODELSHIP_CACHE_DIR"):
@@ -62,14 +71,15 @@ class Cache:
         return self.root / "sha256" / sha256[:2] / sha256
 
     def get(self, sha256: str, size: int) -> Path | None:
-        """The cached file with this content, or None (a size mismatch means a damaged entry: dropped)."""
+        """The cached file with this content, or None (a wrong size or a written-to entry is damaged: dropped)."""
         p = self.path(sha256)
         try:
-            if p.stat().st_size == size:
-                return p
+            st = p.stat()
         except FileNotFoundError:
             return None
-        p.unlink(missing_ok=True)
+        if st.st_size == size and stamped(st):
+            return p
+        p.unlink(missing_ok=True)  # links to it elsewhere keep their (damaged) bytes; the cache forgets them
         return None
 
     def new_temp(self) -> Path:
@@ -80,6 +90,7 @@ class Cache:
         final = self.path(sha256)
         final.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)  # cache entries are hard-linked into model folders: nobody should write them
+        os.utime(tmp, ns=(STAMP_NS, STAMP_NS))
         os.replace(tmp, final)
         return final
 
@@ -101,8 +112,13 @@ class Cache:
             return
         target = self._etag_key(location, etag, size)
         tmp = self.tmp / temp_name("etag")
-        tmp.write_text(sha256)
-        os.replace(tmp, target)
+        try:  # only a shortcut for later fetches: failing to write it (disk full) must not fail this one
+            tmp.write_text(sha256)
+            os.replace(tmp, target)
+        except OSError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def link(self, sha256: str, dest: Path) -> None:
         """Hard-link (or, across file systems, copy) a cached file to ``dest``."""
@@ -116,6 +132,7 @@ class Cache:
             try:
                 shutil.copyfile(src, tmp)
                 os.chmod(tmp, 0o444)
+                os.utime(tmp, ns=(STAMP_NS, STAMP_NS))
                 os.replace(tmp, dest)
             finally:
                 with contextlib.suppress(FileNotFoundError):

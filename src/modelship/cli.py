@@ -30,6 +30,14 @@ def _human(n: int) -> str:
     return progress.human_bytes(n)
 
 
+def _one_line(message: str, limit: int = 1000) -> str:
+    """The promise is one line: fold any newline an SDK message carried, and cut a huge echo of user input."""
+    message = redact(" | ".join(part.strip() for part in message.splitlines() if part.strip()))
+    if len(message) > limit:
+        message = f"{message[: limit - 300]} …({len(message)} characters)… {message[-250:]}"
+    return message
+
+
 # ------------------------------------------------------------------------------------------ commands
 
 
@@ -264,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelshipError as e:
         if verbose >= 2:
             traceback.print_exc()
-        print(f"modelship: error: {redact(str(e))}", file=sys.stderr)
+        print(f"modelship: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("modelship: interrupted; nothing half-written was left behind", file=sys.stderr)
@@ -276,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             print(redact(traceback.format_exc()), file=sys.stderr)
         print(
-            f"modelship: error: unexpected {e.__class__.__name__}: {redact(str(e))} (run with -v for details)",
+            f"modelship: error: unexpected {e.__class__.__name__}: {_one_line(str(e))} (run with -v for details)",
             file=sys.stderr,
         )
         return 1

@@ -9,18 +9,19 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
-from .cache import Cache, owner_pid, pid_alive, temp_name
+from .cache import Cache, owner_pid, pid_alive, stamped, temp_name
 from .errors import IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Lock, Manifest, Resolution
 from .plugins import open_source
@@ -33,6 +34,33 @@ log = logging.getLogger("modelship")
 PENDING_MARKER = ".modelship-publishing"  # written first by `modelship publish`, removed last
 CHUNK = 4 * 1024 * 1024  # one ranged GET each; sources buffer at most this much per worker
 RETRIES = 5
+
+T = TypeVar("T")
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): exponential from 0.25 s, capped, jittered."""
+    return min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+
+def retrying(what: str, fn: Callable[[], T], cancel: threading.Event | None = None) -> T:
+    """``fn()``, retried with backoff while it raises TransientError (store metadata calls, uploads).
+
+    Byte ranges have their own retry loop (in the download workers); this one is for whole calls.
+    """
+    waiter = cancel or threading.Event()
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except TransientError as e:
+            attempt += 1
+            if attempt > RETRIES:
+                raise TransientError(f"{e} (gave up after {RETRIES} retries)") from None
+            delay = backoff(attempt)
+            log.info("retrying %s in %.1fs: %s", what, delay, e)
+            if waiter.wait(delay):
+                raise
 
 
 # ---------------------------------------------------------------------------------------------- resolve
@@ -153,7 +181,7 @@ def _resolve(source: Source, uri: ModelURI, version: str | None, pre: bool) -> R
         f = listing[0]
         if version:
             raise UsageError(f"{uri.display} is a single file; it has no versions to pin")
-        name = base.rsplit("/", 1)[-1]
+        name = safe_relpath(base.rsplit("/", 1)[-1], uri.display)
         entry = FileEntry(
             name, f.size, f.sha256, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None
         )
@@ -194,11 +222,19 @@ def _resolve(source: Source, uri: ModelURI, version: str | None, pre: bool) -> R
     return Resolution(uri.display, chosen.name, _entries(source, uri, root, chosen.files, chosen.name), prefix=root)
 
 
+def _check_version(version: str | None) -> None:
+    if version is not None and (not version.strip() or "/" in version or version in (".", "..")):
+        raise UsageError(
+            f"invalid --version {version!r}: give a version name (e.g. 1.2.0), or leave it out for the latest"
+        )
+
+
 def resolve(uri: str, *, version: str | None = None, pre: bool = False, credential: Any = None) -> Resolution:
     """Find the model at ``uri``: the pinned ``version``, or the latest complete one."""
+    _check_version(version)
     parsed = parse(uri)
     with _opened(parsed, credential) as source:
-        return _resolve(source, parsed, version, pre)
+        return retrying(f"resolving {parsed.display}", lambda: _resolve(source, parsed, version, pre))
 
 
 @contextlib.contextmanager
@@ -213,49 +249,109 @@ def _opened(uri: ModelURI, credential: Any) -> Iterator[Source]:
 # ---------------------------------------------------------------------------------------------- download
 
 
+class _Abandoned(Exception):
+    """The job was closed (the fetch failed or was cancelled) while a worker was still on it."""
+
+
 class _FileJob:
     """One file being downloaded into a cache temp file; hashes its bytes in order as ranges complete."""
 
     def __init__(self, entry: FileEntry, name: str, tmp: Path):
         self.entry, self.name, self.tmp = entry, name, tmp
-        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.sha = hashlib.sha256()
         self.md5 = hashlib.md5() if entry.md5 and not entry.sha256 else None  # noqa: S324 - a checksum, not security
         self._done: dict[int, int] = {}
         self._next = 0
         self._hashing = False
+        self._complete = False
         self._lock = threading.Lock()
-        if entry.size:
-            try:
-                os.posix_fallocate(self.fd, 0, entry.size)  # ENOSPC now, not half-way through the download
-            except OSError as e:
-                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system without fallocate
-                    os.ftruncate(self.fd, entry.size)
-                    return
-                self.close()
+        # Guards the fd: once closed, no late worker may write through it (the number could be reused), and it
+        # is closed only when no worker is in the middle of a read or write.
+        self._io = threading.Lock()
+        self._closed = False
+        self._users = 0
+        # Opened on first use and closed when the file is done: a model of 10,000 small files must not hold
+        # 10,000 descriptors (the usual limit is 1024). The space is reserved now, for every file.
+        self._fd: int | None = None
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if entry.size:
+                os.posix_fallocate(fd, 0, entry.size)  # ENOSPC now, not half-way through the download
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system without fallocate
+                os.ftruncate(fd, entry.size)
+            else:
                 tmp.unlink(missing_ok=True)
-                if e.errno == errno.ENOSPC:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise ModelshipError(
                         f"no space left for {entry.path} ({entry.size} bytes) in {tmp.parent}; "
                         "free space or set MODELSHIP_CACHE_DIR"
                     ) from None
                 raise
+        finally:
+            os.close(fd)
 
-    def chunk_done(self, offset: int, length: int) -> None:
+    def _use(self) -> int:
+        """The file's descriptor, counted as in use; raises _Abandoned once the job is closed."""
+        with self._io:
+            if self._closed:
+                raise _Abandoned
+            if self._fd is None:
+                self._fd = os.open(self.tmp, os.O_RDWR)
+            self._users += 1
+            return self._fd
+
+    def _release(self) -> None:
+        with self._io:
+            self._users -= 1
+            self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self._closed and self._users == 0 and self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def write(self, data: bytes, pos: int) -> None:
+        fd = self._use()
+        try:  # outside the lock: workers write their ranges of one file in parallel
+            os.pwrite(fd, data, pos)
+        finally:
+            self._release()
+
+    def _read(self, n: int, pos: int) -> bytes:
+        fd = self._use()
+        try:
+            return os.pread(fd, n, pos)
+        finally:
+            self._release()
+
+    def size_on_disk(self) -> int:
+        fd = self._use()
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            self._release()
+
+    def chunk_done(self, offset: int, length: int) -> bool:
+        """Record a finished range and hash what is now contiguous; True (once) when the whole file is hashed."""
         with self._lock:
             self._done[offset] = length
             if self._hashing:
-                return  # the thread that is hashing will pick this range up
+                return False  # the thread that is hashing will pick this range up
             self._hashing = True
         while True:
             with self._lock:
                 length = self._done.pop(self._next, -1)
                 if length < 0:
                     self._hashing = False
-                    return
+                    if self._next == self.entry.size and not self._complete:
+                        self._complete = True
+                        return True
+                    return False
             pos, end = self._next, self._next + length
             while pos < end:  # re-read from the page cache: no chunk is held in memory for ordering
-                data = os.pread(self.fd, min(1 << 20, end - pos), pos)
+                data = self._read(min(1 << 20, end - pos), pos)
                 if not data:
                     raise IntegrityError(f"{self.entry.path}: file shorter than written")
                 self.sha.update(data)
@@ -265,82 +361,142 @@ class _FileJob:
             self._next = end
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """No more I/O through this job; the descriptor closes when the last worker using it is done."""
+        with self._io:
+            self._closed = True
+            self._close_if_unused()
 
 
 class _Downloader:
-    def __init__(self, source: Source, workers: int, progress: Progress, cancel: threading.Event):
+    """Ranged parallel download on daemon threads.
+
+    Daemon threads, not a ThreadPoolExecutor: on SIGINT/SIGTERM or a failure, a worker stuck in a stalled read
+    must not hold up the exit (an executor's threads are joined at interpreter exit, for up to the read timeout).
+    Abandoned workers find their job closed and stop.
+    """
+
+    GRACE = 0.5  # seconds to let workers notice a cancel before leaving them behind
+
+    def __init__(
+        self,
+        source: Source,
+        workers: int,
+        progress: Progress,
+        cancel: threading.Event,
+        on_complete: Callable[[_FileJob], None],
+    ):
         self.source, self.workers, self.progress, self.cancel = source, workers, progress, cancel
+        self.on_complete = on_complete
 
     def run(self, jobs: list[_FileJob]) -> None:
-        tasks = [
-            (job, off, min(CHUNK, job.entry.size - off)) for job in jobs for off in range(0, job.entry.size, CHUNK)
+        tasks: queue.SimpleQueue[tuple[_FileJob, int, int]] = queue.SimpleQueue()
+        for job in jobs:
+            for off in range(0, job.entry.size, CHUNK):
+                tasks.put((job, off, min(CHUNK, job.entry.size - off)))
+        left, errors = [tasks.qsize()], []
+        lock, finished = threading.Lock(), threading.Event()
+        if not left[0]:
+            return
+
+        def worker() -> None:
+            while not self.cancel.is_set():
+                try:
+                    task = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._chunk(*task)
+                except _Abandoned:
+                    return
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    errors.append(e)
+                    self.cancel.set()
+                    finished.set()
+                    return
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        finished.set()
+
+        threads = [
+            threading.Thread(target=worker, name=f"modelship-fetch-{i}", daemon=True)
+            for i in range(min(self.workers, left[0]))
         ]
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="modelship-fetch") as pool:
-            futures: list[Future[None]] = [pool.submit(self._chunk, *t) for t in tasks]
-            try:
-                pending = set(futures)
-                while pending:  # short waits keep the main thread responsive to SIGINT/SIGTERM
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    failed = next((f for f in done if f.exception()), None)
-                    if failed:
-                        raise failed.exception()  # type: ignore[misc]
-            except BaseException:
-                self.cancel.set()
-                for f in futures:
-                    f.cancel()
-                raise
+        for t in threads:
+            t.start()
+        try:
+            while not finished.wait(0.2):  # short waits keep the main thread responsive to SIGINT/SIGTERM
+                if not any(t.is_alive() for t in threads):
+                    break
+        except BaseException:
+            self.cancel.set()
+            self._join(threads)
+            raise
+        if errors:
+            self._join(threads)
+            raise errors[0]
+        if left[0]:
+            raise ModelshipError("download workers stopped before finishing; re-run")
+
+    def _join(self, threads: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + self.GRACE
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _chunk(self, job: _FileJob, offset: int, length: int) -> None:
         pos, end, attempt = offset, offset + length, 0
         while pos < end:
             if self.cancel.is_set():
-                return
+                raise _Abandoned
             try:
                 for data in self.source.read(job.name, pos, end - pos, job.entry.etag):
                     if len(data) > end - pos:  # a server that sends more than asked for
                         data = data[: end - pos]
-                    os.pwrite(job.fd, data, pos)
+                    job.write(data, pos)
                     pos += len(data)
                     self.progress.update(len(data))
                     if self.cancel.is_set():
-                        return
+                        raise _Abandoned
                 if pos < end:
                     raise TransientError(f"{job.entry.path}: connection closed after {pos - offset} of {length} bytes")
             except TransientError as e:
+                # The whole range again: a store may notice only at the end that the bytes it already handed
+                # over were damaged (S3's response checksums), so nothing of a failed attempt is kept.
+                self.progress.update(offset - pos)
+                pos = offset
                 attempt += 1
                 if attempt > RETRIES:
                     raise TransientError(f"{job.entry.path}: gave up after {RETRIES} retries: {e}") from None
-                delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
-                log.info("retrying %s at byte %d in %.1fs: %s", job.entry.path, pos, delay, e)
+                delay = backoff(attempt)
+                log.info("retrying %s bytes %d-%d in %.1fs: %s", job.entry.path, offset, end - 1, delay, e)
                 if self.cancel.wait(delay):
-                    return
+                    raise _Abandoned from None
             except OSError as e:
-                if e.errno == errno.ENOSPC:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise ModelshipError(
                         f"no space left writing {job.entry.path} to {job.tmp.parent}; "
                         "free space or set MODELSHIP_CACHE_DIR"
                     ) from None
                 raise
-        job.chunk_done(offset, length)
+        if job.chunk_done(offset, length):
+            self.on_complete(job)
 
 
 def _verify(job: _FileJob, where: str) -> str:
     e = job.entry
-    actual_size = os.fstat(job.fd).st_size
+    actual_size = job.size_on_disk()
     if actual_size != e.size or job._next != e.size:
         raise IntegrityError(f"{where}/{e.path}: got {job._next} bytes, expected {e.size}; the store changed, re-run")
     sha = job.sha.hexdigest()
     if e.sha256 and sha != e.sha256:
         raise IntegrityError(
             f"{where}/{e.path}: sha256 mismatch (expected {e.sha256[:16]}…, got {sha[:16]}…): "
-            "the stored bytes are not the published ones; re-publish the model"
+            "the bytes received are not the published ones; re-run, and re-publish the model if it persists"
         )
     if job.md5 and job.md5.hexdigest() != e.md5:
         raise IntegrityError(
             f"{where}/{e.path}: Content-MD5 mismatch (expected {e.md5}, got {job.md5.hexdigest()}): "
-            "the stored bytes are corrupt; re-upload the file"
+            "the bytes received are corrupt; re-run, and re-upload the file if it persists"
         )
     return sha
 
@@ -377,9 +533,10 @@ def _up_to_date(dest: Path, res: Resolution) -> Manifest | None:
         return None
     for f in res.files:
         try:
-            if (dest / f.path).stat().st_size != f.size:
-                return None
+            st = (dest / f.path).stat()
         except FileNotFoundError:
+            return None
+        if st.st_size != f.size or not stamped(st):  # written to since it was fetched: fetch it again
             return None
     return current
 
@@ -404,8 +561,36 @@ def _swap_into_place(stage: Path, dest: Path) -> None:
         return
     old = dest.with_name(temp_name(f".{dest.name}.modelship-old"))
     os.rename(dest, old)
-    os.rename(stage, dest)
+    try:
+        os.rename(stage, dest)
+    except BaseException:
+        os.rename(old, dest)  # put the old DEST back (also on SIGINT/SIGTERM between the two renames)
+        raise
     shutil.rmtree(old)
+
+
+def _os_error(e: OSError, where: Path) -> ModelshipError:
+    """One line for a local file-system failure (disk full, read-only, permissions), naming the path."""
+    path = e.filename or where
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ModelshipError(f"no space left on the device of {path}; free space, or use another DEST or cache folder")
+    if e.errno == errno.EROFS:
+        return ModelshipError(f"{path} is on a read-only file system; choose a writable DEST (or MODELSHIP_CACHE_DIR)")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ModelshipError(f"permission denied on {path}; check its owner and mode")
+    return ModelshipError(f"{path}: {e.strerror or e.__class__.__name__}")
+
+
+def _make_stage(dest: Path) -> Path:
+    """The staging folder next to DEST, made before any download so that an unwritable DEST fails at once."""
+    stage = dest.parent / temp_name(f".{dest.name}.modelship")
+    try:
+        stage.mkdir()
+    except OSError as e:
+        raise ModelshipError(
+            f"cannot create files next to {dest} ({e.strerror}); choose a writable destination"
+        ) from None
+    return stage
 
 
 def _check_dest(dest: Path) -> None:
@@ -426,7 +611,7 @@ def _ensure_cached(
     source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int, show_progress: bool | None
 ) -> tuple[dict[str, str], int]:
     """Make every resolved file present and verified in the cache; returns path→sha256 and bytes downloaded."""
-    where = uri.child(res.version or "")
+    where = _where(uri, res)
     location = f"{uri.scheme}://{uri.location}/{uri.container}"
     shas: dict[str, str] = {}
     for f in res.files:
@@ -439,20 +624,24 @@ def _ensure_cached(
     total = sum(f.size for f in todo)
     cancel = threading.Event()
     jobs: list[_FileJob] = []
+
+    def finish(job: _FileJob) -> None:
+        """Verify a complete file and move it into the cache at once: a killed or failed fetch keeps it."""
+        sha = _verify(job, where)
+        job.close()
+        cache.put(job.tmp, sha)
+        cache.remember_etag(location + "/" + job.name, job.entry.etag, job.entry.size, sha)
+        shas[job.entry.path] = sha
+
     try:
         for f in todo:
             jobs.append(_FileJob(f, _name(res, f), cache.new_temp()))
         log.info("downloading %d files (%d bytes) from %s", len(jobs), total, where)
         with Progress(total, f"fetch {res.version or uri.display}", show=show_progress) as bar:
             for job in (j for j in jobs if j.entry.size == 0):
-                job.chunk_done(0, 0)
-            _Downloader(source, workers, bar, cancel).run(jobs)
-        for job in jobs:
-            sha = _verify(job, where)
-            job.close()
-            cache.put(job.tmp, sha)
-            cache.remember_etag(location + "/" + job.name, job.entry.etag, job.entry.size, sha)
-            shas[job.entry.path] = sha
+                if job.chunk_done(0, 0):
+                    finish(job)
+            _Downloader(source, workers, bar, cancel, finish).run(jobs)
     finally:
         cancel.set()
         for job in jobs:
@@ -469,24 +658,34 @@ def _install(
         log.info("%s already holds %s version %s", dest, res.uri, res.version)
         return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
-    shas, downloaded = _ensure_cached(source, uri, res, cache, workers, show_progress)
-    files = [replace(f, sha256=shas[f.path]) for f in res.files]
-    manifest = Manifest.create(res.uri, res.version, files)
-    stage = dest.parent / temp_name(f".{dest.name}.modelship")
+    stage = _make_stage(dest)
     try:
-        stage.mkdir()
+        shas, downloaded = _ensure_cached(source, uri, res, cache, workers, show_progress)
+        files = [replace(f, sha256=shas[f.path]) for f in res.files]
+        manifest = Manifest.create(res.uri, res.version, files)
         for f in files:
             target = stage / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
             cache.link(shas[f.path], target)
         manifest.write(stage / MANIFEST_NAME)
         _swap_into_place(stage, dest)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            e.filename = None  # a copy's error names its source in the cache; it is DEST's disk that is full
+        raise _os_error(e, dest) from None
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
     return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded)
+
+
+def _where(uri: ModelURI, res: Resolution) -> str:
+    """The display URI that file paths are relative to in messages (a single-file URI names the file itself)."""
+    if res.version is None and len(res.files) == 1 and _name(res, res.files[0]) == uri.prefix.strip("/"):
+        return uri.display.split("?", 1)[0].rsplit("/", 1)[0]
+    return uri.child(res.version or "")
 
 
 def _name(res: Resolution, f: FileEntry) -> str:
@@ -540,25 +739,45 @@ def fetch(
         version, uri = lk.version, uri or lk.uri
     if not uri:
         raise UsageError("no model URI given (and no lock file to take it from)")
+    _check_version(version)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
     parsed = parse(uri)
     if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
         raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
     dest = Path(dest).absolute()
-    _check_dest(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    cache = Cache(cache_dir)
-    with _opened(parsed, credential) as source:
-        for attempt in (1, 2):
-            res = _resolve(source, parsed, version, pre)
-            if lk is not None:
-                res = _apply_lock(res, lk)
-            try:
-                return _install(source, parsed, res, dest, cache, workers, progress)
-            except IntegrityError as e:
-                # A blob replaced mid-download: resolve again once (a new latest may have landed), then fail.
-                if attempt == 2 or lk is not None or "changed while" not in str(e):
-                    raise
-                log.warning("%s; resolving again", e)
+    try:
+        _check_dest(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cache = Cache(cache_dir)
+        with _opened(parsed, credential) as source:
+            return _fetch_attempts(source, parsed, version, pre, lk, dest, cache, workers, progress)
+    except OSError as e:
+        raise _os_error(e, dest) from None
+
+
+def _fetch_attempts(
+    source: Source,
+    parsed: ModelURI,
+    version: str | None,
+    pre: bool,
+    lk: Lock | None,
+    dest: Path,
+    cache: Cache,
+    workers: int,
+    progress: bool | None,
+) -> FetchResult:
+    """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
+    for attempt in (1, 2):
+        res = retrying(f"resolving {parsed.display}", lambda: _resolve(source, parsed, version, pre))
+        if lk is not None:
+            res = _apply_lock(res, lk)
+        try:
+            return _install(source, parsed, res, dest, cache, workers, progress)
+        except IntegrityError as e:
+            if attempt == 2 or lk is not None or "changed while" not in str(e):
+                raise
+            log.warning("%s; resolving again", e)
     raise AssertionError("unreachable")
 
 
@@ -573,16 +792,20 @@ def lock(
     progress: bool | None = None,
 ) -> Lock:
     """Pin the resolved version with every file's sha256 (hashing, via the cache, files published without one)."""
+    _check_version(version)
     parsed = parse(uri)
-    cache = Cache(cache_dir)
-    with _opened(parsed, credential) as source:
-        res = _resolve(source, parsed, version, pre)
-        if any(f.sha256 is None for f in res.files):
-            shas, _ = _ensure_cached(source, parsed, res, cache, 8, progress)
-            res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
-    lk = Lock.from_resolution(res)
-    if output:
-        lk.write(output)
+    try:
+        cache = Cache(cache_dir)
+        with _opened(parsed, credential) as source:
+            res = retrying(f"resolving {parsed.display}", lambda: _resolve(source, parsed, version, pre))
+            if any(f.sha256 is None for f in res.files):
+                shas, _ = _ensure_cached(source, parsed, res, cache, 8, progress)
+                res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
+        lk = Lock.from_resolution(res)
+        if output:
+            lk.write(output)
+    except OSError as e:
+        raise _os_error(e, Path(output or cache_dir or ".")) from None
     return lk
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelshipError, UsageError
-from .fetch import PENDING_MARKER, _opened, safe_relpath
+from .fetch import PENDING_MARKER, _opened, retrying, safe_relpath
 from .manifest import MANIFEST_NAME, FileEntry, Manifest
 from .progress import Progress
 from .sources.base import join
@@ -66,15 +66,21 @@ def publish(
     with _opened(parsed, credential) as source:
         create = getattr(source, "create_container", None)
         if create:  # stores with containers/buckets create them on first publish, like azcopy does
-            create()
-        existing = [f.name for f in source.list(root + "/")]
+            retrying(f"creating the container of {where}", create)
+        existing = retrying(f"listing {where}", lambda: [f.name for f in source.list(root + "/")])
         if existing and not force:
+            names = {n.rsplit("/", 1)[-1] for n in existing}
+            if PENDING_MARKER in names and MANIFEST_NAME not in names:
+                raise ModelshipError(
+                    f"{where} is incomplete (a publish died half-way or is still running); pass --force to replace it"
+                )
             raise ModelshipError(f"{where} already exists; publish a new version, or pass --force to replace it")
         # The marker goes first: until the manifest lands, resolvers skip this version as incomplete.
-        marker = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": _now()}
-        source.write_bytes(f"{root}/{PENDING_MARKER}", json.dumps(marker).encode())
+        marker = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": _now()}).encode()
+        retrying(f"uploading {PENDING_MARKER}", lambda: source.write_bytes(f"{root}/{PENDING_MARKER}", marker))
         if existing:
-            source.delete([n for n in existing if not n.endswith("/" + PENDING_MARKER)])
+            stale = [n for n in existing if not n.endswith("/" + PENDING_MARKER)]
+            retrying(f"deleting the old files of {where}", lambda: source.delete(stale))
         with ThreadPoolExecutor(workers) as pool:
             hashes = dict(zip(files, pool.map(hash_file, files), strict=True))
         total = sum(p.stat().st_size for p in files)
@@ -82,16 +88,27 @@ def publish(
 
             def upload(p: Path) -> None:
                 sha, md5 = hashes[p]
-                source.write(
-                    f"{root}/{p.relative_to(model_dir).as_posix()}", p, sha256=sha, md5=md5, progress=bar.update
-                )
+                rel = p.relative_to(model_dir).as_posix()
+                sent = [0]
+
+                def count(n: int) -> None:
+                    sent[0] += n
+                    bar.update(n)
+
+                def attempt() -> None:
+                    bar.update(-sent[0])  # a retried upload starts from zero
+                    sent[0] = 0
+                    source.write(f"{root}/{rel}", p, sha256=sha, md5=md5, progress=count)
+
+                retrying(f"uploading {rel}", attempt)
 
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(upload, files))
         entries = [FileEntry(p.relative_to(model_dir).as_posix(), p.stat().st_size, hashes[p][0]) for p in files]
         manifest = Manifest.create(parsed.display, version, entries)
-        source.write_bytes(f"{root}/{MANIFEST_NAME}", manifest.to_json().encode())
-        source.delete([f"{root}/{PENDING_MARKER}"])
+        doc = manifest.to_json().encode()
+        retrying(f"uploading {MANIFEST_NAME}", lambda: source.write_bytes(f"{root}/{MANIFEST_NAME}", doc))
+        retrying(f"deleting {PENDING_MARKER}", lambda: source.delete([f"{root}/{PENDING_MARKER}"]))
     log.info("published %d files (%d bytes) as %s", len(files), total, where)
     return manifest
 

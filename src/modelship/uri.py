@@ -74,6 +74,10 @@ def _clean_prefix(path: str, uri: str) -> str:
     return "/".join(parts)
 
 
+_AZ_ACCOUNT = re.compile(r"[a-z0-9]{3,24}", re.IGNORECASE)
+_AZ_CONTAINER = re.compile(r"\$root|\$web|\$logs|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+
+
 def parse(uri: str) -> ModelURI:
     """Parse ``az://``, ``https://ACCOUNT.blob.core.windows.net/...``, ``s3://``, ``file://``, paths and URLs."""
     if not uri or not uri.strip():
@@ -81,15 +85,33 @@ def parse(uri: str) -> ModelURI:
             "empty model URI: give az://ACCOUNT/CONTAINER/PREFIX, s3://BUCKET/PREFIX, a folder or an https URL"
         )
     uri = uri.strip()
+    # urlsplit silently drops tabs and newlines; a NUL would reach the file system or a host name. Refuse them all.
+    bad = next((i for i, c in enumerate(uri) if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"invalid model URI: control character {uri[bad]!r} at position {bad}")
     if "://" not in uri:
         return ModelURI("file", "", "", str(Path(uri).expanduser().resolve()), uri)
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        raise UsageError(f"invalid model URI {redact(uri.split('?', 1)[0])!r}: {e}") from None
     scheme = parts.scheme.lower()
     hint = "expected az://ACCOUNT/CONTAINER/PREFIX"
     if scheme == "az":
         segs = [s for s in parts.path.split("/") if s]
         if not parts.netloc or not segs:
             raise UsageError(f"invalid model URI {strip_secrets(uri)!r}: {hint}")
+        if not _AZ_ACCOUNT.fullmatch(parts.netloc):
+            raise UsageError(
+                f"invalid model URI {strip_secrets(uri)!r}: {parts.netloc!r} is not a storage account name "
+                "(3-24 letters and digits)"
+            )
+        if not _AZ_CONTAINER.fullmatch(segs[0]):
+            raise UsageError(
+                f"invalid model URI {strip_secrets(uri)!r}: {segs[0]!r} is not a container name "
+                "(3-63 lowercase letters, digits and single hyphens)"
+            )
         return ModelURI("az", parts.netloc, segs[0], _clean_prefix("/".join(segs[1:]), uri), uri, parts.query)
     if scheme in ("https", "http") and parts.hostname and parts.hostname.endswith(".blob.core.windows.net"):
         segs = [s for s in parts.path.split("/") if s]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     ClientAuthenticationError,
+    DecodeError,
+    DeserializationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -19,24 +22,34 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
 
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
 from ..uri import ModelURI, redact
-from .base import SHA256_KEY, ProgressFn, RemoteFile
+from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
 
 log = logging.getLogger(__name__)
 
 # Our fetch engine retries with backoff per range; keep the SDK's own retries short so faults surface.
 _CLIENT_OPTS: dict[str, Any] = {
-    "retry_total": 2,
-    "connection_timeout": 10,
-    "read_timeout": 60,
     "max_single_get_size": 4 * 1024 * 1024,
     "max_chunk_get_size": 4 * 1024 * 1024,
     "max_block_size": 8 * 1024 * 1024,
     "max_single_put_size": 16 * 1024 * 1024,
 }
+
+
+def _client_opts() -> dict[str, Any]:
+    # The storage SDK's default retry waits 18 s (±3) before its first retry: one 503 or reset would stall a
+    # fetch or publish that long. Two quick SDK retries (one block of a large upload, not the whole file),
+    # then modelship's own retries take over with exponential backoff (fetch.retrying, the range loop).
+    retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2)  # type: ignore[arg-type]
+    return {
+        **_CLIENT_OPTS,
+        "retry_policy": retry,
+        "connection_timeout": CONNECT_TIMEOUT,
+        "read_timeout": read_timeout(),
+    }
 
 
 def _connection_string_parts(cs: str) -> dict[str, str]:
@@ -54,8 +67,8 @@ def service_client(uri: ModelURI, credential: Any = None) -> tuple[BlobServiceCl
     )
     if credential is not None:
         if isinstance(credential, str) and "=" in credential and ";" in credential:
-            return BlobServiceClient.from_connection_string(credential, **_CLIENT_OPTS), "the given connection string"
-        return BlobServiceClient(endpoint, credential=credential, **_CLIENT_OPTS), "the given credential"
+            return BlobServiceClient.from_connection_string(credential, **_client_opts()), "the given connection string"
+        return BlobServiceClient(endpoint, credential=credential, **_client_opts()), "the given credential"
     cs = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if cs:
         parts = _connection_string_parts(cs)
@@ -63,19 +76,19 @@ def service_client(uri: ModelURI, credential: Any = None) -> tuple[BlobServiceCl
             raise AuthError(
                 "AZURE_STORAGE_CONNECTION_STRING has neither BlobEndpoint nor AccountName; fix the variable"
             )
-        return BlobServiceClient.from_connection_string(cs, **_CLIENT_OPTS), "AZURE_STORAGE_CONNECTION_STRING"
+        return BlobServiceClient.from_connection_string(cs, **_client_opts()), "AZURE_STORAGE_CONNECTION_STRING"
     sas = os.environ.get("AZURE_STORAGE_SAS_TOKEN") or (uri.query if "sig=" in uri.query else "")
     if sas:
-        return BlobServiceClient(endpoint, credential=sas.lstrip("?"), **_CLIENT_OPTS), "the SAS token"
+        return BlobServiceClient(endpoint, credential=sas.lstrip("?"), **_client_opts()), "the SAS token"
     key = os.environ.get("AZURE_STORAGE_KEY")
     if key:
         cred = {"account_name": os.environ.get("AZURE_STORAGE_ACCOUNT", uri.location), "account_key": key}
-        return BlobServiceClient(endpoint, credential=cred, **_CLIENT_OPTS), "AZURE_STORAGE_KEY"
+        return BlobServiceClient(endpoint, credential=cred, **_client_opts()), "AZURE_STORAGE_KEY"
     try:
         from azure.identity import DefaultAzureCredential
     except ImportError:
-        return BlobServiceClient(endpoint, **_CLIENT_OPTS), "anonymous access (no AZURE_STORAGE_* variable set)"
-    return BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **_CLIENT_OPTS), "DefaultAzureCredential"
+        return BlobServiceClient(endpoint, **_client_opts()), "anonymous access (no AZURE_STORAGE_* variable set)"
+    return BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **_client_opts()), "DefaultAzureCredential"
 
 
 class AzureBlobSource:
@@ -87,11 +100,15 @@ class AzureBlobSource:
         self._container: ContainerClient = self._service.get_container_client(uri.container)
         self._where = f"container {uri.container!r} of account {uri.location!r}"
 
-    def _error(self, e: Exception, what: str) -> ModelshipError:
-        """Map an SDK error to one line that names the thing; never includes the credential."""
+    def _error(self, e: Exception, what: str, reading: bool = False) -> ModelshipError:
+        """Map an SDK error to one line that names the thing; never includes the credential.
+
+        ``reading``: the call only reads (list, download), so an SDK crash on a garbled answer is worth a retry.
+        """
         if isinstance(e, ModelshipError):
             return e
         code = getattr(e, "error_code", None) or ""
+        code = getattr(code, "value", code)  # StorageErrorCode.X → its wire name
         status = getattr(e, "status_code", None)
         if isinstance(e, ResourceModifiedError) or status == 412:
             return IntegrityError(f"{what}: the blob changed while it was being read (ETag no longer matches); re-run")
@@ -108,8 +125,20 @@ class AzureBlobSource:
             return TransientError(
                 f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}"
             )
+        if isinstance(e, DecodeError) or (isinstance(e, HttpResponseError) and status is None):
+            # No usable answer: the connection broke mid-body (IncompleteReadError, or the SDK's own download
+            # retries giving up and wrapping it without a status) or the body did not parse. Worth a retry.
+            cause = getattr(e, "error", None) or e
+            return TransientError(f"{what}: the blob service's answer broke off ({cause.__class__.__name__})")
+        if code == "Md5Mismatch" or (status == 400 and "contentmd5" in str(getattr(e, "message", "")).lower()):
+            # The service checked Content-MD5 (Azurite says InvalidOperation): the upload was damaged on the way.
+            return TransientError(f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)")
         if isinstance(e, HttpResponseError):
             return ModelshipError(f"{what}: blob service answered {status} {code}")
+        if isinstance(e, DeserializationError) or (reading and isinstance(e, (AttributeError, TypeError, ValueError))):
+            # A truncated or garbled answer that the SDK could not make sense of (it may even crash on it, e.g.
+            # AttributeError in list paging on an empty 200): the exchange failed, not the request.
+            return TransientError(f"{what}: the blob service's answer was garbled ({e.__class__.__name__})")
         if isinstance(e, (ConnectionError, TimeoutError, OSError)):
             return TransientError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
         return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
@@ -129,7 +158,7 @@ class AzureBlobSource:
                     metadata=meta,
                 )
         except Exception as e:  # noqa: BLE001 - every SDK failure is mapped to one line
-            raise self._error(e, f"listing {self.uri.display}") from None
+            raise self._error(e, f"listing {self.uri.display}", reading=True) from None
 
     def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
@@ -139,7 +168,7 @@ class AzureBlobSource:
             downloader = self._container.download_blob(name, **kwargs)
             yield from downloader.chunks()
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"reading {name}") from None
+            raise self._error(e, f"reading {name}", reading=True) from None
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         size = path.stat().st_size
@@ -164,6 +193,9 @@ class AzureBlobSource:
                     max_concurrency=4,
                     metadata={SHA256_KEY: sha256},
                     content_settings=ContentSettings(content_md5=bytearray(md5)),
+                    # A Content-MD5 on every request (each block of a chunked upload too), checked by the service:
+                    # without it a block damaged on the way is committed, and the version is broken for good.
+                    validate_content=True,
                     raw_response_hook=hook,
                 )
         except Exception as e:  # noqa: BLE001
@@ -179,7 +211,16 @@ class AzureBlobSource:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         try:
-            self._container.upload_blob(name, data, overwrite=True)
+            # Small files (markers, the manifest) are checked by the service too: a damaged manifest would
+            # make the whole version unreadable.
+            md5 = hashlib.md5(data).digest()  # noqa: S324 - a transport checksum
+            self._container.upload_blob(
+                name,
+                data,
+                overwrite=True,
+                content_settings=ContentSettings(content_md5=bytearray(md5)),
+                validate_content=True,
+            )
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,19 @@ from typing import Protocol, runtime_checkable
 from ..uri import ModelURI
 
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
+CONNECT_TIMEOUT = 10.0
+
+
+def read_timeout() -> float:
+    """Seconds a read may see no bytes before the connection counts as dead (then it is retried).
+
+    MODELSHIP_READ_TIMEOUT overrides the default 60 s: a network that drops idle connections silently (no
+    reset) costs this long per stalled read.
+    """
+    try:
+        return max(0.1, float(os.environ.get("MODELSHIP_READ_TIMEOUT", "60")))
+    except ValueError:
+        return 60.0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import email.utils
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,14 @@ import requests
 
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
 from ..uri import ModelURI
-from .base import ProgressFn, RemoteFile
+from .base import CONNECT_TIMEOUT, ProgressFn, RemoteFile, read_timeout
 
-_TIMEOUT = (10, 60)
+
+def _http_date(resp: requests.Response) -> _dt.datetime | None:
+    try:
+        return email.utils.parsedate_to_datetime(resp.headers["Last-Modified"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # absent or unparsable: only used to order non-PEP-440 versions
 
 
 class HttpSource:
@@ -25,6 +32,7 @@ class HttpSource:
         if credential:
             self._session.headers["Authorization"] = f"Bearer {credential}"
         self._url = uri.raw.split("#", 1)[0]
+        self._size: int | None = None  # from the last HEAD: every ranged answer must agree
 
     def _check(self, resp: requests.Response, what: str) -> None:
         if resp.status_code in (401, 403):
@@ -40,20 +48,21 @@ class HttpSource:
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
         try:
-            resp = self._session.head(self._url, allow_redirects=True, timeout=_TIMEOUT)
+            resp = self._session.head(self._url, allow_redirects=True, timeout=(CONNECT_TIMEOUT, read_timeout()))
         except requests.RequestException as e:
             raise TransientError(f"HEAD {self.uri.display}: {e.__class__.__name__}") from None
         self._check(resp, "HEAD")
-        size = resp.headers.get("Content-Length")
-        if size is None:
-            raise ModelshipError(f"{self.uri.display} sends no Content-Length; modelship needs the size to verify it")
-        modified = resp.headers.get("Last-Modified")
-        yield RemoteFile(
-            name=self.uri.prefix,
-            size=int(size),
-            etag=resp.headers.get("ETag"),
-            last_modified=email.utils.parsedate_to_datetime(modified) if modified else None,
-        )
+        # http.client takes a head cut off mid-way as complete: a missing or partial header must not become a
+        # wrong size or ETag. Such answers are retried (and a server that never sends a size fails after that).
+        size, etag = resp.headers.get("Content-Length", ""), resp.headers.get("ETag")
+        if not size.isdigit():
+            raise TransientError(
+                f"HEAD {self.uri.display}: no Content-Length in the answer (cut off?); modelship needs the size"
+            )
+        if etag and not re.fullmatch(r'(W/)?"[^"]*"', etag):
+            raise TransientError(f"HEAD {self.uri.display}: malformed ETag in the answer (cut off?)")
+        self._size = int(size)
+        yield RemoteFile(name=self.uri.prefix, size=self._size, etag=etag, last_modified=_http_date(resp))
 
     def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         if length == 0:
@@ -62,8 +71,15 @@ class HttpSource:
         if etag:
             headers["If-Match"] = etag
         try:
-            with self._session.get(self._url, headers=headers, stream=True, timeout=_TIMEOUT) as resp:
+            with self._session.get(
+                self._url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, read_timeout())
+            ) as resp:
                 self._check(resp, "GET")
+                total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                if self._size is not None and total.isdigit() and int(total) != self._size:
+                    raise IntegrityError(
+                        f"GET: {self.uri.display} changed while it was being read (now {total} bytes); re-run"
+                    )
                 skip = offset if resp.status_code == 200 else 0  # server ignored Range: skip to our part
                 left = length
                 for data in resp.iter_content(1024 * 1024):

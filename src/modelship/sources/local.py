@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError, NotFoundError
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..uri import ModelURI
 from .base import ProgressFn, RemoteFile
 
 _CHUNK = 1024 * 1024
+
+
+def _raise(e: OSError) -> None:
+    raise e
+
+
+def _fs_error(e: OSError, what: str) -> ModelshipError:
+    """One short line for a local file-system failure (the path may be very long: it is cut)."""
+    path = str(e.filename or "")
+    shown = path if len(path) <= 200 else f"{path[:120]}…({len(path)} characters)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return AuthError(f"{what}: permission denied on {shown}")
+    if e.errno == errno.ENAMETOOLONG:
+        return UsageError(f"{what}: path too long for the file system: {shown}")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ModelshipError(f"{what}: no space left on the device of {shown}")
+    return ModelshipError(f"{what}: {e.strerror or e.__class__.__name__}: {shown}")
 
 
 def _etag(st: os.stat_result) -> str:
@@ -32,17 +50,21 @@ class LocalSource:
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
         base = self._path(prefix)
-        if base.is_file():
-            yield self._entry(base)
-            return
-        if not base.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                p = Path(dirpath, fn)
-                if p.is_file() and not p.is_symlink():
-                    yield self._entry(p)
+        try:
+            if base.is_file():
+                yield self._entry(base)
+                return
+            if not base.is_dir():
+                return
+            # onerror: an unreadable sub-folder must fail the listing, not silently drop files from the model
+            for dirpath, dirnames, filenames in os.walk(base, onerror=_raise):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    p = Path(dirpath, fn)
+                    if p.is_file() and not p.is_symlink():
+                        yield self._entry(p)
+        except OSError as e:
+            raise _fs_error(e, "listing the model folder") from None
 
     def _entry(self, p: Path) -> RemoteFile:
         st = p.stat()
@@ -59,6 +81,8 @@ class LocalSource:
             f = open(path, "rb")  # noqa: SIM115 - closed in finally; this is a generator
         except FileNotFoundError:
             raise NotFoundError(f"{path}: no such file") from None
+        except OSError as e:
+            raise _fs_error(e, f"reading {name}") from None
         try:
             if etag and _etag(os.fstat(f.fileno())) != etag:
                 raise IntegrityError(f"{path} changed while it was being read; re-run")
@@ -75,8 +99,11 @@ class LocalSource:
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        except OSError as e:
+            raise _fs_error(e, f"uploading {name}") from None
         try:
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 while data := src.read(_CHUNK):
@@ -84,25 +111,34 @@ class LocalSource:
                     if progress:
                         progress(len(data))
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise _fs_error(e, f"uploading {name}") from None
             raise
 
     def write_bytes(self, name: str, data: bytes) -> None:
         dest = self._path(name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _fs_error(e, f"uploading {name}") from None
 
     def delete(self, names: list[str]) -> None:
-        for name in names:
-            self._path(name).unlink(missing_ok=True)
-        for name in names:  # prune folders left empty
-            parent = self._path(name).parent
-            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
+        try:
+            for name in names:
+                self._path(name).unlink(missing_ok=True)
+            for name in names:  # prune folders left empty
+                parent = self._path(name).parent
+                while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
+        except OSError as e:
+            raise _fs_error(e, "deleting old files") from None
 
     def close(self) -> None:
         pass

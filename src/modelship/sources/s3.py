@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from typing import Any
 
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from ..uri import ModelURI, redact
-from .base import SHA256_KEY, ProgressFn, RemoteFile
+from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
 
 
 class S3Source:
@@ -22,13 +23,18 @@ class S3Source:
             import boto3
             import botocore.config
             import botocore.exceptions
+            import botocore.handlers
+            import botocore.parsers
         except ImportError:
             raise UsageError("s3:// needs boto3: pip install 'modelship[s3]'") from None
         self.uri = uri
         self._bucket = uri.location
         self._botocore_exc = botocore.exceptions
+        self._parser_error = botocore.parsers.ResponseParserError
         cfg = botocore.config.Config(
-            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=60
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=read_timeout(),
         )
         kwargs: dict[str, Any] = {"config": cfg}
         if os.environ.get("AWS_ENDPOINT_URL"):
@@ -36,8 +42,13 @@ class S3Source:
         if isinstance(credential, dict):
             kwargs.update(credential)
         self._s3 = boto3.session.Session().client("s3", **kwargs)
+        # No "Expect: 100-continue" on uploads: botocore spins forever at 100% CPU when the connection closes
+        # right after an interim "100 Continue" line (awsrequest._consume_headers loops on EOF). Found by the
+        # publish fault tests; the cost is sending a body the store might have refused up front.
+        self._s3.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
 
-    def _error(self, e: Exception, what: str) -> ModelshipError:
+    def _error(self, e: Exception, what: str, reading: bool = False) -> ModelshipError:
+        """Map a botocore error to one line; ``reading``: a read-only call, so a garbled answer is worth a retry."""
         exc = self._botocore_exc
         if isinstance(e, ModelshipError):
             return e
@@ -58,44 +69,59 @@ class S3Source:
                 return AuthError(
                     f"{what}: access to bucket {self._bucket!r} denied ({code}); check the AWS credentials"
                 )
-            if status >= 500 or code in ("SlowDown", "RequestTimeout"):
+            if status >= 500 or code in ("SlowDown", "RequestTimeout", "BadDigest"):  # BadDigest: damaged upload
                 return TransientError(f"{what}: S3 answered {status} {code}")
             return ModelshipError(f"{what}: S3 answered {status} {code}")
+        if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
+            # The response's own checksum caught bytes damaged on the way: fetch that part again.
+            return TransientError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
         if isinstance(
             e,
             (
                 exc.EndpointConnectionError,
                 exc.ConnectionError,
-                exc.ReadTimeoutError,
-                exc.ResponseStreamingError,
+                exc.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError, ...
+                exc.IncompleteReadError,  # the body ended before its Content-Length
                 ConnectionError,
                 TimeoutError,
             ),
         ):
             return TransientError(f"{what}: {e.__class__.__name__} talking to S3")
+        if reading and isinstance(e, (KeyError, ValueError, TypeError, AttributeError, self._parser_error)):
+            # An answer cut off or damaged so that it does not parse (http.client even takes a head cut off
+            # mid-way as complete): the exchange failed, not the request.
+            return TransientError(f"{what}: S3's answer was garbled ({e.__class__.__name__})")
         return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
         try:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
-            objects = [o for page in pages for o in page.get("Contents", [])]
+            objects = []
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+                if "KeyCount" not in page and "IsTruncated" not in page:
+                    # An empty or cut-off answer parses as "no objects": it must not read as an empty prefix.
+                    raise TransientError(f"listing {self.uri.display}: S3's answer was cut off")
+                objects += page.get("Contents", [])
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"listing {self.uri.display}") from None
+            raise self._error(e, f"listing {self.uri.display}", reading=True) from None
         # Listing carries no metadata: ask for it in parallel (the published sha256 lives there).
         with ThreadPoolExecutor(8) as pool:
             yield from pool.map(self._head, objects)
 
     def _head(self, obj: dict[str, Any]) -> RemoteFile:
+        what = f"stat {obj['Key']}"
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=obj["Key"])
+            size = int(head["ContentLength"])
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"stat {obj['Key']}") from None
+            raise self._error(e, what, reading=True) from None
         etag = head.get("ETag")
+        # Two answers must agree: a head cut off inside Content-Length or ETag would otherwise give a wrong size
+        # (a silently truncated download of a file published without sha256) or a wrong MD5.
+        if size != int(obj.get("Size", size)) or (etag and not (len(etag) >= 2 and etag[0] == etag[-1] == '"')):
+            raise TransientError(f"{what}: S3's answer disagrees with its listing (cut off, or the object changed)")
         md5 = etag.strip('"') if etag and "-" not in etag else None  # a multipart ETag is not an MD5
         meta = head.get("Metadata", {})
-        return RemoteFile(
-            obj["Key"], int(head["ContentLength"]), etag, md5, meta.get(SHA256_KEY), head.get("LastModified"), meta
-        )
+        return RemoteFile(obj["Key"], size, etag, md5, meta.get(SHA256_KEY), head.get("LastModified"), meta)
 
     def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         if length == 0:
@@ -107,7 +133,7 @@ class S3Source:
             body = self._s3.get_object(**kwargs)["Body"]
             yield from body.iter_chunks(1024 * 1024)
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"reading {name}") from None
+            raise self._error(e, f"reading {name}", reading=True) from None
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         from boto3.s3.transfer import TransferConfig
@@ -118,8 +144,7 @@ class S3Source:
         try:
             if size < cfg.multipart_threshold:  # one PUT, checked by S3 against Content-MD5
                 with open(path, "rb") as f:
-                    md5_b64 = base64.b64encode(md5).decode()
-                    self._s3.put_object(Bucket=self._bucket, Key=name, Body=f, ContentMD5=md5_b64, Metadata=meta)
+                    self._put_checked(name, f, md5, meta)
                 if progress:
                     progress(size)
                 return
@@ -130,9 +155,23 @@ class S3Source:
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 
+    def _put_checked(self, name: str, body: Any, md5: bytes, meta: dict[str, str] | None = None) -> None:
+        """One PUT with Content-MD5, then the ETag compared with it.
+
+        A single PUT's ETag is the MD5 of what the store received (unless it encrypts with KMS or a customer
+        key): this catches a damaged upload on S3-compatible stores that skip the Content-MD5 check.
+        """
+        md5_b64 = base64.b64encode(md5).decode()
+        resp = self._s3.put_object(Bucket=self._bucket, Key=name, Body=body, ContentMD5=md5_b64, Metadata=meta or {})
+        etag = str(resp.get("ETag", "")).strip('"')
+        sse = resp.get("ServerSideEncryption", "")
+        encrypted = resp.get("SSECustomerAlgorithm") or sse not in ("", "AES256")
+        if etag and "-" not in etag and not encrypted and etag != md5.hex():
+            raise TransientError(f"uploading {name}: the store got other bytes than were sent (ETag != MD5)")
+
     def write_bytes(self, name: str, data: bytes) -> None:
         try:
-            self._s3.put_object(Bucket=self._bucket, Key=name, Body=data)
+            self._put_checked(name, data, hashlib.md5(data).digest())  # noqa: S324 - a transport checksum
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 

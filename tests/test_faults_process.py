@@ -1,0 +1,189 @@
+"""`modelship fetch` as a real process, killed, interrupted and terminated at random moments.
+
+The fetch runs through the fault proxy with stalls, so that there is a download in progress to interrupt.
+SIGINT/SIGTERM must end it promptly with exit 130/143 and one line, DEST as it was (or, if the signal came
+after the swap, the complete new version), and no temp files. SIGKILL leaves debris by nature: the re-run
+must sweep it, complete, and reuse the files the killed run had already verified into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import modelship
+from _store_helpers import snapshot
+from faults import Fault, FaultProxy, RandomFaults
+from faults.checks import cache_problems, leftovers, secrets_in, sha256_tree
+from faults.record import record, rng_for, seeds
+from modelship.cache import Cache
+
+STALL = 20.0  # longer than any test waits: a stalled read must not hold up a cancelled fetch
+
+pytest_plugins = ["faults.stores"]  # the store fixtures
+pytestmark = pytest.mark.timeout(180)  # a hang is a failure, found in minutes
+
+
+def _start(backend, proxy, dest: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["AZURE_STORAGE_CONNECTION_STRING"] = backend.env_template["AZURE_STORAGE_CONNECTION_STRING"].replace(
+        "{ENDPOINT}", proxy.url if proxy else backend.direct_endpoint
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelship.cli", "fetch", backend.uri(), str(dest), "--no-progress", "--json", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)  # a real clock: polling another process
+    return False
+
+
+def _cached(cache: Cache) -> int:
+    return sum(1 for p in (cache.root / "sha256").rglob("*") if p.is_file())
+
+
+def _prefill(backend, monkeypatch, dest: Path, seed: int) -> dict:
+    """Half the runs start from an older fetched version in DEST, half from nothing."""
+    if seed % 2 == 0:
+        backend.env(monkeypatch)
+        modelship.fetch(backend.uri(), dest, version="1.0.0", progress=False)
+    return snapshot(dest)
+
+
+@pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, seed):
+    backend = azurite_backend
+    rng = rng_for("signal", sig, seed)
+    dest = tmp_path / "out" / "model"
+    dest.parent.mkdir()
+    before = _prefill(backend, monkeypatch, dest, seed)
+    # Every model-file read stalls a little, one of them for long: there is always something in flight.
+    long_one = [True]
+
+    def make(r, req):
+        if long_one[0] and req.range and rng.random() < 0.3:
+            long_one[0] = False
+            return Fault.stall(r.randrange(2000), STALL)
+        return Fault.stall(r.randrange(2000), r.uniform(0.05, 0.3))
+
+    plan = RandomFaults(rng.randrange(1 << 30), make, match=lambda req: req.range is not None, p=1.0, budget=50)
+    delay = rng.uniform(0.3, 2.5)
+    with FaultProxy(backend.upstream, plan=plan, lifetime=60) as proxy:
+        proc = _start(backend, proxy, dest)
+        time.sleep(delay)  # a real clock: the signal lands at a random moment of the run
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"{sig} did not stop the fetch within 15 s (stderr: {err[-300:]})")
+        took = time.monotonic() - sent
+    signum = getattr(signal, sig)
+    expected_rc = 128 + signum  # 130 / 143
+    problems = []
+    if proc.returncode == 0:
+        outcome = "finished-first"
+        if sha256_tree(dest) != sha256_tree(backend.v2):
+            problems.append("DEST differs from the source")
+    elif proc.returncode == -signum:
+        # The signal came while Python was starting up or shutting down, outside the CLI's handlers: the process
+        # died by the signal itself (a shell reports 128+N, the same 130/143) before or after the fetch.
+        outcome = "killed-outside-the-cli"
+        if snapshot(dest) != before and sha256_tree(dest) != sha256_tree(backend.v2):
+            problems.append("partial DEST: neither the old nor the complete new version")
+    else:
+        outcome = "clean-failure"
+        if proc.returncode != expected_rc:
+            problems.append(f"exit code {proc.returncode}, expected {expected_rc}: {err.strip()[-300:]}")
+        if len(err.strip().splitlines()) != 1:
+            problems.append(f"stderr is not one line: {err.strip()[-300:]}")
+        now = snapshot(dest)
+        if now != before and sha256_tree(dest) != sha256_tree(backend.v2):
+            problems.append("partial DEST: neither the old nor the complete new version")
+    if took > 5:
+        problems.append(f"took {took:.1f}s to stop after {sig}")
+    problems += leftovers(tmp_path / "out")
+    problems += cache_problems(Cache())
+    secrets = secrets_in(err, backend.secrets)
+    if secrets:
+        problems.append("the account key was printed")
+    record(
+        "process",
+        sig,
+        seed=seed,
+        outcome=outcome if not problems else "violation",
+        injected=1,
+        bytes_lost=0 if not problems else -1,
+        secrets=secrets,
+        error=err.strip()[-200:] if proc.returncode else "",
+        delay=round(delay, 2),
+        stop_seconds=round(took, 2),
+    )
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
+def test_sigkill_mid_fetch_then_rerun_reuses_verified_files(azurite_backend, tmp_path, monkeypatch, seed):
+    backend = azurite_backend
+    rng = rng_for("sigkill", seed)
+    dest = tmp_path / "out" / "model"
+    dest.parent.mkdir()
+    before = _prefill(backend, monkeypatch, dest, seed)
+    cache = Cache()
+    already = _cached(cache)
+    # The big file's reads stall; the small files finish and are verified into the cache meanwhile.
+    plan = RandomFaults(
+        rng.randrange(1 << 30),
+        lambda r, req: Fault.stall(r.randrange(3000), STALL),
+        match=lambda req: "w.bin" in req.target and req.method == "GET",
+        p=1.0,
+        budget=100,
+    )
+    with FaultProxy(backend.upstream, plan=plan, lifetime=60) as proxy:
+        proc = _start(backend, proxy, dest)
+        small = sum(1 for p in backend.v2.rglob("*") if p.is_file()) - 1  # all but w.bin
+        reached = _wait_for(lambda: _cached(cache) >= already + small, 20)
+        time.sleep(rng.uniform(0, 0.5))  # a real clock: kill at a random moment of the stalled download
+        proc.kill()
+        proc.communicate()
+    assert reached, "the small files never reached the cache while the big one was stalled"
+    assert proc.returncode == -signal.SIGKILL
+    assert snapshot(dest) == before  # killed before the swap: DEST as it was
+    debris = leftovers(tmp_path / "out") + [p.name for p in cache.tmp.iterdir()]
+
+    rerun = _start(backend, None, dest)
+    out, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    result = json.loads(out)
+    assert sha256_tree(dest) == sha256_tree(backend.v2)
+    assert result["downloaded_files"] == 1 and result["cached_files"] == small  # only the stalled file again
+    assert leftovers(tmp_path / "out") == [] and cache_problems(Cache()) == []
+    record(
+        "process",
+        "SIGKILL+rerun",
+        seed=seed,
+        outcome="success",
+        injected=1,
+        bytes_lost=0,
+        secrets=0,
+        debris_swept=len(debris),
+    )
