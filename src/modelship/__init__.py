@@ -7,8 +7,12 @@ from __future__ import annotations
 from .build import BuiltImage, build, inspect, push
 from .errors import ModelshipError
 from .fetch import fetch, lock, resolve
+from .logs import protect_library_loggers
 from .manifest import FileEntry, Lock, Manifest, Resolution
 from .publish import publish
+
+# The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
+protect_library_loggers()
 
 __version__ = "0.1.0"
 

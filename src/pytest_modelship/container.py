@@ -260,8 +260,10 @@ def reap_stale(client: docker.DockerClient, now: float | None = None, stale_afte
 
     now = time.time() if now is None else now
     removed = []
-    for c in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
-        labels = c.labels or {}
+    # the plain list call (labels included): the SDK's list would inspect each container, and one removed by
+    # its own session meanwhile would fail the whole listing
+    for c in client.api.containers(all=True, filters={"label": LABEL_SESSION}):
+        labels = c.get("Labels") or {}
         alive = owner_alive(labels.get(LABEL_OWNER, ""))
         try:
             age = now - float(labels.get(LABEL_CREATED, "0"))
@@ -269,10 +271,10 @@ def reap_stale(client: docker.DockerClient, now: float | None = None, stale_afte
             age = float("inf")
         if alive is False or (alive is None and age > stale_after):
             try:
-                c.remove(force=True, v=True)
-                removed.append(c.name)
-            except docker.errors.NotFound:
-                pass  # its own session removed it meanwhile
+                client.api.remove_container(c["Id"], force=True, v=True)
+                removed.append((c.get("Names") or [c["Id"][:12]])[0].lstrip("/"))
+            except docker.errors.APIError:
+                pass  # its own session removed it meanwhile (404), or is removing it (409)
     return removed
 
 
@@ -294,6 +296,7 @@ class ModelshipContainer:
         self.started = time.monotonic()
         self.ready_after_s: float | None = None
         self.exit_code: int | None = None
+        self.exited_after_s: float | None = None  # seconds after start when it first stopped
         self._exited = threading.Event()
         self._api = wrapped.client.api  # type: ignore[union-attr]
         self._watcher = threading.Thread(target=self._watch_exit, name=f"modelship-wait-{self.name}", daemon=True)
@@ -316,16 +319,41 @@ class ModelshipContainer:
 
     def _watch_exit(self) -> None:
         # Blocks in the engine until the container stops: exit is seen at once, without polling the API.
+        # With a restart policy the engine starts it again, but this wait still returns on the first exit:
+        # a restart is an exit the tests must hear about.
         try:
             result = self._api.wait(self.id, timeout=None)
             self.exit_code = int(result.get("StatusCode", -1))
         except Exception:  # noqa: BLE001 - removed or engine gone: either way it is not running
             self.exit_code = self.exit_code if self.exit_code is not None else -1
+        self.exited_after_s = time.monotonic() - self.started
         self._exited.set()
 
     @property
     def exited(self) -> bool:
         return self._exited.is_set()
+
+    def wait_exited(self, timeout: float) -> bool:
+        """True once the container has stopped (at least once); waits at most ``timeout`` seconds."""
+        return self._exited.wait(timeout)
+
+    def exit_report(self, logs: bool = True) -> str:
+        """One line on how the container stopped after it was ready (restarts included), then its log tail."""
+        state: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            info = self.attrs
+            state = {**(info.get("State") or {}), "RestartCount": info.get("RestartCount", 0)}
+            policy = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or ""
+            state["Policy"] = policy
+        after = f" {self.exited_after_s:.1f} s after start" if self.exited_after_s is not None else ""
+        line = f"container {self.name} of {self.image.ref} exited with code {self.exit_code}{after}, while tests ran"
+        restarts = int(state.get("RestartCount") or 0)
+        if restarts or state.get("Restarting"):
+            line += (
+                f"; its restart policy ({state.get('Policy') or '?'}) restarted it {restarts} time(s), "
+                "so later answers come from a fresh process"
+            )
+        return f"{line}; last log lines:\n{self.logs()}" if logs else line
 
     def logs(self, tail: int = LOG_TAIL_LINES) -> str:
         """The last ``tail`` lines of stdout+stderr, secrets of --modelship-env masked."""
@@ -414,8 +442,17 @@ class ModelshipContainer:
     def stop(self) -> None:
         import docker.errors
 
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             self._api.remove_container(self.id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+            # "removal already in progress": another thread of this run (the stopper, the start thread, a
+            # signal-driven cleanup) is removing it. Wait for that, so nothing outlives the process.
+            with contextlib.suppress(Exception):
+                self._api.wait(self.id, timeout=15, condition="removed")
 
 
 def _probe_http(http: requests.Session, url: str, timeout: float) -> tuple[bool, str]:
@@ -575,6 +612,7 @@ class Lifecycle:
         tc = self.prepare()
         if customize is not None:
             tc = customize(tc) or tc
+            _keep_labels(tc, self.labels)
         self._ensure_reaper()
         host, _bind = host_and_bind()
         self._creating = True
@@ -652,10 +690,19 @@ class Lifecycle:
                 all=True, filters={"label": [f"{LABEL_SESSION}={self.run_id}", f"{LABEL_WORKER}={self.worker}"]}
             )
             for c in leftovers:
-                with contextlib.suppress(docker.errors.NotFound):
+                # NotFound, or a removal already in progress (409): one failure must not end the sweep
+                with contextlib.suppress(docker.errors.APIError):
                     c.remove(force=True, v=True)
         except docker.errors.DockerException:
             pass  # the engine went away; the next session's reaper removes what is left
+
+
+def _keep_labels(tc: DockerContainer, labels: dict[str, str]) -> None:
+    """Put the cleanup labels back after a customising hook: ``with_kwargs`` replaces all kwargs (and a hook
+    may return a container of its own), which would leave a container no sweep or reaper can find."""
+    kwargs = dict(getattr(tc, "_kwargs", None) or {})
+    kwargs["labels"] = {**(kwargs.get("labels") or {}), **labels}
+    tc.with_kwargs(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------- client

@@ -217,6 +217,8 @@ class ModelshipRun:
         self._client: ModelshipClient | None = None
         self._client_lock = threading.Lock()
         self._old_sigterm: Any = None
+        self.terminated = False  # the run was interrupted by SIGTERM (exit status 143, not pytest's 2)
+        self._exit_reported = False
         self.reaped: list[str] = []
         workerinput = getattr(config, "workerinput", None)
         self.worker = workerinput["workerid"] if workerinput else "main"
@@ -236,6 +238,8 @@ class ModelshipRun:
         # Registered this early, the final cleanup runs after pytest's own (garbage collection passes),
         # which overlap the container's removal started at sessionfinish.
         self.config.add_cleanup(self._cleanup)
+        # before the background start below: a SIGTERM during collection must also remove the container
+        self._install_sigterm()
         controller = not self.is_worker and getattr(self.config.option, "dist", "no") != "no"
         if not (self.config.option.collectonly or controller):
             self._signature_at_start = self._hook_signature()
@@ -302,9 +306,21 @@ class ModelshipRun:
             return
         try:
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+                self._old_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         except (ValueError, OSError):
             pass
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self._closing:
+            return  # cleanup is under way: a repeated SIGTERM must not cut it short
+        self.terminated = True
+        raise KeyboardInterrupt("SIGTERM")
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         from .container import mask_env
@@ -403,12 +419,18 @@ class ModelshipRun:
 
         assert self.lifecycle is not None
         try:
-            return self.lifecycle.start(*self._hooks())
+            c = self.lifecycle.start(*self._hooks())
         except ContainerError as e:
-            message = f"modelship: {e}"
+            message, why = f"modelship: {e}", "never became ready"
+        else:
+            if not c.exited:
+                return c
+            # it stopped after it was ready (crash, OOM kill, restart policy): fail at once, never wait
+            self._exit_reported = True
+            message, why = f"modelship: {c.exit_report(logs=False)}", "exited while tests ran"  # logs: own section
         if self.session is not None and not self.is_worker:
             # every item needs the container: stop the run instead of repeating the error N times
-            self.session.shouldfail = "modelship: the container never became ready (see the first error)"
+            self.session.shouldfail = f"modelship: the container {why} (see the first error)"
         pytest.fail(message, pytrace=False)  # outside the except: no "during handling..." chain
 
     def client(self) -> ModelshipClient:
@@ -428,6 +450,15 @@ class ModelshipRun:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
         lc = self.lifecycle
         failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
+        exit_note = None
+        c = lc.container if lc is not None else None
+        watch = c is not None and failed and call.when == "call" and not self._exit_reported
+        # a request failing because the app just died: the exit is seen within ms of the failure
+        if watch and self._needs_container(item) and c.wait_exited(0.5):  # type: ignore[union-attr]
+            self._exit_reported = True
+            exit_note = f"modelship: {c.exit_report(logs=False)}"  # type: ignore[union-attr]  # logs: own section
+            if self.session is not None and not self.is_worker:
+                self.session.shouldfail = "modelship: the container exited while tests ran (see the first error)"
         if lc is not None and failed and item.nodeid not in self._logs_attached:
             self._logs_attached.add(item.nodeid)
             tail = lc.log_tail()
@@ -437,6 +468,8 @@ class ModelshipRun:
                 # "Captured stdout modelship container", which junit_logging=system-out includes.
                 item.add_report_section("modelship container", "stdout", tail)
         report = yield
+        if exit_note is not None:
+            _add_note(report, exit_note)
         c = lc.container if lc is not None else None
         if c is not None and c.ready_after_s is not None and not self._ready_reported:
             # once per process; under xdist the report carries it to the controller's summary
@@ -490,13 +523,6 @@ class ModelshipRun:
             self._stopper = threading.Thread(target=self.lifecycle.stop, name="modelship-stop", daemon=True)
             self._stopper.start()
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self._old_sigterm is not None:
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
-
     def _cleanup(self) -> None:
         self._closing = True
         for thread in (self._prep_thread, self._stopper):
@@ -507,10 +533,23 @@ class ModelshipRun:
             self._client = None
         if self.lifecycle is not None:
             self.lifecycle.stop()
+        if self.terminated:
+            # pytest reports any interrupt as 2; a run ended by SIGTERM keeps the conventional 128 + 15
+            session = self.session or self.config.pluginmanager.get_plugin("session")
+            if session is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+                session.exitstatus = 128 + signal.SIGTERM
+        self._restore_sigterm()  # only now: the cleanup above runs with SIGTERM still handled
 
 
-def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+def _add_note(report: pytest.TestReport, note: str) -> None:
+    """Put ``note`` at the top of a failure report, whatever shape its longrepr has."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        report.longrepr = f"{note}\n{longrepr}"
+    elif hasattr(longrepr, "addsection"):
+        longrepr.addsection("modelship container", note)  # type: ignore[union-attr]
+    else:
+        report.sections.append(("modelship container exit", note))
 
 
 def percentile(values: list[float], p: float) -> float:

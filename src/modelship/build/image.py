@@ -20,6 +20,7 @@ from ..manifest import Manifest
 from ..uri import redact, strip_secrets
 from . import config as config_mod
 from . import context as ctx
+from . import debris
 from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
 from . import registry as registry_mod
@@ -123,13 +124,18 @@ def _stream_build(
     labels: dict[str, str],
     network_mode: str | None,
     quiet: bool,
+    trace: debris.BuildTrace,
 ) -> str:
-    """Run the build, stream its log to stderr, return the image id or raise BuildError."""
+    """Run the build, stream its log to stderr, return the image id or raise BuildError.
+
+    ``trace`` records what the engine made, so the caller can remove it if the build does not finish.
+    """
     import docker.errors
     import requests
 
     bar = progress.Progress(size, "build context", show=None if not quiet else False)
     step, last_output, image_id = "", "", None
+    response = None
     try:
         events = client.api.build(
             fileobj=_ProgressReader(fileobj, size, bar),
@@ -144,6 +150,7 @@ def _stream_build(
             network_mode=network_mode,
             decode=True,
         )
+        response = debris.response_of(events)
         for ev in events:
             if "stream" in ev:
                 text = ev["stream"]
@@ -152,6 +159,7 @@ def _stream_build(
                     sys.stderr.flush()
                 for line in text.splitlines():
                     line = line.strip()
+                    trace.feed(line)
                     if line.startswith("Step "):
                         step = line
                     elif line and not line.startswith("--->") and not line.startswith("Removing intermediate"):
@@ -159,6 +167,7 @@ def _stream_build(
             elif "aux" in ev and isinstance(ev["aux"], dict) and "ID" in ev["aux"]:
                 image_id = ev["aux"]["ID"]
             elif "error" in ev:
+                trace.ended = True  # the engine stopped on its own: nothing lands after this
                 error = ev.get("error", "").strip()
                 # a failing RUN reports only "returned a non-zero code"; the command's last line says why
                 reason = last_output if "non-zero code" in error and last_output else error
@@ -166,12 +175,14 @@ def _stream_build(
                 raise BuildError(redact(f"image build failed{where}: {reason}"))
             elif "status" in ev and not quiet:
                 sys.stderr.write(ev["status"] + "\n")
+        trace.ended = True
     except (docker.errors.APIError, docker.errors.BuildError) as e:
         raise BuildError(f"image build failed: {_api_error(e)}") from None
     except requests.ConnectionError:
         raise _unreachable() from None
     finally:
         bar.close()
+        debris.hang_up(response)  # on an interrupt: at once, so the engine cancels the build
     if image_id is None:
         raise BuildError("image build finished without an image id; see the build log above")
     return image_id
@@ -193,6 +204,7 @@ def _build_context(
     buildargs: dict[str, str] | None = None,
     network_mode: str | None = None,
     quiet: bool,
+    traces: list[debris.BuildTrace],
 ) -> str:
     """Write a context (``fill`` adds the entries) to a temp file and build it; returns the image id."""
     with tempfile.TemporaryFile(prefix="modelship-context-") as f:
@@ -201,12 +213,32 @@ def _build_context(
         w.close()
         size = f.tell()
         f.seek(0)
+        trace = debris.BuildTrace()
+        traces.append(trace)
         return _stream_build(
-            client, f, size, tag=tag, buildargs=buildargs or {}, labels=labels, network_mode=network_mode, quiet=quiet
+            client,
+            f,
+            size,
+            tag=tag,
+            buildargs=buildargs or {},
+            labels=labels,
+            network_mode=network_mode,
+            quiet=quiet,
+            trace=trace,
         )
 
 
-def _model_stage(client, text: str, base: str, wheel_dir: Path, model: Path, manifest: Manifest, *, quiet: bool) -> str:
+def _model_stage(
+    client,
+    text: str,
+    base: str,
+    wheel_dir: Path,
+    model: Path,
+    manifest: Manifest,
+    *,
+    quiet: bool,
+    traces: list[debris.BuildTrace],
+) -> str:
     """The image of stage ``model`` (base + setup + deps + model): reused when its inputs are unchanged.
 
     Its key covers everything that goes into it -- the rendered stages, the base image id, the wheelhouse,
@@ -238,7 +270,7 @@ def _model_stage(client, text: str, base: str, wheel_dir: Path, model: Path, man
         _add_wheels(w, wheel_dir)
         ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
 
-    image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet)
+    image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_name(f".{index.name}.{os.getpid()}")
     tmp.write_text(image_id)
@@ -283,56 +315,67 @@ def build(
     labels = labels_mod.image_labels(cfg.app_dir, manifest, config_mod.project_metadata(cfg.app_dir))
 
     with engine(docker_client) as client:
-        # the target interpreter: needed to render our Dockerfile, and to resolve wheels for any Dockerfile
-        base = cfg.base_image
-        if user_dockerfile is not None and not cfg.base_image_explicit:
-            base = dockerfile_mod.base_from_dockerfile(user_dockerfile) or base
-        if pull:
-            _pull_base(client, base, quiet=quiet)
-        target = None
-        if user_dockerfile is None or cfg.requirements is not None:
-            target = wheels_mod.detect_target(client, base)
-        wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
-        app_files = ctx.app_files(cfg.app_dir, skip=[model])
+        traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails
+        try:
+            # the target interpreter: needed to render our Dockerfile, and to resolve wheels for any Dockerfile
+            base = cfg.base_image
+            if user_dockerfile is not None and not cfg.base_image_explicit:
+                base = dockerfile_mod.base_from_dockerfile(user_dockerfile) or base
+            if pull:
+                _pull_base(client, base, quiet=quiet)
+            target = None
+            if user_dockerfile is None or cfg.requirements is not None:
+                target = wheels_mod.detect_target(client, base)
+            wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
+            app_files = ctx.app_files(cfg.app_dir, skip=[model])
 
-        if user_dockerfile is None:
-            assert target is not None and wheel_dir is not None and cfg.entrypoint is not None
-            text = dockerfile_mod.render(
-                base_image=base,
-                python=target.python,
-                cmd=cfg.entrypoint,
-                port=cfg.port,
-                ready_path=cfg.ready_path,
-                healthcheck_interval=cfg.healthcheck_interval,
-                labels=labels,
-            )
-            stage_id = _model_stage(client, text, base, wheel_dir, model, manifest, quiet=quiet)
-            _, app_text = dockerfile_mod.split_stages(text, stage_id)
+            if user_dockerfile is None:
+                assert target is not None and wheel_dir is not None and cfg.entrypoint is not None
+                text = dockerfile_mod.render(
+                    base_image=base,
+                    python=target.python,
+                    cmd=cfg.entrypoint,
+                    port=cfg.port,
+                    ready_path=cfg.ready_path,
+                    healthcheck_interval=cfg.healthcheck_interval,
+                    labels=labels,
+                )
+                stage_id = _model_stage(client, text, base, wheel_dir, model, manifest, quiet=quiet, traces=traces)
+                _, app_text = dockerfile_mod.split_stages(text, stage_id)
 
-            def fill(w: ctx.ContextWriter) -> None:
-                w.bytes(ctx.DOCKERFILE_PATH, app_text.encode())
-                ctx.add_app(w, cfg.app_dir, ctx.APP_ROOTFS + dockerfile_mod.APP_DIR, app_files)
+                def fill(w: ctx.ContextWriter) -> None:
+                    w.bytes(ctx.DOCKERFILE_PATH, app_text.encode())
+                    ctx.add_app(w, cfg.app_dir, ctx.APP_ROOTFS + dockerfile_mod.APP_DIR, app_files)
 
-            # labels are in the rendered Dockerfile already (one LABEL step instead of one per label)
-            image_id = _build_context(client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet)
-        else:
-            assert cfg.dockerfile is not None
+                # labels are in the rendered Dockerfile already (one LABEL step instead of one per label)
+                image_id = _build_context(
+                    client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet, traces=traces
+                )
+            else:
+                assert cfg.dockerfile is not None
 
-            def fill(w: ctx.ContextWriter) -> None:
-                w.bytes(ctx.DOCKERFILE_PATH, user_dockerfile.encode())
-                _add_wheels(w, wheel_dir)
-                ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
-                ctx.add_app(w, cfg.app_dir, "", app_files)
+                def fill(w: ctx.ContextWriter) -> None:
+                    w.bytes(ctx.DOCKERFILE_PATH, user_dockerfile.encode())
+                    _add_wheels(w, wheel_dir)
+                    ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
+                    ctx.add_app(w, cfg.app_dir, "", app_files)
 
-            # the user's RUN steps may need the network (apt-get, ...): their choice, not forced off here
-            buildargs = {"MODELSHIP_MODEL_DIR": ctx.MODEL_PATH, "MODELSHIP_WHEELS_DIR": ctx.WHEELS_PATH}
-            image_id = _build_context(client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet)
-        for t in tags[1:]:
-            repo, _, name = t.rpartition(":")
-            try:
-                client.api.tag(image_id, repo, name, force=True)
-            except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
-                raise DockerError(f"tagging {image_id[:19]} as {t} failed: {_api_error(e)}") from None
+                # the user's RUN steps may need the network (apt-get, ...): their choice, not forced off here
+                buildargs = {"MODELSHIP_MODEL_DIR": ctx.MODEL_PATH, "MODELSHIP_WHEELS_DIR": ctx.WHEELS_PATH}
+                image_id = _build_context(
+                    client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet, traces=traces
+                )
+            for t in tags[1:]:
+                repo, _, name = t.rpartition(":")
+                try:
+                    client.api.tag(image_id, repo, name, force=True)
+                except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
+                    raise DockerError(f"tagging {image_id[:19]} as {t} failed: {_api_error(e)}") from None
+        except BaseException:
+            # failed, interrupted (Ctrl-C, SIGTERM) or cancelled: leave no half-built images behind
+            debris.discard(client, traces, quiet=quiet)
+            raise
+        debris.keep_stages(client, traces)
     if not quiet:
         print(f"modelship: built {image_id[:19]} tagged {', '.join(tags)}", file=sys.stderr)
     return BuiltImage(image_id, tuple(tags), labels)

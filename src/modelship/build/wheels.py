@@ -15,6 +15,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,9 +136,12 @@ def _run_probe(client, image: str, image_id: str, python: str) -> bytes:
     import docker.errors
 
     container = None
+    # named, so an interrupt during the create call (container made, id not yet returned) can still remove it
+    name = f"modelship-probe-{uuid.uuid4().hex[:12]}"
+    asked = time.time()
     try:
         container = client.containers.create(
-            image_id, entrypoint=[python, "-c", _PROBE], command=[], network_disabled=True, user="0"
+            image_id, entrypoint=[python, "-c", _PROBE], command=[], network_disabled=True, user="0", name=name
         )
         container.start()
         status = container.wait(timeout=120)
@@ -147,10 +152,32 @@ def _run_probe(client, image: str, image_id: str, python: str) -> bytes:
         if "executable file not found" in str(e) or "no such file" in str(e).lower():
             return b""
         raise DockerError(f"cannot run base image {image} to detect its Python: {e.explanation or e}") from e
+    except BaseException:
+        if container is None:  # interrupted in the create call: the engine may create it after we hung up
+            _remove_late(client, name, asked)
+        raise
     finally:
         if container is not None:
             with contextlib.suppress(docker.errors.APIError):  # already gone
                 container.remove(force=True)
+
+
+def _remove_late(client, name: str, since: float, timeout: float = 2.0) -> None:
+    """Remove container ``name`` once the engine created it (bounded): an abandoned create call may complete."""
+    import docker.errors
+
+    with contextlib.suppress(BaseException):  # best effort, and a second interrupt ends it
+        # the engine's own event stream (which replays events since `since`) says when it exists; it ends at `until`
+        events = client.events(
+            since=int(since) - 1,
+            until=int(time.time() + timeout) + 1,
+            filters={"type": "container", "event": "create", "container": name},
+            decode=True,
+        )
+        for _ in events:
+            break
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(name, force=True)
 
 
 def _local_find_links(requirements: Path) -> list[Path]:

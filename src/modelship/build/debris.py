@@ -1,0 +1,216 @@
+"""What a build leaves in the engine, and removing it when the build does not finish.
+
+The classic builder commits an image after every step and keeps those images when a build fails or is
+cancelled: ``<none>`` images nobody asked for. ``BuildTrace`` reads the build log to learn which images a
+build made (not cache hits) and which step was in flight; ``discard`` removes them after a failure or an
+interrupt. Hanging up cancels the build, but the engine still finishes the step in flight (a COPY of a
+large model runs to its end) and commits it *after* we hung up, so ``discard`` waits, bounded, for that
+late image and removes it too. On success, ``keep_stages`` names the images of intermediate stages (stage
+``deps`` of the generated Dockerfile): they are the cache that keeps the dependency layer identical on a
+model-only rebuild, and a name (``modelship-cache/stage``) keeps them from being dangling ``<none>`` images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+CACHE_REPO = "modelship-cache/stage"
+# the engine cannot cancel a COPY/ADD in progress: how long to wait for it to land so it can be removed
+COPY_WAIT_S = 120.0
+STEP_WAIT_S = 5.0  # any other step: the engine stops a RUN at once and commits metadata steps in ms
+QUIET_S = 0.5  # no new image for this long after hanging up: the engine has stopped
+_POLL_S = 0.1
+
+_STEP = re.compile(r"^Step \d+/\d+ : (.*)$")
+_RESULT = re.compile(r"^---> ([0-9a-f]{12,64})$")
+_RUNNING = re.compile(r"^---> Running in ([0-9a-f]{12,64})$")
+
+
+@dataclass
+class BuildTrace:
+    """What one engine build call reported: the images it made and the step still in flight."""
+
+    started: float = field(default_factory=time.time)
+    created: list[str] = field(default_factory=list)  # step images made by this build (no cache hits), oldest first
+    stages: list[str] = field(default_factory=list)  # last image of each stage but the final one
+    parent: str | None = None  # the image the next (or in-flight) step builds on
+    step: str | None = None  # the instruction in flight: its "Step" line came, its result not yet
+    container: str | None = None  # the container of the step in flight, if the log named one
+    ended: bool = False  # the engine finished the build (result or error): nothing can land later
+    _cached: bool = False
+    _steps: int = 0
+
+    def feed(self, line: str) -> None:
+        """One stripped line of the classic builder's log."""
+        if m := _STEP.match(line):
+            instruction = m.group(1)
+            if _keyword(instruction) == "FROM" and self._steps and self.parent is not None:
+                self.stages.append(self.parent)  # a new stage begins: the previous one ended with `parent`
+            self.step, self.container, self._cached = instruction, None, False
+            self._steps += 1
+        elif line == "---> Using cache":
+            self._cached = True
+        elif m := _RUNNING.match(line):
+            self.container = m.group(1)
+        elif (m := _RESULT.match(line)) and self.step is not None:
+            image = m.group(1)
+            if not self._cached and _keyword(self.step) != "FROM" and image not in self.created:
+                self.created.append(image)
+            self.parent, self.step, self.container, self._cached = image, None, None, False
+
+
+def _keyword(instruction: str) -> str:
+    return instruction.split(None, 1)[0].upper() if instruction.strip() else ""
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _matches_step(client: Any, image_id: str, step: str) -> bool:
+    """Whether ``image_id`` is what ``step`` commits (its recorded command names the same instruction)."""
+    try:
+        cfg = client.api.inspect_image(image_id).get("ContainerConfig") or {}
+    except Exception:  # noqa: BLE001 - gone meanwhile: not ours to remove anyway
+        return False
+    cmd = " ".join(cfg.get("Cmd") or [])
+    keyword = _keyword(step)
+    if "#(nop)" not in cmd:
+        return keyword == "RUN" and " ".join(step.split()[1:]) in " ".join(cmd.split())
+    if keyword in ("COPY", "ADD"):  # "#(nop) COPY dir:<hash> in /dest "
+        return f"{keyword} " in cmd and cmd.rstrip().endswith(f" in {step.split()[-1]}")
+    return f" {keyword} " in f" {cmd.split('#(nop)', 1)[1].strip()} "
+
+
+class _Sweep:
+    """Finds the images a cancelled build committed after it hung up."""
+
+    def __init__(self, client: Any, trace: BuildTrace) -> None:
+        self.client, self.trace = client, trace
+        self.ours = set(trace.created)
+        self.landed = False  # the step in flight committed its image
+
+    def poll(self) -> bool:
+        """Adopt late images; True if any was found."""
+        trace, found = self.trace, False
+        try:
+            images = self.client.api.images(all=True)
+        except Exception:  # noqa: BLE001 - engine gone: nothing more can be removed
+            return False
+        for img in images:
+            short, parent = _short(img["Id"]), _short(img.get("ParentId") or "")
+            if short in self.ours or not parent or (img.get("RepoTags") or ["<none>:<none>"]) != ["<none>:<none>"]:
+                continue
+            if parent in self.ours:
+                pass  # a child of an image this build made: ours
+            elif (
+                parent == (trace.parent or "")
+                and trace.step is not None
+                and img.get("Created", 0) >= int(trace.started) - 1
+                and _matches_step(self.client, img["Id"], trace.step)
+            ):
+                pass  # the step in flight, on a shared parent (base or cache hit): recognised by its command
+            else:
+                continue
+            self.ours.add(short)
+            trace.created.append(short)
+            self.landed = self.landed or parent == (trace.parent or "")
+            found = True
+        return found
+
+    def container_gone(self) -> bool:
+        if self.trace.container is None:
+            return True
+        try:
+            self.client.api.inspect_container(self.trace.container)
+        except Exception:  # noqa: BLE001 - NotFound (or engine gone)
+            return True
+        return False
+
+
+def _settle(client: Any, trace: BuildTrace, quiet: bool) -> None:
+    """Wait (bounded) until the engine stopped the cancelled build, adopting any image it committed late."""
+    if trace.ended:
+        return
+    sweep = _Sweep(client, trace)
+    copying = trace.step is not None and _keyword(trace.step) in ("COPY", "ADD")
+    start = time.monotonic()
+    deadline = start + (COPY_WAIT_S if copying else STEP_WAIT_S)
+    quiet_until = start + QUIET_S
+    told = False
+    try:
+        while time.monotonic() < deadline:
+            if sweep.poll():
+                quiet_until = time.monotonic() + QUIET_S
+            waiting_for_copy = copying and not sweep.landed
+            if not waiting_for_copy and sweep.container_gone() and time.monotonic() >= quiet_until:
+                return
+            if waiting_for_copy and not told and time.monotonic() - start > 1 and not quiet:
+                told = True
+                print(
+                    f"modelship: waiting for the engine to finish '{trace.step[:60]}' so its image can be removed "
+                    "(interrupt again to leave it)",
+                    file=sys.stderr,
+                )
+            time.sleep(_POLL_S)
+    except BaseException:  # noqa: BLE001 - interrupted again: stop waiting, still remove what is known
+        return
+
+
+def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False) -> list[str]:
+    """Remove the untagged images and step containers of builds that did not finish; returns the image ids."""
+    import docker.errors
+
+    removed: list[str] = []
+    for trace in reversed(traces):
+        _settle(client, trace, quiet)
+        ours = set(trace.created)
+        with contextlib.suppress(Exception):
+            for c in client.api.containers(all=True):
+                # the step container in flight, and any container left on an image this build made
+                if c["Id"][:12] == (trace.container or "")[:12] or _short(c.get("ImageID") or "") in ours:
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.api.remove_container(c["Id"], force=True, v=True)
+        for image in reversed(trace.created):  # newest first: each is a leaf when its turn comes
+            try:
+                tags = client.api.inspect_image(image).get("RepoTags") or []
+                if tags:
+                    continue  # tagged: a finished result (or someone's), never debris
+                # noprune: the parents this build found in the cache are not its to remove
+                client.api.remove_image(image, noprune=True)
+                removed.append(image)
+            except docker.errors.APIError:
+                continue  # gone already, or in use by something else: not ours to force
+    return removed
+
+
+def keep_stages(client: Any, traces: list[BuildTrace]) -> list[str]:
+    """Name the intermediate stage images of a finished build, so they are cache, not ``<none>`` debris."""
+    named = []
+    for trace in traces:
+        for image in trace.stages:
+            with contextlib.suppress(Exception):
+                client.api.tag(image, CACHE_REPO, image, force=True)
+                named.append(f"{CACHE_REPO}:{image}")
+    return named
+
+
+def response_of(events: Any) -> Any:
+    """The HTTP response behind docker-py's build event generator, so an interrupt can hang up at once.
+
+    ``APIClient.build`` returns ``_stream_helper(response, ...)`` before iterating it; its frame holds the
+    response. Without it the connection stays open until garbage collection and the engine builds on.
+    """
+    frame = getattr(events, "gi_frame", None)
+    return frame.f_locals.get("response") if frame is not None else None
+
+
+def hang_up(response: Any) -> None:
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()

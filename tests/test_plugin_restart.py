@@ -1,0 +1,271 @@
+"""The container under test dies or restarts while the tests run, and its readiness path is under load.
+
+A crash after readiness must be a failure naming the exit code, with the app's last log lines, within
+seconds, never a hang until some timeout; with a restart policy (set by a `pytest_modelship_container` hook
+the naive way, `with_kwargs(restart_policy=...)`) too, and the container must still carry the plugin's
+cleanup labels. 200 concurrent probes of the ready path, while the plugin polls it and after, must not
+disturb readiness detection or the cases.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+import uuid
+
+import pytest
+
+from _hardening import write_counts
+from _plugin_helpers import (
+    GOOD_CASES,
+    LABEL_SESSION,
+    MODEL_FILES,
+    Variant,
+    build_image,
+    containers_of,
+    dockerfile,
+    manifest_for,
+    remove_image,
+)
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.docker
+
+# Serves /health/ready and /predict; after EXIT_AFTER predictions it dies, like an app that runs out of
+# memory: EXIT_WHEN=during -> in the middle of the next request, after -> right after answering the last one.
+CRASHING_APP = r"""
+import json, os, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+EXIT_AFTER = int(os.environ.get("EXIT_AFTER", "0"))
+EXIT_WHEN = os.environ.get("EXIT_WHEN", "during")
+lock, served = threading.Lock(), 0
+print(f"boot: pid {os.getpid()}, will die after {EXIT_AFTER} predictions ({EXIT_WHEN})", flush=True)
+
+
+def die():
+    print(f"fatal: out of memory after {EXIT_AFTER} predictions", flush=True)
+    os._exit(7)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/health/ready":
+            return self._send(200, {"ready": True})
+        return self._send(404, {"error": "not found"})
+
+    def do_POST(self):
+        global served
+        with lock:
+            served += 1
+            n = served
+        if EXIT_AFTER and n > EXIT_AFTER:
+            die()
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send(200, {"label": "cat", "n": n})
+        if EXIT_AFTER and n == EXIT_AFTER and EXIT_WHEN == "after":
+            self.wfile.flush()
+            die()
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+
+CASES = "cases:\n" + "".join(
+    f"  - {{name: predict_{i}, path: /predict, json: {{x: [1]}}, expect: {{json_subset: {{label: cat}}}}}}\n"
+    for i in range(1, 7)
+)
+
+# "after": a pause before the next case, so the exit comes between two tests (seen by the next one's setup)
+PAUSE_HOOK = """
+import time
+
+def pytest_runtest_setup(item):
+    if item.name == "predict_3":
+        time.sleep(0.5)
+"""
+
+RESTART_HOOK = """
+import json, pathlib
+
+def pytest_modelship_container(config, container, settings):
+    # the naive way: with_kwargs replaces every kwarg, the plugin's labels included
+    return container.with_kwargs(restart_policy={"Name": "always"})
+
+def pytest_modelship_ready(config, container, url):
+    out = pathlib.Path("labels.json")
+    if not out.exists():
+        out.write_text(json.dumps(container.attrs["Config"]["Labels"]))
+    return None
+"""
+
+
+@pytest.fixture(scope="module")
+def crashing_image(docker_client, base_image):
+    manifest = manifest_for(MODEL_FILES)
+    files = {f"model/{p}": b for p, b in MODEL_FILES.items()}
+    files["model/modelship.json"] = manifest.to_json().encode()
+    files["app.py"] = CRASHING_APP.encode()
+    files["Dockerfile"] = dockerfile(base_image, manifest, Variant()).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tag = f"modelship-test/crashing:{uuid.uuid4().hex[:8]}"
+    docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    yield tag
+    remove_image(docker_client, tag)
+
+
+@pytest.fixture
+def own_alias(docker_client, crashing_image):
+    """An alias per test, so its containers are counted without ambiguity under xdist."""
+    repo, tag = "modelship-test/crashing", f"own-{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(crashing_image).tag(repo, tag)
+    yield f"{repo}:{tag}"
+    remove_image(docker_client, f"{repo}:{tag}")
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["no-restart-policy", "restart-always"])
+@pytest.mark.parametrize("when", ["during", "after"], ids=["dies-mid-request", "dies-between-requests"])
+def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
+    pytester, own_alias, docker_client, restart, when
+):
+    pytester.makefile(".yaml", cases=CASES)
+    pytester.makeconftest((RESTART_HOOK if restart else "") + (PAUSE_HOOK if when == "after" else ""))
+    args = ["--modelship-image", own_alias, "--modelship-cases", "cases.yaml", "-m", "modelship"]
+    args += ["--modelship-env", "EXIT_AFTER=2", "--modelship-env", f"EXIT_WHEN={when}", "-p", "no:cacheprovider"]
+    t0 = time.monotonic()
+    result = pytester.runpytest_subprocess(*args, timeout=120)
+    took = time.monotonic() - t0
+    out = result.stdout.str()
+
+    assert result.ret == 1, out[-3000:]
+    outcomes = result.parseoutcomes()
+    # predict_1 and _2 (and the image checks) pass; then exactly one failure: the request that met the dead
+    # app (failed), or the next test's setup when the exit came between requests (error); the run stops there
+    assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == 1, outcomes
+    assert outcomes.get("passed", 0) >= 5 + 2, outcomes
+    # the failure names the exit and carries the app's own last words
+    assert "exited with code 7" in out and "while tests ran" in out, out[-3000:]
+    assert "fatal: out of memory after 2 predictions" in out, out[-3000:]
+    assert "modelship: the container exited while tests ran (see the first error)" in out, out[-3000:]
+    # later cases were not sent to a dead (or restarted) app one by one until their timeouts
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) + outcomes.get("errors", 0) < 5 + 6, outcomes
+    assert took < 45, f"took {took:.1f} s"
+    if when == "after":  # the next test's setup saw it: an error before any request was sent
+        assert outcomes.get("errors") == 1, outcomes
+    if restart and when == "after":  # by then the engine had restarted it: the report says so
+        assert "its restart policy (always) restarted it" in out, out[-3000:]
+    if restart:
+        labels = json.loads((pytester.path / "labels.json").read_text())
+        assert LABEL_SESSION in labels, labels  # the plugin's labels survived with_kwargs()
+    assert containers_of(docker_client, own_alias, labelled=False) == []
+
+
+CLIENT_LOAD = """
+import concurrent.futures, json, pathlib, threading, time
+import requests
+
+RESULTS = pathlib.Path("during-readiness.json")
+
+
+def _burst(url, n=200, workers=16, pace=0.0):
+    # n GETs from `workers` threads, each pausing `pace` s before its probe: status codes or error names
+    def one(_):
+        time.sleep(pace)
+        try:
+            return requests.get(url, timeout=10).status_code
+        except requests.RequestException as e:
+            return type(e).__name__
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(one, range(n)))
+
+
+_started = []
+
+
+def pytest_modelship_ready(config, container, url):
+    # from the plugin's first poll: 200 probes of the same path over the app's warm-up, racing the plugin's
+    if not _started:
+        burst = lambda: RESULTS.write_text(json.dumps(_burst(url, pace=0.12)))
+        _started.append(threading.Thread(target=burst, daemon=True))
+        _started[0].start()
+    return None
+"""
+
+LOAD_TEST = """
+import json, pathlib, time
+from conftest import _burst, _started
+
+
+def test_200_concurrent_probes_once_ready(modelship_url):
+    codes = _burst(modelship_url + "/health/ready")
+    pathlib.Path("after-ready.json").write_text(json.dumps(codes))
+    assert codes.count(200) == 200, codes
+    _started[0].join(60)
+    assert not _started[0].is_alive()
+"""
+
+
+def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker_client, base_image, tmp_path_factory):
+    tag = build_image(docker_client, base_image, Variant(), tag=f"modelship-test/ready-load:{uuid.uuid4().hex[:8]}")
+    try:
+        pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
+        pytester.makeconftest(CLIENT_LOAD)
+        pytester.makepyfile(test_load=LOAD_TEST)
+        t0 = time.monotonic()
+        result = pytester.runpytest_subprocess(
+            "--modelship-image", tag, "--modelship-env", "APP_READY_DELAY=1.5", "-p", "no:cacheprovider", timeout=120
+        )
+        took = time.monotonic() - t0
+        out = result.stdout.str()
+        result.assert_outcomes(passed=5 + 4 + 1)  # image checks, cases, the load test
+        during = json.loads((pytester.path / "during-readiness.json").read_text())
+        after = json.loads((pytester.path / "after-ready.json").read_text())
+        # every probe ended: refused while the app booted, 503 while it warmed up, 200 after; none hung
+        assert len(during) == 200 and set(during) <= {200, 503, "ConnectionError"}, during
+        assert during.count(503) + during.count(200) >= 100, during
+        assert after == [200] * 200
+        ready = [line for line in out.splitlines() if " ready after " in line]
+        ready_s = float(ready[0].split(" ready after ")[1].split()[0])
+        assert 1.5 <= ready_s < 15, ready
+        assert took < 60
+        assert containers_of(docker_client, tag, labelled=False) == []
+        write_counts(
+            "readiness-load",
+            [
+                {
+                    "what": "pytest --modelship-image with 200 concurrent probes of the ready path during readiness",
+                    "probes": len(during),
+                    "answered 503": during.count(503),
+                    "answered 200": during.count(200),
+                    "refused (app not listening yet)": during.count("ConnectionError"),
+                    "ready after s": ready_s,
+                },
+                {
+                    "what": "200 concurrent probes of the ready path once ready",
+                    "probes": len(after),
+                    "answered 200": after.count(200),
+                    "errors": 0,
+                },
+            ],
+            tmp_path_factory.getbasetemp(),
+        )
+    finally:
+        remove_image(docker_client, tag)
