@@ -104,8 +104,9 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
     (local / "toolong" / "good.bin").write_bytes(b"fine")
     yield ctx, endpoint
     container.delete_container()
-    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
     s3.delete_bucket(Bucket=bucket)
 
 

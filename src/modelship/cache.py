@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def owner_pid(name: str) -> int | None:
 
 
 def temp_name(stem: str) -> str:
-    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # 64 random bits: with 32, two of the 10,000 temp files of one large fetch share a name about once in 100 runs.
+    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
 
 
 class Cache:
@@ -83,7 +85,10 @@ class Cache:
         return None
 
     def new_temp(self) -> Path:
-        return self.tmp / (temp_name("dl") + ".part")
+        """A new, empty temp file of this process, created exclusively (never shared with another download)."""
+        fd, path = tempfile.mkstemp(dir=self.tmp, prefix=f"dl-{os.getpid()}-", suffix=".part")
+        os.close(fd)
+        return Path(path)
 
     def put(self, tmp: Path, sha256: str) -> Path:
         """Move a verified temp file into place; callers guarantee ``sha256`` is its content's hash."""
@@ -111,14 +116,18 @@ class Cache:
         if not etag:
             return
         target = self._etag_key(location, etag, size)
-        tmp = self.tmp / temp_name("etag")
+        tmp: Path | None = None
         try:  # only a shortcut for later fetches: failing to write it (disk full) must not fail this one
-            tmp.write_text(sha256)
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"etag-{os.getpid()}-")  # exclusive: workers race here
+            tmp = Path(name)
+            with os.fdopen(fd, "w") as f:
+                f.write(sha256)
             os.replace(tmp, target)
         except OSError:
             pass
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def link(self, sha256: str, dest: Path) -> None:
         """Hard-link (or, across file systems, copy) a cached file to ``dest``."""

@@ -273,7 +273,7 @@ class _FileJob:
         # Opened on first use and closed when the file is done: a model of 10,000 small files must not hold
         # 10,000 descriptors (the usual limit is 1024). The space is reserved now, for every file.
         self._fd: int | None = None
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)  # created exclusively by Cache.new_temp
         try:
             if entry.size:
                 os.posix_fallocate(fd, 0, entry.size)  # ENOSPC now, not half-way through the download
@@ -635,7 +635,12 @@ def _ensure_cached(
 
     try:
         for f in todo:
-            jobs.append(_FileJob(f, _name(res, f), cache.new_temp()))
+            tmp = cache.new_temp()
+            try:
+                jobs.append(_FileJob(f, _name(res, f), tmp))
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         log.info("downloading %d files (%d bytes) from %s", len(jobs), total, where)
         with Progress(total, f"fetch {res.version or uri.display}", show=show_progress) as bar:
             for job in (j for j in jobs if j.entry.size == 0):

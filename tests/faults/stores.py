@@ -149,8 +149,9 @@ def s3_backend(tmp_path_factory, moto_server) -> Iterator[Backend]:
         modelship.publish(v1, backend.uri(), version="1.0.0", progress=False)
         modelship.publish(v2, backend.uri(), version="2.0.0", progress=False)
     yield backend
-    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):  # thousands after many runs
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
     s3.delete_bucket(Bucket=bucket)
 
 
