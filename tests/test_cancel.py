@@ -24,6 +24,7 @@ import pytest
 from _build_helpers import make_app
 from _hardening import engine_state, labelled_base, remove_labelled, write_counts
 from _plugin_helpers import Variant, build_image, containers_of, remove_image, wait_for
+from modelship.build import debris
 
 pytestmark = pytest.mark.docker
 
@@ -117,14 +118,17 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
     _reset(docker_client, s["label"], s["base"])
 
     # A moment = after the k-th line of the build log (seeded), plus a seeded fraction of a second: spread over
-    # every phase (start-up, probe, hashing + upload, each step of both stages) however fast the engine is today.
+    # every phase (start-up, probe, hashing + upload, each step of both stages) however fast the engine is.
     log_lines = len(proc.stderr.splitlines())
     rng = random.Random(f"cancel-build-{signame}")
     outcomes = {"interrupted": 0, "finished first": 0, "signal outside main()": 0}
     phases = []
     for i in range(RUNS):
         run = f"{signame}-{i}"
-        after_line, extra = rng.randrange(0, max(1, log_lines - 3)), rng.uniform(0.0, 0.6)
+        # stratified: run i falls in the i-th slice of the log, so early, middle and late phases all get hit
+        last = max(RUNS, log_lines - 3)
+        after_line = rng.randrange(i * last // RUNS, max(i * last // RUNS + 1, (i + 1) * last // RUNS))
+        extra = rng.uniform(0.0, 0.6)
         t0 = time.monotonic()
         p = subprocess.Popen(
             [*_build_cmd(s["app"], s["model"], tag, s["base"]), "--no-progress"],
@@ -174,9 +178,11 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
             outcomes["interrupted"] += 1
             assert p.returncode == expected_rc, context
             assert err.strip().splitlines()[-1] == f"modelship: {word}; nothing half-written was left behind", context
-            # no image under the tag (unless the engine had tagged it just before the signal), no stage cache
-            done = {tag} if "Successfully tagged" in err else set()
-            assert state.tags - {s["base"]} <= done, f"{state.tags}\n{context}"
+            # no image under the tag and no stage cache, unless the engine had tagged the image just before the
+            # signal: a complete image keeps its stage cache, as after a build that finished
+            tagged = "Successfully tagged" in err
+            left = {t for t in state.tags - {s["base"]} if not (tagged and t.startswith(debris.CACHE_REPO + ":"))}
+            assert left <= ({tag} if tagged else set()), f"{state.tags}\n{context}"
         assert state.dangling == [], f"<none> images left: {state.dangling}\n{context}"
         assert state.containers == [], f"containers left: {state.containers}\n{context}"
         assert _leftover_temp(s["work"], run, p.pid) == [], context
@@ -239,6 +245,7 @@ def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_clien
     expected_rc = 2 if sig == signal.SIGINT else 143
     rng = random.Random(f"cancel-pytest-{signame}")
     phases = []
+    outcomes = {"pytest internal error on the interrupt": 0}
     for i in range(RUNS):
         d = tmp_path / f"run{i}"
         d.mkdir()
@@ -251,16 +258,29 @@ def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_clien
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(d / "pytest.ini"), "-s"]
         cmd += ["--rootdir", str(d), "--modelship-image", plugin_image, "--modelship-env", "APP_READY_DELAY=1.5"]
         cmd += ["-k", "hang"]
-        p = subprocess.Popen(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a run that does not stop dumps its threads on SIGABRT
+        p = subprocess.Popen(cmd, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         wait_for(configured.exists, 60, "the plugin to be configured")
         delay = rng.uniform(0.0, 3.5)
         time.sleep(delay)
         phase = "test running" if started.exists() else "container starting / not ready"
         phases.append(f"{delay:.2f}s: {phase}")
         p.send_signal(sig)
-        out, _ = p.communicate(timeout=90)
+        try:
+            out, _ = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)
+            out, _ = p.communicate(timeout=30)
+            pytest.fail(f"run {i}: still running 60 s after {signame} ({phases[-1]}); threads:\n{out[-6000:]}")
         context = f"run {i}: {signame} {delay:.2f} s after configure ({phase}); output tail:\n{out[-2500:]}"
-        assert p.returncode == expected_rc, context
+        # SIGINT: pytest's 2, or -2 when CPython ends itself by SIGINT after the cleanup (it does so when the
+        # interrupt landed in a dataclass being created by a lazy import); a shell sees 130 then, also fine.
+        # pytest itself fails (exit 1, INTERNALERROR) when the interrupt lands on an instruction without a
+        # line number (its traceback code does `tb_lineno - 1` on None); rare, upstream, and the cleanup
+        # still ran: accepted only with that exact signature.
+        pytest_bug = p.returncode == 1 and "tb_lineno - 1" in out and "NoneType' and 'int'" in out
+        assert p.returncode == expected_rc or (sig == signal.SIGINT and p.returncode == -sig) or pytest_bug, context
+        outcomes["pytest internal error on the interrupt"] += pytest_bug
         assert "KeyboardInterrupt" in out, context
         assert containers_of(docker_client, plugin_image, labelled=False) == [], context
         time.sleep(1.0)  # a container the engine created after the process ended would show up now
@@ -272,6 +292,7 @@ def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_clien
                 "what": f"pytest --modelship-image + {signame} at random moments ({'; '.join(phases)})",
                 "runs": RUNS,
                 "exit code": expected_rc,
+                **outcomes,
                 "containers left": 0,
             }
         ],

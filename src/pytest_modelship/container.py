@@ -40,6 +40,15 @@ LABEL_OWNER = "io.modelship.owner"
 DEFAULT_READY_PATH = "/health/ready"
 DEFAULT_MODEL_DIR = "/opt/modelship/model"
 POLL_INTERVAL_S = 0.025  # 40 Hz: readiness is seen within ~25 ms, well above the 20 Hz promised
+ENGINE_MODULES = (
+    "pytest_modelship.cases",
+    "pytest_modelship.checks",
+    "docker.errors",
+    "testcontainers.core.config",
+    "testcontainers.core.container",
+    "testcontainers.core.docker_client",
+)
+START_GRACE_S = 60.0  # creating + starting a container, on top of the readiness timeout
 STALE_AFTER_S = 3 * 3600  # leftovers whose owner cannot be checked (other host) are reaped after this
 LOG_TAIL_LINES = 50
 MASK = "***"
@@ -156,6 +165,22 @@ class ImageInfo:
 
 def docker_location() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def preload() -> None:
+    """Import the engine libraries and the plugin's own lazy modules now, in the main thread, before any
+    background thread runs and before SIGTERM is turned into an interrupt.
+
+    Otherwise the start thread imports them while the main thread imports conftests and test modules, and
+    a Ctrl-C landing in the middle of those concurrent imports was seen to leave the start thread blocked
+    in an import for good: a run that neither stopped nor went on. And an interrupt inside a lazy import
+    that creates dataclasses ends CPython by SIGINT instead of with pytest's exit code. Imports are CPU
+    work under the GIL, so doing them here first costs no wall time.
+    """
+    import importlib
+
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
 
 
 def connect() -> docker.DockerClient:
@@ -587,7 +612,14 @@ class Lifecycle:
         """The ready container: started now, or the background start joined. Failures are not retried."""
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # bounded: a start stuck in the engine must end as a failure, not as a run that never returns
+            thread.join(self.settings.timeout + START_GRACE_S)
+            if thread.is_alive():
+                raise ContainerError(
+                    f"starting a container of {self.settings.image} did not finish within "
+                    f"{self.settings.timeout + START_GRACE_S:g} s (--modelship-timeout + {START_GRACE_S:g} s); "
+                    "is the Docker engine overloaded?"
+                )
         return self._start_once(customize, probe)
 
     def _start_once(self, customize: Any, probe: Any) -> ModelshipContainer:

@@ -238,10 +238,15 @@ class ModelshipRun:
         # Registered this early, the final cleanup runs after pytest's own (garbage collection passes),
         # which overlap the container's removal started at sessionfinish.
         self.config.add_cleanup(self._cleanup)
+        controller = not self.is_worker and getattr(self.config.option, "dist", "no") != "no"
+        starts = not (self.config.option.collectonly or controller)
+        if starts:
+            from .container import preload
+
+            preload()  # before any thread starts and before SIGTERM is handled: see preload()
         # before the background start below: a SIGTERM during collection must also remove the container
         self._install_sigterm()
-        controller = not self.is_worker and getattr(self.config.option, "dist", "no") != "no"
-        if not (self.config.option.collectonly or controller):
+        if starts:
             self._signature_at_start = self._hook_signature()
             self._prep_thread = threading.Thread(
                 target=self._prepare, args=(True,), name="modelship-prepare", daemon=True
@@ -538,6 +543,10 @@ class ModelshipRun:
             session = self.session or self.config.pluginmanager.get_plugin("session")
             if session is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED:
                 session.exitstatus = 128 + signal.SIGTERM
+            # CPython remembers a KeyboardInterrupt that escaped an exec() of a string (dataclasses create
+            # their methods that way, in any lazy import) and then ends the process by SIGINT instead of
+            # with this exit status; the next exec() of a string clears that memory.
+            exec("pass")  # noqa: S102
         self._restore_sigterm()  # only now: the cleanup above runs with SIGTERM still handled
 
 

@@ -157,9 +157,23 @@ def _settle(client: Any, trace: BuildTrace, quiet: bool) -> None:
                     "(interrupt again to leave it)",
                     file=sys.stderr,
                 )
-            time.sleep(_POLL_S)
+            if not _engine_tick(client, _POLL_S):
+                return  # the engine is gone: nothing more will land, nothing more can be removed
     except BaseException:  # noqa: BLE001 - interrupted again: stop waiting, still remove what is known
         return
+
+
+def _engine_tick(client: Any, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the engine's next container event (a step container going away, say);
+    False if the engine cannot be asked. It reports no event when a step commits its image, so ``_settle``
+    looks again after each tick."""
+    now = time.time()
+    try:
+        for _ in client.events(since=now, until=now + seconds, filters={"type": "container"}, decode=True):
+            break
+    except Exception:  # noqa: BLE001 - any failure to reach the engine means the same here
+        return False
+    return True
 
 
 def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False) -> list[str]:
