@@ -18,6 +18,7 @@ concurrent predictions through gunicorn, all answered.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -114,7 +115,7 @@ class Flow:
 
 
 def test_demo_flow_leaks_no_secret_anywhere(
-    tmp_path, docker_client, base_image, azurite_connection_string, monkeypatch, tmp_path_factory
+    tmp_path, docker_client, base_image, azurite_connection_string, blob_service, monkeypatch, tmp_path_factory
 ):
     endpoint, sas, sig = _account_sas(azurite_connection_string)
     account_key = dict(p.split("=", 1) for p in azurite_connection_string.split(";") if "=" in p)["AccountKey"]
@@ -222,6 +223,8 @@ def test_demo_flow_leaks_no_secret_anywhere(
             (docker_config / "config.json").unlink()  # the login file holds the password by design; not output
     finally:
         remove_labelled(docker_client, label)
+        with contextlib.suppress(Exception):  # the store's blob container (published by train.py)
+            blob_service.delete_container(store.split("/")[3])
 
     # ------------------------------------------------------------------ the scan
     for name, out in flow.outputs:
@@ -329,3 +332,36 @@ def test_sdk_debug_logs_are_masked_at_the_source(caplog):
             0,
         )
     assert "sig=***" in caplog.text and quote(sig) not in caplog.text and sig[:16] not in caplog.text
+
+
+def test_cli_masks_any_library_log_and_its_own_vv_traceback(tmp_path, capsys, monkeypatch):
+    """Records of loggers modelship does not know (any SDK) reach the CLI's handler masked; so does the -vv
+    traceback of an error chained to a library exception that carried a SAS URL.
+
+    modelship raises its errors ``from None`` where a cause could hold a URL, so no real path produces such a
+    chain today: the fetch is replaced by one raising it (a fake, for defence in depth only)."""
+    import logging
+
+    import requests
+
+    from modelship import cli, logs
+    from modelship.errors import TransientError
+
+    sig = base64.b64encode(secrets.token_bytes(32)).decode()
+    url = f"http://127.0.0.1:1/devstoreaccount1/c/m?sv=2022-11-02&sp=rl&sig={quote(sig)}"
+
+    def leaky_fetch(*args, **kwargs):
+        logging.getLogger("some.sdk.transport").warning("retrying %s after %s", url, "a reset")
+        try:
+            raise requests.ConnectionError(f"Max retries exceeded with url: {url}")
+        except requests.ConnectionError as e:
+            raise TransientError("reading az://devstoreaccount1/c/m failed: connection refused") from e
+
+    monkeypatch.setattr(sys.modules["modelship.fetch"], "fetch", leaky_fetch)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # basicConfig installs the CLI's own handler on a bare root
+    rc = cli.main(["-vv", "fetch", "az://devstoreaccount1/c/m", str(tmp_path / "dest"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Max retries exceeded" in err and "retrying" in err, err[-2000:]
+    assert "sig=***" in err and quote(sig) not in err and sig[:16] not in err, err[-2000:]
+    assert root.handlers and all(logs._FILTER in h.filters for h in root.handlers)

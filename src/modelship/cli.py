@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__, progress
+from . import __version__, logs, progress
 from .errors import ModelshipError
 from .uri import redact
 
@@ -264,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2), format="modelship: %(message)s", stream=sys.stderr
     )
+    logs.protect_handlers()
     if getattr(args, "no_progress", False) or getattr(args, "json", False):
         progress.set_enabled(False)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -271,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except ModelshipError as e:
         if verbose >= 2:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(f"modelship: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

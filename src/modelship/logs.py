@@ -38,3 +38,11 @@ def protect_library_loggers() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def protect_handlers(logger: logging.Logger | None = None) -> None:
+    """Attach the filter to the handlers of ``logger`` (default: root), so records from any library that
+    propagate to them are masked too, not only those of the known loggers (idempotent)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
