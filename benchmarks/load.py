@@ -156,23 +156,6 @@ def build_example(work: Path) -> str:
     return tag
 
 
-def wait_ready(container, port: int, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health/ready")
-            if conn.getresponse().status == 200:
-                return time.monotonic() - t0
-        except (OSError, http.client.HTTPException):
-            pass
-        container.reload()
-        if container.status == "exited":
-            sys.exit(f"load.py: container exited:\n{container.logs().decode()[-3000:]}")
-        time.sleep(0.1)
-    sys.exit(f"load.py: not ready after {timeout:.0f} s:\n{container.logs().decode()[-3000:]}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", help="image to test (default: build the example)")
@@ -189,27 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelship-load-") as tmp:
         image = args.image or build_example(Path(tmp))
         built = None if args.image else image
-        container = client.containers.run(
-            image,
-            detach=True,
-            user="10001:10001",
-            read_only=True,
-            tmpfs={"/tmp": "size=64m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            ports={"8000/tcp": ("127.0.0.1", None)},
-            labels={"io.modelship.bench": "load"},
-        )
+        sys.path.insert(0, str(ROOT / "tests"))
+        from _example_helpers import run_like_the_pod, wait_ready
+
         try:
-            container.reload()
-            port = int(container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"])
-            ready_s = wait_ready(container, port, 60)
-            run_phase("warm-up", port, "POST", "/predict", 100, args.concurrency, 30)
-            base = run_phase("baseline", port, "GET", "/health/live", args.requests, args.concurrency, args.deadline)
-            pred = run_phase("predict", port, "POST", "/predict", args.requests, args.concurrency, args.deadline)
-            logs = container.logs().decode(errors="replace")
+            with run_like_the_pod(client, image, "io.modelship.bench") as (container, port):
+                ready_s = wait_ready(container, port, 60)
+                run_phase("warm-up", port, "POST", "/predict", 100, args.concurrency, 30)
+                base = run_phase(
+                    "baseline", port, "GET", "/health/live", args.requests, args.concurrency, args.deadline
+                )
+                pred = run_phase("predict", port, "POST", "/predict", args.requests, args.concurrency, args.deadline)
+                logs = container.logs().decode(errors="replace")
+        except RuntimeError as e:  # the app exited or never got ready: its logs are in the message
+            sys.exit(f"load.py: {e}")
         finally:
-            container.remove(force=True)
             if built:
                 client.images.remove(built, force=True)
             client.close()

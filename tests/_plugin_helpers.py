@@ -13,6 +13,7 @@ import json
 import tarfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelship.manifest import FileEntry, Manifest
@@ -130,14 +131,14 @@ def dockerfile(base_image: str, manifest: Manifest, v: Variant) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _context(base_image: str, v: Variant) -> bytes:
+def _context(base_image: str, v: Variant, app: str) -> bytes:
     manifest = manifest_for(MODEL_FILES)
     shipped = dict(MODEL_FILES)
     if v.tamper_model:
         shipped["weights.bin"] = b"tampered" + shipped["weights.bin"][8:]
     files = {f"model/{p}": b for p, b in shipped.items()}
     files["model/modelship.json"] = manifest.to_json().encode()
-    files["app.py"] = APP.encode()
+    files["app.py"] = app.encode()
     files["Dockerfile"] = dockerfile(base_image, manifest, v).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -148,12 +149,24 @@ def _context(base_image: str, v: Variant) -> bytes:
     return buf.getvalue()
 
 
-def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None) -> str:
-    """Build a test image and return its tag (unique per call unless given)."""
+def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None, app: str = APP) -> str:
+    """Build a test image serving ``app`` and return its tag (unique per call unless given)."""
     tag = tag or f"modelship-plugin-test:{uuid.uuid4().hex[:10]}"
-    ctx = _context(base_image, variant or Variant())
+    ctx = _context(base_image, variant or Variant(), app)
     client.images.build(fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True, pull=False)
     return tag
+
+
+@contextlib.contextmanager
+def alias(client, image: str, repo: str) -> Iterator[str]:
+    """A tag of ``image`` for one test, so the containers of that test are counted without ambiguity under
+    xdist (other workers run containers of ``image`` meanwhile); removed with its containers afterwards."""
+    ref = f"{repo}:own-{uuid.uuid4().hex[:8]}"
+    client.images.get(image).tag(ref)
+    try:
+        yield ref
+    finally:
+        remove_image(client, ref)
 
 
 def remove_image(client, tag: str) -> None:

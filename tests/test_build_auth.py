@@ -6,18 +6,13 @@ import base64
 import contextlib
 import io
 import json
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 
-import bcrypt
 import docker.errors
 import pytest
-import requests
 
 from _build_helpers import make_app, make_model
+from _hardening import htpasswd_registry
 from modelship.build import build, inspect, push
 from modelship.cli import main
 from modelship.errors import AuthError
@@ -29,35 +24,8 @@ USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory):
     """A second registry (the testbed's docker-registry binary) on a free port, with htpasswd auth."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry not installed: run 'scripts/testbed.sh up' first", pytrace=False)
-    root = tmp_path_factory.mktemp("auth-registry")
-    (root / "htpasswd").write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode()}\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-        f"auth: {{htpasswd: {{realm: modelship-test, path: {root / 'htpasswd'}}}}}\n"
-    )
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in the finalizer
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401:
-                break
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"auth registry did not start: {(root / 'registry.log').read_text()[-500:]}", pytrace=False)
-        time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with htpasswd_registry(tmp_path_factory.mktemp("auth-registry"), USER, PASSWORD) as reg:
+        yield reg
 
 
 def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, auth_registry, monkeypatch, capsys):

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 import modelship
+from _example_helpers import run_like_the_pod, wait_ready
 from modelship.deploy import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,31 +94,9 @@ def test_the_image_runs_under_the_pods_security_context(iris_image, docker_clien
     tag, _, _ = iris_image
     # what k8s/deployment.yaml asks for: uid 10001, read-only root, /tmp as the only writable place,
     # all capabilities dropped, no privilege escalation
-    container = docker_client.containers.run(
-        tag,
-        detach=True,
-        user="10001:10001",
-        read_only=True,
-        tmpfs={"/tmp": "size=64m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        ports={"8000/tcp": ("127.0.0.1", None)},
-        labels={"io.modelship.test": "example-image"},
-    )
-    try:
-        container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    with run_like_the_pod(docker_client, tag, "io.modelship.test") as (container, port):
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = requests.get(f"{url}/health/ready", timeout=2).status_code
-            except requests.ConnectionError:
-                time.sleep(0.2)
-            container.reload()
-            assert container.status != "exited", container.logs().decode()[-3000:]
-        assert status == 200, container.logs().decode()[-3000:]
+        wait_ready(container, port)
         r = requests.post(f"{url}/predict", json={"instances": [[6.3, 3.3, 6.0, 2.5]]}, timeout=5)
         assert r.status_code == 200
         assert r.json()["predictions"][0]["label"] == "virginica"
@@ -127,8 +105,6 @@ def test_the_image_runs_under_the_pods_security_context(iris_image, docker_clien
         assert "model ready: version=1" in logs
         assert "Traceback" not in logs
         assert "Read-only file system" not in logs
-    finally:
-        container.remove(force=True)
 
 
 def test_the_pushed_digest_renders_valid_pinned_manifests(iris_image, registry, tmp_path):

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from _plugin_helpers import GOOD_CASES, Variant, build_image, containers_of, remove_image, wait_for
+from _plugin_helpers import GOOD_CASES, Variant, alias, build_image, containers_of, remove_image, wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -38,11 +38,8 @@ def bad_image(docker_client, base_image):
 
 @pytest.fixture
 def own_tag(docker_client, good_image):
-    """An alias of the good image for one test, so its containers can be counted without ambiguity."""
-    repo, tag = "modelship-plugin-test", f"own-{uuid.uuid4().hex[:8]}"
-    docker_client.images.get(good_image).tag(repo, tag)
-    yield f"{repo}:{tag}"
-    remove_image(docker_client, f"{repo}:{tag}")
+    with alias(docker_client, good_image, "modelship-plugin-test") as ref:
+        yield ref
 
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = 120) -> pytest.RunResult:

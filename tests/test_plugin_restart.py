@@ -9,26 +9,14 @@ disturb readiness detection or the cases.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 import uuid
 
 import pytest
 
 from _hardening import write_counts
-from _plugin_helpers import (
-    GOOD_CASES,
-    LABEL_SESSION,
-    MODEL_FILES,
-    Variant,
-    build_image,
-    containers_of,
-    dockerfile,
-    manifest_for,
-    remove_image,
-)
+from _plugin_helpers import GOOD_CASES, LABEL_SESSION, alias, build_image, containers_of, remove_image
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.docker
@@ -115,36 +103,22 @@ def pytest_modelship_ready(config, container, url):
 
 @pytest.fixture(scope="module")
 def crashing_image(docker_client, base_image):
-    manifest = manifest_for(MODEL_FILES)
-    files = {f"model/{p}": b for p, b in MODEL_FILES.items()}
-    files["model/modelship.json"] = manifest.to_json().encode()
-    files["app.py"] = CRASHING_APP.encode()
-    files["Dockerfile"] = dockerfile(base_image, manifest, Variant()).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
     tag = f"modelship-test/crashing:{uuid.uuid4().hex[:8]}"
-    docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    build_image(docker_client, base_image, tag=tag, app=CRASHING_APP)
     yield tag
     remove_image(docker_client, tag)
 
 
 @pytest.fixture
 def own_alias(docker_client, crashing_image):
-    """An alias per test, so its containers are counted without ambiguity under xdist."""
-    repo, tag = "modelship-test/crashing", f"own-{uuid.uuid4().hex[:8]}"
-    docker_client.images.get(crashing_image).tag(repo, tag)
-    yield f"{repo}:{tag}"
-    remove_image(docker_client, f"{repo}:{tag}")
+    with alias(docker_client, crashing_image, "modelship-test/crashing") as ref:
+        yield ref
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["no-restart-policy", "restart-always"])
 @pytest.mark.parametrize("when", ["during", "after"], ids=["dies-mid-request", "dies-between-requests"])
 def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
-    pytester, own_alias, docker_client, restart, when
+    pytester, own_alias, docker_client, restart, when, tmp_path_factory
 ):
     pytester.makefile(".yaml", cases=CASES)
     pytester.makeconftest((RESTART_HOOK if restart else "") + (PAUSE_HOOK if when == "after" else ""))
@@ -176,6 +150,23 @@ def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
         labels = json.loads((pytester.path / "labels.json").read_text())
         assert LABEL_SESSION in labels, labels  # the plugin's labels survived with_kwargs()
     assert containers_of(docker_client, own_alias, labelled=False) == []
+    policy = "restart policy always" if restart else "no restart policy"
+    moment = "mid-request" if when == "during" else "between requests"
+    write_counts(
+        f"restart-{when}-{'always' if restart else 'none'}",
+        [
+            {
+                "what": f"the app exits with code 7 {moment}, {policy}",
+                "reported as": "error in setup" if outcomes.get("errors") else "failed test",
+                "exit code and app's last words in the report": "yes",
+                "passed / failed / errors": f"{outcomes.get('passed', 0)} / {outcomes.get('failed', 0)} / "
+                f"{outcomes.get('errors', 0)}",
+                "run took s": round(took, 1),
+                "containers left": 0,
+            }
+        ],
+        tmp_path_factory.getbasetemp(),
+    )
 
 
 CLIENT_LOAD = """
@@ -224,7 +215,7 @@ def test_200_concurrent_probes_once_ready(modelship_url):
 
 
 def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker_client, base_image, tmp_path_factory):
-    tag = build_image(docker_client, base_image, Variant(), tag=f"modelship-test/ready-load:{uuid.uuid4().hex[:8]}")
+    tag = build_image(docker_client, base_image, tag=f"modelship-test/ready-load:{uuid.uuid4().hex[:8]}")
     try:
         pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
         pytester.makeconftest(CLIENT_LOAD)
