@@ -2,7 +2,7 @@
 """Run the fault and hostile-input tests many times and render docs/reliability.md from what they recorded.
 
     scripts/reliability.py --runs 30            # what `make reliability` does
-    scripts/reliability.py --render-only LOG    # re-render from an existing log
+    scripts/reliability.py --render-only LOG    # re-render from an existing log (and LOG's .counts folder)
 
 Each test run appends one JSON line to a log (MODELSHIP_RELIABILITY_LOG, see tests/faults/record.py); this
 script runs pytest with MODELSHIP_FAULT_RUNS=N, then counts per cell: runs, faults injected, successes, clean
@@ -31,14 +31,26 @@ TEST_FILES = [
     "tests/test_faults_publish.py",
     "tests/test_faults_process.py",
     "tests/test_faults_disk.py",
+    "tests/test_faults_push.py",
     "tests/test_hostile_inputs.py",
+    "tests/test_hostile_build.py",
+    "tests/test_hygiene_secrets.py",
+    "tests/test_cancel.py",
+    "tests/test_plugin_restart.py",
 ]
 
 
-def run_tests(runs: int, log: Path, extra: list[str]) -> tuple[int, float]:
-    env = {**os.environ, "MODELSHIP_FAULT_RUNS": str(runs), "MODELSHIP_RELIABILITY_LOG": str(log)}
+def run_tests(runs: int, log: Path, counts: Path, extra: list[str]) -> tuple[int, float]:
+    env = {
+        **os.environ,
+        "MODELSHIP_FAULT_RUNS": str(runs),
+        "MODELSHIP_CANCEL_RUNS": str(max(3, runs // 3)),  # each cancelled build costs a build: fewer
+        "MODELSHIP_RELIABILITY_LOG": str(log),
+        "MODELSHIP_RELIABILITY_OUT": str(counts),
+    }
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TEST_FILES, *extra]
-    print(f"$ MODELSHIP_FAULT_RUNS={runs} {' '.join(cmd[2:])}", flush=True)
+    knobs = " ".join(f"{k}={env[k]}" for k in ("MODELSHIP_FAULT_RUNS", "MODELSHIP_CANCEL_RUNS"))
+    print(f"$ {knobs} {' '.join(cmd[2:])}", flush=True)
     t0 = time.monotonic()
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     return rc, time.monotonic() - t0
@@ -46,6 +58,26 @@ def run_tests(runs: int, log: Path, extra: list[str]) -> tuple[int, float]:
 
 def load(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def load_counts(folder: Path) -> dict[str, list[dict]]:
+    """The row sets the build and plugin hardening tests wrote (tests/_hardening.py ``write_counts``)."""
+    docs = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
+    return {d["section"]: d["rows"] for d in docs}
+
+
+def _rows_table(rows: list[dict]) -> list[str]:
+    """One table over row dicts that may differ in keys: `what` first, then every other key once."""
+    keys = [k for r in rows for k in r if k != "what"]
+    head = ["what", *dict.fromkeys(keys)]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(_clean(str(r.get(k, "")), 400) for k in head) + " |")
+    return out
+
+
+def _sections(counts: dict[str, list[dict]], prefix: str) -> list[dict]:
+    return [row for name in sorted(counts) if name.startswith(prefix) for row in counts[name]]
 
 
 _TMP = re.compile(r"/tmp/pytest-of-[^/\s']+/pytest-\d+/[^\s/']+")
@@ -94,16 +126,16 @@ def _examples(recs: list[dict], n: int = 6) -> list[str]:
     return list(seen.values())[:n]
 
 
-def render(recs: list[dict], runs: int, rc: int, seconds: float) -> str:
+def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, seconds: float) -> str:
     by_suite: dict[str, list[dict]] = collections.defaultdict(list)
     for r in recs:
         by_suite[r["suite"]].append(r)
-    network = by_suite["fetch"] + by_suite["publish"]
+    network = by_suite["fetch"] + by_suite["publish"] + by_suite["push"]
     allruns = [r for r in recs if r["suite"] != "hostile"]
     total_faults = sum(r.get("injected", 0) for r in network)
     outcomes = collections.Counter(r["outcome"] for r in allruns)
     violations = sum(1 for r in recs if r["outcome"] == "violation")
-    secrets = sum(r.get("secrets", 0) for r in recs)
+    secrets = sum(r.get("secrets", 0) for r in recs) + sum(int(r.get("found", 0)) for r in counts.get("secrets", []))
     hostile = by_suite["hostile"]
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     md = [
@@ -197,7 +229,8 @@ def render(recs: list[dict], runs: int, rc: int, seconds: float) -> str:
         "",
         "## Hostile input",
         "",
-        "Each row is a test case (`tests/test_hostile_inputs.py`); the line is what `modelship` printed.",
+        "Each row is a test case (`tests/test_hostile_inputs.py` for stores, fetch and locks;",
+        "`tests/test_hostile_build.py` for builds and smoke runs); the line is what the user reads.",
         "",
         "| case | group | exit | result | error line |",
         "|---|---|---|---|---|",
@@ -213,22 +246,40 @@ def render(recs: list[dict], runs: int, rc: int, seconds: float) -> str:
         md.append(f"| `{r['cell']}` | {r.get('group', '')} | {r['rc']} | {result} | {detail} |")
     md += [
         "",
-        "## Still to do (other parts of issue 7)",
+        "## Push under network faults",
         "",
-        "| area | what | status |",
-        "|---|---|---|",
-        "| credential hygiene | the whole demo flow with a recognisable fake secret in every credential variable;"
-        " grep stdout/stderr at -vv, tracebacks, modelship.json/.lock, JUnit XML, `docker history`/`inspect`/"
-        "`save` layers | TODO (build and plugin) |",
-        "| cancelled builds | SIGINT/SIGTERM to `modelship build`: no dangling containers or `<none>` images,"
-        " 130/143 | TODO (build) |",
-        "| cancelled pytest runs | SIGINT/SIGTERM to `pytest --modelship-image`: containers removed, 130/143"
-        " | TODO (plugin) |",
-        "| restarting containers | the container under test restarting while tests run: a failure with logs,"
-        " not a hang | TODO (plugin) |",
-        "| hostile input | a cases file with wrong types, a Dockerfile that fails, a requirement without a wheel"
-        " | TODO (build and plugin) |",
-        "| proxy in front of the registry | push under network faults | TODO (build) |",
+        "`modelship push` through the proxy in front of the registry: the engine uploads a fresh layer of random",
+        "bytes each run. A run passes when the registry, asked directly, holds the pushed tag with the digest",
+        "modelship printed, the local image's config and every layer; or when it failed with one line and the tag",
+        "is absent or still right. `-upload` faults hit the uploaded bytes (the registry checks their digest).",
+        "",
+        *_fault_table(by_suite["push"], [("success", "successes"), ("clean-failure", "clean failures")]),
+        "",
+        *_examples(by_suite["push"]),
+        "",
+        "## Credential hygiene",
+        "",
+        "The whole demo flow (publish, resolve, fetch, lock, build, smoke test, push, inspect, failures on",
+        "purpose) run with a recognisable fake secret in every credential variable, at `-vv`; every output",
+        "below is searched for each secret whole and for any 16-character piece of it, raw, URL-quoted,",
+        "JSON-escaped and base64 (`tests/test_hygiene_secrets.py`).",
+        "",
+        *_rows_table(counts.get("secrets", [])),
+        "",
+        "## Cancelled builds and smoke runs",
+        "",
+        "SIGINT / SIGTERM to `modelship build` after a seeded line of its log plus a seeded fraction of a second,",
+        "and to `pytest --modelship-image` at a seeded moment of its start-up or test (`tests/test_cancel.py`):",
+        "no `<none>` image, no container, no temp file, exit 130 / 143; the phases hit are listed per row.",
+        "",
+        *_rows_table(_sections(counts, "cancel-")),
+        "",
+        "## The container under test dying, restarting, or under load",
+        "",
+        "`tests/test_plugin_restart.py`: the app exits (mid-request or between requests, with and without a",
+        "restart policy) while tests run, and 200 concurrent probes hit the ready path while the plugin polls it.",
+        "",
+        *_rows_table(_sections(counts, "restart-") + _sections(counts, "readiness-")),
         "",
     ]
     return "\n".join(md)
@@ -243,15 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     a = p.parse_args(argv)
     if a.render_only:
-        recs, rc, seconds = load(Path(a.render_only)), 0, 0.0
+        log = Path(a.render_only)
+        recs, counts, rc, seconds = load(log), load_counts(log.with_suffix(".counts")), 0, 0.0
     else:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(a.log) if a.log else Path(tmp) / "reliability.jsonl"
             log.write_text("")
-            rc, seconds = run_tests(a.runs, log, a.pytest_args)
-            recs = load(log)
+            rc, seconds = run_tests(a.runs, log, log.with_suffix(".counts"), a.pytest_args)
+            recs, counts = load(log), load_counts(log.with_suffix(".counts"))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(render(recs, a.runs, rc, seconds))
+    Path(a.out).write_text(render(recs, counts, a.runs, rc, seconds))
     violations = sum(1 for r in recs if r["outcome"] == "violation")
     print(f"wrote {a.out}: {len(recs)} records, {violations} violations, pytest exit {rc}")
     return 1 if rc or violations else 0
