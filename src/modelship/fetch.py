@@ -14,7 +14,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -315,7 +315,12 @@ class _FileJob:
     def write(self, data: bytes, pos: int) -> None:
         fd = self._use()
         try:  # outside the lock: workers write their ranges of one file in parallel
-            os.pwrite(fd, data, pos)
+            view = memoryview(data)
+            while view:  # a short write must not go unnoticed: the hash may be taken from memory
+                n = os.pwrite(fd, view, pos)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "no bytes written")
+                view, pos = view[n:], pos + n
         finally:
             self._release()
 
@@ -333,8 +338,12 @@ class _FileJob:
         finally:
             self._release()
 
-    def chunk_done(self, offset: int, length: int) -> bool:
-        """Record a finished range and hash what is now contiguous; True (once) when the whole file is hashed."""
+    def chunk_done(self, offset: int, length: int, pieces: Sequence[bytes] = ()) -> bool:
+        """Record a finished range and hash what is now contiguous; True (once) when the whole file is hashed.
+
+        ``pieces`` are the range's bytes as the caller still holds them: hashed from memory when this range is
+        next in line, which saves re-reading it; never kept for later, so memory stays bounded.
+        """
         with self._lock:
             self._done[offset] = length
             if self._hashing:
@@ -350,7 +359,13 @@ class _FileJob:
                         return True
                     return False
             pos, end = self._next, self._next + length
-            while pos < end:  # re-read from the page cache: no chunk is held in memory for ordering
+            if pos == offset and pieces and sum(map(len, pieces)) == length:
+                for data in pieces:
+                    self.sha.update(data)
+                    if self.md5:
+                        self.md5.update(data)
+                pos = end
+            while pos < end:  # re-read from the page cache: no other thread's range is held in memory
                 data = self._read(min(1 << 20, end - pos), pos)
                 if not data:
                     raise IntegrityError(f"{self.entry.path}: file shorter than written")
@@ -445,6 +460,7 @@ class _Downloader:
 
     def _chunk(self, job: _FileJob, offset: int, length: int) -> None:
         pos, end, attempt = offset, offset + length, 0
+        pieces: list[bytes] = []  # this range's bytes, for hashing without reading them back
         while pos < end:
             if self.cancel.is_set():
                 raise _Abandoned
@@ -453,6 +469,7 @@ class _Downloader:
                     if len(data) > end - pos:  # a server that sends more than asked for
                         data = data[: end - pos]
                     job.write(data, pos)
+                    pieces.append(data)
                     pos += len(data)
                     self.progress.update(len(data))
                     if self.cancel.is_set():
@@ -463,7 +480,7 @@ class _Downloader:
                 # The whole range again: a store may notice only at the end that the bytes it already handed
                 # over were damaged (S3's response checksums), so nothing of a failed attempt is kept.
                 self.progress.update(offset - pos)
-                pos = offset
+                pos, pieces = offset, []
                 attempt += 1
                 if attempt > RETRIES:
                     raise TransientError(f"{job.entry.path}: gave up after {RETRIES} retries: {e}") from None
@@ -478,7 +495,7 @@ class _Downloader:
                         "free space or set MODELSHIP_CACHE_DIR"
                     ) from None
                 raise
-        if job.chunk_done(offset, length):
+        if job.chunk_done(offset, length, pieces):
             self.on_complete(job)
 
 
