@@ -30,6 +30,7 @@ demo: setup
 
 bench: setup
 	$(ENV) && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	$(ENV) && $(BIN)/python benchmarks/smoke.py --example
 
 # The fault and hostile-input tests with many seeded runs per cell (RUNS=N, default 30), then docs/reliability.md.
 reliability: setup

@@ -7,7 +7,8 @@ rounds. Also measured: the readiness-detection delay, from the app's first succe
 (script). Targets: overhead ratio <= 1.25, detection delay < 100 ms.
 
     python benchmarks/smoke.py                       # builds a small stdlib image on the testbed base
-    python benchmarks/smoke.py --image myapp:1 --cases my-cases.yaml   # e.g. the example app
+    python benchmarks/smoke.py --example             # the example Flask + ONNX image, 20 cases
+    python benchmarks/smoke.py --image myapp:1 --cases my-cases.yaml   # any image
 
 The image under test must log ``READY <time.time()>`` on its first 2xx ready answer for the delay
 column (and may log ``LISTENING <time.time()>`` once its socket is bound, which adds the polling gap);
@@ -102,6 +103,14 @@ def read_testbed() -> dict[str, str]:
     return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
 
 
+def example_cases(n: int) -> str:
+    """Cases the example app passes that the baseline script can check too (status and top-level keys)."""
+    live = {"path": "/health/live", "expect": {"status": 200, "json_subset": {"status": "alive"}}}
+    predict = {"path": "/predict", "json": {"instances": [[5.1, 3.5, 1.4, 0.2]]}, "expect": {"status": 200}}
+    cases = [{"name": f"{'live' if i % 2 else 'predict'}_{i:02d}", **(live if i % 2 else predict)} for i in range(n)]
+    return json.dumps({"cases": cases}, indent=1)
+
+
 def default_cases(n: int) -> str:
     cases = [{"name": "version", "path": "/version", "expect": {"status": 200}}]
     for i in range(1, n):
@@ -188,6 +197,7 @@ def _ms(v: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", help="image to test (default: build a small stdlib image on the testbed base)")
+    ap.add_argument("--example", action="store_true", help="build and test the example app's image")
     ap.add_argument("--cases", type=Path, help="cases file (default: 20 generated cases for the stdlib app)")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--ready-path", default="/health/ready")
@@ -216,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
 
     client = docker.from_env()
     built = None
-    if args.image is None:
+    if args.example:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from load import build_example
+
+        with tempfile.TemporaryDirectory(prefix="modelship-bench-") as tmp:
+            built = args.image = build_example(Path(tmp))
+    elif args.image is None:
         sys.path.insert(0, str(ROOT / "tests"))
         from _plugin_helpers import build_image
 
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cases:
                 cases.write_text(args.cases.read_text())
             else:
-                cases.write_text(default_cases(args.n_cases))
+                cases.write_text((example_cases if args.example else default_cases)(args.n_cases))
             (work / "conftest.py").write_text(CONFTEST)
             (work / "pytest.ini").write_text("[pytest]\n")
             (work / "baseline.py").write_text(BASELINE)
