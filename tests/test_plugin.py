@@ -342,7 +342,7 @@ def test_docker_down_is_one_line_with_the_fix(pytester, monkeypatch, good_image)
 def test_ambiguous_port_and_missing_cases_file_are_one_line(pytester, docker_client, good_image):
     tag = f"modelship-plugin-test:ports-{uuid.uuid4().hex[:8]}"
     docker_client.images.build(
-        fileobj=_dockerfile(f"FROM {good_image}\nEXPOSE 9000\n"), custom_context=True, tag=tag, pull=False
+        fileobj=_dockerfile(f"FROM {good_image}\nEXPOSE 9000\n"), custom_context=True, tag=tag, pull=False, rm=True
     )
     try:
         result = run(pytester, "--modelship-image", tag)
