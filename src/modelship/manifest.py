@@ -59,6 +59,18 @@ def tree_digest(files: Iterable[tuple[str, str]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _sorted_with_digest(files: Iterable[FileEntry], what: str) -> tuple[tuple[FileEntry, ...], str]:
+    """Entries in path order and their tree digest; every entry needs its sha256."""
+    entries = tuple(sorted(files, key=lambda f: f.path))
+    if any(f.sha256 is None for f in entries):
+        raise ValueError(f"every {what} entry needs a sha256")
+    return entries, tree_digest((f.path, f.sha256) for f in entries)  # type: ignore[misc]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a fetch installed: written as ``modelship.json`` next to the model files."""
@@ -71,11 +83,8 @@ class Manifest:
 
     @classmethod
     def create(cls, uri: str, version: str | None, files: Iterable[FileEntry], stamp: bool = True) -> Manifest:
-        entries = tuple(sorted((FileEntry(f.path, f.size, f.sha256) for f in files), key=lambda f: f.path))
-        if any(f.sha256 is None for f in entries):
-            raise ValueError("every manifest entry needs a sha256")
-        fetched = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat() if stamp else None
-        return cls(uri, version, entries, tree_digest((f.path, f.sha256) for f in entries), fetched)  # type: ignore[misc]
+        entries, digest = _sorted_with_digest((FileEntry(f.path, f.size, f.sha256) for f in files), "manifest")
+        return cls(uri, version, entries, digest, _now() if stamp else None)
 
     def without_timestamp(self) -> Manifest:
         """The reproducible form that goes into images (identical model, identical bytes)."""
@@ -125,11 +134,8 @@ class Lock:
 
     @classmethod
     def from_resolution(cls, res: Resolution) -> Lock:
-        if any(f.sha256 is None for f in res.files):
-            raise ValueError("lock needs the sha256 of every file")
-        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-        files = tuple(sorted(res.files, key=lambda f: f.path))
-        return cls(res.uri, res.version, files, tree_digest((f.path, f.sha256) for f in files), now)  # type: ignore[misc]
+        files, digest = _sorted_with_digest(res.files, "lock")
+        return cls(res.uri, res.version, files, digest, _now())
 
     def to_dict(self) -> dict[str, Any]:
         return {
