@@ -88,7 +88,20 @@ def service_client(uri: ModelURI, credential: Any = None) -> tuple[BlobServiceCl
         from azure.identity import DefaultAzureCredential
     except ImportError:
         return BlobServiceClient(endpoint, **_client_opts()), "anonymous access (no AZURE_STORAGE_* variable set)"
+    _quiet_identity_log()
     return BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **_client_opts()), "DefaultAzureCredential"
+
+
+def _quiet_identity_log() -> None:
+    """Keep DefaultAzureCredential's failure report out of normal output (``-v`` shows it again).
+
+    On failure it logs a multi-line WARNING listing every credential it tried, once per attempt (three with
+    the storage SDK's retries); modelship reports the failure as one error line instead. A level the user
+    set on the logger is left alone.
+    """
+    logger = logging.getLogger("azure.identity")
+    if logger.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        logger.setLevel(logging.ERROR)
 
 
 class AzureBlobSource:
@@ -116,7 +129,25 @@ class AzureBlobSource:
             if "ContainerNotFound" in str(code):
                 return NotFoundError(f"{self._where} not found; check the URI {self.uri.display}")
             return NotFoundError(f"{what}: not found in {self._where}")
+        token_cred = hasattr(self._service.credential, "get_token")
+        if isinstance(e, ClientAuthenticationError) and getattr(e, "response", None) is None and token_cred:
+            # The token credential itself failed (no request reached the service): say so, not "denied".
+            return AuthError(
+                f"{what}: {self._cred_desc} could not get a token for account {self.uri.location!r}; "
+                "give this machine a managed identity, sign in with 'az login', or set "
+                "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_KEY "
+                "(run with -v to see why each credential failed)"
+            )
         if isinstance(e, ClientAuthenticationError) or status in (401, 403):
+            if token_cred:
+                # The service's reason for refusing a token (expired, wrong audience) never echoes the token.
+                detail = (getattr(e, "additional_info", None) or {}).get("authenticationerrordetail", "")
+                reason = f"{code or status}: {redact(str(detail))[:200]}" if detail else f"{code or status}"
+                return AuthError(
+                    f"{what}: access to {self._where} denied using {self._cred_desc} ({reason}); check that "
+                    "the identity's token is for https://storage.azure.com and not expired, and that the identity "
+                    "has a Storage Blob Data role on the account"
+                )
             return AuthError(
                 f"{what}: access to {self._where} denied using {self._cred_desc} ({code or status}); "
                 "check the credential and its permissions"
