@@ -246,6 +246,7 @@ def test_ctrl_c_or_sigterm_removes_the_container(pytester, own_tag, docker_clien
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert "KeyboardInterrupt" in out
+    assert proc.returncode == 128 + sig, out[-2000:]  # 130 / 143, what a shell reports for the signal
     assert containers_of(docker_client, own_tag) == []
 
 

@@ -217,8 +217,8 @@ class ModelshipRun:
         self._stopper: threading.Thread | None = None
         self._client: ModelshipClient | None = None
         self._client_lock = threading.Lock()
-        self._old_sigterm: Any = None
-        self.terminated = False  # the run was interrupted by SIGTERM (exit status 143, not pytest's 2)
+        self._old_handlers: dict[int, Any] = {}
+        self.interrupted_by: int | None = None  # SIGINT or SIGTERM: exit status 128 + it, not pytest's 2
         self._exit_reported = False
         self.reaped: list[str] = []
         workerinput = getattr(config, "workerinput", None)
@@ -311,26 +311,28 @@ class ModelshipRun:
         self._install_sigterm()
 
     def _install_sigterm(self) -> None:
-        # SIGTERM (CI cancel, docker stop) would kill pytest without any cleanup: turn it into Ctrl-C.
+        # SIGTERM (CI cancel, docker stop) would kill pytest without any cleanup: turn it into Ctrl-C. Both
+        # are noted, so the run ends with the shell's 130 / 143 instead of pytest's 2 for any interruption.
         if threading.current_thread() is not threading.main_thread():
             return
-        try:
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                self._old_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
-        except (ValueError, OSError):
-            pass
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            try:
+                if signum not in self._old_handlers and signal.getsignal(signum) is default:
+                    self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):
+                pass
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self._closing:
-            return  # cleanup is under way: a repeated SIGTERM must not cut it short
-        self.terminated = True
-        raise KeyboardInterrupt("SIGTERM")
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM and self._closing:
+            return  # cleanup is under way: a repeated SIGTERM must not cut it short (Ctrl-C still does)
+        self.interrupted_by = self.interrupted_by or signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def _restore_sigterm(self) -> None:
-        if self._old_sigterm is not None:
+        for signum, old in self._old_handlers.items():
             with contextlib.suppress(ValueError, OSError):
-                signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+                signal.signal(signum, old)
+        self._old_handlers.clear()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         from .container import mask_env
@@ -543,11 +545,11 @@ class ModelshipRun:
             self._client = None
         if self.lifecycle is not None:
             self.lifecycle.stop()
-        if self.terminated:
-            # pytest reports any interrupt as 2; a run ended by SIGTERM keeps the conventional 128 + 15
+        if self.interrupted_by is not None:
+            # pytest reports any interruption as 2; a run ended by a signal keeps the conventional 128 + signal
             session = self.session or self.config.pluginmanager.get_plugin("session")
             if session is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED:
-                session.exitstatus = 128 + signal.SIGTERM
+                session.exitstatus = 128 + self.interrupted_by
             # CPython remembers a KeyboardInterrupt that escaped an exec() of a string (dataclasses create
             # their methods that way, in any lazy import) and then ends the process by SIGINT instead of
             # with this exit status; the next exec() of a string clears that memory.
