@@ -10,14 +10,16 @@ rounds. Also measured: the readiness-detection delay, from the app's first succe
     python benchmarks/smoke.py --example             # the example Flask + ONNX image, 20 cases
     python benchmarks/smoke.py --image myapp:1 --cases my-cases.yaml   # any image
 
-The image under test must log ``READY <time.time()>`` on its first 2xx ready answer for the delay
-column (and may log ``LISTENING <time.time()>`` once its socket is bound, which adds the polling gap);
-without them the columns say n/a.
+For the delay column the image logs ``READY <time.time()>`` on its first 2xx ready answer, or its access
+log shows that answer (``<client> ... "GET /health/ready ..." 200``, as gunicorn's does: the engine's
+timestamp of that line is used: it comes after the answer, so the delay reads up to a few ms low). It may also log
+``LISTENING <time.time()>`` once its socket is bound, which adds the polling gap; without these, n/a.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
@@ -34,6 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".testbed" / "env"
 READY_LINE = re.compile(rb"READY (\d+\.\d+)")
 LISTEN_LINE = re.compile(rb"LISTENING (\d+\.\d+)")
+# An access-log line of the first ready answer to a client outside the container (gunicorn, Flask, most
+# servers log '<client> ... "GET <path> ..." 200'); its time is the engine's timestamp of the log line.
+ACCESS_LINE = r'^(?!127\.0\.0\.1)\S+ .*"GET {path}[ "].* 200 '
+
+
+def _engine_time(stamp: bytes) -> float:
+    """``2026-11-26T09:44:06.317063514Z`` (the engine's log timestamp, ns) as epoch seconds."""
+    text = stamp.decode().rstrip("Z")
+    whole, _, frac = text.partition(".")
+    return dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp() + float(f"0.{frac or 0}")
+
 
 BASELINE = textwrap.dedent(
     '''
@@ -132,8 +145,9 @@ class ReadyWatcher:
 
     seen: set[str] = set()
 
-    def __init__(self, client, image: str) -> None:
+    def __init__(self, client, image: str, ready_path: str) -> None:
         self.client, self.image = client, image
+        self.access = re.compile(ACCESS_LINE.format(path=re.escape(ready_path)).encode())
         self.ready_at: float | None = None
         self.listening_at: float | None = None
         self._since = f"{time.time():.6f}"  # the engine takes seconds.fraction: skip earlier rounds' events
@@ -151,16 +165,20 @@ class ReadyWatcher:
                 break
         events.close()
         try:
-            seen = b""
-            for chunk in self.client.api.logs(cid, stream=True, follow=True, stdout=True, stderr=True):
-                seen += chunk
-                listen = LISTEN_LINE.search(seen)
-                if listen:
-                    self.listening_at = float(listen.group(1))
-                m = READY_LINE.search(seen)
-                if m:
-                    self.ready_at = float(m.group(1))
-                    return
+            pending = b""
+            logs = self.client.api.logs(cid, stream=True, follow=True, stdout=True, stderr=True, timestamps=True)
+            for chunk in logs:
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    stamp, _, text = line.partition(b" ")
+                    if listen := LISTEN_LINE.search(text):
+                        self.listening_at = float(listen.group(1))
+                    if m := READY_LINE.search(text):  # the app says when (the stdlib test app does)
+                        self.ready_at = float(m.group(1))
+                        return
+                    if self.access.search(text):  # else the access log's first ready answer, engine time
+                        self.ready_at = _engine_time(stamp)
+                        return
         except Exception:  # noqa: BLE001 - the container went away: nothing more to read
             return
 
@@ -169,10 +187,10 @@ class ReadyWatcher:
 
 
 def timed(
-    cmd: list[str], env: dict[str, str], cwd: Path, client, image: str, first_file: Path
+    cmd: list[str], env: dict[str, str], cwd: Path, client, image: str, first_file: Path, ready_path: str
 ) -> tuple[float, float | None, str]:
     first_file.unlink(missing_ok=True)
-    watcher = ReadyWatcher(client, image)
+    watcher = ReadyWatcher(client, image, ready_path)
     time.sleep(0.2)  # let the event stream attach before the container starts
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
@@ -269,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                 *args.env,
             ]
             results: dict[str, list[tuple[float, float | None, float | None]]] = {"plugin": [], "script": []}
-            timed(plugin_cmd, env, work, client, args.image, first)  # warm-up: page cache, image layers
+            # warm-up: page cache, image layers
+            timed(plugin_cmd, env, work, client, args.image, first, args.ready_path)
             for i in range(args.rounds):
                 for name, cmd in (("plugin", plugin_cmd), ("script", script_cmd)):
-                    results[name].append(timed(cmd, env, work, client, args.image, first))
+                    results[name].append(timed(cmd, env, work, client, args.image, first, args.ready_path))
                 (p_wall, p_delay, _), (s_wall, s_delay, _) = results["plugin"][-1], results["script"][-1]
                 print(
                     f"round {i + 1}/{args.rounds}: plugin {p_wall:.2f} s (ready->first {_ms(p_delay)}), "
