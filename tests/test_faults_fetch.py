@@ -15,7 +15,7 @@ import pytest
 
 import modelship
 from _store_helpers import snapshot
-from faults import Fault, FaultProxy, RandomFaults, Request
+from faults import Fault, FaultProxy, RandomFaults, Request, response_fault
 from faults.checks import cache_problems, error_line_problems, leftovers, secrets_in, sha256_tree
 from faults.record import record, rng_for, seeds
 from modelship import cli
@@ -33,22 +33,14 @@ def make_fault(kind: str, rng: random.Random, req: Request) -> Fault | None:
     """A fault of ``kind`` at a random position inside this request's response."""
     span = req.range[1] - req.range[0] + 1 if req.range else 200  # listings, HEADs: small answers
     at = rng.randrange(span + 600)  # the head is a few hundred bytes: anywhere in head or body
-    if kind == "reset":
-        return Fault.reset(at)
-    if kind == "close":
-        return Fault.close(at)
-    if kind == "stall":
-        return Fault.stall(at, rng.uniform(0.05, 0.5))
     if kind == "stall-past-timeout":  # a model-file read goes silent for longer than the read timeout
         return Fault.stall(at, READ_TIMEOUT + 2) if req.range else None
-    if kind.startswith("status"):
-        return Fault.answer(int(kind.removeprefix("status")))
     if kind == "flip":
         # Only bodies of model-file reads: bytes no transport checksum covers in our reads.
         if req.method != "GET" or not req.range or "modelship.json" in req.target:
             return None
         return Fault.flip(rng.randrange(span), mask=rng.randrange(1, 256))
-    raise ValueError(kind)
+    return response_fault(kind, at, rng)
 
 
 def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 import modelship
 from _store_helpers import snapshot
-from faults import Fault, FaultProxy, RandomFaults, Request, first
+from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
 from faults.checks import error_line_problems, leftovers, secrets_in, sha256_tree
 from faults.record import record, rng_for, seeds
 from modelship import cli
@@ -39,11 +39,7 @@ def make_fault(kind: str, rng: random.Random, req: Request) -> Fault | None:
             return Fault.stall(at, rng.uniform(0.05, 0.5), direction="request")
         return Fault.flip(at, mask=rng.randrange(1, 256), direction="request")
     at = rng.randrange(700)  # responses to uploads are small: anywhere in the head or the short body
-    if kind == "reset":
-        return Fault.reset(at)
-    if kind == "close":
-        return Fault.close(at)
-    return Fault.answer(int(kind.removeprefix("status")))
+    return response_fault(kind, at, rng)
 
 
 @pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")

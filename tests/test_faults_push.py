@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from faults import Fault, FaultProxy, RandomFaults, Request, first
+from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
 from faults.checks import error_line_problems, secrets_in
 from faults.record import record, rng_for, seeds
 from modelship import cli
@@ -99,13 +99,7 @@ def make_fault(kind: str, rng: random.Random, req: Request) -> Fault | None:
             return Fault.reset(at, direction="request")
         return Fault.flip(at, mask=rng.randrange(1, 256), direction="request")
     at = rng.randrange(220)  # registry answers are short (a HEAD's is ~250 bytes): anywhere in head or body
-    if kind == "reset":
-        return Fault.reset(at)
-    if kind == "close":
-        return Fault.close(at)
-    if kind == "stall":
-        return Fault.stall(at, rng.uniform(0.05, 0.5))
-    return Fault.answer(int(kind.removeprefix("status")))
+    return response_fault(kind, at, rng)
 
 
 def _context(files: dict[str, bytes]) -> io.BytesIO:

@@ -127,6 +127,19 @@ class Stats:
 # ---------------------------------------------------------------------------------------------- plans
 
 
+def response_fault(kind: str, at: int, rng: random.Random) -> Fault:
+    """The response fault named ``kind`` (reset, close, stall, status<code>) at byte ``at`` of the answer."""
+    if kind == "reset":
+        return Fault.reset(at)
+    if kind == "close":
+        return Fault.close(at)
+    if kind == "stall":
+        return Fault.stall(at, rng.uniform(0.05, 0.5))
+    if kind.startswith("status"):
+        return Fault.answer(int(kind.removeprefix("status")))
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
 def first(k: int, fault: Fault, match: Callable[[Request], bool] = lambda r: True) -> Plan:
     """``fault`` on the first ``k`` requests that ``match``."""
     left = [k]
