@@ -51,6 +51,13 @@ def temp_name(stem: str) -> str:
     return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
 
 
+def temp_file(folder: Path, stem: str, suffix: str = "") -> tuple[int, Path]:
+    """A new empty file, created exclusively (parallel workers never share one) and named like ``temp_name``,
+    so ``owner_pid`` finds the process that made it; returns its open descriptor and path."""
+    fd, path = tempfile.mkstemp(dir=folder, prefix=f"{stem}-{os.getpid()}-", suffix=suffix)
+    return fd, Path(path)
+
+
 class Cache:
     """``ROOT/sha256/ab/<hex>`` holds verified files (read-only); ``ROOT/etags`` maps store ETags to sha256."""
 
@@ -86,9 +93,9 @@ class Cache:
 
     def new_temp(self) -> Path:
         """A new, empty temp file of this process, created exclusively (never shared with another download)."""
-        fd, path = tempfile.mkstemp(dir=self.tmp, prefix=f"dl-{os.getpid()}-", suffix=".part")
+        fd, path = temp_file(self.tmp, "dl", ".part")
         os.close(fd)
-        return Path(path)
+        return path
 
     def put(self, tmp: Path, sha256: str) -> Path:
         """Move a verified temp file into place; callers guarantee ``sha256`` is its content's hash."""
@@ -118,8 +125,7 @@ class Cache:
         target = self._etag_key(location, etag, size)
         tmp: Path | None = None
         try:  # only a shortcut for later fetches: failing to write it (disk full) must not fail this one
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"etag-{os.getpid()}-")  # exclusive: workers race here
-            tmp = Path(name)
+            fd, tmp = temp_file(self.tmp, "etag")  # workers race here
             with os.fdopen(fd, "w") as f:
                 f.write(sha256)
             os.replace(tmp, target)
