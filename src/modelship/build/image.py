@@ -10,7 +10,7 @@ import random
 import re
 import sys
 import tempfile
-import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -491,11 +491,12 @@ def push(
     creds = registry_mod.Credentials(username, password) if username is not None else None
 
     def fail(message: str) -> NoReturn:
-        error = _push_error(name, ref.registry, _push_reason(message))
+        reason = _push_reason(message)
+        error = _push_error(name, ref.registry, reason)
         retryable = _RETRYABLE.search(message.replace(repo, ""))  # not fooled by a name like app/timeout-svc
         if isinstance(error, (AuthError, NotFoundError)) or not retryable:
             raise error
-        raise _PushRetry(_push_reason(message))
+        raise _PushRetry(reason)
 
     def attempt(client) -> str:
         digest = None
@@ -552,7 +553,7 @@ def push(
                         "to it is failing: check it, then push again"
                     ) from None
                 print(f"modelship: push of {name} failed ({e}); retrying ({n + 1}/{PUSH_ATTEMPTS})", file=sys.stderr)
-                threading.Event().wait(n * (0.5 + random.random()))  # short: the engine waited 5 s per layer retry
+                time.sleep(n * (0.5 + random.random()))  # short: the engine waited 5 s per layer retry
     if not quiet:
         print(f"modelship: pushed {name}@{digest}", file=sys.stderr)
     return digest
