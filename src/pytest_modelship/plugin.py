@@ -250,7 +250,7 @@ class ModelshipRun:
 
             preload()  # before any thread starts and before SIGTERM is handled: see preload()
         # before the background start below: a SIGTERM during collection must also remove the container
-        self._install_sigterm()
+        self._install_signals()
         if starts:
             self._signature_at_start = self._hook_signature()
             self._prep_thread = threading.Thread(
@@ -308,9 +308,9 @@ class ModelshipRun:
             raise pytest.UsageError(self._setup_error)
         assert self.lifecycle is not None
         atexit.register(self.lifecycle.stop)  # last resort, e.g. an exception escaping pytest itself
-        self._install_sigterm()
+        self._install_signals()
 
-    def _install_sigterm(self) -> None:
+    def _install_signals(self) -> None:
         # SIGTERM (CI cancel, docker stop) would kill pytest without any cleanup: turn it into Ctrl-C. Both
         # are noted, so the run ends with the shell's 130 / 143 instead of pytest's 2 for any interruption.
         if threading.current_thread() is not threading.main_thread():
@@ -328,7 +328,7 @@ class ModelshipRun:
         self.interrupted_by = self.interrupted_by or signum
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    def _restore_sigterm(self) -> None:
+    def _restore_signals(self) -> None:
         for signum, old in self._old_handlers.items():
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signum, old)
@@ -554,7 +554,7 @@ class ModelshipRun:
             # their methods that way, in any lazy import) and then ends the process by SIGINT instead of
             # with this exit status; the next exec() of a string clears that memory.
             exec("pass")  # noqa: S102
-        self._restore_sigterm()  # only now: the cleanup above runs with SIGTERM still handled
+        self._restore_signals()  # only now: the cleanup above runs with the signals still handled
 
 
 def _add_note(report: pytest.TestReport, note: str) -> None:
