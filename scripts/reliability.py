@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -300,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(a.log) if a.log else Path(tmp) / "reliability.jsonl"
             log.write_text("")
-            rc, seconds = run_tests(a.runs, log, log.with_suffix(".counts"), a.pytest_args)
-            recs, counts = load(log), load_counts(log.with_suffix(".counts"))
+            counts_dir = log.with_suffix(".counts")
+            shutil.rmtree(counts_dir, ignore_errors=True)  # a kept --log's counts from an earlier run are stale
+            rc, seconds = run_tests(a.runs, log, counts_dir, a.pytest_args)
+            recs, counts = load(log), load_counts(counts_dir)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(render(recs, counts, a.runs, rc, seconds))
     violations = sum(1 for r in recs if r["outcome"] == "violation")
