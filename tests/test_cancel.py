@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from _build_helpers import make_app
+from _build_helpers import build_cmd, make_app
 from _hardening import engine_state, labelled_base, remove_labelled, write_counts
 from _plugin_helpers import Variant, build_image, containers_of, remove_image, wait_for
 from modelship.build import debris
@@ -30,24 +30,7 @@ pytestmark = pytest.mark.docker
 
 RUNS = max(1, int(os.environ.get("MODELSHIP_CANCEL_RUNS", "3")))
 MODEL_MB = 96  # large enough that hashing, the context upload and the model COPY each take a while
-MODELSHIP = str(Path(sys.executable).with_name("modelship"))
 SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted"), "SIGTERM": (signal.SIGTERM, 143, "terminated")}
-
-
-def _build_cmd(app: Path, model: Path, tag: str, base: str) -> list[str]:
-    return [
-        MODELSHIP,
-        "build",
-        str(app),
-        "--model",
-        str(model),
-        "--tag",
-        tag,
-        "--base-image",
-        base,
-        "--entrypoint",
-        "python app.py",
-    ]
 
 
 def _env(work: Path, run: str) -> dict[str, str]:
@@ -104,7 +87,7 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
     # Baseline: a build that finishes leaves the image, its named stage cache, and no <none> image.
     t0 = time.monotonic()
     proc = subprocess.run(
-        [*_build_cmd(s["app"], s["model"], tag, s["base"]), "--no-progress"],
+        [*build_cmd(s["app"], s["model"], tag, s["base"]), "--no-progress"],
         env=_env(s["work"], "baseline"),
         capture_output=True,
         text=True,
@@ -131,7 +114,7 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
         extra = rng.uniform(0.0, 0.6)
         t0 = time.monotonic()
         p = subprocess.Popen(
-            [*_build_cmd(s["app"], s["model"], tag, s["base"]), "--no-progress"],
+            [*build_cmd(s["app"], s["model"], tag, s["base"]), "--no-progress"],
             env=_env(s["work"], run),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

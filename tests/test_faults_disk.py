@@ -17,12 +17,17 @@ import pytest
 import modelship
 from _store_helpers import snapshot
 from faults.checks import cache_problems, error_line_problems, leftovers, sha256_tree
-from faults.record import record, rng_for, seeds
+from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.cache import Cache
 
 pytest_plugins = ["faults.stores"]  # the store fixtures
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, found in minutes
+
+
+def _record_single(cell: str, outcome: str, error: str = "") -> None:
+    """A fault made once (not seeded): it passed its assertions, so it is no violation."""
+    record_run("disk", cell, outcome, [], seed=0, injected=1, secrets=0, error=error)
 
 
 @pytest.fixture
@@ -96,13 +101,13 @@ def test_disk_full_at_a_random_fill_level(azurite_backend, tmp_path, monkeypatch
         if snapshot(dest) != before:
             problems.append("DEST changed by a failed fetch")
     problems += leftovers(dest.parent) + cache_problems(Cache())
-    record(
+    record_run(
         "disk",
         f"disk full ({where})",
+        outcome,
+        problems,
         seed=seed,
-        outcome=outcome if not problems else "violation",
         injected=1,
-        bytes_lost=0 if not problems else -1,
         secrets=0,
         error=err.strip() if rc else "",
     )
@@ -118,16 +123,7 @@ def test_cache_on_a_disk_too_small_for_the_model(azurite_backend, monkeypatch, c
     assert error_line_problems(rc, err) == []
     assert "no space left for w.bin" in err and "MODELSHIP_CACHE_DIR" in err
     assert not (tmp_path / "o").exists() and list(Cache().tmp.iterdir()) == []
-    record(
-        "disk",
-        "cache disk smaller than the model",
-        seed=0,
-        outcome="clean-failure",
-        injected=1,
-        bytes_lost=0,
-        secrets=0,
-        error=err.strip(),
-    )
+    _record_single("cache disk smaller than the model", "clean-failure", err.strip())
 
 
 @pytest.mark.parametrize("case", ["dest-exists", "dest-parent-missing"])
@@ -147,16 +143,7 @@ def test_dest_on_a_read_only_file_system(azurite_backend, monkeypatch, capsys, t
     assert snapshot(dest) == before
     # It fails before downloading anything: nothing new in the cache.
     assert sorted(p.name for p in (Cache().root / "sha256").rglob("*")) == cached
-    record(
-        "disk",
-        f"read-only DEST ({case})",
-        seed=0,
-        outcome="clean-failure",
-        injected=1,
-        bytes_lost=0,
-        secrets=0,
-        error=err.strip(),
-    )
+    _record_single(f"read-only DEST ({case})", "clean-failure", err.strip())
 
 
 def test_read_only_cache_folder(azurite_backend, monkeypatch, capsys, tmpfs, tmp_path):
@@ -169,16 +156,7 @@ def test_read_only_cache_folder(azurite_backend, monkeypatch, capsys, tmpfs, tmp
     assert error_line_problems(rc, err) == [], err
     assert "read-only file system" in err and "MODELSHIP_CACHE_DIR" in err
     assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
-    record(
-        "disk",
-        "read-only cache folder",
-        seed=0,
-        outcome="clean-failure",
-        injected=1,
-        bytes_lost=0,
-        secrets=0,
-        error=err.strip(),
-    )
+    _record_single("read-only cache folder", "clean-failure", err.strip())
 
 
 def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch, tmp_path):
@@ -199,13 +177,4 @@ def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch
     for p in (Cache().root / "sha256").rglob("*"):
         if p.is_file():
             assert hashlib.sha256(p.read_bytes()).hexdigest() == p.name
-    record(
-        "disk",
-        "model file edited in place after fetch",
-        seed=0,
-        outcome="success",
-        injected=1,
-        bytes_lost=0,
-        secrets=0,
-        error="",
-    )
+    _record_single("model file edited in place after fetch", "success")

@@ -17,7 +17,7 @@ import modelship
 from _store_helpers import snapshot
 from faults import Fault, FaultProxy, RandomFaults, Request, response_fault
 from faults.checks import cache_problems, error_line_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record, rng_for, seeds
+from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.cache import Cache
 
@@ -103,13 +103,13 @@ def test_fetch_under_faults(request, tmp_path, monkeypatch, capsys, store, kind,
     secrets = secrets_in(out + err, backend.secrets)
     if secrets:
         problems.append(f"{secrets} credential occurrences in the output")
-    record(
+    record_run(
         "fetch",
         f"{store}/{kind}",
+        outcome,
+        problems,
         seed=seed,
-        outcome=outcome if not problems else "violation",
         injected=injected,
-        bytes_lost=0 if not problems else -1,
         secrets=secrets,
         error=err.strip().splitlines()[-1] if rc else "",
     )

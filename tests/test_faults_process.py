@@ -22,7 +22,7 @@ import modelship
 from _store_helpers import snapshot
 from faults import Fault, FaultProxy, RandomFaults
 from faults.checks import cache_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record, rng_for, seeds
+from faults.record import record, record_run, rng_for, seeds
 from modelship.cache import Cache
 
 STALL = 20.0  # longer than any test waits: a stalled read must not hold up a cancelled fetch
@@ -126,13 +126,13 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
     secrets = secrets_in(err, backend.secrets)
     if secrets:
         problems.append("the account key was printed")
-    record(
+    record_run(
         "process",
         sig,
+        outcome,
+        problems,
         seed=seed,
-        outcome=outcome if not problems else "violation",
         injected=1,
-        bytes_lost=0 if not problems else -1,
         secrets=secrets,
         error=err.strip()[-200:] if proc.returncode else "",
         delay=round(delay, 2),

@@ -16,7 +16,7 @@ import modelship
 from _store_helpers import snapshot
 from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
 from faults.checks import error_line_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record, rng_for, seeds
+from faults.record import record, record_run, rng_for, seeds
 from modelship import cli
 from modelship.errors import ModelshipError
 
@@ -89,13 +89,13 @@ def test_publish_under_faults(request, tmp_path, monkeypatch, capsys, store, kin
     secrets = secrets_in(out + err, backend.secrets)
     if secrets:
         problems.append(f"{secrets} credential occurrences in the output")
-    record(
+    record_run(
         "publish",
         f"{store}/{kind}",
+        outcome,
+        problems,
         seed=seed,
-        outcome=outcome if not problems else "violation",
         injected=len(proxy.stats.injected),
-        bytes_lost=0 if not problems else -1,
         secrets=secrets,
         error=err.strip().splitlines()[-1] if rc else "",
     )

@@ -26,7 +26,7 @@ import requests
 
 from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
 from faults.checks import error_line_problems, secrets_in
-from faults.record import record, rng_for, seeds
+from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.build.image import PUSH_ATTEMPTS
 
@@ -202,17 +202,13 @@ class Run:
     proxy: EngineFaultProxy
     problems: list[str]
 
-    @property
-    def outcome(self) -> str:
-        return "violation" if self.problems else "success" if self.rc == 0 else "clean-failure"
-
     def record(self, **fields: object) -> None:
-        record(
+        record_run(
             "push",
             self.kind,
-            outcome=self.outcome,
+            "success" if self.rc == 0 else "clean-failure",
+            self.problems,
             injected=len(self.proxy.stats.injected),
-            bytes_lost=0 if not self.problems else -1,
             secrets=secrets_in(self.out + self.err, [SECRET]),
             error=self.err.strip().splitlines()[-1] if self.rc else "",
             seconds=self.seconds,

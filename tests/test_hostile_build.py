@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from _build_helpers import local_requirements, make_app, make_model, make_wheel
+from _build_helpers import build_cmd, local_requirements, make_app, make_model, make_wheel
 from _hardening import engine_state, labelled_base, remove_labelled
 from faults.record import record
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
-
-BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,7 @@ class Case:
 def _build(tmp: Path, base: str, *extra: str, app: Path | None = None) -> list[str]:
     app = app or make_app(tmp / "app")
     model = make_model(tmp / "model", {"m.bin": b"weights"})
-    cmd = [str(BIN / "modelship"), "build", str(app), "--model", str(model), "--tag", "modelship-test/hostile:1"]
-    return [*cmd, "--base-image", base, "--entrypoint", "python app.py", "--no-progress", *extra]
+    return build_cmd(app, model, "modelship-test/hostile:1", base, "--no-progress", *extra)
 
 
 def _failing_dockerfile(tmp: Path, base: str) -> list[str]:

@@ -23,7 +23,7 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -266,6 +266,16 @@ class _Out:
         await self.writer.drain()
 
 
+async def _forward(reader: asyncio.StreamReader, left: int, emit: Callable[[bytes, bool], Awaitable[None]]) -> None:
+    """``left`` body bytes from ``reader`` to ``emit``, piece by piece; a short stream is an incomplete read."""
+    while left:
+        data = await reader.read(min(_PIECE, left))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", left)
+        left -= len(data)
+        await emit(data, True)
+
+
 async def _body(reader: asyncio.StreamReader, head: _Head, out: _Out | None, *, to_eof: bool = False) -> None:
     """Copy (or, with ``out`` None, swallow) the body that follows ``head``."""
 
@@ -284,22 +294,10 @@ async def _body(reader: asyncio.StreamReader, head: _Head, out: _Out | None, *, 
                     await emit(trailer, False)
                     if trailer == b"\r\n":
                         return
-            left = size
-            while left:
-                data = await reader.read(min(_PIECE, left))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", left)
-                left -= len(data)
-                await emit(data, True)
+            await _forward(reader, size, emit)
             await emit(await reader.readexactly(2), False)
     elif head.length is not None:
-        left = head.length
-        while left:
-            data = await reader.read(min(_PIECE, left))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", left)
-            left -= len(data)
-            await emit(data, True)
+        await _forward(reader, head.length, emit)
     elif to_eof:
         while data := await reader.read(_PIECE):
             await emit(data, True)

@@ -38,3 +38,8 @@ def record(suite: str, cell: str, **fields: Any) -> None:
     line = json.dumps({"suite": suite, "cell": cell, **fields}, sort_keys=True)
     with _lock, open(path, "a") as f:
         f.write(line + "\n")
+
+
+def record_run(suite: str, cell: str, outcome: str, problems: list[str], **fields: Any) -> None:
+    """One seeded run: whatever it looked like, a run with problems is a violation and counts as bytes lost."""
+    record(suite, cell, outcome="violation" if problems else outcome, bytes_lost=-1 if problems else 0, **fields)
