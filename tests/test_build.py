@@ -283,7 +283,8 @@ def test_docker_not_reachable_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(DockerError) as exc:
         build(app, model, "x/y:1", base_image="b", entrypoint="python app.py")
     assert str(exc.value) == (
-        "Docker engine not reachable at unix:///nonexistent: start Docker (or run scripts/testbed.sh up)"
+        "Docker engine not reachable at unix:///nonexistent ([Errno 2] No such file or directory): start the Docker "
+        "daemon (e.g. 'sudo systemctl start docker') or point DOCKER_HOST at a running engine"
     )
     with pytest.raises(DockerError, match="not reachable"):
         push("127.0.0.1:5000/x/y:1")

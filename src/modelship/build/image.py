@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -11,12 +10,13 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn
 
 from .. import progress
+from .._docker import docker_host, engine, short_reason, unreachable
 from ..errors import AuthError, BuildError, DockerError, ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
 from ..uri import redact, strip_secrets
@@ -36,41 +36,6 @@ class BuiltImage:
     id: str
     tags: tuple[str, ...]
     labels: dict[str, str]
-
-
-# ---- the engine --------------------------------------------------------------------------------------
-
-
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _unreachable() -> DockerError:
-    return DockerError(f"Docker engine not reachable at {docker_host()}: start Docker (or run scripts/testbed.sh up)")
-
-
-@contextlib.contextmanager
-def engine(client=None) -> Iterator[Any]:
-    """The given docker client, or one from the environment (closed afterwards); DockerError if unreachable."""
-    if client is not None:
-        yield client
-        return
-    import docker
-    import requests
-
-    try:
-        own = docker.from_env()
-        own.ping()
-    except (docker.errors.DockerException, requests.RequestException, OSError):
-        raise _unreachable() from None
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-def _api_error(e: Exception) -> str:
-    return redact(str(getattr(e, "explanation", None) or e)).splitlines()[0] if str(e) else e.__class__.__name__
 
 
 # ---- build -------------------------------------------------------------------------------------------
@@ -179,9 +144,9 @@ def _stream_build(
                 sys.stderr.write(ev["status"] + "\n")
         trace.ended = True
     except (docker.errors.APIError, docker.errors.BuildError) as e:
-        raise BuildError(f"image build failed: {_api_error(e)}") from None
-    except requests.ConnectionError:
-        raise _unreachable() from None
+        raise BuildError(f"image build failed: {short_reason(e)}") from None
+    except requests.ConnectionError as e:
+        raise unreachable(e) from None
     finally:
         bar.close()
         debris.hang_up(response)  # on an interrupt: at once, so the engine cancels the build
@@ -372,7 +337,7 @@ def build(
                 try:
                     client.api.tag(image_id, repo, name, force=True)
                 except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
-                    raise DockerError(f"tagging {image_id[:19]} as {t} failed: {_api_error(e)}") from None
+                    raise DockerError(f"tagging {image_id[:19]} as {t} failed: {short_reason(e)}") from None
             debris.keep_stages(client, traces)  # inside: an interrupt here must not leave a stage untagged
         except BaseException:
             # failed, interrupted (Ctrl-C, SIGTERM) or cancelled: leave no half-built images behind
@@ -392,7 +357,7 @@ def _pull_base(client, image: str, *, quiet: bool) -> None:
         client.images.pull(repo, tag=tag)
     except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
         raise DockerError(
-            f"cannot pull base image {image}: {_api_error(e)}; check the name and 'docker login'"
+            f"cannot pull base image {image}: {short_reason(e)}; check the name and 'docker login'"
         ) from None
 
 
@@ -529,8 +494,8 @@ def push(
                     waiting.discard(layer)
         except docker.errors.APIError as e:
             fail(str(getattr(e, "explanation", None) or e))
-        except requests.ConnectionError:
-            raise _unreachable() from None
+        except requests.ConnectionError as e:
+            raise unreachable(e) from None
         finally:
             bar.close()
         if not digest:
@@ -594,7 +559,7 @@ def _local(ref: str, client) -> dict | None:
     except docker.errors.ImageNotFound:
         return None
     except docker.errors.APIError as e:
-        raise DockerError(f"cannot inspect {ref}: {_api_error(e)}") from None
+        raise DockerError(f"cannot inspect {ref}: {short_reason(e)}") from None
     repo_digests = img.attrs.get("RepoDigests") or []
     digest = repo_digests[0].split("@", 1)[1] if repo_digests else None
     return describe(ref, "local", img.id, digest, dict(img.labels or {}))
