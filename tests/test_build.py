@@ -21,9 +21,9 @@ from _build_helpers import (
     make_wheel,
     wait_healthy,
 )
-from modelship.build import build, inspect, push
 from modelship.cli import main
 from modelship.errors import BuildError, DockerError, NotFoundError
+from modelship.image import build, inspect, push
 
 pytestmark = pytest.mark.docker
 

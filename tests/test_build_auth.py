@@ -13,9 +13,9 @@ import pytest
 
 from _build_helpers import make_app, make_model
 from _hardening import htpasswd_registry
-from modelship.build import build, inspect, push
 from modelship.cli import main
 from modelship.errors import AuthError
+from modelship.image import build, inspect, push
 
 pytestmark = pytest.mark.docker
 USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"

@@ -10,14 +10,14 @@ import tarfile
 import pytest
 
 from _build_helpers import make_app, make_model
-from modelship.build import config as cfg_mod
-from modelship.build import context as ctx
-from modelship.build import dockerfile as df
-from modelship.build.image import model_version_tag, normalise_tags
-from modelship.build.labels import clean_remote
-from modelship.build.registry import base_url, docker_credentials, parse_reference
-from modelship.build.wheels import Target, pinned_requirements
 from modelship.errors import IntegrityError, UsageError
+from modelship.image import config as cfg_mod
+from modelship.image import context as ctx
+from modelship.image import dockerfile as df
+from modelship.image._build import model_version_tag, normalise_tags
+from modelship.image.labels import clean_remote
+from modelship.image.registry import base_url, docker_credentials, parse_reference
+from modelship.image.wheels import Target, pinned_requirements
 from modelship.manifest import Manifest
 
 
@@ -239,7 +239,7 @@ def test_docker_config_credentials(tmp_path, monkeypatch):
 
 
 def test_registry_named_explicitly():
-    from modelship.build.registry import names_registry
+    from modelship.image.registry import names_registry
 
     assert names_registry("127.0.0.1:5000/app:1") and names_registry("myacr.azurecr.io/team/app")
     assert names_registry("localhost/app") and names_registry("docker.io/library/python:3.11")

@@ -12,8 +12,8 @@ from .logs import protect_library_loggers
 from .manifest import FileEntry, Lock, Manifest, Resolution
 
 if TYPE_CHECKING:
-    from .build import BuiltImage, build, inspect, push
     from .fetch import fetch, lock, resolve
+    from .image import BuiltImage, build, inspect, push
     from .publish import publish
 
 __version__ = "0.1.0"
@@ -21,10 +21,10 @@ __version__ = "0.1.0"
 # Loaded on first use: the store SDKs and the build machinery cost ~0.1-0.2 s to import, which `import
 # modelship`, the CLI's --help and the pytest plugin (it needs one small helper of this package) should not pay.
 _LAZY = {
-    "BuiltImage": ".build",
-    "build": ".build",
-    "inspect": ".build",
-    "push": ".build",
+    "BuiltImage": ".image",
+    "build": ".image",
+    "inspect": ".image",
+    "push": ".image",
     "fetch": ".fetch",
     "lock": ".fetch",
     "resolve": ".fetch",

@@ -103,7 +103,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def cmd_build(a: argparse.Namespace) -> None:
-    from .build import build
+    from .image import build
 
     img = build(
         a.app_dir,
@@ -129,7 +129,7 @@ def cmd_build(a: argparse.Namespace) -> None:
 
 
 def cmd_push(a: argparse.Namespace) -> None:
-    from .build import push
+    from .image import push
 
     password = sys.stdin.readline().rstrip("\n") if a.password_stdin else None
     digest = push(a.image, username=a.username, password=password, quiet=a.quiet or a.json)
@@ -140,7 +140,7 @@ def cmd_push(a: argparse.Namespace) -> None:
 
 
 def cmd_inspect(a: argparse.Namespace) -> None:
-    from .build import inspect
+    from .image import inspect
 
     info = inspect(a.image)
     if a.json:
