@@ -109,6 +109,24 @@ def test_local_folder_store(tmp_path):
     assert leftovers(store / "iris" / "2") == []
 
 
+@pytest.mark.parametrize(("umask", "plain", "script"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_local_publish_keeps_the_sources_modes_under_the_umask(tmp_path, umask, plain, script):
+    """As cp does: the source's mode less the umask (not mkstemp's 0600, which hid the model from its readers)."""
+    model = make_model(tmp_path / "m", {"weights.bin": 100, "bin/run.sh": b"#!/bin/sh\n"})
+    os.chmod(model / "weights.bin", 0o644)
+    os.chmod(model / "bin" / "run.sh", 0o755)  # noqa: S103 - an executable in a model, on purpose
+    store = tmp_path / "store"
+    modelship_cli = str(Path(sys.executable).with_name("modelship"))
+    subprocess.run(
+        [modelship_cli, "publish", str(model), f"file://{store}/iris", "--version", "1"],
+        check=True,
+        capture_output=True,
+        preexec_fn=lambda: os.umask(umask),  # the umask of the publishing process, not of pytest's
+    )
+    modes = {p.relative_to(store).as_posix(): p.stat().st_mode & 0o777 for p in store.rglob("*") if p.is_file()}
+    assert modes == {"iris/1/weights.bin": plain, "iris/1/bin/run.sh": script, "iris/1/modelship.json": plain}
+
+
 def test_local_missing_folder(tmp_path, capsys):
     assert cli.main(["resolve", str(tmp_path / "nope" / "deeper")]) == 1
     assert "nothing is stored under that prefix" in capsys.readouterr().err
