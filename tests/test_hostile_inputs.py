@@ -27,8 +27,8 @@ from _store_helpers import make_model, tree_sha
 from faults.checks import cache_problems, leftovers, secrets_in
 from faults.record import record
 from modelship import cli
+from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
-from modelship.fetch import PENDING_MARKER
 from modelship.manifest import tree_digest
 
 pytest_plugins = ["faults.stores"]  # the moto server fixture

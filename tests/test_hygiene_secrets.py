@@ -357,7 +357,7 @@ def test_cli_masks_any_library_log_and_its_own_vv_traceback(tmp_path, capsys, mo
         except requests.ConnectionError as e:
             raise TransientError("reading az://devstoreaccount1/c/m failed: connection refused") from e
 
-    monkeypatch.setattr(sys.modules["modelship.fetch"], "fetch", leaky_fetch)
+    monkeypatch.setattr("modelship._fetch.fetch", leaky_fetch)
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # basicConfig installs the CLI's own handler on a bare root
     rc = cli.main(["-vv", "fetch", "az://devstoreaccount1/c/m", str(tmp_path / "dest"), "--no-progress"])

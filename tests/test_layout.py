@@ -1,11 +1,20 @@
-"""The package's shape: the shared engine helper's one-line reasons."""
+"""The package's shape: every module importable as a module, the public functions lazily; the shared engine
+helper's one-line reasons."""
 
 from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+import types
 
 import docker.errors
 import pytest
 import requests
 
+import modelship
 from modelship import _docker
 from modelship.errors import DockerError
 
@@ -47,3 +56,21 @@ def test_connect_to_a_missing_engine_is_one_line(monkeypatch):
         pass
     monkeypatch.delenv("DOCKER_HOST")
     assert _docker.docker_host() == "unix:///var/run/docker.sock"
+
+
+def test_every_module_imports_as_a_module():
+    names = [m.name for m in pkgutil.walk_packages(modelship.__path__, "modelship.")]
+    assert {"modelship._fetch", "modelship._resolve", "modelship.image._push", "modelship.image.registry"} <= set(names)
+    for name in names:
+        assert isinstance(importlib.import_module(name), types.ModuleType), name
+    # the public names stay the functions, also after their modules were imported
+    for name in ("fetch", "lock", "resolve", "publish", "build", "push", "inspect"):
+        assert isinstance(getattr(modelship, name), types.FunctionType), name
+    assert set(modelship.__all__) <= set(dir(modelship))
+
+
+def test_import_modelship_loads_no_store_or_build_machinery():
+    code = "import json, sys, modelship; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    heavy = [m for m in loaded if m.startswith(("docker", "azure", "boto", "modelship.image", "modelship._"))]
+    assert "modelship.manifest" in loaded and not heavy, heavy

@@ -14,9 +14,9 @@ import modelship
 import modelship.hookspecs
 from _store_helpers import leftovers, make_model, snapshot, tree_sha
 from modelship import cli
+from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
-from modelship.fetch import PENDING_MARKER
 from modelship.sources.base import SHA256_KEY
 
 pytestmark = pytest.mark.usefixtures("azure_env")

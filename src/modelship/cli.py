@@ -42,7 +42,7 @@ def _one_line(message: str, limit: int = 1000) -> str:
 
 
 def cmd_publish(a: argparse.Namespace) -> None:
-    from .publish import publish
+    from ._publish import publish
 
     m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
     if a.json:
@@ -54,7 +54,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
-    from .fetch import resolve
+    from ._resolve import resolve
 
     res = resolve(a.uri, version=a.version, pre=a.pre)
     if a.json:
@@ -66,7 +66,7 @@ def cmd_resolve(a: argparse.Namespace) -> None:
 
 
 def cmd_lock(a: argparse.Namespace) -> None:
-    from .fetch import lock
+    from ._resolve import lock
 
     lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output)
     if a.json:
@@ -78,7 +78,7 @@ def cmd_lock(a: argparse.Namespace) -> None:
 
 
 def cmd_fetch(a: argparse.Namespace) -> None:
-    from .fetch import fetch
+    from ._fetch import fetch
 
     r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers)
     if a.json:
