@@ -497,7 +497,8 @@ def test_without_image_nothing_is_imported_or_collected(pytester, monkeypatch):
         """
         import sys
         def test_nothing_loaded():
-            heavy = {"docker", "testcontainers", "pytest_modelship.container", "pytest_modelship.cases"}
+            heavy = {"docker", "testcontainers", "pytest_modelship.cases", "pytest_modelship.container"}
+            heavy |= {f"pytest_modelship.{m}" for m in ("session", "images", "reaper", "waiting", "client")}
             assert not heavy & set(sys.modules)
 
         def test_fixture_says_what_to_do(modelship_url):
