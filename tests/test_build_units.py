@@ -26,15 +26,17 @@ def test_settings_precedence_explicit_then_pyproject_then_env_then_default(tmp_p
     monkeypatch.setenv("MODELSHIP_BASE_IMAGE", "env/base:1")
     c = cfg_mod.resolve(app, entrypoint="python app.py")
     assert (c.base_image, c.port, c.ready_path, c.requirements) == ("env/base:1", 8000, "/health/ready", None)
+    assert c.live_path == "/health/live"
 
     (app / "pyproject.toml").write_text(
-        '[tool.modelship]\nbase-image = "cfg/base:2"\nport = 9000\nready_path = "/ready"\n'
+        '[tool.modelship]\nbase-image = "cfg/base:2"\nport = 9000\nready_path = "/ready"\nlive-path = "/alive"\n'
         'entrypoint = ["python", "app.py"]\nrequirements = "reqs/prod.txt"\nmodel = "az://other/key"\n'
     )
     (app / "reqs").mkdir()
     (app / "reqs" / "prod.txt").write_text("flask\n")
     c = cfg_mod.resolve(app)
-    assert (c.base_image, c.port, c.ready_path) == ("cfg/base:2", 9000, "/ready")
+    assert (c.base_image, c.port, c.ready_path, c.live_path) == ("cfg/base:2", 9000, "/ready", "/alive")
+    assert cfg_mod.resolve(app, live_path="/healthz").live_path == "/healthz"
     assert c.entrypoint == ("python", "app.py") and c.requirements == app / "reqs" / "prod.txt"
 
     c = cfg_mod.resolve(app, base_image="cli/base:3", port=7000, entrypoint="gunicorn -b :7000 app:app")
@@ -60,7 +62,9 @@ def test_entrypoint_defaults_to_gunicorn_only_when_required(tmp_path):
         ("port = true", "port must be a int"),
         ('port = "80"', "port must be a int"),
         ("port = 70000", "between 1 and 65535"),
-        ('ready_path = "health"', "must start with '/'"),
+        ('ready_path = "health"', "ready path must start with '/'"),
+        ('live_path = "/a b"', "live path must start with '/'"),
+        ("live_path = 1", "live_path must be a str"),
         ('healthcheck_interval = "soon"', "healthcheck_interval"),
         ("[tool.modelship", "not valid TOML"),
     ],

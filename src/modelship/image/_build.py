@@ -249,12 +249,18 @@ def build(
     entrypoint: str | None = None,
     port: int | None = None,
     ready_path: str | None = None,
+    live_path: str | None = None,
     tag_model_version: bool = False,
     pull: bool = False,
-    quiet: bool = False,
+    quiet: bool = True,
     docker_client=None,
 ) -> BuiltImage:
-    """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract."""
+    """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
+
+    Quiet by default, as a library call should be: ``quiet=False`` streams the engine's build log and a
+    progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
+    the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them.
+    """
     cfg = config_mod.resolve(
         app_dir,
         base_image=base_image,
@@ -263,6 +269,7 @@ def build(
         entrypoint=entrypoint,
         port=port,
         ready_path=ready_path,
+        live_path=live_path,
         tag_model_version=tag_model_version,
     )
     model = Path(model_dir).expanduser().resolve()
@@ -272,7 +279,12 @@ def build(
     if cfg.tag_model_version:
         tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
     user_dockerfile = cfg.dockerfile.read_text() if cfg.dockerfile else None
-    labels = labels_mod.image_labels(cfg.app_dir, manifest, config_mod.project_metadata(cfg.app_dir))
+    labels = labels_mod.image_labels(
+        cfg.app_dir,
+        manifest,
+        config_mod.project_metadata(cfg.app_dir),
+        labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
+    )
 
     with engine(docker_client) as client:
         traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails

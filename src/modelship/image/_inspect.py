@@ -11,7 +11,11 @@ from . import registry as registry_mod
 
 
 def describe(ref: str, source: str, image_id: str | None, digest: str | None, labels: dict[str, str]) -> dict:
-    """The inspect result: labels plus the model they describe, parsed."""
+    """The inspect result: labels plus the model and the app they describe, parsed.
+
+    ``image_digest`` is the registry's manifest digest (None for a local image never pushed or pulled);
+    ``model.model_digest`` the tree digest of the model inside; ``app`` what deploy render needs.
+    """
     manifest = None
     raw = labels.get(f"{labels_mod.MODEL}.manifest")
     if raw:
@@ -23,14 +27,20 @@ def describe(ref: str, source: str, image_id: str | None, digest: str | None, la
         "ref": ref,
         "source": source,
         "id": image_id,
-        "digest": digest,
+        "image_digest": digest,
         "labels": labels,
-        "model": {
-            "uri": labels.get(f"{labels_mod.MODEL}.uri"),
-            "version": labels.get(f"{labels_mod.MODEL}.version"),
-            "digest": labels.get(f"{labels_mod.MODEL}.digest"),
-        },
+        "model": model_block(labels),
+        "app": labels_mod.app_settings(labels),
         "manifest": manifest,
+    }
+
+
+def model_block(labels: dict[str, str]) -> dict[str, str | None]:
+    """The model an image's labels name: uri, version and model_digest (the tree digest)."""
+    return {
+        "uri": labels.get(f"{labels_mod.MODEL}.uri"),
+        "version": labels.get(f"{labels_mod.MODEL}.version"),
+        "model_digest": labels.get(f"{labels_mod.MODEL}.digest"),
     }
 
 
