@@ -111,6 +111,8 @@ def _stream_build(
             decode=True,
         )
         response = debris.response_of(events)
+        # the context is sent once the engine answers: end the bar's line before the engine's log starts
+        bar.close()
         for ev in events:
             if "stream" in ev:
                 text = ev["stream"]

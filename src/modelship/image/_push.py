@@ -86,10 +86,12 @@ def push(
     *,
     username: str | None = None,
     password: str | None = None,
-    quiet: bool = False,
+    quiet: bool = True,
     docker_client=None,
 ) -> str:
     """Push IMAGE[:TAG] to its registry; returns the manifest digest (``sha256:...``).
+
+    Quiet by default, as a library call should be; ``quiet=False`` shows progress on stderr (the CLI does).
 
     A transient registry failure (5xx, reset, timeout, damaged upload) gets up to PUSH_ATTEMPTS whole pushes.
     """
@@ -136,10 +138,10 @@ def push(
                         bar.update(now - done)
                         done = now
                 elif layer and not quiet and not progress.enabled() and status in ("Pushed", "Layer already exists"):
-                    print(f"{layer}: {status}", file=sys.stderr)
+                    bar.write(f"{layer}: {status}")
                 if layer and status.startswith("Retrying in"):  # a countdown, one event a second: say it once
                     if layer not in waiting and not quiet:
-                        print(f"{layer}: upload failed, the engine retries it ({status.lower()})", file=sys.stderr)
+                        bar.write(f"{layer}: upload failed, the engine retries it ({status.lower()})")
                     waiting.add(layer)
                 elif layer:
                     waiting.discard(layer)
