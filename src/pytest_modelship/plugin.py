@@ -8,12 +8,13 @@ plugin only adds its options and fixtures: nothing is imported, started or colle
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .settings import add_options, image_given
+from .settings import Settings, add_options, image_given
 
 if TYPE_CHECKING:
     from .client import ModelshipClient
@@ -56,12 +57,37 @@ def _run(config: pytest.Config) -> ModelshipRun:
 
 
 # ------------------------------------------------------------------------------------------ fixtures
+# The configuration is offered as fixtures a conftest.py can override (pytest-httpserver's
+# httpserver_listen_address pattern); not overridden, the fixtures share the run's one container.
 
 
 @pytest.fixture(scope="session")
-def modelship_container(pytestconfig: pytest.Config) -> ModelshipContainer:
+def modelship_settings(pytestconfig: pytest.Config) -> Settings:
+    """The effective settings (options, then the image's defaults); override to start the container differently."""
+    settings = _run(pytestconfig).settings
+    assert settings is not None
+    return replace(settings, env=dict(settings.env), sources=dict(settings.sources))
+
+
+@pytest.fixture(scope="session")
+def modelship_env(modelship_settings: Settings) -> dict[str, str]:
+    """The container's environment (``--modelship-env``); override to add values known only at run time."""
+    return dict(modelship_settings.env)
+
+
+@pytest.fixture(scope="session")
+def modelship_container(
+    pytestconfig: pytest.Config, modelship_settings: Settings, modelship_env: Mapping[str, str]
+) -> ModelshipContainer:
     """The running, ready container of ``--modelship-image`` (one per session / xdist worker)."""
-    return _run(pytestconfig).container()
+    if not isinstance(modelship_settings, Settings):
+        got = type(modelship_settings).__name__
+        pytest.fail(f"modelship: the modelship_settings fixture returned a {got}, not a Settings", pytrace=False)
+    if not isinstance(modelship_env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in modelship_env.items()
+    ):
+        pytest.fail("modelship: the modelship_env fixture must return a mapping of names to strings", pytrace=False)
+    return _run(pytestconfig).container(replace(modelship_settings, env=dict(modelship_env)))
 
 
 @pytest.fixture(scope="session")

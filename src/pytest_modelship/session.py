@@ -18,6 +18,7 @@ import statistics
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,7 @@ class ModelshipRun:
         self.interrupted_by: int | None = None  # SIGINT or SIGTERM: exit status 128 + it, not pytest's 2
         self._exit_reported = False
         self.reaped: list[str] = []
+        self._own: dict[tuple[Any, ...], Lifecycle] = {}  # containers of overridden config fixtures
         workerinput = getattr(config, "workerinput", None)
         self.worker = workerinput["workerid"] if workerinput else "main"
         self.is_worker = workerinput is not None
@@ -249,7 +251,7 @@ class ModelshipRun:
 
     # -------------------------------------------------------------------------------------- container
 
-    def _hooks(self) -> tuple[Any, Any]:
+    def _hooks(self, settings: Settings | None = None) -> tuple[Any, Any]:
         """The container-customising and readiness hooks as plain callables for container.py."""
         hook = self.config.hook
         probe = None
@@ -259,7 +261,7 @@ class ModelshipRun:
                 return hook.pytest_modelship_ready(config=self.config, container=c, url=url)
 
         def customize(tc: Any) -> Any:
-            return hook.pytest_modelship_container(config=self.config, container=tc, settings=self.settings)
+            return hook.pytest_modelship_container(config=self.config, container=tc, settings=settings or self.settings)
 
         return customize, probe
 
@@ -289,13 +291,16 @@ class ModelshipRun:
             return True
         return bool(FIXTURES & set(getattr(item, "fixturenames", ())))
 
-    def container(self) -> ModelshipContainer:
-        """The started, ready container; starts it on first use. Fails the test in one clear message."""
+    def container(self, settings: Settings | None = None) -> ModelshipContainer:
+        """The started, ready container; starts it on first use. Fails the test in one clear message.
+
+        ``settings`` other than the run's (from overridden config fixtures) get a container of their own.
+        """
         from .errors import ContainerError
 
-        assert self.lifecycle is not None
+        lifecycle = self._lifecycle_for(settings)
         try:
-            c = self.lifecycle.start(*self._hooks())
+            c = lifecycle.start(*self._hooks(lifecycle.settings))
         except ContainerError as e:
             message, why = f"modelship: {e}", "never became ready"
         else:
@@ -317,6 +322,50 @@ class ModelshipRun:
                 self._client = ModelshipClient(self.container().url)
             return self._client
 
+    def _lifecycle_for(self, settings: Settings | None) -> Lifecycle:
+        """The run's lifecycle, or for other settings one of their own (started on first use, kept per settings)."""
+        assert self.lifecycle is not None and self.settings is not None
+        if settings is None or _container_key(settings) == _container_key(self.settings):
+            return self.lifecycle
+        key = _container_key(settings)
+        if key not in self._own:
+            from .container import Lifecycle
+            from .errors import SetupError
+            from .images import get_image
+
+            settings = replace(settings, env=dict(settings.env), sources=dict(settings.sources))
+            problem = None
+            try:
+                same = settings.image == self.settings.image
+                image = self.image if same else get_image(self.lifecycle.client, settings.image, settings.pull)
+                _fill_from_image(settings, image)
+            except SetupError as e:
+                problem = f"modelship: {e}"
+            if problem is not None:
+                pytest.fail(problem, pytrace=False)  # outside the except: no "during handling..." chain
+            # a worker name of its own: each lifecycle's cleanup removes its containers by worker label
+            worker = f"{self.worker}-{len(self._own) + 1}"
+            lifecycle = Lifecycle(settings, self.lifecycle.client, image, run_id=self.run_id, worker=worker)
+            atexit.register(lifecycle.stop)
+            self._own[key] = lifecycle
+        return self._own[key]
+
+    def _lifecycle_of(self, item: pytest.Item) -> Lifecycle | None:
+        """The lifecycle of the container ``item`` got (the run's unless config fixtures are overridden)."""
+        if not self._own:
+            return self.lifecycle
+        got = (getattr(item, "funcargs", None) or {}).get("modelship_container")
+        for lifecycle in (self.lifecycle, *self._own.values()):
+            if lifecycle is not None and got is not None and lifecycle.container is got:
+                return lifecycle
+        # a test whose container fixture failed cannot tell which container it was; the failure has its log tail
+        return None if FIXTURES & set(getattr(item, "fixturenames", ())) else self.lifecycle
+
+    def _stop_all(self) -> None:
+        for lifecycle in (self.lifecycle, *self._own.values()):
+            if lifecycle is not None:
+                lifecycle.stop()
+
     def redact(self, text: str) -> str:
         return self.settings.redact(text) if self.settings else text
 
@@ -324,7 +373,7 @@ class ModelshipRun:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-        lc = self.lifecycle
+        lc = self._lifecycle_of(item)
         failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
         exit_note = None
         c = lc.container if lc is not None else None
@@ -346,7 +395,7 @@ class ModelshipRun:
         report = yield
         if exit_note is not None:
             _add_note(report, exit_note)
-        c = lc.container if lc is not None else None
+        c = self.lifecycle.container if self.lifecycle is not None else None  # the summary names the run's
         if c is not None and c.ready_after_s is not None and not self._ready_reported:
             # once per process; under xdist the report carries it to the controller's summary
             self._ready_reported = True
@@ -396,7 +445,7 @@ class ModelshipRun:
             self._client.close()
             self._client = None
         if self.lifecycle is not None and self._stopper is None:
-            self._stopper = threading.Thread(target=self.lifecycle.stop, name="modelship-stop", daemon=True)
+            self._stopper = threading.Thread(target=self._stop_all, name="modelship-stop", daemon=True)
             self._stopper.start()
 
     def _cleanup(self) -> None:
@@ -407,8 +456,7 @@ class ModelshipRun:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.lifecycle is not None:
-            self.lifecycle.stop()
+        self._stop_all()
         if self.interrupted_by is not None:
             # pytest reports any interruption as 2; a run ended by a signal keeps the conventional 128 + signal
             session = self.session or self.config.pluginmanager.get_plugin("session")
@@ -448,3 +496,8 @@ def _fill_from_image(settings: Settings, image: ImageInfo) -> None:
         from_hc = image.healthcheck_path()
         settings.ready_path = from_hc or DEFAULT_READY_PATH
         settings.sources["ready_path"] = "image HEALTHCHECK" if from_hc else "default"
+
+
+def _container_key(s: Settings) -> tuple[Any, ...]:
+    """What tells two containers apart (the cases file and the sources do not)."""
+    return (s.image, s.port, s.ready_path, s.timeout, s.pull, tuple(sorted(s.env.items())))
