@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 import re
 import sys
-import time
 from typing import NoReturn
 
 from .. import progress
 from .._docker import docker_host, engine, unreachable
+from .._retry import retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
 from ..uri import redact
 from . import registry as registry_mod
@@ -158,20 +158,25 @@ def push(
             raise _PushRetry(problem)
         return digest
 
-    digest = ""
+    def announce(what: str, n: int, delay: float, e: Exception) -> None:
+        print(f"modelship: {what} failed ({e}); retrying ({n + 1}/{PUSH_ATTEMPTS})", file=sys.stderr)
+
+    def give_up(what: str, retries: int, e: Exception) -> Exception:
+        return DockerError(
+            f"{what} failed {retries + 1} times, last: {e}; the registry {ref.registry} or the network "
+            "to it is failing: check it, then push again"
+        )
+
     with engine(docker_client) as client:
-        for n in range(1, PUSH_ATTEMPTS + 1):
-            try:
-                digest = attempt(client)
-                break
-            except _PushRetry as e:
-                if n == PUSH_ATTEMPTS:
-                    raise DockerError(
-                        f"push of {name} failed {n} times, last: {e}; the registry {ref.registry} or the network "
-                        "to it is failing: check it, then push again"
-                    ) from None
-                print(f"modelship: push of {name} failed ({e}); retrying ({n + 1}/{PUSH_ATTEMPTS})", file=sys.stderr)
-                time.sleep(n * (0.5 + random.random()))  # short: the engine waited 5 s per layer retry
+        digest = retrying(
+            f"push of {name}",
+            lambda: attempt(client),
+            retries=PUSH_ATTEMPTS - 1,
+            retry_on=(_PushRetry,),
+            delay=lambda n: n * (0.5 + random.random()),  # short: the engine waited 5 s per layer retry
+            on_retry=announce,
+            give_up=give_up,
+        )
     if not quiet:
         print(f"modelship: pushed {name}@{digest}", file=sys.stderr)
     return digest
