@@ -186,7 +186,7 @@ def test_demo_flow_leaks_no_secret_anywhere(
             flow.run("smoke test (plugin, example app under load)", smoke)
             login = ["--username", USER, "--password-stdin"]
             push = flow.run("push", [*ms, "push", image, *login, "--json"], stdin=password + "\n")
-            digest = json.loads(push.stdout)["digest"]
+            digest = json.loads(push.stdout)["image_digest"]
             pinned = f"{reg}/hygiene/iris@{digest}"
             flow.run("inspect (local)", [*ms, "inspect", image, "--json"])
             flow.run("deploy render", [*ms, "deploy", "render", "--image", pinned, "--out", "k8s"])
