@@ -58,7 +58,7 @@ def check_image(image: str) -> str:
         if "@sha256:" not in (image or ""):
             raise UsageError(
                 f"image {image!r} is not pinned by digest; pass REPO@sha256:<64 hex> "
-                "(the digest printed by 'modelship push --json')"
+                "(the image_digest printed by 'modelship push --json')"
             )
         raise UsageError(f"image {image!r} is not a valid REPO[:TAG]@sha256:<64 lowercase hex> reference")
     return image
