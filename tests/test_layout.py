@@ -74,3 +74,18 @@ def test_import_modelship_loads_no_store_or_build_machinery():
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     heavy = [m for m in loaded if m.startswith(("docker", "azure", "boto", "modelship.image", "modelship._"))]
     assert "modelship.manifest" in loaded and not heavy, heavy
+
+
+def test_store_table_declares_each_scheme_once_and_imports_a_store_on_first_use(tmp_path):
+    code = (
+        "import json, sys\n"
+        "from modelship import stores\n"
+        "schemes = sorted(stores.registry.factories())\n"
+        "before = [m for m in sys.modules if m.startswith(('modelship.stores.', 'azure', 'boto'))]\n"
+        f"source = stores.open_source({str(tmp_path)!r})\n"
+        "print(json.dumps([schemes, before, type(source).__name__]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    schemes, before, opened = json.loads(out)
+    assert schemes == ["az", "file", "http", "https", "s3"]
+    assert before == ["modelship.stores.base"] and opened == "LocalSource"

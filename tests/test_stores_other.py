@@ -206,25 +206,22 @@ def test_https_missing_and_pinning_refused(tmp_path, http_file, capsys):
 
 
 def test_third_party_source_through_the_plugin_hook(tmp_path):
-    """A plugin adds a scheme via the same pluggy hook entry-point plugins use."""
+    """A plugin adds a scheme (declared once, in the store table) via the same pluggy hook entry-point plugins use."""
     from modelship.hookspecs import hookimpl
-    from modelship.plugins import plugin_manager
-    from modelship.sources.local import LocalSource
+    from modelship.stores import plugin_manager
+    from modelship.stores.local import LocalSource
 
     store = make_model(tmp_path / "x" / "1.0", {"w": 10})
 
+    def mem_source(uri, credential):
+        source = LocalSource(uri, credential)
+        source.root = tmp_path  # mem://anything/x → tmp_path/x
+        return source
+
     class MemPlugin:
         @hookimpl
-        def modelship_source_schemes(self):
-            return ["mem"]
-
-        @hookimpl
-        def modelship_open_source(self, uri, credential):
-            if uri.scheme != "mem":
-                return None
-            source = LocalSource(uri, credential)
-            source.root = tmp_path  # mem://anything/x → tmp_path/x
-            return source
+        def modelship_stores(self):
+            return {"mem": mem_source}
 
     plugin_manager().register(MemPlugin(), name="mem")
     try:

@@ -22,7 +22,7 @@ from .cache import Cache
 from .errors import IntegrityError, ModelshipError, TransientError
 from .manifest import FileEntry, Resolution
 from .progress import Progress
-from .sources.base import Source
+from .stores.base import Source
 from .uri import ModelURI
 
 log = logging.getLogger("modelship")

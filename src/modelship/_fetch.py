@@ -16,7 +16,7 @@ from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, UsageError
 from .manifest import Lock, Manifest, Resolution
-from .sources.base import Source
+from .stores.base import Source
 from .uri import ModelURI, parse
 
 log = logging.getLogger("modelship")

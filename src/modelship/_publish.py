@@ -17,7 +17,7 @@ from ._retry import retrying
 from .errors import ModelshipError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Manifest
 from .progress import Progress
-from .sources.base import join
+from .stores.base import join
 from .uri import parse
 
 log = logging.getLogger("modelship")

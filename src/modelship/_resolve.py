@@ -23,8 +23,8 @@ from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Lock, Resolution
-from .plugins import open_source
-from .sources.base import RemoteFile, Source
+from .stores import open_source
+from .stores.base import RemoteFile, Source
 from .uri import ModelURI, parse
 
 log = logging.getLogger("modelship")
