@@ -22,6 +22,7 @@ from . import context as ctx
 from . import debris
 from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
+from . import registry as registry_mod
 from . import wheels as wheels_mod
 
 
@@ -42,8 +43,7 @@ def normalise_tags(tag: str | Sequence[str]) -> list[str]:
         raise UsageError("give at least one --tag IMAGE[:TAG]")
     out = []
     for t in tags:
-        has_tag = ":" in t.rsplit("/", 1)[-1]  # a ":" before the last "/" is a registry port
-        full = t if has_tag else f"{t}:latest"
+        full = ":".join(registry_mod.split_tag(t))
         if "@" in t or not match_tag(full):
             raise UsageError(f"invalid image tag {t!r}: expected [REGISTRY/]NAME[:TAG], lower-case name")
         if full not in out:
@@ -53,7 +53,7 @@ def normalise_tags(tag: str | Sequence[str]) -> list[str]:
 
 def model_version_tag(tag: str, manifest: Manifest) -> str:
     """``IMAGE:<tag>-model-<version>`` (version sanitised to tag characters, short digest when unversioned)."""
-    repo, _, app_tag = tag.rpartition(":")
+    repo, app_tag = registry_mod.split_tag(tag)
     version = manifest.version or manifest.digest.split(":", 1)[1][:12]
     version = re.sub(r"[^A-Za-z0-9_.-]", "-", str(version))
     return f"{repo}:{app_tag}-model-{version}"[: len(repo) + 1 + 128]
@@ -340,7 +340,7 @@ def build(
                     client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet, traces=traces
                 )
             for t in tags[1:]:
-                repo, _, name = t.rpartition(":")
+                repo, name = registry_mod.split_tag(t)
                 try:
                     client.api.tag(image_id, repo, name, force=True)
                 except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
@@ -357,7 +357,7 @@ def build(
 
 def _pull_base(client, image: str, *, quiet: bool) -> None:
     """Refresh the base image from its registry (off by default: builds use what the engine has)."""
-    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    repo, tag = registry_mod.split_tag(image)
     if not quiet:
         print(f"modelship: pulling base image {image}", file=sys.stderr)
     try:

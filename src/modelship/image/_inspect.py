@@ -54,7 +54,7 @@ def _local(ref: str, client) -> dict | None:
     except docker.errors.APIError as e:
         raise DockerError(f"cannot inspect {ref}: {short_reason(e)}") from None
     repo_digests = img.attrs.get("RepoDigests") or []
-    digest = repo_digests[0].split("@", 1)[1] if repo_digests else None
+    digest = registry_mod.split_tag(repo_digests[0])[1] if repo_digests else None  # NAME@DIGEST
     return describe(ref, "local", img.id, digest, dict(img.labels or {}))
 
 

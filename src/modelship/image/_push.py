@@ -103,7 +103,7 @@ def push(
         raise UsageError(f"cannot push {image}: give a tag, not a digest")
     if (username is None) != (password is None):
         raise UsageError("give both --username and a password (--password-stdin), or neither")
-    repo, tag = image.rsplit(":", 1) if ":" in image.rsplit("/", 1)[-1] else (image, "latest")
+    repo, tag = registry_mod.split_tag(image)
     name = f"{repo}:{tag}"
     auth = {"username": username, "password": password} if username is not None else None
     creds = registry_mod.Credentials(username, password) if username is not None else None

@@ -2,20 +2,18 @@
 
 Auth follows the registry's ``WWW-Authenticate`` challenge: Basic, or Bearer tokens from the realm
 (with Basic credentials, or an identity/refresh token as ACR's ``az acr login`` stores it). Credentials
-come from explicit arguments or the docker config (``auths``, ``credHelpers``, ``credsStore``).
+come from explicit arguments or the docker config (``auths``, ``credHelpers``, ``credsStore``), read with
+docker-py's ``docker.auth``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
 import platform
 import re
-import subprocess
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -24,7 +22,6 @@ from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, T
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -51,15 +48,9 @@ def parse_reference(ref: str) -> Reference:
     """``[registry/]repo[:tag][@digest]`` as docker reads it: the first part is a registry if it has . or :."""
     if not ref or any(c.isspace() for c in ref):
         raise UsageError(f"invalid image reference {ref!r}")
-    name, digest = [*ref.split("@", 1), ""][:2]
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, rest
-    else:
-        registry, path = DOCKER_HUB, name
-    tag = ""
-    if ":" in path.rsplit("/", 1)[-1]:
-        path, tag = path.rsplit(":", 1)
+    name, _, digest = ref.partition("@")
+    registry, path = _split_registry(name)
+    path, tag = split_tag(path)
     if registry == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"
     if not re.fullmatch(r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*", path):
@@ -69,10 +60,29 @@ def parse_reference(ref: str) -> Reference:
     return Reference(registry, path, digest or tag or "latest")
 
 
+def split_tag(ref: str) -> tuple[str, str]:
+    """``NAME[:TAG]`` the way the engine takes it: (NAME as written, TAG or ``latest``); a ``@digest`` is the tag.
+
+    The one place references are split (docker-py's rule: a ``:`` before the last ``/`` is a registry port).
+    """
+    from docker.utils import parse_repository_tag
+
+    name, tag = parse_repository_tag(ref)
+    return name, "latest" if tag is None else tag
+
+
+def _split_registry(name: str) -> tuple[str, str]:
+    """(registry, rest) of a name without tag; ``docker.io`` when the name does not spell a registry out."""
+    from docker.auth import split_repo_name
+
+    registry, rest = split_repo_name(name)
+    return (DOCKER_HUB, name) if rest in (name, "") else (registry, rest)
+
+
 def names_registry(ref: str) -> bool:
     """Whether ``ref`` spells out its registry (``host.domain/...``, ``host:port/...``, ``localhost/...``)."""
-    first, _, rest = ref.split("@", 1)[0].partition("/")
-    return bool(rest) and ("." in first or ":" in first or first == "localhost")
+    name = ref.partition("@")[0]
+    return _split_registry(name)[1] != name
 
 
 def api_host(registry: str) -> str:
@@ -99,66 +109,33 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password=***, identity_token=***)"
 
 
-def _docker_config() -> dict[str, Any]:
-    path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _normalise_key(key: str) -> str:
-    key = re.sub(r"^https?://", "", key).split("/", 1)[0]
-    return DOCKER_HUB if key in ("index.docker.io", DOCKER_HUB_API) else key
-
-
-def _from_helper(helper: str, server: str) -> Credentials | None:
-    try:
-        proc = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
-            input=server,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None  # helper configured but not installed: fall back to anonymous
-    if proc.returncode != 0:
-        return None
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        return None
-    if data.get("Username") == "<token>":
-        return Credentials(identity_token=data.get("Secret"))
-    return Credentials(data.get("Username"), data.get("Secret"))
-
-
 def docker_credentials(registry: str) -> Credentials | None:
-    """Credentials `docker login` stored for ``registry``, or None."""
-    config = _docker_config()
-    wanted = _normalise_key(registry)
-    server = DOCKER_HUB_CONFIG_KEY if wanted == DOCKER_HUB else registry
-    helpers = config.get("credHelpers") or {}
-    for key, helper in helpers.items():
-        if _normalise_key(key) == wanted:
-            return _from_helper(helper, server)
-    for key, entry in (config.get("auths") or {}).items():
-        if _normalise_key(key) != wanted or not isinstance(entry, dict):
-            continue
-        if entry.get("identitytoken"):
-            return Credentials(identity_token=entry["identitytoken"])
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                continue
-            return Credentials(user, password)
-    if config.get("credsStore"):
-        return _from_helper(config["credsStore"], server)
-    return None
+    """Credentials `docker login` stored for ``registry`` (docker config ``auths``, ``credHelpers``,
+    ``credsStore``, read by docker-py's ``docker.auth`` as the engine's own client does), or None.
+
+    An identity token (ACR's ``az acr login`` writes ``identitytoken``; a helper answers user ``<token>``)
+    comes back as ``identity_token``, exchanged for registry tokens by the refresh-token grant.
+    """
+    import docker.auth
+    import docker.errors
+
+    try:
+        with warnings.catch_warnings():  # docker-py warns on stderr of a helper not on PATH: that is None below
+            warnings.simplefilter("ignore", UserWarning)
+            found = docker.auth.load_config().resolve_authconfig(registry)
+    except (docker.errors.DockerException, ValueError):
+        # docker-py falls short here: a helper that is configured but missing or failing, or a damaged config
+        # entry, raises; for a read of public labels that means no credentials, not a failure
+        return None
+    if not found:
+        return None
+    token = found.get("IdentityToken")
+    if token:
+        return Credentials(identity_token=token)
+    # entries from "auths" use lower-case keys, answers of credential helpers capitalised ones
+    user = found.get("username", found.get("Username"))
+    password = found.get("password", found.get("Password"))
+    return Credentials(user, password) if user is not None or password is not None else None
 
 
 # ---- the client -------------------------------------------------------------------------------------
