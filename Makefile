@@ -21,6 +21,7 @@ testbed:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/vulture src/ .vulture_allow.py
 
 test: setup lint
 	$(ENV) && $(BIN)/pytest $(PYTEST_ARGS)

@@ -37,7 +37,6 @@ class _Version:
     name: str
     files: list[RemoteFile]
     complete: bool  # False: a publish is under way or died half-way
-    has_manifest: bool
 
     @property
     def last_modified(self) -> float:
@@ -166,9 +165,7 @@ def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) ->
     cut = len(base) + 1 if base else 0
     for name, files in groups.items():
         rels = {f.name[cut + len(name) + 1 :] for f in files}
-        versions.append(
-            _Version(name, files, MANIFEST_NAME in rels or PENDING_MARKER not in rels, MANIFEST_NAME in rels)
-        )
+        versions.append(_Version(name, files, MANIFEST_NAME in rels or PENDING_MARKER not in rels))
     if version is not None:
         chosen = next((v for v in versions if v.name == version), None)
         if chosen is None:

@@ -37,9 +37,3 @@ class DockerError(ModelshipError):
 
 class BuildError(DockerError):
     """An image build failed."""
-
-
-class Cancelled(ModelshipError):
-    """Interrupted by SIGINT/SIGTERM; work in progress was rolled back."""
-
-    exit_code = 130
