@@ -1,4 +1,5 @@
-"""File-system helpers: temp names that carry their owner's pid, owner liveness, atomic swap, OSError → one line."""
+"""File-system helpers: temp names that carry their owner's pid, owner liveness, atomic writes and swaps, OSError →
+one line."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def temp_file(folder: Path, stem: str, suffix: str = "") -> tuple[int, Path]:
     so ``owner_pid`` finds the process that made it; returns its open descriptor and path."""
     fd, path = tempfile.mkstemp(dir=folder, prefix=f"{stem}-{os.getpid()}-", suffix=suffix)
     return fd, Path(path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file whole or not at all (its folder made first): a temp file beside it, then one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(temp_name(path.name))
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from typing import BinaryIO
 
 from .. import progress
 from .._docker import engine, short_reason, unreachable
+from .._fs import write_text_atomic
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..uri import redact, strip_secrets
@@ -233,10 +233,7 @@ def _model_stage(
         ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
 
     image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index.with_name(f".{index.name}.{os.getpid()}")
-    tmp.write_text(image_id)
-    os.replace(tmp, index)
+    write_text_atomic(index, image_id)
     return image_id
 
 

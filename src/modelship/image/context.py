@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from .._fs import temp_name
+from .._fs import write_text_atomic
 from .._hash import HashingReader, sha256_file
 from ..cache import default_root
 from ..errors import IntegrityError, UsageError
@@ -90,10 +90,7 @@ def model_manifest(model_dir: Path) -> Manifest:
     if not entries:
         raise UsageError(f"model directory {model_dir} is empty; fetch a model into it first (modelship fetch)")
     if fresh != memo:
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_name(temp_name(memo_file.name))
-        tmp.write_text(json.dumps(fresh))
-        os.replace(tmp, memo_file)
+        write_text_atomic(memo_file, json.dumps(fresh))
     return Manifest.create(f"file://{model_dir}", None, entries, stamp=False)
 
 

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._fs import temp_name
+from .._docker import short_reason
+from .._fs import temp_name, write_text_atomic
 from ..cache import default_root
 from ..errors import BuildError, DockerError, NotFoundError, UsageError
 from ..uri import redact
@@ -107,7 +108,7 @@ def detect_target(client, image: str) -> Target:
             f"base image {image} not found locally: pull or build it first (docker pull {image}), or pass --base-image"
         ) from None
     except docker.errors.APIError as e:
-        raise DockerError(f"cannot inspect base image {image}: {e.explanation or e}") from e
+        raise DockerError(f"cannot inspect base image {image}: {short_reason(e)}") from e
     cache_file = build_cache_dir() / "targets" / f"{image_id.replace(':', '-')}.json"
     if cache_file.is_file():
         try:
@@ -125,10 +126,7 @@ def detect_target(client, image: str) -> Target:
         target = Target(**json.loads(out.decode().strip().splitlines()[-1]))
     except (ValueError, TypeError, IndexError) as e:
         raise DockerError(f"base image {image}: unexpected interpreter probe output {out[:200]!r}") from e
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(temp_name(cache_file.name))
-    tmp.write_text(json.dumps(asdict(target)))
-    os.replace(tmp, cache_file)
+    write_text_atomic(cache_file, json.dumps(asdict(target)))
     return target
 
 
@@ -152,7 +150,7 @@ def _run_probe(client, image: str, image_id: str, python: str) -> bytes:
     except docker.errors.APIError as e:
         if "executable file not found" in str(e) or "no such file" in str(e).lower():
             return b""
-        raise DockerError(f"cannot run base image {image} to detect its Python: {e.explanation or e}") from e
+        raise DockerError(f"cannot run base image {image} to detect its Python: {short_reason(e)}") from e
     except BaseException:
         if container is None:  # interrupted in the create call: the engine may create it after we hung up
             _remove_late(client, name, asked)
