@@ -159,6 +159,21 @@ def test_read_only_cache_folder(azurite_backend, monkeypatch, capsys, tmpfs, tmp
     _record_single("read-only cache folder", "clean-failure", err.strip())
 
 
+def test_lock_file_on_a_read_only_file_system(azurite_backend, monkeypatch, capsys, tmpfs, tmp_path):
+    """`lock -o` into a read-only folder: the line names the lock file and -o, not DEST (lock has none)."""
+    backend = azurite_backend
+    backend.env(monkeypatch)
+    fs = tmpfs("rolock", "1m")
+    remount_ro(fs)
+    capsys.readouterr()
+    rc = cli.main(["lock", backend.uri(), "-o", str(fs / "modelship.lock"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert error_line_problems(rc, err) == [], err
+    assert f"cannot write the lock file {fs / 'modelship.lock'}: Read-only file system; choose a writable path" in err
+    assert "DEST" not in err
+    _record_single("read-only folder for lock -o", "clean-failure", err.strip())
+
+
 def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch, tmp_path):
     """DEST files are hard links to cache entries: writing one in place (root ignores the 0444 mode) must not
     poison the cache, and the next fetch must notice DEST is no longer what was fetched."""

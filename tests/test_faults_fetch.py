@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import pytest
 
@@ -114,3 +115,69 @@ def test_fetch_under_faults(request, tmp_path, monkeypatch, capsys, store, kind,
         error=err.strip().splitlines()[-1] if rc else "",
     )
     assert not problems, f"{problems} (faults: {proxy.stats.injected}; stderr: {err.strip()[-500:]})"
+
+
+STALL_TIMEOUT, STALL_BUDGET = 1.0, 4.0  # MODELSHIP_READ_TIMEOUT and MODELSHIP_RETRY_BUDGET for the stalls below
+
+
+@pytest.mark.parametrize("store", BACKENDS)
+def test_a_store_that_stalls_for_good_ends_within_the_retry_budget(request, tmp_path, monkeypatch, capsys, store):
+    """Every model-file read goes silent for longer than the test runs: the fetch must end by itself, within the
+    retry budget plus a few read timeouts (the storage SDK's downloader tries each read three times), with one
+    line saying the store stalled and what to do."""
+    backend = request.getfixturevalue(f"{'azurite' if store == 'azure' else store}_backend")
+    monkeypatch.setenv("MODELSHIP_READ_TIMEOUT", str(STALL_TIMEOUT))
+    monkeypatch.setenv("MODELSHIP_RETRY_BUDGET", str(STALL_BUDGET))
+    dest = tmp_path / "out" / "model"
+    dest.parent.mkdir()
+    with FaultProxy(backend.upstream, lifetime=120) as proxy:
+        backend.env(monkeypatch, proxy.url)
+        argv = ["fetch", backend.uri(proxy.url), str(dest), "--no-progress"]
+        if not backend.versioned:
+            lock = tmp_path / "modelship.lock"
+            modelship.lock(backend.uri(proxy.url), output=lock, cache_dir=tmp_path / "lock-cache", progress=False)
+            argv += ["--lock", str(lock)]
+        proxy.plan = lambda req: Fault.stall(0, 600) if req.range and "modelship.json" not in req.target else None
+        start = time.monotonic()
+        rc, out, err = _run_cli(capsys, argv)
+        took = time.monotonic() - start
+    problems = error_line_problems(rc, err)
+    line = err.strip().splitlines()[-1] if err.strip() else ""
+    if "stalled: no bytes for" not in line or "raise MODELSHIP_READ_TIMEOUT (now 1 s)" not in line:
+        problems.append(f"the last line does not say the store stalled: {line!r}")
+    if took > STALL_BUDGET + 4 * STALL_TIMEOUT + 3:
+        problems.append(f"took {took:.1f} s: the retry budget ({STALL_BUDGET} s) did not bound the stall")
+    if dest.exists() or leftovers(tmp_path / "out") or cache_problems(Cache()):
+        problems.append("a stalled fetch left something behind")
+    record_run(
+        "fetch",
+        f"{store}/stall-for-good",
+        "clean-failure",
+        problems,
+        seed=0,
+        injected=len(proxy.stats.injected),
+        secrets=secrets_in(out + err, backend.secrets),
+        error=line.removeprefix("modelship: error: "),
+        seconds=round(took, 1),
+    )
+    assert not problems, f"{problems} (stderr: {err.strip()[-800:]})"
+
+
+def test_a_publish_into_a_store_that_stalls_for_good_ends_within_the_retry_budget(
+    azurite_backend, tmp_path, monkeypatch, capsys
+):
+    """The answers to uploads never come: publish obeys the same budget and says the store stalled."""
+    backend = azurite_backend
+    monkeypatch.setenv("MODELSHIP_READ_TIMEOUT", str(STALL_TIMEOUT))
+    monkeypatch.setenv("MODELSHIP_RETRY_BUDGET", str(STALL_BUDGET))
+    uri = f"{backend.uri()}-stall-{time.monotonic_ns()}"
+    with FaultProxy(backend.upstream, lifetime=120) as proxy:
+        backend.env(monkeypatch, proxy.url)
+        proxy.plan = lambda req: Fault.stall(0, 600) if req.method == "PUT" and ".bin" in req.target else None
+        start = time.monotonic()
+        rc, _, err = _run_cli(capsys, ["publish", str(backend.v2), uri, "--version", "1", "--no-progress"])
+        took = time.monotonic() - start
+    line = err.strip().splitlines()[-1]
+    assert error_line_problems(rc, err) == [], err
+    assert "stalled: no bytes for" in line and "from the blob service at http://127.0.0.1:" in line, line
+    assert took < STALL_BUDGET + 4 * STALL_TIMEOUT + 3, f"took {took:.1f} s"

@@ -66,7 +66,14 @@ def _cases(text: str) -> Callable[[Path, str], list[str]]:
 
 CASES = [
     Case("dockerfile-that-fails", "build", _failing_dockerfile, 1, "boom: libfoo.so missing"),
-    Case("requirement-without-a-wheel", "build", _requirement_without_wheel, 1, "no binary wheel of sdistonly==1.0"),
+    Case(
+        "requirement-without-a-wheel",
+        "build",
+        _requirement_without_wheel,
+        1,
+        # build has no --find-links option: the way to add a wheel is a line in the requirements file
+        "build a wheel yourself and name its folder in the requirements file (a line '--find-links ./wheels')",
+    ),
     Case(
         "app-folder-missing",
         "build",

@@ -8,6 +8,7 @@ Every row is also written to the reliability log, from which docs/reliability.md
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -47,6 +48,8 @@ class Ctx:
     bucket: str
     local: Path
     lock: Path
+    blob_endpoint: str = ""  # Azurite's, with the account path: http://127.0.0.1:PORT/devstoreaccount1
+    account_key: str = ""
 
     def az(self, prefix: str) -> str:
         return f"az://devstoreaccount1/{self.container}/{prefix}"
@@ -69,7 +72,10 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
     )
     s3.create_bucket(Bucket=bucket)
     local = tmp / "store"
-    ctx = Ctx(tmp, container.container_name, bucket, local, tmp / "modelship.lock")
+    cs = dict(p.split("=", 1) for p in azurite_connection_string.split(";") if "=" in p)
+    ctx = Ctx(
+        tmp, container.container_name, bucket, local, tmp / "modelship.lock", cs["BlobEndpoint"], cs["AccountKey"]
+    )
     good = make_model(tmp / "good", {"w.bin": 3000, "sub/cfg.json": b"{}"})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string)
@@ -89,6 +95,8 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
     up("badmanifest/1/modelship.json", b"{not json")
     up("badmanifest/1/w.bin", b"x")
     up("emptyver/1/modelship.json", json.dumps({"files": []}).encode())
+    up("schema99/1/modelship.json", json.dumps({"schema": 99, "files": []}).encode())  # a newer modelship's
+    up("schema99/1/w.bin", b"x")
     up("abs/w.bin", b"ok")
     up("abs//etc/cron.d/evil", b"owned")  # an empty segment: the rest is an absolute path
     up("longname/w.bin", b"ok")
@@ -146,6 +154,7 @@ class Case:
     needle: str  # in the error line; for rc 0, in stdout
     edit_lock: Callable[[dict], object] | None = None
     raw_lock: str | None = None
+    env: Callable[[Ctx], dict[str, str | None]] | None = None  # variables to set (None: unset) for this case
 
 
 def _fetch(uri: str, *extra: str) -> Callable[[Ctx, Path], list[str]]:
@@ -166,6 +175,34 @@ def _render(image: str, *extra: str) -> Callable[[Ctx, Path], list[str]]:
 
 def _with_lock(*extra: str) -> Callable[[Ctx, Path], list[str]]:
     return lambda ctx, dest: ["fetch", "--lock", str(ctx.tmp / "edited.lock"), str(dest), *extra]
+
+
+def _other_account(ctx: Ctx, d: Path) -> list[str]:
+    return ["fetch", f"az://otheraccount/{ctx.container}/iris", str(d)]
+
+
+def _no_credentials(ctx: Ctx) -> dict[str, str | None]:
+    return {"AZURE_STORAGE_CONNECTION_STRING": None, "MODELSHIP_AZURE_ENDPOINT": ctx.blob_endpoint}
+
+
+def _connection_string(**parts: str) -> Callable[[Ctx], dict[str, str | None]]:
+    """AZURE_STORAGE_CONNECTION_STRING with Azurite's endpoint and ``parts``; {SAS} is an expired SAS token."""
+
+    def env(ctx: Ctx) -> dict[str, str | None]:
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        expired = generate_container_sas(
+            "devstoreaccount1",
+            ctx.container,
+            account_key=ctx.account_key,
+            permission=ContainerSasPermissions(read=True, list=True),
+            start=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
+            expiry=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1),
+        )
+        fields = {"BlobEndpoint": ctx.blob_endpoint, **{k: v.replace("{SAS}", expired) for k, v in parts.items()}}
+        return {"AZURE_STORAGE_CONNECTION_STRING": ";".join(f"{k}={v}" for k, v in fields.items())}
+
+    return env
 
 
 def _set_sha(doc: dict) -> None:
@@ -198,6 +235,7 @@ CASES = [
     Case("uri-s3-no-bucket", "URI", _fetch("s3:///models/x"), 2, "expected s3://BUCKET/PREFIX"),
     Case("uri-unknown-scheme", "URI", _fetch("gs://bucket/models/x"), 2, "unknown model URI scheme 'gs'"),
     Case("uri-ftp", "URI", _fetch("ftp://127.0.0.1/models/x"), 2, "unknown model URI scheme 'ftp'"),
+    Case("uri-az-one-slash", "URI", _fetch("az:/devstoreaccount1/models/x"), 2, "did you mean az://devstoreaccount1"),
     Case("uri-dotdot", "URI", _fetch("az://devstoreaccount1/models/../etc"), 2, "path segment '..' is not allowed"),
     Case("uri-backslash", "URI", _fetch("az://devstoreaccount1/models/a\\b"), 2, "is not allowed"),
     Case("uri-nul", "URI", _fetch("az://devstoreaccount1/models/x\x00y"), 2, "control character '\\x00'"),
@@ -280,6 +318,69 @@ CASES = [
         1,
         "is incomplete (a publish died half-way or is still running); pass --force",
     ),
+    Case(
+        "manifest-newer-schema",
+        "versions",
+        _fetch_at("az", "schema99"),
+        2,
+        "unsupported schema 99 (this modelship reads schema 1); upgrade modelship",
+    ),
+    # --- Azure credentials and accounts (issue #14): the URI's account is the one read, or one line says why not
+    Case(
+        "account-other-than-credential",
+        "credentials",
+        _other_account,
+        1,
+        "names account 'otheraccount' but AZURE_STORAGE_CONNECTION_STRING (AccountName/BlobEndpoint) is for "
+        "account 'devstoreaccount1'",
+    ),
+    Case(
+        "account-other-than-credential-https",
+        "credentials",
+        lambda ctx, d: ["fetch", f"https://otheraccount.blob.core.windows.net/{ctx.container}/iris", str(d)],
+        1,
+        "names account 'otheraccount' but AZURE_STORAGE_CONNECTION_STRING",
+    ),
+    Case(
+        "account-routed-by-endpoint-override",
+        "credentials",
+        lambda ctx, d: [*_other_account(ctx, d), "--json"],
+        0,
+        '"uri": "az://otheraccount/',
+        env=lambda ctx: {"MODELSHIP_AZURE_ENDPOINT": ctx.blob_endpoint},
+    ),
+    Case(
+        "no-credentials-over-http",
+        "credentials",
+        _fetch_at("az", "iris"),
+        1,
+        "no credentials found for account 'devstoreaccount1', and anonymous access to container",
+        env=_no_credentials,
+    ),
+    Case(
+        "account-key-not-base64",
+        "credentials",
+        _fetch_at("az", "iris"),
+        1,
+        "the account key in AZURE_STORAGE_CONNECTION_STRING is not valid base64",
+        env=_connection_string(AccountName="devstoreaccount1", AccountKey="not-base64!!"),
+    ),
+    Case(
+        "sas-garbage",
+        "credentials",
+        _fetch_at("az", "iris"),
+        1,
+        "AZURE_STORAGE_SAS_TOKEN is not a SAS token (no sv= or sig= parameter)",
+        env=lambda ctx: {**_no_credentials(ctx), "AZURE_STORAGE_SAS_TOKEN": "garbage"},
+    ),
+    Case(
+        "sas-expired",
+        "credentials",
+        _fetch_at("az", "iris"),
+        1,
+        "the SAS token of AZURE_STORAGE_CONNECTION_STRING expired at ",
+        env=_connection_string(SharedAccessSignature="{SAS}"),
+    ),
     # --- hostile object names: refused, nothing written anywhere (exit 1)
     *[Case(f"name-{case}", "names", _fetch_at("s3", case), 1, "refusing file name") for case in S3_NAMES],
     Case("name-absolute-azure", "names", _fetch_at("az", "abs"), 1, "refusing file name '/etc/cron.d/evil'"),
@@ -300,6 +401,15 @@ CASES = [
     Case("lock-json-array", "lock", _with_lock(), 2, "expected a JSON object", raw_lock="[]"),
     Case("lock-wrong-hash", "lock", _with_lock(), 2, "the lock was edited by hand", edit_lock=_set_sha),
     Case("lock-wrong-types", "lock", _with_lock(), 2, "not a modelship lock file", edit_lock=_wrong_types),
+    Case("lock-no-files", "lock", _with_lock(), 2, "not a modelship lock file (no 'files' field)", raw_lock="{}"),
+    Case(
+        "lock-newer-schema",
+        "lock",
+        _with_lock(),
+        2,
+        "unsupported schema 99 (this modelship reads schema 1); upgrade modelship",
+        raw_lock='{"schema": 99}',
+    ),
     Case(
         "lock-consistent-but-wrong-sha",
         "lock",
@@ -384,7 +494,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_hostile_input(env, tmp_path, capsys, case):
+def test_hostile_input(env, tmp_path, capsys, monkeypatch, case):
     ctx = env
     work = tmp_path / "work"
     work.mkdir()
@@ -396,6 +506,11 @@ def test_hostile_input(env, tmp_path, capsys, case):
             case.edit_lock(doc)
             text = json.dumps(doc)
         (ctx.tmp / "edited.lock").write_text(text)
+    for key, value in (case.env(ctx) if case.env else {}).items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
     protected = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ctx.tmp / "good").rglob("*") if p.is_file()}
     capsys.readouterr()
     rc = cli.main([*case.argv(ctx, dest), "--no-progress"])

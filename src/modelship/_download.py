@@ -235,7 +235,8 @@ class _Downloader:
             t.join(max(0.0, deadline - time.monotonic()))
 
     def _chunk(self, job: _FileJob, offset: int, length: int) -> None:
-        pos, end, attempt = offset, offset + length, 0
+        pos, end = offset, offset + length
+        budget = _retry.Budget(f"{job.entry.path} bytes {offset}-{end - 1}")  # RETRIES, and the retry budget
         pieces: list[bytes] = []  # this range's bytes, for hashing without reading them back
         while pos < end:
             if self.cancel.is_set():
@@ -256,11 +257,8 @@ class _Downloader:
                 # The whole range again: a store may notice only at the end that the bytes it already handed
                 # over were damaged (S3's response checksums), so nothing of a failed attempt is kept.
                 self.progress.update(offset - pos)
+                delay = budget.retry(e, progressed=pos > offset)  # raises when the retries or the budget are spent
                 pos, pieces = offset, []
-                attempt += 1
-                if attempt > _retry.RETRIES:
-                    raise TransientError(f"{job.entry.path}: gave up after {_retry.RETRIES} retries: {e}") from None
-                delay = _retry.backoff(attempt)
                 log.info("retrying %s bytes %d-%d in %.1fs: %s", job.entry.path, offset, end - 1, delay, e)
                 if self.cancel.wait(delay):
                     raise _Abandoned from None

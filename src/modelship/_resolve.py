@@ -22,7 +22,7 @@ from ._fs import os_error
 from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from .manifest import MANIFEST_NAME, FileEntry, Lock, Resolution
+from .manifest import MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema
 from .stores import open_source
 from .stores.base import RemoteFile, Source
 from .uri import ModelURI, parse
@@ -106,6 +106,8 @@ def _entries(
     if published is not None:
         try:
             doc = json.loads(_read_small(source, published))
+            if isinstance(doc, dict):
+                check_schema(doc, f"{where}/{MANIFEST_NAME}")
             expected = {str(f["path"]): (int(f["size"]), str(f["sha256"])) for f in doc["files"]}
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(
@@ -257,8 +259,15 @@ def lock(
                 shas, _ = ensure_cached(source, parsed, res, cache, 8, progress)
                 res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
         lk = Lock.from_resolution(res)
-        if output:
-            lk.write(output)
     except OSError as e:
-        raise os_error(e, Path(output or cache_dir or ".")) from None
+        raise os_error(e, Path(cache_dir or ".")) from None
+    if output:
+        try:
+            lk.write(output)
+        except OSError as e:
+            # os_error's hint is for DEST and the cache; this is the lock file, which -o names
+            raise ModelshipError(
+                f"cannot write the lock file {output}: {e.strerror or e.__class__.__name__}; "
+                "choose a writable path with -o/--output"
+            ) from None
     return lk

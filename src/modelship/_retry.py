@@ -1,24 +1,38 @@
-"""The one retry policy: exponential backoff with jitter, cancellable, for stores, fetch, publish and push.
+"""The one retry policy: exponential backoff with jitter, cancellable, bounded in count and in time, for stores,
+fetch, publish and push.
 
-Whole calls go through ``retrying``; the download workers' per-range loop and push's whole-push loop use the
-same ``RETRIES``/``backoff`` (push with its own attempts and delays, given as arguments).
+Whole calls go through ``retrying``; the download workers' per-range loop keeps a ``Budget`` of its own (a range
+that receives bytes is making progress). Either way a failing operation gets at most ``RETRIES`` retries, and
+none once ``retry_budget()`` seconds have passed without progress: a store that stalls for good ends the command
+within about that budget plus one read timeout, with one line saying it stalled.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import TransientError
+from .errors import ModelshipError, StallError, TransientError
 
 log = logging.getLogger("modelship")
 
 RETRIES = 5
+DEFAULT_BUDGET = 90.0
 
 T = TypeVar("T")
+
+
+def retry_budget() -> float:
+    """Seconds an operation may go on failing without progress before it gives up (MODELSHIP_RETRY_BUDGET)."""
+    try:
+        return max(0.0, float(os.environ.get("MODELSHIP_RETRY_BUDGET", DEFAULT_BUDGET)))
+    except ValueError:
+        return DEFAULT_BUDGET
 
 
 def backoff(attempt: int) -> float:
@@ -31,7 +45,53 @@ def _log_retry(what: str, attempt: int, delay: float, e: Exception) -> None:
 
 
 def _give_up(what: str, retries: int, e: Exception) -> Exception:
-    return TransientError(f"{e} (gave up after {retries} retries)")
+    # Not a TransientError: an outer retry must not start the whole budget again.
+    return ModelshipError(f"{e} (gave up after {retries} retries)")
+
+
+def stalled(e: StallError, seconds: float) -> ModelshipError:
+    """The one line for a store that sent nothing for the whole retry budget."""
+    from .stores.base import read_timeout
+
+    return ModelshipError(
+        f"{e.what} stalled: no bytes for {seconds:.0f} s from {e.store}; check the network, or raise "
+        f"MODELSHIP_READ_TIMEOUT (now {read_timeout():g} s) if the store is only slow"
+    )
+
+
+class Budget:
+    """The retries left to one operation: ``RETRIES`` (or ``retries``) at most, and none after ``seconds``
+    without progress. ``retry`` is called on each failure: it returns the delay before the next attempt, or
+    raises the give-up error."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        retries: int | None = None,
+        seconds: float | None = None,
+        delay: Callable[[int], float] = backoff,
+        give_up: Callable[[str, int, Exception], Exception] = _give_up,
+    ):
+        self.what, self.delay, self.give_up = what, delay, give_up
+        self.retries = RETRIES if retries is None else retries
+        self.seconds = retry_budget() if seconds is None else seconds
+        self.attempt = 0
+        self.since = time.monotonic()  # the last progress (or the start)
+
+    def retry(self, e: Exception, *, progressed: bool = False) -> float:
+        """Delay before the next attempt after ``e``; ``progressed``: the failed attempt got somewhere."""
+        now = time.monotonic()
+        if progressed:
+            self.since = now
+        self.attempt += 1
+        wait = self.delay(self.attempt)
+        idle = now - self.since
+        if self.attempt > self.retries or idle + wait > self.seconds:
+            if isinstance(e, StallError):
+                raise stalled(e, idle) from None
+            raise self.give_up(self.what, self.attempt - 1, e) from None
+        return wait
 
 
 def retrying(
@@ -47,21 +107,17 @@ def retrying(
 ) -> T:
     """``fn()``, retried with ``delay(attempt)`` between tries while it raises one of ``retry_on``.
 
-    After ``retries`` retries (default ``RETRIES``) the error ``give_up`` makes is raised; a set ``cancel``
-    ends the wait at once and re-raises the last failure. Byte ranges have their own loop (in the download
-    workers) on the same policy; this one is for whole calls.
+    The retries end after ``retries`` (default ``RETRIES``) or once the retry budget is spent, with the error
+    ``give_up`` makes (a stalled store gets its own line); a set ``cancel`` ends the wait at once and re-raises
+    the last failure.
     """
-    limit = RETRIES if retries is None else retries
+    budget = Budget(what, retries=retries, delay=delay, give_up=give_up)
     waiter = cancel or threading.Event()
-    attempt = 0
     while True:
         try:
             return fn()
         except retry_on as e:
-            attempt += 1
-            if attempt > limit:
-                raise give_up(what, limit, e) from None
-            wait = delay(attempt)
-            on_retry(what, attempt, wait, e)
+            wait = budget.retry(e)
+            on_retry(what, budget.attempt, wait, e)
             if waiter.wait(wait):
                 raise

@@ -19,6 +19,14 @@ class NotFoundError(ModelshipError):
     """A container, prefix, version, file or image that does not exist."""
 
 
+class ContainerNotFoundError(NotFoundError):
+    """The blob container or bucket itself does not exist (``container`` names it)."""
+
+    def __init__(self, container: str, message: str):
+        self.container = container
+        super().__init__(message)
+
+
 class AuthError(ModelshipError):
     """Credentials missing, wrong or not allowed to do this."""
 
@@ -29,6 +37,14 @@ class IntegrityError(ModelshipError):
 
 class TransientError(ModelshipError):
     """A network fault worth retrying (reset, timeout, 5xx)."""
+
+
+class StallError(TransientError):
+    """A read that got no bytes within the read timeout: the connection went silent (retried like any other)."""
+
+    def __init__(self, what: str, store: str):
+        self.what, self.store = what, store
+        super().__init__(f"{what}: no bytes from {store} within the read timeout")
 
 
 class DockerError(ModelshipError):

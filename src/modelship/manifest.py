@@ -105,11 +105,12 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        check_schema(d, source)
         try:
             files = tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in d["files"])
             m = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), d.get("fetched_at"))
         except (KeyError, TypeError, ValueError) as e:
-            raise UsageError(f"{source}: not a modelship manifest ({e!r} missing or wrong); re-create it") from e
+            raise UsageError(f"{source}: not a modelship manifest ({_what_is_wrong(e)}); re-create it") from e
         if tree_digest((f.path, f.sha256) for f in files) != m.digest:  # type: ignore[misc]
             raise UsageError(f"{source}: digest does not match its files; the manifest was edited, re-create it")
         return m
@@ -156,6 +157,7 @@ class Lock:
     @classmethod
     def load(cls, path: str | Path) -> Lock:
         d = _read_json(path)
+        check_schema(d, str(path))
         try:
             files = tuple(
                 FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]), etag=f.get("etag")) for f in d["files"]
@@ -163,7 +165,7 @@ class Lock:
             lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(
-                f"{path}: not a modelship lock file ({e!r} missing or wrong); re-create it with 'modelship lock'"
+                f"{path}: not a modelship lock file ({_what_is_wrong(e)}); re-create it with 'modelship lock'"
             ) from e
         if tree_digest((f.path, f.sha256) for f in files) != lock.digest:  # type: ignore[misc]
             raise UsageError(
@@ -171,6 +173,25 @@ class Lock:
                 "re-create it with 'modelship lock'"
             )
         return lock
+
+
+def check_schema(d: dict[str, Any], source: str) -> None:
+    """Refuse a manifest or lock written by a newer modelship (``schema`` above ours) in one line."""
+    schema = d.get("schema", SCHEMA_VERSION)
+    if schema == SCHEMA_VERSION:
+        return
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+        raise UsageError(
+            f"{source}: unsupported schema {schema} (this modelship reads schema {SCHEMA_VERSION}); upgrade modelship"
+        )
+    raise UsageError(f"{source}: unknown schema {str(schema)[:40]!r} (expected {SCHEMA_VERSION}); re-create it")
+
+
+def _what_is_wrong(e: Exception) -> str:
+    """A parse failure in words (not a Python repr such as KeyError('files'))."""
+    if isinstance(e, KeyError):
+        return f"no {str(e.args[0])[:40]!r} field" if e.args else "a field is missing"
+    return "a field has the wrong type or value"
 
 
 def _read_json(path: str | Path) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def _clean_prefix(path: str, uri: str) -> str:
     return "/".join(parts)
 
 
+_SCHEME_TYPO = re.compile(r"(az|s3|https?):/{0,2}(.*)", re.IGNORECASE | re.DOTALL)  # file:/path is a valid file URI
 _AZ_ACCOUNT = re.compile(r"[a-z0-9]{3,24}", re.IGNORECASE)
 _AZ_CONTAINER = re.compile(r"\$root|\$web|\$logs|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
@@ -90,6 +91,13 @@ def parse(uri: str) -> ModelURI:
     if bad is not None:
         raise UsageError(f"invalid model URI: control character {uri[bad]!r} at position {bad}")
     if "://" not in uri:
+        typo = _SCHEME_TYPO.match(uri)
+        if typo:  # az:/x, s3:bucket/x: a scheme without its '//', which would be taken for a local folder
+            scheme, rest = typo.group(1).lower(), typo.group(2).lstrip("/")
+            raise UsageError(
+                f"invalid model URI {strip_secrets(uri)!r}: did you mean {scheme}://{rest}? "
+                "(a store URI has '://'; a local folder is given as a plain path)"
+            )
         return ModelURI("file", "", "", str(Path(uri).expanduser().resolve()), uri)
     try:
         parts = urlsplit(uri)

@@ -248,8 +248,8 @@ def wheelhouse(requirements: Path | None, target: Target, *, quiet: bool = False
                 if missing:
                     raise BuildError(
                         f"no binary wheel of {missing} for the base image ({target.describe()}): pin a version "
-                        "that ships a wheel for it, build a wheel yourself and add it with --find-links, or "
-                        "change the base image"
+                        "that ships a wheel for it, build a wheel yourself and name its folder in the "
+                        "requirements file (a line '--find-links ./wheels'), or change the base image"
                     )
                 last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "pip failed")
                 raise BuildError(f"resolving {requirements} failed: {redact(last.strip())}")

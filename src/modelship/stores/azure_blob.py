@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import datetime as _dt
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -24,9 +30,17 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
+from ..errors import (
+    AuthError,
+    ContainerNotFoundError,
+    IntegrityError,
+    ModelshipError,
+    NotFoundError,
+    StallError,
+    TransientError,
+)
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
+from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +57,9 @@ def _client_opts() -> dict[str, Any]:
     # The storage SDK's default retry waits 18 s (±3) before its first retry: one 503 or reset would stall a
     # fetch or publish that long. Two quick SDK retries (one block of a large upload, not the whole file),
     # then modelship's own retries take over with exponential backoff (_retry.retrying, the range loop of _download).
-    retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2)  # type: ignore[arg-type]
+    # No SDK retry after a broken or silent answer (retry_read=0): each would cost a whole read timeout more
+    # per attempt, outside modelship's retry budget.
+    retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2, retry_read=0)  # type: ignore[arg-type]
     return {
         **_CLIENT_OPTS,
         "retry_policy": retry,
@@ -53,43 +69,140 @@ def _client_opts() -> dict[str, Any]:
 
 
 def _connection_string_parts(cs: str) -> dict[str, str]:
-    return {k.strip().lower(): v for k, _, v in (p.partition("=") for p in cs.split(";") if "=" in p)}
+    return {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in cs.split(";") if "=" in p)}
 
 
-def service_client(uri: ModelURI, credential: Any = None) -> tuple[BlobServiceClient, str]:
-    """A client for the URI's account and a one-word description of the credential used (for errors).
+_AZURE_HOST = re.compile(r"([a-z0-9]{3,24})\.blob\.", re.IGNORECASE)
+_ENV_HINT = "set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_KEY"
+
+
+def endpoint_account(url: str) -> str | None:
+    """The storage account an endpoint serves: ACCOUNT of ``https://ACCOUNT.blob.<cloud suffix>``, else the first
+    path segment, as in an emulator's ``http://127.0.0.1:10000/devstoreaccount1``."""
+    parts = urlsplit(url)
+    m = _AZURE_HOST.match(parts.hostname or "")
+    if m:
+        return m.group(1).lower()
+    return parts.path.strip("/").split("/", 1)[0].lower() or None
+
+
+def _endpoint_shown(url: str) -> str:
+    """An endpoint as it may appear in messages: no query (a SAS), no userinfo."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
+
+
+def _check_key(key: str, desc: str) -> None:
+    """An account key is base64: say so now, instead of an empty "denied" after the SDK fails to sign."""
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise AuthError(
+            f"the account key in {desc} is not valid base64 ({len(key)} characters); copy it again from the "
+            "storage account's Access keys"
+        ) from None
+
+
+def _check_sas(sas: str, desc: str) -> _dt.datetime | None:
+    """A SAS token has at least ``sv`` and ``sig``; returns its expiry (``se``), to say "expired" when refused."""
+    params = dict(parse_qsl(sas.lstrip("?"), keep_blank_values=True))
+    missing = [k for k in ("sv", "sig") if not params.get(k)]
+    if missing:
+        raise AuthError(
+            f"{desc} is not a SAS token (no {' or '.join(k + '=' for k in missing)} parameter); give the whole "
+            "token as the portal or 'az storage ... generate-sas' prints it"
+        )
+    try:
+        expiry = _dt.datetime.fromisoformat(params.get("se", "").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return expiry if expiry.tzinfo else expiry.replace(tzinfo=_dt.timezone.utc)
+
+
+@dataclass
+class _Client:
+    service: BlobServiceClient
+    desc: str  # the credential, in a few words, for messages
+    anonymous: str = ""  # why no credential could be used: anonymous access
+    sas: bool = False
+    sas_expiry: _dt.datetime | None = None
+
+
+def _same_account(uri: ModelURI, account: str | None, desc: str, override: str) -> None:
+    """The credential must be for the account the URI names (or, with MODELSHIP_AZURE_ENDPOINT, the one that
+    endpoint serves): otherwise another account's blobs would be read, and the URI recorded in locks and labels
+    would name an account they never came from."""
+    expected = endpoint_account(override) if override else uri.location.lower()
+    if not account or not expected or account.lower() == expected:
+        return
+    if override:
+        raise AuthError(
+            f"MODELSHIP_AZURE_ENDPOINT serves account {expected!r} but {desc} is for account {account!r}; "
+            "give a credential for that account, or point MODELSHIP_AZURE_ENDPOINT at the account's endpoint"
+        )
+    raise AuthError(
+        f"{uri.display} names account {uri.location!r} but {desc} is for account {account!r}; use "
+        f"az://{account}/..., give a credential for {uri.location!r}, or, to serve az://{uri.location}/ from "
+        "another endpoint on purpose, set MODELSHIP_AZURE_ENDPOINT (e.g. http://127.0.0.1:10000/devstoreaccount1)"
+    )
+
+
+def service_client(uri: ModelURI, credential: Any = None) -> _Client:
+    """A client for the URI's account and a few words on the credential used (for errors).
 
     Order: explicit credential, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or a SAS in the
-    URL, AZURE_STORAGE_KEY, DefaultAzureCredential (azure-identity), anonymous.
+    URL, AZURE_STORAGE_KEY, DefaultAzureCredential (azure-identity; https only), anonymous. A credential for
+    another account than the URI names is refused, unless MODELSHIP_AZURE_ENDPOINT routes the URI on purpose.
     """
-    endpoint = (
-        uri.endpoint or os.environ.get("MODELSHIP_AZURE_ENDPOINT") or f"https://{uri.location}.blob.core.windows.net"
-    )
+    override = "" if uri.endpoint else os.environ.get("MODELSHIP_AZURE_ENDPOINT", "").strip()
+    endpoint = uri.endpoint or override or f"https://{uri.location}.blob.core.windows.net"
+    opts = _client_opts()
+    cs, cs_desc = os.environ.get("AZURE_STORAGE_CONNECTION_STRING"), "AZURE_STORAGE_CONNECTION_STRING"
     if credential is not None:
-        if isinstance(credential, str) and "=" in credential and ";" in credential:
-            return BlobServiceClient.from_connection_string(credential, **_client_opts()), "the given connection string"
-        return BlobServiceClient(endpoint, credential=credential, **_client_opts()), "the given credential"
-    cs = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if not (isinstance(credential, str) and "=" in credential and ";" in credential):
+            return _Client(BlobServiceClient(endpoint, credential=credential, **opts), "the given credential")
+        cs, cs_desc = credential, "the given connection string"
     if cs:
         parts = _connection_string_parts(cs)
-        if "blobendpoint" not in parts and "accountname" not in parts:
-            raise AuthError(
-                "AZURE_STORAGE_CONNECTION_STRING has neither BlobEndpoint nor AccountName; fix the variable"
-            )
-        return BlobServiceClient.from_connection_string(cs, **_client_opts()), "AZURE_STORAGE_CONNECTION_STRING"
-    sas = os.environ.get("AZURE_STORAGE_SAS_TOKEN") or (uri.query if "sig=" in uri.query else "")
+        dev = parts.get("usedevelopmentstorage", "").lower() == "true"
+        if "blobendpoint" not in parts and "accountname" not in parts and not dev:
+            raise AuthError(f"{cs_desc} has neither BlobEndpoint nor AccountName; fix the variable")
+        account = "devstoreaccount1" if dev else parts.get("accountname") or endpoint_account(parts["blobendpoint"])
+        _same_account(uri, account, f"{cs_desc} (AccountName/BlobEndpoint)", override)
+        expiry = None
+        if parts.get("accountkey"):
+            _check_key(parts["accountkey"], cs_desc)
+        elif parts.get("sharedaccesssignature"):
+            expiry = _check_sas(parts["sharedaccesssignature"], f"the SharedAccessSignature of {cs_desc}")
+        client = BlobServiceClient.from_connection_string(cs, **opts)
+        return _Client(client, cs_desc, sas="sharedaccesssignature" in parts, sas_expiry=expiry)
+    sas_env = os.environ.get("AZURE_STORAGE_SAS_TOKEN")
+    sas = sas_env or (uri.query if "sig=" in uri.query else "")
     if sas:
-        return BlobServiceClient(endpoint, credential=sas.lstrip("?"), **_client_opts()), "the SAS token"
+        desc = "AZURE_STORAGE_SAS_TOKEN" if sas_env else "the SAS token in the URL"
+        expiry = _check_sas(sas, desc)
+        client = BlobServiceClient(endpoint, credential=sas.lstrip("?"), **opts)
+        return _Client(client, desc, sas=True, sas_expiry=expiry)
     key = os.environ.get("AZURE_STORAGE_KEY")
     if key:
-        cred = {"account_name": os.environ.get("AZURE_STORAGE_ACCOUNT", uri.location), "account_key": key}
-        return BlobServiceClient(endpoint, credential=cred, **_client_opts()), "AZURE_STORAGE_KEY"
+        _check_key(key, "AZURE_STORAGE_KEY")
+        account = os.environ.get("AZURE_STORAGE_ACCOUNT", "").strip()
+        _same_account(uri, account, "AZURE_STORAGE_KEY (AZURE_STORAGE_ACCOUNT)", override)
+        cred = {"account_name": account or endpoint_account(endpoint) or uri.location, "account_key": key}
+        return _Client(BlobServiceClient(endpoint, credential=cred, **opts), "AZURE_STORAGE_KEY")
+    if urlsplit(endpoint).scheme != "https":
+        # The SDK refuses a token credential over plain http ("Token credential is only supported with HTTPS").
+        return _Client(
+            BlobServiceClient(endpoint, **opts), "anonymous access", anonymous="DefaultAzureCredential needs https"
+        )
     try:
         from azure.identity import DefaultAzureCredential
     except ImportError:
-        return BlobServiceClient(endpoint, **_client_opts()), "anonymous access (no AZURE_STORAGE_* variable set)"
+        return _Client(
+            BlobServiceClient(endpoint, **opts), "anonymous access", anonymous="azure-identity is not installed"
+        )
     _quiet_identity_log()
-    return BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **_client_opts()), "DefaultAzureCredential"
+    return _Client(BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **opts), "DefaultAzureCredential")
 
 
 def _quiet_identity_log() -> None:
@@ -109,9 +222,11 @@ class AzureBlobSource:
 
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
-        self._service, self._cred_desc = service_client(uri, credential)
+        self._client = service_client(uri, credential)
+        self._service, self._cred_desc = self._client.service, self._client.desc
         self._container: ContainerClient = self._service.get_container_client(uri.container)
         self._where = f"container {uri.container!r} of account {uri.location!r}"
+        self._store = f"the blob service at {_endpoint_shown(self._service.url)}"
 
     def _error(self, e: Exception, what: str, reading: bool = False) -> ModelshipError:
         """Map an SDK error to one line that names the thing; never includes the credential.
@@ -127,7 +242,7 @@ class AzureBlobSource:
             return IntegrityError(f"{what}: the blob changed while it was being read (ETag no longer matches); re-run")
         if isinstance(e, ResourceNotFoundError) or status == 404:
             if "ContainerNotFound" in str(code):
-                return NotFoundError(f"{self._where} not found; check the URI {self.uri.display}")
+                return ContainerNotFoundError(self._where, f"{self._where} not found; check the URI {self.uri.display}")
             return NotFoundError(f"{what}: not found in {self._where}")
         token_cred = hasattr(self._service.credential, "get_token")
         if isinstance(e, ClientAuthenticationError) and getattr(e, "response", None) is None and token_cred:
@@ -138,20 +253,40 @@ class AzureBlobSource:
                 "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_KEY "
                 "(run with -v to see why each credential failed)"
             )
+        if e.__class__.__name__ == "AzureSigningError":  # azure.storage.blob._shared: not public
+            # Raised before any request: the SDK could not sign with the key it was given.
+            return AuthError(f"{what}: {self._cred_desc} holds no usable account key (it cannot sign requests)")
         if isinstance(e, ClientAuthenticationError) or status in (401, 403):
+            detail = str((getattr(e, "additional_info", None) or {}).get("authenticationerrordetail", "") or "")
+            expiry = self._client.sas_expiry
+            expired = expiry is not None and expiry <= _dt.datetime.now(_dt.timezone.utc)
+            # Azure says why in AuthenticationErrorDetail ("Signature not valid in the specified time frame",
+            # "Signed expiry time ..."); Azurite says nothing, so the token's own se= decides there.
+            if self._client.sas and (expired or re.search(r"(?i)expir|time frame", detail)):
+                when = f" at {expiry.isoformat().replace('+00:00', 'Z')}" if expiry else ""
+                return AuthError(
+                    f"{what}: the SAS token of {self._cred_desc} expired{when}; make a new one (a later 'se=' expiry)"
+                )
+            if self._client.anonymous:
+                return AuthError(
+                    f"{what}: no credentials found for account {self.uri.location!r}, and anonymous access to "
+                    f"{self._where} was denied; {_ENV_HINT} ({self._client.anonymous})"
+                )
             if token_cred:
                 # The service's reason for refusing a token (expired, wrong audience) never echoes the token.
-                detail = (getattr(e, "additional_info", None) or {}).get("authenticationerrordetail", "")
-                reason = f"{code or status}: {redact(str(detail))[:200]}" if detail else f"{code or status}"
+                reason = f"{code or status}: {redact(detail)[:200]}" if detail else f"{code or status}"
                 return AuthError(
                     f"{what}: access to {self._where} denied using {self._cred_desc} ({reason}); check that "
                     "the identity's token is for https://storage.azure.com and not expired, and that the identity "
                     "has a Storage Blob Data role on the account"
                 )
+            reason = f"{code or status}: {redact(detail)[:200]}" if detail else f"{code or status}"
             return AuthError(
-                f"{what}: access to {self._where} denied using {self._cred_desc} ({code or status}); "
+                f"{what}: access to {self._where} denied using {self._cred_desc} ({reason}); "
                 "check the credential and its permissions"
             )
+        if timed_out(e):
+            return StallError(what, self._store)
         if isinstance(e, (ServiceRequestError, ServiceResponseError)) or (status and status >= 500) or status == 408:
             return TransientError(
                 f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}"

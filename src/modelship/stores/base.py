@@ -13,18 +13,36 @@ from ..uri import ModelURI
 
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
 CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
 
 
 def read_timeout() -> float:
     """Seconds a read may see no bytes before the connection counts as dead (then it is retried).
 
-    MODELSHIP_READ_TIMEOUT overrides the default 60 s: a network that drops idle connections silently (no
-    reset) costs this long per stalled read.
+    MODELSHIP_READ_TIMEOUT overrides the default 30 s: a network that drops idle connections silently (no
+    reset) costs this long per stalled read, and a store that stalls for good ends the command after about
+    MODELSHIP_RETRY_BUDGET plus this (see modelship._retry).
     """
     try:
-        return max(0.1, float(os.environ.get("MODELSHIP_READ_TIMEOUT", "60")))
+        return max(0.1, float(os.environ.get("MODELSHIP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)))
     except ValueError:
-        return 60.0
+        return DEFAULT_READ_TIMEOUT
+
+
+def timed_out(e: BaseException | None) -> bool:
+    """Whether a failure was a read timeout (no bytes for ``read_timeout()``), however an SDK wrapped it:
+    its own retries, a body read that re-raises the timeout as a connection error."""
+    for _ in range(8):  # chains are short; a cycle must not loop
+        if e is None:
+            return False
+        name = e.__class__.__name__
+        if "ConnectTimeout" in name or name == "ServiceRequestTimeoutError":
+            return False  # no connection at all: not a stall of one that worked
+        if isinstance(e, TimeoutError) or "ReadTimeout" in name or name == "ServiceResponseTimeoutError":
+            return True
+        inner = next((a for a in e.args if isinstance(a, BaseException)), None)
+        e = getattr(e, "inner_exception", None) or getattr(e, "error", None) or inner or e.__cause__ or e.__context__
+    return False
 
 
 @dataclass(frozen=True)

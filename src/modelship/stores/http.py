@@ -8,12 +8,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, StallError, TransientError
 from ..uri import ModelURI
-from .base import CONNECT_TIMEOUT, ProgressFn, RemoteFile, read_timeout
+from .base import CONNECT_TIMEOUT, ProgressFn, RemoteFile, read_timeout, timed_out
 
 
 def _http_date(resp: requests.Response) -> _dt.datetime | None:
@@ -33,6 +34,7 @@ class HttpSource:
             self._session.headers["Authorization"] = f"Bearer {credential}"
         self._url = uri.raw.split("#", 1)[0]
         self._size: int | None = None  # from the last HEAD: every ranged answer must agree
+        self._server = f"the server {urlsplit(uri.display).netloc}"  # display: no password
 
     def _check(self, resp: requests.Response, what: str) -> None:
         if resp.status_code in (401, 403):
@@ -50,6 +52,8 @@ class HttpSource:
         try:
             resp = self._session.head(self._url, allow_redirects=True, timeout=(CONNECT_TIMEOUT, read_timeout()))
         except requests.RequestException as e:
+            if timed_out(e):
+                raise StallError(f"HEAD {self.uri.display}", self._server) from None
             raise TransientError(f"HEAD {self.uri.display}: {e.__class__.__name__}") from None
         self._check(resp, "HEAD")
         # http.client takes a head cut off mid-way as complete: a missing or partial header must not become a
@@ -94,6 +98,8 @@ class HttpSource:
                     if left == 0:
                         return
         except requests.RequestException as e:
+            if timed_out(e):
+                raise StallError(f"GET {self.uri.display}", self._server) from None
             raise TransientError(f"GET {self.uri.display}: {e.__class__.__name__}") from None
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:

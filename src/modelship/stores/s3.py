@@ -10,9 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
+from ..errors import (
+    AuthError,
+    ContainerNotFoundError,
+    IntegrityError,
+    ModelshipError,
+    NotFoundError,
+    StallError,
+    TransientError,
+    UsageError,
+)
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
+from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
 
 
 class S3Source:
@@ -60,7 +69,8 @@ class S3Source:
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code == "NoSuchBucket":
-                return NotFoundError(f"bucket {self._bucket!r} not found; check the URI {self.uri.display}")
+                where = f"bucket {self._bucket!r}"
+                return ContainerNotFoundError(where, f"{where} not found; check the URI {self.uri.display}")
             if code in ("NoSuchKey", "404") or status == 404:
                 return NotFoundError(f"{what}: not found in bucket {self._bucket!r}")
             if code == "PreconditionFailed" or status == 412:
@@ -75,6 +85,8 @@ class S3Source:
         if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
             # The response's own checksum caught bytes damaged on the way: fetch that part again.
             return TransientError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
+        if timed_out(e):
+            return StallError(what, f"S3 at {self._s3.meta.endpoint_url}")
         if isinstance(
             e,
             (
