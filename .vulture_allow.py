@@ -37,6 +37,12 @@ _.pytest_make_collect_report
 _.pytest_collection_finish
 _.pytest_runtest_makereport
 _.pytest_runtest_logreport
+_.pytest_runtest_logstart
+_.pytest_runtest_setup
+_.pytest_runtest_teardown
+pytest_collect_file
+pytest_collection_modifyitems
+pytest_unconfigure
 _.pytest_terminal_summary
 _.pytest_sessionfinish
 _.setup
