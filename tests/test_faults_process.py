@@ -187,3 +187,144 @@ def test_sigkill_mid_fetch_then_rerun_reuses_verified_files(azurite_backend, tmp
         secrets=0,
         debris_swept=len(debris),
     )
+
+
+# ------------------------------------------------------------------------------------- interrupted publish
+
+
+def _publish_cmd(model: Path, uri: str) -> list[str]:
+    return [sys.executable, "-m", "modelship.cli", "publish", str(model), uri, "--version", "2.0.0", "--no-progress"]
+
+
+def _stop(proc: subprocess.Popen, sig: str) -> tuple[str, float]:
+    """Send ``sig``; the process must end within 5 s. Returns its stderr and how long it took."""
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"{sig} did not stop the publish within 15 s (stderr: {err[-300:]})")
+    return err, time.monotonic() - sent
+
+
+def _check_interrupted(proc, err: str, took: float, sig: str, where: str, up: int, total: int) -> list[str]:
+    word = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[sig]
+    expected = (
+        f"modelship: {word}; {where} is left incomplete: .modelship-publishing and {up} of {total} files are up "
+        "(an incomplete version is never picked as latest); run the same command again to resume it, "
+        "or pass --force to start over"
+    )
+    problems = []
+    if proc.returncode != 128 + getattr(signal, sig):
+        problems.append(f"exit code {proc.returncode}: {err.strip()[-300:]}")
+    if err.strip() != expected:
+        problems.append(f"stderr is not the one expected line: {err.strip()[-400:]!r}")
+    if took > 5:
+        problems.append(f"took {took:.1f} s to stop after {sig}")
+    return problems
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_publish_says_what_is_left_and_resumes(azurite_backend, blob_service, tmp_path, sig):
+    """SIGINT/SIGTERM while the big file's upload stalls (the three small files are up): the line says exactly
+    what the store holds, and the same command run again uploads only the missing file, without --force."""
+    backend = azurite_backend
+    uri = f"{backend.uri()}-interrupted-{sig}-{time.monotonic_ns()}"
+    container = blob_service.get_container_client(uri.split("/")[3])
+    prefix = uri.split("/", 4)[4] + "/2.0.0/"
+    small = {f"{prefix}{p}" for p in ("b.bin", "empty.txt", "sub/cfg.json")}
+    stalled = lambda req: req.method == "PUT" and req.target.split("?")[0].endswith("/w.bin")  # noqa: E731
+    env = dict(os.environ)
+    targets: list[str] = []
+
+    def plan(req):
+        targets.append(f"{req.method} {req.target.split('?')[0]}")
+        return Fault.stall(1000, STALL, direction="request") if stalled(req) else None
+
+    with FaultProxy(backend.upstream, plan=plan, lifetime=60) as proxy:
+        env["AZURE_STORAGE_CONNECTION_STRING"] = backend.env_template["AZURE_STORAGE_CONNECTION_STRING"].replace(
+            "{ENDPOINT}", proxy.url
+        )
+        proc = subprocess.Popen(_publish_cmd(backend.v2, uri), env=env, stderr=subprocess.PIPE, text=True)
+        names = lambda: {b.name for b in container.list_blobs(name_starts_with=prefix)}  # noqa: E731
+        reached = _wait_for(lambda: small <= names() and any(stalled_t.endswith("/w.bin") for stalled_t in targets), 30)
+        err, took = _stop(proc, sig)
+        left = names()
+        targets.clear()
+        # the same command again, through the proxy (now without faults): it resumes
+        proxy.plan = lambda req: targets.append(f"{req.method} {req.target.split('?')[0]}")
+        rerun = subprocess.run(_publish_cmd(backend.v2, uri), env=env, capture_output=True, text=True, timeout=60)
+    assert reached, f"the small files never got up while w.bin stalled (stderr: {proc.stderr})"
+    problems = _check_interrupted(proc, err, took, sig, f"{uri}/2.0.0", 3, 4)
+    if left != small | {f"{prefix}.modelship-publishing"}:
+        problems.append(f"the store holds {sorted(left)}, not what the line says")
+    if (
+        rerun.returncode != 0
+        or "resuming the publish" not in rerun.stderr
+        or "3 of 4 files are already up" not in rerun.stderr
+    ):
+        problems.append(f"the same command did not resume: {rerun.returncode} {rerun.stderr.strip()[-300:]}")
+    uploads = sorted(t.rsplit("/2.0.0/", 1)[-1] for t in targets if t.startswith("PUT ") and "/2.0.0/" in t)
+    if uploads != [".modelship-publishing", "modelship.json", "w.bin"]:
+        problems.append(f"the re-run uploaded {uploads}, not just the missing file")
+    with pytest.MonkeyPatch.context() as mp:
+        backend.env(mp)
+        got = modelship.fetch(uri, tmp_path / "check", progress=False)
+    if got.version != "2.0.0" or sha256_tree(tmp_path / "check") != sha256_tree(backend.v2):
+        problems.append("the resumed version does not fetch back byte-identical")
+    record_run(
+        "process",
+        f"publish {sig}+rerun (azure)",
+        "clean-failure",
+        problems,
+        seed=0,
+        injected=1,
+        secrets=secrets_in(err + rerun.stderr, backend.secrets),
+        error=err.strip(),
+        stop_seconds=round(took, 2),
+    )
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_publish_to_a_local_folder_resumes(tmp_path, sig):
+    """The same on a local folder store: twelve 16 MB files, the signal as soon as the first one is up."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for i in range(12):
+        (model / f"f{i:02d}.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    store = tmp_path / "store"
+    version_dir = store / "m" / "2.0.0"
+    uri = str(store / "m")
+    proc = subprocess.Popen(_publish_cmd(model, uri), stderr=subprocess.PIPE, text=True)
+    files_up = lambda: sorted(p.name for p in version_dir.glob("*.bin")) if version_dir.is_dir() else []  # noqa: E731
+    reached = _wait_for(lambda: files_up() != [], 60)
+    err, took = _stop(proc, sig)
+    assert reached, "no file got up"
+    assert proc.returncode != 0, "the publish finished before the signal: make the model larger"
+    up = files_up()
+    problems = _check_interrupted(proc, err, took, sig, uri + "/2.0.0", len(up), 12)
+    if sorted(p.name for p in version_dir.iterdir()) != sorted([".modelship-publishing", *up]):
+        problems.append(f"the store holds {sorted(p.name for p in version_dir.iterdir())} (temp files?)")
+    rerun = subprocess.run(_publish_cmd(model, uri), capture_output=True, text=True, timeout=120)
+    if rerun.returncode != 0 or f"{len(up)} of 12 files are already up" not in rerun.stderr:
+        problems.append(f"the same command did not resume: {rerun.returncode} {rerun.stderr.strip()[-300:]}")
+    got = modelship.fetch(uri, tmp_path / "check", progress=False)
+    if got.version != "2.0.0" or sha256_tree(tmp_path / "check") != sha256_tree(model):
+        problems.append("the resumed version does not fetch back byte-identical")
+    if (version_dir / ".modelship-publishing").exists():
+        problems.append("the marker is still there after the resumed publish")
+    record_run(
+        "process",
+        f"publish {sig}+rerun (local)",
+        "clean-failure",
+        problems,
+        seed=0,
+        injected=1,
+        secrets=0,
+        error=err.strip(),
+        stop_seconds=round(took, 2),
+    )
+    assert not problems, problems

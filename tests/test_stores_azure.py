@@ -364,3 +364,60 @@ def test_published_blob_replaced_mid_download_is_caught_by_its_manifest(tmp_path
     with pytest.raises(IntegrityError, match=r"the file was replaced|sha256"):
         modelship.fetch(uri_of(blob_container), tmp_path / "o", workers=1)
     assert not (tmp_path / "o").exists()
+
+
+def _container_sas(testbed, container: str, permission: str) -> str:
+    from azure.storage.blob import generate_container_sas
+
+    key = testbed["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"].split("AccountKey=")[1].split(";")[0]
+    sas = generate_container_sas(
+        "devstoreaccount1",
+        container,
+        account_key=key,
+        permission=permission,
+        expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
+    )
+    return f"BlobEndpoint=http://127.0.0.1:{testbed['MODELSHIP_TESTBED_AZURITE_PORT']}/devstoreaccount1;SharedAccessSignature={sas}"
+
+
+@pytest.mark.parametrize("permission", ["racwl", "cw"])
+def test_publish_with_a_container_sas(tmp_path, blob_container, monkeypatch, testbed, capsys, caplog, permission):
+    """A SAS scoped to one existing container, without the rights to create containers (or, for cw, to list,
+    read or delete): publishing needs only the writes. Without delete the marker stays; the manifest marks the
+    version complete all the same. Without list, publish says it could not check that the version is new."""
+    model = make_model(tmp_path / "m", {"w.bin": 3000, "sub/cfg.json": b"{}"})
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", _container_sas(testbed, blob_container.container_name, permission)
+    )
+    assert cli.main(["publish", str(model), uri_of(blob_container), "--version", "1.0.0", "--no-progress"]) == 0
+    assert "error" not in capsys.readouterr().err
+    assert ("cannot list" in caplog.text) == (permission == "cw"), caplog.text
+    names = {b.name for b in blob_container.list_blobs()}
+    assert {"iris/1.0.0/w.bin", "iris/1.0.0/sub/cfg.json", "iris/1.0.0/modelship.json"} <= names
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", testbed["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"])
+    got = modelship.fetch(uri_of(blob_container), tmp_path / "o", progress=False)
+    assert got.version == "1.0.0" and tree_sha(tmp_path / "o") == tree_sha(model)
+
+
+def test_publish_into_a_missing_container_says_so(tmp_path, blob_service, monkeypatch, testbed, capsys):
+    """A container SAS for a container that does not exist (it may not create one): one line naming it."""
+    name = f"t-missing-{time.monotonic_ns()}"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _container_sas(testbed, name, "racwl"))
+    model = make_model(tmp_path / "m", {"w.bin": 10})
+    rc = cli.main(["publish", str(model), f"az://devstoreaccount1/{name}/iris", "--version", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1, err
+    assert (
+        f"container '{name}' of account 'devstoreaccount1' does not exist, and the credential may not create it" in err
+    )
+    assert name not in {c.name for c in blob_service.list_containers()}
+
+
+def test_publish_creates_a_missing_container_when_allowed(tmp_path, blob_service, azure_env):
+    name = f"t-new-{time.monotonic_ns()}"
+    model = make_model(tmp_path / "m", {"w.bin": 10})
+    try:
+        modelship.publish(model, f"az://devstoreaccount1/{name}/iris", version="1", progress=False)
+        assert modelship.resolve(f"az://devstoreaccount1/{name}/iris").version == "1"
+    finally:
+        blob_service.delete_container(name)

@@ -337,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _left_behind(e: BaseException) -> str:
+    """What an interrupted command left, as the API noted it on the interrupt (a publish's incomplete version)."""
+    notes = [n for n in getattr(e, "__notes__", ()) if isinstance(n, str)]
+    return "; ".join(notes) or "nothing half-written was left behind"
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -361,11 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(f"modelship: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("modelship: interrupted; nothing half-written was left behind", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"modelship: interrupted; {_left_behind(e)}", file=sys.stderr)
         return 130
-    except Terminated:
-        print("modelship: terminated; nothing half-written was left behind", file=sys.stderr)
+    except Terminated as e:
+        print(f"modelship: terminated; {_left_behind(e)}", file=sys.stderr)
         return 143
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no secrets
         if verbose:
