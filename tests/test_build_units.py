@@ -30,7 +30,7 @@ def test_settings_precedence_explicit_then_pyproject_then_env_then_default(tmp_p
 
     (app / "pyproject.toml").write_text(
         '[tool.modelship]\nbase-image = "cfg/base:2"\nport = 9000\nready_path = "/ready"\nlive-path = "/alive"\n'
-        'entrypoint = ["python", "app.py"]\nrequirements = "reqs/prod.txt"\nmodel = "az://other/key"\n'
+        'entrypoint = ["python", "app.py"]\nrequirements = "reqs/prod.txt"\n'
     )
     (app / "reqs").mkdir()
     (app / "reqs" / "prod.txt").write_text("flask\n")
@@ -59,12 +59,21 @@ def test_entrypoint_defaults_to_gunicorn_only_when_required(tmp_path):
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("port = true", "port must be a int"),
-        ('port = "80"', "port must be a int"),
+        ("port = true", "port must be an integer, got True"),
+        ('port = "80"', "port must be an integer, got '80'"),
         ("port = 70000", "between 1 and 65535"),
         ('ready_path = "health"', "ready path must start with '/'"),
         ('live_path = "/a b"', "live path must start with '/'"),
-        ("live_path = 1", "live_path must be a str"),
+        ("live_path = 1", "live_path must be a string, got 1"),
+        ("entrypoint = 5", "entrypoint must be a string or a list of strings, got 5"),
+        ("tag_model_version = 1", "tag_model_version must be true or false"),
+        (
+            'entrypont = "python app.py"',
+            r"unknown key 'entrypont' in \[tool.modelship\]; did you mean 'entrypoint'\? known keys: base_image, "
+            "requirements, dockerfile, entrypoint, port, ready_path, live_path, healthcheck_interval, "
+            "tag_model_version$",
+        ),
+        ('model = "az://acct/c/m"', "unknown key 'model' in .tool.modelship.; known keys: base_image, "),
         ('healthcheck_interval = "soon"', "healthcheck_interval"),
         ("[tool.modelship", "not valid TOML"),
     ],

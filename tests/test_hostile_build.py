@@ -50,6 +50,16 @@ def _requirement_without_wheel(tmp: Path, base: str) -> list[str]:
     return _build(tmp, base, app=app)
 
 
+def _tool_table(text: str) -> Callable[[Path, str], list[str]]:
+    """A build of an app whose pyproject.toml has ``text`` in [tool.modelship]."""
+
+    def setup(tmp: Path, base: str) -> list[str]:
+        app = make_app(tmp / "app", extra={"pyproject.toml": f"[tool.modelship]\n{text}\n"})
+        return _build(tmp, base, app=app)
+
+    return setup
+
+
 def _pytest(tmp: Path, image: str, cases: str | None, *extra: str) -> list[str]:
     (tmp / "pytest.ini").write_text("[pytest]\n")
     args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp)]
@@ -81,7 +91,24 @@ CASES = [
         2,
         "nope",
     ),
-    Case("base-image-missing", "build", lambda tmp, base: _build(tmp, "modelship-test/no-such-base:0"), 1, "no-such"),
+    Case(
+        "base-image-missing",
+        "build",
+        # a registry on loopback that does not answer: the pull is tried and fails without leaving the machine
+        lambda tmp, base: _build(tmp, "127.0.0.1:1/modelship-test/no-such-base:0"),
+        1,
+        "is not local and pulling it failed",
+    ),
+    Case(
+        "tool-modelship-unknown-key",
+        "build",
+        _tool_table('entrypont = "python app.py"'),
+        2,
+        "unknown key 'entrypont' in [tool.modelship]; did you mean 'entrypoint'? known keys: base_image,",
+    ),
+    Case(
+        "tool-modelship-port-a-string", "build", _tool_table('port = "8000"'), 2, "port must be an integer, got '8000'"
+    ),
     Case(
         "cases-status-not-a-number",
         "plugin",
@@ -156,6 +183,70 @@ def test_hostile_build_and_plugin_input(case, tmp_path, docker_client, base_imag
         case.id,
         group=case.group,
         expected_rc=case.rc,
+        rc=proc.returncode,
+        needle=case.needle,
+        error=line or "",
+        outcome="pass" if not problems else "violation",
+        secrets=0,
+        injected=1,
+        bytes_lost=0,
+    )
+    assert not problems, f"{problems}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+
+
+@dataclass(frozen=True)
+class Assumption:
+    id: str
+    setup: Callable[[Path, str, str], list[str]]  # (work dir, base image, tag) -> command line
+    needle: str  # in the one warning line
+
+
+def _plain_folder(tmp: Path, base: str, tag: str) -> list[str]:
+    model = make_model(tmp / "model", {"m.bin": b"weights", "vocab.txt": b"a\nb\n"})  # no modelship.json
+    return build_cmd(make_app(tmp / "app"), model, tag, base, "--no-progress")
+
+
+def _no_requirements(tmp: Path, base: str, tag: str) -> list[str]:
+    model = make_model(tmp / "model", {"m.bin": b"weights"}, uri="az://acct/models/m", version="1")
+    return build_cmd(make_app(tmp / "app"), model, tag, base, "--no-progress")  # --entrypoint, no requirements
+
+
+ASSUMPTIONS = [
+    Assumption(
+        "model-folder-not-from-fetch",
+        _plain_folder,
+        "(not written by modelship fetch): hashing 2 file(s) as an unversioned model",
+    ),
+    Assumption("entrypoint-without-requirements", _no_requirements, "the image has no dependencies installed"),
+]
+
+
+@pytest.mark.parametrize("case", ASSUMPTIONS, ids=lambda c: c.id)
+def test_build_says_what_it_assumed(case, tmp_path, docker_client, base_image):
+    """Builds that succeed on an assumption say it in one line; the result line never shows a '?'."""
+    base, label = labelled_base(docker_client, base_image)
+    tag = f"modelship-test/hostile-assumed:{label.rsplit('=', 1)[1]}"
+    try:
+        proc = subprocess.run(
+            case.setup(tmp_path, base, tag), cwd=tmp_path, capture_output=True, text=True, timeout=240
+        )
+    finally:
+        remove_labelled(docker_client, label)
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("modelship: ") and case.needle in ln]
+    line = warnings[0].removeprefix("modelship: ") if len(warnings) == 1 else None
+    problems = []
+    if proc.returncode != 0:
+        problems.append(f"exit {proc.returncode}, expected 0")
+    if line is None:
+        problems.append(f"not one line with {case.needle!r}")
+    built = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if not built.startswith(f"built {tag} ") or "?" in built:
+        problems.append(f"result line {built!r}")
+    record(
+        "hostile",
+        case.id,
+        group="build",
+        expected_rc=0,
         rc=proc.returncode,
         needle=case.needle,
         error=line or "",

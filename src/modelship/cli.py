@@ -187,9 +187,10 @@ def cmd_build(a: argparse.Namespace) -> None:
             }
         )
     else:
+        version = img.labels.get("io.modelship.model.version") or "(unversioned)"
         print(
-            f"built {', '.join(img.tags)} ({img.id[:19]}) with model "
-            f"{img.labels.get('io.modelship.model.version', '?')} {img.labels.get('io.modelship.model.digest', '')}"
+            f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get('io.modelship.model.uri')} "
+            f"version {version} {img.labels.get('io.modelship.model.digest')}"
         )
 
 
@@ -310,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--live-path", help="liveness path, for deploy render's probes (default /health/live)")
     sp.add_argument("--tag-model-version", action="store_true", help="also tag IMAGE:<tag>-model-<version>")
-    sp.add_argument("--pull", action="store_true", help="pull the base image first (default: use the local one)")
+    sp.add_argument(
+        "--pull", action="store_true", help="pull the base image even when the engine has it (default: only if missing)"
+    )
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 import tempfile
@@ -24,6 +25,10 @@ from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
 from . import registry as registry_mod
 from . import wheels as wheels_mod
+
+log = logging.getLogger("modelship")
+# gunicorn's --no-control-socket: the default command passes it when the wheelhouse's gunicorn has it
+GUNICORN_CONTROL_SOCKET = "25.1"
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,11 @@ def build(
         live_path=live_path,
         tag_model_version=tag_model_version,
     )
+    if cfg.requirements is None and cfg.dockerfile is None:
+        log.warning(
+            "no requirements file (APP_DIR/requirements.txt, --requirements or [tool.modelship] requirements): "
+            "the image has no dependencies installed, only the base image's Python"
+        )
     model = Path(model_dir).expanduser().resolve()
     manifest = ctx.model_manifest(model)
     manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
@@ -292,8 +302,7 @@ def build(
             base = cfg.base_image
             if user_dockerfile is not None and not cfg.base_image_explicit:
                 base = dockerfile_mod.base_from_dockerfile(user_dockerfile) or base
-            if pull:
-                _pull_base(client, base, quiet=quiet)
+            _ensure_base(client, base, pull=pull, quiet=quiet)
             target = None
             if user_dockerfile is None or cfg.requirements is not None:
                 target = wheels_mod.detect_target(client, base)
@@ -305,7 +314,7 @@ def build(
                 text = dockerfile_mod.render(
                     base_image=base,
                     python=target.python,
-                    cmd=cfg.entrypoint,
+                    cmd=_command(cfg, wheel_dir),
                     port=cfg.port,
                     ready_path=cfg.ready_path,
                     healthcheck_interval=cfg.healthcheck_interval,
@@ -362,4 +371,42 @@ def _pull_base(client, image: str, *, quiet: bool) -> None:
     except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
         raise DockerError(
             f"cannot pull base image {image}: {short_reason(e)}; check the name and 'docker login'"
+        ) from None
+
+
+def _command(cfg: config_mod.BuildConfig, wheel_dir: Path) -> tuple[str, ...]:
+    """The image's CMD: the user's entrypoint as given; the default gunicorn one fitted to the gunicorn resolved."""
+    assert cfg.entrypoint is not None
+    if not cfg.default_entrypoint:
+        return cfg.entrypoint
+    from packaging.version import Version
+
+    version = wheels_mod.wheel_version(wheel_dir, "gunicorn")
+    flag = version is not None and version >= Version(GUNICORN_CONTROL_SOCKET)
+    return config_mod.default_command(cfg.port, control_socket_flag=flag)
+
+
+def _ensure_base(client, image: str, *, pull: bool, quiet: bool) -> None:
+    """Pull the base image when asked (``pull``) or when the engine does not have it, as `docker build` does."""
+    import docker.errors
+
+    if pull:
+        _pull_base(client, image, quiet=quiet)
+        return
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError:
+        return  # not a missing image: detecting the interpreter reports the engine's reason
+    if not quiet:
+        print(f"modelship: pulling base image {image} (not local)", file=sys.stderr)
+    repo, tag = registry_mod.split_tag(image)
+    try:
+        client.images.pull(repo, tag=tag)
+    except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
+        raise DockerError(
+            f"base image {image} is not local and pulling it failed ({short_reason(e)}): check the name and "
+            "'docker login' to its registry, or build or load it locally first"
         ) from None

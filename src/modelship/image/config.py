@@ -6,6 +6,7 @@ can be read and tested on its own.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shlex
@@ -27,8 +28,8 @@ DEFAULT_READY_PATH = "/health/ready"
 DEFAULT_LIVE_PATH = "/health/live"
 DEFAULT_HEALTHCHECK_INTERVAL = "10s"
 
-# key in [tool.modelship] -> expected type. Other keys in that table belong to other modelship commands
-# (e.g. the model URI of `fetch`) and are left alone.
+# key in [tool.modelship] -> expected type. `build` is the only reader of that table, so any other key is a
+# typo (`entrypont`) and is refused rather than silently ignored.
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "base_image": str,
     "requirements": str,
@@ -58,6 +59,7 @@ class BuildConfig:
     live_path: str
     healthcheck_interval: str
     tag_model_version: bool
+    default_entrypoint: bool = False  # True: modelship's gunicorn command, not one the user gave
 
 
 def load_tool_table(app_dir: Path) -> dict[str, Any]:
@@ -85,8 +87,17 @@ def project_metadata(app_dir: Path) -> dict[str, str]:
     return {k: str(project[k]) for k in ("name", "version") if isinstance(project.get(k), str)}
 
 
+# how a type reads in an error message ("must be an integer", not "must be a int")
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+
+
 def validate_table(table: dict[str, Any], source: str) -> dict[str, Any]:
-    """Type-check the keys this module knows; ignore the rest (they belong to other commands)."""
+    """Type-check ``[tool.modelship]``; an unknown key is refused, naming the known ones."""
+    for key in table:
+        if key not in _KEYS:
+            close = difflib.get_close_matches(key, _KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"{source}: unknown key {key!r} in [tool.modelship]; {hint}known keys: {', '.join(_KEYS)}")
     out: dict[str, Any] = {}
     for key, expected in _KEYS.items():
         if key not in table:
@@ -94,8 +105,9 @@ def validate_table(table: dict[str, Any], source: str) -> dict[str, Any]:
         value = table[key]
         # bool is an int subclass: `port = true` must not pass as port 1
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            raise UsageError(f"{source}: [tool.modelship] {key} must be a {names}, got {value!r}")
+            types = (expected,) if isinstance(expected, type) else expected
+            names = " or ".join(_TYPE_WORDS[t] for t in types)
+            raise UsageError(f"{source}: [tool.modelship] {key} must be {names}, got {value!r}")
         out[key] = value
     return out
 
@@ -188,9 +200,10 @@ def resolve(
 
     ep_value, _ = pick(entrypoint, "entrypoint")
     ep = _entrypoint(ep_value, "--entrypoint" if entrypoint is not None else source)
+    default_ep = False
     if ep is None and dfile is None:
         if req is not None and "gunicorn" in _requirement_names(req):
-            ep = ("gunicorn", "-b", f"0.0.0.0:{port_v}", "app:app")
+            ep, default_ep = default_command(port_v), True
         else:
             raise UsageError(
                 "no entrypoint: pass --entrypoint 'CMD' (e.g. 'python app.py') or set entrypoint in "
@@ -198,7 +211,18 @@ def resolve(
             )
 
     tmv = bool(tag_model_version or cfg.get("tag_model_version", False))
-    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, live, interval, tmv)
+    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, live, interval, tmv, default_ep)
+
+
+def default_command(port: int, *, control_socket_flag: bool = False) -> tuple[str, ...]:
+    """The command of an app that gives none: gunicorn serving ``app:app`` of /app on ``port``.
+
+    ``control_socket_flag``: add ``--no-control-socket`` (gunicorn >= 25.1 has it): the control socket it
+    otherwise opens under $HOME cannot be created on a read-only root filesystem, as deploy render's pods
+    have, and each start would log an ERROR.
+    """
+    cmd = ("gunicorn", "-b", f"0.0.0.0:{port}", "app:app")
+    return (*cmd[:1], "--no-control-socket", *cmd[1:]) if control_socket_flag else cmd
 
 
 def _probe_path(path: str, what: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import stat
 import sys
@@ -50,6 +51,7 @@ FIXED_MTIME = 315532800
 # (differ per machine and would bust the cache), and modelship's own context directory.
 DEFAULT_EXCLUDES = [".git", "**/__pycache__", "**/*.pyc", CONTEXT_DIR]
 _CHUNK = 1024 * 1024
+log = logging.getLogger("modelship")
 
 
 def stat_signature(path: Path) -> str:
@@ -80,7 +82,16 @@ def model_manifest(model_dir: Path) -> Manifest:
     except (OSError, ValueError):
         memo = {}
     entries, fresh = [], {}
-    for rel in _walk_files(model_dir):
+    files = _walk_files(model_dir)
+    if files:
+        # not what fetch wrote: the image gets an unversioned model named by its folder; say so, never "?"
+        log.warning(
+            "no %s in %s (not written by modelship fetch): hashing %d file(s) as an unversioned model",
+            MANIFEST_NAME,
+            model_dir,
+            len(files),
+        )
+    for rel in files:
         full = model_dir / rel
         sig = stat_signature(full)
         known = memo.get(rel)

@@ -13,6 +13,7 @@ from .context import APP_ROOTFS, MODEL_ROOTFS, WHEELS_PATH
 MODEL_DIR = "/opt/modelship/model"
 APP_DIR = "/app"
 APP_UID = 10001
+APP_HOME = "/home/app"  # the app user's writable home ($HOME)
 
 
 def template_text() -> str:
@@ -56,6 +57,7 @@ def render(
         app_rootfs=APP_ROOTFS,
         wheels=WHEELS_PATH,
         uid=APP_UID,
+        home=APP_HOME,
         port=int(port),
         healthcheck_interval=healthcheck_interval,
         # exec form is JSON: json.dumps quotes anything the user passed; no shell sees it

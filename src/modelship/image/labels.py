@@ -72,12 +72,19 @@ def created_timestamp() -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
+# The whole manifest goes into a label only up to this size. Labels travel in one Dockerfile LABEL line
+# (the engine refuses lines over 64 KiB: about 500 files) and in every `docker inspect`, so a model of
+# thousands of files keeps only uri, version and digest there; the full manifest is always the file
+# MODELSHIP_MODEL_DIR/modelship.json in the image, and the digest label ties the two together.
+MANIFEST_LABEL_MAX = 8 * 1024
+
+
 def model_labels(manifest: Manifest) -> dict[str, str]:
-    labels = {
-        f"{MODEL}.uri": strip_secrets(manifest.uri),
-        f"{MODEL}.digest": manifest.digest,
-        f"{MODEL}.manifest": manifest.without_timestamp().to_json(compact=True),
-    }
+    """uri (no secrets), digest, version, and the manifest itself when it is under MANIFEST_LABEL_MAX bytes."""
+    labels = {f"{MODEL}.uri": strip_secrets(manifest.uri), f"{MODEL}.digest": manifest.digest}
+    text = manifest.without_timestamp().to_json(compact=True)
+    if len(text.encode()) < MANIFEST_LABEL_MAX:
+        labels[f"{MODEL}.manifest"] = text
     if manifest.version is not None:
         labels[f"{MODEL}.version"] = str(manifest.version)
     return labels

@@ -19,12 +19,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._docker import short_reason
 from .._fs import temp_name, write_text_atomic
 from ..cache import default_root
 from ..errors import BuildError, DockerError, NotFoundError, UsageError
 from ..uri import redact
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 # Prints what pip needs to pick wheels for this interpreter. Runs inside the base image, so it must only
 # use the standard library of any CPython >= 3.6.
@@ -221,6 +225,21 @@ def pinned_requirements(wheel_dir: Path) -> str:
         name, version = whl.name.split("-")[:2]
         lines.append(f"{name}=={version}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def wheel_version(wheel_dir: Path, project: str) -> Version | None:
+    """The version of ``project``'s wheel in a wheelhouse; None when the wheelhouse has none."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    want = canonicalize_name(project)
+    for whl in wheel_dir.glob("*.whl"):
+        try:
+            name, version, _, _ = parse_wheel_filename(whl.name)
+        except InvalidWheelFilename:
+            continue
+        if name == want:
+            return version
+    return None
 
 
 def wheelhouse(requirements: Path | None, target: Target, *, quiet: bool = False) -> Path:
