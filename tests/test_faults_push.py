@@ -14,8 +14,11 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import random
+import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -218,10 +221,43 @@ class Run:
         )
 
 
-def push_through_faults(docker_client, registry, base, monkeypatch, capsys, kind, plan, size) -> Run:
+def _push(ref: str, monkeypatch, capsys, process: tuple[str, ...] | None) -> tuple[int, str, str]:
+    """``modelship push REF --password-stdin`` in this process, with modelship's -v lines (retries) captured
+    into stderr; or, with ``process`` (extra options), as a real process, as a user runs it."""
+    argv = ["push", ref, "--username", "modelship", "--password-stdin"]
+    if process is not None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelship.cli", *argv, *process],
+            input=SECRET + "\n",
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+    monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(logging.Formatter("modelship: %(message)s"))
+    logger = logging.getLogger("modelship")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # as -v: one line per retry
+    capsys.readouterr()
+    try:
+        rc = cli.main(argv)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    out, err = capsys.readouterr()
+    return rc, out, err + lines.getvalue()
+
+
+def push_through_faults(
+    docker_client, registry, base, monkeypatch, capsys, kind, plan, size, process: tuple[str, ...] | None = None
+) -> Run:
     """Build a child of ``base`` with a fresh ``size``-byte layer, push it through a proxy running ``plan``
     (with a recognisable password, which the open registry never asks for), check the result against the
-    registry, then remove the local image and the run's tag."""
+    registry, then remove the local image and the run's tag. ``process``: push as a real process (see _push)."""
     repo = REPO.format(kind=kind)
     run = f"{kind}-{uuid.uuid4().hex[:8]}"
     child = f"modelship-faults/push-run:{run}"
@@ -234,12 +270,9 @@ def push_through_faults(docker_client, registry, base, monkeypatch, capsys, kind
         with EngineFaultProxy((host, int(port)), plan=plan, lifetime=150) as proxy:
             ref = f"127.0.0.1:{proxy.port}/{repo}:{run}"
             docker_client.api.tag(image_id, ref.rsplit(":", 1)[0], run)
-            monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
-            capsys.readouterr()
             start = time.monotonic()
-            rc = cli.main(["push", ref, "--username", "modelship", "--password-stdin"])
+            rc, out, err = _push(ref, monkeypatch, capsys, process)
             seconds = round(time.monotonic() - start, 2)
-            out, err = capsys.readouterr()
 
         problems = []
         if rc == 0:
@@ -289,6 +322,24 @@ def test_push_gives_up_cleanly_when_the_registry_keeps_failing(docker_client, re
     assert run.rc == 1 and run.proxy.stats.by_kind == {"status": PUSH_ATTEMPTS}
     assert run.err.count("; retrying (") == PUSH_ATTEMPTS - 1
     assert f"failed {PUSH_ATTEMPTS} times, last: the registry answered HTTP 503" in run.err
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["default", "-v"])
+def test_push_retry_lines_only_at_v(docker_client, registry, push_base, monkeypatch, capsys, verbose):
+    """A push that gives up after its retries, run as a user runs it: at the default verbosity the error line
+    is all it prints; with -v, modelship's own one line per retry comes first."""
+    plan = first(PUSH_ATTEMPTS, Fault.answer(503), lambda req: req.method == "PUT" and "/manifests/" in req.target)
+    options = ("-v", "--no-progress") if verbose else ("--no-progress",)
+    run = push_through_faults(
+        docker_client, registry, push_base, monkeypatch, capsys, "status503-quiet", plan, 1 << 20, process=options
+    )
+    assert not run.problems, run.err
+    lines = [line for line in run.err.splitlines() if line.startswith("modelship: ")]
+    retries = [line for line in lines if "; retrying (" in line]
+    assert len(retries) == (PUSH_ATTEMPTS - 1 if verbose else 0), run.err
+    assert all(line.startswith("modelship: push of ") and "the registry answered HTTP 503" in line for line in retries)
+    if not verbose:  # (the engine's per-layer status lines stand in for the progress bar off a terminal)
+        assert len(lines) == 1 and lines[0].startswith("modelship: error: push of "), run.err
 
 
 def test_push_does_not_retry_what_a_new_push_cannot_fix(docker_client, registry, push_base, monkeypatch, capsys):

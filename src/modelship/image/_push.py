@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import sys
@@ -13,6 +14,8 @@ from .._retry import retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
 from ..uri import redact
 from . import registry as registry_mod
+
+log = logging.getLogger("modelship")
 
 PUSH_ATTEMPTS = 3  # whole pushes; within each, the engine retries a failed layer upload itself (5 s, 10 s, ...)
 
@@ -140,8 +143,8 @@ def push(
                 elif layer and not quiet and not progress.enabled() and status in ("Pushed", "Layer already exists"):
                     bar.write(f"{layer}: {status}")
                 if layer and status.startswith("Retrying in"):  # a countdown, one event a second: say it once
-                    if layer not in waiting and not quiet:
-                        bar.write(f"{layer}: upload failed, the engine retries it ({status.lower()})")
+                    if layer not in waiting and not quiet and log.isEnabledFor(logging.INFO):  # -v
+                        bar.write(f"modelship: {layer}: upload failed, the engine retries it ({status.lower()})")
                     waiting.add(layer)
                 elif layer:
                     waiting.discard(layer)
@@ -159,7 +162,8 @@ def push(
         return digest
 
     def announce(what: str, n: int, delay: float, e: Exception) -> None:
-        print(f"modelship: {what} failed ({e}); retrying ({n + 1}/{PUSH_ATTEMPTS})", file=sys.stderr)
+        # -v only, like every retry: at the default verbosity a push that gets through says nothing of its retries
+        log.info("%s failed (%s); retrying (%d/%d)", what, e, n + 1, PUSH_ATTEMPTS)
 
     def give_up(what: str, retries: int, e: Exception) -> Exception:
         return DockerError(
