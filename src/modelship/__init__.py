@@ -14,6 +14,7 @@ from .manifest import FileEntry, Lock, Manifest, Resolution
 if TYPE_CHECKING:
     from .build import BuiltImage, build, inspect, push
     from .fetch import fetch, lock, resolve
+    from .oci.assemble import assemble, promote
     from .publish import publish
 
 __version__ = "0.1.0"
@@ -29,6 +30,8 @@ _LAZY = {
     "lock": ".fetch",
     "resolve": ".fetch",
     "publish": ".publish",
+    "assemble": ".oci.assemble",
+    "promote": ".oci.assemble",
 }
 
 
@@ -62,10 +65,12 @@ __all__ = [
     "Manifest",
     "ModelshipError",
     "Resolution",
+    "assemble",
     "build",
     "fetch",
     "inspect",
     "lock",
+    "promote",
     "publish",
     "push",
     "resolve",

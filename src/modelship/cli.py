@@ -154,6 +154,33 @@ def cmd_inspect(a: argparse.Namespace) -> None:
             print(f"  {k}={v}")
 
 
+def _registry_password(a: argparse.Namespace) -> str | None:
+    return sys.stdin.readline().rstrip("\n") if a.password_stdin else None
+
+
+def cmd_assemble(a: argparse.Namespace) -> None:
+    from .oci.assemble import assemble
+
+    password = _registry_password(a)
+    r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
+    if a.json:
+        _print_json(r.to_dict())
+    else:
+        how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
+        print(f"assembled {r.ref} {r.digest} ({how})")
+
+
+def cmd_promote(a: argparse.Namespace) -> None:
+    from .oci.assemble import promote
+
+    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
+    if a.json:
+        _print_json(r.to_dict())
+    else:
+        for t in r.tags:
+            print(f"promoted {t} -> {r.digest}")
+
+
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
@@ -241,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("inspect", cmd_inspect, "show an image's model and provenance labels (local or in a registry)")
     sp.add_argument("image", metavar="IMAGE")
+
+    def registry_login(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
+        sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
+
+    sp = add("assemble", cmd_assemble, "append a model's layers to an app image in its registry (no Docker engine)")
+    sp.add_argument("app_image", metavar="APP_IMAGE", help="the app image in a registry (tag or @sha256 digest)")
+    sp.add_argument("--model", required=True, metavar="DIR", help="model folder (as written by 'modelship fetch')")
+    sp.add_argument("--tag", "-t", required=True, metavar="REF", help="REGISTRY/REPO:TAG to write")
+    sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
+    registry_login(sp)
+
+    sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")
+    sp.add_argument("ref", metavar="REF@DIGEST")
+    sp.add_argument(
+        "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
+    )
+    registry_login(sp)
 
     dp = sub.add_parser("deploy", help="Kubernetes deployment helpers")
     dsub = dp.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
