@@ -364,6 +364,11 @@ class RegistryClient:
             except ImportError:
                 log.info("azure-identity not installed: no Entra ID token for %s", self.registry)
                 return None
+            # its failure report is a multi-line WARNING per attempt; modelship says one line instead (-v shows it)
+            # (the same rule as the Azure blob store's; one helper for both when the stores settle)
+            identity_log = logging.getLogger("azure.identity")
+            if identity_log.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+                identity_log.setLevel(logging.ERROR)
             credential = DefaultAzureCredential()
         try:
             aad = credential.get_token(ACR_AAD_SCOPE).token
