@@ -499,7 +499,7 @@ class RegistryClient:
     def _push_scopes(self, repository: str, *also: str) -> list[str]:
         return [f"repository:{repository}:pull,push", *also]
 
-    def _start(self, repository: str, digest: str, mount_from: str | None) -> str | None:
+    def _start(self, repository: str, digest: str, mount_from: str | None, *, retry: bool = True) -> str | None:
         """A new upload session's URL; with ``mount_from``, None when the registry mounted the blob instead."""
 
         def post() -> str | None:
@@ -515,7 +515,7 @@ class RegistryClient:
                 raise self.error(resp, f"upload of blob {digest[:19]}…", repository)
             return self._full(resp.headers["Location"])
 
-        return self._call("blob upload start", post)
+        return self._call("blob upload start", post) if retry else post()
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Mount a blob of another repository of this registry; False when the registry would not."""
@@ -571,7 +571,7 @@ class RegistryClient:
                     session, offset = self._status(session, repository)
                 resync = False
                 if session is None:
-                    session, offset = self._start(repository, digest, None), 0
+                    session, offset = self._start(repository, digest, None, retry=False), 0  # this loop retries
                 assert session is not None
                 if offset == 0 and size <= self.chunk_size:
                     body = _Limited(source.open(0), size)
