@@ -38,7 +38,6 @@ from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_la
 from .reference import Reference, check_tag, parse_reference
 from .registry import (
     CHUNK,
-    DOCKER_MANIFEST,
     INDEX_TYPES,
     MANIFEST_TYPES,
     OCI_CONFIG,
@@ -152,6 +151,8 @@ class _RemoteSource:
         class _Counting:
             def read(self, n: int = -1) -> bytes:
                 data = resp.raw.read(n)
+                if not data:
+                    resp.close()  # back to the pool
                 bar.update(len(data))
                 return data
 
@@ -162,8 +163,7 @@ class _RemoteSource:
 class _Blob:
     digest: str
     size: int
-    source: Any  # BlobSource
-    mount_from: str | None = None
+    source: Any  # BlobSource; None for an app layer (copied from the app's repository when not mountable)
     present: bool = False
 
 
@@ -329,6 +329,8 @@ def assemble(
 
     APP_IMAGE is a tag or digest in a registry; TAG a ``REGISTRY/REPO[:TAG]`` (same or another registry).
     A multi-platform APP_IMAGE gives a multi-platform result, or just ``platform`` (e.g. ``linux/amd64``).
+    ``username``/``password`` are for TAG's registry; otherwise, and for APP_IMAGE's registry, the docker
+    config is used (and, for Azure Container Registry, an Entra ID token when azure-identity is installed).
     """
     app = parse_reference(app_image)
     target = parse_reference(tag)
@@ -390,13 +392,8 @@ def _assemble(
             app, base, config_bytes, manifest, [p[0] for p in plan], [p[1] for p in plan], image_dir
         )
         for d in kept:
-            if d["digest"] not in blobs:
-                if same_registry:
-                    mount = app.repository if app.repository != target.repository else None
-                    blobs[d["digest"]] = _Blob(d["digest"], int(d["size"]), None, mount)
-                else:
-                    source = _RemoteSource(src, app.repository, d["digest"], int(d["size"]), bar)
-                    blobs[d["digest"]] = _Blob(d["digest"], int(d["size"]), source)
+            if d["digest"] not in blobs:  # app layers: the target registry has them, or gets them mounted or copied
+                blobs[d["digest"]] = _Blob(d["digest"], int(d["size"]), None)
         for layer, digest in plan:
             blobs.setdefault(digest, _Blob(digest, layer.size, _LayerSource(layer, bar)))
         blobs.setdefault(_sha(config_data), _Blob(_sha(config_data), len(config_data), _BytesSource(config_data)))
@@ -437,12 +434,10 @@ def _assemble(
 
     def upload(blob: _Blob) -> None:
         if blob.source is None:
-            if blob.mount_from and dst.mount_blob(target.repository, blob.digest, blob.mount_from):
-                sent[blob.digest] = 0
-                return
-            # not mountable (another repository without pull rights, or a registry without mounts): copy it
+            # an app layer: mounted when the registry will; else (no pull rights on the app's repository, no
+            # mounts) copied, in the upload session the mount request opened
             blob.source = _RemoteSource(src, app.repository, blob.digest, blob.size, bar)
-        # a model layer may already be in the app's repository (an app assembled before): mount it from there
+        # a model layer may be in the app's repository already (an app assembled before): mounted from there too
         mount = app.repository if same_registry and app.repository != target.repository else None
         sent[blob.digest] = dst.push_blob(
             target.repository, blob.digest, blob.size, blob.source, mount_from=mount, check_first=False
@@ -556,7 +551,7 @@ def promote(
     creds = Credentials(username, password) if username is not None else None
     with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         got = client.get_manifest(r.repository, r.digest)
-        if got.media_type not in MANIFEST_TYPES + INDEX_TYPES and got.media_type != DOCKER_MANIFEST:
+        if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             raise ModelshipError(f"{ref} is not an image ({got.media_type})")
         done = []
         for t in dict.fromkeys(wanted):
