@@ -183,10 +183,10 @@ def test_a_file_changed_after_the_fetch_is_refused_while_streaming(tmp_path):
     with open(model / "weights.bin", "r+b") as f:  # same size, one byte different
         f.seek(1000)
         f.write(b"\xff" if f.read(1) != b"\xff" else b"\x00")
-    with pytest.raises(IntegrityError, match="weights.bin: sha256 does not match the model's manifest"):
+    with pytest.raises(IntegrityError, match=r"weights\.bin: sha256 does not match the model's manifest"):
         layers[0].digest(memo=False)
     (model / "config.json").write_bytes(b"{ }")  # another size: refused before anything is read
-    with pytest.raises(IntegrityError, match="config.json: 3 bytes but the manifest says 2"):
+    with pytest.raises(IntegrityError, match=r"config\.json: 3 bytes but the manifest says 2"):
         model_layers(model, image_dir=IMAGE_DIR)
     (model / "config.json").unlink()
     with pytest.raises(IntegrityError, match="listed in the manifest but missing"):
@@ -195,7 +195,7 @@ def test_a_file_changed_after_the_fetch_is_refused_while_streaming(tmp_path):
 
 def test_folder_without_manifest_and_bad_paths_are_one_line_usage_errors(tmp_path):
     plain = make_model(tmp_path / "plain", {"a.bin": b"a"})
-    with pytest.raises(UsageError, match="has no modelship.json: fetch the model into it first"):
+    with pytest.raises(UsageError, match=r"has no modelship\.json: fetch the model into it first"):
         model_layers(plain, image_dir=IMAGE_DIR)
     with pytest.raises(UsageError, match="must be an absolute, normalised path"):
         model_layers(_model(tmp_path / "m", b"x"), image_dir="opt/../model")
@@ -232,7 +232,8 @@ def test_pax_headers_only_where_ustar_cannot_hold_the_entry():
         info = tarfile.TarInfo.frombuf(h[1024:], "utf-8", "surrogateescape")
         assert info.type == tarfile.REGTYPE
         # tarfile reads it back with the pax values applied
-        member = tarfile.open(fileobj=io.BytesIO(h + b"\0" * 1024), mode="r:").next()
+        with tarfile.open(fileobj=io.BytesIO(h + b"\0" * 1024), mode="r:") as tar:
+            member = tar.next()
         assert member is not None and (member.name, member.size) == (name, size)
 
 
@@ -271,7 +272,9 @@ def test_docker_config_credentials_via_docker_py(tmp_path, monkeypatch):
 def test_a_credential_helper_is_asked(tmp_path, monkeypatch):
     helper = tmp_path / "bin" / "docker-credential-modelship-test"
     helper.parent.mkdir()
-    helper.write_text('#!/bin/sh\nread server\necho "{\\"Username\\": \\"bot\\", \\"Secret\\": \\"s3cret-$server\\"}"\n')
+    helper.write_text(
+        '#!/bin/sh\nread server\necho "{\\"Username\\": \\"bot\\", \\"Secret\\": \\"s3cret-$server\\"}"\n'
+    )
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
