@@ -62,7 +62,7 @@ CMD ["python3", "app.py"]
 """
 _RSS_CHILD = """\
 import re, sys
-from modelship.oci.assemble import assemble
+from modelship.oci._assemble import assemble
 r = assemble(sys.argv[1], sys.argv[2], sys.argv[3], quiet=True)
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
 print(r.uploaded_bytes, r.digest, hwm)

@@ -115,8 +115,8 @@ def main() -> int:
 
     import docker
 
-    from modelship.build import build
-    from modelship.build import wheels as wheels_mod
+    from modelship.image import build
+    from modelship.image import wheels as wheels_mod
 
     client = docker.from_env()
     work = Path(tempfile.mkdtemp(prefix="modelship-bench-build-"))

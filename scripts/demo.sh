@@ -37,10 +37,10 @@ pipeline() {  # pipeline TAG: what azure-pipelines.yml does on every commit
     | tee "$OUT/smoke-$tag.log"
   step "[$tag] push to the registry"
   modelship push "$IMAGE:$tag" --quiet --json >"$OUT/push-$tag.json"
-  python3 -c 'import json,sys; print("pushed", json.load(open(sys.argv[1]))["digest"])' "$OUT/push-$tag.json"
+  python3 -c 'import json,sys; print("pushed", json.load(open(sys.argv[1]))["image_digest"])' "$OUT/push-$tag.json"
 }
 
-digest_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["digest"])' "$OUT/push-$1.json"; }
+digest_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image_digest"])' "$OUT/push-$1.json"; }
 layers_of() { docker image inspect --format '{{range .RootFS.Layers}}{{println .}}{{end}}' "$1"; }
 
 step "data scientist: train the Iris model and publish it as 1.0.0"

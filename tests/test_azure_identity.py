@@ -43,7 +43,7 @@ from _identity_helpers import (
 from _store_helpers import make_model, tree_sha
 from modelship import cli
 from modelship.errors import AuthError
-from modelship.sources.base import SHA256_KEY
+from modelship.stores.base import SHA256_KEY
 
 # Credential settings that would let DefaultAzureCredential (or modelship) pick something other than the
 # managed identity, or make ManagedIdentityCredential use another flavour than App Service's.

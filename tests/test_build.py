@@ -21,9 +21,9 @@ from _build_helpers import (
     make_wheel,
     wait_healthy,
 )
-from modelship.build import build, inspect, push
 from modelship.cli import main
 from modelship.errors import BuildError, DockerError, NotFoundError
+from modelship.image import build, inspect, push
 
 pytestmark = pytest.mark.docker
 
@@ -249,6 +249,15 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     tags.extend(built["tags"])
     assert built["tags"] == [f"{repo}:app1", f"{repo}:app1-model-1.5"]
     labels = built["labels"]
+    model_block = {
+        "uri": "az://acct/models/sentiment",
+        "version": "1.5",
+        "model_digest": labels["io.modelship.model.digest"],
+    }
+    # the model and app blocks, as inspect prints them; no image_digest yet: only a push makes one
+    assert built["model"] == model_block and "image_digest" not in built
+    assert built["app"] == {"port": 8000, "ready_path": "/health/ready", "live_path": "/health/live"}
+    assert labels["io.modelship.app.live-path"] == "/health/live"
     assert labels["org.opencontainers.image.version"] == "v0.4.0"
     assert labels["org.opencontainers.image.revision"] == git(app, "rev-parse", "HEAD")
 
@@ -256,7 +265,9 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     assert local["source"] == "local" and local["labels"] == labels
 
     assert main(["push", f"{repo}:app1", "--json"]) == 0
-    digest = json.loads(capsys.readouterr().out)["digest"]
+    pushed = json.loads(capsys.readouterr().out)
+    digest = pushed["image_digest"]
+    assert "digest" not in pushed
     assert digest.startswith("sha256:")
     assert push(f"{repo}:app1-model-1.5", quiet=True, docker_client=docker_client).startswith("sha256:")
     for t in built["tags"]:
@@ -264,13 +275,9 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
 
     remote = inspect(f"{repo}:app1")
     assert remote["source"] == "registry"
-    assert remote["digest"] == digest and remote["id"] == built["id"]
+    assert remote["image_digest"] == digest and remote["id"] == built["id"] and "digest" not in remote
     assert remote["labels"] == labels
-    assert remote["model"] == {
-        "uri": "az://acct/models/sentiment",
-        "version": "1.5",
-        "digest": labels["io.modelship.model.digest"],
-    }
+    assert remote["model"] == model_block
     assert [f["path"] for f in remote["manifest"]["files"]] == ["m.bin"] and "fetched_at" not in remote["manifest"]
     assert main(["inspect", f"{repo}:app1-model-1.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["labels"] == labels
@@ -283,7 +290,8 @@ def test_docker_not_reachable_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(DockerError) as exc:
         build(app, model, "x/y:1", base_image="b", entrypoint="python app.py")
     assert str(exc.value) == (
-        "Docker engine not reachable at unix:///nonexistent: start Docker (or run scripts/testbed.sh up)"
+        "Docker engine not reachable at unix:///nonexistent ([Errno 2] No such file or directory): start the Docker "
+        "daemon (e.g. 'sudo systemctl start docker') or point DOCKER_HOST at a running engine"
     )
     with pytest.raises(DockerError, match="not reachable"):
         push("127.0.0.1:5000/x/y:1")

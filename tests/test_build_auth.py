@@ -13,9 +13,9 @@ import pytest
 
 from _build_helpers import make_app, make_model
 from _hardening import htpasswd_registry
-from modelship.build import build, inspect, push
 from modelship.cli import main
 from modelship.errors import AuthError
+from modelship.image import build, inspect, push
 
 pytestmark = pytest.mark.docker
 USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"
@@ -43,7 +43,7 @@ def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, 
         monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
         assert main(["push", ref, "--username", USER, "--password-stdin", "--json"]) == 0
         out = capsys.readouterr()
-        digest = json.loads(out.out)["digest"]
+        digest = json.loads(out.out)["image_digest"]
         assert PASSWORD not in out.out + out.err
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
@@ -52,7 +52,7 @@ def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, 
     with pytest.raises(AuthError, match=f"registry {auth_registry} denied access to team/app"):
         inspect(ref, docker_client=docker_client)
     remote = inspect(ref, username=USER, password=PASSWORD, docker_client=docker_client)
-    assert remote["source"] == "registry" and remote["digest"] == digest and remote["labels"] == img.labels
+    assert remote["source"] == "registry" and remote["image_digest"] == digest and remote["labels"] == img.labels
 
     # credentials stored by `docker login` (config.json "auths") are used when none are given
     (tmp_path / "docker-config").mkdir()

@@ -10,14 +10,14 @@ import tarfile
 import pytest
 
 from _build_helpers import make_app, make_model
-from modelship.build import config as cfg_mod
-from modelship.build import context as ctx
-from modelship.build import dockerfile as df
-from modelship.build.image import model_version_tag, normalise_tags
-from modelship.build.labels import clean_remote
-from modelship.build.registry import base_url, docker_credentials, parse_reference
-from modelship.build.wheels import Target, pinned_requirements
 from modelship.errors import IntegrityError, UsageError
+from modelship.image import config as cfg_mod
+from modelship.image import context as ctx
+from modelship.image import dockerfile as df
+from modelship.image._build import model_version_tag, normalise_tags
+from modelship.image.labels import clean_remote
+from modelship.image.registry import base_url, docker_credentials, parse_reference
+from modelship.image.wheels import Target, pinned_requirements
 from modelship.manifest import Manifest
 
 
@@ -26,15 +26,17 @@ def test_settings_precedence_explicit_then_pyproject_then_env_then_default(tmp_p
     monkeypatch.setenv("MODELSHIP_BASE_IMAGE", "env/base:1")
     c = cfg_mod.resolve(app, entrypoint="python app.py")
     assert (c.base_image, c.port, c.ready_path, c.requirements) == ("env/base:1", 8000, "/health/ready", None)
+    assert c.live_path == "/health/live"
 
     (app / "pyproject.toml").write_text(
-        '[tool.modelship]\nbase-image = "cfg/base:2"\nport = 9000\nready_path = "/ready"\n'
+        '[tool.modelship]\nbase-image = "cfg/base:2"\nport = 9000\nready_path = "/ready"\nlive-path = "/alive"\n'
         'entrypoint = ["python", "app.py"]\nrequirements = "reqs/prod.txt"\nmodel = "az://other/key"\n'
     )
     (app / "reqs").mkdir()
     (app / "reqs" / "prod.txt").write_text("flask\n")
     c = cfg_mod.resolve(app)
-    assert (c.base_image, c.port, c.ready_path) == ("cfg/base:2", 9000, "/ready")
+    assert (c.base_image, c.port, c.ready_path, c.live_path) == ("cfg/base:2", 9000, "/ready", "/alive")
+    assert cfg_mod.resolve(app, live_path="/healthz").live_path == "/healthz"
     assert c.entrypoint == ("python", "app.py") and c.requirements == app / "reqs" / "prod.txt"
 
     c = cfg_mod.resolve(app, base_image="cli/base:3", port=7000, entrypoint="gunicorn -b :7000 app:app")
@@ -60,7 +62,9 @@ def test_entrypoint_defaults_to_gunicorn_only_when_required(tmp_path):
         ("port = true", "port must be a int"),
         ('port = "80"', "port must be a int"),
         ("port = 70000", "between 1 and 65535"),
-        ('ready_path = "health"', "must start with '/'"),
+        ('ready_path = "health"', "ready path must start with '/'"),
+        ('live_path = "/a b"', "live path must start with '/'"),
+        ("live_path = 1", "live_path must be a str"),
         ('healthcheck_interval = "soon"', "healthcheck_interval"),
         ("[tool.modelship", "not valid TOML"),
     ],
@@ -239,7 +243,7 @@ def test_docker_config_credentials(tmp_path, monkeypatch):
 
 
 def test_registry_named_explicitly():
-    from modelship.build.registry import names_registry
+    from modelship.image.registry import names_registry
 
     assert names_registry("127.0.0.1:5000/app:1") and names_registry("myacr.azurecr.io/team/app")
     assert names_registry("localhost/app") and names_registry("docker.io/library/python:3.11")

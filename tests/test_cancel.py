@@ -24,7 +24,7 @@ import pytest
 from _build_helpers import build_cmd, make_app
 from _hardening import engine_state, labelled_base, remove_labelled, write_counts
 from _plugin_helpers import Variant, build_image, containers_of, remove_image, wait_for
-from modelship.build import debris
+from modelship.image import debris
 
 pytestmark = pytest.mark.docker
 

@@ -28,7 +28,7 @@ from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fau
 from faults.checks import error_line_problems, secrets_in
 from faults.record import record_run, rng_for, seeds
 from modelship import cli
-from modelship.build.image import PUSH_ATTEMPTS
+from modelship.image._push import PUSH_ATTEMPTS
 
 # Response faults hit any exchange (ping, HEAD, upload, manifest); "-upload" ones hit blob upload bodies (PATCH
 # and PUT of /blobs/uploads/, digest-checked by the registry); "flip-manifest" hits the manifest PUT body, which

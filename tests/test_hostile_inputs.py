@@ -27,14 +27,15 @@ from _store_helpers import make_model, tree_sha
 from faults.checks import cache_problems, leftovers, secrets_in
 from faults.record import record
 from modelship import cli
+from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
-from modelship.fetch import PENDING_MARKER
 from modelship.manifest import tree_digest
 
 pytest_plugins = ["faults.stores"]  # the moto server fixture
 pytestmark = pytest.mark.timeout(300)  # a hang is a failure, found in minutes
 
 SECRET_SIG = "SECRETSIG0123456789abcdefXYZ"
+DIGEST = "sha256:" + "0" * 64
 
 
 @dataclass
@@ -157,6 +158,10 @@ def _fetch_at(where: str, prefix: str, *extra: str) -> Callable[[Ctx, Path], lis
         return ["fetch", uri, str(dest), *extra]
 
     return argv
+
+
+def _render(image: str, *extra: str) -> Callable[[Ctx, Path], list[str]]:
+    return lambda ctx, dest: ["deploy", "render", "--image", image, "--out", str(dest), *extra]
 
 
 def _with_lock(*extra: str) -> Callable[[Ctx, Path], list[str]]:
@@ -342,6 +347,39 @@ CASES = [
         "is not empty and holds no modelship.json",
     ),
     Case("workers-zero", "dest", _fetch_at("az", "iris", "--workers", "0"), 2, "--workers must be at least 1"),
+    # --- command lines as users type them (issue #14): options anywhere, a missing argument named, one line
+    Case(
+        "options-before-dest",
+        "CLI",
+        lambda ctx, d: ["fetch", ctx.az("iris"), "--version", "1.0.0", str(d), "--json"],
+        0,
+        '"model_digest": "sha256:',
+    ),
+    Case("dest-missing", "CLI", lambda ctx, d: ["fetch", ctx.az("iris"), "--version", "1.0.0"], 2, "missing DEST"),
+    Case(
+        "dest-missing-with-lock",
+        "CLI",
+        lambda ctx, d: ["fetch", "--lock", str(ctx.lock)],
+        2,
+        "missing DEST: modelship fetch [URI] --lock FILE DEST",
+    ),
+    Case("unknown-option", "CLI", _fetch_at("az", "iris", "--bogus"), 2, "unrecognized arguments: --bogus"),
+    # --- deploy render: the image decides the port and probes; nothing is guessed
+    Case(
+        "deploy-image-unreadable",
+        "deploy",
+        _render(f"127.0.0.1:1/absent/app@{DIGEST}"),  # nothing listens on port 1
+        1,
+        "reads the app's port and probe paths from the image; or pass --port, --ready-path, --live-path",
+    ),
+    Case(
+        "deploy-port-zero",
+        "deploy",
+        _render(f"reg/app@{DIGEST}", "--port", "0", "--ready-path", "/ready", "--live-path", "/alive"),
+        2,
+        "port must be a whole number between 1 and 65535, got 0",
+    ),
+    Case("deploy-tag-not-digest", "deploy", _render("reg/app:latest"), 2, "is not pinned by digest"),
 ]
 
 

@@ -186,7 +186,7 @@ def test_demo_flow_leaks_no_secret_anywhere(
             flow.run("smoke test (plugin, example app under load)", smoke)
             login = ["--username", USER, "--password-stdin"]
             push = flow.run("push", [*ms, "push", image, *login, "--json"], stdin=password + "\n")
-            digest = json.loads(push.stdout)["digest"]
+            digest = json.loads(push.stdout)["image_digest"]
             pinned = f"{reg}/hygiene/iris@{digest}"
             flow.run("inspect (local)", [*ms, "inspect", image, "--json"])
             flow.run("deploy render", [*ms, "deploy", "render", "--image", pinned, "--out", "k8s"])
@@ -357,7 +357,7 @@ def test_cli_masks_any_library_log_and_its_own_vv_traceback(tmp_path, capsys, mo
         except requests.ConnectionError as e:
             raise TransientError("reading az://devstoreaccount1/c/m failed: connection refused") from e
 
-    monkeypatch.setattr(sys.modules["modelship.fetch"], "fetch", leaky_fetch)
+    monkeypatch.setattr("modelship._fetch.fetch", leaky_fetch)
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # basicConfig installs the CLI's own handler on a bare root
     rc = cli.main(["-vv", "fetch", "az://devstoreaccount1/c/m", str(tmp_path / "dest"), "--no-progress"])

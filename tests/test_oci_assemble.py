@@ -31,7 +31,7 @@ from _oci_helpers import (
     tag_digest,
 )
 from modelship.errors import NotFoundError, UsageError
-from modelship.oci.assemble import LAYERS_LABEL, assemble, promote
+from modelship.oci._assemble import LAYERS_LABEL, assemble, promote
 from modelship.oci.layers import LAYER_MEDIA_TYPE
 
 pytestmark = pytest.mark.docker

@@ -26,7 +26,7 @@ from _hardening import Scanner, htpasswd_registry
 from _identity_helpers import IdentityEndpoint
 from _oci_helpers import TokenService, build_app_image, push_image, registry_process
 from modelship.errors import AuthError
-from modelship.oci.assemble import assemble
+from modelship.oci._assemble import assemble
 
 pytestmark = pytest.mark.docker
 USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"

@@ -17,7 +17,7 @@ from _build_helpers import make_model
 from _oci_helpers import build_app_image, image_problems, push_image, tag_digest
 from faults.proxy import Fault, FaultProxy, RandomFaults, Request, first
 from modelship.errors import ModelshipError
-from modelship.oci.assemble import assemble
+from modelship.oci._assemble import assemble
 
 pytestmark = pytest.mark.docker
 MiB = 1024 * 1024

@@ -490,6 +490,60 @@ def test_ryuk_that_cannot_start_falls_back_to_own_cleanup(pytester, monkeypatch,
     assert containers_of(docker_client, own_tag) == []
 
 
+def test_config_fixtures_overridden_in_a_conftest_take_effect(pytester, own_tag, docker_client):
+    # pytest-httpserver's pattern: a conftest.py overrides modelship_env / modelship_settings, asking for the
+    # plugin's own values; the fixtures' container is started from the result, the items keep the options'.
+    pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
+    pytester.makeconftest(
+        """
+        import dataclasses
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def modelship_env(modelship_env):
+            return {**modelship_env, "FROM_FIXTURE": "1", "API_TOKEN": "tok-from-a-vault-42"}
+
+        @pytest.fixture(scope="session")
+        def modelship_settings(modelship_settings):
+            return dataclasses.replace(modelship_settings, timeout=45.0)
+        """
+    )
+    seen = pytester.path / "seen"
+    pytester.makepyfile(
+        test_own=f"""
+        import pathlib
+
+        def test_overrides(modelship_container, modelship_client):
+            env = modelship_container.attrs["Config"]["Env"]
+            assert {{"MODE=cli", "FROM_FIXTURE=1", "API_TOKEN=tok-from-a-vault-42"}} <= set(env)
+            assert modelship_container.settings.timeout == 45.0
+            assert "token=***" in modelship_container.logs()  # a secret given by a fixture is masked too
+            assert modelship_client.get("/version").json() == {{"version": "1.0.0"}}
+            pathlib.Path({str(seen)!r}).write_text(modelship_container.name)
+        """
+    )
+    result = run(pytester, "--modelship-image", own_tag, "--modelship-env", "MODE=cli")
+    result.assert_outcomes(passed=1 + 5 + 4)
+    (summary,) = [line for line in result.outlines if line.startswith(f"image {own_tag}: container ")]
+    options_container = summary.split()[3]
+    assert seen.read_text() == f"{options_container}-1"  # its own container, next to the options' one
+    assert "tok-from-a-vault-42" not in result.stdout.str()
+    assert containers_of(docker_client, own_tag) == []
+    # an override that returns something else than names to strings is one line naming the fixture
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def modelship_env():
+            return {"N": 1}
+        """
+    )
+    result = run(pytester, "--modelship-image", own_tag, "-k", "test_overrides")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*modelship: the modelship_env fixture must return a mapping of names to strings"])
+
+
 def test_without_image_nothing_is_imported_or_collected(pytester, monkeypatch):
     monkeypatch.delenv("MODELSHIP_IMAGE", raising=False)
     pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
@@ -497,7 +551,8 @@ def test_without_image_nothing_is_imported_or_collected(pytester, monkeypatch):
         """
         import sys
         def test_nothing_loaded():
-            heavy = {"docker", "testcontainers", "pytest_modelship.container", "pytest_modelship.cases"}
+            heavy = {"docker", "testcontainers", "pytest_modelship.cases", "pytest_modelship.container"}
+            heavy |= {f"pytest_modelship.{m}" for m in ("session", "images", "reaper", "waiting", "client")}
             assert not heavy & set(sys.modules)
 
         def test_fixture_says_what_to_do(modelship_url):

@@ -11,8 +11,12 @@ import requests
 
 from pytest_modelship.cases import CasesError, load_file, match, parse_cases
 from pytest_modelship.checks import find_secrets
-from pytest_modelship.container import ImageInfo, Settings, SetupError, mask_env, owner_alive, owner_id
-from pytest_modelship.plugin import percentile
+from pytest_modelship.errors import SetupError
+from pytest_modelship.images import ImageInfo
+from pytest_modelship.reaper import owner_alive, owner_id
+from pytest_modelship.redact import mask_env
+from pytest_modelship.session import percentile
+from pytest_modelship.settings import Settings
 
 
 def _response(status: int, body: bytes, content_type: str = "application/json") -> requests.Response:

@@ -14,10 +14,10 @@ import modelship
 import modelship.hookspecs
 from _store_helpers import leftovers, make_model, snapshot, tree_sha
 from modelship import cli
+from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
-from modelship.fetch import PENDING_MARKER
-from modelship.sources.base import SHA256_KEY
+from modelship.stores.base import SHA256_KEY
 
 pytestmark = pytest.mark.usefixtures("azure_env")
 
@@ -306,7 +306,7 @@ class _OverwriteWhileReading:
 
     @modelship.hookspecs.hookimpl(tryfirst=True)
     def modelship_open_source(self, uri, credential):
-        from modelship.sources.azure_blob import AzureBlobSource
+        from modelship.stores.azure_blob import AzureBlobSource
 
         plugin, inner = self, AzureBlobSource(uri, credential)
 
@@ -330,7 +330,7 @@ class _OverwriteWhileReading:
 
 @pytest.fixture
 def overwrite_plugin(blob_container):
-    from modelship.plugins import plugin_manager
+    from modelship.stores import plugin_manager
 
     def register(times: int):
         plugin = _OverwriteWhileReading(blob_container, times)

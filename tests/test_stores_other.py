@@ -109,6 +109,24 @@ def test_local_folder_store(tmp_path):
     assert leftovers(store / "iris" / "2") == []
 
 
+@pytest.mark.parametrize(("umask", "plain", "script"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_local_publish_keeps_the_sources_modes_under_the_umask(tmp_path, umask, plain, script):
+    """As cp does: the source's mode less the umask (not mkstemp's 0600, which hid the model from its readers)."""
+    model = make_model(tmp_path / "m", {"weights.bin": 100, "bin/run.sh": b"#!/bin/sh\n"})
+    os.chmod(model / "weights.bin", 0o644)
+    os.chmod(model / "bin" / "run.sh", 0o755)  # noqa: S103 - an executable in a model, on purpose
+    store = tmp_path / "store"
+    modelship_cli = str(Path(sys.executable).with_name("modelship"))
+    subprocess.run(
+        [modelship_cli, "publish", str(model), f"file://{store}/iris", "--version", "1"],
+        check=True,
+        capture_output=True,
+        preexec_fn=lambda: os.umask(umask),  # the umask of the publishing process, not of pytest's
+    )
+    modes = {p.relative_to(store).as_posix(): p.stat().st_mode & 0o777 for p in store.rglob("*") if p.is_file()}
+    assert modes == {"iris/1/weights.bin": plain, "iris/1/bin/run.sh": script, "iris/1/modelship.json": plain}
+
+
 def test_local_missing_folder(tmp_path, capsys):
     assert cli.main(["resolve", str(tmp_path / "nope" / "deeper")]) == 1
     assert "nothing is stored under that prefix" in capsys.readouterr().err
@@ -188,25 +206,22 @@ def test_https_missing_and_pinning_refused(tmp_path, http_file, capsys):
 
 
 def test_third_party_source_through_the_plugin_hook(tmp_path):
-    """A plugin adds a scheme via the same pluggy hook entry-point plugins use."""
+    """A plugin adds a scheme (declared once, in the store table) via the same pluggy hook entry-point plugins use."""
     from modelship.hookspecs import hookimpl
-    from modelship.plugins import plugin_manager
-    from modelship.sources.local import LocalSource
+    from modelship.stores import plugin_manager
+    from modelship.stores.local import LocalSource
 
     store = make_model(tmp_path / "x" / "1.0", {"w": 10})
 
+    def mem_source(uri, credential):
+        source = LocalSource(uri, credential)
+        source.root = tmp_path  # mem://anything/x → tmp_path/x
+        return source
+
     class MemPlugin:
         @hookimpl
-        def modelship_source_schemes(self):
-            return ["mem"]
-
-        @hookimpl
-        def modelship_open_source(self, uri, credential):
-            if uri.scheme != "mem":
-                return None
-            source = LocalSource(uri, credential)
-            source.root = tmp_path  # mem://anything/x → tmp_path/x
-            return source
+        def modelship_stores(self):
+            return {"mem": mem_source}
 
     plugin_manager().register(MemPlugin(), name="mem")
     try:

@@ -3,57 +3,47 @@
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelshipError
 from .logs import protect_library_loggers
 from .manifest import FileEntry, Lock, Manifest, Resolution
 
-if TYPE_CHECKING:
-    from .build import BuiltImage, build, inspect, push
-    from .fetch import fetch, lock, resolve
-    from .oci.assemble import assemble, promote
-    from .publish import publish
-
 __version__ = "0.1.0"
 
-# Loaded on first use: the store SDKs and the build machinery cost ~0.1-0.2 s to import, which `import
-# modelship`, the CLI's --help and the pytest plugin (it needs one small helper of this package) should not pay.
-_LAZY = {
-    "BuiltImage": ".build",
-    "build": ".build",
-    "inspect": ".build",
-    "push": ".build",
-    "fetch": ".fetch",
-    "lock": ".fetch",
-    "resolve": ".fetch",
-    "publish": ".publish",
-    "assemble": ".oci.assemble",
-    "promote": ".oci.assemble",
+# Loaded on first use (huggingface_hub's pattern): the store SDKs and the build machinery cost ~0.1-0.2 s to
+# import, which `import modelship`, the CLI's --help and the pytest plugin (it needs one small helper of this
+# package) should not pay. The implementation modules are private, so `import modelship.<module>` is always a
+# module and `modelship.fetch` always the function.
+_SUBMOD_ATTRS = {
+    "_fetch": ["fetch"],
+    "_publish": ["publish"],
+    "_resolve": ["lock", "resolve"],
+    "image": ["BuiltImage", "build", "inspect", "push"],
+    "oci._assemble": ["assemble", "promote"],
 }
+_ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
+    module = _ATTR_MODULE.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
-class _Package(types.ModuleType):
-    """Keeps ``modelship.fetch`` (and ``build``, ``publish``) the function: importing a submodule makes the
-    import system bind it on the package under its own name, which would hide the function of that name."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return  # the submodule stays reachable in sys.modules; the name is the function's
-        super().__setattr__(name, value)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ATTR_MODULE})
 
 
-sys.modules[__name__].__class__ = _Package
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
+    from ._fetch import fetch
+    from ._publish import publish
+    from ._resolve import lock, resolve
+    from .image import BuiltImage, build, inspect, push
+    from .oci._assemble import assemble, promote
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()

@@ -7,9 +7,9 @@ import errno
 import hashlib
 import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
+
+from ._fs import owner_pid, pid_alive, temp_file
 
 # Every verified entry (and every copy of one) gets this mtime. A write through any hard link (DEST files are
 # links to entries, and root ignores their 0444 mode) changes it, so a damaged entry is never served again.
@@ -26,36 +26,6 @@ def default_root() -> Path:
         return Path(os.environ["MODELSHIP_CACHE_DIR"])
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(xdg) / "modelship"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def owner_pid(name: str) -> int | None:
-    """The pid embedded in a temp name ``<anything>-<pid>-<token>``, if any."""
-    parts = name.rsplit("-", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def temp_name(stem: str) -> str:
-    # 64 random bits: with 32, two of the 10,000 temp files of one large fetch share a name about once in 100 runs.
-    return f"{stem}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
-
-
-def temp_file(folder: Path, stem: str, suffix: str = "") -> tuple[int, Path]:
-    """A new empty file, created exclusively (parallel workers never share one) and named like ``temp_name``,
-    so ``owner_pid`` finds the process that made it; returns its open descriptor and path."""
-    fd, path = tempfile.mkstemp(dir=folder, prefix=f"{stem}-{os.getpid()}-", suffix=suffix)
-    return fd, Path(path)
 
 
 class Cache:

@@ -9,10 +9,11 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, logs, progress
 from .errors import ModelshipError
+from .manifest import tree_digest
 from .uri import redact
 
 log = logging.getLogger("modelship")
@@ -20,6 +21,47 @@ log = logging.getLogger("modelship")
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so cleanup runs like on Ctrl-C."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Options anywhere on a verb's line, as users type them (``fetch URI --version 1.0.0 DEST``).
+
+    A verb's parser (one without sub-commands) parses intermixed: argparse's plain parse takes positionals
+    greedily in runs between options, so DEST after an option would be "unrecognized". The flag keeps
+    ``parse_known_intermixed_args`` (which calls back into ``parse_known_args``) from recursing.
+    """
+
+    _intermixing = False
+    # checks what argparse cannot express; returns the usage error's message, may settle the namespace
+    validate: Callable[[argparse.Namespace], str | None] | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        problem = self.validate(namespace) if self.validate else None
+        if problem:
+            self.error(problem)
+        return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error is one line too, like every other failure (argparse would print the usage first); exit 2."""
+        self.exit(2, f"modelship: error: {message} (see '{self.prog} --help')\n")
+
+
+def _fetch_positionals(a: argparse.Namespace) -> str | None:
+    """URI DEST, or DEST alone with --lock (the lock names the model): a missing DEST is named as such."""
+    if a.dest is None:
+        if a.lock is None or a.uri is None:
+            missing = "DEST" if a.uri is not None or a.lock is not None else "URI and DEST"
+            line = "modelship fetch [URI] --lock FILE DEST" if a.lock else "modelship fetch URI DEST"
+            return f"missing {missing}: {line} (DEST: the folder to put the model in)"
+        a.uri, a.dest = None, a.uri
+    return None
 
 
 def _print_json(data: Any) -> None:
@@ -38,15 +80,22 @@ def _one_line(message: str, limit: int = 1000) -> str:
     return message
 
 
+def _model_json(d: dict[str, Any]) -> dict[str, Any]:
+    """A manifest or lock as printed by --json: its tree digest is ``model_digest`` (``image_digest`` is an image's)."""
+    out = {k: v for k, v in d.items() if k != "digest"}
+    out["model_digest"] = d.get("digest")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ commands
 
 
 def cmd_publish(a: argparse.Namespace) -> None:
-    from .publish import publish
+    from ._publish import publish
 
     m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
     if a.json:
-        _print_json(m.to_dict())
+        _print_json(_model_json(m.to_dict()))
     else:
         size = sum(f.size for f in m.files)
         where = f"{m.uri.rstrip('/')}/{m.version}"
@@ -54,11 +103,14 @@ def cmd_publish(a: argparse.Namespace) -> None:
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
-    from .fetch import resolve
+    from ._resolve import resolve
 
     res = resolve(a.uri, version=a.version, pre=a.pre)
     if a.json:
-        _print_json(res.to_dict())
+        known = all(f.sha256 for f in res.files)
+        digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
+        # the model block as inspect and build print it; model_digest is null when the store has no sha256s
+        _print_json({**res.to_dict(), "model": {"uri": res.uri, "version": res.version, "model_digest": digest}})
         return
     print(f"{res.uri} version {res.version or '(unversioned)'}: {len(res.files)} files, {_human(res.size)}")
     for f in res.files:
@@ -66,11 +118,11 @@ def cmd_resolve(a: argparse.Namespace) -> None:
 
 
 def cmd_lock(a: argparse.Namespace) -> None:
-    from .fetch import lock
+    from ._resolve import lock
 
     lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output)
     if a.json:
-        _print_json(lk.to_dict())
+        _print_json(_model_json(lk.to_dict()))
     else:
         print(
             f"locked {lk.uri} version {lk.version or '(unversioned)'} ({len(lk.files)} files) {lk.digest} → {a.output}"
@@ -78,13 +130,13 @@ def cmd_lock(a: argparse.Namespace) -> None:
 
 
 def cmd_fetch(a: argparse.Namespace) -> None:
-    from .fetch import fetch
+    from ._fetch import fetch
 
     r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers)
     if a.json:
         _print_json(
             {
-                **r.manifest.to_dict(),
+                **_model_json(r.manifest.to_dict()),
                 "dest": str(r.dest),
                 "downloaded_files": r.downloaded_files,
                 "downloaded_bytes": r.downloaded_bytes,
@@ -103,7 +155,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 
 
 def cmd_build(a: argparse.Namespace) -> None:
-    from .build import build
+    from .image import build
 
     img = build(
         a.app_dir,
@@ -115,12 +167,25 @@ def cmd_build(a: argparse.Namespace) -> None:
         entrypoint=a.entrypoint,
         port=a.port,
         ready_path=a.ready_path,
+        live_path=a.live_path,
         tag_model_version=a.tag_model_version,
         pull=a.pull,
         quiet=a.quiet or a.json,
     )
     if a.json:
-        _print_json({"id": img.id, "tags": list(img.tags), "labels": img.labels})
+        from .image import labels as image_labels
+        from .image._inspect import model_block
+
+        # "id" is the engine's image id; the registry's image_digest exists only once pushed (push --json)
+        _print_json(
+            {
+                "id": img.id,
+                "tags": list(img.tags),
+                "labels": img.labels,
+                "model": model_block(img.labels),
+                "app": image_labels.app_settings(img.labels),
+            }
+        )
     else:
         print(
             f"built {', '.join(img.tags)} ({img.id[:19]}) with model "
@@ -129,18 +194,18 @@ def cmd_build(a: argparse.Namespace) -> None:
 
 
 def cmd_push(a: argparse.Namespace) -> None:
-    from .build import push
+    from .image import push
 
     password = sys.stdin.readline().rstrip("\n") if a.password_stdin else None
     digest = push(a.image, username=a.username, password=password, quiet=a.quiet or a.json)
     if a.json:
-        _print_json({"image": a.image, "digest": digest})
+        _print_json({"image": a.image, "image_digest": digest})
     else:
         print(f"pushed {a.image} {digest}")
 
 
 def cmd_inspect(a: argparse.Namespace) -> None:
-    from .build import inspect
+    from .image import inspect
 
     info = inspect(a.image)
     if a.json:
@@ -148,7 +213,9 @@ def cmd_inspect(a: argparse.Namespace) -> None:
         return
     model = info.get("model") or {}
     print(f"{info.get('ref', a.image)} ({info.get('source', '?')})")
-    print(f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} {model.get('digest') or '-'}")
+    print(
+        f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} {model.get('model_digest') or '-'}"
+    )
     for k, v in sorted((info.get("labels") or {}).items()):
         if k != "io.modelship.model.manifest":
             print(f"  {k}={v}")
@@ -159,7 +226,7 @@ def _registry_password(a: argparse.Namespace) -> str | None:
 
 
 def cmd_assemble(a: argparse.Namespace) -> None:
-    from .oci.assemble import assemble
+    from .oci._assemble import assemble
 
     password = _registry_password(a)
     r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
@@ -171,7 +238,7 @@ def cmd_assemble(a: argparse.Namespace) -> None:
 
 
 def cmd_promote(a: argparse.Namespace) -> None:
-    from .oci.assemble import promote
+    from .oci._assemble import promote
 
     r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
     if a.json:
@@ -184,7 +251,16 @@ def cmd_promote(a: argparse.Namespace) -> None:
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
-    paths = render(a.image, a.out, name=a.name, replicas=a.replicas, template_dir=a.template_dir)
+    paths = render(
+        a.image,
+        a.out,
+        name=a.name,
+        replicas=a.replicas,
+        template_dir=a.template_dir,
+        port=a.port,
+        ready_path=a.ready_path,
+        live_path=a.live_path,
+    )
     for p in paths:
         print(p)
 
@@ -194,13 +270,11 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used by tests to check command lines in the pipeline templates)."""
-    p = argparse.ArgumentParser(
-        prog="modelship", description="Ship the latest model inside your app's image, verified."
-    )
+    p = _Parser(prog="modelship", description="Ship the latest model inside your app's image, verified.")
     p.add_argument("--version", action="version", version=f"modelship {__version__}")
     # -v and --no-progress work before and after the verb; SUPPRESS keeps the subcommand's default from
     # overwriting a value given before the verb.
-    for parser, default in ((p, None), (common := argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)):
+    for parser, default in ((p, None), (common := _Parser(add_help=False), argparse.SUPPRESS)):
         parser.add_argument(
             "-v", "--verbose", action="count", default=default or 0, help="more log output (-vv for debug)"
         )
@@ -238,8 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", default="modelship.lock", help="lock file to write (default modelship.lock)")
 
     sp = add("fetch", cmd_fetch, "download a model verified, cached and atomically")
+    sp.usage = "%(prog)s [options] URI DEST\n       %(prog)s [options] [URI] --lock FILE DEST"
     sp.add_argument("uri", metavar="URI", nargs="?", help="model URI (optional with --lock)")
-    sp.add_argument("dest", metavar="DEST")
+    # optional for argparse only: a missing DEST gets its own message (_fetch_positionals), not argparse's
+    sp.add_argument("dest", metavar="DEST", nargs="?", help="folder to put the model in")
+    sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
     sp.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
@@ -255,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dockerfile", metavar="FILE", help="your own Dockerfile instead of the generated one")
     sp.add_argument("--entrypoint", metavar="CMD", help='command to run, e.g. "gunicorn -b 0.0.0.0:8000 app:app"')
     sp.add_argument("--port", type=int, help="port the app listens on (default 8000)")
-    sp.add_argument("--ready-path", help="readiness path for the HEALTHCHECK (default /health/ready)")
+    sp.add_argument(
+        "--ready-path", help="readiness path, for the HEALTHCHECK and deploy render (default /health/ready)"
+    )
+    sp.add_argument("--live-path", help="liveness path, for deploy render's probes (default /health/live)")
     sp.add_argument("--tag-model-version", action="store_true", help="also tag IMAGE:<tag>-model-<version>")
     sp.add_argument("--pull", action="store_true", help="pull the base image first (default: use the local one)")
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
@@ -296,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="modelship-app")
     sp.add_argument("--replicas", type=int, default=2)
     sp.add_argument("--template-dir", metavar="DIR", help="your own manifest templates (default: the built-in ones)")
+    sp.add_argument("--port", type=int, help="containerPort and PORT (default: the image's io.modelship.app.port)")
+    sp.add_argument("--ready-path", help="readiness probe path (default: the image's io.modelship.app.ready-path)")
+    sp.add_argument("--live-path", help="startup/liveness probe path (default: the image's io.modelship.app.live-path)")
     return p
 
 
@@ -304,7 +387,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error (2), --help or --version (0): already printed
+        return e.code if isinstance(e.code, int) else 2
     verbose = getattr(args, "verbose", 0)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2), format="modelship: %(message)s", stream=sys.stderr

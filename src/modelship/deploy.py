@@ -2,21 +2,26 @@
 
 The templates are ordinary manifests (``deploy_templates/`` in this package, or a folder of your own).
 Rendering parses them and sets fields — the container image, ``metadata.name``, every
-``app.kubernetes.io/name`` label and selector, ``spec.replicas`` — rather than substituting text, so a
-template stays valid YAML a reviewer can read and ``kubectl apply`` as it is.
+``app.kubernetes.io/name`` label and selector, ``spec.replicas``, and the app's port (``containerPort``,
+``PORT``) and probe paths — rather than substituting text, so a template stays valid YAML a reviewer can
+read and ``kubectl apply`` as it is.
+
+The port and the readiness/liveness paths are the ones the image was built with: read from its
+``io.modelship.app.*`` labels (local engine first, then its registry), unless given explicitly.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from .errors import ModelshipError, UsageError
 
 DEFAULT_NAME = "modelship-app"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -29,6 +34,17 @@ _IMAGE = re.compile(
 )
 # Service names must be DNS-1035 labels (the strictest of the kinds rendered here)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# the app labels of an image that `modelship build` writes (modelship.image.labels) and the options for each
+_APP_SETTINGS = (("port", "--port"), ("ready_path", "--ready-path"), ("live_path", "--live-path"))
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the manifests need from the app: the port it listens on and its probe paths."""
+
+    port: int
+    ready_path: str
+    live_path: str
 
 
 def default_template_dir() -> Path:
@@ -42,10 +58,62 @@ def check_image(image: str) -> str:
         if "@sha256:" not in (image or ""):
             raise UsageError(
                 f"image {image!r} is not pinned by digest; pass REPO@sha256:<64 hex> "
-                "(the digest printed by 'modelship push --json')"
+                "(the image_digest printed by 'modelship push --json')"
             )
         raise UsageError(f"image {image!r} is not a valid REPO[:TAG]@sha256:<64 lowercase hex> reference")
     return image
+
+
+def app_settings(
+    image: str,
+    *,
+    port: int | None = None,
+    ready_path: str | None = None,
+    live_path: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> AppSettings:
+    """The port and probe paths to deploy ``image`` with: the explicit ones, the rest from the image's labels.
+
+    The image is read only when something is not given (local engine first, then its registry, with
+    ``username``/``password`` or the docker login). An image without those labels (not built by
+    ``modelship build``) is an error naming the options, never a silent default.
+    """
+    given = {"port": port, "ready_path": ready_path, "live_path": live_path}
+    if any(v is None for v in given.values()):
+        from .image import inspect
+
+        try:
+            app = inspect(image, username=username, password=password).get("app") or {}
+        except ModelshipError as e:
+            options = ", ".join(opt for key, opt in _APP_SETTINGS if given[key] is None)
+            raise type(e)(
+                f"{e} (deploy render reads the app's port and probe paths from the image; or pass {options})"
+            ) from None
+        missing = [opt for key, opt in _APP_SETTINGS if given[key] is None and app.get(key) in (None, "")]
+        if missing:
+            raise UsageError(
+                f"image {image} does not say {', '.join(m.lstrip('-') for m in missing)} (no io.modelship.app.* "
+                f"labels: not built by 'modelship build', or by an older one); pass {', '.join(missing)}"
+            )
+        given = {k: app.get(k) if v is None else v for k, v in given.items()}
+    return AppSettings(_port(given["port"]), _path(given["ready_path"], "ready"), _path(given["live_path"], "live"))
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(str(value)) if not isinstance(value, bool) else 0
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port must be a whole number between 1 and 65535, got {value!r}")
+    return port
+
+
+def _path(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise UsageError(f"{what} path must start with '/' and contain no spaces, got {value!r}")
+    return value
 
 
 def render(
@@ -55,10 +123,16 @@ def render(
     name: str = DEFAULT_NAME,
     replicas: int = 2,
     template_dir: str | Path | None = None,
+    port: int | None = None,
+    ready_path: str | None = None,
+    live_path: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> list[Path]:
     """Write the manifests of ``template_dir`` (default: the built-in ones) to ``out`` with ``image`` set.
 
-    Returns the written files, one per template file, in name order.
+    ``port``, ``ready_path`` and ``live_path`` default to what the image was built with (its labels, see
+    :func:`app_settings`). Returns the written files, one per template file, in name order.
     """
     check_image(image)
     if not isinstance(name, str) or not _NAME.match(name):
@@ -77,6 +151,9 @@ def render(
     deployment = next((d for _, docs in loaded for d in docs if d["kind"] == "Deployment"), None)
     if deployment is None:
         raise UsageError(f"no Deployment in the templates of {templates[0].parent}; add one to put the image in")
+    app = app_settings(
+        image, port=port, ready_path=ready_path, live_path=live_path, username=username, password=password
+    )
     # The template's own app name; only names and labels carrying it are renamed, so objects of
     # other apps that a template refers to (e.g. in a NetworkPolicy) keep theirs.
     original = str(deployment["metadata"].get("name", ""))
@@ -84,7 +161,7 @@ def render(
         for doc in docs:
             _rename(doc, original, name)
             if doc["kind"] == "Deployment":
-                _set_deployment(doc, image, replicas, path)
+                _set_deployment(doc, image, replicas, app, path)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -145,7 +222,7 @@ def _mappings(node: Any) -> Iterator[dict[str, Any]]:
             yield from _mappings(value)
 
 
-def _set_deployment(doc: dict[str, Any], image: str, replicas: int, path: Path) -> None:
+def _set_deployment(doc: dict[str, Any], image: str, replicas: int, app: AppSettings, path: Path) -> None:
     spec = doc.setdefault("spec", {})
     spec["replicas"] = replicas
     try:
@@ -156,6 +233,31 @@ def _set_deployment(doc: dict[str, Any], image: str, replicas: int, path: Path) 
         raise UsageError(f"{path}: the Deployment has no spec.template.spec.containers")
     target = next((c for c in containers if c.get("name") == APP_CONTAINER), containers[0])
     target["image"] = image
+    _set_app(target, app)
 
 
-__all__ = ["check_image", "default_template_dir", "render"]
+def _set_app(container: dict[str, Any], app: AppSettings) -> None:
+    """The image's port and probe paths in the container: its ``http`` (or only) port, PORT, the probes.
+
+    A template's own choices stay where they are not the app's to make (probe timings, port names).
+    """
+    ports = [p for p in container.get("ports") or [] if isinstance(p, dict)]
+    http = next((p for p in ports if p.get("name") == "http"), ports[0] if len(ports) == 1 else None)
+    if http is not None:
+        http["containerPort"] = app.port
+    for env in container.get("env") or []:
+        if isinstance(env, dict) and env.get("name") == "PORT" and "valueFrom" not in env:
+            env["value"] = str(app.port)
+    for probe, probe_path in (
+        ("startupProbe", app.live_path),
+        ("livenessProbe", app.live_path),
+        ("readinessProbe", app.ready_path),
+    ):
+        get = (container.get(probe) or {}).get("httpGet")
+        if isinstance(get, dict):
+            get["path"] = probe_path
+            if isinstance(get.get("port"), int):  # a named port follows containerPort by itself
+                get["port"] = app.port
+
+
+__all__ = ["AppSettings", "app_settings", "check_image", "default_template_dir", "render"]

@@ -1,6 +1,7 @@
 """pluggy hookspecs of the modelship library (project name "modelship").
 
-Third-party packages add model stores by exposing a plugin module in the ``modelship`` entry-point group::
+Third-party packages add model stores by exposing a plugin module in the ``modelship`` entry-point group;
+a scheme is declared once, in the store table that ``modelship_stores`` extends::
 
     [project.entry-points.modelship]
     gcs = "modelship_gcs"
@@ -9,23 +10,20 @@ Third-party packages add model stores by exposing a plugin module in the ``model
     import modelship.hookspecs
 
     @modelship.hookspecs.hookimpl
-    def modelship_source_schemes():
-        return ["gs"]
-
-    @modelship.hookspecs.hookimpl
-    def modelship_open_source(uri, credential):
-        if uri.scheme == "gs":
-            return GcsSource(uri, credential)   # implements modelship.sources.Source
+    def modelship_stores():
+        return {"gs": "modelship_gcs.store:GcsSource"}   # or the class; implements modelship.stores.Source
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .sources.base import Source
-from .uri import ModelURI
+if TYPE_CHECKING:
+    from .stores import StoreFactory
+    from .stores.base import Source
+    from .uri import ModelURI
 
 PROJECT = "modelship"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -33,10 +31,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def modelship_source_schemes() -> list[str]:
-    """The URI schemes this plugin serves (for error messages and ``modelship --help``)."""
+def modelship_stores() -> dict[str, StoreFactory]:
+    """Schemes this plugin serves → a store factory (called with the parsed URI and the credential), or
+    ``"module:attribute"`` naming one, imported on first use."""
 
 
 @hookspec(firstresult=True)
 def modelship_open_source(uri: ModelURI, credential: Any) -> Source | None:
-    """Return a Source for ``uri``, or None when the scheme is not yours."""
+    """Return a store for ``uri`` ahead of the scheme table (to wrap or replace one), or None to leave it."""

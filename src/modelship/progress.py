@@ -1,31 +1,46 @@
-"""Progress bars for long work (downloads, uploads, builds, pushes), on stderr, only on a TTY."""
+"""Progress bars for long work (downloads, uploads, builds, pushes): tqdm, on stderr, only on a TTY.
+
+tqdm fits the line to the terminal (and follows a resize), keeps ETAs sane and redraws in place; this
+module only decides *whether* a bar is shown (``--no-progress``, ``MODELSHIP_NO_PROGRESS``, ``CI``, a TTY)
+and makes one bar safe to update from the download threads.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
-import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 _ENABLED: bool | None = None  # set by the CLI's --no-progress; None = decide per stream
+_FALSE = ("", "0", "false", "no", "off")
 
 
 def set_enabled(enabled: bool | None) -> None:
+    """Force bars on or off for this process (None: decide from the environment and the stream)."""
     global _ENABLED
     _ENABLED = enabled
 
 
+def _env_set(name: str) -> bool:
+    """``CI=true`` / ``MODELSHIP_NO_PROGRESS=1`` count; ``CI=false``, ``=0``, ``=no``, ``=off``, empty do not."""
+    return os.environ.get(name, "").strip().lower() not in _FALSE
+
+
 def enabled(stream: TextIO | None = None) -> bool:
+    """Whether bars are drawn on ``stream`` (default stderr)."""
     if _ENABLED is not None:
         return _ENABLED
-    if os.environ.get("MODELSHIP_NO_PROGRESS") or os.environ.get("CI"):
+    if _env_set("MODELSHIP_NO_PROGRESS") or _env_set("CI"):
         return False
     stream = stream or sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KB`` (binary units, as the bars use)."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -33,41 +48,117 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+# Layouts from the widest to the narrowest; each with the width its numbers can take (a steady reserve, so a
+# line does not switch layout as the numbers grow). The description is shortened only when even the
+# narrowest numbers leave it too little room.
+_FULL = "{percentage:3.0f}% {n_fmt}B/{total_fmt}B {rate_fmt} ETA {remaining}"
+_COMPACT = "{percentage:3.0f}% {n_fmt}B {rate_fmt} ETA {remaining}"
+_NO_TOTAL = "{n_fmt}B {rate_fmt}"
+_WIDTH = {
+    _FULL: len("100% 1000MB/1000MB 1000MB/s ETA 00:00"),
+    _COMPACT: len("100% 1000MB 1000MB/s ETA 00:00"),
+    _NO_TOTAL: len("1000MB 1000MB/s"),
+}
+_MIN_BAR = 10  # narrower than this, the bar graphic is left out: the numbers matter more
+
+
+class _Bar(tqdm):
+    """tqdm with a layout for narrow terminals: the numbers always show, then the description, and the
+    bar graphic only where there is room (tqdm alone cuts the line's end, i.e. the numbers)."""
+
+    monitor_interval = 0  # no tqdm monitor thread: bars here are redrawn by their updates
+
+    @property
+    def format_dict(self) -> dict:
+        d = super().format_dict
+        ncols = d.get("ncols") or 80
+        desc = d.get("prefix") or ""
+        head = len(desc) + 2  # "DESC: "
+        if not d.get("total"):
+            stats = _NO_TOTAL
+        elif ncols - head - _WIDTH[_FULL] >= _MIN_BAR + 2:
+            return {
+                **d,
+                "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B {rate_fmt} ETA {remaining}",
+            }
+        else:
+            stats = _FULL if ncols - head >= _WIDTH[_FULL] else _COMPACT
+        room = ncols - _WIDTH[stats] - 2
+        if len(desc) > room:
+            desc = desc[: max(room - 1, 1)] + "…"
+        return {**d, "prefix": desc, "bar_format": "{desc}: " + stats}
+
+
+def _width(stream: TextIO) -> dict[str, object]:
+    """tqdm's width options: follow the terminal when it reports a size, else $COLUMNS, else 80."""
+    try:
+        if os.get_terminal_size(stream.fileno()).columns > 0:
+            return {"dynamic_ncols": True}
+    except (AttributeError, OSError, ValueError):
+        pass  # not a terminal, or one that reports no size (a fresh pty)
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    return {"ncols": (columns if columns > 0 else 80) - 1}  # one spare column: a full line never wraps
+
+
 class Progress:
-    """A thread-safe byte counter that redraws one line at most 10 times a second."""
+    """A thread-safe byte counter drawn as one tqdm line; ``total`` may grow while it runs (push layers)."""
 
     def __init__(self, total: int | None, desc: str, *, show: bool | None = None, stream: TextIO | None = None):
-        self.total, self.desc, self.done = total, desc, 0
         self._stream = stream or sys.stderr
-        self._show = enabled(self._stream) if show is None else show
+        show = enabled(self._stream) if show is None else show
         self._lock = threading.Lock()
-        self._start = self._last = time.monotonic()
+        self.desc = desc
+        self.done = 0
+        self._bar = _Bar(
+            total=total or None,
+            desc=desc,
+            file=self._stream,
+            disable=not show,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            mininterval=0.1,
+            leave=True,
+            **(_width(self._stream) if show else {}),
+        )
+
+    @property
+    def total(self) -> int | None:
+        return self._bar.total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        with self._lock:
+            self._bar.total = value or None
+            self._clamp()
 
     def update(self, n: int) -> None:
+        """Count ``n`` more bytes (negative when a retried transfer starts over)."""
         with self._lock:
             self.done += n
-            now = time.monotonic()
-            if self._show and now - self._last >= 0.1:
-                self._last = now
-                self._draw(now)
+            self._bar.update(n)
+            self._clamp()
 
-    def _draw(self, now: float, end: str = "") -> None:
-        elapsed = max(now - self._start, 1e-6)
-        rate = self.done / elapsed
-        line = f"{self.desc}: {human_bytes(self.done)}"
-        if self.total:
-            pct = 100 * self.done / self.total
-            eta = (self.total - self.done) / rate if rate > 0 else 0
-            line += f" / {human_bytes(self.total)} ({pct:3.0f}%) {human_bytes(rate)}/s ETA {eta:4.1f}s"
-        else:
-            line += f" {human_bytes(rate)}/s"
-        self._stream.write("\r\x1b[2K" + line + end)
-        self._stream.flush()
+    def _clamp(self) -> None:
+        # a total that turned out low (a push discovering layers) must not show over 100% or a negative ETA
+        if self._bar.total is not None and self._bar.n > self._bar.total:
+            self._bar.total = self._bar.n
+
+    def write(self, line: str) -> None:
+        """Print a line above the bar (the bar is redrawn below it), or plainly when no bar is shown."""
+        with self._lock:
+            if self._bar.disable:
+                print(line, file=self._stream, flush=True)
+            else:
+                self._bar.write(line, file=self._stream)
 
     def close(self) -> None:
-        if self._show:
-            with self._lock:
-                self._draw(time.monotonic(), end="\n")
+        """Draw the final state and end the line; idempotent."""
+        with self._lock:
+            self._bar.close()
 
     def __enter__(self) -> Progress:
         return self

@@ -12,9 +12,9 @@ __all__ = ["Case", "ModelshipClient", "ModelshipContainer", "Settings"]
 
 _LAZY = {
     "Case": "pytest_modelship.cases",
-    "ModelshipClient": "pytest_modelship.container",
+    "ModelshipClient": "pytest_modelship.client",
     "ModelshipContainer": "pytest_modelship.container",
-    "Settings": "pytest_modelship.container",
+    "Settings": "pytest_modelship.settings",
 }
 
 

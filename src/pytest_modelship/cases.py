@@ -2,6 +2,7 @@
 
 Loading, validating and matching are kept apart: ``load_file`` reads, ``parse_cases`` validates into
 frozen dataclasses (every problem names the file, the case and the key), ``match`` compares a response.
+One job, the smoke case from its file to its verdict, which is why the module is longer than ~400 lines.
 
 File format (YAML or JSON)::
 
@@ -39,7 +40,7 @@ import pytest
 if TYPE_CHECKING:
     import requests
 
-    from .plugin import ModelshipRun
+    from ._protocol import Run
 
 _MISSING: Any = object()
 CASE_KEYS = {"name", "method", "path", "headers", "json", "body", "timeout", "expect"}
@@ -349,7 +350,7 @@ def describe(
     redact: Callable[[str], str],
 ) -> str:
     """The failure text: what was wrong, the request that was sent, the answer and a diff."""
-    from .container import MASK, is_secret_name
+    from .redact import MASK, is_secret_name
 
     lines = [
         f"case {case.name!r} ({case.source}): " + ("1 problem" if len(problems) == 1 else f"{len(problems)} problems")
@@ -402,7 +403,7 @@ class CaseFailed(Exception):
 class CaseItem(pytest.Item):
     """One smoke case sent to the running container."""
 
-    def __init__(self, *, case: Case, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, case: Case, run: Run, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
         self.run = run
@@ -456,7 +457,7 @@ class CaseItem(pytest.Item):
 class CasesFile(pytest.File):
     """The cases file as a collector: a malformed file becomes a collection error naming the problem."""
 
-    def __init__(self, *, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, run: Run, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run = run
 
@@ -473,7 +474,7 @@ class CasesFile(pytest.File):
 class HookCases(pytest.Collector):
     """Cases contributed by ``pytest_modelship_cases`` implementations."""
 
-    def __init__(self, *, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, run: Run, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run = run
 

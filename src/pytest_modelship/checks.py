@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .container import ImageInfo, ModelshipContainer
-    from .plugin import ModelshipRun
+    from ._protocol import Run
+    from .container import ModelshipContainer
+    from .images import ImageInfo
 
 MANIFEST_NAME = "modelship.json"
 LABEL_PREFIX = "io.modelship.model."
@@ -215,7 +216,7 @@ class CheckFailed(Exception):
 
 
 class CheckItem(pytest.Item):
-    def __init__(self, *, check: Check, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, check: Check, run: Run, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.check = check
         self.run = run
@@ -244,7 +245,7 @@ class CheckItem(pytest.Item):
 class ImageChecks(pytest.Collector):
     """The ``modelship-image`` collector: one item per check."""
 
-    def __init__(self, *, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, run: Run, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run = run
 

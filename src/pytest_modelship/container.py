@@ -1,309 +1,55 @@
-"""Start, wait for and stop one container of the image under test, with labels for cleanup.
+"""Start and stop the one container of the image under test (testcontainers does the plumbing).
 
-Kept free of pytest: plugin.py maps the errors raised here to one-line pytest errors. testcontainers does
-the container plumbing; readiness, exit detection, cleanup and reaping of leftovers are done here
-because testcontainers' wait strategies neither notice a dead container nor clean up without Ryuk.
+``ModelshipContainer`` is a started container: URL, logs, files, and an exit notice from the engine.
+``Lifecycle`` owns it for the run: a start in the background while pytest collects, cleanup by label.
+Kept free of pytest: the session maps the errors raised here to one-line pytest errors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-import re
-import socket
 import tarfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
+from modelship._docker import docker_host, short_reason
 
-from modelship.cache import pid_alive
+from .errors import ContainerError, SetupError
+from .reaper import container_labels, remove_run
+from .settings import DEFAULT_READY_PATH
+from .waiting import wait_ready
 
 if TYPE_CHECKING:
     import docker
-    from docker.models.images import Image
     from testcontainers.core.container import DockerContainer
 
-LABEL_SESSION = "io.modelship.session"
-LABEL_WORKER = "io.modelship.worker"
-LABEL_CREATED = "io.modelship.created-at"
-LABEL_PID = "io.modelship.pid"
-LABEL_OWNER = "io.modelship.owner"
+    from .images import ImageInfo
+    from .settings import Settings
 
-DEFAULT_READY_PATH = "/health/ready"
-DEFAULT_MODEL_DIR = "/opt/modelship/model"
-POLL_INTERVAL_S = 0.025  # 40 Hz: readiness is seen within ~25 ms, well above the 20 Hz promised
-ENGINE_MODULES = (
-    "pytest_modelship.cases",
-    "pytest_modelship.checks",
-    "docker.errors",
-    "testcontainers.core.config",
-    "testcontainers.core.container",
-    "testcontainers.core.docker_client",
-)
 START_GRACE_S = 60.0  # creating + starting a container, on top of the readiness timeout
-STALE_AFTER_S = 3 * 3600  # leftovers whose owner cannot be checked (other host) are reaped after this
 LOG_TAIL_LINES = 50
-MASK = "***"
-
-_SECRET_NAME = re.compile(
-    r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|PWD|SAS|SIG|CONNECTION_?STRING|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE
-)
-_HEALTHCHECK_URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"\\)]*)")
-
-
-class ContainerError(Exception):
-    """The container could not be started or never became ready; ``str()`` is the message shown."""
-
-
-class SetupError(Exception):
-    """Docker or the image is not usable: one line naming the problem and the fix."""
-
-
-def is_secret_name(name: str) -> bool:
-    """True for keys whose values must never be shown (API_KEY, DB_PASSWORD, AZURE_..._SAS, ...)."""
-    return bool(_SECRET_NAME.search(name))
-
-
-def mask_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: (MASK if is_secret_name(k) and v else v) for k, v in env.items()}
-
-
-@dataclass
-class Settings:
-    """The effective plugin settings and where each came from (shown in the report header)."""
-
-    image: str
-    cases: str | None = None
-    port: int | None = None
-    ready_path: str | None = None
-    timeout: float = 60.0
-    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets: never in a repr
-    pull: bool = False
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def secret_values(self) -> list[str]:
-        return [v for k, v in self.env.items() if is_secret_name(k) and len(v) >= 3]
-
-    def redact(self, text: str) -> str:
-        """Replace the values of secret-named --modelship-env keys wherever they appear."""
-        for value in sorted(self.secret_values(), key=len, reverse=True):
-            text = text.replace(value, MASK)
-        return text
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the plugin needs from ``docker image inspect``."""
-
-    ref: str
-    id: str
-    exposed_ports: tuple[str, ...]
-    healthcheck: tuple[str, ...] | None
-    user: str
-    env: tuple[str, ...]
-    labels: dict[str, str]
-    history: tuple[str, ...] | None = None  # CreatedBy of every layer; None: fetched on first use
-    history_loader: Callable[[], tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
-
-    def layer_history(self) -> tuple[str, ...]:
-        """The build history (one API call, made only by the checks that need it)."""
-        if self.history is not None:
-            return self.history
-        return self.history_loader() if self.history_loader else ()
-
-    @classmethod
-    def from_image(cls, ref: str, image: Image) -> ImageInfo:
-        cfg = image.attrs.get("Config") or {}
-
-        def load_history() -> tuple[str, ...]:
-            return tuple(h.get("CreatedBy") or "" for h in image.history())
-
-        hc = cfg.get("Healthcheck") or {}
-        test = tuple(hc.get("Test") or ())
-        return cls(
-            ref=ref,
-            id=image.id,
-            exposed_ports=tuple(sorted((cfg.get("ExposedPorts") or {}).keys())),
-            healthcheck=test if test and test[0] != "NONE" else None,
-            user=cfg.get("User") or "",
-            env=tuple(cfg.get("Env") or ()),
-            labels=dict(cfg.get("Labels") or {}),
-            history_loader=load_history,
-        )
-
-    def env_dict(self) -> dict[str, str]:
-        return dict(e.split("=", 1) if "=" in e else (e, "") for e in self.env)
-
-    @property
-    def model_dir(self) -> str:
-        return self.env_dict().get("MODELSHIP_MODEL_DIR") or DEFAULT_MODEL_DIR
-
-    def default_port(self) -> int:
-        tcp = sorted({int(p.split("/")[0]) for p in self.exposed_ports if p.endswith("/tcp") or "/" not in p})
-        if len(tcp) == 1:
-            return tcp[0]
-        if not tcp:
-            raise SetupError(f"image {self.ref} exposes no TCP port: pass --modelship-port PORT")
-        listed = ", ".join(str(p) for p in tcp)
-        raise SetupError(f"image {self.ref} exposes several ports ({listed}): choose one with --modelship-port")
-
-    def healthcheck_path(self) -> str | None:
-        """The URL path of an HTTP HEALTHCHECK command, e.g. ``/health/ready``."""
-        if not self.healthcheck:
-            return None
-        match = _HEALTHCHECK_URL.search(" ".join(self.healthcheck[1:]))
-        return match.group(1) if match else None
-
-
-def docker_location() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def preload() -> None:
-    """Import the engine libraries and the plugin's own lazy modules now, in the main thread, before any
-    background thread runs and before SIGTERM is turned into an interrupt.
-
-    Otherwise the start thread imports them while the main thread imports conftests and test modules, and
-    a Ctrl-C landing in the middle of those concurrent imports was seen to leave the start thread blocked
-    in an import for good: a run that neither stopped nor went on. And an interrupt inside a lazy import
-    that creates dataclasses ends CPython by SIGINT instead of with pytest's exit code. Imports are CPU
-    work under the GIL, so doing them here first costs no wall time.
-    """
-    import importlib
-
-    for name in ENGINE_MODULES:
-        importlib.import_module(name)
 
 
 def connect() -> docker.DockerClient:
     """A client of the engine testcontainers will use, checked with a ping."""
-    try:
+    from modelship._docker import connect as ping_engine
+    from modelship.errors import DockerError
+
+    def testcontainers_client() -> docker.DockerClient:
         from testcontainers.core.docker_client import DockerClient
 
-        client = DockerClient().client
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - every failure to reach the engine means the same to the user
-        raise SetupError(
-            f"Docker engine not reachable at {docker_location()} ({_short_reason(e)}): start the Docker "
-            "daemon (e.g. 'sudo systemctl start docker') or point DOCKER_HOST at a running engine"
-        ) from None
-    return client
+        return DockerClient().client
 
-
-def get_image(client: docker.DockerClient, ref: str, pull: bool) -> ImageInfo:
-    """Inspect the image, pulling it first when asked; one-line errors when it is missing."""
-    import docker.errors
-
-    if pull:
-        repo, tag = _split_ref(ref)
-        try:
-            client.images.pull(repo, tag=tag)
-        except docker.errors.DockerException as e:
-            raise SetupError(
-                f"could not pull image {ref} ({_short_reason(e)}): check the name and 'docker login'"
-            ) from None
     try:
-        return ImageInfo.from_image(ref, client.images.get(ref))
-    except docker.errors.ImageNotFound:
-        raise SetupError(
-            f"image {ref} not found locally: build it first, or pass --modelship-pull to pull it"
-        ) from None
-    except docker.errors.DockerException as e:
-        raise SetupError(f"could not inspect image {ref} ({_short_reason(e)})") from None
-
-
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    if "@" in ref:
-        return ref, None
-    name, _, tag = ref.rpartition(":")
-    if name and "/" not in tag:
-        return name, tag
-    return ref, "latest"
-
-
-def _short_reason(e: BaseException) -> str:
-    # docker-py nests the real cause deep inside its message; the innermost error says most.
-    inner: BaseException = e
-    while inner.__cause__ is not None or inner.__context__ is not None:
-        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
-    text = str(inner) or type(inner).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-# ---------------------------------------------------------------------------------------------- owners
-
-
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # field 22 (starttime); the command name in field 2 may hold spaces, so split after it
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "-"
-
-
-def owner_id(pid: int | None = None) -> str:
-    """host|pid-namespace|pid|start-time: identifies a process even after its pid is reused."""
-    pid = pid or os.getpid()
-    return f"{socket.gethostname()}|{_pid_namespace()}|{pid}|{_proc_start_time(pid) or '-'}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the process that created a container still runs; None when that cannot be told here."""
-    try:
-        host, ns, pid_s, start = owner.split("|")
-        pid = int(pid_s)
-    except ValueError:
-        return None
-    if host != socket.gethostname() or ns != _pid_namespace():
-        return None
-    if start != "-":
-        return _proc_start_time(pid) == start
-    return pid_alive(pid)
-    return True
-
-
-def reap_stale(client: docker.DockerClient, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:
-    """Remove containers left behind by killed runs: owner process gone, or too old to be in use."""
-    import docker.errors
-
-    now = time.time() if now is None else now
-    removed = []
-    # the plain list call (labels included): the SDK's list would inspect each container, and one removed by
-    # its own session meanwhile would fail the whole listing
-    for c in client.api.containers(all=True, filters={"label": LABEL_SESSION}):
-        labels = c.get("Labels") or {}
-        alive = owner_alive(labels.get(LABEL_OWNER, ""))
-        try:
-            age = now - float(labels.get(LABEL_CREATED, "0"))
-        except ValueError:
-            age = float("inf")
-        if alive is False or (alive is None and age > stale_after):
-            try:
-                client.api.remove_container(c["Id"], force=True, v=True)
-                removed.append((c.get("Names") or [c["Id"][:12]])[0].lstrip("/"))
-            except docker.errors.APIError:
-                pass  # its own session removed it meanwhile (404), or is removing it (409)
-    return removed
-
-
-# ------------------------------------------------------------------------------------------ container
+        return ping_engine(testcontainers_client)
+    except DockerError as e:  # the one wording of an unreachable engine, as a setup error of the run
+        raise SetupError(str(e)) from None
 
 
 class ModelshipContainer:
@@ -385,59 +131,8 @@ class ModelshipContainer:
         try:
             raw = self._api.logs(self.id, stdout=True, stderr=True, tail=tail)
         except Exception as e:  # noqa: BLE001 - logs are diagnostics; never hide the real failure
-            return f"(container logs unavailable: {_short_reason(e)})"
+            return f"(container logs unavailable: {short_reason(e)})"
         return self.settings.redact(raw.decode("utf-8", "replace"))
-
-    def wait_ready(
-        self,
-        timeout: float,
-        probe: Callable[[ModelshipContainer, str], bool | None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> float:
-        """Poll the ready URL until a 2xx; fail at once when the container exits. Returns the seconds taken."""
-        deadline = self.started + timeout
-        url = self.ready_url
-        last = "no answer yet"
-        with requests.Session() as http:
-            http.trust_env = False  # the container is local: never route the probe through a proxy
-            while True:
-                if self._exited.is_set():
-                    self._raise_exited()
-                if not self.host_port:
-                    if self._exited.wait(1.0):  # an exit explains a missing mapping best
-                        self._raise_exited()
-                    raise ContainerError(
-                        f"container port {self.port}/tcp of {self.image.ref} is not published; "
-                        "check --modelship-port against the port the app listens on"
-                    )
-                if cancel is not None and cancel.is_set():
-                    raise ContainerError("the session ended before the container was ready")
-                verdict = probe(self, url) if probe else None
-                if verdict is None:
-                    verdict, last = _probe_http(http, url, max(0.05, min(1.0, deadline - time.monotonic())))
-                elif not verdict:
-                    last = "not ready (pytest_modelship_ready hook)"
-                if verdict:
-                    self.ready_after_s = time.monotonic() - self.started
-                    return self.ready_after_s
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    # one last look: an exit during the final probe explains more than a timeout does
-                    if self._exited.wait(0.2):
-                        self._raise_exited()
-                    raise ContainerError(
-                        f"container of {self.image.ref} not ready after {timeout:g} s: GET {url} last gave {last}; "
-                        f"raise --modelship-timeout or fix --modelship-ready-path; last log lines:\n{self.logs()}"
-                    )
-                # Event.wait doubles as the poll interval and returns early when the container exits.
-                self._exited.wait(min(POLL_INTERVAL_S, remaining))
-
-    def _raise_exited(self) -> None:
-        after = time.monotonic() - self.started
-        raise ContainerError(
-            f"container of {self.image.ref} exited with code {self.exit_code} {after:.1f} s after start, "
-            f"before it was ready; last log lines:\n{self.logs()}"
-        )
 
     def iter_files(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
         """Stream the files under ``path`` out of the container (docker cp): no tool needed in the image.
@@ -480,14 +175,6 @@ class ModelshipContainer:
                 self._api.wait(self.id, timeout=15, condition="removed")
 
 
-def _probe_http(http: requests.Session, url: str, timeout: float) -> tuple[bool, str]:
-    try:
-        r = http.get(url, timeout=timeout)
-    except requests.RequestException as e:
-        return False, type(e).__name__
-    return 200 <= r.status_code < 300, f"HTTP {r.status_code}"
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -514,16 +201,13 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-# ------------------------------------------------------------------------------------------ lifecycle
-
-
 def host_and_bind() -> tuple[str, str]:
     """The address to reach published ports at, and the host IP to publish them on."""
     override = os.environ.get("TC_HOST") or os.environ.get("TESTCONTAINERS_HOST_OVERRIDE")
     if override:
         host = override
     else:
-        parts = urlsplit(docker_location())
+        parts = urlsplit(docker_host())
         remote = parts.scheme in ("tcp", "http", "https", "ssh") and parts.hostname
         host = parts.hostname if remote and parts.hostname not in ("localhost", "127.0.0.1", "::1") else "127.0.0.1"
     loopback = host in ("localhost", "127.0.0.1", "::1")
@@ -565,13 +249,7 @@ class Lifecycle:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            LABEL_SESSION: self.run_id,
-            LABEL_WORKER: self.worker,
-            LABEL_CREATED: f"{time.time():.3f}",
-            LABEL_PID: str(os.getpid()),
-            LABEL_OWNER: owner_id(),
-        }
+        return container_labels(self.run_id, self.worker)
 
     def prepare(self) -> DockerContainer:
         from testcontainers.core.container import DockerContainer
@@ -653,8 +331,8 @@ class Lifecycle:
                 raise ContainerError("the session ended before the container started")
             tc.start()
         except docker.errors.APIError as e:
-            self._sweep()
-            raise ContainerError(f"could not start a container of {self.settings.image}: {_short_reason(e)}") from None
+            remove_run(self.client, self.run_id, self.worker)
+            raise ContainerError(f"could not start a container of {self.settings.image}: {short_reason(e)}") from None
         finally:
             self._creating = False
         container = ModelshipContainer(tc, self.settings, self.image, host)
@@ -663,7 +341,7 @@ class Lifecycle:
             container.stop()
             raise ContainerError("the session ended before the container was ready")
         try:
-            container.wait_ready(self.settings.timeout, probe, self._cancel)
+            wait_ready(container, self.settings.timeout, probe, self._cancel)
         except ContainerError:
             self.failed = container
             raise
@@ -682,7 +360,7 @@ class Lifecycle:
         except Exception as e:  # noqa: BLE001 - Ryuk is a safety net; its absence must not fail the run
             tc_config.ryuk_disabled = True
             self.notes.append(
-                f"Ryuk could not start ({_short_reason(e)}); modelship removes its containers itself "
+                f"Ryuk could not start ({short_reason(e)}); modelship removes its containers itself "
                 "(set TESTCONTAINERS_RYUK_DISABLED=true to skip the attempt)"
             )
 
@@ -701,7 +379,7 @@ class Lifecycle:
             thread.join(timeout=15 if self._creating else 5)
         if self._current is not None:
             self._current.stop()
-        self._sweep()
+        remove_run(self.client, self.run_id, self.worker)
         self.container = None
 
     def cancel(self) -> None:
@@ -714,20 +392,6 @@ class Lifecycle:
             self._current = self.failed = None
             self.error = None
 
-    def _sweep(self) -> None:
-        import docker.errors
-
-        try:
-            leftovers = self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL_SESSION}={self.run_id}", f"{LABEL_WORKER}={self.worker}"]}
-            )
-            for c in leftovers:
-                # NotFound, or a removal already in progress (409): one failure must not end the sweep
-                with contextlib.suppress(docker.errors.APIError):
-                    c.remove(force=True, v=True)
-        except docker.errors.DockerException:
-            pass  # the engine went away; the next session's reaper removes what is left
-
 
 def _keep_labels(tc: DockerContainer, labels: dict[str, str]) -> None:
     """Put the cleanup labels back after a customising hook: ``with_kwargs`` replaces all kwargs (and a hook
@@ -735,38 +399,3 @@ def _keep_labels(tc: DockerContainer, labels: dict[str, str]) -> None:
     kwargs = dict(getattr(tc, "_kwargs", None) or {})
     kwargs["labels"] = {**(kwargs.get("labels") or {}), **labels}
     tc.with_kwargs(**kwargs)
-
-
-# --------------------------------------------------------------------------------------------- client
-
-
-class ModelshipClient(requests.Session):
-    """A ``requests.Session`` bound to the container: relative URLs, a default timeout, ``predict()``."""
-
-    def __init__(self, base_url: str, timeout: float = 30.0, predict_path: str = "/predict") -> None:
-        super().__init__()
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.predict_path = predict_path
-        self.trust_env = False  # local container: proxies from the environment would only get in the way
-
-    def url(self, path: str) -> str:
-        if "://" in path:
-            return path
-        return f"{self.base_url}/{path.lstrip('/')}"
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout)
-        target = self.url(url.decode() if isinstance(url, bytes) else url)
-        return super().request(method, target, *args, **kwargs)
-
-    def predict(self, payload: Any, path: str | None = None, **kwargs: Any) -> Any:
-        """POST ``payload`` as JSON to the predict path and return the decoded JSON answer."""
-        r = self.post(path or self.predict_path, json=payload, **kwargs)
-        if not r.ok:
-            raise requests.HTTPError(f"POST {r.request.url} answered {r.status_code}: {r.text[:300]}", response=r)
-        return r.json()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)

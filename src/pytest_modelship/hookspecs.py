@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
     from .cases import Case
-    from .container import ModelshipContainer, Settings
+    from .container import ModelshipContainer
+    from .settings import Settings
 
 
 @pytest.hookspec(firstresult=True)

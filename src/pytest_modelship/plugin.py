@@ -1,73 +1,26 @@
 """pytest plugin: ``pytest --modelship-image IMAGE`` starts the image and proves it serves correct answers.
 
-Options come from the command line, then ``MODELSHIP_*`` environment variables, then ini keys; the
-effective values and their sources are shown in the report header (like pytest-django). Without an
-image the plugin only adds its options and fixtures: nothing is imported, started or collected.
-Heavy imports (docker, testcontainers, requests) happen only when an image is given.
+Hooks and fixtures only, like pytest-xdist's and pytest-httpserver's plugin modules: the options live in
+settings.py, the run (one container per session, signals, summary) in session.py. Without an image the
+plugin only adds its options and fixtures: nothing is imported, started or collected. Heavy imports
+(docker, testcontainers, requests) happen only when an image is given.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import gc
-import os
-import shlex
-import signal
-import statistics
-import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
+from .settings import Settings, add_options, image_given
+
 if TYPE_CHECKING:
-    from .container import ImageInfo, Lifecycle, ModelshipClient, ModelshipContainer, Settings
+    from .client import ModelshipClient
+    from .container import ModelshipContainer
+    from .session import ModelshipRun
 
-DEFAULT_CASES = "modelship-cases.yaml"
-DEFAULT_TIMEOUT = 60.0
-LOG_SECTION = "Captured stdout modelship container"
-READY_PROPERTY = "modelship_ready_s"
-CONTAINER_PROPERTY = "modelship_container"
-FIXTURES = frozenset({"modelship_container", "modelship_url", "modelship_client"})
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True)
-class _Option:
-    key: str
-    kind: str  # str | path | int | float | env | bool
-    help: str
-
-    @property
-    def flag(self) -> str:
-        return "--modelship-" + self.key.replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        return "modelship_" + self.key
-
-    @property
-    def env(self) -> str:
-        return "MODELSHIP_" + self.key.upper()
-
-    ini = dest
-
-
-OPTIONS: tuple[_Option, ...] = (
-    _Option("image", "str", "image to test (e.g. myapp:1.2); without it the plugin does nothing"),
-    _Option("cases", "path", f"smoke cases file, YAML or JSON (default: {DEFAULT_CASES} in the rootdir, if present)"),
-    _Option("port", "int", "container port of the app (default: the image's single EXPOSEd port)"),
-    _Option("ready_path", "str", "readiness URL path (default: from the image's HEALTHCHECK, else /health/ready)"),
-    _Option("timeout", "float", f"seconds for the container to become ready (default: {DEFAULT_TIMEOUT:g})"),
-    _Option("env", "env", "KEY=VALUE for the container, repeatable; values of secret-like keys are masked"),
-    _Option("pull", "bool", "pull the image before the run (default: use the local image only)"),
-)
-_BY_KEY = {o.key: o for o in OPTIONS}
 _RUN = pytest.StashKey["ModelshipRun"]()
 
 
@@ -78,501 +31,22 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("modelship", "test a model-serving container image (env MODELSHIP_*, ini modelship_*)")
-    for o in OPTIONS:
-        help_text = f"{o.help} [env {o.env}, ini {o.ini}]"
-        if o.kind == "bool":
-            group.addoption(o.flag, action="store_true", default=None, dest=o.dest, help=help_text)
-        elif o.kind == "env":
-            group.addoption(o.flag, action="append", default=None, dest=o.dest, metavar="KEY=VALUE", help=help_text)
-        else:
-            metavar = {"path": "FILE", "int": "PORT", "float": "SECONDS"}.get(o.kind, o.key.upper())
-            group.addoption(o.flag, default=None, dest=o.dest, metavar=metavar, help=help_text)
-        parser.addini(o.ini, o.help, type="linelist" if o.kind == "env" else "string")
-
-
-def _lookup(config: pytest.Config, o: _Option) -> tuple[Any, str] | None:
-    """The raw value and its source, by precedence: command line > environment > ini."""
-    value = config.getoption(o.dest, None)
-    if value is not None:
-        return value, o.flag
-    value = os.environ.get(o.env)
-    if value:
-        return value, o.env
-    value = config.getini(o.ini)
-    if value:
-        ini = config.inipath.name if config.inipath else "ini"
-        return value, f"{ini} {o.ini}"
-    return None
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "modelship: the plugin's smoke cases and image checks (select with -m modelship)"
     )
-    if _lookup(config, _BY_KEY["image"]) is None:
+    if not image_given(config):
         return  # no image: nothing registered, nothing imported, nothing started
+    from .session import ModelshipRun
+
     run = ModelshipRun(config)
     config.stash[_RUN] = run
     config.pluginmanager.register(run, "modelship-run")
     if not config.option.help:
         run.begin()
-
-
-def resolve_settings(config: pytest.Config) -> Settings:
-    """Parse and validate every option; a bad value is a UsageError naming its source."""
-    from .container import Settings
-
-    found = {o.key: _lookup(config, o) for o in OPTIONS}
-    image_raw = found["image"]
-    assert image_raw is not None
-    settings = Settings(image=str(image_raw[0]).strip())
-    settings.sources["image"] = image_raw[1]
-    for key in ("cases", "port", "ready_path", "timeout", "env", "pull"):
-        raw = found[key]
-        if raw is None:
-            continue
-        value, source = raw
-        setattr(settings, key, _parse(config, _BY_KEY[key], value, source))
-        settings.sources[key] = source
-    if found["cases"] is None:
-        default = config.rootpath / DEFAULT_CASES
-        if default.is_file():
-            settings.cases = str(default)
-            settings.sources["cases"] = "default"
-    elif not Path(settings.cases or "").is_file():
-        raise pytest.UsageError(f"modelship: cases file {settings.cases} not found (from {found['cases'][1]})")
-    settings.sources.setdefault("timeout", "default")
-    settings.sources.setdefault("pull", "default")
-    return settings
-
-
-def _parse(config: pytest.Config, o: _Option, value: Any, source: str) -> Any:
-    def bad(why: str) -> pytest.UsageError:
-        return pytest.UsageError(f"modelship: {source} {value!r}: {why}")
-
-    if o.kind == "bool":
-        if value is True:
-            return True
-        text = str(value).strip().lower()
-        if text in _TRUE | _FALSE:
-            return text in _TRUE
-        raise bad("expected true or false")
-    if o.kind == "int":
-        try:
-            port = int(str(value))
-        except ValueError:
-            raise bad("not a port number") from None
-        if not 0 < port < 65536:
-            raise bad("not a port number (1-65535)")
-        return port
-    if o.kind == "float":
-        try:
-            seconds = float(str(value))
-        except ValueError:
-            raise bad("not a number of seconds") from None
-        if seconds <= 0:
-            raise bad("must be more than 0 seconds")
-        return seconds
-    if o.kind == "path":
-        base = config.invocation_params.dir
-        if source.startswith(config.inipath.name if config.inipath else "\0") and config.inipath:
-            base = config.inipath.parent  # ini paths are relative to the ini file, like pytest's own
-        return str((base / str(value).strip()).resolve())
-    if o.kind == "env":
-        items = shlex.split(value) if isinstance(value, str) else list(value)
-        env = {}
-        for item in items:
-            name, sep, val = item.partition("=")
-            if not sep or not name.strip() or any(c.isspace() for c in name):
-                # never echo the item: it may be a secret value given without its key
-                raise pytest.UsageError(f"modelship: {source}: expected KEY=VALUE, got an item without a valid KEY=")
-            env[name.strip()] = val
-        return env
-    text = str(value).strip()
-    if o.key == "ready_path" and not text.startswith("/"):
-        raise bad("the ready path must start with '/'")
-    return text
-
-
-class ModelshipRun:
-    """The plugin's state for one pytest process (one per xdist worker), registered only with an image."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.settings: Settings | None = None
-        self.image: ImageInfo = None  # type: ignore[assignment]  # set in sessionstart
-        self.lifecycle: Lifecycle | None = None
-        self.session: pytest.Session | None = None
-        self.latencies: list[tuple[str, str, float]] = []  # (case, outcome, ms)
-        self.ready: list[tuple[float, str]] = []  # (seconds to ready, "worker name url") per container
-        self._ready_reported = False
-        self._logs_attached: set[str] = set()
-        self._signature_at_start: tuple[Any, ...] | None = None
-        self.warnings: list[str] = []
-        self._prep_thread: threading.Thread | None = None
-        self._prepared = threading.Event()
-        self._setup_error: str | None = None
-        self._closing = False
-        self._stopper: threading.Thread | None = None
-        self._client: ModelshipClient | None = None
-        self._client_lock = threading.Lock()
-        self._old_handlers: dict[int, Any] = {}
-        self.interrupted_by: int | None = None  # SIGINT or SIGTERM: exit status 128 + it, not pytest's 2
-        self._exit_reported = False
-        self.reaped: list[str] = []
-        workerinput = getattr(config, "workerinput", None)
-        self.worker = workerinput["workerid"] if workerinput else "main"
-        self.is_worker = workerinput is not None
-        self.run_id = (workerinput or {}).get("testrunuid") or uuid.uuid4().hex
-        self.run_id = self.run_id[:12]
-
-    # -------------------------------------------------------------------------------- session start
-
-    def begin(self) -> None:
-        """Resolve the options now; inspect the image and boot the container in the background.
-
-        Docker work is mostly waiting for the engine, so it overlaps pytest's own start-up and
-        collection. Not for --collect-only, nor in an xdist controller (workers start their own).
-        """
-        self.settings = resolve_settings(self.config)
-        # Registered this early, the final cleanup runs after pytest's own (garbage collection passes),
-        # which overlap the container's removal started at sessionfinish.
-        self.config.add_cleanup(self._cleanup)
-        # The interpreter's last garbage collection at exit walks every object pytest, docker and requests
-        # made: ~0.1 s, a tenth of a smoke run. Python does not promise finalizers at exit anyway (data model,
-        # object.__del__), files and reports are closed by then, and at exit nothing is left to reclaim memory for.
-        atexit.register(gc.freeze)
-        controller = not self.is_worker and getattr(self.config.option, "dist", "no") != "no"
-        starts = not (self.config.option.collectonly or controller)
-        if starts:
-            from .container import preload
-
-            preload()  # before any thread starts and before SIGTERM is handled: see preload()
-        # before the background start below: a SIGTERM during collection must also remove the container
-        self._install_signals()
-        if starts:
-            self._signature_at_start = self._hook_signature()
-            self._prep_thread = threading.Thread(
-                target=self._prepare, args=(True,), name="modelship-prepare", daemon=True
-            )
-            self._prep_thread.start()
-
-    def _prepare(self, boot: bool = False) -> None:
-        """Connect, reap leftovers, inspect the image, fill the defaults; then maybe start the container."""
-        from .container import DEFAULT_READY_PATH, Lifecycle, SetupError, connect, get_image, reap_stale
-
-        settings = self.settings
-        assert settings is not None
-        try:
-            client = connect()
-            self.image = get_image(client, settings.image, settings.pull)
-            if settings.port is None:
-                settings.port = self.image.default_port()
-                settings.sources["port"] = "image EXPOSE"
-            if settings.ready_path is None:
-                from_hc = self.image.healthcheck_path()
-                settings.ready_path = from_hc or DEFAULT_READY_PATH
-                settings.sources["ready_path"] = "image HEALTHCHECK" if from_hc else "default"
-            self.lifecycle = Lifecycle(settings, client, self.image, run_id=self.run_id, worker=self.worker)
-            if boot and not self._closing:
-                self.lifecycle.start_background(*self._hooks())
-            if not self.is_worker:  # the controller reaps once; workers would only race each other
-                self.reaped = self._reap(client, reap_stale)  # while our own container boots
-        except SetupError as e:
-            self._setup_error = f"modelship: {e}"
-        except Exception as e:  # noqa: BLE001 - reported as one line in the main thread, not lost in this one
-            self._setup_error = f"modelship: could not prepare the image {settings.image}: {e!r}"
-        finally:
-            # set only after the background start began, so collection_finish can still cancel it
-            self._prepared.set()
-
-    def _reap(self, client: Any, reap_stale: Any) -> list[str]:
-        try:
-            return reap_stale(client)
-        except Exception as e:  # noqa: BLE001 - best effort: leftovers must not fail this run
-            self.warnings.append(f"could not look for containers left by killed runs: {e!r}")
-            return []
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        self.session = session
-        if self.settings is None:
-            self.settings = resolve_settings(self.config)
-            self.config.add_cleanup(self._cleanup)
-        if self._prep_thread is None:
-            self._prepare()
-        else:
-            self._prepared.wait()
-        if self._setup_error:
-            raise pytest.UsageError(self._setup_error)
-        assert self.lifecycle is not None
-        atexit.register(self.lifecycle.stop)  # last resort, e.g. an exception escaping pytest itself
-        self._install_signals()
-
-    def _install_signals(self) -> None:
-        # SIGTERM (CI cancel, docker stop) would kill pytest without any cleanup: turn it into Ctrl-C. Both
-        # are noted, so the run ends with the shell's 130 / 143 instead of pytest's 2 for any interruption.
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
-            try:
-                if signum not in self._old_handlers and signal.getsignal(signum) is default:
-                    self._old_handlers[signum] = signal.signal(signum, self._on_signal)
-            except (ValueError, OSError):
-                pass
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGTERM and self._closing:
-            return  # cleanup is under way: a repeated SIGTERM must not cut it short (Ctrl-C still does)
-        self.interrupted_by = self.interrupted_by or signum
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    def _restore_signals(self) -> None:
-        for signum, old in self._old_handlers.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signum, old)
-        self._old_handlers.clear()
-
-    def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        from .container import mask_env
-
-        s = self.settings
-        if s is None:
-            return []
-        src = s.sources
-
-        def line(label: str, value: Any, key: str) -> str:
-            return f"modelship {label}: {value} (from {src.get(key, 'default')})"
-
-        lines = [line("image", f"{s.image} [{self.image.id[7:19]}]", "image")]
-        lines.append(line("cases", s.cases or "none", "cases"))
-        lines.append(line("port", s.port, "port"))
-        lines.append(line("ready path", s.ready_path, "ready_path"))
-        lines.append(line("timeout", f"{s.timeout:g} s", "timeout"))
-        if s.env:
-            shown = " ".join(f"{k}={v}" for k, v in mask_env(s.env).items())
-            lines.append(line("env", shown, "env"))
-        lines.append(line("pull", "yes" if s.pull else "no", "pull"))
-        if self.reaped:
-            lines.append(f"modelship: removed {len(self.reaped)} container(s) left by killed runs")
-        return lines
-
-    # ------------------------------------------------------------------------------------- collection
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_make_collect_report(self, collector: pytest.Collector) -> Iterator[Any]:
-        report = yield
-        if isinstance(collector, pytest.Session) and report.passed and self.settings is not None:
-            report.result[:0] = self._collectors(collector)
-        return report
-
-    def _collectors(self, session: pytest.Session) -> list[pytest.Collector]:
-        from .cases import CasesFile, HookCases
-        from .checks import ImageChecks
-
-        nodes: list[pytest.Collector] = [
-            ImageChecks.from_parent(session, name="modelship-image", nodeid="modelship-image", run=self)
-        ]
-        if self.settings and self.settings.cases:
-            path = Path(self.settings.cases)
-            # outside the rootdir pytest cannot derive a node id; a relative path keeps -k/--deselect usable
-            nodeid = Path(os.path.relpath(path, self.config.rootpath)).as_posix()
-            nodes.append(CasesFile.from_parent(session, path=path, nodeid=nodeid, run=self))
-        if self.config.pluginmanager.hook.pytest_modelship_cases.get_hookimpls():
-            nodes.append(HookCases.from_parent(session, name="modelship-cases", nodeid="modelship-cases", run=self))
-        return nodes
-
-    # -------------------------------------------------------------------------------------- container
-
-    def _hooks(self) -> tuple[Any, Any]:
-        """The container-customising and readiness hooks as plain callables for container.py."""
-        hook = self.config.hook
-        probe = None
-        if self.config.pluginmanager.hook.pytest_modelship_ready.get_hookimpls():
-
-            def probe(c: ModelshipContainer, url: str) -> bool | None:
-                return hook.pytest_modelship_ready(config=self.config, container=c, url=url)
-
-        def customize(tc: Any) -> Any:
-            return hook.pytest_modelship_container(config=self.config, container=tc, settings=self.settings)
-
-        return customize, probe
-
-    def _hook_signature(self) -> tuple[Any, ...]:
-        hooks = self.config.pluginmanager.hook
-        return tuple(
-            impl.function
-            for h in (hooks.pytest_modelship_container, hooks.pytest_modelship_ready)
-            for impl in h.get_hookimpls()
-        )
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if self.lifecycle is None or self._signature_at_start is None:
-            return
-        unused = not any(self._needs_container(item) for item in session.items)
-        # a conftest.py met during collection may bring container/readiness hooks the early start missed
-        if unused or self._hook_signature() != self._signature_at_start:
-            self.lifecycle.cancel()  # starts afresh, with every hook, if a test asks for it after all
-
-    @staticmethod
-    def _needs_container(item: pytest.Item) -> bool:
-        from .cases import CaseItem
-        from .checks import CheckItem
-
-        if isinstance(item, CaseItem) or (isinstance(item, CheckItem) and item.check.needs_container):
-            return True
-        return bool(FIXTURES & set(getattr(item, "fixturenames", ())))
-
-    def container(self) -> ModelshipContainer:
-        """The started, ready container; starts it on first use. Fails the test in one clear message."""
-        from .container import ContainerError
-
-        assert self.lifecycle is not None
-        try:
-            c = self.lifecycle.start(*self._hooks())
-        except ContainerError as e:
-            message, why = f"modelship: {e}", "never became ready"
-        else:
-            if not c.exited:
-                return c
-            # it stopped after it was ready (crash, OOM kill, restart policy): fail at once, never wait
-            self._exit_reported = True
-            message, why = f"modelship: {c.exit_report(logs=False)}", "exited while tests ran"  # logs: own section
-        if self.session is not None and not self.is_worker:
-            # every item needs the container: stop the run instead of repeating the error N times
-            self.session.shouldfail = f"modelship: the container {why} (see the first error)"
-        pytest.fail(message, pytrace=False)  # outside the except: no "during handling..." chain
-
-    def client(self) -> ModelshipClient:
-        from .container import ModelshipClient
-
-        with self._client_lock:
-            if self._client is None:
-                self._client = ModelshipClient(self.container().url)
-            return self._client
-
-    def redact(self, text: str) -> str:
-        return self.settings.redact(text) if self.settings else text
-
-    # -------------------------------------------------------------------------------------- reporting
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-        lc = self.lifecycle
-        failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
-        exit_note = None
-        c = lc.container if lc is not None else None
-        watch = c is not None and failed and call.when == "call" and not self._exit_reported
-        # a request failing because the app just died: the exit is seen within ms of the failure
-        if watch and self._needs_container(item) and c.wait_exited(0.5):  # type: ignore[union-attr]
-            self._exit_reported = True
-            exit_note = f"modelship: {c.exit_report(logs=False)}"  # type: ignore[union-attr]  # logs: own section
-            if self.session is not None and not self.is_worker:
-                self.session.shouldfail = "modelship: the container exited while tests ran (see the first error)"
-        if lc is not None and failed and item.nodeid not in self._logs_attached:
-            self._logs_attached.add(item.nodeid)
-            tail = lc.log_tail()
-            if tail is not None:
-                # A report section of the item (not just of this report) reaches the teardown report too,
-                # which is the one junitxml writes to <system-out>. The name becomes
-                # "Captured stdout modelship container", which junit_logging=system-out includes.
-                item.add_report_section("modelship container", "stdout", tail)
-        report = yield
-        if exit_note is not None:
-            _add_note(report, exit_note)
-        c = lc.container if lc is not None else None
-        if c is not None and c.ready_after_s is not None and not self._ready_reported:
-            # once per process; under xdist the report carries it to the controller's summary
-            self._ready_reported = True
-            report.user_properties.append((READY_PROPERTY, round(c.ready_after_s, 3)))
-            report.user_properties.append((CONTAINER_PROPERTY, f"{self.worker} {c.name} {c.url}"))
-        return report
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .cases import CASE_PROPERTY, LATENCY_PROPERTY
-
-        props = dict(report.user_properties)
-        if report.when == "call" and LATENCY_PROPERTY in props:
-            self.latencies.append((str(props.get(CASE_PROPERTY)), report.outcome, float(props[LATENCY_PROPERTY])))
-        if READY_PROPERTY in props:
-            self.ready.append((float(props[READY_PROPERTY]), str(props.get(CONTAINER_PROPERTY, ""))))
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        notes = [*self.warnings, *(self.lifecycle.notes if self.lifecycle else [])]
-        if self.settings is None or not (self.latencies or self.ready or notes):
-            return
-        tr = terminalreporter
-        tr.write_sep("=", "modelship")
-        for took, where in self.ready:
-            worker, _, rest = where.partition(" ")
-            name, _, url = rest.partition(" ")
-            tr.write_line(f"image {self.settings.image}: container {name} ({worker}) at {url} ready after {took:.2f} s")
-        if self.latencies:
-            width = max(len(name) for name, _, _ in self.latencies)
-            for name, outcome, ms in self.latencies:
-                tr.write_line(f"  {name:<{width}}  {outcome:<7} {ms:8.1f} ms")
-            values = [ms for _, _, ms in self.latencies]
-            tr.write_line(
-                f"latency over {len(values)} case(s): p50 {percentile(values, 50):.1f} ms, "
-                f"p95 {percentile(values, 95):.1f} ms, max {max(values):.1f} ms"
-            )
-        for note in notes:
-            tr.write_line(f"note: {note}")
-
-    # ---------------------------------------------------------------------------------------- cleanup
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        # Removing a container takes the engine ~0.1-0.2 s: let it run while pytest writes its summary.
-        # pytest_unconfigure waits for it and sweeps again, so nothing outlives the process.
-        self._closing = True
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.lifecycle is not None and self._stopper is None:
-            self._stopper = threading.Thread(target=self.lifecycle.stop, name="modelship-stop", daemon=True)
-            self._stopper.start()
-
-    def _cleanup(self) -> None:
-        self._closing = True
-        for thread in (self._prep_thread, self._stopper):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=30)  # the first may be about to create the container
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.lifecycle is not None:
-            self.lifecycle.stop()
-        if self.interrupted_by is not None:
-            # pytest reports any interruption as 2; a run ended by a signal keeps the conventional 128 + signal
-            session = self.session or self.config.pluginmanager.get_plugin("session")
-            if session is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED:
-                session.exitstatus = 128 + self.interrupted_by
-            # CPython remembers a KeyboardInterrupt that escaped an exec() of a string (dataclasses create
-            # their methods that way, in any lazy import) and then ends the process by SIGINT instead of
-            # with this exit status; the next exec() of a string clears that memory.
-            exec("pass")  # noqa: S102
-        self._restore_signals()  # only now: the cleanup above runs with the signals still handled
-
-
-def _add_note(report: pytest.TestReport, note: str) -> None:
-    """Put ``note`` at the top of a failure report, whatever shape its longrepr has."""
-    longrepr = report.longrepr
-    if isinstance(longrepr, str):
-        report.longrepr = f"{note}\n{longrepr}"
-    elif hasattr(longrepr, "addsection"):
-        longrepr.addsection("modelship container", note)  # type: ignore[union-attr]
-    else:
-        report.sections.append(("modelship container exit", note))
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Linear-interpolated percentile (the 'inclusive' method), exact for small samples too."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if p < 100 else max(values)
 
 
 def _run(config: pytest.Config) -> ModelshipRun:
@@ -583,12 +57,37 @@ def _run(config: pytest.Config) -> ModelshipRun:
 
 
 # ------------------------------------------------------------------------------------------ fixtures
+# The configuration is offered as fixtures a conftest.py can override (pytest-httpserver's
+# httpserver_listen_address pattern); not overridden, the fixtures share the run's one container.
 
 
 @pytest.fixture(scope="session")
-def modelship_container(pytestconfig: pytest.Config) -> ModelshipContainer:
+def modelship_settings(pytestconfig: pytest.Config) -> Settings:
+    """The effective settings (options, then the image's defaults); override to start the container differently."""
+    settings = _run(pytestconfig).settings
+    assert settings is not None
+    return replace(settings, env=dict(settings.env), sources=dict(settings.sources))
+
+
+@pytest.fixture(scope="session")
+def modelship_env(modelship_settings: Settings) -> dict[str, str]:
+    """The container's environment (``--modelship-env``); override to add values known only at run time."""
+    return dict(modelship_settings.env)
+
+
+@pytest.fixture(scope="session")
+def modelship_container(
+    pytestconfig: pytest.Config, modelship_settings: Settings, modelship_env: Mapping[str, str]
+) -> ModelshipContainer:
     """The running, ready container of ``--modelship-image`` (one per session / xdist worker)."""
-    return _run(pytestconfig).container()
+    if not isinstance(modelship_settings, Settings):
+        got = type(modelship_settings).__name__
+        pytest.fail(f"modelship: the modelship_settings fixture returned a {got}, not a Settings", pytrace=False)
+    if not isinstance(modelship_env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in modelship_env.items()
+    ):
+        pytest.fail("modelship: the modelship_env fixture must return a mapping of names to strings", pytrace=False)
+    return _run(pytestconfig).container(replace(modelship_settings, env=dict(modelship_env)))
 
 
 @pytest.fixture(scope="session")
@@ -600,7 +99,7 @@ def modelship_url(modelship_container: ModelshipContainer) -> str:
 @pytest.fixture
 def modelship_client(modelship_url: str) -> Iterator[ModelshipClient]:
     """A ``requests.Session`` on the container: relative paths, 30 s default timeout, ``predict(payload)``."""
-    from .container import ModelshipClient
+    from .client import ModelshipClient
 
     with ModelshipClient(modelship_url) as client:
         yield client

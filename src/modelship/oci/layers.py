@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..cache import default_root, temp_name
+from .._fs import temp_name
+from ..cache import default_root
 from ..errors import IntegrityError, UsageError
 from ..manifest import MANIFEST_NAME, Manifest
 

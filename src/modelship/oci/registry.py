@@ -41,10 +41,9 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
-
 # The project's one retry policy. It moves to modelship._retry: repoint this line.
-from ..fetch import RETRIES, backoff, retrying
+from .._retry import RETRIES, backoff, retrying
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from ..uri import redact
 from .reference import (
     DOCKER_HUB,

@@ -1,9 +1,8 @@
-"""publish: upload a model folder as a new version, with sha256 metadata and a completion manifest."""
+"""publish(): upload a model folder as a new version, with sha256 metadata and a completion manifest."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -12,11 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._hash import hash_file
+from ._resolve import PENDING_MARKER, opened, safe_relpath
+from ._retry import retrying
 from .errors import ModelshipError, UsageError
-from .fetch import PENDING_MARKER, _opened, retrying, safe_relpath
 from .manifest import MANIFEST_NAME, FileEntry, Manifest
 from .progress import Progress
-from .sources.base import join
+from .stores.base import join
 from .uri import parse
 
 log = logging.getLogger("modelship")
@@ -33,14 +34,11 @@ def model_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def hash_file(path: Path) -> tuple[str, bytes]:
-    """sha256 (hex) and md5 (raw) in one pass."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - Content-MD5 is a transport checksum
-    with open(path, "rb") as f:
-        while data := f.read(1 << 20):
-            sha.update(data)
-            md5.update(data)
-    return sha.hexdigest(), md5.digest()
+def _hashes(path: Path) -> tuple[str, bytes]:
+    """sha256 (hex) and md5 (raw, for Content-MD5) in one pass."""
+    h = hash_file(path, md5=True)
+    assert h.md5 is not None
+    return h.sha256.hexdigest(), h.md5.digest()
 
 
 def publish(
@@ -63,7 +61,7 @@ def publish(
     where = parsed.child(version)
     for p in files:
         safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir))
-    with _opened(parsed, credential) as source:
+    with opened(parsed, credential) as source:
         create = getattr(source, "create_container", None)
         if create:  # stores with containers/buckets create them on first publish, like azcopy does
             retrying(f"creating the container of {where}", create)
@@ -82,7 +80,7 @@ def publish(
             stale = [n for n in existing if not n.endswith("/" + PENDING_MARKER)]
             retrying(f"deleting the old files of {where}", lambda: source.delete(stale))
         with ThreadPoolExecutor(workers) as pool:
-            hashes = dict(zip(files, pool.map(hash_file, files), strict=True))
+            hashes = dict(zip(files, pool.map(_hashes, files), strict=True))
         total = sum(p.stat().st_size for p in files)
         with Progress(total, f"publish {version}", show=progress) as bar:
 

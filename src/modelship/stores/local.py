@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,10 @@ class LocalSource:
         dest = self._path(name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            # created with the source's mode, so the umask applies as it does for cp (mkstemp would give 0600)
+            mode = os.stat(path).st_mode & 0o777
+            tmp = str(dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part"))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
         except OSError as e:
             raise _fs_error(e, f"uploading {name}") from None
         try:

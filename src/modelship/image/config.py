@@ -24,6 +24,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DEFAULT_PORT = 8000
 DEFAULT_READY_PATH = "/health/ready"
+DEFAULT_LIVE_PATH = "/health/live"
 DEFAULT_HEALTHCHECK_INTERVAL = "10s"
 
 # key in [tool.modelship] -> expected type. Other keys in that table belong to other modelship commands
@@ -35,6 +36,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "entrypoint": (str, list),
     "port": int,
     "ready_path": str,
+    "live_path": str,
     "healthcheck_interval": str,
     "tag_model_version": bool,
 }
@@ -53,6 +55,7 @@ class BuildConfig:
     entrypoint: tuple[str, ...] | None  # exec form; None only with a dockerfile
     port: int
     ready_path: str
+    live_path: str
     healthcheck_interval: str
     tag_model_version: bool
 
@@ -131,6 +134,7 @@ def resolve(
     entrypoint: str | None = None,
     port: int | None = None,
     ready_path: str | None = None,
+    live_path: str | None = None,
     tag_model_version: bool = False,
 ) -> BuildConfig:
     """Merge explicit arguments, ``[tool.modelship]``, the environment and defaults into a BuildConfig."""
@@ -175,10 +179,8 @@ def resolve(
     if isinstance(port_v, bool) or not isinstance(port_v, int) or not 1 <= port_v <= 65535:
         raise UsageError(f"port must be an integer between 1 and 65535, got {port_v!r}")
 
-    ready, _ = pick(ready_path, "ready_path")
-    ready = ready or DEFAULT_READY_PATH
-    if not ready.startswith("/") or any(c.isspace() or c in "'\"\\" for c in ready):
-        raise UsageError(f"ready path must start with '/' and contain no spaces or quotes, got {ready!r}")
+    ready = _probe_path(pick(ready_path, "ready_path")[0] or DEFAULT_READY_PATH, "ready")
+    live = _probe_path(pick(live_path, "live_path")[0] or DEFAULT_LIVE_PATH, "live")
 
     interval = cfg.get("healthcheck_interval", DEFAULT_HEALTHCHECK_INTERVAL)
     if not _DURATION.match(interval):
@@ -196,4 +198,10 @@ def resolve(
             )
 
     tmv = bool(tag_model_version or cfg.get("tag_model_version", False))
-    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, interval, tmv)
+    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, live, interval, tmv)
+
+
+def _probe_path(path: str, what: str) -> str:
+    if not path.startswith("/") or any(c.isspace() or c in "'\"\\" for c in path):
+        raise UsageError(f"{what} path must start with '/' and contain no spaces or quotes, got {path!r}")
+    return path

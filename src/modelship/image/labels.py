@@ -1,4 +1,5 @@
-"""Provenance labels: OCI image annotations (from git when available) and the io.modelship.model.* set."""
+"""Image labels: OCI provenance (from git when available), the model it carries (io.modelship.model.*) and
+what a deployment needs to know about the app (io.modelship.app.*: port, readiness and liveness paths)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from ..uri import strip_secrets
 
 OCI = "org.opencontainers.image"
 MODEL = "io.modelship.model"
+APP = "io.modelship.app"
+# app label -> key in the inspect result's "app" block (and in modelship.deploy.AppSettings)
+APP_LABELS = {f"{APP}.port": "port", f"{APP}.ready-path": "ready_path", f"{APP}.live-path": "live_path"}
 
 
 def _git(app_dir: Path, *args: str) -> str | None:
@@ -79,8 +83,24 @@ def model_labels(manifest: Manifest) -> dict[str, str]:
     return labels
 
 
-def image_labels(app_dir: Path, manifest: Manifest, project: dict[str, str]) -> dict[str, str]:
-    """All labels of a built image: OCI provenance + the model it carries."""
+def app_labels(port: int, ready_path: str, live_path: str) -> dict[str, str]:
+    """Where the app listens and answers its probes: what `modelship deploy render` puts in the manifests."""
+    values = {"port": str(port), "ready_path": ready_path, "live_path": live_path}
+    return {label: values[key] for label, key in APP_LABELS.items()}
+
+
+def app_settings(labels: dict[str, str]) -> dict[str, int | str | None]:
+    """The app block of an image's labels: port (int, None if absent or not a number), ready_path, live_path."""
+    out: dict[str, int | str | None] = {key: labels.get(label) or None for label, key in APP_LABELS.items()}
+    port = out["port"]
+    out["port"] = int(port) if isinstance(port, str) and port.isdigit() else None
+    return out
+
+
+def image_labels(
+    app_dir: Path, manifest: Manifest, project: dict[str, str], app: dict[str, str] | None = None
+) -> dict[str, str]:
+    """All labels of a built image: OCI provenance, the model it carries, and ``app`` (see app_labels)."""
     git = git_provenance(app_dir)
     labels = {f"{OCI}.created": created_timestamp(), f"{OCI}.title": project.get("name") or app_dir.name}
     version = git.get("version") or project.get("version")
@@ -90,4 +110,5 @@ def image_labels(app_dir: Path, manifest: Manifest, project: dict[str, str]) -> 
         if key in git:
             labels[f"{OCI}.{key}"] = git[key]
     labels.update(model_labels(manifest))
+    labels.update(app or {})
     return labels

@@ -31,7 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..cache import default_root, temp_name
+from .._fs import temp_name
+from .._hash import HashingReader, sha256_file
+from ..cache import default_root
 from ..errors import IntegrityError, UsageError
 from ..manifest import MANIFEST_NAME, FileEntry, Manifest
 
@@ -59,14 +61,6 @@ def stat_signature(path: Path) -> str:
     return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_manifest(model_dir: Path) -> Manifest:
     """The manifest written by ``modelship fetch``, or one computed from a plain folder (sha256 of every file).
 
@@ -90,7 +84,7 @@ def model_manifest(model_dir: Path) -> Manifest:
         full = model_dir / rel
         sig = stat_signature(full)
         known = memo.get(rel)
-        sha = known[1] if isinstance(known, list) and len(known) == 2 and known[0] == sig else _sha256_file(full)
+        sha = known[1] if isinstance(known, list) and len(known) == 2 and known[0] == sig else sha256_file(full)
         fresh[rel] = [sig, sha]
         entries.append(FileEntry(rel, full.stat().st_size, sha))
     if not entries:
@@ -205,25 +199,10 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path, expect: F
         info.size = os.fstat(f.fileno()).st_size
         if expect is not None and info.size != expect.size:
             raise IntegrityError(f"{path}: {info.size} bytes but the manifest says {expect.size}; re-fetch the model")
-        reader = _HashingReader(f) if expect is not None else None
+        reader = HashingReader(f) if expect is not None else None
         tar.addfile(info, reader or f)  # type: ignore[arg-type]
     if reader is not None and expect is not None and reader.hexdigest() != expect.sha256:
         raise IntegrityError(f"{path}: sha256 does not match the manifest; the file changed, re-fetch the model")
-
-
-class _HashingReader:
-    """File wrapper that hashes what tarfile reads from it (one pass: copy and verify)."""
-
-    def __init__(self, f: BinaryIO):
-        self._f, self._h = f, hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._h.update(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
 
 
 def add_model(w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str = MODEL_PATH) -> int:

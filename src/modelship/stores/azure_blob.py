@@ -42,7 +42,7 @@ _CLIENT_OPTS: dict[str, Any] = {
 def _client_opts() -> dict[str, Any]:
     # The storage SDK's default retry waits 18 s (±3) before its first retry: one 503 or reset would stall a
     # fetch or publish that long. Two quick SDK retries (one block of a large upload, not the whole file),
-    # then modelship's own retries take over with exponential backoff (fetch.retrying, the range loop).
+    # then modelship's own retries take over with exponential backoff (_retry.retrying, the range loop of _download).
     retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2)  # type: ignore[arg-type]
     return {
         **_CLIENT_OPTS,

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache import default_root, temp_name
+from .._fs import temp_name
+from ..cache import default_root
 from ..errors import BuildError, DockerError, NotFoundError, UsageError
 from ..uri import redact
 

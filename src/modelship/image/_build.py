@@ -1,23 +1,20 @@
-"""Build, push and inspect images with the docker SDK (any Docker-API engine; classic builder, no buildx)."""
+"""build(): app + model into an image with the docker SDK (any Docker-API engine; classic builder, no buildx)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import random
 import re
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import BinaryIO
 
 from .. import progress
-from ..errors import AuthError, BuildError, DockerError, ModelshipError, NotFoundError, UsageError
+from .._docker import engine, short_reason, unreachable
+from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..uri import redact, strip_secrets
 from . import config as config_mod
@@ -25,7 +22,6 @@ from . import context as ctx
 from . import debris
 from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
-from . import registry as registry_mod
 from . import wheels as wheels_mod
 
 
@@ -36,44 +32,6 @@ class BuiltImage:
     id: str
     tags: tuple[str, ...]
     labels: dict[str, str]
-
-
-# ---- the engine --------------------------------------------------------------------------------------
-
-
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def _unreachable() -> DockerError:
-    return DockerError(f"Docker engine not reachable at {docker_host()}: start Docker (or run scripts/testbed.sh up)")
-
-
-@contextlib.contextmanager
-def engine(client=None) -> Iterator[Any]:
-    """The given docker client, or one from the environment (closed afterwards); DockerError if unreachable."""
-    if client is not None:
-        yield client
-        return
-    import docker
-    import requests
-
-    try:
-        own = docker.from_env()
-        own.ping()
-    except (docker.errors.DockerException, requests.RequestException, OSError):
-        raise _unreachable() from None
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-def _api_error(e: Exception) -> str:
-    return redact(str(getattr(e, "explanation", None) or e)).splitlines()[0] if str(e) else e.__class__.__name__
-
-
-# ---- build -------------------------------------------------------------------------------------------
 
 
 def normalise_tags(tag: str | Sequence[str]) -> list[str]:
@@ -153,6 +111,8 @@ def _stream_build(
             decode=True,
         )
         response = debris.response_of(events)
+        # the context is sent once the engine answers: end the bar's line before the engine's log starts
+        bar.close()
         for ev in events:
             if "stream" in ev:
                 text = ev["stream"]
@@ -179,9 +139,9 @@ def _stream_build(
                 sys.stderr.write(ev["status"] + "\n")
         trace.ended = True
     except (docker.errors.APIError, docker.errors.BuildError) as e:
-        raise BuildError(f"image build failed: {_api_error(e)}") from None
-    except requests.ConnectionError:
-        raise _unreachable() from None
+        raise BuildError(f"image build failed: {short_reason(e)}") from None
+    except requests.ConnectionError as e:
+        raise unreachable(e) from None
     finally:
         bar.close()
         debris.hang_up(response)  # on an interrupt: at once, so the engine cancels the build
@@ -291,12 +251,18 @@ def build(
     entrypoint: str | None = None,
     port: int | None = None,
     ready_path: str | None = None,
+    live_path: str | None = None,
     tag_model_version: bool = False,
     pull: bool = False,
-    quiet: bool = False,
+    quiet: bool = True,
     docker_client=None,
 ) -> BuiltImage:
-    """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract."""
+    """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
+
+    Quiet by default, as a library call should be: ``quiet=False`` streams the engine's build log and a
+    progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
+    the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them.
+    """
     cfg = config_mod.resolve(
         app_dir,
         base_image=base_image,
@@ -305,6 +271,7 @@ def build(
         entrypoint=entrypoint,
         port=port,
         ready_path=ready_path,
+        live_path=live_path,
         tag_model_version=tag_model_version,
     )
     model = Path(model_dir).expanduser().resolve()
@@ -314,7 +281,12 @@ def build(
     if cfg.tag_model_version:
         tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
     user_dockerfile = cfg.dockerfile.read_text() if cfg.dockerfile else None
-    labels = labels_mod.image_labels(cfg.app_dir, manifest, config_mod.project_metadata(cfg.app_dir))
+    labels = labels_mod.image_labels(
+        cfg.app_dir,
+        manifest,
+        config_mod.project_metadata(cfg.app_dir),
+        labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
+    )
 
     with engine(docker_client) as client:
         traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails
@@ -372,7 +344,7 @@ def build(
                 try:
                     client.api.tag(image_id, repo, name, force=True)
                 except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
-                    raise DockerError(f"tagging {image_id[:19]} as {t} failed: {_api_error(e)}") from None
+                    raise DockerError(f"tagging {image_id[:19]} as {t} failed: {short_reason(e)}") from None
             debris.keep_stages(client, traces)  # inside: an interrupt here must not leave a stage untagged
         except BaseException:
             # failed, interrupted (Ctrl-C, SIGTERM) or cancelled: leave no half-built images behind
@@ -392,231 +364,5 @@ def _pull_base(client, image: str, *, quiet: bool) -> None:
         client.images.pull(repo, tag=tag)
     except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
         raise DockerError(
-            f"cannot pull base image {image}: {_api_error(e)}; check the name and 'docker login'"
+            f"cannot pull base image {image}: {short_reason(e)}; check the name and 'docker login'"
         ) from None
-
-
-# ---- push --------------------------------------------------------------------------------------------
-
-PUSH_ATTEMPTS = 3  # whole pushes; within each, the engine retries a failed layer upload itself (5 s, 10 s, ...)
-
-# Engine messages of failures a new push gets past: the registry or the network to it failed on the way (5xx,
-# reset, refused, EOF, timeout), or the registry rejected bytes damaged on the way (digest/manifest invalid,
-# blob unknown). The engine does not retry its manifest PUT at all; a new push skips the layers already up.
-_RETRYABLE = re.compile(
-    r"unexpected http status: 5\d\d|connection reset|connection refused|broken pipe|\beof\b|timeout|timed out"
-    r"|transport connection broken|malformed http|closed network connection|server closed"
-    r"|deadline exceeded|digest invalid|manifest invalid|blob unknown|blob upload unknown|size invalid",
-    re.IGNORECASE,
-)
-
-
-class _PushRetry(Exception):
-    """One push attempt failed in a way the next attempt may get past."""
-
-
-def _push_error(image: str, registry: str, message: str) -> ModelshipError:
-    low = message.lower()
-    if any(s in low for s in ("unauthorized", "denied", "authentication required", "no basic auth")):
-        return AuthError(
-            f"push of {image} denied by {registry}: run 'docker login {registry}' or pass --username/--password-stdin"
-        )
-    if "does not exist locally" in low or "no such image" in low:
-        return NotFoundError(f"image {image} does not exist locally: build or tag it first (modelship build)")
-    return DockerError(
-        f"push of {image} failed: {redact(message)}; check the image name and the registry, then push again"
-    )
-
-
-def _push_reason(message: str) -> str:
-    """An engine error as one short line (it may list several errors on several lines), without secrets."""
-    lines = [s.strip() for s in redact(message).splitlines() if s.strip() and s.strip() != "errors:"]
-    reason = "; ".join(lines) or "unknown error"
-    reason = re.sub(r"(https?://[^\s\"?]+)\?[^\s\"]*", r"\1", reason)  # upload URLs carry signed state: drop it
-    reason = re.sub(r"received unexpected HTTP status: ", "the registry answered HTTP ", reason)
-    reason = re.sub(r"unexpected EOF", "connection closed early (EOF)", reason)
-    return reason if len(reason) <= 300 else reason[:299] + "…"
-
-
-def _pushed_manifest_problem(
-    ref: registry_mod.Reference, digest: str, creds: registry_mod.Credentials | None
-) -> str | None:
-    """Why the registry's manifest for the tag is not the one the engine pushed; None when it is or cannot be read.
-
-    Only for plain-http registries on this machine: without TLS nothing stops a byte damaged on the way from
-    being stored, and the registry digests what arrived -- it accepts, say, a manifest whose size field changed,
-    while the engine reports the digest of what it sent.
-    """
-    host = docker_host()
-    local_engine = host.startswith("unix://") or re.match(r"tcp://(localhost|127\.0\.0\.1|\[::1\])[:/]?", host)
-    if not local_engine or not registry_mod.base_url(ref.registry).startswith("http://"):
-        return None  # TLS guards the bytes; or the engine's 127.0.0.1 is another machine than ours
-    client = registry_mod.RegistryClient(ref.registry, creds or registry_mod.docker_credentials(ref.registry))
-    try:
-        held, _ = client.manifest(ref.repository, ref.reference)
-    except AuthError:
-        return None  # the engine had credentials we cannot read back with: nothing to compare
-    except ModelshipError as e:
-        return f"reading the pushed manifest back failed: {e}"
-    finally:
-        client.close()
-    if held != digest:
-        return f"{ref.registry} holds manifest {held[:19]}… for the tag, not the pushed {digest[:19]}…"
-    return None
-
-
-def push(
-    image: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    quiet: bool = False,
-    docker_client=None,
-) -> str:
-    """Push IMAGE[:TAG] to its registry; returns the manifest digest (``sha256:...``).
-
-    A transient registry failure (5xx, reset, timeout, damaged upload) gets up to PUSH_ATTEMPTS whole pushes.
-    """
-    import docker.errors
-    import requests
-
-    ref = registry_mod.parse_reference(image)
-    if ref.reference.startswith("sha256:"):
-        raise UsageError(f"cannot push {image}: give a tag, not a digest")
-    if (username is None) != (password is None):
-        raise UsageError("give both --username and a password (--password-stdin), or neither")
-    repo, tag = image.rsplit(":", 1) if ":" in image.rsplit("/", 1)[-1] else (image, "latest")
-    name = f"{repo}:{tag}"
-    auth = {"username": username, "password": password} if username is not None else None
-    creds = registry_mod.Credentials(username, password) if username is not None else None
-
-    def fail(message: str) -> NoReturn:
-        reason = _push_reason(message)
-        error = _push_error(name, ref.registry, reason)
-        retryable = _RETRYABLE.search(message.replace(repo, ""))  # not fooled by a name like app/timeout-svc
-        if isinstance(error, (AuthError, NotFoundError)) or not retryable:
-            raise error
-        raise _PushRetry(reason)
-
-    def attempt(client) -> str:
-        digest = None
-        layers: dict[str, tuple[int, int]] = {}  # layer id -> (current, total) bytes
-        bar = progress.Progress(None, f"push {name}", show=None if not quiet else False)
-        done = 0
-        waiting: set[str] = set()  # layers in the engine's own retry countdown
-        try:
-            for ev in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
-                if "error" in ev:
-                    fail(ev.get("error", ""))
-                if isinstance(ev.get("aux"), dict) and ev["aux"].get("Digest"):
-                    digest = ev["aux"]["Digest"]
-                layer, status = ev.get("id"), ev.get("status", "")
-                detail = ev.get("progressDetail") or {}
-                if layer and detail.get("total"):
-                    layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-                    bar.total = sum(t for _, t in layers.values())
-                    now = sum(c for c, _ in layers.values())
-                    if now > done:  # a layer upload the engine restarts counts from 0 again
-                        bar.update(now - done)
-                        done = now
-                elif layer and not quiet and not progress.enabled() and status in ("Pushed", "Layer already exists"):
-                    print(f"{layer}: {status}", file=sys.stderr)
-                if layer and status.startswith("Retrying in"):  # a countdown, one event a second: say it once
-                    if layer not in waiting and not quiet:
-                        print(f"{layer}: upload failed, the engine retries it ({status.lower()})", file=sys.stderr)
-                    waiting.add(layer)
-                elif layer:
-                    waiting.discard(layer)
-        except docker.errors.APIError as e:
-            fail(str(getattr(e, "explanation", None) or e))
-        except requests.ConnectionError:
-            raise _unreachable() from None
-        finally:
-            bar.close()
-        if not digest:
-            raise DockerError(f"push of {name} finished without a digest; see the engine log")
-        problem = _pushed_manifest_problem(ref, digest, creds)
-        if problem:
-            raise _PushRetry(problem)
-        return digest
-
-    digest = ""
-    with engine(docker_client) as client:
-        for n in range(1, PUSH_ATTEMPTS + 1):
-            try:
-                digest = attempt(client)
-                break
-            except _PushRetry as e:
-                if n == PUSH_ATTEMPTS:
-                    raise DockerError(
-                        f"push of {name} failed {n} times, last: {e}; the registry {ref.registry} or the network "
-                        "to it is failing: check it, then push again"
-                    ) from None
-                print(f"modelship: push of {name} failed ({e}); retrying ({n + 1}/{PUSH_ATTEMPTS})", file=sys.stderr)
-                time.sleep(n * (0.5 + random.random()))  # short: the engine waited 5 s per layer retry
-    if not quiet:
-        print(f"modelship: pushed {name}@{digest}", file=sys.stderr)
-    return digest
-
-
-# ---- inspect -----------------------------------------------------------------------------------------
-
-
-def describe(ref: str, source: str, image_id: str | None, digest: str | None, labels: dict[str, str]) -> dict:
-    """The inspect result: labels plus the model they describe, parsed."""
-    manifest = None
-    raw = labels.get(f"{labels_mod.MODEL}.manifest")
-    if raw:
-        try:
-            manifest = json.loads(raw)
-        except ValueError:
-            manifest = None  # a hand-made or truncated label: report the rest anyway
-    return {
-        "ref": ref,
-        "source": source,
-        "id": image_id,
-        "digest": digest,
-        "labels": labels,
-        "model": {
-            "uri": labels.get(f"{labels_mod.MODEL}.uri"),
-            "version": labels.get(f"{labels_mod.MODEL}.version"),
-            "digest": labels.get(f"{labels_mod.MODEL}.digest"),
-        },
-        "manifest": manifest,
-    }
-
-
-def _local(ref: str, client) -> dict | None:
-    import docker.errors
-
-    try:
-        img = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return None
-    except docker.errors.APIError as e:
-        raise DockerError(f"cannot inspect {ref}: {_api_error(e)}") from None
-    repo_digests = img.attrs.get("RepoDigests") or []
-    digest = repo_digests[0].split("@", 1)[1] if repo_digests else None
-    return describe(ref, "local", img.id, digest, dict(img.labels or {}))
-
-
-def inspect(ref: str, *, username: str | None = None, password: str | None = None, docker_client=None) -> dict:
-    """Labels and model of an image: the local one if the engine has it, else read from its registry."""
-    registry_mod.parse_reference(ref)  # fail early, with a usage error, on a malformed reference
-    remote_ok = registry_mod.names_registry(ref)
-    try:
-        with engine(docker_client) as client:
-            found = _local(ref, client)
-            if found is not None:
-                return found
-    except DockerError:
-        if not remote_ok:
-            raise  # a local name: the engine was the only place to look
-    if not remote_ok:
-        # never guess Docker Hub for a name the user may simply have mistyped
-        raise NotFoundError(
-            f"image {ref} not found locally; to read it from a registry give the full reference "
-            "(REGISTRY/NAME:TAG, e.g. myacr.azurecr.io/app:1 or docker.io/library/python:3.11)"
-        )
-    remote = registry_mod.remote_image(ref, username=username, password=password)
-    return describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..build.dockerfile import MODEL_DIR  # the image convention of `modelship build`
-from ..build.labels import MODEL, OCI, model_labels
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
+from ..image.dockerfile import MODEL_DIR  # the image convention of `modelship build`
+from ..image.labels import MODEL, OCI, model_labels
 from ..manifest import Manifest
 from ..progress import Progress
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers

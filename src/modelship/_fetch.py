@@ -1,0 +1,119 @@
+"""fetch(): resolve, download what the cache lacks, install into DEST verified and atomically; thin over
+``_resolve``, ``_download`` and ``_install``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._download import ensure_cached
+from ._fs import os_error
+from ._install import check_dest, install, staged, up_to_date
+from ._resolve import apply_lock, check_version, opened, resolve_in
+from ._retry import retrying
+from .cache import Cache
+from .errors import IntegrityError, UsageError
+from .manifest import Lock, Manifest, Resolution
+from .stores.base import Source
+from .uri import ModelURI, parse
+
+log = logging.getLogger("modelship")
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch`` did: the installed manifest and where the bytes came from."""
+
+    manifest: Manifest
+    dest: Path
+    downloaded_files: int
+    downloaded_bytes: int
+    cached_files: int
+    unchanged: bool = False
+
+    @property
+    def version(self) -> str | None:
+        return self.manifest.version
+
+
+def fetch(
+    uri: str | None,
+    dest: str | Path,
+    *,
+    version: str | None = None,
+    lock: str | Path | Lock | None = None,
+    pre: bool = False,
+    credential: Any = None,
+    workers: int = 8,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> FetchResult:
+    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again."""
+    lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
+    if lk is not None:
+        if version is not None and version != lk.version:
+            raise UsageError(f"--version {version} contradicts the lock file, which pins {lk.version}")
+        version, uri = lk.version, uri or lk.uri
+    if not uri:
+        raise UsageError("no model URI given (and no lock file to take it from)")
+    check_version(version)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    parsed = parse(uri)
+    if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
+        raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
+    dest = Path(dest).absolute()
+    try:
+        check_dest(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cache = Cache(cache_dir)
+        with opened(parsed, credential) as source:
+            return _fetch_attempts(source, parsed, version, pre, lk, dest, cache, workers, progress)
+    except OSError as e:
+        raise os_error(e, dest) from None
+
+
+def _fetch_attempts(
+    source: Source,
+    parsed: ModelURI,
+    version: str | None,
+    pre: bool,
+    lk: Lock | None,
+    dest: Path,
+    cache: Cache,
+    workers: int,
+    progress: bool | None,
+) -> FetchResult:
+    """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
+
+    def attempt() -> FetchResult:
+        res = retrying(f"resolving {parsed.display}", lambda: resolve_in(source, parsed, version, pre))
+        if lk is not None:
+            res = apply_lock(res, lk)
+        return _install_version(source, parsed, res, dest, cache, workers, progress)
+
+    try:
+        return attempt()
+    except IntegrityError as e:
+        if lk is not None or "changed while" not in str(e):
+            raise
+        log.warning("%s; resolving again", e)
+    return attempt()
+
+
+def _install_version(
+    source: Source, uri: ModelURI, res: Resolution, dest: Path, cache: Cache, workers: int, show_progress: bool | None
+) -> FetchResult:
+    current = up_to_date(dest, res)
+    if current is not None:
+        log.info("%s already holds %s version %s", dest, res.uri, res.version)
+        return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
+    cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
+    with staged(dest) as stage:
+        shas, downloaded = ensure_cached(source, uri, res, cache, workers, show_progress)
+        manifest = install(stage, dest, res, shas, cache)
+    n_downloaded = len(res.files) - cached_before if downloaded else 0
+    log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
+    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded)

@@ -1,0 +1,80 @@
+"""inspect(): labels and model of an image, from the local engine or else from its registry."""
+
+from __future__ import annotations
+
+import json
+
+from .._docker import engine, short_reason
+from ..errors import DockerError, NotFoundError
+from . import labels as labels_mod
+from . import registry as registry_mod
+
+
+def describe(ref: str, source: str, image_id: str | None, digest: str | None, labels: dict[str, str]) -> dict:
+    """The inspect result: labels plus the model and the app they describe, parsed.
+
+    ``image_digest`` is the registry's manifest digest (None for a local image never pushed or pulled);
+    ``model.model_digest`` the tree digest of the model inside; ``app`` what deploy render needs.
+    """
+    manifest = None
+    raw = labels.get(f"{labels_mod.MODEL}.manifest")
+    if raw:
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = None  # a hand-made or truncated label: report the rest anyway
+    return {
+        "ref": ref,
+        "source": source,
+        "id": image_id,
+        "image_digest": digest,
+        "labels": labels,
+        "model": model_block(labels),
+        "app": labels_mod.app_settings(labels),
+        "manifest": manifest,
+    }
+
+
+def model_block(labels: dict[str, str]) -> dict[str, str | None]:
+    """The model an image's labels name: uri, version and model_digest (the tree digest)."""
+    return {
+        "uri": labels.get(f"{labels_mod.MODEL}.uri"),
+        "version": labels.get(f"{labels_mod.MODEL}.version"),
+        "model_digest": labels.get(f"{labels_mod.MODEL}.digest"),
+    }
+
+
+def _local(ref: str, client) -> dict | None:
+    import docker.errors
+
+    try:
+        img = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as e:
+        raise DockerError(f"cannot inspect {ref}: {short_reason(e)}") from None
+    repo_digests = img.attrs.get("RepoDigests") or []
+    digest = repo_digests[0].split("@", 1)[1] if repo_digests else None
+    return describe(ref, "local", img.id, digest, dict(img.labels or {}))
+
+
+def inspect(ref: str, *, username: str | None = None, password: str | None = None, docker_client=None) -> dict:
+    """Labels and model of an image: the local one if the engine has it, else read from its registry."""
+    registry_mod.parse_reference(ref)  # fail early, with a usage error, on a malformed reference
+    remote_ok = registry_mod.names_registry(ref)
+    try:
+        with engine(docker_client) as client:
+            found = _local(ref, client)
+            if found is not None:
+                return found
+    except DockerError:
+        if not remote_ok:
+            raise  # a local name: the engine was the only place to look
+    if not remote_ok:
+        # never guess Docker Hub for a name the user may simply have mistyped
+        raise NotFoundError(
+            f"image {ref} not found locally; to read it from a registry give the full reference "
+            "(REGISTRY/NAME:TAG, e.g. myacr.azurecr.io/app:1 or docker.io/library/python:3.11)"
+        )
+    remote = registry_mod.remote_image(ref, username=username, password=password)
+    return describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])

@@ -1,0 +1,120 @@
+"""Labels on every container of the plugin, the identity of the process that owns one, and removing them:
+this run's own (the sweep) and those left behind by killed runs (the reaper).
+
+testcontainers' Ryuk does this from a container of its own, which offline CI cannot pull; these labels
+and finalizers clean up without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from modelship._fs import pid_alive
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL_SESSION = "io.modelship.session"
+LABEL_WORKER = "io.modelship.worker"
+LABEL_CREATED = "io.modelship.created-at"
+LABEL_PID = "io.modelship.pid"
+LABEL_OWNER = "io.modelship.owner"
+
+STALE_AFTER_S = 3 * 3600  # leftovers whose owner cannot be checked (other host) are reaped after this
+
+
+def container_labels(run_id: str, worker: str) -> dict[str, str]:
+    """The labels of a container this process creates now for ``run_id`` and ``worker``."""
+    return {
+        LABEL_SESSION: run_id,
+        LABEL_WORKER: worker,
+        LABEL_CREATED: f"{time.time():.3f}",
+        LABEL_PID: str(os.getpid()),
+        LABEL_OWNER: owner_id(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- owners
+
+
+def _proc_start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # field 22 (starttime); the command name in field 2 may hold spaces, so split after it
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "-"
+
+
+def owner_id(pid: int | None = None) -> str:
+    """host|pid-namespace|pid|start-time: identifies a process even after its pid is reused."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}|{_pid_namespace()}|{pid}|{_proc_start_time(pid) or '-'}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process that created a container still runs; None when that cannot be told here."""
+    try:
+        host, ns, pid_s, start = owner.split("|")
+        pid = int(pid_s)
+    except ValueError:
+        return None
+    if host != socket.gethostname() or ns != _pid_namespace():
+        return None
+    if start != "-":
+        return _proc_start_time(pid) == start
+    return pid_alive(pid)
+
+
+# ------------------------------------------------------------------------------------------- removing
+
+
+def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> None:
+    """Remove every container of ``run_id`` and ``worker``; an engine gone away is left to the next reaper."""
+    import docker.errors
+
+    try:
+        leftovers = client.containers.list(
+            all=True, filters={"label": [f"{LABEL_SESSION}={run_id}", f"{LABEL_WORKER}={worker}"]}
+        )
+        for c in leftovers:
+            # NotFound, or a removal already in progress (409): one failure must not end the sweep
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True, v=True)
+    except docker.errors.DockerException:
+        pass  # the engine went away; the next session's reaper removes what is left
+
+
+def reap_stale(client: docker.DockerClient, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:
+    """Remove containers left behind by killed runs: owner process gone, or too old to be in use."""
+    import docker.errors
+
+    now = time.time() if now is None else now
+    removed = []
+    # the plain list call (labels included): the SDK's list would inspect each container, and one removed by
+    # its own session meanwhile would fail the whole listing
+    for c in client.api.containers(all=True, filters={"label": LABEL_SESSION}):
+        labels = c.get("Labels") or {}
+        alive = owner_alive(labels.get(LABEL_OWNER, ""))
+        try:
+            age = now - float(labels.get(LABEL_CREATED, "0"))
+        except ValueError:
+            age = float("inf")
+        if alive is False or (alive is None and age > stale_after):
+            try:
+                client.api.remove_container(c["Id"], force=True, v=True)
+                removed.append((c.get("Names") or [c["Id"][:12]])[0].lstrip("/"))
+            except docker.errors.APIError:
+                pass  # its own session removed it meanwhile (404), or is removing it (409)
+    return removed

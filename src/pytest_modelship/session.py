@@ -1,0 +1,503 @@
+"""The run: one container per pytest process (per xdist worker), from start-up to cleanup.
+
+``ModelshipRun`` is registered as a plugin object only when an image is given (as pytest-xdist's
+``DSession``): it resolves the settings, inspects the image and boots the container in the background
+while pytest collects, turns SIGTERM into Ctrl-C so the container is always removed, hands the
+container to the items and fixtures, attaches its logs to failures and prints the latency summary.
+Those are the stages of one object's life, which is why this module is longer than the others.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import os
+import signal
+import statistics
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .redact import mask_env
+from .settings import DEFAULT_READY_PATH, Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from .client import ModelshipClient
+    from .container import Lifecycle, ModelshipContainer
+    from .images import ImageInfo
+
+READY_PROPERTY = "modelship_ready_s"
+CONTAINER_PROPERTY = "modelship_container"
+FIXTURES = frozenset({"modelship_container", "modelship_url", "modelship_client"})
+# imported by preload(): the engine libraries and the plugin's own modules that are imported lazily
+ENGINE_MODULES = (
+    "pytest_modelship.cases",
+    "pytest_modelship.checks",
+    "pytest_modelship.client",
+    "pytest_modelship.container",
+    "pytest_modelship.images",
+    "pytest_modelship.reaper",
+    "docker.errors",
+    "docker.utils",
+    "testcontainers.core.config",
+    "testcontainers.core.container",
+    "testcontainers.core.docker_client",
+)
+
+
+def preload() -> None:
+    """Import the engine libraries and the plugin's own lazy modules now, in the main thread, before any
+    background thread runs and before SIGTERM is turned into an interrupt.
+
+    Otherwise the start thread imports them while the main thread imports conftests and test modules, and
+    a Ctrl-C landing in the middle of those concurrent imports was seen to leave the start thread blocked
+    in an import for good: a run that neither stopped nor went on. And an interrupt inside a lazy import
+    that creates dataclasses ends CPython by SIGINT instead of with pytest's exit code. Imports are CPU
+    work under the GIL, so doing them here first costs no wall time.
+    """
+    import importlib
+
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
+
+
+class ModelshipRun:
+    """The plugin's state for one pytest process (one per xdist worker), registered only with an image."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.settings: Settings | None = None
+        self.image: ImageInfo = None  # type: ignore[assignment]  # set in sessionstart
+        self.lifecycle: Lifecycle | None = None
+        self.session: pytest.Session | None = None
+        self.latencies: list[tuple[str, str, float]] = []  # (case, outcome, ms)
+        self.ready: list[tuple[float, str]] = []  # (seconds to ready, "worker name url") per container
+        self._ready_reported = False
+        self._logs_attached: set[str] = set()
+        self._signature_at_start: tuple[Any, ...] | None = None
+        self.warnings: list[str] = []
+        self._prep_thread: threading.Thread | None = None
+        self._prepared = threading.Event()
+        self._setup_error: str | None = None
+        self._closing = False
+        self._stopper: threading.Thread | None = None
+        self._client: ModelshipClient | None = None
+        self._client_lock = threading.Lock()
+        self._old_handlers: dict[int, Any] = {}
+        self.interrupted_by: int | None = None  # SIGINT or SIGTERM: exit status 128 + it, not pytest's 2
+        self._exit_reported = False
+        self.reaped: list[str] = []
+        self._own: dict[tuple[Any, ...], Lifecycle] = {}  # containers of overridden config fixtures
+        workerinput = getattr(config, "workerinput", None)
+        self.worker = workerinput["workerid"] if workerinput else "main"
+        self.is_worker = workerinput is not None
+        self.run_id = (workerinput or {}).get("testrunuid") or uuid.uuid4().hex
+        self.run_id = self.run_id[:12]
+
+    # -------------------------------------------------------------------------------- session start
+
+    def begin(self) -> None:
+        """Resolve the options now; inspect the image and boot the container in the background.
+
+        Docker work is mostly waiting for the engine, so it overlaps pytest's own start-up and
+        collection. Not for --collect-only, nor in an xdist controller (workers start their own).
+        """
+        self.settings = resolve_settings(self.config)
+        # Registered this early, the final cleanup runs after pytest's own (garbage collection passes),
+        # which overlap the container's removal started at sessionfinish.
+        self.config.add_cleanup(self._cleanup)
+        # The interpreter's last garbage collection at exit walks every object pytest, docker and requests
+        # made: ~0.1 s, a tenth of a smoke run. Python does not promise finalizers at exit anyway (data model,
+        # object.__del__), files and reports are closed by then, and at exit nothing is left to reclaim memory for.
+        atexit.register(gc.freeze)
+        controller = not self.is_worker and getattr(self.config.option, "dist", "no") != "no"
+        starts = not (self.config.option.collectonly or controller)
+        if starts:
+            preload()  # before any thread starts and before SIGTERM is handled: see preload()
+        # before the background start below: a SIGTERM during collection must also remove the container
+        self._install_signals()
+        if starts:
+            self._signature_at_start = self._hook_signature()
+            self._prep_thread = threading.Thread(
+                target=self._prepare, args=(True,), name="modelship-prepare", daemon=True
+            )
+            self._prep_thread.start()
+
+    def _prepare(self, boot: bool = False) -> None:
+        """Connect, reap leftovers, inspect the image, fill the defaults; then maybe start the container."""
+        from .container import Lifecycle, connect
+        from .errors import SetupError
+        from .images import get_image
+        from .reaper import reap_stale
+
+        settings = self.settings
+        assert settings is not None
+        try:
+            client = connect()
+            self.image = get_image(client, settings.image, settings.pull)
+            _fill_from_image(settings, self.image)
+            self.lifecycle = Lifecycle(settings, client, self.image, run_id=self.run_id, worker=self.worker)
+            if boot and not self._closing:
+                self.lifecycle.start_background(*self._hooks())
+            if not self.is_worker:  # the controller reaps once; workers would only race each other
+                self.reaped = self._reap(client, reap_stale)  # while our own container boots
+        except SetupError as e:
+            self._setup_error = f"modelship: {e}"
+        except Exception as e:  # noqa: BLE001 - reported as one line in the main thread, not lost in this one
+            self._setup_error = f"modelship: could not prepare the image {settings.image}: {e!r}"
+        finally:
+            # set only after the background start began, so collection_finish can still cancel it
+            self._prepared.set()
+
+    def _reap(self, client: Any, reap_stale: Any) -> list[str]:
+        try:
+            return reap_stale(client)
+        except Exception as e:  # noqa: BLE001 - best effort: leftovers must not fail this run
+            self.warnings.append(f"could not look for containers left by killed runs: {e!r}")
+            return []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+        if self.settings is None:
+            self.settings = resolve_settings(self.config)
+            self.config.add_cleanup(self._cleanup)
+        if self._prep_thread is None:
+            self._prepare()
+        else:
+            self._prepared.wait()
+        if self._setup_error:
+            raise pytest.UsageError(self._setup_error)
+        assert self.lifecycle is not None
+        atexit.register(self.lifecycle.stop)  # last resort, e.g. an exception escaping pytest itself
+        self._install_signals()
+
+    def _install_signals(self) -> None:
+        # SIGTERM (CI cancel, docker stop) would kill pytest without any cleanup: turn it into Ctrl-C. Both
+        # are noted, so the run ends with the shell's 130 / 143 instead of pytest's 2 for any interruption.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+            try:
+                if signum not in self._old_handlers and signal.getsignal(signum) is default:
+                    self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+            except (ValueError, OSError):
+                pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM and self._closing:
+            return  # cleanup is under way: a repeated SIGTERM must not cut it short (Ctrl-C still does)
+        self.interrupted_by = self.interrupted_by or signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def _restore_signals(self) -> None:
+        for signum, old in self._old_handlers.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, old)
+        self._old_handlers.clear()
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        s = self.settings
+        if s is None:
+            return []
+        src = s.sources
+
+        def line(label: str, value: Any, key: str) -> str:
+            return f"modelship {label}: {value} (from {src.get(key, 'default')})"
+
+        lines = [line("image", f"{s.image} [{self.image.id[7:19]}]", "image")]
+        lines.append(line("cases", s.cases or "none", "cases"))
+        lines.append(line("port", s.port, "port"))
+        lines.append(line("ready path", s.ready_path, "ready_path"))
+        lines.append(line("timeout", f"{s.timeout:g} s", "timeout"))
+        if s.env:
+            shown = " ".join(f"{k}={v}" for k, v in mask_env(s.env).items())
+            lines.append(line("env", shown, "env"))
+        lines.append(line("pull", "yes" if s.pull else "no", "pull"))
+        if self.reaped:
+            lines.append(f"modelship: removed {len(self.reaped)} container(s) left by killed runs")
+        return lines
+
+    # ------------------------------------------------------------------------------------- collection
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> Iterator[Any]:
+        report = yield
+        if isinstance(collector, pytest.Session) and report.passed and self.settings is not None:
+            report.result[:0] = self._collectors(collector)
+        return report
+
+    def _collectors(self, session: pytest.Session) -> list[pytest.Collector]:
+        from .cases import CasesFile, HookCases
+        from .checks import ImageChecks
+
+        nodes: list[pytest.Collector] = [
+            ImageChecks.from_parent(session, name="modelship-image", nodeid="modelship-image", run=self)
+        ]
+        if self.settings and self.settings.cases:
+            path = Path(self.settings.cases)
+            # outside the rootdir pytest cannot derive a node id; a relative path keeps -k/--deselect usable
+            nodeid = Path(os.path.relpath(path, self.config.rootpath)).as_posix()
+            nodes.append(CasesFile.from_parent(session, path=path, nodeid=nodeid, run=self))
+        if self.config.pluginmanager.hook.pytest_modelship_cases.get_hookimpls():
+            nodes.append(HookCases.from_parent(session, name="modelship-cases", nodeid="modelship-cases", run=self))
+        return nodes
+
+    # -------------------------------------------------------------------------------------- container
+
+    def _hooks(self, settings: Settings | None = None) -> tuple[Any, Any]:
+        """The container-customising and readiness hooks as plain callables for container.py."""
+        hook = self.config.hook
+        probe = None
+        if self.config.pluginmanager.hook.pytest_modelship_ready.get_hookimpls():
+
+            def probe(c: ModelshipContainer, url: str) -> bool | None:
+                return hook.pytest_modelship_ready(config=self.config, container=c, url=url)
+
+        def customize(tc: Any) -> Any:
+            return hook.pytest_modelship_container(config=self.config, container=tc, settings=settings or self.settings)
+
+        return customize, probe
+
+    def _hook_signature(self) -> tuple[Any, ...]:
+        hooks = self.config.pluginmanager.hook
+        return tuple(
+            impl.function
+            for h in (hooks.pytest_modelship_container, hooks.pytest_modelship_ready)
+            for impl in h.get_hookimpls()
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.lifecycle is None or self._signature_at_start is None:
+            return
+        unused = not any(self._needs_container(item) for item in session.items)
+        # a conftest.py met during collection may bring container/readiness hooks the early start missed
+        if unused or self._hook_signature() != self._signature_at_start:
+            self.lifecycle.cancel()  # starts afresh, with every hook, if a test asks for it after all
+
+    @staticmethod
+    def _needs_container(item: pytest.Item) -> bool:
+        from .cases import CaseItem
+        from .checks import CheckItem
+
+        if isinstance(item, CaseItem) or (isinstance(item, CheckItem) and item.check.needs_container):
+            return True
+        return bool(FIXTURES & set(getattr(item, "fixturenames", ())))
+
+    def container(self, settings: Settings | None = None) -> ModelshipContainer:
+        """The started, ready container; starts it on first use. Fails the test in one clear message.
+
+        ``settings`` other than the run's (from overridden config fixtures) get a container of their own.
+        """
+        from .errors import ContainerError
+
+        lifecycle = self._lifecycle_for(settings)
+        try:
+            c = lifecycle.start(*self._hooks(lifecycle.settings))
+        except ContainerError as e:
+            message, why = f"modelship: {e}", "never became ready"
+        else:
+            if not c.exited:
+                return c
+            # it stopped after it was ready (crash, OOM kill, restart policy): fail at once, never wait
+            self._exit_reported = True
+            message, why = f"modelship: {c.exit_report(logs=False)}", "exited while tests ran"  # logs: own section
+        if self.session is not None and not self.is_worker:
+            # every item needs the container: stop the run instead of repeating the error N times
+            self.session.shouldfail = f"modelship: the container {why} (see the first error)"
+        pytest.fail(message, pytrace=False)  # outside the except: no "during handling..." chain
+
+    def client(self) -> ModelshipClient:
+        from .client import ModelshipClient
+
+        with self._client_lock:
+            if self._client is None:
+                self._client = ModelshipClient(self.container().url)
+            return self._client
+
+    def _lifecycle_for(self, settings: Settings | None) -> Lifecycle:
+        """The run's lifecycle, or for other settings one of their own (started on first use, kept per settings)."""
+        assert self.lifecycle is not None and self.settings is not None
+        if settings is None or _container_key(settings) == _container_key(self.settings):
+            return self.lifecycle
+        key = _container_key(settings)
+        if key not in self._own:
+            from .container import Lifecycle
+            from .errors import SetupError
+            from .images import get_image
+
+            settings = replace(settings, env=dict(settings.env), sources=dict(settings.sources))
+            problem = None
+            try:
+                same = settings.image == self.settings.image
+                image = self.image if same else get_image(self.lifecycle.client, settings.image, settings.pull)
+                _fill_from_image(settings, image)
+            except SetupError as e:
+                problem = f"modelship: {e}"
+            if problem is not None:
+                pytest.fail(problem, pytrace=False)  # outside the except: no "during handling..." chain
+            # a worker name of its own: each lifecycle's cleanup removes its containers by worker label
+            worker = f"{self.worker}-{len(self._own) + 1}"
+            lifecycle = Lifecycle(settings, self.lifecycle.client, image, run_id=self.run_id, worker=worker)
+            atexit.register(lifecycle.stop)
+            self._own[key] = lifecycle
+        return self._own[key]
+
+    def _lifecycle_of(self, item: pytest.Item) -> Lifecycle | None:
+        """The lifecycle of the container ``item`` got (the run's unless config fixtures are overridden)."""
+        if not self._own:
+            return self.lifecycle
+        got = (getattr(item, "funcargs", None) or {}).get("modelship_container")
+        for lifecycle in (self.lifecycle, *self._own.values()):
+            if lifecycle is not None and got is not None and lifecycle.container is got:
+                return lifecycle
+        # a test whose container fixture failed cannot tell which container it was; the failure has its log tail
+        return None if FIXTURES & set(getattr(item, "fixturenames", ())) else self.lifecycle
+
+    def _stop_all(self) -> None:
+        for lifecycle in (self.lifecycle, *self._own.values()):
+            if lifecycle is not None:
+                lifecycle.stop()
+
+    def redact(self, text: str) -> str:
+        return self.settings.redact(text) if self.settings else text
+
+    # -------------------------------------------------------------------------------------- reporting
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+        lc = self._lifecycle_of(item)
+        failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
+        exit_note = None
+        c = lc.container if lc is not None else None
+        watch = c is not None and failed and call.when == "call" and not self._exit_reported
+        # a request failing because the app just died: the exit is seen within ms of the failure
+        if watch and self._needs_container(item) and c.wait_exited(0.5):  # type: ignore[union-attr]
+            self._exit_reported = True
+            exit_note = f"modelship: {c.exit_report(logs=False)}"  # type: ignore[union-attr]  # logs: own section
+            if self.session is not None and not self.is_worker:
+                self.session.shouldfail = "modelship: the container exited while tests ran (see the first error)"
+        if lc is not None and failed and item.nodeid not in self._logs_attached:
+            self._logs_attached.add(item.nodeid)
+            tail = lc.log_tail()
+            if tail is not None:
+                # A report section of the item (not just of this report) reaches the teardown report too,
+                # which is the one junitxml writes to <system-out>. The name becomes
+                # "Captured stdout modelship container", which junit_logging=system-out includes.
+                item.add_report_section("modelship container", "stdout", tail)
+        report = yield
+        if exit_note is not None:
+            _add_note(report, exit_note)
+        c = self.lifecycle.container if self.lifecycle is not None else None  # the summary names the run's
+        if c is not None and c.ready_after_s is not None and not self._ready_reported:
+            # once per process; under xdist the report carries it to the controller's summary
+            self._ready_reported = True
+            report.user_properties.append((READY_PROPERTY, round(c.ready_after_s, 3)))
+            report.user_properties.append((CONTAINER_PROPERTY, f"{self.worker} {c.name} {c.url}"))
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .cases import CASE_PROPERTY, LATENCY_PROPERTY
+
+        props = dict(report.user_properties)
+        if report.when == "call" and LATENCY_PROPERTY in props:
+            self.latencies.append((str(props.get(CASE_PROPERTY)), report.outcome, float(props[LATENCY_PROPERTY])))
+        if READY_PROPERTY in props:
+            self.ready.append((float(props[READY_PROPERTY]), str(props.get(CONTAINER_PROPERTY, ""))))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        notes = [*self.warnings, *(self.lifecycle.notes if self.lifecycle else [])]
+        if self.settings is None or not (self.latencies or self.ready or notes):
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "modelship")
+        for took, where in self.ready:
+            worker, _, rest = where.partition(" ")
+            name, _, url = rest.partition(" ")
+            tr.write_line(f"image {self.settings.image}: container {name} ({worker}) at {url} ready after {took:.2f} s")
+        if self.latencies:
+            width = max(len(name) for name, _, _ in self.latencies)
+            for name, outcome, ms in self.latencies:
+                tr.write_line(f"  {name:<{width}}  {outcome:<7} {ms:8.1f} ms")
+            values = [ms for _, _, ms in self.latencies]
+            tr.write_line(
+                f"latency over {len(values)} case(s): p50 {percentile(values, 50):.1f} ms, "
+                f"p95 {percentile(values, 95):.1f} ms, max {max(values):.1f} ms"
+            )
+        for note in notes:
+            tr.write_line(f"note: {note}")
+
+    # ---------------------------------------------------------------------------------------- cleanup
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Removing a container takes the engine ~0.1-0.2 s: let it run while pytest writes its summary.
+        # pytest_unconfigure waits for it and sweeps again, so nothing outlives the process.
+        self._closing = True
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.lifecycle is not None and self._stopper is None:
+            self._stopper = threading.Thread(target=self._stop_all, name="modelship-stop", daemon=True)
+            self._stopper.start()
+
+    def _cleanup(self) -> None:
+        self._closing = True
+        for thread in (self._prep_thread, self._stopper):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)  # the first may be about to create the container
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._stop_all()
+        if self.interrupted_by is not None:
+            # pytest reports any interruption as 2; a run ended by a signal keeps the conventional 128 + signal
+            session = self.session or self.config.pluginmanager.get_plugin("session")
+            if session is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+                session.exitstatus = 128 + self.interrupted_by
+            # CPython remembers a KeyboardInterrupt that escaped an exec() of a string (dataclasses create
+            # their methods that way, in any lazy import) and then ends the process by SIGINT instead of
+            # with this exit status; the next exec() of a string clears that memory.
+            exec("pass")  # noqa: S102
+        self._restore_signals()  # only now: the cleanup above runs with the signals still handled
+
+
+def _add_note(report: pytest.TestReport, note: str) -> None:
+    """Put ``note`` at the top of a failure report, whatever shape its longrepr has."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        report.longrepr = f"{note}\n{longrepr}"
+    elif hasattr(longrepr, "addsection"):
+        longrepr.addsection("modelship container", note)  # type: ignore[union-attr]
+    else:
+        report.sections.append(("modelship container exit", note))
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear-interpolated percentile (the 'inclusive' method), exact for small samples too."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if p < 100 else max(values)
+
+
+def _fill_from_image(settings: Settings, image: ImageInfo) -> None:
+    """The defaults that come from the image: its single EXPOSEd port, its HEALTHCHECK's path."""
+    if settings.port is None:
+        settings.port = image.default_port()
+        settings.sources["port"] = "image EXPOSE"
+    if settings.ready_path is None:
+        from_hc = image.healthcheck_path()
+        settings.ready_path = from_hc or DEFAULT_READY_PATH
+        settings.sources["ready_path"] = "image HEALTHCHECK" if from_hc else "default"
+
+
+def _container_key(s: Settings) -> tuple[Any, ...]:
+    """What tells two containers apart (the cases file and the sources do not)."""
+    return (s.image, s.port, s.ready_path, s.timeout, s.pull, tuple(sorted(s.env.items())))
