@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, logs, progress
-from .errors import ModelshipError
+from .errors import ModelshipError, UsageError
 from .manifest import tree_digest
 from .uri import redact
 
@@ -93,6 +93,11 @@ def _model_json(d: dict[str, Any]) -> dict[str, Any]:
 def cmd_publish(a: argparse.Namespace) -> None:
     from ._publish import publish
 
+    if a.uri.lower().startswith("oci://"):
+        _publish_image(a)
+        return
+    if a.image_dir:
+        raise UsageError("--image-dir is for oci:// model images only")
     m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
     if a.json:
         _print_json(_model_json(m.to_dict()))
@@ -100,6 +105,21 @@ def cmd_publish(a: argparse.Namespace) -> None:
         size = sum(f.size for f in m.files)
         where = f"{m.uri.rstrip('/')}/{m.version}"
         print(f"published {a.model_dir} as {where} ({len(m.files)} files, {_human(size)}) {m.digest}")
+
+
+def _publish_image(a: argparse.Namespace) -> None:
+    from .image.dockerfile import MODEL_DIR
+    from .oci.modelimage import publish_image
+
+    r = publish_image(
+        a.model_dir, a.uri, version=a.version, force=a.force, image_dir=a.image_dir or MODEL_DIR, quiet=a.json
+    )
+    if a.json:
+        _print_json(r.to_dict())
+        return
+    size = sum(f.size for f in r.manifest.files)
+    how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
+    print(f"published {a.model_dir} as {r.ref} ({len(r.manifest.files)} files, {_human(size)}; {how}) {r.digest}")
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
@@ -297,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("uri", metavar="URI")
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
+    sp.add_argument(
+        "--image-dir",
+        metavar="PATH",
+        help="oci:// only: the model's folder in the image (default /opt/modelship/model)",
+    )
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")

@@ -734,6 +734,29 @@ class RegistryClient:
 
         return self._call("manifest PUT", put)
 
+    def list_tags(self, repository: str, *, limit: int = 100_000) -> list[str]:
+        """Every tag of the repository (following the ``Link`` pages); [] for a repository with none."""
+
+        def page(url: str) -> tuple[list[str], str | None]:
+            resp = self.request("GET", url, scopes=[f"repository:{repository}:pull"], what="tag list")
+            if resp.status_code != 200:
+                raise self.error(resp, "tag list", repository)
+            try:
+                tags = resp.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise ModelshipError(
+                    f"registry {self.registry} sent a tag list of {repository} that is not JSON"
+                ) from None
+            nxt = re.search(r"<([^>]+)>", resp.headers.get("Link", ""))
+            return [str(t) for t in tags], (nxt.group(1) if nxt else None)
+
+        out: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list?n=1000"
+        while url and len(out) < limit:
+            tags, url = self._call("tag list", lambda u=url: page(u))
+            out.extend(tags)
+        return out
+
     # -- compatibility with modelship.build.registry (inspect, push read-back)
 
     def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]]:
