@@ -280,6 +280,10 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
         port=a.port,
         ready_path=a.ready_path,
         live_path=a.live_path,
+        model_image=a.model_image,
+        mount=a.mount,
+        model_dir=a.model_dir,
+        on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
     )
     for p in paths:
         print(p)
@@ -404,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="containerPort and PORT (default: the image's io.modelship.app.port)")
     sp.add_argument("--ready-path", help="readiness probe path (default: the image's io.modelship.app.ready-path)")
     sp.add_argument("--live-path", help="startup/liveness probe path (default: the image's io.modelship.app.live-path)")
+    sp.add_argument(
+        "--model-image", metavar="MODEL@sha256:DIGEST", help="mount this model image at the app's model dir"
+    )
+    sp.add_argument(
+        "--mount", choices=("image-volume", "init-container", "kserve"), default="image-volume",
+        help="how the model image reaches the app (default image-volume: Kubernetes >= 1.33)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--model-dir", metavar="PATH", help="the app's model dir (default: its io.modelship.model.dir label)"
+    )
     return p
 
 
