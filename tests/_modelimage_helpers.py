@@ -133,6 +133,7 @@ def push_model_image(
         "io.modelship.model.layers": ",".join(digests),
         "io.modelship.model.digest": model.digest,
         "io.modelship.model.uri": model.uri,
+        "io.modelship.model.version": model.version,
     }
     config = json.dumps(
         {
