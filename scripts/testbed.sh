@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The testbed: a Docker engine, Azurite, an OCI registry and a local base image, on 127.0.0.1 only.
+# The testbed: a Docker engine, Azurite, an OCI registry and a local base image, on 127.0.0.1 only;
+# plus podman and skopeo, the registry clients that judge `modelship assemble`'s images (tests/test_oci_*).
 #   scripts/testbed.sh up|down|status
 # Idempotent: reuses what already runs, installs (apt/npm) only what is missing, and `down` stops only
 # the processes `up` started (by PID). Endpoints go to $STATE/env, read by tests, the demo and benchmarks.
@@ -91,6 +92,14 @@ YML
   log "registry: up on 127.0.0.1:$port"
 }
 
+oci_tools_up() {  # podman pulls and mounts assembled images, skopeo inspects and copies them
+  local missing=()
+  command -v podman >/dev/null || missing+=(podman)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+  log "oci tools: podman and skopeo present"
+}
+
 base_image_up() {
   if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image: $BASE_IMAGE present"; return; fi
   if [ "$BASE_IMAGE" != modelship/python:3.11-bookworm ]; then
@@ -142,7 +151,7 @@ stop_pid() {
 case "${1:-}" in
   up)
     mkdir -p "$STATE" "$TOOLS"
-    docker_up; azurite_up; registry_up; base_image_up; write_env ;;
+    docker_up; azurite_up; registry_up; oci_tools_up; base_image_up; write_env ;;
   down)
     for s in registry azurite dockerd; do stop_pid "$s"; done
     rm -f "$STATE/env" ;;
@@ -153,6 +162,7 @@ case "${1:-}" in
       if alive "$STATE/$s.pid"; then echo "$s: up on 127.0.0.1:$(cat "$STATE/$s.port")"; else echo "$s: down"; rc=1; fi
     done
     docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && echo "base image: $BASE_IMAGE" || { echo "base image: missing"; rc=1; }
+    command -v podman >/dev/null && command -v skopeo >/dev/null && echo "oci tools: podman, skopeo" || { echo "oci tools: missing"; rc=1; }
     exit $rc ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

@@ -38,6 +38,11 @@ VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
     ),
     "push": (["reg/iris:1"], [["--username", "ci"], ["--password-stdin"], ["--json"]]),
     "inspect": (["reg/iris:1"], [["--json"], ["-v"]]),
+    "assemble": (
+        ["reg/iris-app:1"],
+        [["--model", "./model"], ["--tag", "reg/iris:2"], ["--platform", "linux/amd64"], ["--json"]],
+    ),
+    "promote": ([REF], [["--tag", "reg/iris:prod"], ["--tag", "reg/iris:stable"], ["--json"]]),
     "deploy render": (
         [],
         [["--image", REF], ["--out", "k8s"], ["--name", "iris"], ["--replicas", "3"], ["--port", "9000"]],
@@ -81,7 +86,14 @@ def test_options_anywhere_on_the_line_mean_the_same(verb):
     # and each option really arrived (not swallowed as a positional or dropped)
     ns = parsed["last"]
     if positionals:
-        first_positional = {"publish": "model_dir", "build": "app_dir", "push": "image", "inspect": "image"}
+        first_positional = {
+            "publish": "model_dir",
+            "build": "app_dir",
+            "push": "image",
+            "inspect": "image",
+            "assemble": "app_image",
+            "promote": "ref",
+        }
         assert ns[first_positional.get(verb, "uri")] == positionals[0]
     if verb == "fetch":
         assert (ns["uri"], ns["dest"], ns["version"], ns["lock"], ns["workers"]) == (

@@ -87,5 +87,5 @@ def test_store_table_declares_each_scheme_once_and_imports_a_store_on_first_use(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     schemes, before, opened = json.loads(out)
-    assert schemes == ["az", "file", "http", "https", "s3"]
+    assert schemes == ["az", "file", "http", "https", "oci", "s3"]
     assert before == ["modelship.stores.base"] and opened == "LocalSource"

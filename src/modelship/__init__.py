@@ -20,6 +20,7 @@ _SUBMOD_ATTRS = {
     "_publish": ["publish"],
     "_resolve": ["lock", "resolve"],
     "image": ["BuiltImage", "build", "inspect", "push"],
+    "oci._assemble": ["assemble", "promote"],
 }
 _ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ._publish import publish
     from ._resolve import lock, resolve
     from .image import BuiltImage, build, inspect, push
+    from .oci._assemble import assemble, promote
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()
@@ -53,10 +55,12 @@ __all__ = [
     "Manifest",
     "ModelshipError",
     "Resolution",
+    "assemble",
     "build",
     "fetch",
     "inspect",
     "lock",
+    "promote",
     "publish",
     "push",
     "resolve",

@@ -207,7 +207,12 @@ def publish(
     """Upload ``model_dir`` as ``URI/<version>/``; the version counts as published only once all files are up.
 
     An interrupted or failed publish of the same files is resumed by calling this again (no ``force``).
+    An ``oci://REGISTRY/REPO`` URI publishes a model image tagged ``version`` (see modelship.oci.modelimage).
     """
+    if uri.lower().startswith("oci://"):
+        from .oci.modelimage import publish_image
+
+        return publish_image(model_dir, uri, version=version, force=force, progress=progress, quiet=True).manifest
     if not version or "/" in version or version in (".", "..") or version != version.strip():
         raise UsageError(f"invalid version {version!r}: give a non-empty name without '/' (e.g. 1.2.0)")
     model_dir = Path(model_dir)

@@ -24,7 +24,7 @@ from .cache import Cache
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema
 from .stores import open_source
-from .stores.base import RemoteFile, Source
+from .stores.base import ArchiveStore, RemoteFile, Source
 from .uri import ModelURI, parse
 
 log = logging.getLogger("modelship")
@@ -142,6 +142,8 @@ def _entries(
 
 
 def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) -> Resolution:
+    if isinstance(source, ArchiveStore):  # versions are not folders of files there (oci:// tags)
+        return source.resolve_version(version, pre)
     base = uri.prefix.strip("/")
     listing = [f for f in source.list(base) if not base or f.name == base or f.name.startswith(base + "/")]
     if base and len(listing) == 1 and listing[0].name == base:  # the URI names one file
@@ -215,6 +217,11 @@ def apply_lock(res: Resolution, lk: Lock) -> Resolution:
     """Fill in the lock's sha256s; fail saying what changed since the lock was written."""
     if res.version != lk.version:
         raise IntegrityError(f"lock pins version {lk.version!r} but the store resolved {res.version!r}")
+    if lk.pin and res.pin and lk.pin != res.pin:
+        raise IntegrityError(
+            f"lock mismatch: {res.uri} version {res.version} now is {res.pin[:19]}…, the lock pins {lk.pin[:19]}…; "
+            "re-lock to accept the change"
+        )
     now = {f.path: f for f in res.files}
     pinned = {f.path: f for f in lk.files}
     for path in sorted(set(pinned) | set(now)):

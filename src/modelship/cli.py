@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, logs, progress
-from .errors import ModelshipError
+from .errors import ModelshipError, UsageError
 from .manifest import tree_digest
 from .uri import redact
 
@@ -93,6 +93,11 @@ def _model_json(d: dict[str, Any]) -> dict[str, Any]:
 def cmd_publish(a: argparse.Namespace) -> None:
     from ._publish import publish
 
+    if a.uri.lower().startswith("oci://"):
+        _publish_image(a)
+        return
+    if a.image_dir:
+        raise UsageError("--image-dir is for oci:// model images only")
     m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
     if a.json:
         _print_json(_model_json(m.to_dict()))
@@ -100,6 +105,21 @@ def cmd_publish(a: argparse.Namespace) -> None:
         size = sum(f.size for f in m.files)
         where = f"{m.uri.rstrip('/')}/{m.version}"
         print(f"published {a.model_dir} as {where} ({len(m.files)} files, {_human(size)}) {m.digest}")
+
+
+def _publish_image(a: argparse.Namespace) -> None:
+    from .image.dockerfile import MODEL_DIR
+    from .oci.modelimage import publish_image
+
+    r = publish_image(
+        a.model_dir, a.uri, version=a.version, force=a.force, image_dir=a.image_dir or MODEL_DIR, quiet=a.json
+    )
+    if a.json:
+        _print_json(r.to_dict())
+        return
+    size = sum(f.size for f in r.manifest.files)
+    how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
+    print(f"published {a.model_dir} as {r.ref} ({len(r.manifest.files)} files, {_human(size)}; {how}) {r.digest}")
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
@@ -222,6 +242,33 @@ def cmd_inspect(a: argparse.Namespace) -> None:
             print(f"  {k}={v}")
 
 
+def _registry_password(a: argparse.Namespace) -> str | None:
+    return sys.stdin.readline().rstrip("\n") if a.password_stdin else None
+
+
+def cmd_assemble(a: argparse.Namespace) -> None:
+    from .oci._assemble import assemble
+
+    password = _registry_password(a)
+    r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
+    if a.json:
+        _print_json(r.to_dict())
+    else:
+        how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
+        print(f"assembled {r.ref} {r.digest} ({how})")
+
+
+def cmd_promote(a: argparse.Namespace) -> None:
+    from .oci._assemble import promote
+
+    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
+    if a.json:
+        _print_json(r.to_dict())
+    else:
+        for t in r.tags:
+            print(f"promoted {t} -> {r.digest}")
+
+
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
@@ -234,6 +281,10 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
         port=a.port,
         ready_path=a.ready_path,
         live_path=a.live_path,
+        model_image=a.model_image,
+        mount=a.mount,
+        model_dir=a.model_dir,
+        on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
     )
     for p in paths:
         print(p)
@@ -271,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("uri", metavar="URI")
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
+    sp.add_argument(
+        "--image-dir",
+        metavar="PATH",
+        help="oci:// only: the model's folder in the image (default /opt/modelship/model)",
+    )
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
@@ -325,6 +381,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("inspect", cmd_inspect, "show an image's model and provenance labels (local or in a registry)")
     sp.add_argument("image", metavar="IMAGE")
 
+    def registry_login(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
+        sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
+
+    sp = add("assemble", cmd_assemble, "append a model's layers to an app image in its registry (no Docker engine)")
+    sp.add_argument("app_image", metavar="APP_IMAGE", help="the app image in a registry (tag or @sha256 digest)")
+    sp.add_argument("--model", required=True, metavar="DIR", help="model folder (as written by 'modelship fetch')")
+    sp.add_argument("--tag", "-t", required=True, metavar="REF", help="REGISTRY/REPO:TAG to write")
+    sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
+    registry_login(sp)
+
+    sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")
+    sp.add_argument("ref", metavar="REF@DIGEST")
+    sp.add_argument(
+        "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
+    )
+    registry_login(sp)
+
     dp = sub.add_parser("deploy", help="Kubernetes deployment helpers")
     dsub = dp.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
     sp = dsub.add_parser("render", help="write Kubernetes manifests pinned to an image digest", parents=[common])
@@ -337,6 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="containerPort and PORT (default: the image's io.modelship.app.port)")
     sp.add_argument("--ready-path", help="readiness probe path (default: the image's io.modelship.app.ready-path)")
     sp.add_argument("--live-path", help="startup/liveness probe path (default: the image's io.modelship.app.live-path)")
+    sp.add_argument(
+        "--model-image", metavar="MODEL@sha256:DIGEST", help="mount this model image at the app's model dir"
+    )
+    sp.add_argument(
+        "--mount", choices=("image-volume", "init-container", "kserve"), default="image-volume",
+        help="how the model image reaches the app (default image-volume: Kubernetes >= 1.33)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--model-dir", metavar="PATH", help="the app's model dir (default: its io.modelship.model.dir label)"
+    )
     return p
 
 

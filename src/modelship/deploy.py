@@ -8,12 +8,15 @@ read and ``kubectl apply`` as it is.
 
 The port and the readiness/liveness paths are the ones the image was built with: read from its
 ``io.modelship.app.*`` labels (local engine first, then its registry), unless given explicitly.
+
+With ``model_image`` (the split shape: the model as its own image) the model is mounted at the app's model
+dir by an image volume, an init container, or KServe (``mount``; see modelship._model_mount).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -128,13 +131,27 @@ def render(
     live_path: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    model_image: str | None = None,
+    mount: str = "image-volume",
+    model_dir: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write the manifests of ``template_dir`` (default: the built-in ones) to ``out`` with ``image`` set.
 
     ``port``, ``ready_path`` and ``live_path`` default to what the image was built with (its labels, see
     :func:`app_settings`). Returns the written files, one per template file, in name order.
+
+    ``model_image`` (``REPO@sha256:…``) mounts that model image at the app's model dir (``model_dir``, else
+    the app image's ``io.modelship.model.dir`` label, else modelship's default) the ``mount`` way:
+    ``image-volume``, ``init-container`` or ``kserve`` (then one ``inferenceservice.yaml`` is written instead).
+    What the cluster must offer for it goes to ``on_note`` and into the files' header.
     """
+    from . import _model_mount
+
     check_image(image)
+    if model_image is not None:
+        check_image(model_image)
+    _model_mount.check_mount(mount, model_image)
     if not isinstance(name, str) or not _NAME.match(name):
         raise UsageError(
             f"name {name!r} is not a valid Kubernetes name: lowercase letters, digits and '-', "
@@ -162,6 +179,22 @@ def render(
             _rename(doc, original, name)
             if doc["kind"] == "Deployment":
                 _set_deployment(doc, image, replicas, app, path)
+    notes: list[str] = []
+    if model_image is not None:
+        app_dir = model_dir or _app_model_dir(image, username, password)
+        m = _model_mount.model_mount(model_image, app_dir)
+        container = _app_container(deployment)
+        if mount == "image-volume":
+            _model_mount.image_volume(deployment, container, m)
+        elif mount == "init-container":
+            _model_mount.init_container(deployment, container, m)
+        else:
+            isvc = _model_mount.inference_service(deployment, container, m, name, replicas)
+            loaded = [(folder / "inferenceservice.yaml", [isvc])]
+        notes = _model_mount.notes(m, mount)
+        for note in notes:
+            if on_note is not None:
+                on_note(note)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -170,6 +203,7 @@ def render(
     for path, docs in loaded:
         target = out_dir / path.name
         header = f"# Rendered by 'modelship deploy render' from {path.name}: edit the template, not this file.\n"
+        header += "".join(f"# Needs: {note}\n" for note in notes)
         target.write_text(header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False))
         written.append(target)
     return written
@@ -231,9 +265,26 @@ def _set_deployment(doc: dict[str, Any], image: str, replicas: int, app: AppSett
         containers = None
     if not isinstance(containers, list) or not containers:
         raise UsageError(f"{path}: the Deployment has no spec.template.spec.containers")
-    target = next((c for c in containers if c.get("name") == APP_CONTAINER), containers[0])
+    target = _app_container(doc)
     target["image"] = image
     _set_app(target, app)
+
+
+def _app_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next((c for c in containers if c.get("name") == APP_CONTAINER), containers[0])
+
+
+def _app_model_dir(image: str, username: str | None, password: str | None) -> str:
+    """Where the app image wants its model: its ``io.modelship.model.dir`` label, else modelship's default."""
+    from .image import inspect
+    from .image.dockerfile import MODEL_DIR
+
+    try:
+        labels = inspect(image, username=username, password=password).get("labels") or {}
+    except ModelshipError as e:
+        raise type(e)(f"{e} (deploy render reads the app's model dir from the image; or pass --model-dir)") from None
+    return str(labels.get("io.modelship.model.dir") or MODEL_DIR)
 
 
 def _set_app(container: dict[str, Any], app: AppSettings) -> None:

@@ -37,6 +37,7 @@ class Resolution:
     version: str | None
     files: tuple[FileEntry, ...]
     prefix: str = ""  # store path of the version root (internal to the source)
+    pin: str | None = None  # the store's immutable name of this version (oci://: the manifest digest); locked
 
     @property
     def size(self) -> int:
@@ -132,14 +133,15 @@ class Lock:
     files: tuple[FileEntry, ...]
     digest: str
     created_at: str = field(default="")
+    pin: str | None = None  # Resolution.pin: a fetch fails if the version no longer is this one
 
     @classmethod
     def from_resolution(cls, res: Resolution) -> Lock:
         files, digest = _sorted_with_digest(res.files, "lock")
-        return cls(res.uri, res.version, files, digest, _now())
+        return cls(res.uri, res.version, files, digest, _now(), res.pin)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": SCHEMA_VERSION,
             "uri": self.uri,
             "version": self.version,
@@ -150,6 +152,9 @@ class Lock:
                 for f in self.files
             ],
         }
+        if self.pin:
+            d["pin"] = self.pin
+        return d
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -162,7 +167,8 @@ class Lock:
             files = tuple(
                 FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]), etag=f.get("etag")) for f in d["files"]
             )
-            lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")))
+            pin = str(d["pin"]) if d.get("pin") else None
+            lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")), pin)
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(
                 f"{path}: not a modelship lock file ({_what_is_wrong(e)}); re-create it with 'modelship lock'"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
     from .images import ImageInfo
+    from .modelimage import ModelVolume
     from .settings import Settings
 
 START_GRACE_S = 60.0  # creating + starting a container, on top of the readiness timeout
@@ -230,10 +231,12 @@ class Lifecycle:
         image: ImageInfo,
         run_id: str | None = None,
         worker: str = "main",
+        model: ModelVolume | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.image = image
+        self.model = model  # --modelship-model-image: its volume, mounted read-only at the model dir
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.worker = worker
         self.container: ModelshipContainer | None = None  # started and ready
@@ -263,6 +266,8 @@ class Lifecycle:
         tc.ports[f"{port}/tcp"] = (bind, None) if bind else None  # type: ignore[assignment]
         tc.with_name(f"modelship-{self.run_id}-{self.worker}")
         tc.with_kwargs(labels=self.labels)
+        if self.model is not None:
+            tc.with_volume_mapping(self.model.volume, self.image.model_dir, "ro")
         return tc
 
     def start_background(

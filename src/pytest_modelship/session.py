@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .client import ModelshipClient
     from .container import Lifecycle, ModelshipContainer
     from .images import ImageInfo
+    from .modelimage import ModelVolume
 
 READY_PROPERTY = "modelship_ready_s"
 CONTAINER_PROPERTY = "modelship_container"
@@ -42,6 +43,7 @@ ENGINE_MODULES = (
     "pytest_modelship.client",
     "pytest_modelship.container",
     "pytest_modelship.images",
+    "pytest_modelship.modelimage",
     "pytest_modelship.reaper",
     "docker.errors",
     "docker.utils",
@@ -94,6 +96,7 @@ class ModelshipRun:
         self._exit_reported = False
         self.reaped: list[str] = []
         self._own: dict[tuple[Any, ...], Lifecycle] = {}  # containers of overridden config fixtures
+        self.model: ModelVolume | None = None  # --modelship-model-image, unpacked into a volume
         workerinput = getattr(config, "workerinput", None)
         self.worker = workerinput["workerid"] if workerinput else "main"
         self.is_worker = workerinput is not None
@@ -142,7 +145,16 @@ class ModelshipRun:
             client = connect()
             self.image = get_image(client, settings.image, settings.pull)
             _fill_from_image(settings, self.image)
-            self.lifecycle = Lifecycle(settings, client, self.image, run_id=self.run_id, worker=self.worker)
+            if settings.model_image and not self._closing:
+                from . import modelimage
+                from .reaper import container_labels
+
+                labels = container_labels(self.run_id, self.worker)
+                self.model = modelimage.prepare(client, settings.model_image, settings.pull, labels)
+                self.image = modelimage.with_model(self.image, self.model)
+            self.lifecycle = Lifecycle(
+                settings, client, self.image, run_id=self.run_id, worker=self.worker, model=self.model
+            )
             if boot and not self._closing:
                 self.lifecycle.start_background(*self._hooks())
             if not self.is_worker:  # the controller reaps once; workers would only race each other
@@ -156,8 +168,12 @@ class ModelshipRun:
             self._prepared.set()
 
     def _reap(self, client: Any, reap_stale: Any) -> list[str]:
+        import time
+
+        from . import modelimage
+
         try:
-            return reap_stale(client)
+            return [*reap_stale(client), *modelimage.reap_stale(client, time.time())]
         except Exception as e:  # noqa: BLE001 - best effort: leftovers must not fail this run
             self.warnings.append(f"could not look for containers left by killed runs: {e!r}")
             return []
@@ -220,6 +236,9 @@ class ModelshipRun:
             shown = " ".join(f"{k}={v}" for k, v in mask_env(s.env).items())
             lines.append(line("env", shown, "env"))
         lines.append(line("pull", "yes" if s.pull else "no", "pull"))
+        if self.model is not None:
+            mounted = f"{s.model_image} [{self.model.image_id[7:19]}] read-only at {self.image.model_dir}"
+            lines.append(line("model image", mounted, "model_image"))
         if self.reaped:
             lines.append(f"modelship: removed {len(self.reaped)} container(s) left by killed runs")
         return lines
@@ -345,7 +364,9 @@ class ModelshipRun:
                 pytest.fail(problem, pytrace=False)  # outside the except: no "during handling..." chain
             # a worker name of its own: each lifecycle's cleanup removes its containers by worker label
             worker = f"{self.worker}-{len(self._own) + 1}"
-            lifecycle = Lifecycle(settings, self.lifecycle.client, image, run_id=self.run_id, worker=worker)
+            lifecycle = Lifecycle(
+                settings, self.lifecycle.client, image, run_id=self.run_id, worker=worker, model=self.model
+            )
             atexit.register(lifecycle.stop)
             self._own[key] = lifecycle
         return self._own[key]
@@ -457,6 +478,10 @@ class ModelshipRun:
             self._client.close()
             self._client = None
         self._stop_all()
+        if self.model is not None and self.lifecycle is not None:  # after the containers that mount it
+            from . import modelimage
+
+            modelimage.remove(self.lifecycle.client, self.model.volume)
         if self.interrupted_by is not None:
             # pytest reports any interruption as 2; a run ended by a signal keeps the conventional 128 + signal
             session = self.session or self.config.pluginmanager.get_plugin("session")
@@ -500,4 +525,4 @@ def _fill_from_image(settings: Settings, image: ImageInfo) -> None:
 
 def _container_key(s: Settings) -> tuple[Any, ...]:
     """What tells two containers apart (the cases file and the sources do not)."""
-    return (s.image, s.port, s.ready_path, s.timeout, s.pull, tuple(sorted(s.env.items())))
+    return (s.image, s.port, s.ready_path, s.timeout, s.pull, s.model_image, tuple(sorted(s.env.items())))

@@ -31,6 +31,7 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets: never in a repr
     pull: bool = False
+    model_image: str | None = None  # the split shape: this model image mounted read-only at the model dir
     sources: dict[str, str] = field(default_factory=dict)
 
     def secret_values(self) -> list[str]:
@@ -72,6 +73,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("timeout", "float", f"seconds for the container to become ready (default: {DEFAULT_TIMEOUT:g})"),
     _Option("env", "env", "KEY=VALUE for the container, repeatable; values of secret-like keys are masked"),
     _Option("pull", "bool", "pull the image before the run (default: use the local image only)"),
+    _Option("model_image", "str", "model image whose content is mounted read-only at the app's model dir"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -118,7 +120,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     assert image_raw is not None
     settings = Settings(image=str(image_raw[0]).strip())
     settings.sources["image"] = image_raw[1]
-    for key in ("cases", "port", "ready_path", "timeout", "env", "pull"):
+    for key in ("cases", "port", "ready_path", "timeout", "env", "pull", "model_image"):
         raw = found[key]
         if raw is None:
             continue

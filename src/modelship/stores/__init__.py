@@ -63,6 +63,7 @@ registry.register("s3", "modelship.stores.s3:S3Source")
 registry.register("file", "modelship.stores.local:LocalSource")
 registry.register("https", "modelship.stores.http:HttpSource")
 registry.register("http", "modelship.stores.http:HttpSource")
+registry.register("oci", "modelship.stores.oci:OciStore")
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,9 +7,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..uri import ModelURI
+
+if TYPE_CHECKING:
+    from ..cache import Cache
+    from ..manifest import FileEntry, Resolution
 
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
 CONNECT_TIMEOUT = 10.0
@@ -87,6 +91,25 @@ class Source(Protocol):
     def delete(self, names: list[str]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ArchiveStore(Protocol):
+    """A store whose versions are archives rather than folders of named files: ``oci://`` (a version is a tag,
+    its files are in tar layers). Ranged reads of named files do not fit there, so the store resolves a
+    version itself and installs files by unpacking; the cache, the verification against the resolved sha256s
+    and the atomic install stay the same.
+    """
+
+    def resolve_version(self, version: str | None, pre: bool) -> Resolution:
+        """The pinned ``version``, or the latest (highest PEP 440 version); sha256 of every file known."""
+        ...
+
+    def fetch_files(
+        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int, progress: bool | None
+    ) -> tuple[dict[str, str], int]:
+        """Put ``files`` of ``res`` into ``cache``, verified; returns path → sha256 and the bytes downloaded."""
+        ...
 
 
 def join(*parts: str) -> str:

@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Benchmark: a model update by `modelship assemble` vs today's path, against the floor, same run.
+
+For a new model version (the previous one already shipped, so caches and the registry are warm as they are
+in a pipeline):
+
+- update: `modelship fetch` + `modelship assemble` onto the app image in the registry (no engine);
+- today:  `modelship fetch` + `modelship build --model` (engine; its dependency stage cached) + `modelship push`;
+- floor:  the SDK's download (`download_blob(max_concurrency=8).readinto`) + sha256 + one monolithic blob PUT
+  per file to the same registry: the bytes have to come down, be checked and go up, nothing else.
+
+Then: a no-change assemble (bytes uploaded, same digest, time), and the peak RSS of an assemble process on a
+2 GB model (once; --rss-gb 0 skips it).
+
+    .venv/bin/python benchmarks/assemble.py [--mb 256] [--rss-gb 2]
+
+Targets (issue #12): update <= 1.3x the floor; >= 3x faster than today's path; no-change 0 bytes, same
+digest, < 2 s; peak RSS < 200 MB on 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+MiB = 1024 * 1024
+
+APP = """\
+import http.server, os
+
+MODEL_DIR = os.environ["MODELSHIP_MODEL_DIR"]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = os.path.exists(os.path.join(MODEL_DIR, "modelship.json"))
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+
+http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+APP_DOCKERFILE = """\
+FROM {base}
+COPY app.py /app/app.py
+WORKDIR /app
+ENV MODELSHIP_MODEL_DIR=/opt/modelship/model
+CMD ["python3", "app.py"]
+"""
+_RSS_CHILD = """\
+import re, sys
+from modelship.oci._assemble import assemble
+r = assemble(sys.argv[1], sys.argv[2], sys.argv[3], quiet=True)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print(r.uploaded_bytes, r.digest, hwm)
+"""
+
+
+def read_env() -> dict[str, str]:
+    path = Path(os.environ.get("MODELSHIP_TESTBED_DIR", ROOT / ".testbed")) / "env"
+    if not path.is_file():
+        sys.exit(f"benchmark: {path} missing: run scripts/testbed.sh up first")
+    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def write_files(root: Path, files: dict[str, int], seed: bytes) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, size in files.items():
+        block = os.urandom(MiB)  # incompressible, as weights are
+        with open(root / name, "wb") as f:
+            for i in range(size // MiB):
+                f.write(hashlib.sha256(seed + name.encode() + i.to_bytes(4, "big")).digest() + block[32:])
+
+
+def app_image(client, base: str, tag: str, work: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in (("Dockerfile", APP_DOCKERFILE.format(base=base)), ("app.py", APP)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    for ev in client.api.push(tag.rsplit(":", 1)[0], tag=tag.rsplit(":", 1)[1], stream=True, decode=True):
+        if "error" in ev:
+            sys.exit(f"benchmark: push of the app image failed: {ev['error']}")
+    (work / "app").mkdir(exist_ok=True)
+    (work / "app" / "app.py").write_text(APP)
+
+
+def floor(container, names: list[str], registry: str, repo: str, dest: Path) -> None:
+    """SDK download + sha256 + one monolithic blob PUT per file."""
+    import requests
+
+    dest.mkdir(parents=True)
+    for name in names:
+        path = dest / name.rsplit("/", 1)[-1]
+        blob = container.get_blob_client(name)
+        with open(path, "wb") as f:
+            blob.download_blob(max_concurrency=8).readinto(f)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * MiB):
+                h.update(chunk)
+        digest = "sha256:" + h.hexdigest()
+        loc = requests.post(f"http://{registry}/v2/{repo}/blobs/uploads/", timeout=60).headers["Location"]
+        with open(path, "rb") as f:
+            sep = "&" if "?" in loc else "?"
+            requests.put(f"{loc}{sep}digest={digest}", data=f, timeout=600).raise_for_status()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=256, help="size of one model file (default 256)")
+    ap.add_argument("--rss-gb", type=int, default=2, help="model size for the peak-RSS run (0: skip)")
+    args = ap.parse_args()
+    env = read_env()
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = env["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"]
+    registry, base = (
+        env["MODELSHIP_TESTBED_REGISTRY"],
+        env.get("MODELSHIP_BASE_IMAGE", "modelship/python:3.11-bookworm"),
+    )
+
+    import docker
+    from azure.storage.blob import BlobServiceClient
+
+    import modelship
+    from modelship.manifest import FileEntry, Manifest
+
+    client = docker.from_env()
+    service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+    run = uuid.uuid4().hex[:8]
+    cname = f"bench-asm-{run}"
+    container = service.create_container(cname)
+    work = Path(tempfile.mkdtemp(prefix="modelship-bench-assemble-"))
+    os.environ["MODELSHIP_CACHE_DIR"] = str(work / "cache")
+    repo = f"modelship-bench/assemble-{run}"
+    app_tag = f"{registry}/{repo}:app"
+    local_tags: list[str] = [app_tag]
+    rows, checks = [], []
+    try:
+        print("benchmark: building and pushing the app image (untimed)", file=sys.stderr)
+        app_image(client, base, app_tag, work)
+        models = {f"1 x {args.mb} MB": {"weights.bin": args.mb * MiB}}
+        models[f"4 x {args.mb} MB"] = {f"shard-{i}.bin": args.mb * MiB for i in range(4)}
+
+        def one(label: str, files: dict[str, int]) -> None:
+            prefix = label.split()[0] + "x"
+            uri = f"az://devstoreaccount1/{cname}/{prefix}"
+            for version in ("1", "2"):
+                src = work / "src" / prefix / version
+                write_files(src, files, f"{prefix}-{version}".encode())
+                modelship.publish(src, uri, version=version, progress=False)
+                shutil.rmtree(src)
+
+            def fetch(version: str, tag: str) -> Path:
+                dest = work / "fetched" / f"{prefix}-{version}-{tag}"
+                cache = work / "caches" / f"{prefix}-{version}-{tag}"
+                modelship.fetch(uri, dest, version=version, cache_dir=cache, progress=False)
+                return dest
+
+            def today(version: str) -> None:
+                model = fetch(version, "today")
+                tag = f"{registry}/{repo}-today:{prefix}-{version}"
+                local_tags.append(tag)
+                modelship.build(
+                    work / "app", model, tag, base_image=base, entrypoint="python3 app.py", quiet=True,
+                    docker_client=client,
+                )  # fmt: skip
+                modelship.push(tag, quiet=True, docker_client=client)
+
+            def update(version: str):
+                model = fetch(version, "update")
+                return modelship.assemble(app_tag, model, f"{registry}/{repo}:{prefix}-{version}", quiet=True)
+
+            print(f"benchmark: {label}: previous version through both paths (warm-up, untimed)", file=sys.stderr)
+            today("1")
+            update("1")
+            print(f"benchmark: {label}: the new version", file=sys.stderr)
+            t_floor, _ = timed(
+                lambda: floor(
+                    container, [f"{prefix}/2/{n}" for n in files], registry, f"{repo}-floor", work / f"floor-{prefix}"
+                )
+            )
+            t_today, _ = timed(lambda: today("2"))
+            t_update, result = timed(lambda: update("2"))
+            model = work / "fetched" / f"{prefix}-2-update"
+            t_same, same = timed(
+                lambda: modelship.assemble(app_tag, model, f"{registry}/{repo}:{prefix}-2", quiet=True)
+            )
+            rows.append((label, t_floor, t_today, t_update, t_same, result.uploaded_bytes, same))
+            checks.append(same.digest == result.digest and same.uploaded_bytes == 0)
+
+        for label, files in models.items():
+            one(label, files)
+
+        rss = None
+        if args.rss_gb:
+            print(f"benchmark: peak RSS of assembling a {args.rss_gb} GB model", file=sys.stderr)
+            big = work / "big"
+            write_files(big, {"weights.bin": args.rss_gb * 1024 * MiB}, b"rss")
+            h = hashlib.sha256()
+            with open(big / "weights.bin", "rb") as f:
+                while chunk := f.read(8 * MiB):
+                    h.update(chunk)
+            entry = FileEntry("weights.bin", (big / "weights.bin").stat().st_size, h.hexdigest())
+            Manifest.create("file:///bench/big", "1", [entry]).write(big / "modelship.json")
+            env2 = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DOCKER_HOST": "tcp://127.0.0.1:1"}
+            proc = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, app_tag, str(big), f"{registry}/{repo}:rss"],
+                capture_output=True, text=True, env=env2, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                sys.exit(f"benchmark: the RSS run failed: {proc.stderr.strip()[-500:]}")
+            uploaded, _, hwm = proc.stdout.split()
+            rss = (int(hwm) // 1024, int(uploaded))
+    finally:
+        for tag in local_tags:
+            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                client.images.remove(tag, force=True)
+        container.delete_container()
+        client.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("\nmodel update benchmark (one run each, all measured in this run; registry and Azurite on this machine)\n")
+    head = (
+        f"{'model':<12} {'floor':>7} {'today':>8} {'assemble':>9} {'vs floor':>9} {'today/asm':>10} "
+        f"{'uploaded':>10} {'no-change':>10} {'bytes':>6} {'same digest':>12}"
+    )
+    print(head)
+    print("-" * len(head))
+    for (label, t_floor, t_today, t_update, t_same, uploaded, same), ok in zip(rows, checks, strict=True):
+        print(
+            f"{label:<12} {t_floor:>6.2f}s {t_today:>7.2f}s {t_update:>8.2f}s {t_update / t_floor:>8.2f}x "
+            f"{t_today / t_update:>9.2f}x {uploaded / MiB:>7.0f} MB {t_same:>9.2f}s {same.uploaded_bytes:>6} "
+            f"{'yes' if ok else 'NO':>12}"
+        )
+    print("\ntargets: assemble <= 1.3x floor; today/assemble >= 3x; no-change 0 bytes, same digest, < 2 s")
+    if rss:
+        mb = rss[1] / MiB
+        print(f"peak RSS assembling a {args.rss_gb} GB model: {rss[0]} MB ({mb:.0f} MB uploaded); target < 200 MB")
+    return 0 if all(checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,566 @@
+"""assemble(): the model's layers appended to an app image in its registry, no Docker engine; promote(): tag a digest.
+
+The app image stays as it is (its layers are reused by digest: HEAD, else mounted from its repository, else
+copied from its registry); model layers it already carries -- those named by its config label
+``io.modelship.model.layers`` -- are replaced. The new image's config gets ``rootfs.diff_ids`` and
+``history`` for the new layers, the ``io.modelship.model.*`` labels that ``modelship build`` writes,
+``MODELSHIP_MODEL_DIR`` and a ``created`` that is never "now" (``SOURCE_DATE_EPOCH``, else the app's own).
+The result is always an **OCI image manifest** (an OCI index for a multi-platform app): it is the one format
+with a standard media type for uncompressed layers (``application/vnd.oci.image.layer.v1.tar``) and with
+manifest annotations (``org.opencontainers.image.base.digest``/``.base.name``); a Docker v2 app's layers are
+the same bytes under OCI's equivalent media types, so they are reused as they are.
+
+Order of writes: blobs the registry lacks, then each manifest by digest, then the tag -- so a run that fails
+leaves the tag where it was, and one that succeeds leaves it on a complete image. Everything is JSON with
+sorted keys and no spaces: same app digest + same model ⇒ same image digest, and a run with nothing changed
+uploads nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
+from ..image.dockerfile import MODEL_DIR  # the image convention of `modelship build`
+from ..image.labels import MODEL, OCI, model_labels
+from ..manifest import Manifest
+from ..progress import Progress
+from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers
+from .reference import Reference, check_tag, parse_reference
+from .registry import (
+    CHUNK,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Credentials,
+    Fetched,
+    RegistryClient,
+    platform_of,
+)
+
+log = logging.getLogger("modelship")
+
+LAYERS_LABEL = f"{MODEL}.layers"  # diff_ids of the model layers, comma-separated: what a re-assembly replaces
+DIR_LABEL = f"{MODEL}.dir"  # where the model lives in the image
+LAYER_ANNOTATION = f"{MODEL}.layer"  # on each model layer's descriptor: what it holds
+BASE_DIGEST = f"{OCI}.base.digest"
+BASE_NAME = f"{OCI}.base.name"
+_EPOCH = "1970-01-01T00:00:00Z"
+# a Docker v2 layer is the same bytes as its OCI counterpart
+_OCI_LAYER_TYPES = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    ),
+}
+_UPLOADS = 3  # blobs uploaded at once
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    digest: str
+    size: int
+    title: str
+    uploaded: bool
+
+
+@dataclass(frozen=True)
+class AssembleResult:
+    """What ``assemble`` produced: the tag, the digest it now points to, and what it cost."""
+
+    ref: str  # REGISTRY/REPO:TAG
+    digest: str
+    media_type: str
+    base: str  # the app image, REGISTRY/REPO@DIGEST (an index digest for a multi-platform app)
+    platforms: tuple[str, ...]
+    layers: tuple[ModelLayer, ...]
+    uploaded_bytes: int
+    unchanged: bool  # the tag already pointed at this digest: nothing was written
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pinned(self) -> str:
+        """REGISTRY/REPO@DIGEST: what to test, promote and deploy."""
+        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pinned"] = self.pinned
+        d["layers"] = [asdict(x) for x in self.layers]
+        d["platforms"] = list(self.platforms)
+        return d
+
+
+def _dumps(value: Any) -> bytes:
+    """The one JSON form of everything this module writes (deterministic bytes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _created(app_config: dict[str, Any]) -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
+        return when.isoformat().replace("+00:00", "Z")
+    created = app_config.get("created")
+    return created if isinstance(created, str) and created else _EPOCH
+
+
+class _BytesSource:
+    def __init__(self, data: bytes):
+        self.data, self.size = data, len(data)
+
+    def open(self, offset: int) -> Any:
+        import io
+
+        return io.BytesIO(self.data[offset:])
+
+
+class _LayerSource:
+    def __init__(self, layer: Layer, bar: Progress):
+        self.layer, self.size, self.bar = layer, layer.size, bar
+
+    def open(self, offset: int) -> Any:
+        return self.layer.open(offset, on_read=self.bar.update)
+
+
+class _RemoteSource:
+    """A blob of another registry, streamed (from an offset) into this one."""
+
+    def __init__(self, client: RegistryClient, repository: str, digest: str, size: int, bar: Progress):
+        self.client, self.repository, self.digest, self.size, self.bar = client, repository, digest, size, bar
+
+    def open(self, offset: int) -> Any:
+        resp = self.client.open_blob(self.repository, self.digest, offset)
+        bar = self.bar
+
+        class _Counting:
+            def read(self, n: int = -1) -> bytes:
+                data = resp.raw.read(n)
+                if not data:
+                    resp.close()  # back to the pool
+                bar.update(len(data))
+                return data
+
+        return _Counting()
+
+
+@dataclass
+class _Blob:
+    digest: str
+    size: int
+    source: Any  # BlobSource; None for an app layer (copied from the app's repository when not mountable)
+    present: bool = False
+
+
+@dataclass
+class _Platform:
+    """One platform's new image: its manifest bytes and the blobs it needs."""
+
+    platform: str
+    base_digest: str
+    config: bytes
+    manifest: bytes
+    descriptor: dict[str, Any]
+
+
+def _model_dir_in(config: dict[str, Any], explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    cfg = config.get("config") or {}
+    labels = cfg.get("Labels") or {}
+    if labels.get(DIR_LABEL):
+        return str(labels[DIR_LABEL])
+    for item in cfg.get("Env") or []:
+        if isinstance(item, str) and item.startswith("MODELSHIP_MODEL_DIR="):
+            return item.split("=", 1)[1]
+    return MODEL_DIR
+
+
+def _new_image(
+    app: Reference,
+    base: Fetched,
+    config_bytes: bytes,
+    manifest: Manifest,
+    layers: list[Layer],
+    digests: list[str],
+    image_dir: str,
+) -> tuple[bytes, bytes, list[dict[str, Any]]]:
+    """(config bytes, manifest bytes, app layer descriptors kept) of the new image for one platform."""
+    m = base.json()
+    try:
+        config = json.loads(config_bytes)
+    except ValueError:
+        raise ModelshipError(f"{app}: the image config is not JSON") from None
+    cfg = config.get("config") or {}
+    labels = dict(cfg.get("Labels") or {})
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    app_layers = list(m.get("layers") or [])
+    if len(diff_ids) != len(app_layers):
+        raise ModelshipError(f"{app}: its config lists {len(diff_ids)} layers, its manifest {len(app_layers)}")
+    old_model = {d for d in (labels.get(LAYERS_LABEL) or "").split(",") if d}
+    if not old_model and labels.get(f"{MODEL}.digest"):
+        raise UsageError(
+            f"{app} already has a model built into its layers ('modelship build --model'): assemble onto an app "
+            "image built without --model"
+        )
+    keep = [i for i, d in enumerate(diff_ids) if d not in old_model]
+    created = _created(config)
+
+    history = list(config.get("history") or [])
+    filled = [j for j, h in enumerate(history) if not (isinstance(h, dict) and h.get("empty_layer"))]
+    if len(filled) == len(diff_ids):
+        dropped = {filled[i] for i in range(len(diff_ids)) if i not in keep}
+        history = [h for j, h in enumerate(history) if j not in dropped]
+    elif old_model:
+        log.warning("%s: history does not match its layers; the replaced model layers' entries stay", app)
+    for layer in layers:
+        history.append({"created": created, "created_by": f"modelship assemble: {layer.title}", "comment": "model"})
+
+    for key in [k for k in labels if k.startswith(f"{MODEL}.")]:
+        del labels[key]
+    labels.update(model_labels(manifest))
+    labels[LAYERS_LABEL] = ",".join(digests)
+    labels[DIR_LABEL] = image_dir
+    labels[f"{OCI}.created"] = created
+    env = [e for e in (cfg.get("Env") or []) if not str(e).startswith("MODELSHIP_MODEL_DIR=")]
+    env.append(f"MODELSHIP_MODEL_DIR={image_dir}")
+    config["config"] = {**cfg, "Labels": labels, "Env": env}
+    config["created"] = created
+    config["history"] = history
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff_ids[i] for i in keep] + digests}
+    config_data = _dumps(config)
+
+    kept = []
+    for i in keep:
+        d = dict(app_layers[i])
+        d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
+        kept.append(d)
+    new_layers = kept + [
+        {
+            "mediaType": LAYER_MEDIA_TYPE,
+            "digest": dg,
+            "size": layer.size,
+            "annotations": {LAYER_ANNOTATION: layer.title},
+        }
+        for layer, dg in zip(layers, digests, strict=True)
+    ]
+    annotations = {
+        k: v for k, v in (m.get("annotations") or {}).items() if not k.startswith((f"{OCI}.base.", f"{MODEL}."))
+    }
+    annotations.update(
+        {
+            f"{OCI}.created": created,
+            BASE_DIGEST: base.digest,
+            BASE_NAME: f"{app.name}@{base.digest}",
+            f"{MODEL}.uri": labels[f"{MODEL}.uri"],
+            f"{MODEL}.digest": labels[f"{MODEL}.digest"],
+        }
+    )
+    if f"{MODEL}.version" in labels:
+        annotations[f"{MODEL}.version"] = labels[f"{MODEL}.version"]
+    new_manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": _sha(config_data), "size": len(config_data)},
+        "layers": new_layers,
+        "annotations": annotations,
+    }
+    return config_data, _dumps(new_manifest), kept
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _select(app: Reference, index: dict[str, Any], platform: str | None) -> list[dict[str, Any]]:
+    """The index entries to assemble: the one ``platform``, or every real platform."""
+    entries = [
+        e
+        for e in index.get("manifests") or []
+        if e.get("mediaType", OCI_MANIFEST) in MANIFEST_TYPES
+        and (e.get("annotations") or {}).get("vnd.docker.reference.type") != "attestation-manifest"
+        and platform_of(e) not in ("", "unknown/unknown")
+    ]
+    if not entries:
+        raise NotFoundError(f"{app}: the image index lists no platform images")
+    if platform is None:
+        return entries
+    want = platform.strip().lower()
+    chosen = [e for e in entries if platform_of(e) == want or platform_of(e).startswith(want + "/")]
+    if not chosen:
+        have = ", ".join(sorted({platform_of(e) for e in entries}))
+        raise NotFoundError(f"{app} has no {platform} image (it has {have}); pick one with --platform")
+    return chosen[:1]
+
+
+def assemble(
+    app_image: str,
+    model_dir: str | Path,
+    tag: str,
+    *,
+    platform: str | None = None,
+    image_model_dir: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float | None = None,
+    chunk_size: int = CHUNK,
+    large_file: int = LARGE_FILE,
+    quiet: bool = False,
+    azure_credential: Any = None,
+) -> AssembleResult:
+    """Append the model in MODEL_DIR (a ``modelship fetch`` folder) to APP_IMAGE and tag the result TAG.
+
+    APP_IMAGE is a tag or digest in a registry; TAG a ``REGISTRY/REPO[:TAG]`` (same or another registry).
+    A multi-platform APP_IMAGE gives a multi-platform result, or just ``platform`` (e.g. ``linux/amd64``).
+    ``username``/``password`` are for TAG's registry; otherwise, and for APP_IMAGE's registry, the docker
+    config is used (and, for Azure Container Registry, an Entra ID token when azure-identity is installed).
+    """
+    app = parse_reference(app_image)
+    target = parse_reference(tag)
+    if target.digest:
+        raise UsageError(f"--tag {tag}: give a tag to write, not a digest")
+    target = target.with_tag(target.tag or "latest")
+    if (username is None) != (password is None):
+        raise UsageError("give both a username and a password, or neither")
+    creds = Credentials(username, password) if username is not None else None
+    model_path = Path(model_dir).expanduser().resolve()
+    manifest = load_manifest(model_path)
+    opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
+    dst = RegistryClient(target.registry, creds, **opts)
+    src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)
+    try:
+        return _assemble(app, target, src, dst, model_path, manifest, platform, image_model_dir, large_file, quiet)
+    finally:
+        dst.close()
+        if src is not dst:
+            src.close()
+
+
+def _assemble(
+    app: Reference,
+    target: Reference,
+    src: RegistryClient,
+    dst: RegistryClient,
+    model_path: Path,
+    manifest: Manifest,
+    platform: str | None,
+    image_model_dir: str | None,
+    large_file: int,
+    quiet: bool,
+) -> AssembleResult:
+    top = src.get_manifest(app.repository, app.reference)
+    if top.media_type not in MANIFEST_TYPES + INDEX_TYPES:
+        raise ModelshipError(f"{app} is not an image ({top.media_type or 'no media type'}; schema 1 is not supported)")
+    entries = _select(app, top.json(), platform) if top.is_index else [None]
+    bar = Progress(None, f"assemble {target}", show=False if quiet else None)
+    blobs: dict[str, _Blob] = {}
+    platforms: list[_Platform] = []
+    plans: dict[str, list[tuple[Layer, str]]] = {}  # model dir in the image -> its layers and their digests
+    same_registry = src is dst
+    for entry in entries:
+        base = top if entry is None else src.get_manifest(app.repository, entry["digest"])
+        if base.is_index or base.media_type not in MANIFEST_TYPES:
+            raise ModelshipError(f"{app}: {base.digest[:19]}… is not an image manifest")
+        m = base.json()
+        config_desc = m.get("config") or {}
+        config_bytes = src.get_blob(app.repository, config_desc.get("digest", ""))
+        image_dir = _model_dir_in(json.loads(config_bytes), image_model_dir)
+        if image_dir not in plans:
+            _, layers = model_layers(model_path, image_dir=image_dir, large_file=large_file, manifest=manifest)
+            with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
+                digests = list(pool.map(lambda layer: layer.digest(), layers))
+            plans[image_dir] = list(zip(layers, digests, strict=True))
+        plan = plans[image_dir]
+        config_data, manifest_data, kept = _new_image(
+            app, base, config_bytes, manifest, [p[0] for p in plan], [p[1] for p in plan], image_dir
+        )
+        for d in kept:
+            if d["digest"] not in blobs:  # app layers: the target registry has them, or gets them mounted or copied
+                blobs[d["digest"]] = _Blob(d["digest"], int(d["size"]), None)
+        for layer, digest in plan:
+            blobs.setdefault(digest, _Blob(digest, layer.size, _LayerSource(layer, bar)))
+        blobs.setdefault(_sha(config_data), _Blob(_sha(config_data), len(config_data), _BytesSource(config_data)))
+        descriptor = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)}
+        if entry is not None and entry.get("platform"):
+            descriptor["platform"] = entry["platform"]
+        platforms.append(
+            _Platform(platform_of(entry) if entry else "", base.digest, config_data, manifest_data, descriptor)
+        )
+
+    if len(platforms) == 1:
+        media_type, top_data = OCI_MANIFEST, platforms[0].manifest
+    else:
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [p.descriptor for p in platforms],
+            "annotations": {BASE_DIGEST: top.digest, BASE_NAME: f"{app.name}@{top.digest}"},
+        }
+        media_type, top_data = OCI_INDEX, _dumps(index)
+    digest = _sha(top_data)
+    model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
+
+    if dst.head_manifest(target.repository, target.tag or "latest") == digest:
+        if not quiet:
+            print(f"modelship: {target} already is {digest}; nothing to upload", file=sys.stderr)
+        return _result(target, digest, media_type, app, top, platforms, model_layers_out, set(), 0, True, manifest)
+
+    # what the target repository lacks; app layers of another repository are mounted, not re-sent
+    def check(blob: _Blob) -> None:
+        blob.present = dst.blob_size(target.repository, blob.digest) is not None
+
+    with ThreadPoolExecutor(_UPLOADS) as pool:
+        list(pool.map(check, blobs.values()))
+    missing = [b for b in blobs.values() if not b.present]
+    bar.total = sum(b.size for b in missing if b.source is not None) or None
+    sent: dict[str, int] = {}
+
+    def upload(blob: _Blob) -> None:
+        if blob.source is None:
+            # an app layer: mounted when the registry will; else (no pull rights on the app's repository, no
+            # mounts) copied, in the upload session the mount request opened
+            blob.source = _RemoteSource(src, app.repository, blob.digest, blob.size, bar)
+        # a model layer may be in the app's repository already (an app assembled before): mounted from there too
+        mount = app.repository if same_registry and app.repository != target.repository else None
+        sent[blob.digest] = dst.push_blob(
+            target.repository, blob.digest, blob.size, blob.source, mount_from=mount, check_first=False
+        )
+
+    try:
+        with ThreadPoolExecutor(_UPLOADS) as pool:
+            for future in [pool.submit(upload, b) for b in sorted(missing, key=lambda b: -b.size)]:
+                future.result()
+    except BaseException:
+        dst.cancel.set()  # stop the other uploads' retry waits
+        raise
+    finally:
+        bar.close()
+
+    for p in platforms:
+        dst.put_manifest(target.repository, p.descriptor["digest"], p.manifest, OCI_MANIFEST)
+    if len(platforms) > 1:
+        dst.put_manifest(target.repository, digest, top_data, media_type)
+    dst.put_manifest(target.repository, target.tag or "latest", top_data, media_type)
+    held = dst.head_manifest(target.repository, target.tag or "latest")
+    if held != digest:
+        raise IntegrityError(f"{target} resolves to {held} after the PUT, not {digest}: another writer? assemble again")
+    uploaded = {d for d, n in sent.items() if n}
+    result = _result(
+        target, digest, media_type, app, top, platforms, model_layers_out, uploaded, sum(sent.values()), False, manifest
+    )
+    if not quiet:
+        print(f"modelship: assembled {target}@{digest} ({_human(result.uploaded_bytes)} uploaded)", file=sys.stderr)
+    return result
+
+
+def _human(n: int) -> str:
+    from ..progress import human_bytes
+
+    return human_bytes(n)
+
+
+def _result(
+    target: Reference,
+    digest: str,
+    media_type: str,
+    app: Reference,
+    top: Fetched,
+    platforms: list[_Platform],
+    plan: list[tuple[Layer, str]],
+    uploaded: set[str],
+    uploaded_bytes: int,
+    unchanged: bool,
+    manifest: Manifest,
+) -> AssembleResult:
+    seen: dict[str, ModelLayer] = {}
+    for layer, d in plan:
+        seen.setdefault(d, ModelLayer(d, layer.size, layer.title, d in uploaded))
+    model = {"uri": manifest.uri, "version": manifest.version, "digest": manifest.digest}
+    return AssembleResult(
+        ref=str(target),
+        digest=digest,
+        media_type=media_type,
+        base=f"{app.name}@{top.digest}",
+        platforms=tuple(p.platform for p in platforms if p.platform),
+        layers=tuple(seen.values()),
+        uploaded_bytes=uploaded_bytes,
+        unchanged=unchanged,
+        model=model,
+    )
+
+
+# ---- promote --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    ref: str  # REGISTRY/REPO@DIGEST
+    digest: str
+    tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to digest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "digest": self.digest, "tags": list(self.tags)}
+
+
+def promote(
+    ref: str,
+    tags: Sequence[str],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float | None = None,
+    azure_credential: Any = None,
+) -> PromoteResult:
+    """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag, no blob moves), then verify it.
+
+    A tag is ``TAG`` (same repository) or ``REGISTRY/REPO:TAG`` of the same repository.
+    """
+    r = parse_reference(ref)
+    if not r.digest:
+        raise UsageError(f"promote takes the digest that was tested, REPO@sha256:…, not {ref!r}")
+    if not tags:
+        raise UsageError("give at least one --tag")
+    wanted: list[str] = []
+    for t in tags:
+        if "/" in t or t.count(":") > 0:
+            other = parse_reference(t)
+            if (other.registry, other.repository) != (r.registry, r.repository) or other.digest or not other.tag:
+                raise UsageError(f"--tag {t}: promote tags within {r.name}; give TAG or {r.name}:TAG")
+            wanted.append(other.tag)
+        else:
+            wanted.append(check_tag(t))
+    if (username is None) != (password is None):
+        raise UsageError("give both a username and a password, or neither")
+    creds = Credentials(username, password) if username is not None else None
+    with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
+        got = client.get_manifest(r.repository, r.digest)
+        if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
+            raise ModelshipError(f"{ref} is not an image ({got.media_type})")
+        done = []
+        for t in dict.fromkeys(wanted):
+            client.put_manifest(r.repository, t, got.data, got.media_type)
+            held = client.head_manifest(r.repository, t)
+            if held != r.digest:
+                raise IntegrityError(f"{r.name}:{t} resolves to {held} after the PUT, not {r.digest}; promote again")
+            done.append(f"{r.name}:{t}")
+    return PromoteResult(f"{r.name}@{r.digest}", r.digest, tuple(done))
+
+
+__all__ = ["AssembleResult", "ModelLayer", "PromoteResult", "assemble", "promote"]

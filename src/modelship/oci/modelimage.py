@@ -1,0 +1,528 @@
+"""The model as its own image: ``modelship publish DIR oci://REGISTRY/REPO --version V``, and reading one back.
+
+What is pushed, and why these media types (docs/model-image.md lists the readers checked and how):
+
+- **The model image**, tagged ``V``: an OCI image manifest (``application/vnd.oci.image.manifest.v1+json``)
+  whose ``artifactType`` is ModelPack's ``application/vnd.cncf.model.manifest.v1+json``, with an OCI *image*
+  config (``application/vnd.oci.image.config.v1+json``) and uncompressed OCI tar layers
+  (``application/vnd.oci.image.layer.v1.tar``). Container runtimes mount only what they can unpack as an
+  image: containerd's image volumes refuse other config and layer types (containerd#11907, #11381), and so
+  do Docker and podman when pulling. The layers are exactly the ones ``assemble`` appends (oci/layers.py):
+  an app image and a model image of one model share those blobs. Each layer carries ModelPack's
+  ``org.cncf.model.filepath`` (single-file layers) and ``org.opencontainers.image.title``.
+- **A ModelPack manifest** over the same layer blobs, for strict ModelPack readers (their config is
+  ``application/vnd.cncf.model.config.v1+json`` with ``modelfs.diffIds``, their layers
+  ``application/vnd.cncf.model.weight.v1.tar`` / ``weight.config.v1.tar``), tagged ``V-modelpack`` and
+  pointing at the model image as its ``subject`` (an OCI 1.1 referrer). It costs one small config blob.
+
+The model image is data only: no shell, no command. It is mounted (image volume, ``podman image mount``,
+``ctr images mount``) or pulled, never run. Everything written is deterministic JSON: the same model with
+the same version gives the same digest on any machine, so publishing it again uploads nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from ..errors import IntegrityError, ModelshipError, UsageError
+from ..image.dockerfile import MODEL_DIR
+from ..image.labels import MODEL, OCI, model_labels
+from ..manifest import FileEntry, Manifest
+from ..progress import Progress, human_bytes
+from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
+from .reference import Reference, check_tag, parse_reference
+from .registry import (
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    Credentials,
+    Fetched,
+    RegistryClient,
+)
+
+log = logging.getLogger("modelship")
+
+ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
+MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
+MODELPACK_WEIGHT = "application/vnd.cncf.model.weight.v1.tar"
+MODELPACK_WEIGHT_CONFIG = "application/vnd.cncf.model.weight.config.v1.tar"
+FILEPATH = "org.cncf.model.filepath"
+TITLE = f"{OCI}.title"
+LAYERS_LABEL = f"{MODEL}.layers"  # the same labels assemble writes: fetch reads only these layers
+DIR_LABEL = f"{MODEL}.dir"
+MANIFEST_LABEL = f"{MODEL}.manifest"
+KIND_LABEL = f"{MODEL}.image"  # "model": a model image (data only), as opposed to an app image carrying a model
+MODELPACK_SUFFIX = "-modelpack"  # tag of the ModelPack manifest: V-modelpack (never a PEP 440 version)
+# layers modelship can read files out of: uncompressed tar, under any of the names it is known by
+TAR_TYPES = (
+    LAYER_MEDIA_TYPE,
+    "application/vnd.docker.image.rootfs.diff.tar",
+    MODELPACK_WEIGHT,
+    MODELPACK_WEIGHT_CONFIG,
+)
+SMALL_FILES_TITLE = "modelship-small-files"  # the title of the layer holding modelship.json and the small files
+_EPOCH = "1970-01-01T00:00:00Z"
+_UPLOADS = 3
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _created() -> str:
+    """``SOURCE_DATE_EPOCH``, else the Unix epoch: never "now", so an unchanged model keeps its digest."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return _EPOCH
+    try:
+        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
+
+
+# ---- references -----------------------------------------------------------------------------------------
+
+
+def repository_of(uri: str) -> Reference:
+    """``oci://REGISTRY/REPO[:TAG|@sha256:…]`` (or ``REGISTRY/REPO…``) as an image reference."""
+    text = uri.strip()
+    body = text[len("oci://") :] if text.lower().startswith("oci://") else text
+    if not body or "?" in body or "#" in body:
+        raise UsageError(f"invalid model image URI {uri!r}: expected oci://REGISTRY/REPOSITORY[:TAG|@sha256:…]")
+    ref = parse_reference(body.rstrip("/"))
+    if "/" not in body.split("@", 1)[0]:
+        raise UsageError(f"invalid model image URI {uri!r}: expected oci://REGISTRY/REPOSITORY (no registry named)")
+    return ref
+
+
+def check_version(version: str) -> str:
+    """A version to publish is a tag and a PEP 440 version (``resolve`` orders tags by PEP 440)."""
+    check_tag(version)
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise UsageError(
+            f"invalid --version {version!r} for an oci:// store: the tag must be a PEP 440 version (e.g. 1.2.0), "
+            "so that 'latest' can find it"
+        ) from None
+    return version
+
+
+# ---- the image's documents ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Every byte of one model image (and its ModelPack manifest) except the layers' own."""
+
+    layers: list[tuple[Layer, str]]  # (layer, digest)
+    config: bytes
+    manifest: bytes
+    modelpack_config: bytes
+    modelpack_manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return _sha(self.manifest)
+
+
+def _layer_descriptor(layer: Layer, digest: str, image_dir: str, media_type: str) -> dict[str, Any]:
+    """A layer's descriptor. Its title is a plain file name, as ORAS and ModelPack readers use it as a path."""
+    annotations = {f"{MODEL}.layer": layer.title, TITLE: SMALL_FILES_TITLE}
+    files = layer.files
+    if len(files) == 1 and files[0].data is None:  # a single-file layer: ModelPack names its file
+        annotations[FILEPATH] = annotations[TITLE] = files[0].name[len(image_dir.strip("/")) + 1 :]
+    return {"mediaType": media_type, "digest": digest, "size": layer.size, "annotations": annotations}
+
+
+def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_dir: str, ref: Reference) -> _Plan:
+    created = _created()
+    digests = [d for _, d in layers]
+    labels = dict(model_labels(manifest))
+    labels.update(
+        {
+            LAYERS_LABEL: ",".join(digests),
+            DIR_LABEL: image_dir,
+            KIND_LABEL: "model",
+            f"{OCI}.created": created,
+            f"{OCI}.title": ref.repository.rsplit("/", 1)[-1],
+            f"{OCI}.version": str(manifest.version),
+        }
+    )
+    config = {
+        # data only, for any node: OCI requires an os and architecture; runtimes check only the os of a
+        # single-manifest image (containerd and Docker), podman warns about the architecture at most
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Labels": labels, "Env": [f"MODELSHIP_MODEL_DIR={image_dir}"]},
+        "rootfs": {"type": "layers", "diff_ids": digests},  # uncompressed: diff_id == digest
+        "history": [
+            {"created": created, "created_by": f"modelship publish: {layer.title}", "comment": "model"}
+            for layer, _ in layers
+        ],
+    }
+    config_data = _dumps(config)
+    annotations = {
+        f"{OCI}.created": created,
+        f"{OCI}.title": labels[f"{OCI}.title"],
+        f"{OCI}.version": str(manifest.version),
+        f"{MODEL}.uri": labels[f"{MODEL}.uri"],
+        f"{MODEL}.digest": manifest.digest,
+        f"{MODEL}.version": str(manifest.version),
+        DIR_LABEL: image_dir,
+    }
+    image_manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": OCI_CONFIG, "digest": _sha(config_data), "size": len(config_data)},
+        "layers": [_layer_descriptor(layer, d, image_dir, LAYER_MEDIA_TYPE) for layer, d in layers],
+        "annotations": annotations,
+    }
+    manifest_data = _dumps(image_manifest)
+    modelpack = {
+        "descriptor": {
+            "createdAt": created,
+            "name": labels[f"{OCI}.title"],
+            "version": str(manifest.version),
+            "sourceURL": labels[f"{MODEL}.uri"],
+        },
+        "config": {},
+        "modelfs": {"type": "layers", "diffIds": digests},
+    }
+    modelpack_data = _dumps(modelpack)
+    last = len(layers) - 1
+    modelpack_manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha(modelpack_data), "size": len(modelpack_data)},
+        "layers": [
+            _layer_descriptor(layer, d, image_dir, MODELPACK_WEIGHT_CONFIG if i == last else MODELPACK_WEIGHT)
+            for i, (layer, d) in enumerate(layers)
+        ],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)},
+        "annotations": annotations,
+    }
+    return _Plan(layers, config_data, manifest_data, modelpack_data, _dumps(modelpack_manifest))
+
+
+# ---- publish --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """What ``publish`` of an ``oci://`` URI produced."""
+
+    ref: str  # REGISTRY/REPO:V
+    digest: str  # of the model image: what to deploy, test and lock
+    modelpack_ref: str  # REGISTRY/REPO:V-modelpack
+    modelpack_digest: str
+    manifest: Manifest
+    image_dir: str
+    layers: tuple[tuple[str, int, str], ...]  # (digest, size, title)
+    uploaded_bytes: int
+    unchanged: bool  # the tag already pointed at this digest: nothing was written
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "image_digest": self.digest,
+            "pinned": self.pinned,
+            "modelpack_ref": self.modelpack_ref,
+            "modelpack_digest": self.modelpack_digest,
+            "uri": self.manifest.uri,
+            "version": self.manifest.version,
+            "model_digest": self.manifest.digest,
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.manifest.files],
+            "image_dir": self.image_dir,
+            "layers": [{"digest": d, "size": s, "title": t} for d, s, t in self.layers],
+            "uploaded_bytes": self.uploaded_bytes,
+            "unchanged": self.unchanged,
+        }
+
+
+def _hash_model(model_dir: Path, uri: str, version: str) -> Manifest:
+    from .._publish import _hashes, model_files
+    from .._resolve import safe_relpath
+
+    files = model_files(model_dir)
+    entries = []
+    with ThreadPoolExecutor(min(4, len(files))) as pool:
+        hashes = list(pool.map(_hashes, files))
+    for p, (sha, _md5) in zip(files, hashes, strict=True):
+        rel = safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir))
+        entries.append(FileEntry(rel, p.stat().st_size, sha))
+    return Manifest.create(uri, version, entries, stamp=False)
+
+
+class _Source:
+    def __init__(self, layer: Layer | None, data: bytes | None, bar: Progress):
+        self.layer, self.data, self.bar = layer, data, bar
+        self.size = layer.size if layer is not None else len(data or b"")
+
+    def open(self, offset: int) -> Any:
+        import io
+
+        if self.layer is not None:
+            return self.layer.open(offset, on_read=self.bar.update)
+        return io.BytesIO((self.data or b"")[offset:])
+
+
+def publish_image(
+    model_dir: str | Path,
+    uri: str,
+    *,
+    version: str,
+    force: bool = False,
+    image_dir: str = MODEL_DIR,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float | None = None,
+    large_file: int = LARGE_FILE,
+    quiet: bool = False,
+    progress: bool | None = None,
+    azure_credential: Any = None,
+) -> PublishedImage:
+    """Push the model folder ``model_dir`` as the model image ``REGISTRY/REPO:version`` (see the module doc).
+
+    Refuses to move an existing ``version`` tag to other content unless ``force``; a tag already on this very
+    image is left as it is (0 bytes uploaded). Credentials: ``username``/``password``, else the docker config
+    (and, for Azure Container Registry, an Entra ID token when azure-identity is installed), as for push.
+    """
+    target = repository_of(uri)
+    if target.tag or target.digest:
+        raise UsageError(f"{uri}: give the repository only (oci://REGISTRY/REPO) and the version with --version")
+    check_version(version)
+    image_dir_parts(image_dir)
+    if (username is None) != (password is None):
+        raise UsageError("give both a username and a password, or neither")
+    root = Path(model_dir).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder; give the model folder to publish")
+    root = root.resolve()
+    display = f"oci://{target.name}"
+    manifest = _hash_model(root, display, version)
+    _, layers = model_layers(root, image_dir=image_dir, large_file=large_file, manifest=manifest)
+    with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(lambda layer: layer.digest(), layers))
+    plan = _plan(manifest, list(zip(layers, digests, strict=True)), image_dir, target)
+    ref = target.with_tag(version)
+    mp_ref = target.with_tag(version + MODELPACK_SUFFIX)
+    creds = Credentials(username, password) if username is not None else None
+    with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
+        held = client.head_manifest(target.repository, version)
+        if held == plan.digest:
+            if not quiet:
+                print(f"modelship: {ref} already is {plan.digest}; nothing to upload", file=sys.stderr)
+            return _published(ref, mp_ref, plan, manifest, image_dir, 0, True)
+        if held is not None and not force:
+            raise ModelshipError(
+                f"{ref} already exists ({held[:19]}…) with other content; publish a new version, "
+                "or pass --force to move the tag"
+            )
+        sent = _upload(client, target, plan, False if quiet else progress)
+        # the ModelPack manifest first (it names the image by digest), then the image, then the tags:
+        # a run that fails leaves the version tag where it was
+        client.put_manifest(target.repository, plan.digest, plan.manifest, OCI_MANIFEST)
+        client.put_manifest(target.repository, _sha(plan.modelpack_manifest), plan.modelpack_manifest, OCI_MANIFEST)
+        client.put_manifest(target.repository, mp_ref.tag or "", plan.modelpack_manifest, OCI_MANIFEST)
+        client.put_manifest(target.repository, version, plan.manifest, OCI_MANIFEST)
+        now = client.head_manifest(target.repository, version)
+        if now != plan.digest:
+            raise IntegrityError(f"{ref} resolves to {now} after the PUT, not {plan.digest}: another writer? re-run")
+    result = _published(ref, mp_ref, plan, manifest, image_dir, sent, False)
+    if not quiet:
+        print(f"modelship: published {ref}@{plan.digest} ({human_bytes(sent)} uploaded)", file=sys.stderr)
+    return result
+
+
+def _upload(client: RegistryClient, target: Reference, plan: _Plan, show: bool | None) -> int:
+    """Every blob the repository lacks (HEAD first), largest first, a few at a time; returns the bytes sent."""
+    bar = Progress(None, f"publish {target.name}", show=show)
+    blobs: dict[str, _Source] = {}
+    for layer, digest in plan.layers:
+        blobs.setdefault(digest, _Source(layer, None, bar))
+    for data in (plan.config, plan.modelpack_config):
+        blobs.setdefault(_sha(data), _Source(None, data, bar))
+    with ThreadPoolExecutor(_UPLOADS) as pool:
+        held = list(pool.map(lambda d: client.blob_size(target.repository, d) is not None, blobs))
+    present = dict(zip(blobs, held, strict=True))
+    missing = [(d, s) for d, s in blobs.items() if not present[d]]
+    bar.total = sum(s.size for _, s in missing) or None
+    sent: dict[str, int] = {}
+
+    def push(item: tuple[str, _Source]) -> None:
+        digest, source = item
+        sent[digest] = client.push_blob(target.repository, digest, source.size, source, check_first=False)
+
+    try:
+        with ThreadPoolExecutor(_UPLOADS) as pool:
+            for future in [pool.submit(push, m) for m in sorted(missing, key=lambda m: -m[1].size)]:
+                future.result()
+    except BaseException:
+        client.cancel.set()
+        raise
+    finally:
+        bar.close()
+    return sum(sent.values())
+
+
+def _published(
+    ref: Reference, mp_ref: Reference, plan: _Plan, manifest: Manifest, image_dir: str, sent: int, unchanged: bool
+) -> PublishedImage:
+    return PublishedImage(
+        ref=str(ref),
+        digest=plan.digest,
+        modelpack_ref=str(mp_ref),
+        modelpack_digest=_sha(plan.modelpack_manifest),
+        manifest=manifest,
+        image_dir=image_dir,
+        layers=tuple((d, layer.size, layer.title) for layer, d in plan.layers),
+        uploaded_bytes=sent,
+        unchanged=unchanged,
+    )
+
+
+# ---- reading a model image ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """A model image as its registry holds it: where the model is in it, its files, and its model layers.
+
+    Also an app image that ``assemble`` put a model on: it carries the same labels, and only its model layers
+    are read.
+    """
+
+    ref: Reference  # as asked for (tag or digest)
+    digest: str  # manifest digest
+    media_type: str
+    manifest: dict[str, Any] = field(repr=False)
+    config: dict[str, Any] = field(repr=False)
+    image_dir: str  # where the model is inside the image, e.g. /opt/modelship/model
+    model: Manifest  # its modelship.json, from the config label (the config is checked against its digest)
+    layers: tuple[dict[str, Any], ...]  # descriptors of the model layers, in manifest order
+    data_only: bool  # no layers but the model's (published by modelship): nothing in it can run
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.ref.name}@{self.digest}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict((self.config.get("config") or {}).get("Labels") or {})
+
+    @property
+    def version(self) -> str | None:
+        ann = self.manifest.get("annotations") or {}
+        return ann.get(f"{MODEL}.version") or self.model.version
+
+
+def _not_model(ref: Reference, why: str) -> ModelshipError:
+    return ModelshipError(
+        f"{ref} is not a model image ({why}); publish one with 'modelship publish DIR oci://{ref.name} --version V'"
+    )
+
+
+def read_model_image(client: RegistryClient, ref: Reference, fetched: Fetched | None = None) -> ModelImage:
+    """Manifest and config of ``ref`` (verified by digest), checked to be a model image; one line if not."""
+    got = fetched or client.get_manifest(ref.repository, ref.reference)
+    if got.media_type in INDEX_TYPES:
+        raise _not_model(ref, "it is an image index; a model image is a single manifest")
+    if got.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise _not_model(ref, f"media type {got.media_type or 'unknown'}")
+    m = got.json()
+    config_desc = m.get("config") or {}
+    if config_desc.get("mediaType") not in (OCI_CONFIG, "application/vnd.docker.container.image.v1+json"):
+        raise _not_model(ref, f"config media type {config_desc.get('mediaType')!r}")
+    digest = str(config_desc.get("digest") or "")
+    if not digest.startswith("sha256:") or not isinstance(config_desc.get("size"), int):
+        raise _not_model(ref, "its config descriptor has no sha256 digest or size")
+    if config_desc["size"] > 16 * 1024 * 1024:
+        raise _not_model(ref, f"its config is {config_desc['size']} bytes")
+    config = client.blob_json(ref.repository, digest)
+    labels = (config.get("config") or {}).get("Labels") or {}
+    raw, image_dir, layer_list = labels.get(MANIFEST_LABEL), labels.get(DIR_LABEL), labels.get(LAYERS_LABEL)
+    if not raw or not image_dir or not layer_list:
+        raise _not_model(ref, "its config has no io.modelship.model.manifest/.dir/.layers labels")
+    try:
+        model = Manifest.from_dict(json.loads(raw), f"{ref} label {MANIFEST_LABEL}")
+    except (ValueError, UsageError) as e:
+        raise IntegrityError(f"{ref}: its {MANIFEST_LABEL} label is not a valid model manifest ({e})") from None
+    try:
+        image_dir_parts(str(image_dir))
+    except UsageError:
+        raise IntegrityError(f"{ref}: its {DIR_LABEL} label {image_dir!r} is not an absolute, plain path") from None
+    wanted = [d for d in str(layer_list).split(",") if d]
+    by_digest = {str(d.get("digest")): d for d in m.get("layers") or [] if isinstance(d, dict)}
+    missing = [d for d in wanted if d not in by_digest]
+    if missing:
+        raise IntegrityError(f"{ref}: model layer {missing[0][:19]}… named by its labels is not in its manifest")
+    layers = []
+    for d in wanted:
+        desc = by_digest[d]
+        if desc.get("mediaType") not in TAR_TYPES:
+            raise _not_model(ref, f"model layer {d[:19]}… is {desc.get('mediaType')}, not an uncompressed tar")
+        if not isinstance(desc.get("size"), int) or desc["size"] < 1024 or not d.startswith("sha256:"):
+            raise IntegrityError(f"{ref}: model layer {d[:19]}… has no valid size or sha256 digest")
+        layers.append(desc)
+    total = sum(f.size for f in model.files)
+    if sum(int(d["size"]) for d in layers) > total + 64 * 1024 * (len(model.files) + 16) + (1 << 20):
+        raise IntegrityError(f"{ref}: its model layers are far larger than the {total} bytes of files they hold")
+    data_only = len(by_digest) == len(wanted)
+    return ModelImage(ref, got.digest, got.media_type, m, config, str(image_dir), model, tuple(layers), data_only)
+
+
+def model_image(
+    ref: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float | None = None,
+) -> ModelImage:
+    """Read the model image ``ref`` (``REGISTRY/REPO:TAG``, ``…@sha256:…`` or ``oci://…``) from its registry."""
+    r = repository_of(ref)
+    if (username is None) != (password is None):
+        raise UsageError("give both a username and a password, or neither")
+    creds = Credentials(username, password) if username is not None else None
+    with RegistryClient(r.registry, creds, timeout=timeout) as client:
+        return read_model_image(client, r)
+
+
+__all__ = [
+    "ARTIFACT_TYPE",
+    "MODELPACK_CONFIG",
+    "ModelImage",
+    "PublishedImage",
+    "check_version",
+    "model_image",
+    "publish_image",
+    "read_model_image",
+    "repository_of",
+]
