@@ -305,3 +305,29 @@ def test_a_model_image_uri_is_checked_before_anything_is_asked(tmp_path):
             resolve(bad)
     with pytest.raises(NotFoundError):
         resolve("oci://127.0.0.1:5000/ms/never-published-" + os.urandom(4).hex())
+
+
+def test_the_same_credentials_as_push_read_and_write_a_secured_registry(tmp_path, monkeypatch):
+    """docker login's config (auths) is what publish, resolve and fetch use; a wrong password is one line."""
+    import base64
+
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"ci:{hashed}\n")
+    auth = f"auth: {{htpasswd: {{realm: test, path: {tmp_path / 'htpasswd'}}}}}\n"
+    config = tmp_path / "docker"
+    config.mkdir()
+    with registry_process(tmp_path / "reg", auth) as secured:
+        login = base64.b64encode(b"ci:right-password").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {secured: {"auth": login}}}))
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+        uri = f"oci://{secured}/models/secured"
+        _publish(tmp_path / "m", uri, "1.0.0")
+        got = fetch(uri, tmp_path / "dest", progress=False)
+        assert got.version == "1.0.0" and tree_sha256s(tmp_path / "dest") == tree_sha256s(tmp_path / "m" / "1.0.0")
+        wrong = base64.b64encode(b"ci:wrong-password").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {secured: {"auth": wrong}}}))
+        proc = _cli("resolve", uri, env={"DOCKER_CONFIG": str(config)})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "credentials" in proc.stderr and "wrong-password" not in proc.stderr and "right-password" not in proc.stderr

@@ -264,14 +264,15 @@ class PublishedImage:
 
 
 def _hash_model(model_dir: Path, uri: str, version: str) -> Manifest:
-    from .._publish import _hashes, model_files
+    from .._hash import sha256_file
+    from .._publish import model_files
     from .._resolve import safe_relpath
 
     files = model_files(model_dir)
     entries = []
     with ThreadPoolExecutor(min(4, len(files))) as pool:
-        hashes = list(pool.map(_hashes, files))
-    for p, (sha, _md5) in zip(files, hashes, strict=True):
+        hashes = list(pool.map(sha256_file, files))
+    for p, sha in zip(files, hashes, strict=True):
         rel = safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir))
         entries.append(FileEntry(rel, p.stat().st_size, sha))
     return Manifest.create(uri, version, entries, stamp=False)
