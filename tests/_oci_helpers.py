@@ -132,9 +132,11 @@ def run(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.Compl
 
 # ---------------------------------------------------------------------------------------- token service
 #
-# A stand-in for a registry's token service (the distribution token spec), and for ACR's
-# /oauth2/exchange: ACR's own token service cannot run on this machine. It signs ES256 JWTs that the
-# real docker-registry (auth: token) verifies against the certificate in its rootcertbundle.
+# A stand-in for a registry's token service (the distribution token spec), and for ACR's /oauth2/token and
+# /oauth2/exchange: ACR's own token service cannot run on this machine. It signs ES256 JWTs that the real
+# docker-registry (auth: token) verifies against the certificate in its rootcertbundle. The one token
+# service of the tests: assemble's auth (test_oci_auth), the engine's push and modelship's read-back with
+# an `az acr login` identity token (test_build_acr_token).
 
 
 def _b64(data: bytes) -> str:
@@ -153,6 +155,7 @@ class TokenService:
     accept_aad: set[str] = field(default_factory=set)  # Entra tokens the exchange accepts
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # refresh token -> subject
     log: list[tuple[str, str, dict]] = field(default_factory=list)  # (method, path, form/query keys only)
+    scopes: list[str] = field(default_factory=list)  # every scope a token was issued for
     token_life: int = 300
     server: ThreadingHTTPServer | None = None
 
@@ -182,6 +185,13 @@ class TokenService:
     def realm(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_port}/oauth2/token"
+
+    def auth_yaml(self) -> str:
+        """The ``auth:`` section of a registry config that trusts this service's tokens."""
+        return (
+            f"auth: {{token: {{realm: '{self.realm}', service: {self.service}, issuer: {self.issuer}, "
+            f"rootcertbundle: {self.cert_path}}}}}\n"
+        )
 
     def jwt(self, subject: str, scopes: list[str]) -> str:
         from cryptography.hazmat.primitives import hashes
@@ -228,6 +238,7 @@ class TokenService:
             if self.users.get(user) != password:
                 return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "wrong credentials"}]}
             subject, scopes = user, query.get("scope", [])
+        self.scopes.extend(scopes)
         token = self.jwt(subject, scopes)
         return 200, {"token": token, "access_token": token, "expires_in": self.token_life}
 

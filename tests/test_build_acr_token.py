@@ -2,184 +2,47 @@
 
 `az acr login` stores no password: ``auths`` gets an ``identitytoken`` (an OAuth2 refresh token), and every
 client trades it at the registry's token realm (``grant_type=refresh_token``) for a short-lived access token.
-Here the registry is the testbed's docker-registry binary with token auth, checking RS256 tokens against a
-throwaway certificate; the token realm is the one stand-in (ACR's /oauth2/token is not available here): it
-issues such tokens only for the right refresh token. Both the engine (push, through docker-py's docker.auth
-header) and modelship's own registry client (the push read-back and inspect) must get through with it.
+Here the registry is the testbed's docker-registry binary with token auth, checking the tokens against a
+throwaway certificate; the token service is the one stand-in (tests/_oci_helpers.TokenService; ACR's
+/oauth2/token cannot run here): it issues tokens only for the refresh token it knows. Both the engine (push,
+through docker-py's docker.auth header) and modelship's own registry client (the push read-back and inspect)
+must get through with it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
 import io
 import json
 import os
-import secrets
-import shutil
-import subprocess
 import tarfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import docker.errors
 import pytest
-import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
-from _identity_helpers import free_port
+from _oci_helpers import TokenService, registry_process
 from modelship.errors import AuthError
 from modelship.image import inspect, push
-from modelship.image.registry import docker_credentials
+from modelship.oci.registry import docker_credentials
 
 pytestmark = pytest.mark.docker
-SERVICE, ISSUER = "modelship-test-registry", "modelship-test-token-issuer"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-@dataclass
-class TokenRealm:
-    """ACR's /oauth2/token: trades the identity (refresh) token for access tokens the registry accepts."""
-
-    refresh_token: str
-    key: rsa.RSAPrivateKey
-    cert: x509.Certificate
-    grants: list[dict[str, list[str]]] = field(default_factory=list)  # every request's form, as received
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_port}/oauth2/token"
-
-    def access_token(self, scopes: list[str]) -> str:
-        now = int(time.time())
-        access = []
-        for scope in scopes:
-            kind, name, actions = scope.split(":")  # repository:team/app:pull,push
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
-        chain = [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]
-        header = {"typ": "JWT", "alg": "RS256", "x5c": chain}  # the registry checks the chain against its bundle
-        claims = {
-            "iss": ISSUER,
-            "sub": "00000000-0000-4000-8000-00000000acr1",
-            "aud": SERVICE,
-            "exp": now + 300,
-            "nbf": now - 60,
-            "iat": now,
-            "jti": secrets.token_hex(8),
-            "access": access,
-        }
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64url(signature)}"
-
-    def start(self) -> TokenRealm:
-        realm = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
-                realm.grants.append(form)
-                ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [realm.refresh_token]
-                scopes = [s for value in form.get("scope", []) for s in value.split()]
-                if ok:
-                    body = {"access_token": realm.access_token(scopes), "refresh_token": realm.refresh_token}
-                    self._answer(200, {**body, "expires_in": 300})
-                else:
-                    self._answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid refresh token"}]})
-
-            def do_GET(self) -> None:  # the Basic-credentials flow: there are none here
-                realm.grants.append({"method": ["GET"]})
-                self._answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no basic credentials"}]})
-
-            def _answer(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet: no access log on stderr
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-def _signing_pair() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelship test token signer")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder(subject_name=name, issuer_name=name, public_key=key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 @pytest.fixture(scope="module")
-def acr(tmp_path_factory) -> Iterator[tuple[str, TokenRealm]]:
-    """(host:port of a registry with token auth, its token realm)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry not installed: run 'scripts/testbed.sh up' first", pytrace=False)
+def acr(tmp_path_factory) -> Iterator[tuple[str, TokenService, str]]:
+    """(host:port of a registry with token auth, its token service, the identity token it accepts)."""
     root = tmp_path_factory.mktemp("acr-registry")
-    key, cert = _signing_pair()
-    (root / "signer.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    realm = TokenRealm(f"rt-{uuid.uuid4().hex}", key, cert).start()
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-        f"auth: {{token: {{realm: {realm.url}, service: {SERVICE}, issuer: {ISSUER}, "
-        f"rootcertbundle: {root / 'signer.pem'}}}}}\n"
-    )
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    service = TokenService(root, users={}).start()  # no Basic logins: only the refresh-token grant
+    identity_token = f"rt-{uuid.uuid4().hex}"
+    service.refresh_tokens[identity_token] = "az-acr-login"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 401:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"registry did not start: {(root / 'registry.log').read_text()[-500:]}", pytrace=False)
-            time.sleep(0.2)  # a real clock: waiting for a real server to listen
-        yield f"127.0.0.1:{port}", realm
+        with registry_process(root / "registry", service.auth_yaml()) as registry:
+            yield registry, service, identity_token
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        realm.stop()
+        service.stop()
 
 
 def _tiny_image(client, base_image: str, tag: str) -> None:
@@ -201,11 +64,13 @@ def _login(config_dir: Path, registry: str, identity_token: str) -> None:
 
 
 def test_identity_token_from_az_acr_login_pushes_and_inspects(tmp_path, monkeypatch, docker_client, base_image, acr):
-    registry, realm = acr
+    registry, service, identity_token = acr
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    _login(tmp_path / "docker", registry, realm.refresh_token)
+    _login(tmp_path / "docker", registry, identity_token)
     creds = docker_credentials(registry)
-    assert creds is not None and creds.identity_token == realm.refresh_token and creds.username is None
+    assert creds is not None and creds.identity_token == identity_token and creds.username is None
+    service.log.clear()
+    service.scopes.clear()
 
     ref = f"{registry}/team/app:{uuid.uuid4().hex[:8]}"
     _tiny_image(docker_client, base_image, ref)
@@ -219,9 +84,12 @@ def test_identity_token_from_az_acr_login_pushes_and_inspects(tmp_path, monkeypa
     assert remote["source"] == "registry" and remote["image_digest"] == digest
     assert remote["labels"] == {"io.modelship.test.acr": ref}
 
-    # every token came from the refresh-token grant with the stored identity token; none from a Basic login
-    assert realm.grants and all(g.get("refresh_token") == [realm.refresh_token] for g in realm.grants), realm.grants
-    scopes = [s for g in realm.grants for value in g.get("scope", []) for s in value.split()]
+    # every token came from the refresh-token grant (the service knows only the stored identity token);
+    # none from a Basic login
+    assert service.log and all(
+        (m, p) == ("POST", "/oauth2/token") and "refresh_token" in keys for m, p, keys in service.log
+    ), service.log
+    scopes = service.scopes
     assert "repository:team/app:push,pull" in scopes, scopes  # the engine pushing
     assert scopes.count("repository:team/app:pull") == 2, scopes  # modelship: the push read-back, inspect
 

@@ -49,7 +49,7 @@ def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, 
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(ref, force=True)
 
-    with pytest.raises(AuthError, match=f"registry {auth_registry} denied access to team/app"):
+    with pytest.raises(AuthError, match=f"registry {auth_registry} wants credentials for team/app: run 'docker login"):
         inspect(ref, docker_client=docker_client)
     remote = inspect(ref, username=USER, password=PASSWORD, docker_client=docker_client)
     assert remote["source"] == "registry" and remote["image_digest"] == digest and remote["labels"] == img.labels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import tarfile
@@ -16,7 +15,6 @@ from modelship.image import context as ctx
 from modelship.image import dockerfile as df
 from modelship.image._build import model_version_tag, normalise_tags
 from modelship.image.labels import clean_remote
-from modelship.image.registry import base_url, docker_credentials, parse_reference
 from modelship.image.wheels import Target, pinned_requirements
 from modelship.manifest import Manifest
 
@@ -222,38 +220,3 @@ def test_git_remote_credentials_are_stripped():
     assert clean_remote("https://user:tok@github.com/o/r.git") == "https://github.com/o/r.git"
     assert clean_remote("https://ghp_TOKEN@github.com/o/r") == "https://github.com/o/r"
     assert clean_remote("git@github.com:o/r.git") == "git@github.com:o/r.git"
-
-
-def test_image_references():
-    r = parse_reference("127.0.0.1:5000/team/app:1")
-    assert (r.registry, r.repository, r.reference) == ("127.0.0.1:5000", "team/app", "1")
-    assert parse_reference("python").repository == "library/python"
-    assert parse_reference("myacr.azurecr.io/app").reference == "latest"
-    d = "sha256:" + "a" * 64
-    assert parse_reference(f"localhost:5000/app@{d}").reference == d
-    assert base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert base_url("myacr.azurecr.io") == "https://myacr.azurecr.io"
-    assert base_url("docker.io") == "https://registry-1.docker.io"
-    with pytest.raises(UsageError):
-        parse_reference("Bad/Name")
-
-
-def test_docker_config_credentials(tmp_path, monkeypatch):
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert docker_credentials("127.0.0.1:5000") is None
-    auth = base64.b64encode(b"alice:pa:ss").decode()
-    (tmp_path / "config.json").write_text(
-        json.dumps({"auths": {"http://127.0.0.1:5000": {"auth": auth}, "myacr.azurecr.io": {"identitytoken": "rt"}}})
-    )
-    c = docker_credentials("127.0.0.1:5000")
-    assert (c.username, c.password) == ("alice", "pa:ss") and "pa:ss" not in repr(c)
-    assert docker_credentials("myacr.azurecr.io").identity_token == "rt"
-    assert docker_credentials("other.io") is None
-
-
-def test_registry_named_explicitly():
-    from modelship.image.registry import names_registry
-
-    assert names_registry("127.0.0.1:5000/app:1") and names_registry("myacr.azurecr.io/team/app")
-    assert names_registry("localhost/app") and names_registry("docker.io/library/python:3.11")
-    assert not names_registry("team/app:1") and not names_registry("app") and not names_registry("app:1.0")

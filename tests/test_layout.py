@@ -60,7 +60,7 @@ def test_connect_to_a_missing_engine_is_one_line(monkeypatch):
 
 def test_every_module_imports_as_a_module():
     names = [m.name for m in pkgutil.walk_packages(modelship.__path__, "modelship.")]
-    assert {"modelship._fetch", "modelship._resolve", "modelship.image._push", "modelship.image.registry"} <= set(names)
+    assert {"modelship._fetch", "modelship._resolve", "modelship.image._push", "modelship.oci.registry"} <= set(names)
     for name in names:
         assert isinstance(importlib.import_module(name), types.ModuleType), name
     # the public names stay the functions, also after their modules were imported

@@ -115,12 +115,8 @@ def token_registry(tmp_path_factory):
     """The CNCF registry with `auth: token`, and the test token service (the ACR exchange included)."""
     root = tmp_path_factory.mktemp("oci-token")
     service = TokenService(root, {USER: PASSWORD}).start()
-    auth = (
-        f"auth: {{token: {{realm: '{service.realm}', service: {service.service}, issuer: {service.issuer}, "
-        f"rootcertbundle: {service.cert_path}}}}}\n"
-    )
     try:
-        with registry_process(root / "registry", auth) as reg:
+        with registry_process(root / "registry", service.auth_yaml()) as reg:
             yield reg, service
     finally:
         service.stop()

@@ -19,7 +19,7 @@ import requests
 from _build_helpers import make_model
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from modelship.oci.layers import LARGE_FILE, header, model_layers
-from modelship.oci.reference import base_url, names_registry, parse_reference
+from modelship.oci.reference import base_url, names_registry, parse_reference, split_tag
 from modelship.oci.registry import Credentials, RegistryClient, acr_exchange_allowed, docker_credentials
 
 IMAGE_DIR = "/opt/modelship/model"
@@ -82,7 +82,15 @@ def test_reference_helpers():
     assert base_url("myacr.azurecr.io") == "https://myacr.azurecr.io"
     assert base_url("docker.io") == "https://registry-1.docker.io"
     assert names_registry("127.0.0.1:5000/app:1") and names_registry("localhost/app")
-    assert not names_registry("team/app:1") and not names_registry("app:1.0")
+    assert names_registry("myacr.azurecr.io/team/app") and names_registry("docker.io/library/python:3.11")
+    assert not names_registry("team/app:1") and not names_registry("app:1.0") and not names_registry("app")
+    assert parse_reference("python").repository == "library/python"
+    assert parse_reference("myacr.azurecr.io/app").reference == "latest"
+    assert parse_reference(f"localhost:5000/app@{D}").reference == D
+    # engine names (build tags, push) split as docker-py splits them: a ':' before the last '/' is a port
+    assert split_tag("127.0.0.1:5000/team/app") == ("127.0.0.1:5000/team/app", "latest")
+    assert split_tag("127.0.0.1:5000/team/app:1") == ("127.0.0.1:5000/team/app", "1")
+    assert split_tag(f"reg.io/app@{D}") == ("reg.io/app", D)
     r = parse_reference("127.0.0.1:5000/team/app:1")
     assert str(r.with_digest(D)) == f"127.0.0.1:5000/team/app@{D}" and r.name == "127.0.0.1:5000/team/app"
     with pytest.raises(UsageError):

@@ -46,3 +46,15 @@ def protect_handlers(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
+
+
+def quiet_azure_identity() -> None:
+    """Keep DefaultAzureCredential's failure report out of normal output (``-v`` shows it again).
+
+    On failure it logs a multi-line WARNING listing every credential it tried, once per attempt; modelship
+    reports the failure as one line instead (the blob store, the ACR token exchange). A level the user set on
+    the logger is left alone.
+    """
+    logger = logging.getLogger("azure.identity")
+    if logger.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        logger.setLevel(logging.ERROR)

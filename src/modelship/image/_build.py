@@ -17,13 +17,13 @@ from .._docker import engine, short_reason, unreachable
 from .._fs import write_text_atomic
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
+from ..oci.reference import split_tag
 from ..uri import redact, strip_secrets
 from . import config as config_mod
 from . import context as ctx
 from . import debris
 from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
-from . import registry as registry_mod
 from . import wheels as wheels_mod
 
 log = logging.getLogger("modelship")
@@ -48,7 +48,7 @@ def normalise_tags(tag: str | Sequence[str]) -> list[str]:
         raise UsageError("give at least one --tag IMAGE[:TAG]")
     out = []
     for t in tags:
-        full = ":".join(registry_mod.split_tag(t))
+        full = ":".join(split_tag(t))
         if "@" in t or not match_tag(full):
             raise UsageError(f"invalid image tag {t!r}: expected [REGISTRY/]NAME[:TAG], lower-case name")
         if full not in out:
@@ -58,7 +58,7 @@ def normalise_tags(tag: str | Sequence[str]) -> list[str]:
 
 def model_version_tag(tag: str, manifest: Manifest) -> str:
     """``IMAGE:<tag>-model-<version>`` (version sanitised to tag characters, short digest when unversioned)."""
-    repo, app_tag = registry_mod.split_tag(tag)
+    repo, app_tag = split_tag(tag)
     version = manifest.version or manifest.digest.split(":", 1)[1][:12]
     version = re.sub(r"[^A-Za-z0-9_.-]", "-", str(version))
     return f"{repo}:{app_tag}-model-{version}"[: len(repo) + 1 + 128]
@@ -346,7 +346,7 @@ def build(
                     client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet, traces=traces
                 )
             for t in tags[1:]:
-                repo, name = registry_mod.split_tag(t)
+                repo, name = split_tag(t)
                 try:
                     client.api.tag(image_id, repo, name, force=True)
                 except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user
@@ -363,7 +363,7 @@ def build(
 
 def _pull_base(client, image: str, *, quiet: bool) -> None:
     """Refresh the base image from its registry (off by default: builds use what the engine has)."""
-    repo, tag = registry_mod.split_tag(image)
+    repo, tag = split_tag(image)
     if not quiet:
         print(f"modelship: pulling base image {image}", file=sys.stderr)
     try:
@@ -402,7 +402,7 @@ def _ensure_base(client, image: str, *, pull: bool, quiet: bool) -> None:
         return  # not a missing image: detecting the interpreter reports the engine's reason
     if not quiet:
         print(f"modelship: pulling base image {image} (not local)", file=sys.stderr)
-    repo, tag = registry_mod.split_tag(image)
+    repo, tag = split_tag(image)
     try:
         client.images.pull(repo, tag=tag)
     except Exception as e:  # noqa: BLE001 - any engine failure here is a DockerError for the user

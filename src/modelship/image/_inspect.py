@@ -6,8 +6,9 @@ import json
 
 from .._docker import engine, short_reason
 from ..errors import DockerError, NotFoundError
+from ..oci.reference import names_registry, parse_reference, split_tag
+from ..oci.registry import remote_image
 from . import labels as labels_mod
-from . import registry as registry_mod
 
 
 def describe(ref: str, source: str, image_id: str | None, digest: str | None, labels: dict[str, str]) -> dict:
@@ -54,14 +55,14 @@ def _local(ref: str, client) -> dict | None:
     except docker.errors.APIError as e:
         raise DockerError(f"cannot inspect {ref}: {short_reason(e)}") from None
     repo_digests = img.attrs.get("RepoDigests") or []
-    digest = registry_mod.split_tag(repo_digests[0])[1] if repo_digests else None  # NAME@DIGEST
+    digest = split_tag(repo_digests[0])[1] if repo_digests else None  # NAME@DIGEST
     return describe(ref, "local", img.id, digest, dict(img.labels or {}))
 
 
 def inspect(ref: str, *, username: str | None = None, password: str | None = None, docker_client=None) -> dict:
     """Labels and model of an image: the local one if the engine has it, else read from its registry."""
-    registry_mod.parse_reference(ref)  # fail early, with a usage error, on a malformed reference
-    remote_ok = registry_mod.names_registry(ref)
+    parse_reference(ref)  # fail early, with a usage error, on a malformed reference
+    remote_ok = names_registry(ref)
     try:
         with engine(docker_client) as client:
             found = _local(ref, client)
@@ -76,5 +77,5 @@ def inspect(ref: str, *, username: str | None = None, password: str | None = Non
             f"image {ref} not found locally; to read it from a registry give the full reference "
             "(REGISTRY/NAME:TAG, e.g. myacr.azurecr.io/app:1 or docker.io/library/python:3.11)"
         )
-    remote = registry_mod.remote_image(ref, username=username, password=password)
+    remote = remote_image(ref, username=username, password=password)
     return describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])

@@ -12,8 +12,9 @@ from .. import progress
 from .._docker import docker_host, engine, unreachable
 from .._retry import retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
+from ..oci.reference import Reference, base_url, parse_reference, split_tag
+from ..oci.registry import Credentials, RegistryClient
 from ..uri import redact
-from . import registry as registry_mod
 
 log = logging.getLogger("modelship")
 
@@ -57,9 +58,7 @@ def _push_reason(message: str) -> str:
     return reason if len(reason) <= 300 else reason[:299] + "…"
 
 
-def _pushed_manifest_problem(
-    ref: registry_mod.Reference, digest: str, creds: registry_mod.Credentials | None
-) -> str | None:
+def _pushed_manifest_problem(ref: Reference, digest: str, creds: Credentials | None) -> str | None:
     """Why the registry's manifest for the tag is not the one the engine pushed; None when it is or cannot be read.
 
     Only for plain-http registries on this machine: without TLS nothing stops a byte damaged on the way from
@@ -68,17 +67,15 @@ def _pushed_manifest_problem(
     """
     host = docker_host()
     local_engine = host.startswith("unix://") or re.match(r"tcp://(localhost|127\.0\.0\.1|\[::1\])[:/]?", host)
-    if not local_engine or not registry_mod.base_url(ref.registry).startswith("http://"):
+    if not local_engine or not base_url(ref.registry).startswith("http://"):
         return None  # TLS guards the bytes; or the engine's 127.0.0.1 is another machine than ours
-    client = registry_mod.RegistryClient(ref.registry, creds or registry_mod.docker_credentials(ref.registry))
     try:
-        held, _ = client.manifest(ref.repository, ref.reference)
+        with RegistryClient(ref.registry, creds) as client:  # no creds: the docker config's, as the engine's
+            held = client.get_manifest(ref.repository, ref.reference).digest
     except AuthError:
         return None  # the engine had credentials we cannot read back with: nothing to compare
     except ModelshipError as e:
         return f"reading the pushed manifest back failed: {e}"
-    finally:
-        client.close()
     if held != digest:
         return f"{ref.registry} holds manifest {held[:19]}… for the tag, not the pushed {digest[:19]}…"
     return None
@@ -101,15 +98,15 @@ def push(
     import docker.errors
     import requests
 
-    ref = registry_mod.parse_reference(image)
+    ref = parse_reference(image)
     if ref.reference.startswith("sha256:"):
         raise UsageError(f"cannot push {image}: give a tag, not a digest")
     if (username is None) != (password is None):
         raise UsageError("give both --username and a password (--password-stdin), or neither")
-    repo, tag = registry_mod.split_tag(image)
+    repo, tag = split_tag(image)
     name = f"{repo}:{tag}"
     auth = {"username": username, "password": password} if username is not None else None
-    creds = registry_mod.Credentials(username, password) if username is not None else None
+    creds = Credentials(username, password) if username is not None else None
 
     def fail(message: str) -> NoReturn:
         reason = _push_reason(message)

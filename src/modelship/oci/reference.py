@@ -88,6 +88,15 @@ def names_registry(ref: str) -> bool:
     return bool(rest) and ("." in first or ":" in first or first == "localhost")
 
 
+def split_tag(ref: str) -> tuple[str, str]:
+    """``NAME[:TAG]`` the way the Docker engine takes it: (NAME as written, TAG or ``latest``); a ``@digest`` is
+    the tag. For engine calls (build tags, push); docker-py's rule: a ``:`` before the last ``/`` is a port."""
+    from docker.utils import parse_repository_tag
+
+    name, tag = parse_repository_tag(ref)
+    return name, "latest" if tag is None else tag
+
+
 def parse_reference(ref: str) -> Reference:
     """``[registry/]repo[:tag][@digest]``; UsageError with one line naming what is wrong."""
     if not ref or any(c.isspace() or ord(c) < 32 for c in ref):
@@ -143,4 +152,5 @@ __all__ = [
     "is_local",
     "names_registry",
     "parse_reference",
+    "split_tag",
 ]

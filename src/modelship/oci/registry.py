@@ -16,7 +16,7 @@ What comes from maintained libraries, and what is written here and why:
   has no mount, no ``credHelpers``/``credsStore``, no ACR exchange, and it re-serialises manifests (the
   digest is then not ours to fix).
 
-Retries use the project's one policy (``retrying``/``backoff``, imported through one line below). Errors are
+Retries use the project's one policy (``modelship._retry``). Errors are
 ModelshipErrors with one line naming the registry, the repository and what to do; credentials and tokens
 never appear in a message, a log line or a repr.
 """
@@ -41,9 +41,9 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-# The project's one retry policy. It moves to modelship._retry: repoint this line.
 from .._retry import RETRIES, backoff, retrying
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
+from ..logs import quiet_azure_identity
 from ..uri import redact
 from .reference import (
     DOCKER_HUB,
@@ -363,11 +363,7 @@ class RegistryClient:
             except ImportError:
                 log.info("azure-identity not installed: no Entra ID token for %s", self.registry)
                 return None
-            # its failure report is a multi-line WARNING per attempt; modelship says one line instead (-v shows it)
-            # (the same rule as the Azure blob store's; one helper for both when the stores settle)
-            identity_log = logging.getLogger("azure.identity")
-            if identity_log.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
-                identity_log.setLevel(logging.ERROR)
+            quiet_azure_identity()
             credential = DefaultAzureCredential()
         try:
             aad = credential.get_token(ACR_AAD_SCOPE).token
@@ -757,7 +753,7 @@ class RegistryClient:
             out.extend(tags)
         return out
 
-    # -- compatibility with modelship.build.registry (inspect, push read-back)
+    # -- parsed JSON (inspect, push read-back)
 
     def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any]]:
         """(digest, parsed manifest) of a tag or digest."""

@@ -39,6 +39,7 @@ from ..errors import (
     StallError,
     TransientError,
 )
+from ..logs import quiet_azure_identity
 from ..uri import ModelURI, redact
 from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
 
@@ -201,20 +202,8 @@ def service_client(uri: ModelURI, credential: Any = None) -> _Client:
         return _Client(
             BlobServiceClient(endpoint, **opts), "anonymous access", anonymous="azure-identity is not installed"
         )
-    _quiet_identity_log()
+    quiet_azure_identity()
     return _Client(BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **opts), "DefaultAzureCredential")
-
-
-def _quiet_identity_log() -> None:
-    """Keep DefaultAzureCredential's failure report out of normal output (``-v`` shows it again).
-
-    On failure it logs a multi-line WARNING listing every credential it tried, once per attempt (three with
-    the storage SDK's retries); modelship reports the failure as one error line instead. A level the user
-    set on the logger is left alone.
-    """
-    logger = logging.getLogger("azure.identity")
-    if logger.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() >= logging.WARNING:
-        logger.setLevel(logging.ERROR)
 
 
 class AzureBlobSource:
