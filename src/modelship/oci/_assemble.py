@@ -172,7 +172,6 @@ class _Platform:
     """One platform's new image: its manifest bytes and the blobs it needs."""
 
     platform: str
-    base_digest: str
     config: bytes
     manifest: bytes
     descriptor: dict[str, Any]
@@ -400,9 +399,7 @@ def _assemble(
         descriptor = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)}
         if entry is not None and entry.get("platform"):
             descriptor["platform"] = entry["platform"]
-        platforms.append(
-            _Platform(platform_of(entry) if entry else "", base.digest, config_data, manifest_data, descriptor)
-        )
+        platforms.append(_Platform(platform_of(entry) if entry else "", config_data, manifest_data, descriptor))
 
     if len(platforms) == 1:
         media_type, top_data = OCI_MANIFEST, platforms[0].manifest

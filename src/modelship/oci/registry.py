@@ -24,7 +24,6 @@ never appear in a message, a log line or a repr.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -63,7 +62,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ALL_MANIFEST_TYPES = MANIFEST_TYPES + INDEX_TYPES
@@ -72,7 +70,6 @@ CHUNK = 64 * 1024 * 1024  # one PATCH; blobs up to this size go in one PUT
 MANIFEST_MAX = 4 * 1024 * 1024  # the OCI distribution spec's recommended limit
 ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
 ACR_AAD_SCOPE = "https://management.azure.com/.default"  # what `az acr login` exchanges
-ACR_USER = "00000000-0000-0000-0000-000000000000"  # the user name ACR gives refresh tokens
 _DEFAULT_TOKEN_LIFE = 60  # seconds, when the token service does not say (the distribution token spec)
 _SEND_BLOCK = 1024 * 1024
 
@@ -511,18 +508,6 @@ class RegistryClient:
             return self._full(resp.headers["Location"])
 
         return self._call("blob upload start", post) if retry else post()
-
-    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
-        """Mount a blob of another repository of this registry; False when the registry would not."""
-        session = self._start(repository, digest, from_repository)
-        if session is None:
-            return True
-        self._cancel(session, repository)
-        return False
-
-    def _cancel(self, session: str, repository: str) -> None:
-        with contextlib.suppress(TransientError):  # an abandoned session expires on the registry by itself
-            self.request("DELETE", session, scopes=self._push_scopes(repository), what="upload cancel")
 
     def _status(self, session: str, repository: str) -> tuple[str | None, int]:
         """(session URL, bytes the registry holds) of an upload in progress; (None, 0) when it is gone."""
