@@ -132,7 +132,7 @@ def test_a_missing_dest_is_named_and_is_a_usage_error(argv, missing):
 def test_other_usage_errors_are_one_line_and_exit_2(capsys):
     assert cli.main(["build", "./app"]) == 2
     assert capsys.readouterr().err == (
-        "modelship: error: the following arguments are required: --model, --tag/-t (see 'modelship build --help')\n"
+        "modelship: error: the following arguments are required: --tag/-t (see 'modelship build --help')\n"
     )
     assert cli.main(["fetch", "u", "d", "--bogus"]) == 2
     assert capsys.readouterr().err == "modelship: error: unrecognized arguments: --bogus (see 'modelship --help')\n"
@@ -176,3 +176,14 @@ def test_the_readme_lines_with_options_in_between_against_azurite(tmp_path, azur
 
     again = run("fetch", "--json", str(tmp_path / "out2"), "--lock", str(tmp_path / "pinned.lock"))
     assert again["model_digest"] == digest and again["dest"] == str(tmp_path / "out2")
+
+
+def test_build_without_a_model_has_no_model_version_to_tag(tmp_path, capsys):
+    from _build_helpers import make_app
+
+    app = make_app(tmp_path / "app")
+    argv = ["build", str(app), "--tag", "reg.io/app:1", "--entrypoint", "python app.py", "--tag-model-version"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "modelship: error: --tag-model-version needs a model (--model DIR); an app-only image has no version\n"
+    )

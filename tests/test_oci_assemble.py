@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from _build_helpers import make_model
+from _build_helpers import make_app, make_model
 from _oci_helpers import (
     blob,
     build_app_image,
@@ -111,17 +111,8 @@ def test_assembled_without_an_engine_the_engine_runs_it_and_it_serves_the_model(
     assert [h["created_by"] for h in cfg["history"][-2:]] == [f"modelship assemble: {x.title}" for x in r.layers]
 
     docker_client.images.pull(target)
-    port = free_port()
-    container = docker_client.containers.run(target, detach=True, ports={"8000/tcp": ("127.0.0.1", port)})
+    container, served = _run_and_ask_model(docker_client, target)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                served = requests.get(f"http://127.0.0.1:{port}/model", timeout=2).json()
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, container.logs()[-2000:]
-                time.sleep(0.2)
         shipped = json.loads((model / "modelship.json").read_text())
         shipped.pop("fetched_at")
         assert served == shipped
@@ -132,6 +123,62 @@ def test_assembled_without_an_engine_the_engine_runs_it_and_it_serves_the_model(
     finally:
         container.remove(force=True)
         docker_client.images.remove(target, force=True)
+
+
+def _run_and_ask_model(docker_client, ref: str):
+    """(container, what its GET /model answers): the app serves the modelship.json it finds in its model dir."""
+    port = free_port()
+    container = docker_client.containers.run(ref, detach=True, ports={"8000/tcp": ("127.0.0.1", port)})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return container, requests.get(f"http://127.0.0.1:{port}/model", timeout=2).json()
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                logs = container.logs()[-2000:]
+                container.remove(force=True)
+                raise AssertionError(f"{ref} did not serve /model within 30 s: {logs!r}") from None
+            time.sleep(0.2)  # a real clock: waiting for a real server to listen
+
+
+def test_an_app_only_modelship_build_gets_its_model_by_assemble(
+    tmp_path, monkeypatch, docker_client, base_image, registry
+):
+    """`modelship build` without --model: an app-only image recording its model dir; pushed, then assembled."""
+    from modelship.image import build, push
+
+    app = make_app(tmp_path / "app")
+    repo = f"{registry}/oci-test/built-{uuid.uuid4().hex[:8]}"
+    img = build(
+        app, None, f"{repo}:app", base_image=base_image, entrypoint="python app.py", docker_client=docker_client
+    )
+    try:
+        assert img.labels["io.modelship.model.dir"] == MODEL_DIR
+        assert not [k for k in img.labels if k.startswith("io.modelship.model.") and k != "io.modelship.model.dir"]
+        env = docker_client.images.get(img.id).attrs["Config"]["Env"]
+        assert f"MODELSHIP_MODEL_DIR={MODEL_DIR}" in env
+        empty = docker_client.containers.run(img.id, ["ls", "-A", MODEL_DIR], remove=True)
+        assert empty == b""  # the model dir is there, empty: nothing baked in
+        app_digest = push(f"{repo}:app", docker_client=docker_client)
+    finally:
+        docker_client.images.remove(img.id, force=True)
+
+    model = _model(tmp_path / "model", "6.0", big_mb=1)
+    with monkeypatch.context() as mp:
+        mp.setenv("DOCKER_HOST", NOWHERE)
+        r = assemble(f"{repo}@{app_digest}", model, f"{repo}:m6", quiet=True)
+    labels = _config(registry, repo.split("/", 1)[1], "m6")["config"]["Labels"]
+    assert labels["io.modelship.model.version"] == "6.0" and labels["io.modelship.app.port"] == "8000"
+    assert r.base == f"{repo}@{app_digest}"
+    docker_client.images.pull(f"{repo}@{r.digest}")
+    container, served = _run_and_ask_model(docker_client, f"{repo}@{r.digest}")
+    try:
+        shipped = json.loads((model / "modelship.json").read_text())
+        shipped.pop("fetched_at")
+        assert served == shipped
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(f"{repo}@{r.digest}", force=True)
 
 
 def test_reproducible_on_any_machine_and_a_no_change_run_uploads_nothing(

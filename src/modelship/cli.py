@@ -206,6 +206,9 @@ def cmd_build(a: argparse.Namespace) -> None:
                 "app": image_labels.app_settings(img.labels),
             }
         )
+    elif a.model is None:
+        model_dir = img.labels.get("io.modelship.model.dir") or "its MODELSHIP_MODEL_DIR"
+        print(f"built {', '.join(img.tags)} ({img.id[:19]}) app-only: 'modelship assemble' puts a model at {model_dir}")
     else:
         version = img.labels.get("io.modelship.model.version") or "(unversioned)"
         print(
@@ -351,9 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
     sp.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
 
-    sp = add("build", cmd_build, "build an image holding the app and the model, with provenance labels")
+    sp = add("build", cmd_build, "build an image of the app (and the model, with --model), with provenance labels")
     sp.add_argument("app_dir", metavar="APP_DIR")
-    sp.add_argument("--model", required=True, metavar="DIR", help="model folder (as written by 'modelship fetch')")
+    sp.add_argument(
+        "--model",
+        metavar="DIR",
+        help="model folder (as written by 'modelship fetch'); without it an app-only image for 'modelship assemble'",
+    )
     sp.add_argument("--tag", "-t", required=True, action="append", metavar="IMAGE", help="image tag (repeatable)")
     sp.add_argument(
         "--base-image", help="base image (default: [tool.modelship], $MODELSHIP_BASE_IMAGE, python:3.11-slim)"

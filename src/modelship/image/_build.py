@@ -200,13 +200,14 @@ def _model_stage(
     text: str,
     base: str,
     wheel_dir: Path,
-    model: Path,
-    manifest: Manifest,
+    model: Path | None,
+    manifest: Manifest | None,
     *,
     quiet: bool,
     traces: list[debris.BuildTrace],
 ) -> str:
     """The image of stage ``model`` (base + setup + deps + model): reused when its inputs are unchanged.
+    Without a model (an app-only build) the model dir is there, empty.
 
     Its key covers everything that goes into it -- the rendered stages, the base image id, the wheelhouse,
     the manifest as it goes into the image, and each model file's stat (so a file edited in place after
@@ -218,16 +219,20 @@ def _model_stage(
     model_text, _ = dockerfile_mod.split_stages(text, "model")
     h = hashlib.sha256(b"modelship-model-stage-v1\0")
     h.update(model_text.encode() + b"\0" + client.images.get(base).id.encode() + b"\0" + wheel_dir.name.encode())
-    h.update(b"\0" + manifest.without_timestamp().to_json().encode())
-    for f in manifest.files:
-        h.update(ctx.stat_signature(model / f.path).encode())
+    if model is None or manifest is None:
+        h.update(b"\0no model")
+    else:
+        h.update(b"\0" + manifest.without_timestamp().to_json().encode())
+        for f in manifest.files:
+            h.update(ctx.stat_signature(model / f.path).encode())
     index = wheels_mod.build_cache_dir() / "stages" / h.hexdigest()[:40]
     if index.is_file():
         image_id = index.read_text().strip()
         try:
             client.images.get(image_id)
             if not quiet:
-                print(f"modelship: dependencies and model unchanged, reusing {image_id[:19]}", file=sys.stderr)
+                what = "dependencies and model" if model is not None else "dependencies"
+                print(f"modelship: {what} unchanged, reusing {image_id[:19]}", file=sys.stderr)
             return image_id
         except docker.errors.ImageNotFound:
             pass  # pruned since: build it again
@@ -235,7 +240,10 @@ def _model_stage(
     def fill(w: ctx.ContextWriter) -> None:
         w.bytes(ctx.DOCKERFILE_PATH, model_text.encode())
         _add_wheels(w, wheel_dir)
-        ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
+        if model is not None and manifest is not None:
+            ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
+        else:
+            w.dir(ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
 
     image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
     write_text_atomic(index, image_id)
@@ -244,7 +252,7 @@ def _model_stage(
 
 def build(
     app_dir: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     tag: str | Sequence[str],
     *,
     base_image: str | None = None,
@@ -260,6 +268,10 @@ def build(
     docker_client=None,
 ) -> BuiltImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
+
+    ``model_dir=None`` builds an app-only image: no model labels, an empty model dir that the image records
+    (label ``io.modelship.model.dir``, env ``MODELSHIP_MODEL_DIR``), for ``modelship assemble`` to put a model
+    onto in the registry.
 
     Quiet by default, as a library call should be: ``quiet=False`` streams the engine's build log and a
     progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
@@ -281,11 +293,15 @@ def build(
             "no requirements file (APP_DIR/requirements.txt, --requirements or [tool.modelship] requirements): "
             "the image has no dependencies installed, only the base image's Python"
         )
-    model = Path(model_dir).expanduser().resolve()
-    manifest = ctx.model_manifest(model)
-    manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
+    model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
+    manifest = None
+    if model is not None:
+        manifest = ctx.model_manifest(model)
+        manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
     tags = normalise_tags(tag)
     if cfg.tag_model_version:
+        if manifest is None:
+            raise UsageError("--tag-model-version needs a model (--model DIR); an app-only image has no version")
         tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
     user_dockerfile = cfg.dockerfile.read_text() if cfg.dockerfile else None
     labels = labels_mod.image_labels(
@@ -294,6 +310,8 @@ def build(
         config_mod.project_metadata(cfg.app_dir),
         labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
     )
+    if user_dockerfile is None:  # the generated Dockerfile's model dir (a user's Dockerfile says its own, in ENV)
+        labels[labels_mod.MODEL_DIR_LABEL] = dockerfile_mod.MODEL_DIR
 
     with engine(docker_client) as client:
         traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails
@@ -307,7 +325,7 @@ def build(
             if user_dockerfile is None or cfg.requirements is not None:
                 target = wheels_mod.detect_target(client, base)
             wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
-            app_files = ctx.app_files(cfg.app_dir, skip=[model])
+            app_files = ctx.app_files(cfg.app_dir, skip=[model] if model is not None else [])
 
             if user_dockerfile is None:
                 assert target is not None and wheel_dir is not None and cfg.entrypoint is not None
@@ -337,7 +355,10 @@ def build(
                 def fill(w: ctx.ContextWriter) -> None:
                     w.bytes(ctx.DOCKERFILE_PATH, user_dockerfile.encode())
                     _add_wheels(w, wheel_dir)
-                    ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
+                    if model is not None and manifest is not None:
+                        ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
+                    else:  # app-only: an empty model folder, so the Dockerfile's COPY of it still works
+                        w.dir(ctx.MODEL_PATH)
                     ctx.add_app(w, cfg.app_dir, "", app_files)
 
                 # the user's RUN steps may need the network (apt-get, ...): their choice, not forced off here

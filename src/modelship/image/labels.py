@@ -15,6 +15,7 @@ from ..uri import strip_secrets
 
 OCI = "org.opencontainers.image"
 MODEL = "io.modelship.model"
+MODEL_DIR_LABEL = f"{MODEL}.dir"  # where the app reads its model: assemble puts model layers there
 APP = "io.modelship.app"
 # app label -> key in the inspect result's "app" block (and in modelship.deploy.AppSettings)
 APP_LABELS = {f"{APP}.port": "port", f"{APP}.ready-path": "ready_path", f"{APP}.live-path": "live_path"}
@@ -105,9 +106,10 @@ def app_settings(labels: dict[str, str]) -> dict[str, int | str | None]:
 
 
 def image_labels(
-    app_dir: Path, manifest: Manifest, project: dict[str, str], app: dict[str, str] | None = None
+    app_dir: Path, manifest: Manifest | None, project: dict[str, str], app: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """All labels of a built image: OCI provenance, the model it carries, and ``app`` (see app_labels)."""
+    """All labels of a built image: OCI provenance, the model it carries (none for an app-only image), and
+    ``app`` (see app_labels)."""
     git = git_provenance(app_dir)
     labels = {f"{OCI}.created": created_timestamp(), f"{OCI}.title": project.get("name") or app_dir.name}
     version = git.get("version") or project.get("version")
@@ -116,6 +118,7 @@ def image_labels(
     for key in ("revision", "source"):
         if key in git:
             labels[f"{OCI}.{key}"] = git[key]
-    labels.update(model_labels(manifest))
+    if manifest is not None:
+        labels.update(model_labels(manifest))
     labels.update(app or {})
     return labels

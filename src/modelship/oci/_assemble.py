@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..image.dockerfile import MODEL_DIR  # the image convention of `modelship build`
-from ..image.labels import MODEL, OCI, model_labels
+from ..image.labels import MODEL, MODEL_DIR_LABEL, OCI, model_labels
 from ..manifest import Manifest
 from ..progress import Progress
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers
@@ -52,7 +52,7 @@ from .registry import (
 log = logging.getLogger("modelship")
 
 LAYERS_LABEL = f"{MODEL}.layers"  # diff_ids of the model layers, comma-separated: what a re-assembly replaces
-DIR_LABEL = f"{MODEL}.dir"  # where the model lives in the image
+DIR_LABEL = MODEL_DIR_LABEL  # where the model lives in the image
 LAYER_ANNOTATION = f"{MODEL}.layer"  # on each model layer's descriptor: what it holds
 BASE_DIGEST = f"{OCI}.base.digest"
 BASE_NAME = f"{OCI}.base.name"
