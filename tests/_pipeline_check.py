@@ -7,8 +7,10 @@ What Azure would only tell us at queue time, checked here:
 - every ``modelship ...`` command line in a script step, with parameters filled in as the callers pass
   them, parses with modelship's real CLI parser.
 
-Expressions are not evaluated: ``${{ if }}`` / ``${{ else }}`` / ``${{ each }}`` blocks are all walked
-(every branch is checked), other ``${{ ... }}``, ``$[ ... ]`` and ``$(var)`` become placeholders.
+Expressions are not evaluated, except ``join('sep', parameters.list)`` and ``${{ if eq|ne(parameters.x,
+'literal') }}`` with x known (the branch ruled out, or its ``${{ else }}``, is skipped); other ``${{ if }}``
+/ ``${{ else }}`` / ``${{ each }}`` blocks are all walked (every branch is checked); other ``${{ ... }}``,
+``$[ ... ]`` and ``$(var)`` become placeholders.
 """
 
 from __future__ import annotations
@@ -170,6 +172,9 @@ def substitute(text: str, env: dict[str, Any]) -> str:
         if pm:
             value = env.get(pm.group(1), f"P_{pm.group(1)}")
             return str(value).lower() if isinstance(value, bool) else str(value)
+        jm = re.fullmatch(r"join\(\s*'([^']*)'\s*,\s*parameters\.([A-Za-z_][A-Za-z0-9_]*)\s*\)", inner)
+        if jm and isinstance(env.get(jm.group(2)), list):  # join(' --tag ', parameters.tags): the list's words
+            return jm.group(1).join(substitute(str(v), env) for v in env[jm.group(2)])
         return "EXPR"
 
     text = TEMPLATE_EXPR.sub(expr, text)
@@ -188,6 +193,53 @@ def _fill(value: Any, env: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, env) for k, v in value.items()}
     return value
+
+
+IF_EXPR = re.compile(r"^\$\{\{\s*if\s+(eq|ne)\(\s*parameters\.([A-Za-z_][A-Za-z0-9_]*)\s*,\s*'([^']*)'\s*\)\s*\}\}$")
+ELSE_EXPR = re.compile(r"^\$\{\{\s*else\s*\}\}$")
+
+
+def _decide(key: str, env: dict[str, Any]) -> bool | None:
+    """Whether ``${{ if eq|ne(parameters.x, 'literal') }}`` holds for a known x; None when it is not known."""
+    m = IF_EXPR.match(key)
+    if not m or m.group(2) not in env:
+        return None
+    value = env[m.group(2)]
+    if isinstance(value, bool):
+        value = str(value).lower()
+    if not isinstance(value, (str, int)) or str(value).startswith("P_") or "${{" in str(value) or "$[" in str(value):
+        return None  # a placeholder or an expression: walk both branches
+    return (str(value) == m.group(3)) == (m.group(1) == "eq")
+
+
+def prune(node: Any, env: dict[str, Any]) -> Any:
+    """``node`` without the ``${{ if }}`` / ``${{ else }}`` branches that known parameter values rule out."""
+    if isinstance(node, dict):
+        out, last = {}, None
+        for k, v in node.items():
+            if isinstance(k, str) and ELSE_EXPR.match(k):
+                if last is True:
+                    continue
+            elif isinstance(k, str):
+                last = _decide(k, env)
+                if last is False:
+                    continue
+            out[k] = prune(v, env)
+        return out
+    if isinstance(node, list):
+        items, last = [], None
+        for v in node:
+            key = next(iter(v)) if isinstance(v, dict) and len(v) == 1 else None
+            if isinstance(key, str) and ELSE_EXPR.match(key):
+                if last is True:
+                    continue
+            elif isinstance(key, str) and IF_EXPR.match(key):
+                last = _decide(key, env)
+                if last is False:
+                    continue
+            items.append(prune(v, env))
+        return items
+    return node
 
 
 def _scripts(node: Any) -> Iterator[tuple[str, str]]:
@@ -314,12 +366,13 @@ class Checker:
         """Walk ``path`` with its parameters set to ``env`` (defaults for the rest); collect commands."""
         params = declared(path)
         full = {n: env.get(n, p.default if p.has_default else f"P_{n}") for n, p in params.items()}
-        key = (path.resolve(), repr(sorted(full.items(), key=lambda kv: kv[0])))
+        trail = f"{trail} > {self.rel(path)}" if trail else self.rel(path)
+        # per call path: each caller's commands are reported under its own trail
+        key = (trail, repr(sorted(full.items(), key=lambda kv: kv[0])))
         if key in self._instantiated:
             return
         self._instantiated.add(key)
-        trail = f"{trail} > {self.rel(path)}" if trail else self.rel(path)
-        body = {k: v for k, v in load(path).items() if k != "parameters"}
+        body = prune({k: v for k, v in load(path).items() if k != "parameters"}, full)
         for name, script in _scripts(body):
             for line, args in modelship_commands(substitute(script, full)):
                 self.report.commands.append(Command(f"{trail} ({substitute(str(name), full)})", line, args or []))

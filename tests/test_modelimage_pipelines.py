@@ -27,12 +27,25 @@ def test_the_example_has_one_pipeline_with_a_model_shape_parameter():
     ci, release = root["stages"]  # the same two stages: the shape is passed, nothing is copied
     assert release["parameters"]["modelShape"] == "${{ parameters.modelShape }}"
     assert release["parameters"]["modelImageRepository"].startswith("oci://")
-    # split: the nightly schedule does not rebuild the app image
-    assert "'Schedule'" in ci["parameters"]["condition"] and "parameters.modelShape" in ci["parameters"]["condition"]
+    # both shapes: the nightly schedule does not rebuild the app image
+    assert ci["parameters"]["condition"] == "and(succeeded(), ne(variables['Build.Reason'], 'Schedule'))"
+
+
+SPLIT_CALLER = """
+stages:
+  - template: pipelines/templates/stages/release.yml@modelship
+    parameters:
+      modelShape: split
+      modelUri: unused
+      environment: prod
+      modelImageRepository: oci://reg.example/models/iris
+      appImage: reg.example/iris:app-stable
+"""
 
 
 def test_the_nightly_split_path_locks_tests_renders_and_deploys_without_building(tmp_path):
-    report = _report(TEMPLATES / "jobs" / "model-update.yml", TEMPLATES / "stages" / "release.yml")
+    (tmp_path / "split.yml").write_text(SPLIT_CALLER)
+    report = _report(TEMPLATES / "jobs" / "model-update.yml", tmp_path / "split.yml")
     assert report.problems == []
     split = [c for c in report.commands if "model-update.yml" in c.where]
     verbs = [c.args[0] for c in split]

@@ -52,6 +52,10 @@ def test_there_is_a_template_for_every_step_of_the_flow():
         "steps/smoke-test.yml",
         "steps/push-image.yml",
         "steps/deploy-aks.yml",
+        "steps/assemble-image.yml",
+        "steps/promote-image.yml",
+        "jobs/app-image.yml",
+        "jobs/model-assemble.yml",
         "stages/ci.yml",
         "stages/release.yml",
     } <= names
@@ -87,7 +91,7 @@ def test_references_parameters_and_modelship_commands_are_consistent():
     assert templates - {t for t in templates if t.parent.name == "stages"} <= report.templates_seen
     # not vacuous: the commands of the whole flow were found and parsed
     verbs = {c.args[0] for c in report.commands if c.args}
-    assert {"lock", "fetch", "build", "inspect", "push", "deploy"} <= verbs
+    assert {"lock", "fetch", "build", "inspect", "push", "assemble", "promote", "deploy"} <= verbs
     root_commands = [c for c in report.commands if c.where.startswith("azure-pipelines.yml")]
     assert any(c.args[:2] == ["lock", "az://modelshipdemo/models/iris"] for c in root_commands)
     assert any(c.args[:3] == ["deploy", "render", "--image"] and "iris-service" in c.args for c in root_commands)
@@ -116,6 +120,85 @@ def test_pull_requests_never_push_and_only_the_schedule_deploys():
     assert push_step["condition"] == "${{ parameters.condition }}"
     assert push_step["name"] == "push"
     assert "isOutput=true]" in push_step["bash"]
+
+
+def _root_commands(template: str) -> list[list[str]]:
+    """The modelship command lines the root pipeline runs through ``template`` (parameters as it passes them)."""
+    report = pc.check([ROOT / "azure-pipelines.yml"], REPOS, build_parser)
+    assert report.problems == []
+    return [c.args for c in report.commands if c.where.startswith("azure-pipelines.yml") and template in c.where]
+
+
+def _steps(job_template: str) -> list[dict]:
+    return yaml.safe_load((TEMPLATES / "jobs" / job_template).read_text())["jobs"][0]["steps"]
+
+
+def test_a_commit_builds_the_app_pushes_it_assembles_the_model_smoke_tests_the_digest_and_promotes():
+    runs = _root_commands("jobs/app-image.yml")
+    verbs = [a[0] for a in runs]
+    # build the app only -> push it -> lock + fetch -> assemble -> promote (the assembled image, then the app)
+    assert [v for v in verbs if v != "inspect"] == ["build", "push", "lock", "fetch", "assemble", "promote", "promote"]
+    build = runs[verbs.index("build")]
+    assert (
+        "--model" not in build and build[build.index("--tag") + 1] == "acrLoginServer/imageRepository:Build.BuildId-app"
+    )
+    assemble = runs[verbs.index("assemble")]
+    assert (
+        assemble[1] == "$APP_IMAGE"
+        and assemble[assemble.index("--tag") + 1] == "acrLoginServer/imageRepository:Build.BuildId"
+    )
+    promotes = [a for a in runs if a[0] == "promote"]
+    assert promotes == [["promote", "$IMAGE_REF", "--tag", "stable"], ["promote", "$IMAGE_REF", "--tag", "app-stable"]]
+    steps = _steps("app-image.yml")
+    by_template = [(s.get("template"), s.get("parameters") or {}) for s in steps if "template" in s]
+    names = [t for t, _ in by_template]
+    assert names.index("../steps/assemble-image.yml") < names.index("../steps/smoke-test.yml")
+    assert names.index("../steps/smoke-test.yml") < names.index("../steps/promote-image.yml")
+    params = dict(by_template)
+    assert params["../steps/assemble-image.yml"]["appImage"] == "$(push.imageRef)"  # the pushed app, by digest
+    smoke = params["../steps/smoke-test.yml"]
+    assert smoke["image"] == "$(assemble.imageRef)" and smoke["pull"] == "true"  # the digest that gets promoted
+    promote = [p for t, p in by_template if t == "../steps/promote-image.yml"]
+    assert [p["imageRef"] for p in promote] == ["$(assemble.imageRef)", "$(push.imageRef)"]
+    # the assemble step's outputs are the digest, not a tag
+    text = (TEMPLATES / "steps" / "assemble-image.yml").read_text()
+    step = yaml.safe_load(text)["steps"][0]
+    assert step["name"] == "assemble" and "variable=imageRef;isOutput=true" in step["bash"]
+    assert step["env"]["APP_IMAGE"] == "${{ parameters.appImage }}"
+
+
+def test_a_pull_request_builds_app_and_model_with_one_engine_and_pushes_nothing():
+    runs = _root_commands("jobs/image.yml")
+    builds = [a for a in runs if a[0] == "build"]
+    assert builds and all("--model" in b for b in builds)  # the one-engine local path
+    ci = yaml.safe_load((TEMPLATES / "stages" / "ci.yml").read_text())
+    jobs = {j["template"]: j["parameters"] for j in ci["stages"][0]["jobs"]}
+    assert jobs["../jobs/app-image.yml"]["condition"] == "${{ parameters.pushCondition }}"
+    assert jobs["../jobs/image.yml"]["condition"] == "and(succeeded(), not(${{ parameters.pushCondition }}))"
+    assert jobs["../jobs/image.yml"]["pushCondition"] == "false"
+
+
+def test_the_nightly_baked_run_assembles_onto_the_promoted_app_without_building_then_deploys_the_digest():
+    runs = _root_commands("jobs/model-assemble.yml")
+    assert [a[0] for a in runs] == ["lock", "fetch", "assemble", "promote"]  # no build, no push, no engine
+    steps = _steps("model-assemble.yml")
+    assert not [
+        s for s in steps if "Docker@" in str(s.get("task", "")) and s["inputs"]["command"] not in ("login", "logout")
+    ]
+    params = {s["template"]: s.get("parameters") or {} for s in steps if "template" in s}
+    assert params["../steps/assemble-image.yml"]["appImage"] == "${{ parameters.appImage }}"
+    assert params["../steps/smoke-test.yml"]["image"] == "$(assemble.imageRef)"
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    ci, release = root["stages"]
+    assert release["parameters"]["appImage"].endswith(":app-stable")  # what the commit path promotes
+    assert "ne(variables['Build.Reason'], 'Schedule')" in ci["parameters"]["condition"]  # no CI at night
+    assert "not(or(failed(), canceled()))" in release["parameters"]["condition"]  # a skipped CI does not block it
+    stage = yaml.safe_load((TEMPLATES / "stages" / "release.yml").read_text())["stages"][0]
+    baked = stage["jobs"][1]["${{ else }}"]
+    assert [j["template"] for j in baked] == ["../jobs/model-assemble.yml", "../jobs/deploy-aks.yml"]
+    assert baked[1]["parameters"]["imageRef"] == "$[ dependencies.assemble.outputs['assemble.imageRef'] ]"
+    renders = [a for a in _root_commands("deploy-aks.yml") if a[:2] == ["deploy", "render"]]
+    assert renders and all("--image" in r for r in renders)
 
 
 def test_no_secret_is_passed_on_a_command_line():
@@ -215,3 +298,25 @@ steps:
     assert ["fetch", "az://a/b/c", "model", "--json"] in args
     assert ["inspect", "img:1"] in args
     assert not any("bogus" in a for a in args)  # heredoc bodies are not shell lines
+
+
+def test_checker_follows_known_if_branches_only(tmp_path):
+    callee = """
+parameters:
+  - name: model
+    type: string
+    default: ""
+steps:
+  - ${{ if eq(parameters.model, '') }}:
+      - bash: modelship build app --tag reg/app:1
+  - ${{ else }}:
+      - bash: modelship build app --model ${{ parameters.model }} --tag reg/app:1
+"""
+    caller = "steps:\n  - template: steps/callee.yml\n    parameters: {model: m}\n"
+    files = _write(tmp_path, {"steps/callee.yml": callee, "pipeline.yml": caller})
+    report = pc.check(files, {"self": tmp_path}, build_parser)
+    assert report.problems == []
+    via_caller = [c.args for c in report.commands if c.where.startswith("pipeline.yml")]
+    assert via_caller == [["build", "app", "--model", "m", "--tag", "reg/app:1"]]
+    alone = [c.args for c in report.commands if c.where.startswith("steps/callee.yml")]
+    assert alone == [["build", "app", "--tag", "reg/app:1"]]
