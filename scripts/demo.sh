@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole story on the local testbed (`make demo` runs this after `scripts/testbed.sh up`):
 #   data scientist: train + publish v1 to Azurite
-#   pipeline:       lock + fetch latest → build → smoke test (pytest plugin) → push → render k8s pinned by digest
-#   data scientist: publish v2;  pipeline again: the new image carries v2, only model + code layers rebuilt.
+#   pipeline (a commit): lock + fetch latest → build the app-only image (Docker) → push it → assemble the
+#                        model onto it in the registry (no Docker) → smoke-test that digest → promote it
+#   data scientist: publish v2;  pipeline (the nightly, model-only): fetch + assemble onto the same app
+#                   image, printing bytes uploaded and time → smoke-test → promote
+#   pipeline again, nothing new: 0 bytes, same digest;  render k8s manifests pinned by the promoted digest.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,61 +24,92 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 printf '[pytest]\njunit_logging = system-out\n' >"$OUT/pytest.ini"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+now() { date +%s.%N; }
 
-pipeline() {  # pipeline TAG: what azure-pipelines.yml does on every commit
-  local tag=$1
-  step "[$tag] lock + fetch the latest model"
+fetch_latest() {  # what every pipeline run starts with
+  step "[$1] lock + fetch the latest model"
   modelship lock "$STORE" -o "$OUT/modelship.lock"
   modelship fetch --lock "$OUT/modelship.lock" "$OUT/model" --no-progress
-  step "[$tag] build app + model into one image"
-  modelship build "$APP" --model "$OUT/model" --tag "$IMAGE:$tag" --base-image "$MODELSHIP_BASE_IMAGE" \
-    --tag-model-version --quiet --json >"$OUT/build-$tag.json"
-  python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print("built", *b["tags"], b["id"][:19])' "$OUT/build-$tag.json"
-  step "[$tag] smoke-test the image with the pytest plugin"
-  (cd "$OUT" && pytest -c "$OUT/pytest.ini" -p no:cacheprovider -q --rootdir "$OUT" \
-    --modelship-image "$IMAGE:$tag" --modelship-cases "$APP/modelship-cases.yaml" --junitxml "$OUT/smoke-$tag.xml") \
-    | tee "$OUT/smoke-$tag.log"
-  step "[$tag] push to the registry"
-  modelship push "$IMAGE:$tag" --quiet --json >"$OUT/push-$tag.json"
-  python3 -c 'import json,sys; print("pushed", json.load(open(sys.argv[1]))["image_digest"])' "$OUT/push-$tag.json"
 }
 
-digest_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image_digest"])' "$OUT/push-$1.json"; }
-layers_of() { docker image inspect --format '{{range .RootFS.Layers}}{{println .}}{{end}}' "$1"; }
+assemble_model() {  # assemble_model RUN TAG: the model onto the app image, in the registry; no Docker engine
+  local run=$1 tag=$2 t0
+  step "[$run] assemble the model onto the app image (registry only, DOCKER_HOST pointing nowhere)"
+  t0=$(now)
+  DOCKER_HOST=tcp://127.0.0.1:1 modelship assemble "$IMAGE@$APP_DIGEST" --model "$OUT/model" --tag "$IMAGE:$tag" \
+    --json >"$OUT/assemble-$run.json"
+  python3 - "$OUT/assemble-$run.json" "$t0" "$(now)" <<'PY' | tee "$OUT/assemble-$run.txt"
+import json, sys
+a, seconds = json.load(open(sys.argv[1])), float(sys.argv[3]) - float(sys.argv[2])
+ref = a["ref"].rsplit(":", 1)[0] + "@" + a["digest"]
+if a["unchanged"]:
+    print(f"{ref}: 0 bytes, same digest ({seconds:.1f} s)")
+else:
+    print(f"{ref}: {a['uploaded_bytes']} bytes uploaded in {seconds:.1f} s (model {a['model']['version']})")
+PY
+}
+
+smoke_and_promote() {  # smoke_and_promote RUN: test the exact digest that will run, then tag it
+  local run=$1 digest
+  digest=$(field "$OUT/assemble-$run.json" digest)
+  step "[$run] smoke-test $IMAGE@${digest:0:19}… with the pytest plugin"
+  (cd "$OUT" && pytest -c "$OUT/pytest.ini" -p no:cacheprovider -q --rootdir "$OUT" --modelship-pull \
+    --modelship-image "$IMAGE@$digest" --modelship-cases "$APP/modelship-cases.yaml" --junitxml "$OUT/smoke-$run.xml") \
+    | tee "$OUT/smoke-$run.log"
+  step "[$run] promote the tested digest"
+  modelship promote "$IMAGE@$digest" --tag stable
+}
 
 step "data scientist: train the Iris model and publish it as 1.0.0"
 python3 "$APP/train.py" --out "$OUT/train-v1" --publish "$STORE" --version 1.0.0
 modelship resolve "$STORE"
 
-pipeline v1
-
-step "render Kubernetes manifests pinned by digest"
-modelship deploy render --image "$IMAGE@$(digest_of v1)" --out "$OUT/k8s"
+fetch_latest v1
+step "[v1] build the app-only image (the Docker engine builds the app, not the model)"
+modelship build "$APP" --tag "$IMAGE:app" --base-image "$MODELSHIP_BASE_IMAGE" --quiet
+step "[v1] push the app image"
+modelship push "$IMAGE:app" --quiet --json >"$OUT/push-app.json"
+APP_DIGEST=$(field "$OUT/push-app.json" image_digest)
+echo "app image $IMAGE@$APP_DIGEST"
+assemble_model v1 v1
+smoke_and_promote v1
 
 step "data scientist: retrain (C=0.5) and publish 1.1.0"
 python3 "$APP/train.py" --out "$OUT/train-v2" --c 0.5 --publish "$STORE" --version 1.1.0
 
-pipeline v2
+# the nightly run: the app did not change, so no build and no push; only the model layers go up
+fetch_latest v2
+assemble_model v2 v2
+smoke_and_promote v2
 
-step "what changed between the two images"
-mapfile -t L1 < <(layers_of "$IMAGE:v1")
-mapfile -t L2 < <(layers_of "$IMAGE:v2")
-shared=0
-for i in "${!L2[@]}"; do [ "${L1[$i]:-}" = "${L2[$i]}" ] && shared=$((shared + 1)) || break; done
-rebuilt=$(( ${#L2[@]} - shared ))
-v1_model=$(modelship inspect "$IMAGE@$(digest_of v1)" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["version"])')
-v2_model=$(modelship inspect "$IMAGE@$(digest_of v2)" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["version"])')
+step "[again] the nightly run with nothing new"
+fetch_latest again
+assemble_model again v2
+grep -q "0 bytes, same digest" "$OUT/assemble-again.txt" || { echo "demo: a run with nothing new uploaded something" >&2; exit 1; }
+[ "$(field "$OUT/assemble-again.json" digest)" = "$(field "$OUT/assemble-v2.json" digest)" ] \
+  || { echo "demo: a run with nothing new gave another digest" >&2; exit 1; }
+
+D1=$(field "$OUT/assemble-v1.json" digest)
+D2=$(field "$OUT/assemble-v2.json" digest)
+version_of() { modelship inspect "$IMAGE@$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["version"])'; }
+v1_model=$(version_of "$D1")
+v2_model=$(version_of "$D2")
 [ "$v2_model" = 1.1.0 ] || { echo "demo: expected the v2 image to carry model 1.1.0, got $v2_model" >&2; exit 1; }
-# The generated Dockerfile puts the model, then the app code, last: a new model rebuilds exactly those.
-[ "$rebuilt" -le 3 ] || { echo "demo: expected only the model and code layers to change, $rebuilt layers did" >&2; exit 1; }
+
+step "render Kubernetes manifests pinned by the promoted digest"
+modelship deploy render --image "$IMAGE@$D2" --out "$OUT/k8s"
 
 cat <<SUMMARY
 
 == summary
 model store        $STORE
-v1 image           $IMAGE@$(digest_of v1)   (model $v1_model)
-v2 image           $IMAGE@$(digest_of v2)   (model $v2_model)
-layers             ${#L2[@]} in v2; $shared shared with v1 (base, user, dependencies); $rebuilt rebuilt (the model layer and the app code above it)
+app image          $IMAGE@$APP_DIGEST   (built once, by the Docker engine)
+v1 image           $IMAGE@$D1   (model $v1_model)
+v2 image           $IMAGE@$D2   (model $v2_model)
+model-only update  $(cut -d' ' -f2- "$OUT/assemble-v2.txt")
+no-change run      $(cut -d' ' -f2- "$OUT/assemble-again.txt")
 smoke tests        $(tail -n 1 "$OUT/smoke-v1.log") / $(tail -n 1 "$OUT/smoke-v2.log")
+promoted           $IMAGE:stable -> $D2
 k8s manifests      $OUT/k8s (image pinned by digest)
 SUMMARY
