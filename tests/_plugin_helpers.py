@@ -22,6 +22,8 @@ LABEL_SESSION = "io.modelship.session"
 
 # The app: /health/ready answers 503 until APP_READY_DELAY seconds passed, then 200 (and logs the
 # time of its first 200 as "READY <epoch>"); /predict labels a vector; APP_MODE=crash exits at once.
+# Its access log is the stdlib server's request line; APP_ACCESS_LOG=json logs one JSON object per request
+# with the User-Agent and no request line, as structured loggers do.
 APP = r"""
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,6 +76,10 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, {"label": label, "score": round(1 / (1 + 2.718281828 ** -total), 4), "n": len(x)})
 
     def log_message(self, fmt, *args):
+        if os.environ.get("APP_ACCESS_LOG") == "json":
+            entry = {"method": self.command, "path": self.path, "agent": self.headers.get("User-Agent")}
+            sys.stderr.write(json.dumps(entry) + "\n")
+            return
         sys.stderr.write("request: " + (fmt % args) + "\n")
 
 

@@ -161,6 +161,14 @@ def test_image_defaults_port_and_ready_path():
     assert _image(env=("MODELSHIP_MODEL_DIR=/models",)).model_dir == "/models"
 
 
+def test_ports_the_image_declares_are_described():
+    assert _image().describe_ports() == "exposes 8000"
+    both = _image(exposed_ports=("8000/tcp", "9000/udp"), labels={"io.modelship.app.port": "9000"})
+    assert both.declared_ports() == {8000, 9000}
+    assert both.describe_ports() == "exposes 8000 and names port 9000 in its label io.modelship.app.port"
+    assert _image(exposed_ports=()).describe_ports() == "declares no port"
+
+
 def test_secret_env_values_masked_and_redacted():
     s = Settings(image="x", env={"API_KEY": "k-123456", "MODE": "fast", "AZURE_SAS": "sv=1&sig=abc"})
     assert mask_env(s.env) == {"API_KEY": "***", "MODE": "fast", "AZURE_SAS": "***"}

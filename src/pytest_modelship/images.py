@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from docker.models.images import Image
 
 DEFAULT_MODEL_DIR = "/opt/modelship/model"
+APP_PORT_LABEL = "io.modelship.app.port"  # written by `modelship build`
 
 _HEALTHCHECK_URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"\\)]*)")
 
@@ -67,8 +68,26 @@ class ImageInfo:
     def model_dir(self) -> str:
         return self.env_dict().get("MODELSHIP_MODEL_DIR") or DEFAULT_MODEL_DIR
 
+    def tcp_ports(self) -> list[int]:
+        """The EXPOSEd TCP ports, sorted."""
+        return sorted({int(p.split("/")[0]) for p in self.exposed_ports if p.endswith("/tcp") or "/" not in p})
+
+    def declared_ports(self) -> set[int]:
+        """Every port the image names for its app: EXPOSE and the io.modelship.app.port label."""
+        label = self.labels.get(APP_PORT_LABEL, "")
+        return set(self.tcp_ports()) | ({int(label)} if label.isdigit() else set())
+
+    def describe_ports(self) -> str:
+        """What the image says about its port, e.g. ``exposes 9000`` or ``exposes 9000, 9001 and its label ...``."""
+        tcp = self.tcp_ports()
+        parts = [f"exposes {', '.join(str(p) for p in tcp)}"] if tcp else []
+        label = self.labels.get(APP_PORT_LABEL, "")
+        if label.isdigit() and int(label) not in tcp:
+            parts.append(f"names port {label} in its label {APP_PORT_LABEL}")
+        return " and ".join(parts) or "declares no port"
+
     def default_port(self) -> int:
-        tcp = sorted({int(p.split("/")[0]) for p in self.exposed_ports if p.endswith("/tcp") or "/" not in p})
+        tcp = self.tcp_ports()
         if len(tcp) == 1:
             return tcp[0]
         if not tcp:
