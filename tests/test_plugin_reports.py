@@ -1,17 +1,24 @@
 """What the plugin reports, read back as a CI system reads it: the JUnit XML and the run's one-line errors.
 
-Real pytest runs (pytester, in a subprocess) against real images on the testbed's Docker engine: an app
-that crashes or never gets ready, a wrong port, a failure's log tail in the JUnit XML (issue #14 item 13).
+Real pytest runs (pytester, in a subprocess) against real images on the testbed's Docker engine and
+registry: an app that crashes or never gets ready, a wrong port, pulls that cannot work, and an image
+pulled by digest whose model files are checked against its labels (issue #14 item 13, issue #12 item 6).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from _build_helpers import build_cmd, make_app, make_model
+from _hardening import htpasswd_registry
 from _plugin_helpers import GOOD_CASES, remove_image
 
 pytest_plugins = ["pytester"]
@@ -173,3 +180,127 @@ def test_junit_holds_the_log_tail_without_junit_logging_and_passing_tests_get_no
     result = run(pytester, "--modelship-image", image, "-rA", "-k", "not wrong_status")
     result.assert_outcomes(passed=9, deselected=1)
     assert "modelship container" not in result.stdout.str()
+
+
+# ------------------------------------------------------------------------------------------------- pulls
+
+
+def test_pull_failures_are_one_line_naming_the_image_and_the_fix(pytester, registry, tmp_path):
+    absent = f"{registry}/modelship-plugin-test/absent-{uuid.uuid4().hex[:8]}"
+    assert _one_error_line(run(pytester, "--modelship-image", f"{absent}:v1", "--modelship-pull")) == (
+        f"ERROR: modelship: image {absent}:v1 not found in {registry}: check the repository and tag, "
+        "or push the image there first"
+    )
+    # a digest needs no --modelship-pull (see below): an absent one is named as such
+    digest = "sha256:" + "0" * 64
+    assert _one_error_line(run(pytester, "--modelship-image", f"{absent}@{digest}")) == (
+        f"ERROR: modelship: image {absent}@{digest} not found in {registry}: check the repository and digest, "
+        "or push the image there first"
+    )
+    down = f"127.0.0.1:{_closed_port()}"
+    assert _one_error_line(run(pytester, "--modelship-image", f"{down}/x:v1", "--modelship-pull")) == (
+        f"ERROR: modelship: could not pull image {down}/x:v1: registry {down} not reachable (connection refused): "
+        "check its address and that it is running"
+    )
+    with htpasswd_registry(tmp_path / "auth-registry", "smoke", "pw-not-given-1") as locked:
+        ref = f"{locked}/modelship-plugin-test/app:v1"
+        assert _one_error_line(run(pytester, "--modelship-image", ref, "--modelship-pull")) == (
+            f"ERROR: modelship: could not pull image {ref}: {locked} denied access: run 'docker login {locked}' first"
+        )
+
+
+def test_a_digest_not_present_locally_is_pulled_and_its_model_files_checked(
+    pytester, docker_client, base_image, registry, tmp_path
+):
+    import docker.errors
+
+    # an image as `modelship build` makes it, pushed, then known only by its digest
+    app = make_app(tmp_path / "app")
+    files = {"weights.bin": b"\x01digest-pulled-weights" * 512, "tokenizer/vocab.txt": b"a\nb\nc\n"}
+    model = make_model(tmp_path / "model", files, uri="az://models/by-digest", version="2.1.0")
+    repo = f"{registry}/modelship-plugin-test/by-digest-{uuid.uuid4().hex[:8]}"
+    build = subprocess.run(
+        [*build_cmd(app, model, f"{repo}:v1", base_image), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    try:
+        docker_client.images.push(repo, tag="v1")
+        pushed = docker_client.images.get(f"{repo}:v1")
+        (ref,) = [d for d in pushed.attrs["RepoDigests"] if d.startswith(repo + "@")]
+        docker_client.images.remove(f"{repo}:v1", force=True)
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(ref)
+
+        result = run(pytester, "--modelship-image", ref, "-v")  # no --modelship-pull
+        result.assert_outcomes(passed=5)
+        result.stdout.fnmatch_lines_random(
+            [
+                f"modelship image: {ref} * (from --modelship-image)",
+                "modelship pull: yes (digest not present locally)",
+                "modelship-image::labels_match_model PASSED*",
+                "modelship-image::model_files_sha256 PASSED*",
+            ]
+        )
+        pulled = docker_client.images.get(ref)
+        assert ref in pulled.attrs["RepoDigests"]
+        assert pulled.labels["io.modelship.model.version"] == "2.1.0"
+        # present now: the next run does not pull again
+        result = run(pytester, "--modelship-image", ref, "-k", "healthcheck")
+        result.assert_outcomes(passed=1, deselected=4)
+        result.stdout.fnmatch_lines(["modelship pull: no (from default)"])
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            for img in docker_client.images.list(name=repo):
+                docker_client.images.remove(img.id, force=True)
+
+
+def test_a_model_dir_label_that_disagrees_with_the_env_fails_the_model_files_check(pytester, docker_client, image):
+    tag = f"modelship-plugin-test:model-dir-{uuid.uuid4().hex[:8]}"
+    dockerfile = f"FROM {image}\nLABEL io.modelship.model.dir=/srv/elsewhere\n"
+    docker_client.images.build(fileobj=_tar("Dockerfile", dockerfile), custom_context=True, tag=tag, pull=False)
+    try:
+        result = run(pytester, "--modelship-image", tag, "-k", "sha256 or labels")
+        result.assert_outcomes(passed=1, failed=1, deselected=3)
+        result.stdout.fnmatch_lines(
+            [
+                "image check model_files_sha256 failed for *",
+                "  - label io.modelship.model.dir is '/srv/elsewhere' but MODELSHIP_MODEL_DIR is "
+                "'/opt/modelship/model', which the app reads",
+            ]
+        )
+    finally:
+        remove_image(docker_client, tag)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _tar(name: str, text: str):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        data = text.encode()
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _one_error_line(result: pytest.RunResult) -> str:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+    lines = [line for line in result.stderr.lines if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound and released: the kernel will not hand it out again soon)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

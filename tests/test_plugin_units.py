@@ -161,6 +161,14 @@ def test_image_defaults_port_and_ready_path():
     assert _image(env=("MODELSHIP_MODEL_DIR=/models",)).model_dir == "/models"
 
 
+def test_model_dir_from_env_then_label_then_default():
+    label = {"io.modelship.model.dir": "/srv/model"}
+    assert _image().model_dir == "/opt/modelship/model"
+    assert _image(labels=label).model_dir == "/srv/model"  # an app-only image that records its model dir
+    # what the app reads wins; model_files_sha256 reports a label that disagrees (tests/test_plugin_reports.py)
+    assert _image(labels=label, env=("MODELSHIP_MODEL_DIR=/models",)).model_dir == "/models"
+
+
 def test_ports_the_image_declares_are_described():
     assert _image().describe_ports() == "exposes 8000"
     both = _image(exposed_ports=("8000/tcp", "9000/udp"), labels={"io.modelship.app.port": "9000"})

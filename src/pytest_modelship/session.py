@@ -224,7 +224,10 @@ class ModelshipRun:
         if s.env:
             shown = " ".join(f"{k}={v}" for k, v in mask_env(s.env).items())
             lines.append(line("env", shown, "env"))
-        lines.append(line("pull", "yes" if s.pull else "no", "pull"))
+        if self.image.pulled and not s.pull:  # a digest that was not local: pulled without being asked to
+            lines.append(f"modelship pull: yes ({self.image.pulled})")
+        else:
+            lines.append(line("pull", "yes" if s.pull else "no", "pull"))
         if self.reaped:
             lines.append(f"modelship: removed {len(self.reaped)} container(s) left by killed runs")
         return lines
