@@ -34,7 +34,10 @@ from .uri import parse
 log = logging.getLogger("modelship")
 
 T = TypeVar("T")
-GRACE = 0.5  # seconds to let upload threads notice an interrupt before leaving them behind
+# Seconds to let upload threads notice an interrupt before leaving them behind: a thread between two progress
+# callbacks (a 1 MiB local write, a block sent to a slow store) finishes its step and cleans up, so that the
+# line the interrupt ends with counts what is really up; one stuck in a stalled write costs this once.
+GRACE = 2.0
 
 
 class _Stop(BaseException):
