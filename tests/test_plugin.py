@@ -189,7 +189,7 @@ def test_never_ready_fails_at_the_timeout_with_last_answer_and_logs(pytester, go
         pytester, "--modelship-image", good_image, "--modelship-ready-path", "/nope", "--modelship-timeout", "1.5"
     )
     elapsed = time.monotonic() - t0
-    assert 1.5 <= elapsed < 8
+    assert 1.5 <= elapsed < 20  # at the 1.5 s timeout (plus start-up on a loaded machine), not later
     result.stdout.fnmatch_lines(
         [
             "modelship: container of * not ready after 1.5 s: GET http://127.0.0.1:*/nope last gave HTTP 404;*",
