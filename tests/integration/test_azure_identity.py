@@ -8,7 +8,7 @@ it as a bearer token to a second Azurite started here with ``--oauth basic`` (HT
 audience and lifetime, not the signature). The SDK trusts Azurite's throwaway CA through
 ``REQUESTS_CA_BUNDLE``, the variable a user behind a private CA sets.
 
-The one stand-in: the managed-identity endpoint itself (tests/_identity_helpers.IdentityEndpoint), a small
+The one stand-in: the managed-identity endpoint itself (support.identity.IdentityEndpoint), a small
 HTTP server on 127.0.0.1 speaking App Service's protocol, because the real token service (Entra ID behind
 the App Service / IMDS endpoints) cannot run on this machine. Everything else is the real SDK and CLI.
 No test may open a connection to anything but loopback; a guard records and refuses any other address.
@@ -26,24 +26,18 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from _identity_helpers import (
-    ACCOUNT,
-    ACCOUNT_KEY,
-    STORAGE_AUDIENCE,
-    IdentityEndpoint,
-    OAuthAzurite,
-    azurite_binary,
-    start_oauth_azurite,
-)
-from _store_helpers import make_model, tree_sha
 from modelship import cli
 from modelship.errors import AuthError
 from modelship.stores.base import SHA256_KEY
+from support.identity import ACCOUNT, ACCOUNT_KEY, STORAGE_AUDIENCE, IdentityEndpoint, OAuthAzurite, start_oauth_azurite
+from support.models import make_model
+from support.trees import tree_sha
 
 # Credential settings that would let DefaultAzureCredential (or modelship) pick something other than the
 # managed identity, or make ManagedIdentityCredential use another flavour than App Service's.
@@ -52,17 +46,10 @@ _CREDENTIAL_VARS = ("IMDS_ENDPOINT",)
 
 
 @pytest.fixture(scope="module")
-def oauth_azurite(tmp_path_factory) -> OAuthAzurite:
-    binary = azurite_binary()
-    if binary is None:
-        pytest.fail("azurite-blob not found: run 'scripts/testbed.sh up' (it installs Azurite from npm)", pytrace=False)
+def oauth_azurite(tmp_path_factory) -> Iterator[OAuthAzurite]:
     directory = tmp_path_factory.mktemp("oauth-azurite")
-    try:
-        server = start_oauth_azurite(binary, directory)
-    except RuntimeError as e:
-        pytest.fail(f"could not start the OAuth Azurite: {e}", pytrace=False)
-    yield server
-    server.stop()
+    with start_oauth_azurite(directory) as server:
+        yield server
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -2,47 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import uuid
 from pathlib import Path
 
-import docker.errors
 import pytest
 
-from _build_helpers import (
-    fs_steps,
-    git,
-    layers,
-    local_requirements,
-    make_app,
-    make_model,
-    make_wheel,
-    wait_healthy,
-)
 from modelship.cli import main
 from modelship.errors import BuildError, DockerError, NotFoundError
 from modelship.image import build, inspect, push
+from support.builds import fs_steps, git, layers, local_requirements, make_app, make_wheel, wait_healthy
+from support.models import make_model
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def tags(docker_client):
-    """Collects image tags a test creates; removes them (and their now-unused layers) afterwards."""
-    created: list[str] = []
-    yield created
-    for tag in created:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(tag, force=True)
 
 
 def _name() -> str:
     return f"modelship-test/build-{uuid.uuid4().hex[:10]}"
 
 
-def test_layer_order_contract(tmp_path, docker_client, base_image, tags):
+def test_layer_order_contract(tmp_path, docker_client, base_image, image_tags):
     """code-only change: only the code layer is new; model-only: deps reused; requirements: all after setup new."""
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinydep", "1.0")
@@ -53,7 +33,7 @@ def test_layer_order_contract(tmp_path, docker_client, base_image, tags):
     kw = {"base_image": base_image, "entrypoint": "python app.py", "quiet": True, "docker_client": docker_client}
 
     def built(tag: str) -> dict:
-        tags.append(f"{name}:{tag}")
+        image_tags.append(f"{name}:{tag}")
         build(app, model, f"{name}:{tag}", **kw)
         return {"steps": fs_steps(docker_client, f"{name}:{tag}"), "layers": layers(docker_client, f"{name}:{tag}")}
 
@@ -86,7 +66,7 @@ def test_layer_order_contract(tmp_path, docker_client, base_image, tags):
     assert req["layers"][-3] != mdl["layers"][-3]
 
 
-def test_image_hygiene_and_healthcheck(tmp_path, docker_client, base_image, tags):
+def test_image_hygiene_and_healthcheck(tmp_path, docker_client, base_image, image_tags):
     """non-root, HEALTHCHECK that turns healthy, EXPOSE, ENV, .dockerignore, no build tools, read-only model."""
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinydep", "1.0")
@@ -109,7 +89,7 @@ def test_image_hygiene_and_healthcheck(tmp_path, docker_client, base_image, tags
     uri = 'file:///models/$HOME/${PATH}/"q"\\b'
     model = make_model(tmp_path / "model", {"m.bin": b"m" * 100}, uri=uri, version="7")
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     img = build(app, model, tag, base_image=base_image, quiet=True, docker_client=docker_client)
     assert docker_client.images.get(tag).labels == img.labels
     assert img.labels["io.modelship.model.uri"] == uri
@@ -149,7 +129,7 @@ def test_image_hygiene_and_healthcheck(tmp_path, docker_client, base_image, tags
         container.remove(force=True)
 
 
-def test_secret_in_env_never_enters_image(tmp_path, docker_client, base_image, tags, monkeypatch):
+def test_secret_in_env_never_enters_image(tmp_path, docker_client, base_image, image_tags, monkeypatch):
     """A credential in the build's environment, the model URI and the git remote is in no layer/config/history."""
     secret = f"s3cr3t{uuid.uuid4().hex}"
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"AccountName=a;AccountKey={secret}")
@@ -163,7 +143,7 @@ def test_secret_in_env_never_enters_image(tmp_path, docker_client, base_image, t
         tmp_path / "model", {"m.bin": b"abc"}, uri=f"https://acct.blob.core.windows.net/c/m?sv=1&sig={secret}"
     )
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     img = build(
         app, model, tag, base_image=base_image, entrypoint="python app.py", quiet=True, docker_client=docker_client
     )
@@ -178,7 +158,7 @@ def test_secret_in_env_never_enters_image(tmp_path, docker_client, base_image, t
         assert secret.encode() not in blob
 
 
-def test_requirement_without_wheel_fails_naming_it(tmp_path, docker_client, base_image, tags):
+def test_requirement_without_wheel_fails_naming_it(tmp_path, docker_client, base_image, image_tags):
     dists = tmp_path / "dists"
     dists.mkdir()
     (dists / "sdistonly-1.0.tar.gz").write_bytes(b"not really a tarball")  # an sdist, no wheel
@@ -186,7 +166,7 @@ def test_requirement_without_wheel_fails_naming_it(tmp_path, docker_client, base
     app = make_app(tmp_path / "app", requirements=local_requirements(dists, "tinydep==1.0", "sdistonly==1.0"))
     model = make_model(tmp_path / "model", {"m.bin": b"abc"})
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     with pytest.raises(BuildError, match=r"no binary wheel of sdistonly==1\.0") as exc:
         build(
             app, model, tag, base_image=base_image, entrypoint="python app.py", quiet=True, docker_client=docker_client
@@ -194,7 +174,7 @@ def test_requirement_without_wheel_fails_naming_it(tmp_path, docker_client, base
     assert "\n" not in str(exc.value)
 
 
-def test_bring_your_own_dockerfile(tmp_path, docker_client, base_image, tags):
+def test_bring_your_own_dockerfile(tmp_path, docker_client, base_image, image_tags):
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinydep", "1.0")
     app = make_app(tmp_path / "app", requirements=local_requirements(wheels, "tinydep==1.0"))
@@ -210,7 +190,7 @@ def test_bring_your_own_dockerfile(tmp_path, docker_client, base_image, tags):
     )
     model = make_model(tmp_path / "model", {"a/b.bin": b"bb", "c.txt": b"c"}, uri="az://acct/models/m", version="2")
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     img = build(app, model, tag, dockerfile=app / "Dockerfile", quiet=True, docker_client=docker_client)
     assert img.labels["io.modelship.model.version"] == "2"
     assert docker_client.images.get(tag).labels == img.labels
@@ -222,17 +202,17 @@ def test_bring_your_own_dockerfile(tmp_path, docker_client, base_image, tags):
     assert out.strip() == "['a', 'c.txt', 'modelship.json'] 1.0"
 
 
-def test_build_failure_names_failing_step(tmp_path, docker_client, base_image, tags):
+def test_build_failure_names_failing_step(tmp_path, docker_client, base_image, image_tags):
     app = make_app(tmp_path / "app")
     (app / "Dockerfile").write_text(f"FROM {base_image}\nRUN echo 'boom: missing thing' >&2 && false\n")
     model = make_model(tmp_path / "model", {"m.bin": b"abc"})
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     with pytest.raises(BuildError, match=r"at Step 2/\d+ : RUN .*boom: missing thing"):
         build(app, model, tag, dockerfile=app / "Dockerfile", quiet=True, docker_client=docker_client)
 
 
-def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, base_image, registry, tags, capsys):
+def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, base_image, registry, image_tags, capsys):
     app = make_app(tmp_path / "app")
     git(app, "init", "-q")
     git(app, "add", ".")
@@ -246,7 +226,7 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     ])  # fmt: skip
     assert rc == 0
     built = json.loads(capsys.readouterr().out)
-    tags.extend(built["tags"])
+    image_tags.extend(built["tags"])
     assert built["tags"] == [f"{repo}:app1", f"{repo}:app1-model-1.5"]
     labels = built["labels"]
     model_block = {
@@ -299,13 +279,13 @@ def test_docker_not_reachable_is_one_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == f"modelship: error: {exc.value}\n"
 
 
-def test_docker_save_scan_helper_sees_layers(tmp_path, docker_client, base_image, tags):
+def test_docker_save_scan_helper_sees_layers(tmp_path, docker_client, base_image, image_tags):
     """Guards the secret scan above: a marker that *is* in the model shows up in `docker save` output."""
     marker = f"marker{uuid.uuid4().hex}".encode()
     app = make_app(tmp_path / "app")
     model = make_model(tmp_path / "model", {"m.bin": marker})
     tag = f"{_name()}:1"
-    tags.append(tag)
+    image_tags.append(tag)
     build(app, model, tag, base_image=base_image, entrypoint="python app.py", quiet=True, docker_client=docker_client)
     assert marker in b"".join(docker_client.images.get(tag).save(named=True))
     # and `docker history` shows no build args or env values at all

@@ -17,30 +17,27 @@ import io
 import json
 import os
 import secrets
-import shutil
-import subprocess
 import tarfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import docker.errors
 import pytest
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from _identity_helpers import free_port
 from modelship.errors import AuthError
 from modelship.image import inspect, push
 from modelship.image.registry import docker_credentials
+from support import registries
+from support.servers import QuietHandler, serve, stop
 
 pytestmark = pytest.mark.docker
 SERVICE, ISSUER = "modelship-test-registry", "modelship-test-token-issuer"
@@ -90,42 +87,28 @@ class TokenRealm:
     def start(self) -> TokenRealm:
         realm = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # the identity-token flow: refresh token in, access token out
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
                 realm.grants.append(form)
                 ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [realm.refresh_token]
                 scopes = [s for value in form.get("scope", []) for s in value.split()]
                 if ok:
                     body = {"access_token": realm.access_token(scopes), "refresh_token": realm.refresh_token}
-                    self._answer(200, {**body, "expires_in": 300})
+                    self.send_json(200, {**body, "expires_in": 300})
                 else:
-                    self._answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid refresh token"}]})
+                    self.send_json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid refresh token"}]})
 
             def do_GET(self) -> None:  # the Basic-credentials flow: there are none here
                 realm.grants.append({"method": ["GET"]})
-                self._answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no basic credentials"}]})
+                self.send_json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no basic credentials"}]})
 
-            def _answer(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet: no access log on stderr
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            stop(self.server)
 
 
 def _signing_pair() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
@@ -145,40 +128,18 @@ def _signing_pair() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
 @pytest.fixture(scope="module")
 def acr(tmp_path_factory) -> Iterator[tuple[str, TokenRealm]]:
     """(host:port of a registry with token auth, its token realm)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry not installed: run 'scripts/testbed.sh up' first", pytrace=False)
     root = tmp_path_factory.mktemp("acr-registry")
     key, cert = _signing_pair()
     (root / "signer.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     realm = TokenRealm(f"rt-{uuid.uuid4().hex}", key, cert).start()
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-        f"auth: {{token: {{realm: {realm.url}, service: {SERVICE}, issuer: {ISSUER}, "
-        f"rootcertbundle: {root / 'signer.pem'}}}}}\n"
+    auth = (
+        f"{{token: {{realm: {realm.url}, service: {SERVICE}, issuer: {ISSUER}, "
+        f"rootcertbundle: {root / 'signer.pem'}}}}}"
     )
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 401:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"registry did not start: {(root / 'registry.log').read_text()[-500:]}", pytrace=False)
-            time.sleep(0.2)  # a real clock: waiting for a real server to listen
-        yield f"127.0.0.1:{port}", realm
+        with registries.registry(root, auth) as addr:
+            yield addr, realm
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
         realm.stop()
 
 

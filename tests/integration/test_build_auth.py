@@ -11,11 +11,12 @@ import uuid
 import docker.errors
 import pytest
 
-from _build_helpers import make_app, make_model
-from _hardening import htpasswd_registry
 from modelship.cli import main
 from modelship.errors import AuthError
 from modelship.image import build, inspect, push
+from support.builds import make_app
+from support.models import make_model
+from support.registries import htpasswd_registry
 
 pytestmark = pytest.mark.docker
 USER, PASSWORD = "ci-bot", f"pw-{uuid.uuid4().hex}"

@@ -15,8 +15,7 @@ from pathlib import Path
 import requests
 
 import modelship
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 def test_demo_story_end_to_end(tmp_path, testbed, registry, docker_client, base_image):

@@ -15,10 +15,10 @@ import pytest
 import requests
 
 import modelship
-from _example_helpers import run_like_the_pod, wait_ready
 from modelship.deploy import render
+from support import ROOT
+from support.example import run_like_the_pod, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flask_app"
 CASES = EXAMPLE / "modelship-cases.yaml"
 

@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from _plugin_helpers import GOOD_CASES, Variant, alias, build_image, containers_of, remove_image, wait_for
+from support.plugin_images import GOOD_CASES, Variant, alias, build_image, containers_of, remove_image
+from support.waiting import wait_for
 
 pytest_plugins = ["pytester"]
 

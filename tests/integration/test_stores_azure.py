@@ -12,12 +12,13 @@ from azure.storage.blob import ContentSettings
 
 import modelship
 import modelship.hookspecs
-from _store_helpers import leftovers, make_model, snapshot, tree_sha
 from modelship import cli
 from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
 from modelship.stores.base import SHA256_KEY
+from support.models import make_model
+from support.trees import leftovers, snapshot, tree_sha
 
 pytestmark = pytest.mark.usefixtures("azure_env")
 

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from _build_helpers import build_cmd, make_app
-from _hardening import engine_state, labelled_base, remove_labelled, write_counts
-from _plugin_helpers import Variant, build_image, containers_of, remove_image, wait_for
 from modelship.image import debris
+from support.builds import build_cmd, make_app
+from support.engine import engine_state, labelled_base, remove_labelled
+from support.plugin_images import Variant, build_image, containers_of, remove_image
+from support.record import record_table
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -79,7 +81,7 @@ def _reset(client, label: str, base: str) -> None:
 
 
 @pytest.mark.parametrize("signame", sorted(SIGNALS))
-def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, signame, tmp_path_factory):
+def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, signame):
     sig, expected_rc, word = SIGNALS[signame]
     s = build_setup
     tag = f"modelship-test/cancel:{uuid.uuid4().hex[:8]}"
@@ -177,7 +179,7 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
         _reset(docker_client, s["label"], s["base"])
 
     assert outcomes["interrupted"] >= 1, phases
-    write_counts(
+    record_table(
         f"cancel-build-{signame}",
         [
             {
@@ -190,7 +192,6 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
                 "temp files left": 0,
             }
         ],
-        tmp_path_factory.getbasetemp(),
     )
 
 
@@ -221,7 +222,7 @@ def plugin_image(docker_client, base_image):
 
 
 @pytest.mark.parametrize("signame", sorted(SIGNALS))
-def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_client, tmp_path, signame, tmp_path_factory):
+def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_client, tmp_path, signame):
     """pytest's own exit code for any interruption is 2 (ExitCode.INTERRUPTED); the plugin turns SIGTERM into
     an interrupt (so the container is removed) and ends a run stopped by a signal with 128 + signal."""
     sig, expected_rc, _ = SIGNALS[signame]
@@ -267,7 +268,7 @@ def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_clien
         assert containers_of(docker_client, plugin_image, labelled=False) == [], context
         time.sleep(1.0)  # a container the engine created after the process ended would show up now
         assert containers_of(docker_client, plugin_image, labelled=False) == [], context
-    write_counts(
+    record_table(
         f"cancel-pytest-{signame}",
         [
             {
@@ -278,5 +279,4 @@ def test_interrupted_pytest_run_removes_its_container(plugin_image, docker_clien
                 "containers left": 0,
             }
         ],
-        tmp_path_factory.getbasetemp(),
     )

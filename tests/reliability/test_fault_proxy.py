@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from faults import Fault, FaultProxy, RandomFaults, first, scripted
-from faults.upstream import file_server
+from support.faults import Fault, FaultProxy, RandomFaults, Request, first, scripted
+from support.servers import file_server
 
 DATA = os.urandom(300_000)
 
@@ -193,8 +193,6 @@ def test_expect_100_continue_passes_through(upstream):
 def test_random_faults_are_reproducible_from_the_seed():
     def run(seed):
         plan = RandomFaults(seed, lambda rng, req: Fault.reset(rng.randrange(1000)), p=0.3, budget=5)
-        from faults.proxy import Request
-
         return [plan(Request(0, i, i, "GET", "/", {})) for i in range(40)]
 
     assert run(7) == run(7) and run(7) != run(8)

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 import modelship
-from _store_helpers import snapshot
-from faults.checks import cache_problems, error_line_problems, leftovers, sha256_tree
-from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.cache import Cache
+from support.faults.checks import cache_problems, error_line_problems
+from support.record import record_run, rng_for, seeds
+from support.trees import leftovers, snapshot, tree_sha
 
-pytest_plugins = ["faults.stores"]  # the store fixtures
+pytest_plugins = ["support.faults.stores"]  # the store fixtures
 pytestmark = pytest.mark.timeout(120)  # a hang is a failure, found in minutes
 
 
@@ -66,7 +66,7 @@ def _fetch(capsys, *argv: str) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-V2_BYTES = 9 * 1024 * 1024 + 17 + 1024 * 1024 + 22  # the files of version 2.0.0 (see faults.stores)
+V2_BYTES = 9 * 1024 * 1024 + 17 + 1024 * 1024 + 22  # the files of version 2.0.0 (see support.faults.stores)
 
 
 @pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
@@ -91,7 +91,7 @@ def test_disk_full_at_a_random_fill_level(azurite_backend, tmp_path, monkeypatch
     problems = []
     if rc == 0:
         outcome = "success"
-        if sha256_tree(dest) != sha256_tree(backend.v2):
+        if tree_sha(dest) != tree_sha(backend.v2):
             problems.append("DEST differs from the source")
     else:
         outcome = "clean-failure"
@@ -169,10 +169,10 @@ def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch
     with open(dest / "b.bin", "r+b") as f:  # same size, other bytes, same inode as the cache entry
         f.write(b"\0" * 64)
     other = modelship.fetch(backend.uri(), tmp_path / "b", progress=False)
-    assert sha256_tree(tmp_path / "b") == sha256_tree(backend.v2), "an edited file was served from the cache"
+    assert tree_sha(tmp_path / "b") == tree_sha(backend.v2), "an edited file was served from the cache"
     assert other.downloaded_files == 1  # only the damaged one again
     again = modelship.fetch(backend.uri(), dest, progress=False)
-    assert not again.unchanged and sha256_tree(dest) == sha256_tree(backend.v2)
+    assert not again.unchanged and tree_sha(dest) == tree_sha(backend.v2)
     assert cache_problems(Cache()) == []
     for p in (Cache().root / "sha256").rglob("*"):
         if p.is_file():

@@ -14,18 +14,18 @@ import random
 import pytest
 
 import modelship
-from _store_helpers import snapshot
-from faults import Fault, FaultProxy, RandomFaults, Request, response_fault
-from faults.checks import cache_problems, error_line_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.cache import Cache
+from support.faults import Fault, FaultProxy, RandomFaults, Request, response_fault
+from support.faults.checks import cache_problems, error_line_problems, secrets_in
+from support.record import record_run, rng_for, seeds
+from support.trees import leftovers, snapshot, tree_sha
 
 KINDS = ["reset", "close", "stall", "stall-past-timeout", "status503", "status500", "flip"]
 READ_TIMEOUT = 1.0  # MODELSHIP_READ_TIMEOUT for the stall-past-timeout cells: a connection that went silent
 BACKENDS = ["azure", "s3", "http"]
 
-pytest_plugins = ["faults.stores"]  # the store fixtures
+pytest_plugins = ["support.faults.stores"]  # the store fixtures
 pytestmark = pytest.mark.timeout(180)  # a hang is a failure, found in minutes
 
 
@@ -64,7 +64,7 @@ def test_fetch_under_faults(request, tmp_path, monkeypatch, capsys, store, kind,
         old = backend.uri().replace("/w.bin", "/old.bin") if store == "http" else backend.uri()
         modelship.fetch(old, dest, version="1.0.0" if backend.versioned else None, progress=False)
     before = snapshot(dest)
-    expected = sha256_tree(backend.v2, {"w.bin"} if store == "http" else None)
+    expected = tree_sha(backend.v2, {"w.bin"} if store == "http" else None)
 
     plan = RandomFaults(
         rng.randrange(1 << 30),
@@ -88,7 +88,7 @@ def test_fetch_under_faults(request, tmp_path, monkeypatch, capsys, store, kind,
     problems = []
     if rc == 0:
         outcome = "success"
-        got = sha256_tree(dest)
+        got = tree_sha(dest)
         if got != expected:
             problems.append(f"DEST differs from the source: {sorted(set(got.items()) ^ set(expected.items()))[:3]}")
         if json.loads(out)["version"] != ("2.0.0" if backend.versioned else None):

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 import modelship
-from _store_helpers import snapshot
-from faults import Fault, FaultProxy, RandomFaults
-from faults.checks import cache_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record, record_run, rng_for, seeds
 from modelship.cache import Cache
+from support.faults import Fault, FaultProxy, RandomFaults
+from support.faults.checks import cache_problems, secrets_in
+from support.record import record, record_run, rng_for, seeds
+from support.trees import leftovers, snapshot, tree_sha
 
 STALL = 20.0  # longer than any test waits: a stalled read must not hold up a cancelled fetch
 
-pytest_plugins = ["faults.stores"]  # the store fixtures
+pytest_plugins = ["support.faults.stores"]  # the store fixtures
 pytestmark = pytest.mark.timeout(180)  # a hang is a failure, found in minutes
 
 
@@ -102,13 +102,13 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
     problems = []
     if proc.returncode == 0:
         outcome = "finished-first"
-        if sha256_tree(dest) != sha256_tree(backend.v2):
+        if tree_sha(dest) != tree_sha(backend.v2):
             problems.append("DEST differs from the source")
     elif proc.returncode == -signum:
         # The signal came while Python was starting up or shutting down, outside the CLI's handlers: the process
         # died by the signal itself (a shell reports 128+N, the same 130/143) before or after the fetch.
         outcome = "killed-outside-the-cli"
-        if snapshot(dest) != before and sha256_tree(dest) != sha256_tree(backend.v2):
+        if snapshot(dest) != before and tree_sha(dest) != tree_sha(backend.v2):
             problems.append("partial DEST: neither the old nor the complete new version")
     else:
         outcome = "clean-failure"
@@ -117,7 +117,7 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
         if len(err.strip().splitlines()) != 1:
             problems.append(f"stderr is not one line: {err.strip()[-300:]}")
         now = snapshot(dest)
-        if now != before and sha256_tree(dest) != sha256_tree(backend.v2):
+        if now != before and tree_sha(dest) != tree_sha(backend.v2):
             problems.append("partial DEST: neither the old nor the complete new version")
     if took > 5:
         problems.append(f"took {took:.1f}s to stop after {sig}")
@@ -174,7 +174,7 @@ def test_sigkill_mid_fetch_then_rerun_reuses_verified_files(azurite_backend, tmp
     out, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, err
     result = json.loads(out)
-    assert sha256_tree(dest) == sha256_tree(backend.v2)
+    assert tree_sha(dest) == tree_sha(backend.v2)
     assert result["downloaded_files"] == 1 and result["cached_files"] == small  # only the stalled file again
     assert leftovers(tmp_path / "out") == [] and cache_problems(Cache()) == []
     record(

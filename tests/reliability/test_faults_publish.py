@@ -13,17 +13,17 @@ import uuid
 import pytest
 
 import modelship
-from _store_helpers import snapshot
-from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
-from faults.checks import error_line_problems, leftovers, secrets_in, sha256_tree
-from faults.record import record, record_run, rng_for, seeds
 from modelship import cli
 from modelship.errors import ModelshipError
+from support.faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
+from support.faults.checks import error_line_problems, secrets_in
+from support.record import record, record_run, rng_for, seeds
+from support.trees import leftovers, snapshot, tree_sha
 
 KINDS = ["reset", "reset-upload", "close", "stall-upload", "status503", "status500", "flip-upload"]
 BACKENDS = ["azure", "s3"]
 
-pytest_plugins = ["faults.stores"]  # the store fixtures
+pytest_plugins = ["support.faults.stores"]  # the store fixtures
 pytestmark = pytest.mark.timeout(180)  # a hang is a failure, found in minutes
 
 
@@ -80,7 +80,7 @@ def test_publish_under_faults(request, tmp_path, monkeypatch, capsys, store, kin
         modelship.publish(backend.v2, uri, version="2.0.0", force=True, progress=False)
     try:
         got = modelship.fetch(uri, tmp_path / "check", progress=False)
-        if got.version != "2.0.0" or sha256_tree(tmp_path / "check") != sha256_tree(backend.v2):
+        if got.version != "2.0.0" or tree_sha(tmp_path / "check") != tree_sha(backend.v2):
             problems.append("the published version does not fetch back byte-identical")
     except ModelshipError as e:
         problems.append(f"the published version does not fetch back: {e}")
@@ -106,7 +106,7 @@ def test_publish_under_faults(request, tmp_path, monkeypatch, capsys, store, kin
 def test_damaged_block_of_a_chunked_upload(azurite_backend, tmp_path, monkeypatch, capsys, seed):
     """A 20 MiB file goes up in blocks (Put Block, then Put Block List, which checks no content): a byte flipped
     in one block must be caught by the service (per-request Content-MD5) and the block sent again."""
-    from _store_helpers import make_model
+    from support.models import make_model
 
     backend = azurite_backend
     rng = rng_for("chunked", seed)
@@ -128,7 +128,7 @@ def test_damaged_block_of_a_chunked_upload(azurite_backend, tmp_path, monkeypatc
     assert proxy.stats.by_kind == {"flip": 1}
     assert rc == 0, err
     got = modelship.fetch(uri, tmp_path / "check", progress=False)
-    assert got.version == "1" and sha256_tree(tmp_path / "check") == sha256_tree(model)
+    assert got.version == "1" and tree_sha(tmp_path / "check") == tree_sha(model)
     record(
         "publish",
         "azure/flip-block-of-chunked-upload",
@@ -155,4 +155,4 @@ def test_s3_upload_answer_cut_right_after_its_status_line(s3_backend, tmp_path, 
     backend.env(monkeypatch)
     assert rc == 0, err
     assert proxy.stats.by_kind == {"close": 2}
-    assert sha256_tree(modelship.fetch(uri, tmp_path / "o", progress=False).dest) == sha256_tree(backend.v2)
+    assert tree_sha(modelship.fetch(uri, tmp_path / "o", progress=False).dest) == tree_sha(backend.v2)

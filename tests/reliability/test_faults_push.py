@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
-from faults.checks import error_line_problems, secrets_in
-from faults.record import record_run, rng_for, seeds
 from modelship import cli
 from modelship.image._push import PUSH_ATTEMPTS
+from support.faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
+from support.faults.checks import error_line_problems, secrets_in
+from support.record import record_run, rng_for, seeds
 
 # Response faults hit any exchange (ping, HEAD, upload, manifest); "-upload" ones hit blob upload bodies (PATCH
 # and PUT of /blobs/uploads/, digest-checked by the registry); "flip-manifest" hits the manifest PUT body, which

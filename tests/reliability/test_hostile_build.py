@@ -1,7 +1,7 @@
 """Hostile input to `modelship build` and `pytest --modelship-image`: each case ends with its one-line error and
 exit code, run as a user runs it (a real process), and leaves no image, container or <none> layer behind.
 
-Rows go to the reliability log next to the store cases of tests/test_hostile_inputs.py.
+Rows go to the reliability log next to the store cases of test_hostile_inputs.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from _build_helpers import build_cmd, local_requirements, make_app, make_model, make_wheel
-from _hardening import engine_state, labelled_base, remove_labelled
-from faults.record import record
+from support.builds import build_cmd, local_requirements, make_app, make_wheel
+from support.engine import engine_state, labelled_base, remove_labelled
+from support.models import make_model
+from support.record import record
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import pytest
 
 import modelship
-from _store_helpers import make_model, tree_sha
-from faults.checks import cache_problems, leftovers, secrets_in
-from faults.record import record
 from modelship import cli
 from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.manifest import tree_digest
+from support.faults.checks import cache_problems, secrets_in
+from support.models import make_model
+from support.record import record
+from support.trees import leftovers, tree_sha
 
-pytest_plugins = ["faults.stores"]  # the moto server fixture
 pytestmark = pytest.mark.timeout(300)  # a hang is a failure, found in minutes
 
 SECRET_SIG = "SECRETSIG0123456789abcdefXYZ"

@@ -33,11 +33,14 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from _hardening import Scanner, htpasswd_registry, labelled_base, remove_labelled, write_counts
+from support import ROOT
+from support.engine import labelled_base, remove_labelled
+from support.record import record_table
+from support.registries import htpasswd_registry
+from support.scanner import Scanner
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flask_app"
 BIN = Path(sys.executable).parent
 USER = "ci-bot"
@@ -115,7 +118,7 @@ class Flow:
 
 
 def test_demo_flow_leaks_no_secret_anywhere(
-    tmp_path, docker_client, base_image, azurite_connection_string, blob_service, monkeypatch, tmp_path_factory
+    tmp_path, docker_client, base_image, azurite_connection_string, blob_service, monkeypatch
 ):
     endpoint, sas, sig = _account_sas(azurite_connection_string)
     account_key = dict(p.split("=", 1) for p in azurite_connection_string.split(";") if "=" in p)["AccountKey"]
@@ -250,7 +253,7 @@ def test_demo_flow_leaks_no_secret_anywhere(
     counts = scanner.counts()
     pieces = {"what": f"secret pieces searched for ({len(scanner.secrets)} secrets, all their forms, 16 chars)"}
     counts.append({**pieces, "scanned": len(scanner.needles), "found": 0})
-    write_counts("secrets", counts, tmp_path_factory.getbasetemp())
+    record_table("secrets", counts)
 
     assert scanner.hits == [], "\n".join(scanner.hits)
     assert len(layers) >= 5 and configs, [m.name for m in members]

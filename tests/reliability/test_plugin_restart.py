@@ -15,62 +15,11 @@ import uuid
 
 import pytest
 
-from _hardening import write_counts
-from _plugin_helpers import GOOD_CASES, LABEL_SESSION, alias, build_image, containers_of, remove_image
+from support.plugin_images import GOOD_CASES, LABEL_SESSION, alias, build_image, containers_of, remove_image
+from support.record import record_table
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.docker
-
-# Serves /health/ready and /predict; after EXIT_AFTER predictions it dies, like an app that runs out of
-# memory: EXIT_WHEN=during -> in the middle of the next request, after -> right after answering the last one.
-CRASHING_APP = r"""
-import json, os, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-EXIT_AFTER = int(os.environ.get("EXIT_AFTER", "0"))
-EXIT_WHEN = os.environ.get("EXIT_WHEN", "during")
-lock, served = threading.Lock(), 0
-print(f"boot: pid {os.getpid()}, will die after {EXIT_AFTER} predictions ({EXIT_WHEN})", flush=True)
-
-
-def die():
-    print(f"fatal: out of memory after {EXIT_AFTER} predictions", flush=True)
-    os._exit(7)
-
-
-class Handler(BaseHTTPRequestHandler):
-    def _send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == "/health/ready":
-            return self._send(200, {"ready": True})
-        return self._send(404, {"error": "not found"})
-
-    def do_POST(self):
-        global served
-        with lock:
-            served += 1
-            n = served
-        if EXIT_AFTER and n > EXIT_AFTER:
-            die()
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self._send(200, {"label": "cat", "n": n})
-        if EXIT_AFTER and n == EXIT_AFTER and EXIT_WHEN == "after":
-            self.wfile.flush()
-            die()
-
-    def log_message(self, fmt, *args):
-        pass
-
-
-ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
-"""
 
 CASES = "cases:\n" + "".join(
     f"  - {{name: predict_{i}, path: /predict, json: {{x: [1]}}, expect: {{json_subset: {{label: cat}}}}}}\n"
@@ -104,7 +53,7 @@ def pytest_modelship_ready(config, container, url):
 @pytest.fixture(scope="module")
 def crashing_image(docker_client, base_image):
     tag = f"modelship-test/crashing:{uuid.uuid4().hex[:8]}"
-    build_image(docker_client, base_image, tag=tag, app=CRASHING_APP)
+    build_image(docker_client, base_image, tag=tag)  # dies on demand: EXIT_AFTER, EXIT_WHEN
     yield tag
     remove_image(docker_client, tag)
 
@@ -118,7 +67,7 @@ def own_alias(docker_client, crashing_image):
 @pytest.mark.parametrize("restart", [False, True], ids=["no-restart-policy", "restart-always"])
 @pytest.mark.parametrize("when", ["during", "after"], ids=["dies-mid-request", "dies-between-requests"])
 def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
-    pytester, own_alias, docker_client, restart, when, tmp_path_factory
+    pytester, own_alias, docker_client, restart, when
 ):
     pytester.makefile(".yaml", cases=CASES)
     pytester.makeconftest((RESTART_HOOK if restart else "") + (PAUSE_HOOK if when == "after" else ""))
@@ -152,7 +101,7 @@ def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
     assert containers_of(docker_client, own_alias, labelled=False) == []
     policy = "restart policy always" if restart else "no restart policy"
     moment = "mid-request" if when == "during" else "between requests"
-    write_counts(
+    record_table(
         f"restart-{when}-{'always' if restart else 'none'}",
         [
             {
@@ -165,7 +114,6 @@ def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
                 "containers left": 0,
             }
         ],
-        tmp_path_factory.getbasetemp(),
     )
 
 
@@ -214,7 +162,7 @@ def test_200_concurrent_probes_once_ready(modelship_url):
 """
 
 
-def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker_client, base_image, tmp_path_factory):
+def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker_client, base_image):
     tag = build_image(docker_client, base_image, tag=f"modelship-test/ready-load:{uuid.uuid4().hex[:8]}")
     try:
         pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
@@ -238,7 +186,7 @@ def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker
         assert 1.5 <= ready_s < 15, ready
         assert took < 60
         assert containers_of(docker_client, tag, labelled=False) == []
-        write_counts(
+        record_table(
             "readiness-load",
             [
                 {
@@ -256,7 +204,6 @@ def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker
                     "errors": 0,
                 },
             ],
-            tmp_path_factory.getbasetemp(),
         )
     finally:
         remove_image(docker_client, tag)

@@ -1,4 +1,4 @@
-"""Helpers for the build tests: tiny apps, models, hand-made wheels, image layer/step inspection."""
+"""Helpers for the build tests: app folders, hand-made wheels, `modelship build` lines, image layer/step inspection."""
 
 from __future__ import annotations
 
@@ -10,62 +10,27 @@ import time
 import zipfile
 from pathlib import Path
 
-from modelship.manifest import FileEntry, Manifest
-
-# A stdlib-only app: /health/ready answers 200 once the model manifest is readable; /model returns it.
-APP_PY = """\
-import http.server, json, os
-
-MODEL_DIR = os.environ["MODELSHIP_MODEL_DIR"]
-PORT = int(os.environ.get("PORT", "{port}"))
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        with open(os.path.join(MODEL_DIR, "modelship.json")) as f:
-            manifest = json.load(f)
-        if self.path == "/health/ready":
-            body = b"ok"
-        elif self.path == "/model":
-            body = json.dumps(manifest).encode()
-        else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(body)
-
-
-http.server.HTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
-"""
+from .apps import app_source
 
 
 def make_app(
-    root: Path, *, port: int = 8000, requirements: str | None = None, extra: dict[str, str] | None = None
+    root: Path,
+    *,
+    port: int = 8000,
+    ready_path: str = "/health/ready",
+    live_path: str = "/health/live",
+    requirements: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Path:
+    """An app folder: the test app (support.apps) as app.py, answering on ``port`` at these probe paths only."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "app.py").write_text(APP_PY.replace("{port}", str(port)))
+    (root / "app.py").write_text(app_source(port, ready_path, live_path))
     if requirements is not None:
         (root / "requirements.txt").write_text(requirements)
     for name, text in (extra or {}).items():
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    return root
-
-
-def make_model(root: Path, files: dict[str, bytes], *, uri: str | None = None, version: str | None = None) -> Path:
-    """A model folder; with ``uri``, also a modelship.json as `modelship fetch` writes it (with fetched_at)."""
-    root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, data in files.items():
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        entries.append(FileEntry(name, len(data), hashlib.sha256(data).hexdigest()))
-    if uri is not None:
-        Manifest.create(uri, version, entries, stamp=True).write(root / "modelship.json")
     return root
 
 

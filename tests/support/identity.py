@@ -13,19 +13,14 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import http.client
 import ipaddress
 import json
-import os
 import secrets
-import shutil
-import socket
-import ssl
-import subprocess
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +28,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from . import testbed
+from .ports import free_port
+from .servers import QuietHandler, answers, running, serve, stop
 
 # An issuer Azurite accepts (it checks the prefix https://sts.windows.net/ and a few other clouds').
 TENANT = "72f988bf-0000-4000-8000-000000000001"
@@ -43,21 +42,6 @@ ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # What Azurite's debug log says for each request whose bearer token it accepted.
 TOKEN_ACCEPTED = "Validation against token authentication successfully"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def azurite_binary() -> str | None:
-    """The testbed's azurite-blob (scripts/testbed.sh installs it under its tools dir), else one on PATH."""
-    tools = os.environ.get("MODELSHIP_TESTBED_TOOLS") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "modelship", "testbed"
-    )
-    candidate = Path(tools) / "npm" / "node_modules" / ".bin" / "azurite-blob"
-    return str(candidate) if candidate.is_file() else shutil.which("azurite-blob")
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -108,11 +92,9 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
 class OAuthAzurite:
     """An Azurite blob service on https://127.0.0.1:PORT with ``--oauth basic``."""
 
-    process: subprocess.Popen
     port: int
     ca_file: Path
     debug_log: Path
-    log: Path
 
     @property
     def endpoint(self) -> str:
@@ -122,47 +104,22 @@ class OAuthAzurite:
         """How many requests Azurite has let in on a bearer token so far."""
         return self.debug_log.read_text(errors="replace").count(TOKEN_ACCEPTED) if self.debug_log.exists() else 0
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
-
-def start_oauth_azurite(binary: str, directory: Path, deadline_s: float = 30.0) -> OAuthAzurite:
-    """Start Azurite with OAuth over HTTPS in ``directory``; returns once it answers a TLS request."""
+@contextmanager
+def start_oauth_azurite(directory: Path) -> Iterator[OAuthAzurite]:
+    """The testbed's Azurite with OAuth over HTTPS, storing in ``directory``; entered once it answers over TLS."""
     ca, cert, key = make_tls_files(directory)
     port = free_port()
-    debug_log, log = directory / "debug.log", directory / "azurite.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(directory / "data"),
-             "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--oauth", "basic",
-             "--cert", str(cert), "--key", str(key), "--debug", str(debug_log)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    server = OAuthAzurite(process, port, ca, debug_log, log)
-    context = ssl.create_default_context(cafile=str(ca))
-    end = time.monotonic() + deadline_s
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"azurite exited ({process.returncode}): {log.read_text(errors='replace')[-500:]}")
-        try:
-            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
-            conn.request("GET", f"/{ACCOUNT}?comp=list")
-            conn.getresponse().read()  # any HTTP answer (403: no credential) means TLS and routing are up
-            conn.close()
-            return server
-        except OSError:
-            if time.monotonic() > end:
-                server.stop()
-                raise RuntimeError(
-                    f"azurite did not answer on https://127.0.0.1:{port} within {deadline_s} s; see {log}"
-                ) from None
-            time.sleep(0.1)
+    server = OAuthAzurite(port, ca, directory / "debug.log")
+    cmd = [
+        testbed.azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+        "--location", str(directory / "data"), "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+        "--oauth", "basic", "--cert", str(cert), "--key", str(key), "--debug", str(server.debug_log),
+    ]  # fmt: skip
+    # any HTTP answer (403: no credential) means TLS and routing are up
+    ready = answers(f"{server.endpoint}?comp=list", verify=str(ca))
+    with running(cmd, ready=ready, what="the OAuth Azurite", log=directory / "azurite.log"):
+        yield server
 
 
 def _b64(data: bytes) -> str:
@@ -237,29 +194,17 @@ class IdentityEndpoint:
     def start(self) -> IdentityEndpoint:
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
                 header = self.headers.get("X-IDENTITY-HEADER")
                 endpoint.requests.append(TokenRequest(parts.path, query, header))
-                status, payload = endpoint.answer(query, header)
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(*endpoint.answer(query, header))
 
-            def log_message(self, format: str, *args: object) -> None:  # quiet: no access log on stderr
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            stop(self.server)

@@ -1,4 +1,4 @@
-"""Small test images for the pytest plugin's tests and benchmark: a stdlib-only HTTP model server.
+"""Small test images for the pytest plugin's tests and benchmark: the test app (support.apps) serving a model.
 
 Built with the docker SDK (classic builder) on the local base image, following the image contract:
 model + modelship.json in /opt/modelship/model, io.modelship.* labels, USER 10001, HEALTHCHECK, EXPOSE.
@@ -11,77 +11,15 @@ import hashlib
 import io
 import json
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelship.manifest import FileEntry, Manifest
 
+from .apps import APP
+
 LABEL_SESSION = "io.modelship.session"
-
-# The app: /health/ready answers 503 until APP_READY_DELAY seconds passed, then 200 (and logs the
-# time of its first 200 as "READY <epoch>"); /predict labels a vector; APP_MODE=crash exits at once.
-APP = r"""
-import json, os, sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-MODE = os.environ.get("APP_MODE", "good")
-PORT = int(os.environ.get("PORT", "8000"))
-DELAY = float(os.environ.get("APP_READY_DELAY", "0"))
-MODEL_DIR = os.environ.get("MODELSHIP_MODEL_DIR", "/opt/modelship/model")
-print(f"starting smoke app in mode {MODE}, token={os.environ.get('API_TOKEN', '-')}", flush=True)
-if MODE == "crash":
-    print("fatal: cannot load model weights.bin: corrupt header", flush=True)
-    sys.exit(3)
-with open(os.path.join(MODEL_DIR, "modelship.json")) as f:
-    VERSION = json.load(f)["version"]
-STARTED = time.time()
-READY_LOGGED = False
-
-
-class Handler(BaseHTTPRequestHandler):
-    def _send(self, status, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        global READY_LOGGED
-        if self.path == "/health/ready":
-            if time.time() - STARTED < DELAY:
-                return self._send(503, {"ready": False})
-            if not READY_LOGGED:
-                READY_LOGGED = True
-                print(f"READY {time.time():.6f}", flush=True)
-            return self._send(200, {"ready": True})
-        if self.path == "/version":
-            return self._send(200, {"version": VERSION})
-        return self._send(404, {"error": "not found"})
-
-    def do_POST(self):
-        if self.path != "/predict":
-            return self._send(404, {"error": "not found"})
-        data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        x = data.get("x")
-        if not isinstance(x, list):
-            return self._send(422, {"error": "x must be a list of numbers"})
-        total = sum(x)
-        label = "cat" if total > 0 else "dog"
-        return self._send(200, {"label": label, "score": round(1 / (1 + 2.718281828 ** -total), 4), "n": len(x)})
-
-    def log_message(self, fmt, *args):
-        sys.stderr.write("request: " + (fmt % args) + "\n")
-
-
-server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-print(f"serving model {VERSION} on port {PORT}", flush=True)
-print(f"LISTENING {time.time():.6f}", flush=True)
-server.serve_forever()
-"""
 
 MODEL_FILES = {"weights.bin": b"\x00modelship-test-weights\x01" * 64, "config/labels.txt": b"cat\ndog\n"}
 MODEL_URI = "az://models/smoke"
@@ -131,14 +69,14 @@ def dockerfile(base_image: str, manifest: Manifest, v: Variant) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _context(base_image: str, v: Variant, app: str) -> bytes:
+def _context(base_image: str, v: Variant) -> bytes:
     manifest = manifest_for(MODEL_FILES)
     shipped = dict(MODEL_FILES)
     if v.tamper_model:
         shipped["weights.bin"] = b"tampered" + shipped["weights.bin"][8:]
     files = {f"model/{p}": b for p, b in shipped.items()}
     files["model/modelship.json"] = manifest.to_json().encode()
-    files["app.py"] = app.encode()
+    files["app.py"] = APP.encode()
     files["Dockerfile"] = dockerfile(base_image, manifest, v).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -149,10 +87,10 @@ def _context(base_image: str, v: Variant, app: str) -> bytes:
     return buf.getvalue()
 
 
-def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None, app: str = APP) -> str:
-    """Build a test image serving ``app`` and return its tag (unique per call unless given)."""
+def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None) -> str:
+    """Build a test image serving the test app and return its tag (unique per call unless given)."""
     tag = tag or f"modelship-plugin-test:{uuid.uuid4().hex[:10]}"
-    ctx = _context(base_image, variant or Variant(), app)
+    ctx = _context(base_image, variant or Variant())
     client.images.build(fileobj=io.BytesIO(ctx), custom_context=True, tag=tag, rm=True, forcerm=True, pull=False)
     return tag
 
@@ -187,18 +125,6 @@ def containers_of(client, image: str, labelled: bool = True) -> list:
     filters = {"label": LABEL_SESSION} if labelled else {}
     found = client.containers.list(all=True, sparse=True, filters=filters)
     return [c for c in found if c.attrs.get("Image") == image]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``predicate`` until truthy (returned) or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 GOOD_CASES = """\

@@ -1,4 +1,4 @@
-"""Helpers for model-store tests: make model folders, publish them by hand like other tools would."""
+"""File trees: their sha256s, a snapshot of what a folder holds, and the debris a modelship command may leave."""
 
 from __future__ import annotations
 
@@ -6,34 +6,43 @@ import hashlib
 import os
 from pathlib import Path
 
-
-def make_model(root: Path, files: dict[str, bytes | int], seed: int = 0) -> Path:
-    """Create a model folder; an int value means that many random bytes (seeded, reproducible)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = __import__("random").Random(seed)
-    for rel, content in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(rng.randbytes(content) if isinstance(content, int) else content)
-    return root
+# How modelship names what it writes before it is in place (modelship._fs.temp_name, cache.py): a staging or
+# old folder ``.DEST.modelship-<pid>-<token>``, a download ``*.part``.
+TEMP_MARK = ".modelship-"
+PART_SUFFIX = ".part"
 
 
-def tree_sha(root: Path) -> dict[str, str]:
-    """path → sha256 of every file under root except modelship.json."""
+def file_sha256(path: Path) -> str:
+    """sha256 of one file, read in pieces (models are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            h.update(data)
+    return h.hexdigest()
+
+
+def tree_sha(root: Path, only: set[str] | None = None) -> dict[str, str]:
+    """path → sha256 of every file under ``root`` (or of those in ``only``), except its modelship.json."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "modelship.json":
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel != "modelship.json" and (only is None or rel in only):
+            out[rel] = file_sha256(p)
     return out
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, int]]:
-    """What a folder holds (path → size, inode): to prove a failed fetch left it untouched."""
+    """What a folder holds (path → size, inode): to prove a failed command left it untouched."""
     if not path.exists():
         return {}
     return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_ino) for p in sorted(path.rglob("*"))}
 
 
 def leftovers(parent: Path) -> list[str]:
-    """Temp files or staging folders a fetch may have left next to its destination."""
-    return sorted(n for n in os.listdir(parent) if ".modelship" in n or n.endswith(".part"))
+    """Temp files or staging folders next to a destination, or anywhere below it (paths relative to ``parent``)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(parent):
+        for name in dirnames + filenames:
+            if TEMP_MARK in name or name.endswith(PART_SUFFIX):
+                found.append(os.path.relpath(os.path.join(dirpath, name), parent))
+    return sorted(found)

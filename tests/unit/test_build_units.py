@@ -9,7 +9,6 @@ import tarfile
 
 import pytest
 
-from _build_helpers import make_app, make_model
 from modelship.errors import IntegrityError, UsageError
 from modelship.image import config as cfg_mod
 from modelship.image import context as ctx
@@ -19,6 +18,8 @@ from modelship.image.labels import clean_remote
 from modelship.image.registry import base_url, docker_credentials, parse_reference
 from modelship.image.wheels import Target, pinned_requirements
 from modelship.manifest import Manifest
+from support.builds import make_app
+from support.models import make_model
 
 
 def test_settings_precedence_explicit_then_pyproject_then_env_then_default(tmp_path, monkeypatch):

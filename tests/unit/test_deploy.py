@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
-import docker.errors
-import kubernetes_validate.utils as kv
 import pytest
-import requests
 import yaml
 
-from _build_helpers import build_cmd, make_app, make_model
 from modelship import cli
 from modelship.deploy import default_template_dir, render
 from modelship.errors import UsageError
-from modelship.image import inspect, push
+from support import ROOT
+from support.kube import KUBE_VERSIONS, by_kind, validate
 
-ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE = f"myregistry.azurecr.io/iris-service@{DIGEST}"
-KUBE_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
-# the oldest Kubernetes we claim (preStop sleep is on by default from 1.30) and the newest schema shipped
-KUBE_VERSIONS = ["1.30.0", kv.latest_version()]
 # what an image built with the defaults says about itself; given explicitly, render need not read the image
 APP = {"port": 8000, "ready_path": "/health/ready", "live_path": "/health/live"}
 APP_ARGS = ["--port", "8000", "--ready-path", "/health/ready", "--live-path", "/health/live"]
-
-
-def _docs(paths: list[Path]) -> dict[str, dict]:
-    docs = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
-    return {d["kind"]: d for d in docs}
 
 
 @pytest.fixture
@@ -45,9 +27,7 @@ def rendered(tmp_path) -> list[Path]:
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_rendered_manifests_pass_strict_schema_validation(rendered, version):
-    proc = subprocess.run(
-        [str(KUBE_VALIDATE), "--strict", "-k", version, *map(str, rendered)], capture_output=True, text=True
-    )
+    proc = validate(rendered, version)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("passed") == 2, proc.stdout
 
@@ -58,7 +38,7 @@ def test_strict_validation_catches_a_misspelt_field(tmp_path, rendered):
     doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSecond"] = 5
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([str(KUBE_VALIDATE), "--strict", "-k", KUBE_VERSIONS[-1], str(bad)], capture_output=True)
+    proc = validate([bad])
     assert proc.returncode != 0
 
 
@@ -67,7 +47,7 @@ def test_image_is_pinned_by_digest_and_names_are_applied(rendered):
     text = "".join(p.read_text() for p in rendered)
     assert "registry.invalid" not in text
     assert "modelship-app" not in text
-    docs = _docs(rendered)
+    docs = by_kind(rendered)
     dep, svc = docs["Deployment"], docs["Service"]
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["image"] == IMAGE
@@ -82,7 +62,7 @@ def test_image_is_pinned_by_digest_and_names_are_applied(rendered):
 
 
 def test_deployment_is_non_root_read_only_and_probed(rendered):
-    dep = _docs(rendered)["Deployment"]
+    dep = by_kind(rendered)["Deployment"]
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
@@ -110,7 +90,7 @@ def test_deployment_is_non_root_read_only_and_probed(rendered):
 
 
 def test_service_is_a_load_balancer_on_the_named_port(rendered):
-    svc = _docs(rendered)["Service"]
+    svc = by_kind(rendered)["Service"]
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
@@ -148,7 +128,7 @@ def test_an_image_not_pinned_by_digest_is_refused(tmp_path, image):
     ],
 )
 def test_digest_references_are_accepted(tmp_path, image):
-    dep = _docs(render(image, tmp_path, **APP))["Deployment"]
+    dep = by_kind(render(image, tmp_path, **APP))["Deployment"]
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
 
@@ -207,9 +187,7 @@ def test_own_templates_keep_other_apps_names(tmp_path):
         "app.kubernetes.io/name": "ingress-nginx"
     }
     assert {p.name: p.read_bytes() for p in tpl.iterdir()} == tpl_before
-    proc = subprocess.run(
-        [str(KUBE_VALIDATE), "--strict", "-k", KUBE_VERSIONS[-1], *map(str, out)], capture_output=True, text=True
-    )
+    proc = validate(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -235,7 +213,7 @@ def test_cli_renders_and_refuses_a_tag(tmp_path, capsys):
     assert cli.main(["deploy", "render", "--image", IMAGE, "--out", out, "--replicas", "4", *APP_ARGS]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "k8s" / "deployment.yaml"), str(tmp_path / "k8s" / "service.yaml")]
-    assert _docs([Path(p) for p in printed])["Deployment"]["spec"]["replicas"] == 4
+    assert by_kind([Path(p) for p in printed])["Deployment"]["spec"]["replicas"] == 4
     assert cli.main(["deploy", "render", "--image", "iris:latest", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("modelship: error: image 'iris:latest' is not pinned by digest")
@@ -246,127 +224,6 @@ def test_the_example_ships_the_default_templates():
     example = ROOT / "examples" / "flask_app" / "k8s"
     shipped = {p.name: p.read_text() for p in default_template_dir().glob("*.yaml")}
     assert {p.name: p.read_text() for p in example.glob("*.yaml")} == shipped
-
-
-# ---- the port and probe paths come from the image ---------------------------------------------------------
-
-# answers its probes on $PORT, at the paths it was built with, and nothing else (so wrong probes would fail)
-PROBED_APP = """\
-import http.server, os
-
-PATHS = {"/ready": b"ready", "/alive": b"alive"}
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = PATHS.get(self.path)
-        self.send_response(200 if body else 404)
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-
-http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
-
-def _container(paths: list[Path]) -> dict:
-    return _docs(paths)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-
-
-def _probe_until(url: str, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return requests.get(url, timeout=2).status_code
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-@pytest.fixture
-def pushed_images(docker_client):
-    """Image references a test pushes; their local copies are removed afterwards."""
-    created: list[str] = []
-    yield created
-    for ref in created:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(ref, force=True)
-
-
-@pytest.mark.docker
-def test_render_takes_port_and_probe_paths_from_the_image(tmp_path, docker_client, base_image, registry, pushed_images):
-    """Issue #14, 1: an image built with --port 9000 --ready-path /ready rendered as 8000 and /health/*."""
-    app = make_app(tmp_path / "app", port=9000)
-    (app / "app.py").write_text(PROBED_APP)
-    model = make_model(tmp_path / "model", {"m.bin": b"weights"}, uri="az://acct/models/m", version="1.0")
-    repo = f"{registry}/modelship-test/deploy-{uuid.uuid4().hex[:10]}"
-    tag = f"{repo}:1"
-    pushed_images.append(tag)
-    cmd = build_cmd(app, model, tag, base_image, "--port", "9000", "--ready-path", "/ready", "--live-path", "/alive")
-    proc = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    ref = f"{repo}@{push(tag, docker_client=docker_client)}"
-    assert inspect(ref, docker_client=docker_client)["app"] == {
-        "port": 9000,
-        "ready_path": "/ready",
-        "live_path": "/alive",
-    }
-
-    rendered = render(ref, tmp_path / "k8s")
-    c = _container(rendered)
-    assert c["image"] == ref
-    assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
-    assert {"name": "PORT", "value": "9000"} in c["env"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/alive", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/alive", "port": "http"}
-    proc = subprocess.run(
-        [str(KUBE_VALIDATE), "--strict", "-k", KUBE_VERSIONS[-1], *map(str, rendered)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-    # the pod's view: the container with the rendered env answers the rendered probes on the rendered port
-    env = {e["name"]: e["value"] for e in c["env"]}
-    container = docker_client.containers.run(
-        ref, detach=True, environment=env, ports={f"{c['ports'][0]['containerPort']}/tcp": ("127.0.0.1", None)}
-    )
-    try:
-        container.reload()
-        host_port = container.ports[f"{c['ports'][0]['containerPort']}/tcp"][0]["HostPort"]
-        base = f"http://127.0.0.1:{host_port}"
-        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            assert _probe_until(base + c[probe]["httpGet"]["path"]) == 200, probe
-        assert _probe_until(base + "/health/ready") == 404  # the old, hard-coded paths would never be ready
-    finally:
-        container.remove(force=True)
-
-    # from the registry (no local copy), and an option overrides what the image says
-    docker_client.images.remove(tag, force=True)
-    assert inspect(ref, docker_client=docker_client)["source"] == "registry"
-    out = tmp_path / "k8s-override"
-    assert cli.main(["deploy", "render", "--out", str(out), "--live-path", "/healthz", "--image", ref]) == 0
-    c = _container(sorted(out.glob("*.yaml")))
-    assert c["ports"][0]["containerPort"] == 9000 and c["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert c["livenessProbe"]["httpGet"]["path"] == c["startupProbe"]["httpGet"]["path"] == "/healthz"
-
-
-@pytest.mark.docker
-def test_an_image_without_app_labels_is_refused_naming_the_options(tmp_path, docker_client, registry, pushed_images):
-    """An image modelship did not build says nothing about its port: no silent 8000, a line naming the options."""
-    tag = f"{registry}/modelship-test/nolabels-{uuid.uuid4().hex[:10]}:1"
-    pushed_images.append(tag)
-    docker_client.images.build(fileobj=io.BytesIO(b"FROM scratch\nLABEL org.example.team=ml\n"), tag=tag, rm=True)
-    ref = f"{tag.rsplit(':', 1)[0]}@{push(tag, docker_client=docker_client)}"
-    with pytest.raises(UsageError) as exc:
-        render(ref, tmp_path / "k8s", ready_path="/ready")
-    assert str(exc.value) == (
-        f"image {ref} does not say port, live-path (no io.modelship.app.* labels: not built by 'modelship build', "
-        "or by an older one); pass --port, --live-path"
-    )
-    assert not (tmp_path / "k8s").exists()
-    paths = render(ref, tmp_path / "k8s", port=7000, ready_path="/ready", live_path="/alive")
-    assert _container(paths)["ports"][0]["containerPort"] == 7000
 
 
 def test_an_image_that_cannot_be_read_names_the_options(tmp_path, capsys):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app"
+from support import ROOT
+
+EXAMPLE = ROOT / "examples" / "flask_app"
 
 
 def test_example_unit_tests_pass():

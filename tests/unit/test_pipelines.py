@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import _pipeline_check as pc
 from modelship.cli import build_parser
+from support import ROOT
+from support import pipelines as pc
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "pipelines" / "templates"
 PIPELINE_FILES = [*sorted([*(ROOT / "pipelines").rglob("*.y*ml")]), ROOT / "azure-pipelines.yml"]
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")

@@ -1,102 +1,21 @@
-"""S3 (real moto server), local folders and https single files (a real local HTTP server)."""
+"""Local folders, https single files (a real local HTTP server) and a third-party store (S3: integration/)."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 import modelship
-from _store_helpers import leftovers, make_model, tree_sha
 from modelship import cli
-from modelship.errors import AuthError, IntegrityError, NotFoundError, UsageError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    port = _free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start on {url}", pytrace=False)
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture
-def s3_bucket(moto_endpoint, monkeypatch, request):
-    import boto3
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    name = f"b-{abs(hash(request.node.nodeid)) % 10**10}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    s3.create_bucket(Bucket=name)
-    yield name
-    for obj in s3.list_objects_v2(Bucket=name).get("Contents", []):
-        s3.delete_object(Bucket=name, Key=obj["Key"])
-    s3.delete_bucket(Bucket=name)
-
-
-def test_s3_publish_resolve_fetch(tmp_path, s3_bucket):
-    src = make_model(tmp_path / "m", {"model.onnx": 3000, "sub/l.json": b"[1]"})
-    uri = f"s3://{s3_bucket}/models/iris"
-    modelship.publish(src, uri, version="1.9.0")
-    modelship.publish(make_model(tmp_path / "m2", {"model.onnx": 10}), uri, version="1.10.0")
-    assert modelship.resolve(uri).version == "1.10.0"
-    result = modelship.fetch(uri, tmp_path / "o", version="1.9.0")
-    assert tree_sha(tmp_path / "o") == tree_sha(src)
-    assert all(f.sha256 for f in modelship.resolve(uri, version="1.9.0").files)
-    assert result.downloaded_files == 2
-    assert modelship.fetch(uri, tmp_path / "o2", version="1.9.0").downloaded_files == 0
-
-
-def test_s3_missing_bucket_and_bad_credentials(tmp_path, s3_bucket, monkeypatch, capsys):
-    assert cli.main(["fetch", "s3://no-such-bucket-zz/x", str(tmp_path / "o")]) == 1
-    assert "bucket 'no-such-bucket-zz' not found" in capsys.readouterr().err
-    with pytest.raises(NotFoundError):
-        modelship.resolve(f"s3://{s3_bucket}/nothing")
-
-
-def test_s3_corrupted_object_detected(tmp_path, s3_bucket):
-    import boto3
-
-    uri = f"s3://{s3_bucket}/m"
-    modelship.publish(make_model(tmp_path / "m", {"w": 100}), uri, version="1")
-    s3 = boto3.client("s3")
-    head = s3.head_object(Bucket=s3_bucket, Key="m/1/w")
-    s3.put_object(Bucket=s3_bucket, Key="m/1/w", Body=b"\0" * 100, Metadata=head["Metadata"])
-    with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        modelship.fetch(uri, tmp_path / "o")
-    assert not (tmp_path / "o").exists()
+from modelship.errors import AuthError, UsageError
+from support.models import make_model
+from support.servers import file_server
+from support.trees import leftovers, tree_sha
 
 
 def test_local_folder_store(tmp_path):
@@ -132,68 +51,21 @@ def test_local_missing_folder(tmp_path, capsys):
     assert "nothing is stored under that prefix" in capsys.readouterr().err
 
 
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves one file with ETag, Last-Modified and Range, like a CDN or an artifact server."""
-
-    data = b""
-    etag = '"v1"'
-    fail_first = 0  # answer 503 this many times first: a flaky server
-
-    def log_message(self, *args):
-        pass
-
-    def _headers(self, status, length, extra=None):
-        self.send_response(status)
-        self.send_header("Content-Length", str(length))
-        self.send_header("ETag", self.etag)
-        self.send_header("Last-Modified", "Wed, 25 Nov 2026 10:00:00 GMT")
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-
-    def do_HEAD(self):
-        if self.path.endswith("/missing.bin"):
-            self.send_error(404)
-            return
-        self._headers(200, len(self.data))
-
-    def do_GET(self):
-        cls = type(self)
-        if cls.fail_first > 0:
-            cls.fail_first -= 1
-            self.send_error(503)
-            return
-        if self.headers.get("If-Match") not in (None, self.etag):
-            self.send_error(412)
-            return
-        start, end = 0, len(self.data) - 1
-        if rng := self.headers.get("Range"):
-            a, b = rng.removeprefix("bytes=").split("-")
-            start, end = int(a), int(b)
-        body = self.data[start : end + 1]
-        self._headers(206 if rng else 200, len(body), {"Content-Range": f"bytes {start}-{end}/{len(self.data)}"})
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def http_file():
-    _RangeHandler.data = os.urandom(20 * 1024 * 1024 + 7)
-    _RangeHandler.fail_first = 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/models/iris.onnx", _RangeHandler
-    server.shutdown()
-    server.server_close()
+    """One file on a real local HTTP server (ETag, Last-Modified, Range), like a CDN or an artifact server."""
+    with file_server({"/models/iris.onnx": os.urandom(20 * 1024 * 1024 + 7)}) as ((host, port), handler):
+        yield f"http://{host}:{port}/models/iris.onnx", handler
 
 
 def test_https_single_file_ranged_and_verified(tmp_path, http_file):
     url, handler = http_file
+    data = handler.files["/models/iris.onnx"]
     handler.fail_first = 3  # transient 503s are retried with backoff
     result = modelship.fetch(url, tmp_path / "o")
     assert result.version is None
-    assert (tmp_path / "o" / "iris.onnx").read_bytes() == handler.data
-    assert result.manifest.files[0].sha256 == hashlib.sha256(handler.data).hexdigest()
+    assert (tmp_path / "o" / "iris.onnx").read_bytes() == data
+    assert result.manifest.files[0].sha256 == hashlib.sha256(data).hexdigest()
     assert modelship.fetch(url, tmp_path / "o2").downloaded_files == 0  # cached by ETag
 
 

@@ -1,27 +1,24 @@
 """Real model stores to put the fault proxy in front of: Azurite, a moto S3 server, a local HTTP file server.
 
+Fixtures; a test module loads them with ``pytest_plugins = ["support.faults.stores"]``.
+
 Each backend publishes two versions once (module scope) and can point modelship either straight at the
 store or at a proxy in front of it, the way a user would: through the usual environment variables.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 import modelship
-from _store_helpers import make_model
 
-from .upstream import file_server
+from ..models import make_model
+from ..servers import file_server
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Credentials the tests look for in every output: they must never show up.
@@ -34,12 +31,6 @@ V2_FILES: dict[str, bytes | int] = {
     "sub/cfg.json": b'{"labels": ["a", "b"]}',
     "empty.txt": b"",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -103,27 +94,6 @@ def azurite_backend(tmp_path_factory, blob_service, azurite_connection_string) -
         modelship.publish(v2, backend.uri(), version="2.0.0", progress=False)
     yield backend
     container.delete_container()
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}", timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start on port {port}", pytrace=False)
-            time.sleep(0.1)  # a real clock: waiting for a real server to listen
-    yield ("127.0.0.1", port)
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
