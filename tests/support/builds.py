@@ -22,7 +22,7 @@ def make_app(
     requirements: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> Path:
-    """An app folder: the test app (support.apps) as app.py, answering on ``port`` at these probe paths only."""
+    """An app folder: the test app (support.apps) as app.py, on ``port``, its probes answered at these paths."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "app.py").write_text(app_source(port, ready_path, live_path))
     if requirements is not None:
