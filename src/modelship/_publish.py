@@ -96,9 +96,9 @@ def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, canc
         threading.Thread(target=worker, name=f"modelship-publish-{i}", daemon=True)
         for i in range(max(1, min(workers, todo.qsize())))
     ]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:  # inside: an interrupt while the last threads start must stop the first ones too
+            t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.2)  # short waits keep the main thread responsive to SIGINT/SIGTERM
@@ -106,7 +106,8 @@ def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, canc
         cancel.set()
         deadline = time.monotonic() + GRACE
         for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # started
+                t.join(max(0.0, deadline - time.monotonic()))
         raise
     if errors:
         raise errors[0]
