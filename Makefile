@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup testbed test lint demo bench reliability down clean
+.PHONY: setup testbed test unit lint demo bench reliability down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,19 @@ lint: $(STAMP)
 test: setup lint
 	$(ENV) && $(BIN)/pytest $(PYTEST_ARGS)
 
+# The tests that need no service (tests/unit): no testbed is started.
+unit: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS) tests/unit
+
 demo: setup
 	$(ENV) && PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
 
 bench: setup
-	$(ENV) && for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	$(ENV) && for b in benchmarks/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 	$(ENV) && $(BIN)/python benchmarks/smoke.py --example
 
-# The fault and hostile-input tests with many seeded runs per cell (RUNS=N, default 30), then docs/reliability.md.
+# tests/reliability (faults, hostile input, ...) with many seeded runs per cell (RUNS=N, default 30), then
+# docs/reliability.md.
 reliability: setup
 	$(ENV) && $(BIN)/python scripts/reliability.py $(if $(RUNS),--runs $(RUNS))
 

@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+import _path  # noqa: F401 - tests/ on sys.path, for support
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -60,23 +62,6 @@ CMD ["/opt/venv/bin/gunicorn", "-b", "0.0.0.0:8000", "app:app"]
 MB = 1024 * 1024
 
 
-def read_env() -> dict[str, str]:
-    path = Path(os.environ.get("MODELSHIP_TESTBED_DIR", ROOT / ".testbed")) / "env"
-    if not path.is_file():
-        sys.exit(f"benchmark: {path} missing: run scripts/testbed.sh up first")
-    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}  # values may be shell-quoted
-
-
-def write_model(d: Path, mb: int, seed: bytes) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    block = os.urandom(MB)
-    with open(d / "model.onnx", "wb") as f:
-        for _ in range(mb):
-            f.write(block)
-    (d / "config.json").write_text(json.dumps({"labels": ["negative", "positive"], "seed": seed.hex()}) + "\n")
-
-
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -94,30 +79,19 @@ def baseline_build(client, ctx_dir: Path, tag: str) -> str:
     return image_id
 
 
-def fs_step_ids(client, tag: str) -> dict[str, str]:
-    hist = list(reversed(client.api.history(tag)))
-    setup = next(i for i, h in enumerate(hist) if "/etc/passwd" in h["CreatedBy"])
-    return {role: hist[setup + i]["Id"] for i, role in enumerate(("setup", "deps", "model", "code"))}
-
-
-def layer_size(client, tag: str, index_from_setup: int) -> int:
-    hist = list(reversed(client.api.history(tag)))
-    setup = next(i for i, h in enumerate(hist) if "/etc/passwd" in h["CreatedBy"])
-    return hist[setup + index_from_setup]["Size"]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-mb", type=int, default=256)
     args = ap.parse_args()
-    env = read_env()
-    base = env.get("MODELSHIP_BASE_IMAGE", "modelship/python:3.11-bookworm")
-
     import docker
 
     from modelship.image import build
     from modelship.image import wheels as wheels_mod
+    from support import testbed
+    from support.builds import fs_steps
+    from support.models import make_model
 
+    base = testbed.for_script("MODELSHIP_BASE_IMAGE")["MODELSHIP_BASE_IMAGE"]
     client = docker.from_env()
     work = Path(tempfile.mkdtemp(prefix="modelship-bench-build-"))
     os.environ["MODELSHIP_CACHE_DIR"] = str(work / "cache")
@@ -132,7 +106,9 @@ def main() -> int:
         (app / "requirements.txt").write_text(REQUIREMENTS)
         model = work / "model"
         print(f"benchmark: writing a {args.model_mb} MB model", file=sys.stderr)
-        write_model(model, args.model_mb, b"v1")
+        # seeded by the run: bytes no earlier run left in the engine's layer store
+        config = json.dumps({"labels": ["negative", "positive"]}).encode() + b"\n"
+        make_model(model, {"model.onnx": args.model_mb * MB, "config.json": config}, seed=int(run, 16))
 
         # one wheelhouse for both (resolved once, untimed: both sides need it, neither re-resolves later)
         target = wheels_mod.detect_target(client, base)
@@ -171,12 +147,12 @@ def main() -> int:
         rows.append(("rebuild after 1-line code change", b_code, m_code, ">= 5x", "ok" if ratio >= 5 else "MISSED"))
 
         print("benchmark: model-only change", file=sys.stderr)
-        before = fs_step_ids(client, f"{ms_repo}:code")
+        before = {role: step["id"] for role, step in fs_steps(client, f"{ms_repo}:code").items()}
         for d in (model, tutorial / "model"):
             (d / "config.json").unlink()  # a hard link: replace, do not write through
             (d / "config.json").write_text('{"labels": ["negative", "positive"], "revision": 2}\n')
         b_model, m_model = bl("model"), ms("model")
-        after = fs_step_ids(client, f"{ms_repo}:model")
+        after = {role: step["id"] for role, step in fs_steps(client, f"{ms_repo}:model").items()}
         deps_reused = after["deps"] == before["deps"] and after["model"] != before["model"]
         assert deps_reused, "model-only change rebuilt the dependency layer"
         rows.append(
@@ -186,7 +162,7 @@ def main() -> int:
         base_size = client.images.get(base).attrs["Size"]
         ms_size = client.images.get(f"{ms_repo}:model").attrs["Size"]
         bl_size = client.images.get(f"{bl_repo}:model").attrs["Size"]
-        deps = layer_size(client, f"{ms_repo}:model", 1)
+        deps = fs_steps(client, f"{ms_repo}:model")["deps"]["size"]
         model_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
         budget = base_size + deps + model_bytes + 10 * MB
     finally:

@@ -18,18 +18,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import _path  # noqa: F401 - tests/ on sys.path, for support
 from azure.storage.blob import BlobServiceClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import testbed
+from support.models import make_model
+
 MiB = 1024 * 1024
-
-
-def load_env() -> dict[str, str]:
-    env_file = ROOT / ".testbed" / "env"
-    if not env_file.exists():
-        sys.exit("testbed not up: run 'scripts/testbed.sh up' first")
-    pairs = (ln.split("=", 1) for ln in env_file.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-    return {k: v.strip("'") for k, v in pairs}
 
 
 def median_time(fn, repeat: int) -> float:
@@ -39,19 +34,6 @@ def median_time(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def make_model(root: Path, files: dict[str, int]) -> Path:
-    for rel, size in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 8 * MiB)
-                f.write(os.urandom(n))
-                left -= n
-    return root
 
 
 def machine_cpu() -> Callable[[], float] | None:
@@ -159,7 +141,7 @@ def main() -> None:
     ap.add_argument("--file-mb", type=int, default=4)
     args = ap.parse_args()
 
-    env = load_env()
+    env = testbed.for_script("MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING")
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = env["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"]
     import modelship
 
@@ -173,9 +155,9 @@ def main() -> None:
             f"single {args.big_mb} MB": {"weights.bin": args.big_mb * MiB},
             f"{args.files} x {args.file_mb} MB": {f"shard-{i:03d}.bin": args.file_mb * MiB for i in range(args.files)},
         }
-        for label, files in models.items():
+        for seed, (label, files) in enumerate(models.items()):
             prefix = label.split()[0]
-            src = make_model(work / "src" / prefix, files)
+            src = make_model(work / "src" / prefix, files, seed=seed)
             uri = f"az://devstoreaccount1/{cname}/{prefix}"
             modelship.publish(src, uri, version="1.0.0", progress=False)
             shutil.rmtree(src)

@@ -30,9 +30,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import _path  # noqa: F401 - tests/ on sys.path, for support
+
+from support import ROOT, testbed
+from support.example import run_like_the_pod, wait_ready
+
 EXAMPLE = ROOT / "examples" / "flask_app"
-ENV_FILE = ROOT / ".testbed" / "env"
 SAMPLES = [
     ([5.1, 3.5, 1.4, 0.2], "setosa"),
     ([7.0, 3.2, 4.7, 1.4], "versicolor"),
@@ -133,15 +136,6 @@ def run_phase(name: str, port: int, method: str, path: str, n: int, concurrency:
     return phase
 
 
-def testbed_base_image() -> str:
-    if os.environ.get("MODELSHIP_BASE_IMAGE"):
-        return os.environ["MODELSHIP_BASE_IMAGE"]
-    for line in ENV_FILE.read_text().splitlines() if ENV_FILE.is_file() else []:
-        if line.startswith("MODELSHIP_BASE_IMAGE="):
-            return line.split("=", 1)[1].strip("'\"")
-    sys.exit("load.py: no base image: run 'scripts/testbed.sh up' or set MODELSHIP_BASE_IMAGE")
-
-
 def build_example(work: Path) -> str:
     """Train the example model and build the example image with modelship (as the pipeline does)."""
     import modelship
@@ -152,7 +146,8 @@ def build_example(work: Path) -> str:
     model = train.export(train.train(), work / "model")
     tag = f"modelship-bench/iris-service:{uuid.uuid4().hex[:8]}"
     print(f"building {tag} from {EXAMPLE.relative_to(ROOT)} ...", file=sys.stderr)
-    modelship.build(EXAMPLE, model, tag, base_image=testbed_base_image(), quiet=True)
+    base = testbed.for_script("MODELSHIP_BASE_IMAGE")["MODELSHIP_BASE_IMAGE"]
+    modelship.build(EXAMPLE, model, tag, base_image=base, quiet=True)
     return tag
 
 
@@ -172,9 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelship-load-") as tmp:
         image = args.image or build_example(Path(tmp))
         built = None if args.image else image
-        sys.path.insert(0, str(ROOT / "tests"))
-        from _example_helpers import run_like_the_pod, wait_ready
-
         try:
             with run_like_the_pod(client, image, "io.modelship.bench") as (container, port):
                 ready_s = wait_ready(container, port, 60)

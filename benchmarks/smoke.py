@@ -32,8 +32,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = ROOT / ".testbed" / "env"
+import _path  # noqa: F401 - tests/ on sys.path, for support
+
+from support import ROOT, testbed
+
 READY_LINE = re.compile(rb"READY (\d+\.\d+)")
 LISTEN_LINE = re.compile(rb"LISTENING (\d+\.\d+)")
 # An access-log line of the first ready answer to a client outside the container (gunicorn, Flask, most
@@ -107,13 +109,6 @@ CONFTEST = textwrap.dedent(
                 f.write(repr(_FIRST[0]))
     """
 )
-
-
-def read_testbed() -> dict[str, str]:
-    if not ENV_FILE.is_file():
-        sys.exit(f"{ENV_FILE} missing: run 'scripts/testbed.sh up' first")
-    pairs = (line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line and line[0] != "#")
-    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
 
 
 def example_cases(n: int) -> str:
@@ -230,14 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    testbed = read_testbed()
+    tb = testbed.for_script("MODELSHIP_BASE_IMAGE")
+    testbed.export_testcontainers_settings(tb)  # the testbed knows how containers are reached here (no Ryuk, loopback)
     env = {**os.environ}
     # Python's default bytecode caching, as in any real install: with PYTHONDONTWRITEBYTECODE (set in some
     # sandboxes) pytest would re-compile and re-rewrite the editable plugin's modules on every run.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    for key in ("TESTCONTAINERS_RYUK_DISABLED", "TESTCONTAINERS_HOST_OVERRIDE"):
-        if key in testbed:  # the testbed knows how containers are reached here (no Ryuk, loopback)
-            env[key] = os.environ[key] = testbed[key]
 
     import docker
     import yaml
@@ -251,11 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="modelship-bench-") as tmp:
             built = args.image = build_example(Path(tmp))
     elif args.image is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from _plugin_helpers import build_image
+        from support.plugin_images import build_image
 
         print("building the stdlib test image ...", flush=True)
-        built = args.image = build_image(client, testbed["MODELSHIP_BASE_IMAGE"])
+        built = args.image = build_image(client, tb["MODELSHIP_BASE_IMAGE"])
     try:
         with tempfile.TemporaryDirectory(prefix="modelship-bench-") as tmp:
             work = Path(tmp)

@@ -2,10 +2,11 @@
 """Run the fault and hostile-input tests many times and render docs/reliability.md from what they recorded.
 
     scripts/reliability.py --runs 30            # what `make reliability` does
-    scripts/reliability.py --render-only LOG    # re-render from an existing log (and LOG's .counts folder)
+    scripts/reliability.py --render-only LOG    # re-render from an existing log
 
-Each test run appends one JSON line to a log (MODELSHIP_RELIABILITY_LOG, see tests/faults/record.py); this
-script runs pytest with MODELSHIP_FAULT_RUNS=N, then counts per cell: runs, faults injected, successes, clean
+The tests record into one channel: a JSON-lines log (MODELSHIP_RELIABILITY_LOG, see tests/support/record.py)
+with one line per seeded run or hostile-input case and one per table of the hardening tests. This script runs
+tests/reliability with MODELSHIP_FAULT_RUNS=N, then counts per cell: runs, faults injected, successes, clean
 failures, violations, bytes lost, secrets found. It exits non-zero when pytest failed (the document is still
 written, with the violations in it).
 """
@@ -18,7 +19,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,28 +26,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_FILES = [
-    "tests/faults",
-    "tests/test_faults_fetch.py",
-    "tests/test_faults_publish.py",
-    "tests/test_faults_process.py",
-    "tests/test_faults_disk.py",
-    "tests/test_faults_push.py",
-    "tests/test_hostile_inputs.py",
-    "tests/test_hostile_build.py",
-    "tests/test_hygiene_secrets.py",
-    "tests/test_cancel.py",
-    "tests/test_plugin_restart.py",
-]
+TEST_FILES = ["tests/reliability"]  # faults, hostile input, cancellations, secrets, restarts
 
 
-def run_tests(runs: int, log: Path, counts: Path, extra: list[str]) -> tuple[int, float]:
+def run_tests(runs: int, log: Path, extra: list[str]) -> tuple[int, float]:
     env = {
         **os.environ,
         "MODELSHIP_FAULT_RUNS": str(runs),
         "MODELSHIP_CANCEL_RUNS": str(max(3, runs // 3)),  # each cancelled build costs a build: fewer
         "MODELSHIP_RELIABILITY_LOG": str(log),
-        "MODELSHIP_RELIABILITY_OUT": str(counts),
     }
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TEST_FILES, *extra]
     knobs = " ".join(f"{k}={env[k]}" for k in ("MODELSHIP_FAULT_RUNS", "MODELSHIP_CANCEL_RUNS"))
@@ -57,14 +44,18 @@ def run_tests(runs: int, log: Path, counts: Path, extra: list[str]) -> tuple[int
     return rc, time.monotonic() - t0
 
 
-def load(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
-def load_counts(folder: Path) -> dict[str, list[dict]]:
-    """The row sets the build and plugin hardening tests wrote (tests/_hardening.py ``write_counts``)."""
-    docs = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
-    return {d["section"]: d["rows"] for d in docs}
+def load(log: Path) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The log's runs and cases, and its tables by name (a table recorded twice: the last one counts)."""
+    recs: list[dict] = []
+    tables: dict[str, list[dict]] = {}
+    for line in log.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            if "table" in entry:
+                tables[entry["table"]] = entry["rows"]
+            else:
+                recs.append(entry)
+    return recs, tables
 
 
 def _rows_table(rows: list[dict]) -> list[str]:
@@ -77,8 +68,8 @@ def _rows_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def _sections(counts: dict[str, list[dict]], prefix: str) -> list[dict]:
-    return [row for name in sorted(counts) if name.startswith(prefix) for row in counts[name]]
+def _sections(tables: dict[str, list[dict]], prefix: str) -> list[dict]:
+    return [row for name in sorted(tables) if name.startswith(prefix) for row in tables[name]]
 
 
 _TMP = re.compile(r"/tmp/pytest-of-[^/\s']+/pytest-\d+/[^\s/']+")
@@ -127,7 +118,7 @@ def _examples(recs: list[dict], n: int = 6) -> list[str]:
     return list(seen.values())[:n]
 
 
-def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, seconds: float) -> str:
+def render(recs: list[dict], tables: dict[str, list[dict]], runs: int, rc: int, seconds: float) -> str:
     by_suite: dict[str, list[dict]] = collections.defaultdict(list)
     for r in recs:
         by_suite[r["suite"]].append(r)
@@ -136,7 +127,7 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
     total_faults = sum(r.get("injected", 0) for r in network)
     outcomes = collections.Counter(r["outcome"] for r in allruns)
     violations = sum(1 for r in recs if r["outcome"] == "violation")
-    secrets = sum(r.get("secrets", 0) for r in recs) + sum(int(r.get("found", 0)) for r in counts.get("secrets", []))
+    secrets = sum(r.get("secrets", 0) for r in recs) + sum(int(r.get("found", 0)) for r in tables.get("secrets", []))
     hostile = by_suite["hostile"]
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     md = [
@@ -148,10 +139,10 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "The promise: modelship never installs a wrong or partial model, never leaves debris behind, never prints",
         "a credential, and every failure says what happened in one line. The tests below produce the faults for",
         "real — a TCP proxy between the SDK and Azurite / a moto S3 server / a local HTTP server "
-        "(`tests/faults/proxy.py`),",
+        "(`tests/support/faults/proxy.py`),",
         "real tmpfs mounts, real signals to a real `modelship fetch` process — and check every run against that",
         "promise. Fault positions are random but seeded: the seed is in the test id, so any run replays exactly",
-        "(`pytest 'tests/test_faults_fetch.py::test_fetch_under_faults[azure-reset-seed7]'`). "
+        "(`pytest 'tests/reliability/test_faults_fetch.py::test_fetch_under_faults[azure-reset-seed7]'`). "
         "`make test` runs each cell 5 times; this report ran each cell "
         f"{runs} times.",
         "",
@@ -180,6 +171,9 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "`stall` = no bytes for 0.05-0.5 s, `status503/500` = answered by the proxy, `flip` = one body byte XORed",
         "(caught by sha256: Azurite and plain http carry no transport checksum; S3's response checksum catches",
         "whole-object reads and the range is fetched again). http fetches pin sha256s with a lock file.",
+        "`stall-for-good` = every model-file read goes silent for good (`MODELSHIP_READ_TIMEOUT=1`,",
+        "`MODELSHIP_RETRY_BUDGET=4`): the fetch must end by itself within the budget and a few read timeouts, with one",
+        "line saying the store stalled.",
         "",
         *_fault_table(by_suite["fetch"], [("success", "successes"), ("clean-failure", "clean failures")]),
         "",
@@ -197,11 +191,14 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "",
         *_examples(by_suite["publish"]),
         "",
-        "## Cancelled and killed `modelship fetch` processes",
+        "## Cancelled and killed `modelship fetch` and `publish` processes",
         "",
         "SIGINT / SIGTERM at a random moment (0.3-2.5 s after start) of a fetch whose reads stall (one for 20 s):",
         "the process must stop within 5 s with 130 / 143 and one line, DEST old or complete, no temp files.",
         "SIGKILL while the big file stalls: the re-run sweeps the debris and downloads only the unfinished file.",
+        "`publish SIG*+rerun`: SIGINT / SIGTERM to a publish with files up and one upload in flight (stalled on",
+        "Azurite; a 16 MB file being written on a local folder store): it stops within 5 s with one line saying",
+        "exactly what the store holds, and the same command run again uploads only the missing files.",
         "",
         *_fault_table(
             by_suite["process"],
@@ -221,8 +218,8 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "## Local disk faults",
         "",
         "Disk full on a real tmpfs (random fill level, for the cache or for DEST on another file system), a cache",
-        "disk smaller than the model, DEST or the cache on a read-only mount, and a fetched file written to in",
-        "place afterwards (DEST files are hard links to cache entries).",
+        "disk smaller than the model, DEST, the cache or `lock -o` on a read-only mount, and a fetched file written to",
+        "in place afterwards (DEST files are hard links to cache entries).",
         "",
         *_fault_table(by_suite["disk"], [("success", "successes"), ("clean-failure", "clean failures")]),
         "",
@@ -230,8 +227,8 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "",
         "## Hostile input",
         "",
-        "Each row is a test case (`tests/test_hostile_inputs.py` for stores, fetch and locks;",
-        "`tests/test_hostile_build.py` for builds and smoke runs); the line is what the user reads.",
+        "Each row is a test case (`tests/reliability/test_hostile_inputs.py` for stores, fetch and locks;",
+        "`tests/reliability/test_hostile_build.py` for builds and smoke runs); the line is what the user reads.",
         "",
         "| case | group | exit | result | error line |",
         "|---|---|---|---|---|",
@@ -263,24 +260,26 @@ def render(recs: list[dict], counts: dict[str, list[dict]], runs: int, rc: int, 
         "The whole demo flow (publish, resolve, fetch, lock, build, smoke test, push, inspect, failures on",
         "purpose) run with a recognisable fake secret in every credential variable, at `-vv`; every output",
         "below is searched for each secret whole and for any 16-character piece of it, raw, URL-quoted,",
-        "JSON-escaped and base64 (`tests/test_hygiene_secrets.py`).",
+        "JSON-escaped and base64 (`tests/reliability/test_hygiene_secrets.py`).",
         "",
-        *_rows_table(counts.get("secrets", [])),
+        *_rows_table(tables.get("secrets", [])),
         "",
         "## Cancelled builds and smoke runs",
         "",
         "SIGINT / SIGTERM to `modelship build` after a seeded line of its log plus a seeded fraction of a second,",
-        "and to `pytest --modelship-image` at a seeded moment of its start-up or test (`tests/test_cancel.py`):",
-        "no `<none>` image, no container, no temp file, exit 130 / 143; the phases hit are listed per row.",
+        "and to `pytest --modelship-image` at a seeded moment of its start-up or test",
+        "(`tests/reliability/test_cancel.py`): no `<none>` image, no container, no temp file, exit 130 / 143; the",
+        "phases hit are listed per row.",
         "",
-        *_rows_table(_sections(counts, "cancel-")),
+        *_rows_table(_sections(tables, "cancel-")),
         "",
         "## The container under test dying, restarting, or under load",
         "",
-        "`tests/test_plugin_restart.py`: the app exits (mid-request or between requests, with and without a",
-        "restart policy) while tests run, and 200 concurrent probes hit the ready path while the plugin polls it.",
+        "`tests/reliability/test_plugin_restart.py`: the app exits (mid-request or between requests, with and",
+        "without a restart policy) while tests run, and 200 concurrent probes hit the ready path while the plugin",
+        "polls it.",
         "",
-        *_rows_table(_sections(counts, "restart-") + _sections(counts, "readiness-")),
+        *_rows_table(_sections(tables, "restart-") + _sections(tables, "readiness-")),
         "",
     ]
     return "\n".join(md)
@@ -295,18 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     a = p.parse_args(argv)
     if a.render_only:
-        log = Path(a.render_only)
-        recs, counts, rc, seconds = load(log), load_counts(log.with_suffix(".counts")), 0, 0.0
+        (recs, tables), rc, seconds = load(Path(a.render_only)), 0, 0.0
     else:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(a.log) if a.log else Path(tmp) / "reliability.jsonl"
-            log.write_text("")
-            counts_dir = log.with_suffix(".counts")
-            shutil.rmtree(counts_dir, ignore_errors=True)  # a kept --log's counts from an earlier run are stale
-            rc, seconds = run_tests(a.runs, log, counts_dir, a.pytest_args)
-            recs, counts = load(log), load_counts(counts_dir)
+            log.write_text("")  # a kept --log from an earlier run is stale
+            rc, seconds = run_tests(a.runs, log, a.pytest_args)
+            recs, tables = load(log)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(render(recs, counts, a.runs, rc, seconds))
+    Path(a.out).write_text(render(recs, tables, a.runs, rc, seconds))
     violations = sum(1 for r in recs if r["outcome"] == "violation")
     print(f"wrote {a.out}: {len(recs)} records, {violations} violations, pytest exit {rc}")
     return 1 if rc or violations else 0

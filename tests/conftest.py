@@ -1,48 +1,30 @@
-"""Fixtures for the real testbed (scripts/testbed.sh up): Docker, Azurite, a registry, the base image.
+"""Fixtures for the real testbed (scripts/testbed.sh up): Docker, Azurite, a registry, the base image, moto.
 
-A test that needs the testbed fails with one line saying how to start it; nothing is skipped.
+A test that needs the testbed fails with one line saying how to start it; nothing is skipped. The tests
+are grouped by what they need: unit/ (nothing), integration/ (these services), reliability/ (fault runs,
+hostile input, cancellations, secrets, restarts); their helpers are in support/.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = Path(os.environ.get("MODELSHIP_TESTBED_DIR", ROOT / ".testbed")) / "env"
-SETUP_HINT = "run 'scripts/testbed.sh up' (or 'make test', which does it) first"
+from support import testbed as tb
+from support.ports import free_port
+from support.servers import answers, running
 
-
-def _read_env_file() -> dict[str, str]:
-    if not ENV_FILE.is_file():
-        return {}
-    pairs = (
-        line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line and not line.startswith("#")
-    )
-    return {k.strip(): v.strip().strip("'") for k, v in pairs}
-
-
-TESTBED = _read_env_file()
-# The testcontainers settings must be in the environment before testcontainers reads them.
-for _key in ("TESTCONTAINERS_RYUK_DISABLED", "TESTCONTAINERS_HOST_OVERRIDE"):
-    if _key in TESTBED:
-        os.environ.setdefault(_key, TESTBED[_key])
-
-
-def _need(key: str) -> str:
-    if key not in TESTBED:
-        pytest.fail(f"testbed not up ({ENV_FILE} has no {key}): {SETUP_HINT}", pytrace=False)
-    return TESTBED[key]
+TESTBED = tb.read_env()
+tb.export_testcontainers_settings(TESTBED)
 
 
 @pytest.fixture(scope="session")
 def testbed() -> dict[str, str]:
     """The endpoints written by scripts/testbed.sh up."""
-    _need("MODELSHIP_TESTBED_REGISTRY")
+    tb.need("MODELSHIP_TESTBED_REGISTRY", TESTBED)
     return dict(TESTBED)
 
 
@@ -54,20 +36,20 @@ def docker_client():
         client = docker.from_env()
         client.ping()
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing
-        pytest.fail(f"Docker engine not reachable ({e.__class__.__name__}): {SETUP_HINT}", pytrace=False)
+        pytest.fail(f"Docker engine not reachable ({e.__class__.__name__}): {tb.SETUP_HINT}", pytrace=False)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
 def base_image(docker_client) -> str:
-    name = os.environ.get("MODELSHIP_BASE_IMAGE") or _need("MODELSHIP_BASE_IMAGE")
+    name = tb.base_image(TESTBED)
     import docker.errors
 
     try:
         docker_client.images.get(name)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"base image {name} missing: {SETUP_HINT}", pytrace=False)
+        pytest.fail(f"base image {name} missing: {tb.SETUP_HINT}", pytrace=False)
     return name
 
 
@@ -76,17 +58,29 @@ def registry() -> str:
     """host:port of the local OCI registry (stands in for ACR)."""
     import requests
 
-    addr = _need("MODELSHIP_TESTBED_REGISTRY")
+    addr = tb.need("MODELSHIP_TESTBED_REGISTRY", TESTBED)
     try:
         requests.get(f"http://{addr}/v2/", timeout=5).raise_for_status()
     except requests.RequestException as e:
-        pytest.fail(f"registry at {addr} not answering ({e.__class__.__name__}): {SETUP_HINT}", pytrace=False)
+        pytest.fail(f"registry at {addr} not answering ({e.__class__.__name__}): {tb.SETUP_HINT}", pytrace=False)
     return addr
+
+
+@pytest.fixture
+def image_tags(docker_client) -> Iterator[list[str]]:
+    """Image tags (or references) a test creates; removed, with their now-unused layers, afterwards."""
+    import docker.errors
+
+    created: list[str] = []
+    yield created
+    for tag in created:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture(scope="session")
 def azurite_connection_string() -> str:
-    return _need("MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING")
+    return tb.need("MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING", TESTBED)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +92,7 @@ def blob_service(azurite_connection_string):
     try:
         client.get_service_properties()
     except ServiceRequestError:
-        pytest.fail(f"Azurite not answering: {SETUP_HINT}", pytrace=False)
+        pytest.fail(f"Azurite not answering: {tb.SETUP_HINT}", pytrace=False)
     return client
 
 
@@ -117,6 +111,15 @@ def azure_env(monkeypatch, azurite_connection_string) -> str:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string)
     return azurite_connection_string
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[tuple[str, int]]:
+    """A real S3 API (moto's server) on 127.0.0.1 for the whole session: (host, port)."""
+    port = free_port()
+    cmd = [tb.moto_binary(), "-H", "127.0.0.1", "-p", str(port)]
+    with running(cmd, ready=answers(f"http://127.0.0.1:{port}"), what=f"moto_server on port {port}"):
+        yield ("127.0.0.1", port)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from ._fs import pid_alive
 from ._hash import hash_file
 from ._resolve import PENDING_MARKER, opened, safe_relpath
-from ._retry import retrying
+from ._retry import Budget, retrying
 from .errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Manifest, tree_digest
 from .progress import Progress
@@ -34,7 +34,10 @@ from .uri import parse
 log = logging.getLogger("modelship")
 
 T = TypeVar("T")
-GRACE = 0.5  # seconds to let upload threads notice an interrupt before leaving them behind
+# Seconds to let upload threads notice an interrupt before leaving them behind: a thread between two progress
+# callbacks (a 1 MiB local write, a block sent to a slow store) finishes its step and cleans up, so that the
+# line the interrupt ends with counts what is really up; one stuck in a stalled write costs this once.
+GRACE = 2.0
 
 
 class _Stop(BaseException):
@@ -93,9 +96,9 @@ def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, canc
         threading.Thread(target=worker, name=f"modelship-publish-{i}", daemon=True)
         for i in range(max(1, min(workers, todo.qsize())))
     ]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:  # inside: an interrupt while the last threads start must stop the first ones too
+            t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.2)  # short waits keep the main thread responsive to SIGINT/SIGTERM
@@ -103,7 +106,8 @@ def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, canc
         cancel.set()
         deadline = time.monotonic() + GRACE
         for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # started
+                t.join(max(0.0, deadline - time.monotonic()))
         raise
     if errors:
         raise errors[0]
@@ -324,19 +328,21 @@ def _upload(
         def upload(p: Path) -> None:
             sha, md5 = hashes[p]
             size, sent = p.stat().st_size, [0]
+            budget = Budget(f"uploading {rels[p]}")
 
             def count(n: int) -> None:
                 if cancel.is_set() and sent[0] + n < size:  # the last callback may come once the file is up
                     raise _Stop
                 sent[0] += n
                 bar.update(n)
+                budget.progress()
 
             def attempt() -> None:
                 bar.update(-sent[0])  # a retried upload starts from zero
                 sent[0] = 0
                 source.write(f"{root}/{rels[p]}", p, sha256=sha, md5=md5, progress=count)
 
-            retrying(f"uploading {rels[p]}", attempt, cancel)
+            retrying(f"uploading {rels[p]}", attempt, cancel, budget=budget)
             state.done(rels[p])
 
         _in_parallel(upload, todo, workers, cancel)

@@ -79,6 +79,10 @@ class Budget:
         self.attempt = 0
         self.since = time.monotonic()  # the last progress (or the start)
 
+    def progress(self) -> None:
+        """The operation got somewhere (bytes moved): the time without progress starts again."""
+        self.since = time.monotonic()
+
     def retry(self, e: Exception, *, progressed: bool = False) -> float:
         """Delay before the next attempt after ``e``; ``progressed``: the failed attempt got somewhere."""
         now = time.monotonic()
@@ -104,14 +108,16 @@ def retrying(
     delay: Callable[[int], float] = backoff,
     on_retry: Callable[[str, int, float, Exception], None] = _log_retry,
     give_up: Callable[[str, int, Exception], Exception] = _give_up,
+    budget: Budget | None = None,
 ) -> T:
     """``fn()``, retried with ``delay(attempt)`` between tries while it raises one of ``retry_on``.
 
     The retries end after ``retries`` (default ``RETRIES``) or once the retry budget is spent, with the error
     ``give_up`` makes (a stalled store gets its own line); a set ``cancel`` ends the wait at once and re-raises
-    the last failure.
+    the last failure. A long transfer passes its own ``budget`` (instead of retries, delay, give_up) and calls
+    its ``progress()`` as bytes move, so that a failure after minutes of progress is still retried.
     """
-    budget = Budget(what, retries=retries, delay=delay, give_up=give_up)
+    budget = budget or Budget(what, retries=retries, delay=delay, give_up=give_up)
     waiter = cancel or threading.Event()
     while True:
         try:

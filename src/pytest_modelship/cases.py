@@ -399,6 +399,10 @@ def describe(
 class CaseFailed(Exception):
     """Raised by a case item; its text is the whole failure report."""
 
+    def __init__(self, text: str, request_failed: bool = False) -> None:
+        super().__init__(text)
+        self.request_failed = request_failed  # no answer at all: the app may have just died
+
 
 class CaseItem(pytest.Item):
     """One smoke case sent to the running container."""
@@ -431,7 +435,7 @@ class CaseItem(pytest.Item):
         except requests.RequestException as e:
             latency = (time.perf_counter() - t0) * 1000
             problem = f"request failed after {latency:.0f} ms: {type(e).__name__}: {e}"
-            raise CaseFailed(describe(case, url, None, None, [problem], self.run.redact)) from None
+            raise CaseFailed(describe(case, url, None, None, [problem], self.run.redact), request_failed=True) from None
         latency = (time.perf_counter() - t0) * 1000
         self.user_properties.append((CASE_PROPERTY, case.name))
         self.user_properties.append((LATENCY_PROPERTY, round(latency, 3)))

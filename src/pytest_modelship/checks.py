@@ -114,7 +114,13 @@ def check_model_files(image: ImageInfo, container: ModelshipContainer | None) ->
     """Every model file in the running container has the size and sha256 that modelship.json lists."""
     from modelship.manifest import tree_digest
 
+    from .images import MODEL_DIR_ENV, MODEL_DIR_LABEL
+
     assert container is not None
+    env_dir, label_dir = image.env_dict().get(MODEL_DIR_ENV), image.labels.get(MODEL_DIR_LABEL)
+    if env_dir and label_dir and env_dir.rstrip("/") != label_dir.rstrip("/"):
+        # the app reads $MODELSHIP_MODEL_DIR; model layers put elsewhere are not what it serves
+        return [f"label {MODEL_DIR_LABEL} is {label_dir!r} but {MODEL_DIR_ENV} is {env_dir!r}, which the app reads"]
     manifest, problems = _read_manifest(image, container)
     if manifest is None:
         return problems

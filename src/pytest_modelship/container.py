@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tarfile
 import threading
 import time
@@ -23,7 +24,7 @@ from modelship._docker import docker_host, short_reason
 from .errors import ContainerError, SetupError
 from .reaper import container_labels, remove_run
 from .settings import DEFAULT_READY_PATH
-from .waiting import wait_ready
+from .waiting import PROBE_USER_AGENT, wait_ready
 
 if TYPE_CHECKING:
     import docker
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 START_GRACE_S = 60.0  # creating + starting a container, on top of the readiness timeout
 LOG_TAIL_LINES = 50
+_PROBE_MARK = PROBE_USER_AGENT.split("/")[0] + "/"  # any version: a line of the plugin's own readiness probe
+MAX_LOG_LINES = 20_000  # read at most this many lines to find the last LOG_TAIL_LINES that are not probes
 
 
 def connect() -> docker.DockerClient:
@@ -62,6 +65,8 @@ class ModelshipContainer:
         self.image = image
         self.host = host
         self.port = int(settings.port or image.default_port())
+        self.port_source = settings.sources.get("port", "image EXPOSE")
+        self.probes = 0  # readiness requests sent by wait_ready
         wrapped = tc.get_wrapped_container()
         self.id: str = wrapped.id  # type: ignore[assignment]
         self.name: str = wrapped.name  # type: ignore[assignment]
@@ -109,8 +114,8 @@ class ModelshipContainer:
         """True once the container has stopped (at least once); waits at most ``timeout`` seconds."""
         return self._exited.wait(timeout)
 
-    def exit_report(self, logs: bool = True) -> str:
-        """One line on how the container stopped after it was ready (restarts included), then its log tail."""
+    def exit_report(self) -> str:
+        """One line on how the container stopped after it was ready (restarts included)."""
         state: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             info = self.attrs
@@ -125,7 +130,7 @@ class ModelshipContainer:
                 f"; its restart policy ({state.get('Policy') or '?'}) restarted it {restarts} time(s), "
                 "so later answers come from a fresh process"
             )
-        return f"{line}; last log lines:\n{self.logs()}" if logs else line
+        return line
 
     def logs(self, tail: int = LOG_TAIL_LINES) -> str:
         """The last ``tail`` lines of stdout+stderr, secrets of --modelship-env masked."""
@@ -134,6 +139,24 @@ class ModelshipContainer:
         except Exception as e:  # noqa: BLE001 - logs are diagnostics; never hide the real failure
             return f"(container logs unavailable: {short_reason(e)})"
         return self.settings.redact(raw.decode("utf-8", "replace"))
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the app's log for a report: the readiness probes' access lines left out.
+
+        A never-ready app would otherwise show nothing but 40 probe lines a second. A line is a probe's when it
+        carries the probes' User-Agent (gunicorn's access log, for one, logs it), or is the access-log line of
+        GET <ready path> (the stdlib server, uvicorn and werkzeug log no User-Agent).
+        """
+        raw = self.logs(tail=min(MAX_LOG_LINES, lines + 2 * self.probes))
+        ready = re.escape(self.settings.ready_path or DEFAULT_READY_PATH)
+        access = re.compile(rf"\bGET {ready}(?:\?\S*)? HTTP/\d")
+        kept = [line for line in raw.splitlines() if _PROBE_MARK not in line and not access.search(line)]
+        dropped = len(raw.splitlines()) - len(kept)
+        tail = "\n".join(kept[-lines:])
+        if not dropped:
+            return tail
+        note = f"({dropped} access-log line(s) of GET {self.settings.ready_path or DEFAULT_READY_PATH} left out)"
+        return f"{note}\n{tail}" if tail else note
 
     def iter_files(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
         """Stream the files under ``path`` out of the container (docker cp): no tool needed in the image.
@@ -370,8 +393,14 @@ class Lifecycle:
             )
 
     def log_tail(self) -> str | None:
+        """The report's log tail (probes left out) of the container started or the one that never got ready."""
         c = self.container or self.failed
-        return c.logs() if c is not None else None
+        return c.log_tail() if c is not None else None
+
+    @property
+    def started_name(self) -> str | None:
+        c = self.container or self.failed
+        return c.name if c is not None else None
 
     def stop(self) -> None:
         """Remove every container of this run and worker; safe to call repeatedly and from atexit."""

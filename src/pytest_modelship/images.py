@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from docker.models.images import Image
 
 DEFAULT_MODEL_DIR = "/opt/modelship/model"
+MODEL_DIR_ENV = "MODELSHIP_MODEL_DIR"
+MODEL_DIR_LABEL = "io.modelship.model.dir"  # where an app-only image (or `modelship assemble`) puts the model
+APP_PORT_LABEL = "io.modelship.app.port"  # written by `modelship build`
 
 _HEALTHCHECK_URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"\\)]*)")
 
@@ -33,6 +36,7 @@ class ImageInfo:
     labels: dict[str, str]
     history: tuple[str, ...] | None = None  # CreatedBy of every layer; None: fetched on first use
     history_loader: Callable[[], tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    pulled: str | None = None  # why this run pulled it ("--modelship-pull", "digest not present locally"), if it did
 
     def layer_history(self) -> tuple[str, ...]:
         """The build history (one API call, made only by the checks that need it)."""
@@ -41,7 +45,7 @@ class ImageInfo:
         return self.history_loader() if self.history_loader else ()
 
     @classmethod
-    def from_image(cls, ref: str, image: Image) -> ImageInfo:
+    def from_image(cls, ref: str, image: Image, pulled: str | None = None) -> ImageInfo:
         cfg = image.attrs.get("Config") or {}
 
         def load_history() -> tuple[str, ...]:
@@ -58,6 +62,7 @@ class ImageInfo:
             env=tuple(cfg.get("Env") or ()),
             labels=dict(cfg.get("Labels") or {}),
             history_loader=load_history,
+            pulled=pulled,
         )
 
     def env_dict(self) -> dict[str, str]:
@@ -65,10 +70,29 @@ class ImageInfo:
 
     @property
     def model_dir(self) -> str:
-        return self.env_dict().get("MODELSHIP_MODEL_DIR") or DEFAULT_MODEL_DIR
+        """Where the model is: $MODELSHIP_MODEL_DIR (what the app reads), else the model dir label, else the default."""
+        return self.env_dict().get(MODEL_DIR_ENV) or self.labels.get(MODEL_DIR_LABEL) or DEFAULT_MODEL_DIR
+
+    def tcp_ports(self) -> list[int]:
+        """The EXPOSEd TCP ports, sorted."""
+        return sorted({int(p.split("/")[0]) for p in self.exposed_ports if p.endswith("/tcp") or "/" not in p})
+
+    def declared_ports(self) -> set[int]:
+        """Every port the image names for its app: EXPOSE and the io.modelship.app.port label."""
+        label = self.labels.get(APP_PORT_LABEL, "")
+        return set(self.tcp_ports()) | ({int(label)} if label.isdigit() else set())
+
+    def describe_ports(self) -> str:
+        """What the image says about its port, e.g. ``exposes 9000`` or ``exposes 9000, 9001 and its label ...``."""
+        tcp = self.tcp_ports()
+        parts = [f"exposes {', '.join(str(p) for p in tcp)}"] if tcp else []
+        label = self.labels.get(APP_PORT_LABEL, "")
+        if label.isdigit() and int(label) not in tcp:
+            parts.append(f"names port {label} in its label {APP_PORT_LABEL}")
+        return " and ".join(parts) or "declares no port"
 
     def default_port(self) -> int:
-        tcp = sorted({int(p.split("/")[0]) for p in self.exposed_ports if p.endswith("/tcp") or "/" not in p})
+        tcp = self.tcp_ports()
         if len(tcp) == 1:
             return tcp[0]
         if not tcp:
@@ -85,24 +109,101 @@ class ImageInfo:
 
 
 def get_image(client: docker.DockerClient, ref: str, pull: bool) -> ImageInfo:
-    """Inspect the image, pulling it first when asked; one-line errors when it is missing."""
-    import docker.errors
-    from docker.utils import parse_repository_tag
+    """Inspect the image, pulling it first when asked, or when it is a digest not present locally.
 
+    A digest names one image for good, so pulling it cannot test something else than was asked for; the
+    engine fetches only the layers it lacks. A tag that is not local is an error unless ``pull``: which image
+    a tag means is the user's choice.
+    """
+    import docker.errors
+
+    pulled = None
     if pull:
-        # a digest comes back as the tag ("sha256:..."), which docker-py pulls as REPO@DIGEST; no tag: latest
-        repo, tag = parse_repository_tag(ref)
-        try:
-            client.images.pull(repo, tag=tag)
-        except docker.errors.DockerException as e:
-            raise SetupError(
-                f"could not pull image {ref} ({short_reason(e)}): check the name and 'docker login'"
-            ) from None
+        _pull(client, ref)
+        pulled = "--modelship-pull"
+    elif _is_digest(ref) and not _present(client, ref):
+        _pull(client, ref)
+        pulled = "digest not present locally"
     try:
-        return ImageInfo.from_image(ref, client.images.get(ref))
+        return ImageInfo.from_image(ref, client.images.get(ref), pulled)
     except docker.errors.ImageNotFound:
         raise SetupError(
             f"image {ref} not found locally: build it first, or pass --modelship-pull to pull it"
         ) from None
     except docker.errors.DockerException as e:
         raise SetupError(f"could not inspect image {ref} ({short_reason(e)})") from None
+
+
+def _present(client: docker.DockerClient, ref: str) -> bool:
+    import docker.errors
+
+    try:
+        client.api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.DockerException:
+        return True  # another failure: the inspect below reports it in its own words
+    return True
+
+
+def _is_digest(ref: str) -> bool:
+    """Whether ``ref`` names its image by digest (``REPO@sha256:...``)."""
+    return bool(re.search(r"@sha256:[0-9a-f]{64}$", ref))
+
+
+def _pull(client: docker.DockerClient, ref: str) -> None:
+    """Pull ``ref`` through the engine (it fetches only the layers it lacks); one line naming what to do if not."""
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    name, _, digest = ref.partition("@")
+    # REPO[:TAG]@DIGEST pulls the digest; a name without tag pulls latest, as `docker pull` does
+    repo, tag = parse_repository_tag(name)
+    try:
+        client.images.pull(repo, tag=digest or tag or "latest")
+    except docker.errors.DockerException as e:
+        raise SetupError(_pull_problem(ref, repo, e)) from None
+
+
+def _pull_problem(ref: str, repo: str, e: BaseException) -> str:
+    """A failed pull as one line: the image, the registry and what to do (the engine's words only as a hint)."""
+    from docker.auth import resolve_repository_name
+
+    try:
+        registry = resolve_repository_name(repo)[0]
+    except Exception:  # noqa: BLE001 - an unparsable name: the engine's reason says what is wrong with it
+        registry = "its registry"
+    text = " ".join(str(getattr(e, "explanation", None) or e).split())
+    low = text.lower()
+    if "pull access denied" in low:  # Docker Hub's answer for a missing and for a private repository alike
+        return (
+            f"could not pull image {ref}: {registry} has no such repository, or it needs a login: check the name, "
+            f"or run 'docker login {registry}'"
+        )
+    if any(s in low for s in ("unauthorized", "authentication required", "no basic auth", "denied")):
+        return f"could not pull image {ref}: {registry} denied access: run 'docker login {registry}' first"
+    if any(s in low for s in ("manifest unknown", "not found", "name unknown", "does not exist")):
+        what = "digest" if _is_digest(ref) else "tag"
+        return f"image {ref} not found in {registry}: check the repository and {what}, or push the image there first"
+    if any(s in low for s in _UNREACHABLE):
+        why = next(s for s in _UNREACHABLE if s in low)
+        return (
+            f"could not pull image {ref}: registry {registry} not reachable ({why}): "
+            "check its address and that it is running"
+        )
+    why = short_reason(e)
+    return f"could not pull image {ref} from {registry} ({why}): check the name and 'docker login {registry}'"
+
+
+# engine words for a registry it could not talk to, the most telling first
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "tls handshake timeout",
+    "server gave http response to https client",
+    "certificate",
+    "connection reset",
+    "timeout",
+    "dial tcp",
+)

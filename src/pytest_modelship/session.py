@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .modelimage import ModelVolume
 
 READY_PROPERTY = "modelship_ready_s"
+# after a request that got no answer, how long the engine may take to report the app's exit (seconds; it
+# takes milliseconds on an idle machine, more on a loaded CI agent); a wrong answer waits for nothing
+EXIT_NOTICE_S = 3.0
 CONTAINER_PROPERTY = "modelship_container"
 FIXTURES = frozenset({"modelship_container", "modelship_url", "modelship_client"})
 # imported by preload(): the engine libraries and the plugin's own modules that are imported lazily
@@ -81,7 +84,10 @@ class ModelshipRun:
         self.latencies: list[tuple[str, str, float]] = []  # (case, outcome, ms)
         self.ready: list[tuple[float, str]] = []  # (seconds to ready, "worker name url") per container
         self._ready_reported = False
-        self._logs_attached: set[str] = set()
+        self._logs_attached: set[str] = set()  # items whose report got the log tail (or points to one that did)
+        # per lifecycle (id): the item whose report first said the container is down, and that one-line reason
+        self._down: dict[int, tuple[str, str]] = {}
+        self._nodeid: str | None = None  # the item running now
         self._signature_at_start: tuple[Any, ...] | None = None
         self.warnings: list[str] = []
         self._prep_thread: threading.Thread | None = None
@@ -93,7 +99,6 @@ class ModelshipRun:
         self._client_lock = threading.Lock()
         self._old_handlers: dict[int, Any] = {}
         self.interrupted_by: int | None = None  # SIGINT or SIGTERM: exit status 128 + it, not pytest's 2
-        self._exit_reported = False
         self.reaped: list[str] = []
         self._own: dict[tuple[Any, ...], Lifecycle] = {}  # containers of overridden config fixtures
         self.model: ModelVolume | None = None  # --modelship-model-image, unpacked into a volume
@@ -235,7 +240,10 @@ class ModelshipRun:
         if s.env:
             shown = " ".join(f"{k}={v}" for k, v in mask_env(s.env).items())
             lines.append(line("env", shown, "env"))
-        lines.append(line("pull", "yes" if s.pull else "no", "pull"))
+        if self.image.pulled and not s.pull:  # a digest that was not local: pulled without being asked to
+            lines.append(f"modelship pull: yes ({self.image.pulled})")
+        else:
+            lines.append(line("pull", "yes" if s.pull else "no", "pull"))
         if self.model is not None:
             mounted = f"{s.model_image} [{self.model.image_id[7:19]}] read-only at {self.image.model_dir}"
             lines.append(line("model image", mounted, "model_image"))
@@ -314,24 +322,30 @@ class ModelshipRun:
         """The started, ready container; starts it on first use. Fails the test in one clear message.
 
         ``settings`` other than the run's (from overridden config fixtures) get a container of their own.
+        Once the container is down (never ready, or exited), every later test that needs it fails at once,
+        naming the first report, which holds the details and the log tail: each item is still reported
+        (in the JUnit XML too), and none waits for a dead app.
         """
         from .errors import ContainerError
 
         lifecycle = self._lifecycle_for(settings)
+        down = self._down.get(id(lifecycle))
+        if down is not None:
+            first, reason = down
+            if self._nodeid is not None:
+                self._logs_attached.add(self._nodeid)  # the log tail is in the first report
+            pytest.fail(f"modelship: container not running: {reason} (details and log: {first})", pytrace=False)
         try:
             c = lifecycle.start(*self._hooks(lifecycle.settings))
         except ContainerError as e:
-            message, why = f"modelship: {e}", "never became ready"
+            reason = str(e)
         else:
             if not c.exited:
                 return c
             # it stopped after it was ready (crash, OOM kill, restart policy): fail at once, never wait
-            self._exit_reported = True
-            message, why = f"modelship: {c.exit_report(logs=False)}", "exited while tests ran"  # logs: own section
-        if self.session is not None and not self.is_worker:
-            # every item needs the container: stop the run instead of repeating the error N times
-            self.session.shouldfail = f"modelship: the container {why} (see the first error)"
-        pytest.fail(message, pytrace=False)  # outside the except: no "during handling..." chain
+            reason = c.exit_report()  # the log tail goes into the report (pytest_runtest_makereport)
+        self._down[id(lifecycle)] = (self._nodeid or "the first test that needed it", reason)
+        pytest.fail(f"modelship: {reason}", pytrace=False)  # outside the except: no "during handling..." chain
 
     def client(self) -> ModelshipClient:
         from .client import ModelshipClient
@@ -392,30 +406,28 @@ class ModelshipRun:
 
     # -------------------------------------------------------------------------------------- reporting
 
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self._nodeid = nodeid
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-        lc = self._lifecycle_of(item)
-        failed = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
-        exit_note = None
-        c = lc.container if lc is not None else None
-        watch = c is not None and failed and call.when == "call" and not self._exit_reported
-        # a request failing because the app just died: the exit is seen within ms of the failure
-        if watch and self._needs_container(item) and c.wait_exited(0.5):  # type: ignore[union-attr]
-            self._exit_reported = True
-            exit_note = f"modelship: {c.exit_report(logs=False)}"  # type: ignore[union-attr]  # logs: own section
-            if self.session is not None and not self.is_worker:
-                self.session.shouldfail = "modelship: the container exited while tests ran (see the first error)"
-        if lc is not None and failed and item.nodeid not in self._logs_attached:
-            self._logs_attached.add(item.nodeid)
-            tail = lc.log_tail()
-            if tail is not None:
-                # A report section of the item (not just of this report) reaches the teardown report too,
-                # which is the one junitxml writes to <system-out>. The name becomes
-                # "Captured stdout modelship container", which junit_logging=system-out includes.
-                item.add_report_section("modelship container", "stdout", tail)
         report = yield
-        if exit_note is not None:
-            _add_note(report, exit_note)
+        lc = self._lifecycle_of(item)
+        if lc is not None and report.failed and call.when in ("setup", "call") and self._needs_container(item):
+            c = lc.container
+            # a request failing because the app just died: give the engine's exit notice a moment to arrive
+            wait = EXIT_NOTICE_S if _request_failed(call) else 0.0
+            if c is not None and call.when == "call" and id(lc) not in self._down and c.wait_exited(wait):
+                reason = c.exit_report()
+                self._down[id(lc)] = (item.nodeid, reason)
+                _add_note(report, f"modelship: {reason}")
+            if item.nodeid not in self._logs_attached:
+                self._logs_attached.add(item.nodeid)
+                tail = lc.log_tail()
+                if tail is not None:
+                    # in the failure text itself: the JUnit XML carries it in <failure>/<error> without any
+                    # junit_logging setting, and passing tests get no (empty) section at all
+                    _add_section(report, f"modelship container log: {lc.started_name}", tail)
         c = self.lifecycle.container if self.lifecycle is not None else None  # the summary names the run's
         if c is not None and c.ready_after_s is not None and not self._ready_reported:
             # once per process; under xdist the report carries it to the controller's summary
@@ -494,15 +506,34 @@ class ModelshipRun:
         self._restore_signals()  # only now: the cleanup above runs with the signals still handled
 
 
+def _request_failed(call: pytest.CallInfo[None]) -> bool:
+    """Whether the test failed for want of any answer from the app (a smoke case's or the client's request)."""
+    if call.excinfo is None:
+        return False
+    import requests
+
+    no_answer = (requests.ConnectionError, requests.Timeout)  # not HTTPError: that app answered
+    return bool(getattr(call.excinfo.value, "request_failed", False)) or call.excinfo.errisinstance(no_answer)
+
+
 def _add_note(report: pytest.TestReport, note: str) -> None:
     """Put ``note`` at the top of a failure report, whatever shape its longrepr has."""
     longrepr = report.longrepr
     if isinstance(longrepr, str):
         report.longrepr = f"{note}\n{longrepr}"
-    elif hasattr(longrepr, "addsection"):
-        longrepr.addsection("modelship container", note)  # type: ignore[union-attr]
     else:
-        report.sections.append(("modelship container exit", note))
+        _add_section(report, "modelship container", note)
+
+
+def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    """Append a titled section to the failure text (what the terminal shows and JUnit's <failure> holds)."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        report.longrepr = f"{longrepr}\n{f' {title} '.center(80, '-')}\n{text}"
+    elif hasattr(longrepr, "addsection"):
+        longrepr.addsection(title, text)  # type: ignore[union-attr]
+    else:
+        report.sections.append((title, text))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from .. import progress
 from .._docker import docker_host, engine, unreachable
-from .._retry import retrying
+from .._retry import Budget, retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
 from ..oci.reference import Reference, base_url, parse_reference, split_tag
 from ..oci.registry import Credentials, RegistryClient
@@ -137,6 +137,7 @@ def push(
                     if now > done:  # a layer upload the engine restarts counts from 0 again
                         bar.update(now - done)
                         done = now
+                        budget.progress()  # bytes moved: a later failure is no stall
                 elif layer and not quiet and not progress.enabled() and status in ("Pushed", "Layer already exists"):
                     bar.write(f"{layer}: {status}")
                 if layer and status.startswith("Retrying in"):  # a countdown, one event a second: say it once
@@ -168,15 +169,15 @@ def push(
             "to it is failing: check it, then push again"
         )
 
+    budget = Budget(
+        f"push of {name}",
+        retries=PUSH_ATTEMPTS - 1,
+        delay=lambda n: n * (0.5 + random.random()),  # short: the engine waited 5 s per layer retry
+        give_up=give_up,
+    )
     with engine(docker_client) as client:
         digest = retrying(
-            f"push of {name}",
-            lambda: attempt(client),
-            retries=PUSH_ATTEMPTS - 1,
-            retry_on=(_PushRetry,),
-            delay=lambda n: n * (0.5 + random.random()),  # short: the engine waited 5 s per layer retry
-            on_retry=announce,
-            give_up=give_up,
+            f"push of {name}", lambda: attempt(client), retry_on=(_PushRetry,), on_retry=announce, budget=budget
         )
     if not quiet:
         print(f"modelship: pushed {name}@{digest}", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""assemble under registry faults: the fault proxy (tests/faults/proxy.py) between modelship and the real
+registry cuts uploads, answers 5xx, stalls, and lets a commit time out after the registry stored the blob.
+
+Every run must end with the tag pointing at a complete image (each blob present, matching its descriptor,
+asked of the registry directly, not through the proxy) or with a one-line failure and the tag where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+
+from modelship.errors import ModelshipError
+from modelship.oci._assemble import assemble
+from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request, first
+from support.models import make_model
+from support.oci import build_app_image, image_problems, push_image, tag_digest
+
+pytestmark = pytest.mark.docker
+MiB = 1024 * 1024
+CHUNK = 1 * MiB  # small chunks: several PATCHes per layer
+TIMEOUT = 1.5  # seconds without an answer before a request counts as stalled
+
+
+def is_patch(r: Request) -> bool:
+    return r.method == "PATCH" and "/blobs/uploads/" in r.target
+
+
+def is_commit(r: Request) -> bool:
+    return r.method == "PUT" and "/blobs/uploads/" in r.target and "digest=" in r.target
+
+
+def is_tag_put(r: Request) -> bool:
+    return r.method == "PUT" and "/manifests/" in r.target and "/manifests/sha256:" not in r.target
+
+
+@pytest.fixture(scope="module")
+def app(docker_client, base_image, registry) -> tuple[str, str]:
+    repo = f"oci-faults/app-{uuid.uuid4().hex[:8]}"
+    push_image(docker_client, build_app_image(docker_client, base_image, f"{registry}/{repo}:app"))
+    return registry, repo
+
+
+def _model(tmp_path, name: str, seed: int):
+    rng = random.Random(seed)
+    big = rng.randbytes(3 * MiB + 4321)
+    return make_model(
+        tmp_path / name, {"w.bin": big, "c.json": b'{"seed": %d}' % seed}, uri="az://acct/models/f", version=str(seed)
+    )
+
+
+def _run(tmp_path, app, plan, seed: int, monkeypatch) -> tuple[object, FaultProxy, str, str]:
+    """Tag a previous image (no faults), then assemble a new model through the proxy; (result or error, ...)."""
+    registry, repo = app
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    tag = f"run-{uuid.uuid4().hex[:8]}"
+    before = assemble(
+        f"{registry}/{repo}:app", _model(tmp_path, "old", seed + 1000), f"{registry}/{repo}:{tag}", quiet=True
+    )
+    host, port = registry.split(":")
+    model = _model(tmp_path, "new", seed)
+    with FaultProxy((host, int(port)), plan, lifetime=120) as proxy:
+        via = f"127.0.0.1:{proxy.port}/{repo}"
+        try:
+            outcome: object = assemble(
+                f"{via}:app", model, f"{via}:{tag}", timeout=TIMEOUT, chunk_size=CHUNK, large_file=MiB, quiet=True
+            )
+        except ModelshipError as e:
+            outcome = e
+    return outcome, proxy, tag, before.digest
+
+
+def _check(app, outcome, tag: str, before: str) -> list[str]:
+    """What breaks the promise: a tag on an incomplete image, a moved tag after a failure, a multi-line error."""
+    registry, repo = app
+    held = tag_digest(registry, repo, tag)
+    if isinstance(outcome, ModelshipError):
+        problems = [] if held == before else [f"failed, but the tag moved from {before[:19]} to {held}"]
+        if "\n" in str(outcome):
+            problems.append(f"error is not one line: {outcome!r}")
+        return problems
+    if held != outcome.digest:
+        return [f"tag holds {held}, assemble returned {outcome.digest}"]
+    return image_problems(registry, repo, tag)
+
+
+def _layer_bytes(outcome) -> int:
+    return sum(x.size for x in outcome.layers)
+
+
+def test_cut_patch_starts_a_new_session_and_completes(tmp_path, app, monkeypatch):
+    plan = first(1, Fault.reset(200_000, direction="request"), is_patch)
+    outcome, proxy, tag, before = _run(tmp_path, app, plan, 1, monkeypatch)
+    assert not isinstance(outcome, Exception), outcome
+    assert proxy.stats.by_kind["reset"] == 1 and _check(app, outcome, tag, before) == []
+    assert outcome.uploaded_bytes > _layer_bytes(outcome)  # the registry dropped the cut session: sent again
+
+
+def test_refused_patch_resumes_where_the_registry_stands(tmp_path, app, monkeypatch):
+    """A PATCH that never reached the registry: the upload status says how far it got; nothing is re-sent."""
+    patches = []
+
+    def plan(r: Request):
+        if is_patch(r):
+            patches.append(r)
+            if len(patches) == 2:
+                return Fault.answer(503)
+        return None
+
+    outcome, proxy, tag, before = _run(tmp_path, app, plan, 2, monkeypatch)
+    assert not isinstance(outcome, Exception), outcome
+    assert proxy.stats.by_kind["status"] == 1 and _check(app, outcome, tag, before) == []
+    config = json.loads(json.dumps(outcome.to_dict()))  # the result serialises as --json gives it
+    assert config["uploaded_bytes"] == outcome.uploaded_bytes
+    # resumed: every byte sent exactly once (the layers, the config) -- plus the refused PATCH's body
+    sent_once = _layer_bytes(outcome)
+    assert sent_once < outcome.uploaded_bytes <= sent_once + CHUNK + 10_000
+
+
+def test_commit_that_times_out_after_the_registry_stored_the_blob_is_not_uploaded_again(tmp_path, app, monkeypatch):
+    plan = first(1, Fault.stall(0, TIMEOUT * 3), is_commit)  # the answer of the commit never comes in time
+    outcome, proxy, tag, before = _run(tmp_path, app, plan, 3, monkeypatch)
+    assert not isinstance(outcome, Exception), outcome
+    assert proxy.stats.by_kind["stall"] == 1 and _check(app, outcome, tag, before) == []
+    assert outcome.uploaded_bytes <= _layer_bytes(outcome) + 10_000  # HEAD found it: no second upload
+
+
+def test_5xx_on_the_tag_put_is_retried(tmp_path, app, monkeypatch):
+    outcome, proxy, tag, before = _run(tmp_path, app, first(2, Fault.answer(503), is_tag_put), 4, monkeypatch)
+    assert not isinstance(outcome, Exception), outcome
+    assert proxy.stats.by_kind["status"] == 2 and _check(app, outcome, tag, before) == []
+
+
+def test_a_registry_that_keeps_failing_gives_one_line_and_leaves_the_tag(tmp_path, app, monkeypatch):
+    plan = lambda r: Fault.answer(503) if is_patch(r) or is_commit(r) else None  # noqa: E731
+    outcome, _, tag, before = _run(tmp_path, app, plan, 5, monkeypatch)
+    assert isinstance(outcome, ModelshipError)
+    assert "failed 6 times, last: registry" in str(outcome) and "HTTP 503" in str(outcome)
+    assert _check(app, outcome, tag, before) == []
+
+
+def _random_fault(rng: random.Random, req: Request) -> Fault | None:
+    kind = rng.choice(["reset", "close", "stall", "status503", "status500", "reset-request", "stall-long"])
+    if kind == "reset-request":
+        return Fault.reset(rng.randrange(1, 4000), direction="request") if req.method in ("PATCH", "PUT") else None
+    if kind == "stall-long":
+        return Fault.stall(rng.randrange(0, 120), TIMEOUT * 2)
+    if kind.startswith("status"):
+        return Fault.answer(int(kind[6:]))
+    if kind == "stall":
+        return Fault.stall(rng.randrange(0, 120), rng.uniform(0.05, 0.4))
+    return Fault(kind, rng.randrange(0, 120))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_seeded_random_faults_end_complete_or_one_line_with_the_tag_unchanged(tmp_path, app, monkeypatch, seed):
+    plan = RandomFaults(seed, _random_fault, p=0.4, budget=5)
+    outcome, proxy, tag, before = _run(tmp_path, app, plan, 100 + seed, monkeypatch)
+    problems = _check(app, outcome, tag, before)
+    assert problems == [], (seed, proxy.stats.injected, outcome)
+    assert proxy.stats.injected, "the plan injected nothing"

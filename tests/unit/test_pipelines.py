@@ -1,0 +1,322 @@
+"""The Azure Pipelines templates, offline: schema, template references and parameters, CLI command lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelship.cli import build_parser
+from support import ROOT
+from support import pipelines as pc
+
+TEMPLATES = ROOT / "pipelines" / "templates"
+PIPELINE_FILES = [*sorted([*(ROOT / "pipelines").rglob("*.y*ml")]), ROOT / "azure-pipelines.yml"]
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+# The vendored schema's patterns are not valid in unicode regex mode (check-jsonschema issue #550)
+SCHEMA_ARGS = ["--builtin-schema", "vendor.azure-pipelines", "--data-transform", "azure-pipelines"]
+SCHEMA_ARGS += ["--regex-variant", "nonunicode"]
+REPOS = {"self": ROOT, "modelship": ROOT}  # the README's consumer refers to this repository as @modelship
+
+
+def schema_check(files: list[Path]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CHECK_JSONSCHEMA), *SCHEMA_ARGS, *map(str, files)], capture_output=True, text=True)
+
+
+def readme_pipelines(tmp_path: Path) -> list[Path]:
+    """The YAML examples of pipelines/README.md, as files."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "pipelines" / "README.md").read_text(), re.S)
+    out = []
+    for i, block in enumerate(blocks):
+        data = yaml.safe_load(block)
+        if isinstance(data, list):  # a steps fragment: wrap it as a pipeline
+            block = "steps:\n" + block
+        path = tmp_path / f"readme-{i}.yml"
+        path.write_text(block)
+        out.append(path)
+    return out
+
+
+def test_there_is_a_template_for_every_step_of_the_flow():
+    names = {
+        p.relative_to(ROOT / "pipelines" / "templates").as_posix() for p in PIPELINE_FILES if "templates" in p.parts
+    }
+    assert {
+        "steps/install-modelship.yml",
+        "steps/fetch-model.yml",
+        "steps/build-image.yml",
+        "steps/smoke-test.yml",
+        "steps/push-image.yml",
+        "steps/deploy-aks.yml",
+        "steps/assemble-image.yml",
+        "steps/promote-image.yml",
+        "jobs/app-image.yml",
+        "jobs/model-assemble.yml",
+        "stages/ci.yml",
+        "stages/release.yml",
+    } <= names
+
+
+def test_every_pipeline_file_matches_the_azure_pipelines_schema():
+    proc = schema_check(PIPELINE_FILES)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert "ok -- validation done" in proc.stdout
+
+
+def test_the_schema_check_catches_a_broken_file(tmp_path):
+    # not vacuous: a misspelt step key fails it
+    text = (ROOT / "pipelines" / "templates" / "steps" / "build-image.yml").read_text()
+    broken = tmp_path / "broken.yml"
+    broken.write_text(text.replace("  - bash: |", "  - bsah: |", 1))
+    assert "bsah" in broken.read_text()
+    assert schema_check([broken]).returncode == 1
+
+
+def test_readme_examples_match_the_schema(tmp_path):
+    files = readme_pipelines(tmp_path)
+    assert len(files) >= 2
+    proc = schema_check(files)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_references_parameters_and_modelship_commands_are_consistent():
+    report = pc.check(PIPELINE_FILES, REPOS, build_parser)
+    assert report.problems == []
+    # every template is used by the root pipeline or another template
+    templates = {p.resolve() for p in PIPELINE_FILES if "templates" in p.parts}
+    assert templates - {t for t in templates if t.parent.name == "stages"} <= report.templates_seen
+    # not vacuous: the commands of the whole flow were found and parsed
+    verbs = {c.args[0] for c in report.commands if c.args}
+    assert {"lock", "fetch", "build", "inspect", "push", "assemble", "promote", "deploy"} <= verbs
+    root_commands = [c for c in report.commands if c.where.startswith("azure-pipelines.yml")]
+    assert any(c.args[:2] == ["lock", "az://modelshipdemo/models/iris"] for c in root_commands)
+    assert any(c.args[:3] == ["deploy", "render", "--image"] and "iris-service" in c.args for c in root_commands)
+
+
+def test_readme_consumer_passes_the_same_checks(tmp_path):
+    files = readme_pipelines(tmp_path)
+    report = pc.check(files, {**REPOS, "self": tmp_path}, build_parser)
+    assert report.problems == []
+    assert any(c.args[:2] == ["lock", "az://mlmodels/models/churn"] for c in report.commands)
+
+
+def test_pull_requests_never_push_and_only_the_schedule_deploys():
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    assert root["trigger"]["branches"]["include"] == ["main"]
+    assert root["pr"]["branches"]["include"] == ["main"]
+    (nightly,) = root["schedules"]
+    assert nightly["branches"]["include"] == ["main"]
+    ci, release = root["stages"]
+    assert ci["template"].endswith("stages/ci.yml")
+    assert "ne(variables['Build.Reason'], 'PullRequest')" in ci["parameters"]["pushCondition"]
+    assert "eq(variables['Build.Reason'], 'Schedule')" in release["parameters"]["condition"]
+    # the push step really uses the condition it is given
+    push = yaml.safe_load((ROOT / "pipelines/templates/steps/push-image.yml").read_text())
+    (push_step,) = [s for s in push["steps"] if "bash" in s]
+    assert push_step["condition"] == "${{ parameters.condition }}"
+    assert push_step["name"] == "push"
+    assert "isOutput=true]" in push_step["bash"]
+
+
+def _root_commands(template: str) -> list[list[str]]:
+    """The modelship command lines the root pipeline runs through ``template`` (parameters as it passes them)."""
+    report = pc.check([ROOT / "azure-pipelines.yml"], REPOS, build_parser)
+    assert report.problems == []
+    return [c.args for c in report.commands if c.where.startswith("azure-pipelines.yml") and template in c.where]
+
+
+def _steps(job_template: str) -> list[dict]:
+    return yaml.safe_load((TEMPLATES / "jobs" / job_template).read_text())["jobs"][0]["steps"]
+
+
+def test_a_commit_builds_the_app_pushes_it_assembles_the_model_smoke_tests_the_digest_and_promotes():
+    runs = _root_commands("jobs/app-image.yml")
+    verbs = [a[0] for a in runs]
+    # build the app only -> push it -> lock + fetch -> assemble -> promote (the assembled image, then the app)
+    assert [v for v in verbs if v != "inspect"] == ["build", "push", "lock", "fetch", "assemble", "promote", "promote"]
+    build = runs[verbs.index("build")]
+    assert (
+        "--model" not in build and build[build.index("--tag") + 1] == "acrLoginServer/imageRepository:Build.BuildId-app"
+    )
+    assemble = runs[verbs.index("assemble")]
+    assert (
+        assemble[1] == "$APP_IMAGE"
+        and assemble[assemble.index("--tag") + 1] == "acrLoginServer/imageRepository:Build.BuildId"
+    )
+    promotes = [a for a in runs if a[0] == "promote"]
+    assert promotes == [["promote", "$IMAGE_REF", "--tag", "stable"], ["promote", "$IMAGE_REF", "--tag", "app-stable"]]
+    steps = _steps("app-image.yml")
+    by_template = [(s.get("template"), s.get("parameters") or {}) for s in steps if "template" in s]
+    names = [t for t, _ in by_template]
+    assert names.index("../steps/assemble-image.yml") < names.index("../steps/smoke-test.yml")
+    assert names.index("../steps/smoke-test.yml") < names.index("../steps/promote-image.yml")
+    params = dict(by_template)
+    assert params["../steps/assemble-image.yml"]["appImage"] == "$(push.imageRef)"  # the pushed app, by digest
+    smoke = params["../steps/smoke-test.yml"]
+    assert smoke["image"] == "$(assemble.imageRef)" and smoke["pull"] == "true"  # the digest that gets promoted
+    promote = [p for t, p in by_template if t == "../steps/promote-image.yml"]
+    assert [p["imageRef"] for p in promote] == ["$(assemble.imageRef)", "$(push.imageRef)"]
+    # the assemble step's outputs are the digest, not a tag
+    text = (TEMPLATES / "steps" / "assemble-image.yml").read_text()
+    step = yaml.safe_load(text)["steps"][0]
+    assert step["name"] == "assemble" and "variable=imageRef;isOutput=true" in step["bash"]
+    assert step["env"]["APP_IMAGE"] == "${{ parameters.appImage }}"
+
+
+def test_a_pull_request_builds_app_and_model_with_one_engine_and_pushes_nothing():
+    runs = _root_commands("jobs/image.yml")
+    builds = [a for a in runs if a[0] == "build"]
+    assert builds and all("--model" in b for b in builds)  # the one-engine local path
+    ci = yaml.safe_load((TEMPLATES / "stages" / "ci.yml").read_text())
+    jobs = {j["template"]: j["parameters"] for j in ci["stages"][0]["jobs"]}
+    assert jobs["../jobs/app-image.yml"]["condition"] == "${{ parameters.pushCondition }}"
+    assert jobs["../jobs/image.yml"]["condition"] == "and(succeeded(), not(${{ parameters.pushCondition }}))"
+    assert jobs["../jobs/image.yml"]["pushCondition"] == "false"
+
+
+def test_the_nightly_baked_run_assembles_onto_the_promoted_app_without_building_then_deploys_the_digest():
+    runs = _root_commands("jobs/model-assemble.yml")
+    assert [a[0] for a in runs] == ["lock", "fetch", "assemble", "promote"]  # no build, no push, no engine
+    steps = _steps("model-assemble.yml")
+    assert not [
+        s for s in steps if "Docker@" in str(s.get("task", "")) and s["inputs"]["command"] not in ("login", "logout")
+    ]
+    params = {s["template"]: s.get("parameters") or {} for s in steps if "template" in s}
+    assert params["../steps/assemble-image.yml"]["appImage"] == "${{ parameters.appImage }}"
+    assert params["../steps/smoke-test.yml"]["image"] == "$(assemble.imageRef)"
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    ci, release = root["stages"]
+    assert release["parameters"]["appImage"].endswith(":app-stable")  # what the commit path promotes
+    assert "ne(variables['Build.Reason'], 'Schedule')" in ci["parameters"]["condition"]  # no CI at night
+    assert "not(or(failed(), canceled()))" in release["parameters"]["condition"]  # a skipped CI does not block it
+    stage = yaml.safe_load((TEMPLATES / "stages" / "release.yml").read_text())["stages"][0]
+    baked = stage["jobs"][1]["${{ else }}"]
+    assert [j["template"] for j in baked] == ["../jobs/model-assemble.yml", "../jobs/deploy-aks.yml"]
+    assert baked[1]["parameters"]["imageRef"] == "$[ dependencies.assemble.outputs['assemble.imageRef'] ]"
+    renders = [a for a in _root_commands("deploy-aks.yml") if a[:2] == ["deploy", "render"]]
+    assert renders and all("--image" in r for r in renders)
+
+
+def test_no_secret_is_passed_on_a_command_line():
+    # credentials reach modelship through env (secretEnv) or a service connection, never as arguments
+    for path in PIPELINE_FILES:
+        text = path.read_text()
+        assert not re.search(r"--password(?!-stdin)", text), path
+        assert not re.search(r"(?i)(AccountKey|sig)=", text), path
+        for line in text.splitlines():
+            if "modelship " in line and "$(" in line:
+                assert not re.search(r"\$\((?i:[^)]*(secret|password|key|sas|token)[^)]*)\)", line), (path, line)
+
+
+# --------------------------------------------------------------------- the checker itself (not vacuous)
+
+
+def _write(tmp_path: Path, files: dict[str, str]) -> list[Path]:
+    out = []
+    for name, text in files.items():
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        out.append(p)
+    return out
+
+
+CALLEE = """
+parameters:
+  - name: image
+    type: string
+  - name: replicas
+    type: number
+    default: "2"
+  - name: push
+    type: boolean
+    default: "true"
+  - name: mode
+    type: string
+    default: a
+    values: [a, b]
+steps:
+  - bash: modelship deploy render --image ${{ parameters.image }} --out k8s --replicas ${{ parameters.replicas }}
+"""
+
+
+@pytest.mark.parametrize(
+    ("call", "problem"),
+    [
+        ("template: steps/missing.yml", "no such file"),
+        ("template: steps/callee.yml\n    parameters: {image: x, colour: red}", "undeclared parameter 'colour'"),
+        ("template: steps/callee.yml\n    parameters: {replicas: '3'}", "required parameter 'image' not passed"),
+        ("template: steps/callee.yml\n    parameters: {image: x, replicas: many}", "is a number but gets 'many'"),
+        ("template: steps/callee.yml\n    parameters: {image: x, push: maybe}", "is a boolean but gets 'maybe'"),
+        ("template: steps/callee.yml\n    parameters: {image: x, mode: c}", "not one of ['a', 'b']"),
+        ("template: steps/callee.yml\n    parameters: {image: [x]}", "is a string but gets a list"),
+        ("template: steps/callee.yml\n    parameters: {image: x, push: '${{ parameters.count }}'}", "of type number"),
+        ("template: steps/callee.yml@other", "unknown repository alias"),
+        ("template: steps/callee.yml\n    parameters: {image: '${{ parameters.imgae }}'}", "imgae }} is not declared"),
+        ("template: steps/callee.yml\n    parameters: {image: 'x --bogus'}", "does not parse"),
+        ("bash: modelship fetch", "does not parse"),
+        ("bash: 'echo x | modelship lock a b c'", "does not parse"),
+        ("script: modelship build app --model m --tag 'unclosed", "cannot split"),
+    ],
+)
+def test_checker_reports(tmp_path, call, problem):
+    caller = "parameters:\n  - name: count\n    type: number\n    default: '1'\nsteps:\n  - " + call + "\n"
+    files = _write(tmp_path, {"steps/callee.yml": CALLEE, "pipeline.yml": caller})
+    report = pc.check(files, {"self": tmp_path}, build_parser)
+    assert any(problem in p for p in report.problems), report.problems
+
+
+def test_checker_accepts_good_calls_and_fills_parameters(tmp_path):
+    caller = """
+parameters:
+  - name: count
+    type: number
+    default: "3"
+steps:
+  - template: steps/callee.yml
+    parameters:
+      image: reg/app@sha256:$(digest)
+      replicas: ${{ parameters.count }}
+      push: false
+      mode: b
+  - bash: |
+      set -e
+      modelship fetch az://a/b/c model --json > out.json 2>/dev/null && modelship inspect img:1
+      python - <<'PY'
+      print("modelship bogus --nope")
+      PY
+"""
+    files = _write(tmp_path, {"steps/callee.yml": CALLEE, "pipeline.yml": caller})
+    report = pc.check(files, {"self": tmp_path}, build_parser)
+    assert report.problems == []
+    args = [c.args for c in report.commands if c.where.startswith("pipeline.yml")]
+    assert ["deploy", "render", "--image", "reg/app@sha256:digest", "--out", "k8s", "--replicas", "3"] in args
+    assert ["fetch", "az://a/b/c", "model", "--json"] in args
+    assert ["inspect", "img:1"] in args
+    assert not any("bogus" in a for a in args)  # heredoc bodies are not shell lines
+
+
+def test_checker_follows_known_if_branches_only(tmp_path):
+    callee = """
+parameters:
+  - name: model
+    type: string
+    default: ""
+steps:
+  - ${{ if eq(parameters.model, '') }}:
+      - bash: modelship build app --tag reg/app:1
+  - ${{ else }}:
+      - bash: modelship build app --model ${{ parameters.model }} --tag reg/app:1
+"""
+    caller = "steps:\n  - template: steps/callee.yml\n    parameters: {model: m}\n"
+    files = _write(tmp_path, {"steps/callee.yml": callee, "pipeline.yml": caller})
+    report = pc.check(files, {"self": tmp_path}, build_parser)
+    assert report.problems == []
+    via_caller = [c.args for c in report.commands if c.where.startswith("pipeline.yml")]
+    assert via_caller == [["build", "app", "--model", "m", "--tag", "reg/app:1"]]
+    alone = [c.args for c in report.commands if c.where.startswith("steps/callee.yml")]
+    assert alone == [["build", "app", "--tag", "reg/app:1"]]
