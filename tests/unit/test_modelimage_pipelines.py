@@ -10,8 +10,8 @@ import yaml
 
 import support.pipelines as pc
 from modelship.cli import build_parser
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "pipelines" / "templates"
 REPOS = {"self": ROOT, "modelship": ROOT}
 
