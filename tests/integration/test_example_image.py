@@ -80,7 +80,7 @@ def test_the_image_passes_its_smoke_cases_through_the_plugin(iris_image, tmp_pat
     # the command of pipelines/templates/steps/smoke-test.yml
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", "."]
     cmd += ["--modelship-image", tag, "--modelship-cases", str(CASES), "--modelship-timeout", "60"]
-    cmd += ["--junitxml", str(junit), "-o", "junit_logging=system-out", "-o", "junit_family=xunit2"]
+    cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2"]
     proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     testcases = list(ET.parse(junit).iter("testcase"))  # noqa: S314 - the file pytest just wrote
