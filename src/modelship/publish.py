@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ from typing import Any
 
 from .errors import ModelshipError, UsageError
 from .fetch import PENDING_MARKER, _opened, retrying, safe_relpath
-from .manifest import MANIFEST_NAME, FileEntry, Manifest
+from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, file_digests
 from .progress import Progress
 from .sources.base import join
 from .uri import parse
@@ -33,14 +32,9 @@ def model_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def hash_file(path: Path) -> tuple[str, bytes]:
-    """sha256 (hex) and md5 (raw) in one pass."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - Content-MD5 is a transport checksum
-    with open(path, "rb") as f:
-        while data := f.read(1 << 20):
-            sha.update(data)
-            md5.update(data)
-    return sha.hexdigest(), md5.digest()
+def hash_file(path: Path) -> tuple[str, bytes, tuple[str, ...]]:
+    """sha256 (hex), md5 (raw) and the sha256 of every CHUNK_SIZE chunk, in one pass."""
+    return file_digests(path, CHUNK_SIZE)
 
 
 def publish(
@@ -87,7 +81,7 @@ def publish(
         with Progress(total, f"publish {version}", show=progress) as bar:
 
             def upload(p: Path) -> None:
-                sha, md5 = hashes[p]
+                sha, md5, _ = hashes[p]
                 rel = p.relative_to(model_dir).as_posix()
                 sent = [0]
 
@@ -104,7 +98,16 @@ def publish(
 
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(upload, files))
-        entries = [FileEntry(p.relative_to(model_dir).as_posix(), p.stat().st_size, hashes[p][0]) for p in files]
+        entries = [
+            FileEntry(
+                p.relative_to(model_dir).as_posix(),
+                p.stat().st_size,
+                hashes[p][0],
+                chunk_size=CHUNK_SIZE,
+                chunks=hashes[p][2],
+            )
+            for p in files
+        ]
         manifest = Manifest.create(parsed.display, version, entries)
         doc = manifest.to_json().encode()
         retrying(f"uploading {MANIFEST_NAME}", lambda: source.write_bytes(f"{root}/{MANIFEST_NAME}", doc))
