@@ -31,6 +31,10 @@ class TransientError(ModelshipError):
     """A network fault worth retrying (reset, timeout, 5xx)."""
 
 
+class ChecksumError(TransientError):
+    """Bytes that failed a checksum on the way (a store's transactional MD5, a chunk digest): read them again."""
+
+
 class DockerError(ModelshipError):
     """The Docker engine is unreachable or refused a build, run or push."""
 

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     DecodeError,
     DeserializationError,
@@ -22,18 +24,25 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
+from urllib3.util.retry import Retry
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError
+from ..errors import AuthError, ChecksumError, IntegrityError, ModelshipError, NotFoundError, TransientError
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
+from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
 
 log = logging.getLogger(__name__)
 
+# The service computes a transactional MD5 only for ranges up to 4 MiB: reads of files without chunk digests
+# use ranges of this size, checked by the service (validate_content). It is also the SDK's unit of download, so
+# one read holds this much in memory.
+_MD5_RANGE = 4 * 1024 * 1024
+
 # Our fetch engine retries with backoff per range; keep the SDK's own retries short so faults surface.
 _CLIENT_OPTS: dict[str, Any] = {
-    "max_single_get_size": 4 * 1024 * 1024,
-    "max_chunk_get_size": 4 * 1024 * 1024,
+    "max_single_get_size": _MD5_RANGE,
+    "max_chunk_get_size": _MD5_RANGE,
     "max_block_size": 8 * 1024 * 1024,
     "max_single_put_size": 16 * 1024 * 1024,
 }
@@ -44,12 +53,24 @@ def _client_opts() -> dict[str, Any]:
     # fetch or publish that long. Two quick SDK retries (one block of a large upload, not the whole file),
     # then modelship's own retries take over with exponential backoff (fetch.retrying, the range loop).
     retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2)  # type: ignore[arg-type]
-    return {
-        **_CLIENT_OPTS,
-        "retry_policy": retry,
-        "connection_timeout": CONNECT_TIMEOUT,
-        "read_timeout": read_timeout(),
-    }
+    return {**_CLIENT_OPTS, "retry_policy": retry, "transport": _transport()}
+
+
+def _transport() -> RequestsTransport:
+    """The SDK's requests transport with a connection pool as large as fetch's parallelism (requests keeps 10).
+
+    Without it, every read beyond the tenth opens and drops a connection of its own (and urllib3 warns about
+    each). Retries stay off in urllib3, as the SDK sets them: the SDK's policy and modelship's retry.
+    """
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_maxsize=MAX_CONNECTIONS, max_retries=Retry(total=False, redirect=False, raise_on_status=False)
+    )
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, adapter)
+    return RequestsTransport(
+        session=session, session_owner=True, connection_timeout=CONNECT_TIMEOUT, read_timeout=read_timeout()
+    )
 
 
 def _connection_string_parts(cs: str) -> dict[str, str]:
@@ -104,8 +125,27 @@ def _quiet_identity_log() -> None:
         logger.setLevel(logging.ERROR)
 
 
+def _was_reset(e: BaseException) -> bool:
+    """Whether a connection reset is behind an SDK error (it wraps the socket's error a few levels deep)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen or len(seen) > 20:
+            continue
+        seen.add(id(x))
+        if isinstance(x, ConnectionResetError) or "reset by peer" in str(x).lower():
+            return True
+        todo += [getattr(x, "error", None), getattr(x, "inner_exception", None), x.__cause__, x.__context__]
+        todo += [a for a in getattr(x, "args", ()) if isinstance(a, BaseException)]
+    return False
+
+
 class AzureBlobSource:
     """A blob container, addressed by the URI's account and container."""
+
+    verified_read_size = _MD5_RANGE
+    read_buffer = _MD5_RANGE
 
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
@@ -160,7 +200,12 @@ class AzureBlobSource:
             # No usable answer: the connection broke mid-body (IncompleteReadError, or the SDK's own download
             # retries giving up and wrapping it without a status) or the body did not parse. Worth a retry.
             cause = getattr(e, "error", None) or e
-            return TransientError(f"{what}: the blob service's answer broke off ({cause.__class__.__name__})")
+            how = "connection reset" if _was_reset(e) else cause.__class__.__name__
+            return TransientError(f"{what}: the blob service's answer broke off ({how})")
+        if isinstance(e, AzureError) and "md5 mismatch" in str(getattr(e, "message", e)).lower():
+            # validate_content: the range's transactional MD5 (computed by the service) does not match what
+            # arrived: damaged on the way, read it again.
+            return ChecksumError(f"{what}: the bytes failed the service's transactional MD5 (damaged in transit)")
         if code == "Md5Mismatch" or (status == 400 and "contentmd5" in str(getattr(e, "message", "")).lower()):
             # The service checked Content-MD5 (Azurite says InvalidOperation): the upload was damaged on the way.
             return TransientError(f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)")
@@ -191,8 +236,11 @@ class AzureBlobSource:
         except Exception as e:  # noqa: BLE001 - every SDK failure is mapped to one line
             raise self._error(e, f"listing {self.uri.display}", reading=True) from None
 
-    def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+    def read(self, name: str, offset: int, length: int, etag: str | None, *, validate: bool = False) -> Iterator[bytes]:
+        """``validate``: the service sends an MD5 of each range of up to 4 MiB and the SDK checks it."""
         kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+        if validate:
+            kwargs["validate_content"] = True
         if etag:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
         try:

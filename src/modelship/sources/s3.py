@@ -10,9 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
+from ..errors import (
+    AuthError,
+    ChecksumError,
+    IntegrityError,
+    ModelshipError,
+    NotFoundError,
+    TransientError,
+    UsageError,
+)
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
+from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout
 
 
 class S3Source:
@@ -35,6 +43,7 @@ class S3Source:
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=read_timeout(),
+            max_pool_connections=MAX_CONNECTIONS,  # as many as fetch reads over at once (botocore keeps 10)
         )
         kwargs: dict[str, Any] = {"config": cfg}
         if os.environ.get("AWS_ENDPOINT_URL"):
@@ -74,7 +83,7 @@ class S3Source:
             return ModelshipError(f"{what}: S3 answered {status} {code}")
         if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
             # The response's own checksum caught bytes damaged on the way: fetch that part again.
-            return TransientError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
+            return ChecksumError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
         if isinstance(
             e,
             (
