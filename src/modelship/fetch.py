@@ -18,11 +18,20 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ._download import _Downloader, _FileJob, _verify
+from ._download import _Downloader, _FileJob, concurrency_setting
 from ._retry import retrying
 from .cache import Cache, owner_pid, pid_alive, stamped, temp_name
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from .manifest import MANIFEST_NAME, FileEntry, Lock, Manifest, Resolution
+from .manifest import (
+    CHUNK_SIZE,
+    MANIFEST_NAME,
+    FileEntry,
+    Lock,
+    Manifest,
+    Resolution,
+    chunk_digests,
+    chunks_from_json,
+)
 from .plugins import open_source
 from .progress import Progress
 from .sources.base import RemoteFile, Source
@@ -107,11 +116,15 @@ def _entries(
     by_rel = {f.name[cut:]: f for f in files if f.name[cut:] != PENDING_MARKER}
     where = uri.child(version or "")
     published = by_rel.pop(MANIFEST_NAME, None)
-    expected: dict[str, tuple[int, str]] = {}
+    expected: dict[str, FileEntry] = {}
     if published is not None:
         try:
             doc = json.loads(_read_small(source, published))
-            expected = {str(f["path"]): (int(f["size"]), str(f["sha256"])) for f in doc["files"]}
+            for d in doc["files"]:  # chunk digests are optional (older manifests) but must fit the file
+                size = int(d["size"])
+                expected[str(d["path"])] = FileEntry(str(d["path"]), size, str(d["sha256"])).with_chunks(
+                    *chunks_from_json(d, size)
+                )
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(
                 f"{where}/{MANIFEST_NAME} is not a valid modelship manifest ({e.__class__.__name__}); "
@@ -127,8 +140,10 @@ def _entries(
     for rel, f in sorted(by_rel.items()):
         safe_relpath(rel, where)
         sha = f.sha256
+        chunk_size, chunks = None, None
         if rel in expected:
-            size, msha = expected[rel]
+            size, msha = expected[rel].size, expected[rel].sha256
+            chunk_size, chunks = expected[rel].chunk_size, expected[rel].chunks
             if size != f.size or (sha and sha != msha):
                 raise IntegrityError(
                     f"{where}/{rel}: store has {f.size} bytes / sha256 {sha or '?'}, its manifest says "
@@ -138,7 +153,8 @@ def _entries(
         elif expected:
             log.warning("ignoring %s/%s: not in the version's manifest", where, rel)
             continue
-        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None))
+        modified = f.last_modified.isoformat() if f.last_modified else None
+        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, modified, chunk_size, chunks))
     if not out:
         raise NotFoundError(f"{where} holds no model files")
     return tuple(out)
@@ -229,6 +245,7 @@ class FetchResult:
     downloaded_bytes: int
     cached_files: int
     unchanged: bool = False
+    connections: int = 0  # connections the download settled at (0: nothing was downloaded)
 
     @property
     def version(self) -> str | None:
@@ -323,9 +340,13 @@ def _check_dest(dest: Path) -> None:
 
 
 def _ensure_cached(
-    source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int, show_progress: bool | None
-) -> tuple[dict[str, str], int]:
-    """Make every resolved file present and verified in the cache; returns path→sha256 and bytes downloaded."""
+    source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int | None, show_progress: bool | None
+) -> tuple[dict[str, str], int, int]:
+    """Make every resolved file present and verified in the cache.
+
+    Returns path→sha256, the bytes downloaded and the connections used (``workers``: a fixed number, or None to
+    let the engine find how many the link rewards).
+    """
     where = _where(uri, res)
     location = f"{uri.scheme}://{uri.location}/{uri.container}"
     shas: dict[str, str] = {}
@@ -335,14 +356,13 @@ def _ensure_cached(
             shas[f.path] = sha
     todo = [f for f in res.files if f.path not in shas]
     if not todo:
-        return shas, 0
+        return shas, 0, 0
     total = sum(f.size for f in todo)
     cancel = threading.Event()
     jobs: list[_FileJob] = []
 
-    def finish(job: _FileJob) -> None:
-        """Verify a complete file and move it into the cache at once: a killed or failed fetch keeps it."""
-        sha = _verify(job, where)
+    def finish(job: _FileJob, sha: str) -> None:
+        """Move a verified file into the cache at once: a killed or failed fetch keeps it."""
         job.close()
         cache.put(job.tmp, sha)
         cache.remember_etag(location + "/" + job.name, job.entry.etag, job.entry.size, sha)
@@ -358,20 +378,24 @@ def _ensure_cached(
                 raise
         log.info("downloading %d files (%d bytes) from %s", len(jobs), total, where)
         with Progress(total, f"fetch {res.version or uri.display}", show=show_progress) as bar:
-            for job in (j for j in jobs if j.entry.size == 0):
-                if job.chunk_done(0, 0):
-                    finish(job)
-            _Downloader(source, workers, bar, cancel, finish).run(jobs)
+            downloader = _Downloader(source, workers, bar, cancel, finish, where)
+            downloader.run(jobs)
     finally:
         cancel.set()
         for job in jobs:
             job.close()
             job.tmp.unlink(missing_ok=True)
-    return shas, total
+    return shas, total, downloader.connections
 
 
 def _install(
-    source: Source, uri: ModelURI, res: Resolution, dest: Path, cache: Cache, workers: int, show_progress: bool | None
+    source: Source,
+    uri: ModelURI,
+    res: Resolution,
+    dest: Path,
+    cache: Cache,
+    workers: int | None,
+    show_progress: bool | None,
 ) -> FetchResult:
     current = _up_to_date(dest, res)
     if current is not None:
@@ -380,8 +404,10 @@ def _install(
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
     stage = _make_stage(dest)
     try:
-        shas, downloaded = _ensure_cached(source, uri, res, cache, workers, show_progress)
-        files = [replace(f, sha256=shas[f.path]) for f in res.files]
+        shas, downloaded, connections = _ensure_cached(source, uri, res, cache, workers, show_progress)
+        # DEST's manifest names the files and their sha256s; chunk digests stay in the store's (they serve
+        # fetching only, and DEST's manifest goes into image labels, which stay small).
+        files = [replace(f, sha256=shas[f.path]).with_chunks(None, None) for f in res.files]
         manifest = Manifest.create(res.uri, res.version, files)
         for f in files:
             target = stage / f.path
@@ -398,7 +424,7 @@ def _install(
             shutil.rmtree(stage, ignore_errors=True)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
-    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded)
+    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded, connections=connections)
 
 
 def _where(uri: ModelURI, res: Resolution) -> str:
@@ -436,7 +462,17 @@ def _apply_lock(res: Resolution, lk: Lock) -> Resolution:
             raise IntegrityError(f"lock mismatch: {path} has sha256 {b.sha256[:16]}…, the lock says {a.sha256[:16]}…")  # type: ignore[index]
         if a.etag and b.etag and a.etag != b.etag:
             log.info("%s: ETag changed since the lock (%s → %s); its sha256 is still verified", path, a.etag, b.etag)
-    return replace(res, files=tuple(replace(f, sha256=pinned[f.path].sha256) for f in res.files))
+    # The lock's chunk digests where it has them (it is the pin); else the store manifest's, whose sha256 was
+    # just checked against the lock's (the whole-file sha256 is verified either way).
+    return replace(
+        res,
+        files=tuple(
+            replace(f, sha256=pinned[f.path].sha256).with_chunks(pinned[f.path].chunk_size, pinned[f.path].chunks)
+            if pinned[f.path].chunks is not None
+            else replace(f, sha256=pinned[f.path].sha256)
+            for f in res.files
+        ),
+    )
 
 
 def fetch(
@@ -447,11 +483,15 @@ def fetch(
     lock: str | Path | Lock | None = None,
     pre: bool = False,
     credential: Any = None,
-    workers: int = 8,
+    workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
 ) -> FetchResult:
-    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again."""
+    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again.
+
+    ``workers``: parallel connections; None (the default) takes MODELSHIP_CONCURRENCY, else grows the number
+    while throughput grows.
+    """
     lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
     if lk is not None:
         if version is not None and version != lk.version:
@@ -460,8 +500,7 @@ def fetch(
     if not uri:
         raise UsageError("no model URI given (and no lock file to take it from)")
     _check_version(version)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {workers}")
+    workers = concurrency_setting(workers)
     parsed = parse(uri)
     if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
         raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
@@ -484,7 +523,7 @@ def _fetch_attempts(
     lk: Lock | None,
     dest: Path,
     cache: Cache,
-    workers: int,
+    workers: int | None,
     progress: bool | None,
 ) -> FetchResult:
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
@@ -519,14 +558,22 @@ def lock(
         with _opened(parsed, credential) as source:
             res = retrying(f"resolving {parsed.display}", lambda: _resolve(source, parsed, version, pre))
             if any(f.sha256 is None for f in res.files):
-                shas, _ = _ensure_cached(source, parsed, res, cache, 8, progress)
-                res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
+                shas, _, _ = _ensure_cached(source, parsed, res, cache, concurrency_setting(None), progress)
+                # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
+                # range, even from a store that has no digests of its own (plain https).
+                res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))
         lk = Lock.from_resolution(res)
         if output:
             lk.write(output)
     except OSError as e:
         raise _os_error(e, Path(output or cache_dir or ".")) from None
     return lk
+
+
+def _with_sha(cache: Cache, f: FileEntry, sha: str) -> FileEntry:
+    if f.sha256 is None and f.chunks is None and (path := cache.get(sha, f.size)) is not None:
+        return replace(f, sha256=sha).with_chunks(CHUNK_SIZE, chunk_digests(path, CHUNK_SIZE))
+    return replace(f, sha256=sha)
 
 
 def iter_sha256(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
