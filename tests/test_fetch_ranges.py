@@ -248,7 +248,10 @@ def test_workers_and_modelship_concurrency_fix_the_number_of_connections(tmp_pat
     assert "MODELSHIP_CONCURRENCY='lots'" in err and err.count("\n") == 1
     monkeypatch.delenv("MODELSHIP_CONCURRENCY")
     assert cli.main(["fetch", store, str(tmp_path / "c"), "--workers", "0"]) == 2
-    assert "--workers must be between 1 and 64" in capsys.readouterr().err
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    monkeypatch.setenv("MODELSHIP_CONCURRENCY", "65")
+    assert cli.main(["fetch", store, str(tmp_path / "c")]) == 2
+    assert "--workers must be at most 64" in capsys.readouterr().err
 
 
 def _drive(tuner: _Tuner, rate_of) -> None:

@@ -51,8 +51,10 @@ def concurrency_setting(workers: int | None) -> int | None:
         if not env.isdigit():
             raise UsageError(f"MODELSHIP_CONCURRENCY={env[:40]!r}: give a number of connections (e.g. 16) or 'auto'")
         workers = int(env)
-    if not 1 <= workers <= MAX_CONNECTIONS:
-        raise UsageError(f"--workers must be between 1 and {MAX_CONNECTIONS}, not {workers}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    if workers > MAX_CONNECTIONS:
+        raise UsageError(f"--workers must be at most {MAX_CONNECTIONS} (the connection pools' size), not {workers}")
     return workers
 
 
@@ -189,6 +191,15 @@ class _FileJob:
         with self._io:
             self._users -= 1
             self._close_if_unused()
+
+    def rest(self) -> None:
+        """Close the descriptor while nobody uses it (it is opened again on the next use): files waiting for
+        their next range or for a hasher hold none, so a model of many small files never runs out of them."""
+        with self._io:
+            if self._users == 0 and self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
 
     def _close_if_unused(self) -> None:
         if self._closed and self._users == 0 and self._fd is not None:
@@ -560,6 +571,7 @@ class _Downloader:
                 raise
         if attempt == 1 and step >= 0:
             self.tuner.sample(step, r.length, time.monotonic() - t0)
+        job.rest()
         if job.range_done(r.gen, r.offset, r.length):
             self._hash_q.put(job)
 
@@ -571,7 +583,9 @@ class _Downloader:
                 job = self._hash_q.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if job.advance():
+            done = job.advance()
+            job.rest()
+            if done:
                 self._complete(job)
 
     def _complete(self, job: _FileJob) -> None:

@@ -1,8 +1,9 @@
 """What reaches the terminal: modelship's own lines, and the libraries' only at ``-vv``, without credentials.
 
 The SDKs log at WARNING for things modelship handles itself (azure-core's "Unable to stream download." on a
-broken connection, urllib3's retries and full pools): at the default verbosity and at ``-v`` only records of
-the ``modelship`` loggers are shown, and a retry is modelship's own line (at ``-v``). ``-vv`` shows everything.
+broken connection, urllib3's retries and full pools): at the default verbosity only records of the
+``modelship`` loggers are shown, and a retry is modelship's own line (at ``-v``). ``-v`` adds azure-identity's
+report of why each credential failed (modelship's error line points there); ``-vv`` shows everything.
 
 At ``-vv`` (DEBUG) urllib3 logs every request line with its full query string: with a SAS that is the
 signature (``...&sig=...``), and a retry logs the URL again. modelship never logs secrets itself, but these
@@ -50,10 +51,14 @@ def _own(record: logging.LogRecord) -> bool:
 
 
 class OwnRecordsOnly(logging.Filter):
-    """Passes the records of modelship's loggers only (``modelship`` and below)."""
+    """Passes the records of modelship's loggers (``modelship`` and below), and of the ``also`` loggers."""
+
+    def __init__(self, also: tuple[str, ...] = ()):
+        super().__init__()
+        self.also = also
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return _own(record)
+        return _own(record) or any(record.name == n or record.name.startswith(n + ".") for n in self.also)
 
 
 class _Format(logging.Formatter):
@@ -77,6 +82,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _HANDLER = _StderrHandler()
 _HANDLER.setFormatter(_Format("%(message)s"))
 _OWN = OwnRecordsOnly()
+_OWN_AND_IDENTITY = OwnRecordsOnly(also=("azure.identity",))  # at -v: why each credential failed
 
 
 def configure(verbose: int) -> None:
@@ -92,10 +98,10 @@ def configure(verbose: int) -> None:
             return
         root.addHandler(_HANDLER)
         logging.captureWarnings(True)  # a library's warnings.warn() is a record of "py.warnings": shown at -vv
+    for f in (_OWN, _OWN_AND_IDENTITY):
+        _HANDLER.removeFilter(f)
     if verbose < 2:
-        _HANDLER.addFilter(_OWN)
-    else:
-        _HANDLER.removeFilter(_OWN)
+        _HANDLER.addFilter(_OWN if verbose == 0 else _OWN_AND_IDENTITY)
     root.setLevel(logging.WARNING - 10 * min(verbose, 2))
     protect_handlers()
 
