@@ -69,7 +69,11 @@ def _transport() -> RequestsTransport:
     for prefix in ("http://", "https://"):
         session.mount(prefix, adapter)
     return RequestsTransport(
-        session=session, session_owner=True, connection_timeout=CONNECT_TIMEOUT, read_timeout=read_timeout()
+        session=session,
+        session_owner=True,
+        connection_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout(),
+        connection_data_block_size=256 * 1024,  # what the storage SDK gives its own transport (azure-core: 4 KiB)
     )
 
 
