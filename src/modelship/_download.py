@@ -14,6 +14,7 @@ throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCop
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import inspect
@@ -37,7 +38,7 @@ log = logging.getLogger("modelship")
 CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
 ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
 START = 8  # connections before the tuner has measured anything
-MEMORY_BUDGET = 64 * 1024 * 1024  # what the reads in flight may hold in memory together
+MEMORY_BUDGET = 96 * 1024 * 1024  # what the reads in flight may hold in memory together
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 _MiB = 1024 * 1024
 
@@ -56,6 +57,26 @@ def concurrency_setting(workers: int | None) -> int | None:
     if workers > MAX_CONNECTIONS:
         raise UsageError(f"--workers must be at most {MAX_CONNECTIONS} (the connection pools' size), not {workers}")
     return workers
+
+
+_ALLOCATOR_BOUND = False
+
+
+def _bound_allocator() -> None:
+    """Have glibc give large freed buffers back to the system at once (once per process).
+
+    The SDKs read answers in pieces of 256 KiB and up. glibc serves such a block by mmap, but once one is freed
+    it raises its mmap threshold above that size, and later blocks come from per-thread arenas that keep what
+    is freed: with a dozen connections that is some 4 MiB per connection held for nothing (measured: peak RSS
+    146 → 95 MB for 12 connections). Fixing the threshold at its default stops the raise. Elsewhere: no-op.
+    """
+    global _ALLOCATOR_BOUND
+    if _ALLOCATOR_BOUND:
+        return
+    _ALLOCATOR_BOUND = True
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        m_mmap_threshold = -3
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
 
 
 def ceiling(source: Source) -> int:
@@ -420,6 +441,7 @@ class _Downloader:
     def run(self, jobs: list[_FileJob]) -> None:
         if not jobs:
             return
+        _bound_allocator()
         self._pending = len(jobs)
         t0, total = time.monotonic(), sum(j.entry.size for j in jobs)
         ranges = 0
@@ -522,7 +544,10 @@ class _Downloader:
             pos, t0 = r.offset, time.monotonic()
             chunk = hashlib.sha256() if r.digest else None
             try:
-                for data in self._read(r, pos, validate):
+                pieces = iter(self._read(r, pos, validate))
+                # Not a for loop: it would hold the last piece while the store reads the next one (the Azure SDK
+                # reads a whole 4 MiB answer into memory), doubling what each connection holds.
+                while (data := next(pieces, None)) is not None:
                     if len(data) > end - pos:  # a server that sends more than asked for
                         data = data[: end - pos]
                     job.write(data, pos)
@@ -530,6 +555,7 @@ class _Downloader:
                         chunk.update(data)  # as it arrives, on this worker: the bytes are hot and the GIL free
                     pos += len(data)
                     self.progress.update(len(data))
+                    del data
                     if self.cancel.is_set():
                         raise _Abandoned
                 if pos < end:

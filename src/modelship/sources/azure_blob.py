@@ -149,7 +149,7 @@ class AzureBlobSource:
     """A blob container, addressed by the URI's account and container."""
 
     verified_read_size = _MD5_RANGE
-    read_buffer = _MD5_RANGE
+    read_buffer = 2 * _MD5_RANGE  # an answer, and its copy while the SDK joins the pieces it read
 
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
@@ -242,14 +242,24 @@ class AzureBlobSource:
 
     def read(self, name: str, offset: int, length: int, etag: str | None, *, validate: bool = False) -> Iterator[bytes]:
         """``validate``: the service sends an MD5 of each range of up to 4 MiB and the SDK checks it."""
-        kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+        kwargs: dict[str, Any] = {"max_concurrency": 1}
         if validate:
             kwargs["validate_content"] = True
         if etag:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+        # One download per 4 MiB GET, each dropped before the next: the SDK reads a whole answer into memory
+        # (twice, while it joins the pieces), and a downloader of several GETs keeps its first one to the end.
+        # So a read holds at most one answer (read_buffer), whatever its length.
+        end = offset + length
         try:
-            downloader = self._container.download_blob(name, **kwargs)
-            yield from downloader.chunks()
+            for pos in range(offset, end, _MD5_RANGE):
+                downloader = self._container.download_blob(
+                    name, offset=pos, length=min(_MD5_RANGE, end - pos), **kwargs
+                )
+                parts = list(downloader.chunks())  # one part: the range is one GET
+                del downloader
+                while parts:
+                    yield parts.pop(0)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"reading {name}", reading=True) from None
 
