@@ -240,10 +240,10 @@ class _FileJob:
         finally:
             self._release()
 
-    def _read(self, n: int, pos: int) -> bytes:
+    def _read_into(self, buf: memoryview, pos: int) -> int:
         fd = self._use()
         try:
-            return os.pread(fd, n, pos)
+            return os.preadv(fd, [buf], pos)
         finally:
             self._release()
 
@@ -266,8 +266,9 @@ class _FileJob:
             self._hashing = True
             return True
 
-    def advance(self) -> bool:
-        """Hash the contiguous verified bytes from the file (the page cache); True, once, when all are hashed."""
+    def advance(self, buf: memoryview) -> bool:
+        """Hash the contiguous verified bytes from the file (the page cache) through ``buf``, the hasher's own
+        buffer (a fresh one per read would cost a page fault per 4 KiB); True, once, when all are hashed."""
         while True:
             with self._lock:
                 length = self._done.pop(self._next, -1)
@@ -279,13 +280,13 @@ class _FileJob:
                     return False
                 pos, end = self._next, self._next + length
             while pos < end:  # hashlib releases the GIL for big buffers: this runs beside the downloads
-                data = self._read(min(_READ, end - pos), pos)
-                if not data:
+                n = self._read_into(buf[: min(len(buf), end - pos)], pos)
+                if n <= 0:
                     raise IntegrityError(f"{self.entry.path}: file shorter than written")
-                self.sha.update(data)
+                self.sha.update(buf[:n])
                 if self.md5:
-                    self.md5.update(data)
-                pos += len(data)
+                    self.md5.update(buf[:n])
+                pos += n
             with self._lock:
                 self._next = end
 
@@ -604,12 +605,13 @@ class _Downloader:
     # -- hashers
 
     def _hasher(self) -> None:
+        buf = memoryview(bytearray(_READ))
         while self._running():
             try:
                 job = self._hash_q.get(timeout=0.1)
             except queue.Empty:
                 continue
-            done = job.advance()
+            done = job.advance(buf)
             job.rest()
             if done:
                 self._complete(job)
