@@ -16,6 +16,7 @@ Two modes, both by default:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -24,14 +25,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def load_env() -> dict[str, str]:
@@ -190,6 +190,23 @@ def measure_shaped(container, work: Path, uri: str, names: list[str], repeat: in
     return {"a": t_a, "b": t_b, "ms": t_ms, "conns": statistics.median(conns), "rate": rate, "busy": busy}
 
 
+@contextlib.contextmanager
+def shaped_link(host: str, port: int, delay_ms: float, rate_mb: float) -> Iterator[str]:
+    """tests/support/shaped_proxy.py in a process of its own (in this one it would compete with the client for
+    the GIL); yields its URL."""
+    proxy = ROOT / "tests" / "support" / "shaped_proxy.py"
+    argv = [sys.executable, str(proxy), f"{host}:{port}", "--delay-ms", str(delay_ms), "--rate-mb", str(rate_mb)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("PORT "):
+            sys.exit(f"the shaped proxy did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
 def _azurite_endpoint(cs: str) -> tuple[str, int, str]:
     endpoint = dict(p.split("=", 1) for p in cs.split(";") if "=" in p)["BlobEndpoint"]
     host, port = endpoint.split("//", 1)[1].split("/", 1)[0].split(":")
@@ -208,8 +225,6 @@ def main() -> None:
     ap.add_argument("--no-shaped", action="store_true", help="only the loopback rows")
     ap.add_argument("--rss-mb", type=int, default=0, help="also report the peak RSS of fetching one file this big")
     args = ap.parse_args()
-
-    from support.shaped_proxy import ShapedProxy
 
     cs = (
         os.environ.get("MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING")
@@ -243,9 +258,9 @@ def main() -> None:
         if not args.no_shaped:
             host, port, endpoint = _azurite_endpoint(cs)
             rate = args.rate_mb * 1e6
-            with ShapedProxy((host, port), delay=args.delay_ms / 1000, rate=rate, lifetime=3600) as link:
-                link_desc = link.describe()
-                shaped_cs = cs.replace(endpoint, f"{link.url}/devstoreaccount1")
+            link_desc = f"{args.delay_ms:.0f} ms per request, {args.rate_mb:.0f} MB/s per connection"
+            with shaped_link(host, port, args.delay_ms, args.rate_mb) as url:
+                shaped_cs = cs.replace(endpoint, f"{url}/devstoreaccount1")
                 os.environ["AZURE_STORAGE_CONNECTION_STRING"] = shaped_cs
                 shaped = BlobServiceClient.from_connection_string(shaped_cs).get_container_client(cname)
                 for label, total, uri, names in reversed(published):  # the many-file model first: the targets

@@ -168,12 +168,23 @@ class _FileJob:
             os.close(fd)
 
     def _reset(self) -> None:
-        self.sha = hashlib.sha256()
-        self.md5 = hashlib.md5() if self.entry.md5 and not self.entry.sha256 else None  # noqa: S324 - a checksum
+        self.fresh_hashes()
         self._done: dict[int, int] = {}
         self._next = 0
         self._hashing = False
         self._complete = False
+
+    def fresh_hashes(self) -> None:
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5() if self.entry.md5 and not self.entry.sha256 else None  # noqa: S324 - a checksum
+
+    def hashed(self, gen: int) -> bool:
+        """The whole file was hashed as its one range arrived; True when the caller is to complete it."""
+        with self._lock:
+            if gen != self.gen or self._complete:
+                return False
+            self._next, self._complete = self.entry.size, True
+            return True
 
     def ranges(self, store_checked: int | None) -> list[_Range]:
         """This attempt's ranges: the file's chunks, or pieces the store can check (``store_checked`` bytes)."""
@@ -539,11 +550,17 @@ class _Downloader:
         job, end = r.job, r.offset + r.length
         seen: set[str] = set()  # wrong digests of this range so far
         validate, store_failed = r.validate, 0
+        # A file of one range (most files of a many-file model): one pass over the bytes as they arrive serves
+        # the chunk check and the whole-file digests, and no hasher reads them back.
+        whole = r.offset == 0 and r.length == job.entry.size
         for attempt in range(1, ATTEMPTS + 1):
             if self.cancel.is_set():
                 raise _Abandoned
             pos, t0 = r.offset, time.monotonic()
-            chunk = hashlib.sha256() if r.digest else None
+            if whole:
+                job.fresh_hashes()
+            chunk = job.sha if whole else hashlib.sha256() if r.digest else None
+            md5 = job.md5 if whole else None
             try:
                 pieces = iter(self._read(r, pos, validate))
                 # Not a for loop: it would hold the last piece while the store reads the next one (the Azure SDK
@@ -554,6 +571,8 @@ class _Downloader:
                     job.write(data, pos)
                     if chunk is not None:
                         chunk.update(data)  # as it arrives, on this worker: the bytes are hot and the GIL free
+                    if md5 is not None:
+                        md5.update(data)
                     pos += len(data)
                     self.progress.update(len(data))
                     del data
@@ -561,7 +580,7 @@ class _Downloader:
                         raise _Abandoned
                 if pos < end:
                     raise TransientError(f"{r.label}: connection closed after {pos - r.offset} of {r.length} bytes")
-                if chunk is not None and (got := chunk.hexdigest()) != r.digest:
+                if r.digest and chunk is not None and (got := chunk.hexdigest()) != r.digest:
                     if got in seen:
                         raise IntegrityError(
                             f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
@@ -599,7 +618,10 @@ class _Downloader:
         if attempt == 1 and step >= 0:
             self.tuner.sample(step, r.length, time.monotonic() - t0)
         job.rest()
-        if job.range_done(r.gen, r.offset, r.length):
+        if whole:
+            if job.hashed(r.gen):
+                self._complete(job)
+        elif job.range_done(r.gen, r.offset, r.length):
             self._hash_q.put(job)
 
     # -- hashers
