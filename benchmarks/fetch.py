@@ -232,6 +232,7 @@ def main() -> None:
     )
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
     import modelship
+    from modelship.manifest import CHUNK_SIZE
 
     service = BlobServiceClient.from_connection_string(cs)
     cname = f"bench-{uuid.uuid4().hex[:8]}"
@@ -251,9 +252,10 @@ def main() -> None:
             uri = f"az://devstoreaccount1/{cname}/{prefix}"
             modelship.publish(src, uri, version="1.0.0", progress=False)
             shutil.rmtree(src)
-            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files]))
+            ranges = sum(-(-size // CHUNK_SIZE) for size in files.values())  # a file is read in its 8 MiB chunks
+            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files], ranges))
         if not args.shaped_only:
-            for label, total, uri, names in published:
+            for label, total, uri, names, _ in published:
                 loop_rows.append((label, total, measure_loopback(container, work, uri, names, args.repeat)))
         if not args.no_shaped:
             host, port, endpoint = _azurite_endpoint(cs)
@@ -263,8 +265,9 @@ def main() -> None:
                 shaped_cs = cs.replace(endpoint, f"{url}/devstoreaccount1")
                 os.environ["AZURE_STORAGE_CONNECTION_STRING"] = shaped_cs
                 shaped = BlobServiceClient.from_connection_string(shaped_cs).get_container_client(cname)
-                for label, total, uri, names in reversed(published):  # the many-file model first: the targets
-                    shaped_rows.append((label, total, measure_shaped(shaped, work, uri, names, args.repeat, rate)))
+                for label, total, uri, names, ranges in reversed(published):  # the many-file model first
+                    row = measure_shaped(shaped, work, uri, names, args.repeat, rate)
+                    shaped_rows.append((label, total, {**row, "conns": min(row["conns"], ranges)}))
             os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
         if args.rss_mb:
             src = make_model(work / "src" / "rss", {"big.bin": args.rss_mb * MiB})
@@ -317,8 +320,8 @@ def main() -> None:
                 f"{100 * r['busy']:>8.0f}%"
             )
         print(
-            "\nlink limit: the model's bytes over (connections modelship settled at × the pace per connection), "
-            "the fastest any client could be with those connections"
+            "\nconns: connections modelship settled at (at most one per 8 MiB chunk); link limit: the model's bytes "
+            "over (conns × the pace per connection), the fastest any client could be with those connections"
         )
         print(
             "cpu busy: the machine's cores (all processes: Azurite, the proxy, modelship) during modelship's runs; "
