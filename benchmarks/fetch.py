@@ -16,6 +16,7 @@ Two modes, both by default:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -24,15 +25,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import _path  # noqa: F401 - tests/ on sys.path, for support
 from azure.storage.blob import BlobServiceClient
 
-from support import testbed
+from support import ROOT, testbed
 from support.models import make_model
-from support.shaped_proxy import ShapedProxy
 
 MiB = 1024 * 1024
 
@@ -172,6 +172,23 @@ def measure_shaped(container, work: Path, uri: str, names: list[str], repeat: in
     return {"a": t_a, "b": t_b, "ms": t_ms, "conns": statistics.median(conns), "rate": rate, "busy": busy}
 
 
+@contextlib.contextmanager
+def shaped_link(host: str, port: int, delay_ms: float, rate_mb: float) -> Iterator[str]:
+    """tests/support/shaped_proxy.py in a process of its own (in this one it would compete with the client for
+    the GIL); yields its URL."""
+    proxy = ROOT / "tests" / "support" / "shaped_proxy.py"
+    argv = [sys.executable, str(proxy), f"{host}:{port}", "--delay-ms", str(delay_ms), "--rate-mb", str(rate_mb)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("PORT "):
+            sys.exit(f"the shaped proxy did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
 def _azurite_endpoint(cs: str) -> tuple[str, int, str]:
     endpoint = dict(p.split("=", 1) for p in cs.split(";") if "=" in p)["BlobEndpoint"]
     host, port = endpoint.split("//", 1)[1].split("/", 1)[0].split(":")
@@ -195,6 +212,7 @@ def main() -> None:
     cs = testbed.for_script(key)[key]
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
     import modelship
+    from modelship.manifest import CHUNK_SIZE
 
     service = BlobServiceClient.from_connection_string(cs)
     cname = f"bench-{uuid.uuid4().hex[:8]}"
@@ -214,20 +232,22 @@ def main() -> None:
             uri = f"az://devstoreaccount1/{cname}/{prefix}"
             modelship.publish(src, uri, version="1.0.0", progress=False)
             shutil.rmtree(src)
-            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files]))
+            ranges = sum(-(-size // CHUNK_SIZE) for size in files.values())  # a file is read in its 8 MiB chunks
+            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files], ranges))
         if not args.shaped_only:
-            for label, total, uri, names in published:
+            for label, total, uri, names, _ in published:
                 loop_rows.append((label, total, measure_loopback(container, work, uri, names, args.repeat)))
         if not args.no_shaped:
             host, port, endpoint = _azurite_endpoint(cs)
             rate = args.rate_mb * 1e6
-            with ShapedProxy((host, port), delay=args.delay_ms / 1000, rate=rate, lifetime=3600) as link:
-                link_desc = link.describe()
-                shaped_cs = cs.replace(endpoint, f"{link.url}/devstoreaccount1")
+            link_desc = f"{args.delay_ms:.0f} ms per request, {args.rate_mb:.0f} MB/s per connection"
+            with shaped_link(host, port, args.delay_ms, args.rate_mb) as url:
+                shaped_cs = cs.replace(endpoint, f"{url}/devstoreaccount1")
                 os.environ["AZURE_STORAGE_CONNECTION_STRING"] = shaped_cs
                 shaped = BlobServiceClient.from_connection_string(shaped_cs).get_container_client(cname)
-                for label, total, uri, names in reversed(published):  # the many-file model first: the targets
-                    shaped_rows.append((label, total, measure_shaped(shaped, work, uri, names, args.repeat, rate)))
+                for label, total, uri, names, ranges in reversed(published):  # the many-file model first
+                    row = measure_shaped(shaped, work, uri, names, args.repeat, rate)
+                    shaped_rows.append((label, total, {**row, "conns": min(row["conns"], ranges)}))
             os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
         if args.rss_mb:
             src = make_model(work / "src" / "rss", {"big.bin": args.rss_mb * MiB}, seed=len(models))
@@ -280,8 +300,8 @@ def main() -> None:
                 f"{100 * r['busy']:>8.0f}%"
             )
         print(
-            "\nlink limit: the model's bytes over (connections modelship settled at × the pace per connection), "
-            "the fastest any client could be with those connections"
+            "\nconns: connections modelship settled at (at most one per 8 MiB chunk); link limit: the model's bytes "
+            "over (conns × the pace per connection), the fastest any client could be with those connections"
         )
         print(
             "cpu busy: the machine's cores (all processes: Azurite, the proxy, modelship) during modelship's runs; "

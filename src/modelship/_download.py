@@ -171,11 +171,22 @@ class _FileJob:
             os.close(fd)
 
     def _reset(self) -> None:
-        self.hash = Hasher(md5=bool(self.entry.md5 and not self.entry.sha256))  # Content-MD5 only without a sha256
+        self.fresh_hashes()
         self._done: dict[int, int] = {}
         self._next = 0
         self._hashing = False
         self._complete = False
+
+    def fresh_hashes(self) -> None:
+        self.hash = Hasher(md5=bool(self.entry.md5 and not self.entry.sha256))  # Content-MD5 only without a sha256
+
+    def hashed(self, gen: int) -> bool:
+        """The whole file was hashed as its one range arrived; True when the caller is to complete it."""
+        with self._lock:
+            if gen != self.gen or self._complete:
+                return False
+            self._next, self._complete = self.entry.size, True
+            return True
 
     def ranges(self, store_checked: int | None) -> list[_Range]:
         """This attempt's ranges: the file's chunks, or pieces the store can check (``store_checked`` bytes)."""
@@ -540,6 +551,9 @@ class _Downloader:
         job, end = r.job, r.offset + r.length
         seen: set[str] = set()  # wrong digests of this range so far
         validate, store_failed = r.validate, 0
+        # A file of one range (most files of a many-file model): one pass over the bytes as they arrive serves
+        # the chunk check and the whole-file digests, and no hasher reads them back.
+        whole = r.offset == 0 and r.length == job.entry.size
         # ATTEMPTS in all, and none once the retry budget has passed without bytes arriving (a stalled store).
         budget = _retry.Budget(r.label, retries=ATTEMPTS - 1)
         attempt = 0
@@ -548,7 +562,9 @@ class _Downloader:
             if self.cancel.is_set():
                 raise _Abandoned
             pos, t0 = r.offset, time.monotonic()
-            chunk = Hasher() if r.digest else None
+            if whole:
+                job.fresh_hashes()
+            chunk = job.hash if whole else Hasher() if r.digest else None
             try:
                 pieces = iter(self._read(r, pos, validate))
                 # Not a for loop: it would hold the last piece while the store reads the next one (the Azure SDK
@@ -566,7 +582,7 @@ class _Downloader:
                         raise _Abandoned
                 if pos < end:
                     raise TransientError(f"{r.label}: connection closed after {pos - r.offset} of {r.length} bytes")
-                if chunk is not None and (got := chunk.sha256.hexdigest()) != r.digest:
+                if r.digest and chunk is not None and (got := chunk.sha256.hexdigest()) != r.digest:
                     if got in seen:
                         raise IntegrityError(
                             f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
@@ -603,7 +619,10 @@ class _Downloader:
         if attempt == 1 and step >= 0:
             self.tuner.sample(step, r.length, time.monotonic() - t0)
         job.rest()
-        if job.range_done(r.gen, r.offset, r.length):
+        if whole:
+            if job.hashed(r.gen):
+                self._complete(job)
+        elif job.range_done(r.gen, r.offset, r.length):
             self._hash_q.put(job)
 
     # -- hashers
