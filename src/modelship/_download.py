@@ -8,8 +8,9 @@ the only known digest) once, off the download path. A file without chunk digests
 wrong is downloaded again: the same wrong digest twice means the store holds damaged bytes. Each range's
 retries also obey the retry budget (``_retry.Budget``): a store that stalls for good ends the fetch with one line.
 
-The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or grown step by step while
-throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does) and a memory budget.
+The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
+step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
+and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 12).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ log = logging.getLogger("modelship")
 
 CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
 ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
-START = 8  # connections before the tuner has measured anything
+START = 16  # connections before the tuner has measured anything (at most the ceiling)
 MEMORY_BUDGET = 96 * 1024 * 1024  # what the reads in flight may hold in memory together
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 _MiB = 1024 * 1024

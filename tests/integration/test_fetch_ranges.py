@@ -133,16 +133,22 @@ def test_a_lock_gives_chunk_digests_to_a_store_that_has_none(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- connections
 
 
-def test_on_a_shaped_link_fetch_opens_more_connections(tmp_path, blob_container, azure_env, monkeypatch):
-    """Each connection is paced to 2 MB/s (20 ms per request): more connections are what buys throughput.
-    (A slow pace, so that a busy machine still serves every connection in full.)"""
-    src = make_model(tmp_path / "m", {f"s{i:02d}": MiB for i in range(40)})
-    uri = f"az://devstoreaccount1/{blob_container.container_name}/shaped"
-    modelship.publish(src, uri, version="1", progress=False)
-    host, port, _ = _azurite(azure_env)
-    with ShapedProxy((host, port), delay=0.02, rate=2e6, lifetime=120) as link:
-        _through(monkeypatch, azure_env, link.url)
-        result = modelship.fetch(uri, tmp_path / "out", progress=False)
+def test_on_a_shaped_link_fetch_opens_more_connections(tmp_path, moto_server, monkeypatch):
+    """Each connection to S3 is paced to 1 MB/s (20 ms per request): more connections are what buys throughput,
+    so the tuner grows past where it starts. (A slow pace, so that a busy machine still serves them all.)"""
+    import boto3
+
+    bucket = f"shaped-{os.getpid()}-{time.monotonic_ns()}"
+    direct = f"http://{moto_server[0]}:{moto_server[1]}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3", endpoint_url=direct).create_bucket(Bucket=bucket)
+    src = make_model(tmp_path / "m", {f"s{i:02d}": 512 * 1024 for i in range(72)})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", direct)
+    modelship.publish(src, f"s3://{bucket}/m", version="1", progress=False)
+    with ShapedProxy(moto_server, delay=0.02, rate=1e6, lifetime=120) as link:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", link.url)
+        result = modelship.fetch(f"s3://{bucket}/m", tmp_path / "out", progress=False)
     assert tree_sha(tmp_path / "out") == tree_sha(src)
     assert result.connections > START and link.stats.peak > START, (result.connections, link.stats.peak)
 
