@@ -1,50 +1,150 @@
-"""The ranged parallel download engine: files into cache temp files in CHUNK ranges on worker threads, each
-range retried on its own, every file hashed in order as its ranges complete and verified before it enters the
-cache. One job: the per-file bookkeeping (``_FileJob``), the workers (``_Downloader``) and the verification
-share the job's state and are only correct together.
+"""The ranged parallel download engine.
+
+Files are split into ranges (a file's chunks when it has chunk digests), read by worker threads into cache
+temp files and checked as they arrive: against the chunk digest, or by the store itself where it can check a
+range (Azure's transactional MD5). A damaged range is read again, alone, up to ATTEMPTS times. Hasher threads
+follow each file's contiguous verified prefix on disk and compute the whole-file sha256 (and MD5 where that is
+the only known digest) once, off the download path. A file without chunk digests whose whole-file digest is
+wrong is downloaded again: the same wrong digest twice means the store holds damaged bytes. Each range's
+retries also obey the retry budget (``_retry.Budget``): a store that stalls for good ends the fetch with one line.
+
+The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
+step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
+and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 16).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import inspect
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _retry
 from ._hash import Hasher
 from .cache import Cache
-from .errors import IntegrityError, ModelshipError, TransientError
+from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError, UsageError
 from .manifest import FileEntry, Resolution
 from .progress import Progress
-from .stores.base import ArchiveStore, Source
+from .stores.base import MAX_CONNECTIONS, ArchiveStore, Source
 from .uri import ModelURI
 
 log = logging.getLogger("modelship")
 
-CHUNK = 4 * 1024 * 1024  # one ranged GET each; sources buffer at most this much per worker
+CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
+ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
+START = 16  # connections before the tuner has measured anything (at most the ceiling)
+MEMORY_BUDGET = 128 * 1024 * 1024  # what reads in flight may hold at once (worst case; measured peaks are lower)
+_READ = 1024 * 1024  # how much the hashers read back from the page cache at once
+_MiB = 1024 * 1024
+
+
+def concurrency_setting(workers: int | None) -> int | None:
+    """The fixed number of connections asked for (``workers``, else MODELSHIP_CONCURRENCY); None: automatic."""
+    if workers is None:
+        env = os.environ.get("MODELSHIP_CONCURRENCY", "").strip()
+        if not env or env.lower() == "auto":
+            return None
+        if not env.isdigit():
+            raise UsageError(f"MODELSHIP_CONCURRENCY={env[:40]!r}: give a number of connections (e.g. 16) or 'auto'")
+        workers = int(env)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    if workers > MAX_CONNECTIONS:
+        raise UsageError(f"--workers must be at most {MAX_CONNECTIONS} (the connection pools' size), not {workers}")
+    return workers
+
+
+_ALLOCATOR_BOUND = False
+
+
+def _bound_allocator() -> None:
+    """Have glibc give large freed buffers back to the system at once (once per process).
+
+    The SDKs read answers in pieces of 256 KiB and up. glibc serves such a block by mmap, but once one is freed
+    it raises its mmap threshold above that size, and later blocks come from per-thread arenas that keep what
+    is freed: with a dozen connections that is some 4 MiB per connection held for nothing (measured: peak RSS
+    146 → 95 MB for 12 connections). Fixing the threshold at its default stops the raise. Elsewhere: no-op.
+    """
+    global _ALLOCATOR_BOUND
+    if _ALLOCATOR_BOUND:
+        return
+    _ALLOCATOR_BOUND = True
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        m_mmap_threshold = -3
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
+
+
+def ceiling(source: Source) -> int:
+    """Most connections the tuner may open: 32, or 16 per core on larger machines (AzCopy's rule), and no more
+    than the memory budget allows for what one read of this store holds in memory."""
+    by_cores = max(32, 16 * (os.cpu_count() or 1))
+    by_memory = MEMORY_BUDGET // max(int(getattr(source, "read_buffer", _MiB)), 64 * 1024)
+    return max(1, min(MAX_CONNECTIONS, by_cores, by_memory))
 
 
 class _Abandoned(Exception):
     """The job was closed (the fetch failed or was cancelled) while a worker was still on it."""
 
 
+class _Damaged(ChecksumError):
+    """A range whose bytes do not have its chunk digest: read it again."""
+
+
+def _reason(e: Exception) -> str:
+    """A few words for a retry line (the store's own message can be long and name hosts)."""
+    if isinstance(e, _Damaged):
+        return "damaged bytes: sha256 mismatch"
+    text = str(e).lower()
+    for needles, words in (
+        (("md5 mismatch", "checksum"), "damaged bytes: the store's checksum failed"),
+        (("reset",), "connection reset"),
+        (("timed out", "timeout"), "timed out"),
+        (("connection closed after",), "connection closed early"),
+        (("broke off", "incompleteread", "closed", "aborted", "protocolerror"), "connection closed"),
+        (("refused",), "connection refused"),
+        (("garbled", "disagrees", "cut off"), "garbled answer"),
+    ):
+        if any(n in text for n in needles):
+            return words
+    for code in ("500", "502", "503", "504", "408", "429"):
+        if f"answered {code}" in text or f" {code} " in f" {text} ":
+            return f"HTTP {code}"
+    return str(e).split(": ")[-1][:80] or e.__class__.__name__
+
+
+@dataclass(frozen=True)
+class _Range:
+    job: _FileJob
+    gen: int  # the job's attempt this range belongs to (a whole-file retry starts a new one)
+    offset: int
+    length: int
+    digest: str | None  # the chunk's sha256, when the file has chunk digests
+    validate: bool  # ask the store to check this read itself
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.entry.path} bytes {self.offset}-{self.offset + self.length - 1}"
+
+
 class _FileJob:
-    """One file being downloaded into a cache temp file; hashes its bytes in order as ranges complete."""
+    """One file being downloaded into a cache temp file; hashed in order as verified ranges land on disk."""
 
     def __init__(self, entry: FileEntry, name: str, tmp: Path):
         self.entry, self.name, self.tmp = entry, name, tmp
-        self.hash = Hasher(md5=bool(entry.md5 and not entry.sha256))  # Content-MD5 only when no sha256 is known
-        self._done: dict[int, int] = {}
-        self._next = 0
-        self._hashing = False
-        self._complete = False
+        self.gen = 0
+        self.attempts = 1  # whole-file downloads so far
+        self.wrong: set[str] = set()  # sha256s of whole-file downloads that failed their digest
         self._lock = threading.Lock()
+        self._reset()
         # Guards the fd: once closed, no late worker may write through it (the number could be reused), and it
         # is closed only when no worker is in the middle of a read or write.
         self._io = threading.Lock()
@@ -71,6 +171,47 @@ class _FileJob:
         finally:
             os.close(fd)
 
+    def _reset(self) -> None:
+        self.fresh_hashes()
+        self._done: dict[int, int] = {}
+        self._next = 0
+        self._hashing = False
+        self._complete = False
+
+    def fresh_hashes(self) -> None:
+        self.hash = Hasher(md5=bool(self.entry.md5 and not self.entry.sha256))  # Content-MD5 only without a sha256
+
+    def hashed(self, gen: int) -> bool:
+        """The whole file was hashed as its one range arrived; True when the caller is to complete it."""
+        with self._lock:
+            if gen != self.gen or self._complete:
+                return False
+            self._next, self._complete = self.entry.size, True
+            return True
+
+    def ranges(self, store_checked: int | None) -> list[_Range]:
+        """This attempt's ranges: the file's chunks, or pieces the store can check (``store_checked`` bytes)."""
+        e = self.entry
+        if e.chunks is not None and e.chunk_size:
+            offsets = range(0, e.size, e.chunk_size)
+            return [
+                _Range(self, self.gen, off, min(e.chunk_size, e.size - off), e.chunks[i], False)
+                for i, off in enumerate(offsets)
+            ]
+        step = store_checked or CHUNK
+        return [
+            _Range(self, self.gen, off, min(step, e.size - off), None, store_checked is not None)
+            for off in range(0, e.size, step)
+        ]
+
+    def restart(self) -> None:
+        """Start the whole file again (after a whole-file digest mismatch); late ranges of the old attempt are
+        ignored."""
+        with self._lock:
+            self.gen += 1
+            self.attempts += 1
+            self._reset()
+
     def _use(self) -> int:
         """The file's descriptor, counted as in use; raises _Abandoned once the job is closed."""
         with self._io:
@@ -86,6 +227,15 @@ class _FileJob:
             self._users -= 1
             self._close_if_unused()
 
+    def rest(self) -> None:
+        """Close the descriptor while nobody uses it (it is opened again on the next use): files waiting for
+        their next range or for a hasher hold none, so a model of many small files never runs out of them."""
+        with self._io:
+            if self._users == 0 and self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+
     def _close_if_unused(self) -> None:
         if self._closed and self._users == 0 and self._fd is not None:
             with contextlib.suppress(OSError):
@@ -96,7 +246,7 @@ class _FileJob:
         fd = self._use()
         try:  # outside the lock: workers write their ranges of one file in parallel
             view = memoryview(data)
-            while view:  # a short write must not go unnoticed: the hash may be taken from memory
+            while view:  # a short write must not go unnoticed
                 n = os.pwrite(fd, view, pos)
                 if n <= 0:
                     raise OSError(errno.ENOSPC, "no bytes written")
@@ -104,10 +254,10 @@ class _FileJob:
         finally:
             self._release()
 
-    def _read(self, n: int, pos: int) -> bytes:
+    def _read_into(self, buf: memoryview, pos: int) -> int:
         fd = self._use()
         try:
-            return os.pread(fd, n, pos)
+            return os.preadv(fd, [buf], pos)
         finally:
             self._release()
 
@@ -118,17 +268,21 @@ class _FileJob:
         finally:
             self._release()
 
-    def chunk_done(self, offset: int, length: int, pieces: Sequence[bytes] = ()) -> bool:
-        """Record a finished range and hash what is now contiguous; True (once) when the whole file is hashed.
-
-        ``pieces`` are the range's bytes as the caller still holds them: hashed from memory when this range is
-        next in line, which saves re-reading it; never kept for later, so memory stays bounded.
-        """
+    def range_done(self, gen: int, offset: int, length: int) -> bool:
+        """Record a verified range; True when the caller must hand the job to a hasher (it is next in line and
+        no hasher is on this job)."""
         with self._lock:
+            if gen != self.gen:
+                return False  # a range of an attempt that was given up
             self._done[offset] = length
-            if self._hashing:
-                return False  # the thread that is hashing will pick this range up
+            if self._hashing or offset != self._next:
+                return False  # the hasher on this job picks it up, or it waits for the ranges before it
             self._hashing = True
+            return True
+
+    def advance(self, buf: memoryview) -> bool:
+        """Hash the contiguous verified bytes from the file (the page cache) through ``buf``, the hasher's own
+        buffer (a fresh one per read would cost a page fault per 4 KiB); True, once, when all are hashed."""
         while True:
             with self._lock:
                 length = self._done.pop(self._next, -1)
@@ -138,24 +292,122 @@ class _FileJob:
                         self._complete = True
                         return True
                     return False
-            pos, end = self._next, self._next + length
-            if pos == offset and pieces and sum(map(len, pieces)) == length:
-                for data in pieces:
-                    self.hash.update(data)
-                pos = end
-            while pos < end:  # re-read from the page cache: no other thread's range is held in memory
-                data = self._read(min(1 << 20, end - pos), pos)
-                if not data:
+                pos, end = self._next, self._next + length
+            while pos < end:  # hashlib releases the GIL for big buffers: this runs beside the downloads
+                n = self._read_into(buf[: min(len(buf), end - pos)], pos)
+                if n <= 0:
                     raise IntegrityError(f"{self.entry.path}: file shorter than written")
-                self.hash.update(data)
-                pos += len(data)
-            self._next = end
+                self.hash.update(buf[:n])
+                pos += n
+            with self._lock:
+                self._next = end
 
     def close(self) -> None:
         """No more I/O through this job; the descriptor closes when the last worker using it is done."""
         with self._io:
             self._closed = True
             self._close_if_unused()
+
+
+class _Mismatch(Exception):
+    """A whole file whose digest is wrong; ``got`` is the sha256 of what arrived."""
+
+    def __init__(self, kind: str, expected: str, got: str, sha: str):
+        self.kind, self.expected, self.got, self.sha = kind, expected, got, sha
+
+
+def _verify(job: _FileJob, where: str) -> str:
+    """The sha256 of a complete job, checked against the entry's sha256 or MD5; _Mismatch when wrong."""
+    e = job.entry
+    actual_size = job.size_on_disk()
+    if actual_size != e.size or job._next != e.size:
+        raise IntegrityError(f"{where}/{e.path}: got {job._next} bytes, expected {e.size}; the store changed, re-run")
+    sha = job.hash.sha256.hexdigest()
+    if e.sha256 and sha != e.sha256:
+        raise _Mismatch("sha256", e.sha256, sha, sha)
+    md5 = job.hash.md5
+    if md5 and e.md5 and md5.hexdigest() != e.md5:
+        raise _Mismatch("Content-MD5", e.md5, md5.hexdigest(), sha)
+    return sha
+
+
+class _Tuner:
+    """How many ranges are read at once: fixed when asked for, else grown while throughput grows.
+
+    Every range read is a sample (bytes, seconds), tagged with the step it started in. Once a step has as many
+    samples as connections, its throughput is limit × bytes / seconds. A step up is kept when it brings at least
+    half of the linear gain (8 → 12 connections: at least +25 %); otherwise the tuner goes back one step and
+    settles, and later measures again and tries one step up (links change, and one measurement can be unlucky):
+    after RETUNE seconds, twice as long after each try that brought nothing, up to RETUNE_MAX. Steps are +50 %,
+    at least +2.
+    Ranges started while fewer were queued than connections are not counted: they see an idle link.
+    """
+
+    GAIN = 0.5
+    RETUNE, RETUNE_MAX = 2.0, 30.0
+
+    def __init__(self, fixed: int | None, most: int, start: int = START):
+        self.fixed = fixed
+        self.most = fixed or most
+        self.limit = fixed or min(start, most)
+        self.peak = self.limit
+        self.step = 0
+        self.settled = fixed is not None
+        self._base: tuple[int, float] | None = None  # (limit, bytes/s) of the last kept step
+        self._samples: list[tuple[int, float]] = []
+        self._settled_at = time.monotonic()
+        self._retune = self.RETUNE
+        self._grew = False  # whether this round of measuring kept a step up
+        self._lock = threading.Lock()
+
+    def sample(self, step: int, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            if self.settled or step != self.step or seconds <= 0:
+                return
+            self._samples.append((nbytes, seconds))
+            if len(self._samples) >= max(self.limit, 4):
+                self._decide()
+
+    def _decide(self) -> None:
+        rate = self.limit * sum(n for n, _ in self._samples) / sum(s for _, s in self._samples)
+        if self._base is not None:
+            before, before_rate = self._base
+            if rate < before_rate * (1 + self.GAIN * (self.limit / before - 1)):
+                log.debug(
+                    "connections: %d gave %.0f MB/s, %d gave %.0f MB/s; staying at %d",
+                    *(before, before_rate / 1e6, self.limit, rate / 1e6, before),
+                )
+                self._move(before)
+                self._settle()
+                return
+            self._grew = True
+        self._base = (self.limit, rate)
+        if self.limit >= self.most:
+            self._settle()
+            return
+        log.debug("connections: %d gave %.0f MB/s; trying more", self.limit, rate / 1e6)
+        self._move(min(self.most, max(self.limit + 2, self.limit * 3 // 2)))
+
+    def _move(self, limit: int) -> None:
+        self.limit, self.peak = limit, max(self.peak, limit)
+        self.step += 1
+        self._samples = []
+
+    def _settle(self) -> None:
+        self.settled, self._settled_at = True, time.monotonic()
+        self._retune = self.RETUNE if self._grew else min(self.RETUNE_MAX, self._retune * 2)
+        self._samples = []
+
+    def tick(self) -> None:
+        """Called now and then: a while after settling, measure again and try one step more."""
+        with self._lock:
+            if self.fixed is None and self.settled and time.monotonic() - self._settled_at > self._retune:
+                self.settled, self._base, self._grew = False, None, False
+                self.step += 1
+                self._samples = []
+
+
+OnComplete = Callable[[_FileJob, str], None]
 
 
 class _Downloader:
@@ -171,96 +423,192 @@ class _Downloader:
     def __init__(
         self,
         source: Source,
-        workers: int,
+        workers: int | None,
         progress: Progress,
         cancel: threading.Event,
-        on_complete: Callable[[_FileJob], None],
+        on_complete: OnComplete,
+        where: str = "",
     ):
-        self.source, self.workers, self.progress, self.cancel = source, workers, progress, cancel
-        self.on_complete = on_complete
+        self.source, self.progress, self.cancel = source, progress, cancel
+        self.on_complete, self.where = on_complete, where
+        self.tuner = _Tuner(workers, ceiling(source))
+        # Ranges of at most this many bytes are checked by the store itself when asked (files without chunk
+        # digests only: for the others the chunk digest is the stronger check, and costs no extra pass). The
+        # signature is asked too: a plugin wrapping a store may pass its attributes on but not the keyword.
+        self.store_checked: int | None = getattr(source, "verified_read_size", None)
+        if self.store_checked and "validate" not in inspect.signature(source.read).parameters:
+            self.store_checked = None
+        self._tasks: queue.SimpleQueue[_Range] = queue.SimpleQueue()
+        self._hash_q: queue.SimpleQueue[_FileJob] = queue.SimpleQueue()
+        self._errors: list[BaseException] = []
+        self._finished = threading.Event()
+        self._gate = threading.Condition()
+        self._active = 0
+        self._pending = 0  # files not yet verified and handed over
+        self._count = threading.Lock()
+
+    @property
+    def connections(self) -> int:
+        """Connections the download settled at (or was given)."""
+        return self.tuner.limit
 
     def run(self, jobs: list[_FileJob]) -> None:
-        tasks: queue.SimpleQueue[tuple[_FileJob, int, int]] = queue.SimpleQueue()
-        for job in jobs:
-            for off in range(0, job.entry.size, CHUNK):
-                tasks.put((job, off, min(CHUNK, job.entry.size - off)))
-        left, errors = [tasks.qsize()], []
-        lock, finished = threading.Lock(), threading.Event()
-        if not left[0]:
+        if not jobs:
             return
-
-        def worker() -> None:
-            while not self.cancel.is_set():
-                try:
-                    task = tasks.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    self._chunk(*task)
-                except _Abandoned:
-                    return
-                except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                    errors.append(e)
-                    self.cancel.set()
-                    finished.set()
-                    return
-                with lock:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        finished.set()
-
+        _bound_allocator()
+        self._pending = len(jobs)
+        t0, total = time.monotonic(), sum(j.entry.size for j in jobs)
+        ranges = 0
+        for job in jobs:
+            if job.entry.size == 0:
+                job.range_done(job.gen, 0, 0)
+                self._hash_q.put(job)
+            for r in job.ranges(self.store_checked):
+                self._tasks.put(r)
+                ranges += 1
+        n_workers = min(self.tuner.most, max(1, ranges))
         threads = [
-            threading.Thread(target=worker, name=f"modelship-fetch-{i}", daemon=True)
-            for i in range(min(self.workers, left[0]))
+            threading.Thread(target=self._guard(self._worker), name=f"modelship-fetch-{i}", daemon=True)
+            for i in range(n_workers)
+        ]
+        # Whole-file hashing is sequential per file; more hashers help when many files complete at once.
+        n_hashers = max(1, min(4, (os.cpu_count() or 1) // 2, len(jobs)))
+        threads += [
+            threading.Thread(target=self._guard(self._hasher), name=f"modelship-hash-{i}", daemon=True)
+            for i in range(n_hashers)
         ]
         for t in threads:
             t.start()
         try:
-            while not finished.wait(0.2):  # short waits keep the main thread responsive to SIGINT/SIGTERM
+            while not self._finished.wait(0.1):  # short waits keep the main thread responsive to SIGINT/SIGTERM
+                self.tuner.tick()
                 if not any(t.is_alive() for t in threads):
                     break
         except BaseException:
             self.cancel.set()
             self._join(threads)
             raise
-        if errors:
+        if self._errors:
+            self.cancel.set()
             self._join(threads)
-            raise errors[0]
-        if left[0]:
+            raise self._errors[0]
+        if self._pending:
             raise ModelshipError("download workers stopped before finishing; re-run")
+        elapsed = max(time.monotonic() - t0, 1e-6)
+        how = "fixed" if self.tuner.fixed else f"tuned, at most {self.tuner.peak}"
+        log.info(
+            "downloaded %d bytes in %.2f s (%.0f MB/s) over %d connections (%s)",
+            *(total, elapsed, total / elapsed / 1e6, self.tuner.limit, how),
+        )
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except _Abandoned:
+                return
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                self._errors.append(e)
+                self.cancel.set()
+                self._finished.set()
+
+        return run
 
     def _join(self, threads: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.GRACE
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def _chunk(self, job: _FileJob, offset: int, length: int) -> None:
-        pos, end = offset, offset + length
-        budget = _retry.Budget(f"{job.entry.path} bytes {offset}-{end - 1}")  # RETRIES, and the retry budget
-        pieces: list[bytes] = []  # this range's bytes, for hashing without reading them back
-        while pos < end:
+    def _running(self) -> bool:
+        return not (self.cancel.is_set() or self._finished.is_set())
+
+    # -- workers
+
+    def _worker(self) -> None:
+        while self._running():
+            with self._gate:
+                while self._active >= self.tuner.limit and self._running():
+                    self._gate.wait(0.2)
+                self._active += 1
+            try:
+                try:
+                    r = self._tasks.get(timeout=0.1)  # empty for now: a whole-file retry may queue more
+                except queue.Empty:
+                    continue
+                full = self._tasks.qsize() >= self.tuner.limit - 1  # every connection has work: a fair sample
+                self._fetch(r, self.tuner.step if full else -1)
+            finally:
+                with self._gate:
+                    self._active -= 1
+                    self._gate.notify_all()  # the tuner may have raised the limit: wake every waiting worker
+
+    def _read(self, r: _Range, pos: int, validate: bool) -> Iterator[bytes]:
+        end = r.offset + r.length
+        if validate:
+            return self.source.read(r.job.name, pos, end - pos, r.job.entry.etag, validate=True)  # type: ignore[call-arg]
+        return self.source.read(r.job.name, pos, end - pos, r.job.entry.etag)
+
+    def _fetch(self, r: _Range, step: int) -> None:
+        job, end = r.job, r.offset + r.length
+        seen: set[str] = set()  # wrong digests of this range so far
+        validate, store_failed = r.validate, 0
+        # A file of one range (most files of a many-file model): one pass over the bytes as they arrive serves
+        # the chunk check and the whole-file digests, and no hasher reads them back.
+        whole = r.offset == 0 and r.length == job.entry.size
+        # ATTEMPTS in all, and none once the retry budget has passed without bytes arriving (a stalled store).
+        budget = _retry.Budget(r.label, retries=ATTEMPTS - 1)
+        attempt = 0
+        while True:
+            attempt += 1
             if self.cancel.is_set():
                 raise _Abandoned
+            pos, t0 = r.offset, time.monotonic()
+            if whole:
+                job.fresh_hashes()
+            chunk = job.hash if whole else Hasher() if r.digest else None
             try:
-                for data in self.source.read(job.name, pos, end - pos, job.entry.etag):
+                pieces = iter(self._read(r, pos, validate))
+                # Not a for loop: it would hold the last piece while the store reads the next one (the Azure SDK
+                # reads a whole 4 MiB answer into memory), doubling what each connection holds.
+                while (data := next(pieces, None)) is not None:
                     if len(data) > end - pos:  # a server that sends more than asked for
                         data = data[: end - pos]
                     job.write(data, pos)
-                    pieces.append(data)
+                    if chunk is not None:
+                        chunk.update(data)  # as it arrives, on this worker: the bytes are hot and the GIL free
                     pos += len(data)
                     self.progress.update(len(data))
+                    del data
                     if self.cancel.is_set():
                         raise _Abandoned
                 if pos < end:
-                    raise TransientError(f"{job.entry.path}: connection closed after {pos - offset} of {length} bytes")
+                    raise TransientError(f"{r.label}: connection closed after {pos - r.offset} of {r.length} bytes")
+                if r.digest and chunk is not None and (got := chunk.sha256.hexdigest()) != r.digest:
+                    if got in seen:
+                        raise IntegrityError(
+                            f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
+                            f"wrong bytes (expected {r.digest[:16]}…, got {got[:16]}…); re-publish the version"
+                        )
+                    seen.add(got)
+                    raise _Damaged(f"{r.label}: sha256 mismatch")
+                break
             except TransientError as e:
                 # The whole range again: a store may notice only at the end that the bytes it already handed
                 # over were damaged (S3's response checksums), so nothing of a failed attempt is kept.
-                self.progress.update(offset - pos)
-                delay = budget.retry(e, progressed=pos > offset)  # raises when the retries or the budget are spent
-                pos, pieces = offset, []
-                log.info("retrying %s bytes %d-%d in %.1fs: %s", job.entry.path, offset, end - 1, delay, e)
-                if self.cancel.wait(delay):
+                self.progress.update(r.offset - pos)
+                if isinstance(e, ChecksumError) and not isinstance(e, _Damaged) and validate:
+                    store_failed += 1
+                    # Twice: perhaps not the way but the store's own checksum is wrong (a Content-MD5 set by hand).
+                    # Read it plainly; the whole-file digest then tells transit damage from damage at rest.
+                    validate = store_failed < 2
+                if isinstance(e, _Damaged) and attempt == ATTEMPTS:
+                    raise IntegrityError(
+                        f"{self.where}/{r.label}: sha256 mismatch in {ATTEMPTS} attempts, different bytes each "
+                        "time: something on the way corrupts data (a proxy, a NIC); re-run, or fetch over https"
+                    ) from None
+                delay = budget.retry(e, progressed=pos > r.offset)  # raises when the retries or the budget are spent
+                log.info("retrying %s (%s), attempt %d/%d", r.label, _reason(e), attempt + 1, ATTEMPTS)
+                if self.cancel.wait(0.05 if isinstance(e, _Damaged) else delay):
                     raise _Abandoned from None
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -269,34 +617,78 @@ class _Downloader:
                         "free space or set MODELSHIP_CACHE_DIR"
                     ) from None
                 raise
-        if job.chunk_done(offset, length, pieces):
-            self.on_complete(job)
+        if attempt == 1 and step >= 0:
+            self.tuner.sample(step, r.length, time.monotonic() - t0)
+        job.rest()
+        if whole:
+            if job.hashed(r.gen):
+                self._complete(job)
+        elif job.range_done(r.gen, r.offset, r.length):
+            self._hash_q.put(job)
 
+    # -- hashers
 
-def verify(job: _FileJob, where: str) -> str:
-    e = job.entry
-    actual_size = job.size_on_disk()
-    if actual_size != e.size or job._next != e.size:
-        raise IntegrityError(f"{where}/{e.path}: got {job._next} bytes, expected {e.size}; the store changed, re-run")
-    sha = job.hash.sha256.hexdigest()
-    if e.sha256 and sha != e.sha256:
-        raise IntegrityError(
-            f"{where}/{e.path}: sha256 mismatch (expected {e.sha256[:16]}…, got {sha[:16]}…): "
-            "the bytes received are not the published ones; re-run, and re-publish the model if it persists"
-        )
-    md5 = job.hash.md5
-    if md5 and md5.hexdigest() != e.md5:
-        raise IntegrityError(
-            f"{where}/{e.path}: Content-MD5 mismatch (expected {e.md5}, got {md5.hexdigest()}): "
-            "the bytes received are corrupt; re-run, and re-upload the file if it persists"
-        )
-    return sha
+    def _hasher(self) -> None:
+        buf = memoryview(bytearray(_READ))
+        while self._running():
+            try:
+                job = self._hash_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            done = job.advance(buf)
+            job.rest()
+            if done:
+                self._complete(job)
+
+    def _complete(self, job: _FileJob) -> None:
+        try:
+            sha = _verify(job, self.where)
+        except _Mismatch as m:
+            self._again(job, m)
+            return
+        self.on_complete(job, sha)
+        with self._count:
+            self._pending -= 1
+            if self._pending == 0:
+                self._finished.set()
+
+    def _again(self, job: _FileJob, m: _Mismatch) -> None:
+        """A whole file that failed its digest: download it again, or say whether it is damaged at rest."""
+        e, path = job.entry, f"{self.where}/{job.entry.path}"
+        if e.chunks is not None:  # every chunk matched, the whole does not: no download can fix that
+            raise IntegrityError(
+                f"{path}: its chunks match the manifest's chunk digests but not its {m.kind} "
+                f"({m.expected[:16]}…); the manifest is inconsistent, re-publish the version"
+            )
+        if m.sha in job.wrong:
+            raise IntegrityError(
+                f"{path} is damaged in the store: {m.kind} mismatch twice with the same wrong bytes (expected "
+                f"{m.expected[:16]}…, got {m.got[:16]}…); re-publish the model"
+            )
+        if job.attempts >= ATTEMPTS:
+            raise IntegrityError(
+                f"{path}: {m.kind} mismatch in {ATTEMPTS} downloads, different bytes each time (expected "
+                f"{m.expected[:16]}…): something on the way corrupts data; re-run"
+            )
+        job.wrong.add(m.sha)
+        log.info("retrying %s (whole file: %s mismatch), attempt %d/%d", e.path, m.kind, job.attempts + 1, ATTEMPTS)
+        self.progress.update(-e.size)
+        job.restart()
+        if e.size == 0:
+            job.range_done(job.gen, 0, 0)
+            self._hash_q.put(job)
+        for r in job.ranges(self.store_checked):
+            self._tasks.put(r)
 
 
 def ensure_cached(
-    source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int, show_progress: bool | None
-) -> tuple[dict[str, str], int]:
-    """Make every resolved file present and verified in the cache; returns path→sha256 and bytes downloaded."""
+    source: Source, uri: ModelURI, res: Resolution, cache: Cache, workers: int | None, show_progress: bool | None
+) -> tuple[dict[str, str], int, int]:
+    """Make every resolved file present and verified in the cache.
+
+    Returns path→sha256, the bytes downloaded and the connections used (``workers``: a fixed number, or None to
+    let the engine find how many the link rewards).
+    """
     where = _where(uri, res)
     location = f"{uri.scheme}://{uri.location}/{uri.container}"
     shas: dict[str, str] = {}
@@ -306,17 +698,16 @@ def ensure_cached(
             shas[f.path] = sha
     todo = [f for f in res.files if f.path not in shas]
     if not todo:
-        return shas, 0
+        return shas, 0, 0
     if isinstance(source, ArchiveStore):  # files come out of archives (oci:// layers), not by name
         new, downloaded = source.fetch_files(res, todo, cache, workers=workers, progress=show_progress)
-        return {**shas, **new}, downloaded
+        return {**shas, **new}, downloaded, 0
     total = sum(f.size for f in todo)
     cancel = threading.Event()
     jobs: list[_FileJob] = []
 
-    def finish(job: _FileJob) -> None:
-        """Verify a complete file and move it into the cache at once: a killed or failed fetch keeps it."""
-        sha = verify(job, where)
+    def finish(job: _FileJob, sha: str) -> None:
+        """Move a verified file into the cache at once: a killed or failed fetch keeps it."""
         job.close()
         cache.put(job.tmp, sha)
         cache.remember_etag(location + "/" + job.name, job.entry.etag, job.entry.size, sha)
@@ -332,16 +723,14 @@ def ensure_cached(
                 raise
         log.info("downloading %d files (%d bytes) from %s", len(jobs), total, where)
         with Progress(total, f"fetch {res.version or uri.display}", show=show_progress) as bar:
-            for job in (j for j in jobs if j.entry.size == 0):
-                if job.chunk_done(0, 0):
-                    finish(job)
-            _Downloader(source, workers, bar, cancel, finish).run(jobs)
+            downloader = _Downloader(source, workers, bar, cancel, finish, where)
+            downloader.run(jobs)
     finally:
         cancel.set()
         for job in jobs:
             job.close()
             job.tmp.unlink(missing_ok=True)
-    return shas, total
+    return shas, total, downloader.connections
 
 
 def _where(uri: ModelURI, res: Resolution) -> str:

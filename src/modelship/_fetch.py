@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._download import ensure_cached
+from ._download import concurrency_setting, ensure_cached
 from ._fs import os_error
 from ._install import check_dest, install, staged, up_to_date
 from ._resolve import apply_lock, check_version, opened, resolve_in
@@ -32,6 +32,7 @@ class FetchResult:
     downloaded_bytes: int
     cached_files: int
     unchanged: bool = False
+    connections: int = 0  # connections the download settled at (0: nothing was downloaded)
 
     @property
     def version(self) -> str | None:
@@ -46,11 +47,15 @@ def fetch(
     lock: str | Path | Lock | None = None,
     pre: bool = False,
     credential: Any = None,
-    workers: int = 8,
+    workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
 ) -> FetchResult:
-    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again."""
+    """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again.
+
+    ``workers``: parallel connections; None (the default) takes MODELSHIP_CONCURRENCY, else grows the number
+    while throughput grows.
+    """
     lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
     if lk is not None:
         if version is not None and version != lk.version:
@@ -59,8 +64,7 @@ def fetch(
     if not uri:
         raise UsageError("no model URI given (and no lock file to take it from)")
     check_version(version)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {workers}")
+    workers = concurrency_setting(workers)
     parsed = parse(uri)
     if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
         raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
@@ -83,7 +87,7 @@ def _fetch_attempts(
     lk: Lock | None,
     dest: Path,
     cache: Cache,
-    workers: int,
+    workers: int | None,
     progress: bool | None,
 ) -> FetchResult:
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
@@ -104,7 +108,13 @@ def _fetch_attempts(
 
 
 def _install_version(
-    source: Source, uri: ModelURI, res: Resolution, dest: Path, cache: Cache, workers: int, show_progress: bool | None
+    source: Source,
+    uri: ModelURI,
+    res: Resolution,
+    dest: Path,
+    cache: Cache,
+    workers: int | None,
+    show_progress: bool | None,
 ) -> FetchResult:
     current = up_to_date(dest, res)
     if current is not None:
@@ -112,8 +122,8 @@ def _install_version(
         return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
     with staged(dest) as stage:
-        shas, downloaded = ensure_cached(source, uri, res, cache, workers, show_progress)
+        shas, downloaded, connections = ensure_cached(source, uri, res, cache, workers, show_progress)
         manifest = install(stage, dest, res, shas, cache)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
-    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded)
+    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded, connections=connections)

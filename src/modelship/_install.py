@@ -83,7 +83,9 @@ def staged(dest: Path) -> Iterator[Path]:
 
 def install(stage: Path, dest: Path, res: Resolution, shas: dict[str, str], cache: Cache) -> Manifest:
     """Link the cached files of ``res`` into ``stage`` with their manifest, then swap ``stage`` into DEST."""
-    files = [replace(f, sha256=shas[f.path]) for f in res.files]
+    # DEST's manifest names the files and their sha256s; chunk digests stay in the store's (they serve
+    # fetching only, and DEST's manifest goes into image labels, which stay small).
+    files = [replace(f, sha256=shas[f.path]).with_chunks(None, None) for f in res.files]
     manifest = Manifest.create(res.uri, res.version, files)
     for f in files:
         target = stage / f.path

@@ -26,7 +26,7 @@ from ._hash import hash_file
 from ._resolve import PENDING_MARKER, opened, safe_relpath
 from ._retry import Budget, retrying
 from .errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
-from .manifest import MANIFEST_NAME, FileEntry, Manifest, tree_digest
+from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, tree_digest
 from .progress import Progress
 from .stores.base import RemoteFile, Source, join
 from .uri import parse
@@ -57,11 +57,11 @@ def model_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def _hashes(path: Path) -> tuple[str, bytes]:
-    """sha256 (hex) and md5 (raw, for Content-MD5) in one pass."""
-    h = hash_file(path, md5=True)
+def _hashes(path: Path) -> tuple[str, bytes, tuple[str, ...]]:
+    """sha256 (hex), md5 (raw, for Content-MD5) and the sha256 of every CHUNK_SIZE chunk, in one pass."""
+    h = hash_file(path, md5=True, chunk_size=CHUNK_SIZE)
     assert h.md5 is not None
-    return h.sha256.hexdigest(), h.md5.digest()
+    return h.sha256.hexdigest(), h.md5.digest(), h.chunks()
 
 
 def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, cancel: threading.Event) -> None:
@@ -226,7 +226,7 @@ def publish(
     where = parsed.child(version)
     rels = {p: safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir)) for p in files}
     cancel = threading.Event()
-    hashes: dict[Path, tuple[str, bytes]] = {}
+    hashes: dict[Path, tuple[str, bytes, tuple[str, ...]]] = {}
     # Hashed first: the marker records which files this publish is for, so that a re-run can resume it.
     _in_parallel(lambda p: hashes.__setitem__(p, _hashes(p)), files, workers, cancel)
     digest = tree_digest((rels[p], hashes[p][0]) for p in files)
@@ -259,7 +259,10 @@ def publish(
                     "resuming the publish of %s: %d of %d files are already up", where, len(state.up), len(files)
                 )
             _upload(source, root, todo, rels, hashes, state, workers, cancel, progress, version)
-            entries = [FileEntry(rels[p], p.stat().st_size, hashes[p][0]) for p in files]
+            entries = [
+                FileEntry(rels[p], p.stat().st_size, hashes[p][0], chunk_size=CHUNK_SIZE, chunks=hashes[p][2])
+                for p in files
+            ]
             manifest = Manifest.create(parsed.display, version, entries)
             doc = manifest.to_json().encode()
             retrying(f"uploading {MANIFEST_NAME}", lambda: source.write_bytes(f"{root}/{MANIFEST_NAME}", doc), cancel)
@@ -315,7 +318,7 @@ def _upload(
     root: str,
     todo: list[Path],
     rels: dict[Path, str],
-    hashes: dict[Path, tuple[str, bytes]],
+    hashes: dict[Path, tuple[str, bytes, tuple[str, ...]]],
     state: _State,
     workers: int,
     cancel: threading.Event,
@@ -326,7 +329,7 @@ def _upload(
     with Progress(total, f"publish {version}", show=show) as bar:
 
         def upload(p: Path) -> None:
-            sha, md5 = hashes[p]
+            sha, md5, _ = hashes[p]
             size, sent = p.stat().st_size, [0]
             budget = Budget(f"uploading {rels[p]}")
 

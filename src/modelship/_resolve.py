@@ -17,12 +17,13 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ._download import ensure_cached
+from ._download import concurrency_setting, ensure_cached
 from ._fs import os_error
+from ._hash import chunk_digests
 from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from .manifest import MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema
+from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
 from .stores import open_source
 from .stores.base import ArchiveStore, RemoteFile, Source
 from .uri import ModelURI, parse
@@ -102,13 +103,17 @@ def _entries(
     by_rel = {f.name[cut:]: f for f in files if f.name[cut:] != PENDING_MARKER}
     where = uri.child(version or "")
     published = by_rel.pop(MANIFEST_NAME, None)
-    expected: dict[str, tuple[int, str]] = {}
+    expected: dict[str, FileEntry] = {}
     if published is not None:
         try:
             doc = json.loads(_read_small(source, published))
             if isinstance(doc, dict):
                 check_schema(doc, f"{where}/{MANIFEST_NAME}")
-            expected = {str(f["path"]): (int(f["size"]), str(f["sha256"])) for f in doc["files"]}
+            for d in doc["files"]:  # chunk digests are optional (older manifests) but must fit the file
+                size = int(d["size"])
+                expected[str(d["path"])] = FileEntry(str(d["path"]), size, str(d["sha256"])).with_chunks(
+                    *chunks_from_json(d, size)
+                )
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(
                 f"{where}/{MANIFEST_NAME} is not a valid modelship manifest ({e.__class__.__name__}); "
@@ -124,8 +129,10 @@ def _entries(
     for rel, f in sorted(by_rel.items()):
         safe_relpath(rel, where)
         sha = f.sha256
+        chunk_size, chunks = None, None
         if rel in expected:
-            size, msha = expected[rel]
+            size, msha = expected[rel].size, expected[rel].sha256
+            chunk_size, chunks = expected[rel].chunk_size, expected[rel].chunks
             if size != f.size or (sha and sha != msha):
                 raise IntegrityError(
                     f"{where}/{rel}: store has {f.size} bytes / sha256 {sha or '?'}, its manifest says "
@@ -135,7 +142,8 @@ def _entries(
         elif expected:
             log.warning("ignoring %s/%s: not in the version's manifest", where, rel)
             continue
-        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None))
+        modified = f.last_modified.isoformat() if f.last_modified else None
+        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, modified, chunk_size, chunks))
     if not out:
         raise NotFoundError(f"{where} holds no model files")
     return tuple(out)
@@ -242,7 +250,17 @@ def apply_lock(res: Resolution, lk: Lock) -> Resolution:
             raise IntegrityError(f"lock mismatch: {path} has sha256 {b.sha256[:16]}…, the lock says {a.sha256[:16]}…")  # type: ignore[index]
         if a.etag and b.etag and a.etag != b.etag:
             log.info("%s: ETag changed since the lock (%s → %s); its sha256 is still verified", path, a.etag, b.etag)
-    return replace(res, files=tuple(replace(f, sha256=pinned[f.path].sha256) for f in res.files))
+    # The lock's chunk digests where it has them (it is the pin); else the store manifest's, whose sha256 was
+    # just checked against the lock's (the whole-file sha256 is verified either way).
+    return replace(
+        res,
+        files=tuple(
+            replace(f, sha256=pinned[f.path].sha256).with_chunks(pinned[f.path].chunk_size, pinned[f.path].chunks)
+            if pinned[f.path].chunks is not None
+            else replace(f, sha256=pinned[f.path].sha256)
+            for f in res.files
+        ),
+    )
 
 
 def lock(
@@ -263,8 +281,10 @@ def lock(
         with opened(parsed, credential) as source:
             res = retrying(f"resolving {parsed.display}", lambda: resolve_in(source, parsed, version, pre))
             if any(f.sha256 is None for f in res.files):
-                shas, _ = ensure_cached(source, parsed, res, cache, 8, progress)
-                res = replace(res, files=tuple(replace(f, sha256=shas[f.path]) for f in res.files))
+                shas, _, _ = ensure_cached(source, parsed, res, cache, concurrency_setting(None), progress)
+                # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
+                # range, even from a store that has no digests of its own (plain https).
+                res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))
         lk = Lock.from_resolution(res)
     except OSError as e:
         raise os_error(e, Path(cache_dir or ".")) from None
@@ -278,3 +298,9 @@ def lock(
                 "choose a writable path with -o/--output"
             ) from None
     return lk
+
+
+def _with_sha(cache: Cache, f: FileEntry, sha: str) -> FileEntry:
+    if f.sha256 is None and f.chunks is None and (path := cache.get(sha, f.size)) is not None:
+        return replace(f, sha256=sha).with_chunks(CHUNK_SIZE, chunk_digests(path, CHUNK_SIZE))
+    return replace(f, sha256=sha)

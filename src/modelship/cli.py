@@ -352,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
-    sp.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
+    sp.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="parallel connections (default: $MODELSHIP_CONCURRENCY, else as many as the link rewards)",
+    )
 
     sp = add("build", cmd_build, "build an image of the app (and the model, with --model), with provenance labels")
     sp.add_argument("app_dir", metavar="APP_DIR")
@@ -447,10 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # a usage error (2), --help or --version (0): already printed
         return e.code if isinstance(e.code, int) else 2
     verbose = getattr(args, "verbose", 0)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2), format="modelship: %(message)s", stream=sys.stderr
-    )
-    logs.protect_handlers()
+    logs.configure(verbose)
     if getattr(args, "no_progress", False) or getattr(args, "json", False):
         progress.set_enabled(False)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

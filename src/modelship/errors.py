@@ -47,6 +47,10 @@ class StallError(TransientError):
         super().__init__(f"{what}: no bytes from {store} within the read timeout")
 
 
+class ChecksumError(TransientError):
+    """Bytes that failed a checksum on the way (a store's transactional MD5, a chunk digest): read them again."""
+
+
 class DockerError(ModelshipError):
     """The Docker engine is unreachable or refused a build, run or push."""
 

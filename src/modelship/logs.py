@@ -1,4 +1,9 @@
-"""Keep credentials out of log output, including the debug logs of the HTTP libraries modelship drives.
+"""What reaches the terminal: modelship's own lines, and the libraries' only at ``-vv``, without credentials.
+
+The SDKs log at WARNING for things modelship handles itself (azure-core's "Unable to stream download." on a
+broken connection, urllib3's retries and full pools): at the default verbosity only records of the
+``modelship`` loggers are shown, and a retry is modelship's own line (at ``-v``). ``-v`` adds azure-identity's
+report of why each credential failed (modelship's error line points there); ``-vv`` shows everything.
 
 At ``-vv`` (DEBUG) urllib3 logs every request line with its full query string: with a SAS that is the
 signature (``...&sig=...``), and a retry logs the URL again. modelship never logs secrets itself, but these
@@ -8,6 +13,7 @@ records are created inside the SDKs, so a filter on their loggers masks them bef
 from __future__ import annotations
 
 import logging
+import sys
 
 from .uri import redact
 
@@ -38,6 +44,66 @@ def protect_library_loggers() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def _own(record: logging.LogRecord) -> bool:
+    return record.name == "modelship" or record.name.startswith("modelship.")
+
+
+class OwnRecordsOnly(logging.Filter):
+    """Passes the records of modelship's loggers (``modelship`` and below), and of the ``also`` loggers."""
+
+    def __init__(self, also: tuple[str, ...] = ()):
+        super().__init__()
+        self.also = also
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _own(record) or any(record.name == n or record.name.startswith(n + ".") for n in self.also)
+
+
+class _Format(logging.Formatter):
+    """``modelship: message``; a library's record also names its logger (seen at -vv only)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if _own(record):
+            return f"modelship: {line}"
+        return f"modelship: [{record.name}] {line}"
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (which tests and embedding programs may replace)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(_Format("%(message)s"))
+_OWN = OwnRecordsOnly()
+_OWN_AND_IDENTITY = OwnRecordsOnly(also=("azure.identity",))  # at -v: why each credential failed
+
+
+def configure(verbose: int) -> None:
+    """The CLI's logging: WARNING, INFO at -v, DEBUG at -vv; libraries' records only at -vv; all redacted.
+
+    Like ``logging.basicConfig``, it leaves a root logger that already has handlers (a host program's, pytest's)
+    alone; a second call (the CLI run twice in one process) adjusts the one handler.
+    """
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        if root.handlers:
+            protect_handlers()
+            return
+        root.addHandler(_HANDLER)
+        logging.captureWarnings(True)  # a library's warnings.warn() is a record of "py.warnings": shown at -vv
+    for f in (_OWN, _OWN_AND_IDENTITY):
+        _HANDLER.removeFilter(f)
+    if verbose < 2:
+        _HANDLER.addFilter(_OWN if verbose == 0 else _OWN_AND_IDENTITY)
+    root.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    protect_handlers()
 
 
 def protect_handlers(logger: logging.Logger | None = None) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from .errors import UsageError
 MANIFEST_NAME = "modelship.json"
 LOCK_NAME = "modelship.lock"
 SCHEMA_VERSION = 1
+# Publish records a sha256 per chunk of this size, so that fetch can check each range as it arrives and fetch
+# again only a damaged one. 8 MiB: a 2 GB file has 256 digests (16 KB of JSON), and one bad range costs little.
+CHUNK_SIZE = 8 * 1024 * 1024
+_MIN_CHUNK, _MAX_CHUNK = 64 * 1024, 1024 * 1024 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,40 @@ class FileEntry:
     md5: str | None = None  # hex; from Content-MD5 / ETag when the store has one
     etag: str | None = None
     last_modified: str | None = None  # ISO 8601
+    chunk_size: int | None = None  # with ``chunks``: sha256 (hex) of each chunk_size piece, in order
+    chunks: tuple[str, ...] | None = None
+
+    def with_chunks(self, chunk_size: int | None, chunks: Sequence[str] | None) -> FileEntry:
+        """This entry with chunk digests (``None``: without), checked against its size."""
+        if chunk_size is None or chunks is None:
+            return replace(self, chunk_size=None, chunks=None)
+        return replace(self, chunk_size=chunk_size, chunks=parse_chunks(self.size, chunk_size, chunks))
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return -(-size // chunk_size)
+
+
+def parse_chunks(size: int, chunk_size: Any, chunks: Any) -> tuple[str, ...]:
+    """Validated chunk digests of a file of ``size`` bytes; ValueError when they cannot be its chunks."""
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not _MIN_CHUNK <= chunk_size <= _MAX_CHUNK:
+        raise ValueError(f"chunk_size {chunk_size!r} is not between {_MIN_CHUNK} and {_MAX_CHUNK}")
+    if not isinstance(chunks, (list, tuple)) or not all(isinstance(c, str) and _HEX64.fullmatch(c) for c in chunks):
+        raise ValueError("chunks is not a list of sha256 hex digests")
+    if len(chunks) != chunk_count(size, chunk_size):
+        raise ValueError(f"{len(chunks)} chunk digests for {size} bytes in chunks of {chunk_size}")
+    return tuple(chunks)
+
+
+def chunks_from_json(d: dict[str, Any], size: int) -> tuple[int | None, tuple[str, ...] | None]:
+    """The ``chunk_size``/``chunks`` of a file entry in JSON: both absent (older manifests) or both valid."""
+    if "chunks" not in d and "chunk_size" not in d:
+        return None, None
+    return d.get("chunk_size"), parse_chunks(size, d.get("chunk_size"), d.get("chunks"))
+
+
+def _chunks_json(f: FileEntry) -> dict[str, Any]:
+    return {"chunk_size": f.chunk_size, "chunks": list(f.chunks)} if f.chunks is not None else {}
 
 
 @dataclass(frozen=True)
@@ -48,7 +88,7 @@ class Resolution:
             "uri": self.uri,
             "version": self.version,
             "size": self.size,
-            "files": [_drop_none(asdict(f)) for f in self.files],
+            "files": [_drop_none({**asdict(f), "chunks": None}) for f in self.files],  # digests: noise here
         }
 
 
@@ -84,7 +124,10 @@ class Manifest:
 
     @classmethod
     def create(cls, uri: str, version: str | None, files: Iterable[FileEntry], stamp: bool = True) -> Manifest:
-        entries, digest = _sorted_with_digest((FileEntry(f.path, f.size, f.sha256) for f in files), "manifest")
+        """A manifest of ``files`` (path, size, sha256, and chunk digests where the entries have them)."""
+        entries, digest = _sorted_with_digest(
+            (FileEntry(f.path, f.size, f.sha256, chunk_size=f.chunk_size, chunks=f.chunks) for f in files), "manifest"
+        )
         return cls(uri, version, entries, digest, _now() if stamp else None)
 
     def without_timestamp(self) -> Manifest:
@@ -94,7 +137,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"schema": SCHEMA_VERSION, "uri": self.uri, "version": self.version}
         d["digest"] = self.digest
-        d["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        d["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256, **_chunks_json(f)} for f in self.files]
         if self.fetched_at:
             d["fetched_at"] = self.fetched_at
         return d
@@ -108,7 +151,7 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
         check_schema(d, source)
         try:
-            files = tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in d["files"])
+            files = tuple(_entry_from_json(f) for f in d["files"])
             m = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), d.get("fetched_at"))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"{source}: not a modelship manifest ({_what_is_wrong(e)}); re-create it") from e
@@ -148,7 +191,10 @@ class Lock:
             "digest": self.digest,
             "created_at": self.created_at,
             "files": [
-                {k: v for k, v in asdict(f).items() if k in ("path", "size", "sha256", "etag") and v is not None}
+                {
+                    **{k: v for k, v in asdict(f).items() if k in ("path", "size", "sha256", "etag") and v is not None},
+                    **_chunks_json(f),
+                }
                 for f in self.files
             ],
         }
@@ -164,9 +210,7 @@ class Lock:
         d = _read_json(path)
         check_schema(d, str(path))
         try:
-            files = tuple(
-                FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"]), etag=f.get("etag")) for f in d["files"]
-            )
+            files = tuple(_entry_from_json(f, etag=True) for f in d["files"])
             pin = str(d["pin"]) if d.get("pin") else None
             lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")), pin)
         except (KeyError, TypeError, ValueError) as e:
@@ -200,6 +244,20 @@ def _what_is_wrong(e: Exception) -> str:
     return "a field has the wrong type or value"
 
 
+def _entry_from_json(f: dict[str, Any], etag: bool = False) -> FileEntry:
+    """A manifest or lock file entry; chunk digests are optional (older files have none) but must fit the size."""
+    size = int(f["size"])
+    chunk_size, chunks = chunks_from_json(f, size)
+    return FileEntry(
+        str(f["path"]),
+        size,
+        str(f["sha256"]),
+        etag=f.get("etag") if etag else None,
+        chunk_size=chunk_size,
+        chunks=chunks,
+    )
+
+
 def _read_json(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
@@ -216,4 +274,4 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-__all__ = ["LOCK_NAME", "MANIFEST_NAME", "FileEntry", "Lock", "Manifest", "Resolution", "tree_digest"]
+__all__ = ["CHUNK_SIZE", "LOCK_NAME", "MANIFEST_NAME", "FileEntry", "Lock", "Manifest", "Resolution", "tree_digest"]

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import requests
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     DecodeError,
     DeserializationError,
@@ -28,10 +30,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
+from urllib3.util.retry import Retry
 
 from ..errors import (
     AuthError,
+    ChecksumError,
     ContainerNotFoundError,
     IntegrityError,
     ModelshipError,
@@ -41,14 +46,19 @@ from ..errors import (
 )
 from ..logs import quiet_azure_identity
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
+from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
 
 log = logging.getLogger(__name__)
 
+# The service computes a transactional MD5 only for ranges up to 4 MiB: reads of files without chunk digests
+# use ranges of this size, checked by the service (validate_content). It is also the SDK's unit of download, so
+# one read holds this much in memory.
+_MD5_RANGE = 4 * 1024 * 1024
+
 # Our fetch engine retries with backoff per range; keep the SDK's own retries short so faults surface.
 _CLIENT_OPTS: dict[str, Any] = {
-    "max_single_get_size": 4 * 1024 * 1024,
-    "max_chunk_get_size": 4 * 1024 * 1024,
+    "max_single_get_size": _MD5_RANGE,
+    "max_chunk_get_size": _MD5_RANGE,
     "max_block_size": 8 * 1024 * 1024,
     "max_single_put_size": 16 * 1024 * 1024,
 }
@@ -61,12 +71,28 @@ def _client_opts() -> dict[str, Any]:
     # No SDK retry after a broken or silent answer (retry_read=0): each would cost a whole read timeout more
     # per attempt, outside modelship's retry budget.
     retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2, retry_read=0)  # type: ignore[arg-type]
-    return {
-        **_CLIENT_OPTS,
-        "retry_policy": retry,
-        "connection_timeout": CONNECT_TIMEOUT,
-        "read_timeout": read_timeout(),
-    }
+    return {**_CLIENT_OPTS, "retry_policy": retry, "transport": _transport()}
+
+
+def _transport() -> RequestsTransport:
+    """The SDK's requests transport with a connection pool as large as fetch's parallelism (requests keeps 10).
+
+    Without it, every read beyond the tenth opens and drops a connection of its own (and urllib3 warns about
+    each). Retries stay off in urllib3, as the SDK sets them: the SDK's policy and modelship's retry.
+    """
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_maxsize=MAX_CONNECTIONS, max_retries=Retry(total=False, redirect=False, raise_on_status=False)
+    )
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, adapter)
+    return RequestsTransport(
+        session=session,
+        session_owner=True,
+        connection_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout(),
+        connection_data_block_size=256 * 1024,  # what the storage SDK gives its own transport (azure-core: 4 KiB)
+    )
 
 
 def _connection_string_parts(cs: str) -> dict[str, str]:
@@ -206,8 +232,27 @@ def service_client(uri: ModelURI, credential: Any = None) -> _Client:
     return _Client(BlobServiceClient(endpoint, credential=DefaultAzureCredential(), **opts), "DefaultAzureCredential")
 
 
+def _was_reset(e: BaseException) -> bool:
+    """Whether a connection reset is behind an SDK error (it wraps the socket's error a few levels deep)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen or len(seen) > 20:
+            continue
+        seen.add(id(x))
+        if isinstance(x, ConnectionResetError) or "reset by peer" in str(x).lower():
+            return True
+        todo += [getattr(x, "error", None), getattr(x, "inner_exception", None), x.__cause__, x.__context__]
+        todo += [a for a in getattr(x, "args", ()) if isinstance(a, BaseException)]
+    return False
+
+
 class AzureBlobSource:
     """A blob container, addressed by the URI's account and container."""
+
+    verified_read_size = _MD5_RANGE
+    read_buffer = 2 * _MD5_RANGE  # an answer, and its copy while the SDK joins the pieces it read
 
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
@@ -284,7 +329,12 @@ class AzureBlobSource:
             # No usable answer: the connection broke mid-body (IncompleteReadError, or the SDK's own download
             # retries giving up and wrapping it without a status) or the body did not parse. Worth a retry.
             cause = getattr(e, "error", None) or e
-            return TransientError(f"{what}: the blob service's answer broke off ({cause.__class__.__name__})")
+            how = "connection reset" if _was_reset(e) else cause.__class__.__name__
+            return TransientError(f"{what}: the blob service's answer broke off ({how})")
+        if isinstance(e, AzureError) and "md5 mismatch" in str(getattr(e, "message", e)).lower():
+            # validate_content: the range's transactional MD5 (computed by the service) does not match what
+            # arrived: damaged on the way, read it again.
+            return ChecksumError(f"{what}: the bytes failed the service's transactional MD5 (damaged in transit)")
         if code == "Md5Mismatch" or (status == 400 and "contentmd5" in str(getattr(e, "message", "")).lower()):
             # The service checked Content-MD5 (Azurite says InvalidOperation): the upload was damaged on the way.
             return TransientError(f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)")
@@ -315,13 +365,26 @@ class AzureBlobSource:
         except Exception as e:  # noqa: BLE001 - every SDK failure is mapped to one line
             raise self._error(e, f"listing {self.uri.display}", reading=True) from None
 
-    def read(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
-        kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+    def read(self, name: str, offset: int, length: int, etag: str | None, *, validate: bool = False) -> Iterator[bytes]:
+        """``validate``: the service sends an MD5 of each range of up to 4 MiB and the SDK checks it."""
+        kwargs: dict[str, Any] = {"max_concurrency": 1}
+        if validate:
+            kwargs["validate_content"] = True
         if etag:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+        # One download per 4 MiB GET, each dropped before the next: the SDK reads a whole answer into memory
+        # (twice, while it joins the pieces), and a downloader of several GETs keeps its first one to the end.
+        # So a read holds at most one answer (read_buffer), whatever its length.
+        end = offset + length
         try:
-            downloader = self._container.download_blob(name, **kwargs)
-            yield from downloader.chunks()
+            for pos in range(offset, end, _MD5_RANGE):
+                downloader = self._container.download_blob(
+                    name, offset=pos, length=min(_MD5_RANGE, end - pos), **kwargs
+                )
+                parts = list(downloader.chunks())  # one part: the range is one GET
+                del downloader
+                while parts:
+                    yield parts.pop(0)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"reading {name}", reading=True) from None
 

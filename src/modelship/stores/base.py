@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
 CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
+# Connections a store client keeps for reuse: at least as many as fetch may read over at once, or each read
+# beyond the pool opens (and closes) a connection of its own.
+MAX_CONNECTIONS = 64
 
 
 def read_timeout() -> float:
@@ -70,6 +73,11 @@ class Source(Protocol):
     """A model store. Implementations map their SDK's errors to modelship.errors.
 
     ``read`` raises IntegrityError when ``etag`` no longer matches, TransientError for faults worth a retry.
+
+    Optional attributes the fetch engine uses when present: ``verified_read_size`` (reads of at most this many
+    bytes can be checked by the store itself: ``read(..., validate=True)`` raises TransientError when the bytes
+    were damaged on the way) and ``read_buffer`` (bytes one read holds in memory at once; default 1 MiB), which
+    bounds how many reads run in parallel.
     """
 
     uri: ModelURI
@@ -106,7 +114,7 @@ class ArchiveStore(Protocol):
         ...
 
     def fetch_files(
-        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int, progress: bool | None
+        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int | None, progress: bool | None
     ) -> tuple[dict[str, str], int]:
         """Put ``files`` of ``res`` into ``cache``, verified; returns path → sha256 and the bytes downloaded."""
         ...

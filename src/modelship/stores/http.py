@@ -14,7 +14,7 @@ import requests
 
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, StallError, TransientError
 from ..uri import ModelURI
-from .base import CONNECT_TIMEOUT, ProgressFn, RemoteFile, read_timeout, timed_out
+from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, ProgressFn, RemoteFile, read_timeout, timed_out
 
 
 def _http_date(resp: requests.Response) -> _dt.datetime | None:
@@ -30,6 +30,9 @@ class HttpSource:
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
         self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=MAX_CONNECTIONS)  # requests keeps 10
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         if credential:
             self._session.headers["Authorization"] = f"Bearer {credential}"
         self._url = uri.raw.split("#", 1)[0]

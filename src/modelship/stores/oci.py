@@ -55,6 +55,7 @@ BLOCK = 512
 _READ = 1 << 20
 _PAX_MAX = 64 * 1024  # a pax header longer than this is not a model's
 _MANIFEST_MAX = 16 * 1024 * 1024
+_LAYER_WORKERS = 4  # layers at a time when --workers / MODELSHIP_CONCURRENCY leave it open (one stream each)
 _GRACE = 0.5  # seconds for the other layer workers to notice a failure before they are left behind
 
 
@@ -148,7 +149,7 @@ class OciStore:
     # -- fetch
 
     def fetch_files(
-        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int, progress: bool | None
+        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int | None, progress: bool | None
     ) -> tuple[dict[str, str], int]:
         if not res.pin:
             raise ModelshipError(f"{res.uri}: a resolution of an oci:// store carries its manifest digest")
@@ -168,7 +169,7 @@ class OciStore:
                 _LayerJob(self.client, img, desc, listed, wanted, cache, bar.update, cancel, found, lock, where)
                 for desc in layers
             ]
-            _run(jobs, max(1, min(workers, len(jobs))), cancel)
+            _run(jobs, max(1, min(workers or _LAYER_WORKERS, len(jobs))), cancel)
         missing = sorted(wanted - found.keys())
         if missing:
             raise IntegrityError(

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import (
     AuthError,
+    ChecksumError,
     ContainerNotFoundError,
     IntegrityError,
     ModelshipError,
@@ -21,7 +22,7 @@ from ..errors import (
     UsageError,
 )
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
+from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
 
 
 class S3Source:
@@ -44,6 +45,7 @@ class S3Source:
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=read_timeout(),
+            max_pool_connections=MAX_CONNECTIONS,  # as many as fetch reads over at once (botocore keeps 10)
         )
         kwargs: dict[str, Any] = {"config": cfg}
         if os.environ.get("AWS_ENDPOINT_URL"):
@@ -84,7 +86,7 @@ class S3Source:
             return ModelshipError(f"{what}: S3 answered {status} {code}")
         if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
             # The response's own checksum caught bytes damaged on the way: fetch that part again.
-            return TransientError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
+            return ChecksumError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
         if timed_out(e):
             return StallError(what, f"S3 at {self._s3.meta.endpoint_url}")
         if isinstance(
