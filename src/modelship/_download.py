@@ -11,6 +11,9 @@ retries also obey the retry budget (``_retry.Budget``): a store that stalls for 
 The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
 step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
 and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 16).
+
+One job, verified bytes into the cache: ranges, hashers and the tuner share each file's state (its verified
+prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
 """
 
 from __future__ import annotations

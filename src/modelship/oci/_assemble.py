@@ -13,7 +13,8 @@ the same bytes under OCI's equivalent media types, so they are reused as they ar
 Order of writes: blobs the registry lacks, then each manifest by digest, then the tag -- so a run that fails
 leaves the tag where it was, and one that succeeds leaves it on a complete image. Everything is JSON with
 sorted keys and no spaces: same app digest + same model ⇒ same image digest, and a run with nothing changed
-uploads nothing.
+uploads nothing. One job, one new image from an app image and a model, written in that order; platforms,
+replacement of model layers and promote are its parts, which is why the module is longer than ~400 lines.
 """
 
 from __future__ import annotations

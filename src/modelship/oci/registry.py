@@ -18,7 +18,8 @@ What comes from maintained libraries, and what is written here and why:
 
 Retries use the project's one policy (``modelship._retry``). Errors are
 ModelshipErrors with one line naming the registry, the repository and what to do; credentials and tokens
-never appear in a message, a log line or a repr.
+never appear in a message, a log line or a repr. One job, speaking one registry's API with its auth, which is
+why the module is longer than ~400 lines: auth, blobs and manifests share one session and its tokens.
 """
 
 from __future__ import annotations

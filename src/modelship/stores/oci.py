@@ -19,6 +19,9 @@ whiteouts and anything else are refused with one line naming the layer and the e
 
 Credentials are push's: the docker config (``auths``, ``credHelpers``, ``credsStore``), or ACR's Entra ID
 exchange (modelship.oci.registry); a ``modelship.oci.registry.Credentials`` passed as credential wins.
+
+One job, the store protocol for ``oci://``; the strict tar reader is part of it (nothing else reads
+untrusted layers), which is why the module is longer than ~400 lines.
 """
 
 from __future__ import annotations
