@@ -5,11 +5,9 @@ untimed, and a timer."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import testbed
+from .engine import build_from_files
+from .oci import push_image
 
 _T = TypeVar("_T")
 AZURITE_KEY = "MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"
@@ -80,22 +80,10 @@ def bench_run(name: str) -> Iterator[BenchRun]:
 def push_app_image(bench: BenchRun, tag: str, dockerfile: str, app: str) -> str:
     """Build ``dockerfile`` (its ``{base}`` filled in) with ``app`` as app.py, push it as ``tag``; its pinned
     reference (``repo@sha256:…``). The tag is removed from the engine at the end of the run."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in (("Dockerfile", dockerfile.format(base=bench.base)), ("app.py", app)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     bench.local_tags.append(tag)
-    bench.client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    repo, _, name = tag.rpartition(":")
-    digest = None
-    for ev in bench.client.api.push(repo, tag=name, stream=True, decode=True):
-        if "error" in ev:
-            sys.exit(f"benchmark: push of the app image failed: {ev['error']}")
-        if isinstance(ev.get("aux"), dict) and ev["aux"].get("Digest"):
-            digest = ev["aux"]["Digest"]
-    if digest is None:
-        sys.exit(f"benchmark: the registry gave no digest for {tag}")
-    return f"{repo}@{digest}"
+    build_from_files(bench.client, tag, {"Dockerfile": dockerfile.format(base=bench.base), "app.py": app})
+    try:
+        digest = push_image(bench.client, tag)
+    except (RuntimeError, AssertionError) as e:
+        sys.exit(f"benchmark: push of the app image {tag} failed: {e}")
+    return f"{tag.rpartition(':')[0]}@{digest}"
