@@ -21,21 +21,19 @@ digest, < 2 s; peak RSS < 200 MB on 2 GB.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+import _path  # noqa: F401 - tests/ on sys.path, for support
+
+from support import ROOT
+from support.bench import bench_run, push_app_image, timed
+from support.models import make_model
+
 MiB = 1024 * 1024
 
 APP = """\
@@ -69,45 +67,6 @@ print(r.uploaded_bytes, r.digest, hwm)
 """
 
 
-def read_env() -> dict[str, str]:
-    path = Path(os.environ.get("MODELSHIP_TESTBED_DIR", ROOT / ".testbed")) / "env"
-    if not path.is_file():
-        sys.exit(f"benchmark: {path} missing: run scripts/testbed.sh up first")
-    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def write_files(root: Path, files: dict[str, int], seed: bytes) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, size in files.items():
-        block = os.urandom(MiB)  # incompressible, as weights are
-        with open(root / name, "wb") as f:
-            for i in range(size // MiB):
-                f.write(hashlib.sha256(seed + name.encode() + i.to_bytes(4, "big")).digest() + block[32:])
-
-
-def app_image(client, base: str, tag: str, work: Path) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in (("Dockerfile", APP_DOCKERFILE.format(base=base)), ("app.py", APP)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    for ev in client.api.push(tag.rsplit(":", 1)[0], tag=tag.rsplit(":", 1)[1], stream=True, decode=True):
-        if "error" in ev:
-            sys.exit(f"benchmark: push of the app image failed: {ev['error']}")
-    (work / "app").mkdir(exist_ok=True)
-    (work / "app" / "app.py").write_text(APP)
-
-
 def floor(container, names: list[str], registry: str, repo: str, dest: Path) -> None:
     """SDK download + sha256 + one monolithic blob PUT per file."""
     import requests
@@ -134,42 +93,28 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=256, help="size of one model file (default 256)")
     ap.add_argument("--rss-gb", type=int, default=2, help="model size for the peak-RSS run (0: skip)")
     args = ap.parse_args()
-    env = read_env()
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = env["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"]
-    registry, base = (
-        env["MODELSHIP_TESTBED_REGISTRY"],
-        env.get("MODELSHIP_BASE_IMAGE", "modelship/python:3.11-bookworm"),
-    )
-
-    import docker
-    from azure.storage.blob import BlobServiceClient
-
     import modelship
-    from modelship.manifest import FileEntry, Manifest
 
-    client = docker.from_env()
-    service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
-    run = uuid.uuid4().hex[:8]
-    cname = f"bench-asm-{run}"
-    container = service.create_container(cname)
-    work = Path(tempfile.mkdtemp(prefix="modelship-bench-assemble-"))
-    os.environ["MODELSHIP_CACHE_DIR"] = str(work / "cache")
-    repo = f"modelship-bench/assemble-{run}"
-    app_tag = f"{registry}/{repo}:app"
-    local_tags: list[str] = [app_tag]
     rows, checks = [], []
-    try:
+    with bench_run("asm") as bench:
+        registry, base, client, container, cname, work = (
+            bench.registry, bench.base, bench.client, bench.container, bench.cname, bench.work,
+        )  # fmt: skip
+        repo = f"modelship-bench/assemble-{bench.run}"
+        app_tag = f"{registry}/{repo}:app"
         print("benchmark: building and pushing the app image (untimed)", file=sys.stderr)
-        app_image(client, base, app_tag, work)
+        push_app_image(bench, app_tag, APP_DOCKERFILE, APP)
+        (work / "app").mkdir(exist_ok=True)
+        (work / "app" / "app.py").write_text(APP)  # the build context of today's path
         models = {f"1 x {args.mb} MB": {"weights.bin": args.mb * MiB}}
         models[f"4 x {args.mb} MB"] = {f"shard-{i}.bin": args.mb * MiB for i in range(4)}
 
-        def one(label: str, files: dict[str, int]) -> None:
+        def one(label: str, files: dict[str, int], seed: int) -> None:
             prefix = label.split()[0] + "x"
             uri = f"az://devstoreaccount1/{cname}/{prefix}"
             for version in ("1", "2"):
                 src = work / "src" / prefix / version
-                write_files(src, files, f"{prefix}-{version}".encode())
+                make_model(src, files, seed=10 * seed + int(version))
                 modelship.publish(src, uri, version=version, progress=False)
                 shutil.rmtree(src)
 
@@ -182,7 +127,7 @@ def main() -> int:
             def today(version: str) -> None:
                 model = fetch(version, "today")
                 tag = f"{registry}/{repo}-today:{prefix}-{version}"
-                local_tags.append(tag)
+                bench.local_tags.append(tag)
                 modelship.build(
                     work / "app", model, tag, base_image=base, entrypoint="python3 app.py", quiet=True,
                     docker_client=client,
@@ -211,20 +156,14 @@ def main() -> int:
             rows.append((label, t_floor, t_today, t_update, t_same, result.uploaded_bytes, same))
             checks.append(same.digest == result.digest and same.uploaded_bytes == 0)
 
-        for label, files in models.items():
-            one(label, files)
+        for seed, (label, files) in enumerate(models.items()):
+            one(label, files, seed)
 
         rss = None
         if args.rss_gb:
             print(f"benchmark: peak RSS of assembling a {args.rss_gb} GB model", file=sys.stderr)
             big = work / "big"
-            write_files(big, {"weights.bin": args.rss_gb * 1024 * MiB}, b"rss")
-            h = hashlib.sha256()
-            with open(big / "weights.bin", "rb") as f:
-                while chunk := f.read(8 * MiB):
-                    h.update(chunk)
-            entry = FileEntry("weights.bin", (big / "weights.bin").stat().st_size, h.hexdigest())
-            Manifest.create("file:///bench/big", "1", [entry]).write(big / "modelship.json")
+            make_model(big, {"weights.bin": args.rss_gb * 1024 * MiB}, seed=99, uri="file:///bench/big", version="1")
             env2 = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DOCKER_HOST": "tcp://127.0.0.1:1"}
             proc = subprocess.run(
                 [sys.executable, "-c", _RSS_CHILD, app_tag, str(big), f"{registry}/{repo}:rss"],
@@ -234,13 +173,6 @@ def main() -> int:
                 sys.exit(f"benchmark: the RSS run failed: {proc.stderr.strip()[-500:]}")
             uploaded, _, hwm = proc.stdout.split()
             rss = (int(hwm) // 1024, int(uploaded))
-    finally:
-        for tag in local_tags:
-            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-                client.images.remove(tag, force=True)
-        container.delete_container()
-        client.close()
-        shutil.rmtree(work, ignore_errors=True)
 
     print("\nmodel update benchmark (one run each, all measured in this run; registry and Azurite on this machine)\n")
     head = (

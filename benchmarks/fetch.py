@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import _path  # noqa: F401 - tests/ on sys.path, for support
+import _path  # tests/ on sys.path, for support (and for the shaped proxy's process)
 from azure.storage.blob import BlobServiceClient
 
-from support import ROOT, testbed
+from support import testbed
 from support.models import make_model
 
 MiB = 1024 * 1024
@@ -176,9 +176,10 @@ def measure_shaped(container, work: Path, uri: str, names: list[str], repeat: in
 def shaped_link(host: str, port: int, delay_ms: float, rate_mb: float) -> Iterator[str]:
     """tests/support/shaped_proxy.py in a process of its own (in this one it would compete with the client for
     the GIL); yields its URL."""
-    proxy = ROOT / "tests" / "support" / "shaped_proxy.py"
-    argv = [sys.executable, str(proxy), f"{host}:{port}", "--delay-ms", str(delay_ms), "--rate-mb", str(rate_mb)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "support.shaped_proxy", f"{host}:{port}"]
+    argv += ["--delay-ms", str(delay_ms), "--rate-mb", str(rate_mb)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_path.TESTS, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)  # a module: it imports support
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("PORT "):

@@ -23,20 +23,14 @@ Targets (issue #13): a second publish of an unchanged model uploads 0 bytes; fet
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
-import os
 import shutil
 import sys
-import tarfile
-import tempfile
-import time
-import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+import _path  # noqa: F401 - tests/ on sys.path, for support
+
+from support.bench import bench_run, push_app_image, timed
+from support.models import make_model
+
 MiB = 1024 * 1024
 APP = """\
 import http.server
@@ -51,92 +45,26 @@ CMD ["python3", "/app/app.py"]
 """
 
 
-def read_env() -> dict[str, str]:
-    path = Path(os.environ.get("MODELSHIP_TESTBED_DIR", ROOT / ".testbed")) / "env"
-    if not path.is_file():
-        sys.exit(f"benchmark: {path} missing: run scripts/testbed.sh up first")
-    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def write_model(root: Path, files: dict[str, int], seed: bytes, uri: str, version: str) -> None:
-    """Incompressible files, and a modelship.json as a fetch writes it (assemble takes a fetched folder)."""
-    from modelship.manifest import FileEntry, Manifest
-
-    root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, size in files.items():
-        h = hashlib.sha256()
-        block = os.urandom(MiB)
-        with open(root / name, "wb") as f:
-            for i in range(size // MiB):
-                chunk = hashlib.sha256(seed + name.encode() + i.to_bytes(4, "big")).digest() + block[32:]
-                f.write(chunk)
-                h.update(chunk)
-        entries.append(FileEntry(name, size, h.hexdigest()))
-    Manifest.create(uri, version, entries).write(root / "modelship.json")
-
-
-def app_image(client, base: str, tag: str) -> str:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in (("Dockerfile", APP_DOCKERFILE.format(base=base)), ("app.py", APP)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    digest = None
-    for ev in client.api.push(tag.rsplit(":", 1)[0], tag=tag.rsplit(":", 1)[1], stream=True, decode=True):
-        if "error" in ev:
-            sys.exit(f"benchmark: push of the app image failed: {ev['error']}")
-        if isinstance(ev.get("aux"), dict) and ev["aux"].get("Digest"):
-            digest = ev["aux"]["Digest"]
-    return f"{tag.rsplit(':', 1)[0]}@{digest}"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=256, help="size of one model file (default 256)")
     ap.add_argument("--files", type=int, default=1, help="number of large files (default 1)")
     args = ap.parse_args()
-    env = read_env()
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = env["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"]
-    registry, base = (
-        env["MODELSHIP_TESTBED_REGISTRY"],
-        env.get("MODELSHIP_BASE_IMAGE", "modelship/python:3.11-bookworm"),
-    )
-
-    import docker
-    from azure.storage.blob import BlobServiceClient
-
     import modelship
     from modelship.deploy import render
     from modelship.oci.modelimage import publish_image
 
-    client = docker.from_env()
-    service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
-    run = uuid.uuid4().hex[:8]
-    cname = f"bench-mi-{run}"
-    container = service.create_container(cname)
-    work = Path(tempfile.mkdtemp(prefix="modelship-bench-modelimage-"))
-    os.environ["MODELSHIP_CACHE_DIR"] = str(work / "cache")
-    repo = f"{registry}/modelship-bench/mi-{run}"
-    model_uri = f"oci://{repo}-model"
-    app_tag = f"{repo}-app:app"
-    files = {f"shard-{i}.bin": args.mb * MiB for i in range(args.files)}
-    total = sum(files.values())
-    try:
+    with bench_run("mi") as bench:
+        cname, work = bench.cname, bench.work
+        repo = f"{bench.registry}/modelship-bench/mi-{bench.run}"
+        model_uri = f"oci://{repo}-model"
+        app_tag = f"{repo}-app:app"
+        files = {f"shard-{i}.bin": args.mb * MiB for i in range(args.files)}
+        total = sum(files.values())
         print("benchmark: building and pushing the app image (untimed)", file=sys.stderr)
-        app = app_image(client, base, app_tag)
-        for version in ("1.0.0", "2.0.0"):
-            write_model(work / version, files, version.encode(), model_uri, version)
+        app = push_app_image(bench, app_tag, APP_DOCKERFILE, APP)
+        for seed, version in enumerate(("1.0.0", "2.0.0")):
+            make_model(work / version, files, seed=seed, uri=model_uri, version=version)
         print("benchmark: the previous version through both paths (warm-up, untimed)", file=sys.stderr)
         publish_image(work / "1.0.0", model_uri, version="1.0.0", quiet=True)
         modelship.assemble(app_tag, work / "1.0.0", f"{repo}-app:m1", quiet=True)
@@ -163,12 +91,6 @@ def main() -> int:
                                                progress=False))  # fmt: skip
         t_oci, fetched = timed(lambda: modelship.fetch(model_uri, work / "from-oci", version="2.0.0",
                                                       cache_dir=work / "c-oci", progress=False))  # fmt: skip
-    finally:
-        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-            client.images.remove(app_tag, force=True)
-        container.delete_container()
-        client.close()
-        shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nmodel image benchmark ({args.files} x {args.mb} MB; one run each, all measured in this run; registry")
     print("and Azurite on this machine)\n")

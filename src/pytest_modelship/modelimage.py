@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from modelship._docker import short_reason
 
 from .errors import SetupError
-from .reaper import LABEL_CREATED, LABEL_OWNER, LABEL_SESSION, STALE_AFTER_S, owner_alive
+from .reaper import LABEL_SESSION, STALE_AFTER_S, is_stale
 
 if TYPE_CHECKING:
     import docker
@@ -127,12 +127,7 @@ def reap_stale(client: docker.DockerClient, now: float, stale_after: float = STA
         return []
     for v in volumes:
         labels = v.get("Labels") or {}
-        alive = owner_alive(labels.get(LABEL_OWNER, ""))
-        try:
-            age = now - float(labels.get(LABEL_CREATED, "0"))
-        except ValueError:
-            age = float("inf")
-        if alive is False or (alive is None and age > stale_after):
+        if is_stale(labels, now, stale_after):
             with contextlib.suppress(docker.errors.APIError):  # in use by a live container, or gone meanwhile
                 client.api.remove_volume(v["Name"])
                 removed.append(v["Name"])

@@ -80,6 +80,17 @@ def owner_alive(owner: str) -> bool | None:
 # ------------------------------------------------------------------------------------------- removing
 
 
+def is_stale(labels: dict[str, str], now: float, stale_after: float = STALE_AFTER_S) -> bool:
+    """Whether what carries ``labels`` was left behind: its owner process is gone, or (owner unknown, e.g. on
+    another host) it is older than ``stale_after`` seconds."""
+    alive = owner_alive(labels.get(LABEL_OWNER, ""))
+    try:
+        age = now - float(labels.get(LABEL_CREATED, "0"))
+    except ValueError:
+        age = float("inf")
+    return alive is False or (alive is None and age > stale_after)
+
+
 def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> None:
     """Remove every container of ``run_id`` and ``worker``; an engine gone away is left to the next reaper."""
     import docker.errors
@@ -106,12 +117,7 @@ def reap_stale(client: docker.DockerClient, now: float | None = None, stale_afte
     # its own session meanwhile would fail the whole listing
     for c in client.api.containers(all=True, filters={"label": LABEL_SESSION}):
         labels = c.get("Labels") or {}
-        alive = owner_alive(labels.get(LABEL_OWNER, ""))
-        try:
-            age = now - float(labels.get(LABEL_CREATED, "0"))
-        except ValueError:
-            age = float("inf")
-        if alive is False or (alive is None and age > stale_after):
+        if is_stale(labels, now, stale_after):
             try:
                 client.api.remove_container(c["Id"], force=True, v=True)
                 removed.append((c.get("Names") or [c["Id"][:12]])[0].lstrip("/"))

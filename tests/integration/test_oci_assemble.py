@@ -23,6 +23,7 @@ from modelship.errors import NotFoundError, UsageError
 from modelship.oci._assemble import LAYERS_LABEL, assemble, promote
 from modelship.oci.layers import LAYER_MEDIA_TYPE
 from support.builds import make_app
+from support.engine import build_from_files
 from support.models import make_model
 from support.oci import (
     blob,
@@ -371,17 +372,10 @@ def test_another_repository_gets_the_app_layers_mounted_not_uploaded(tmp_path, r
 
 
 def test_an_image_with_a_baked_in_model_is_refused(tmp_path, docker_client, base_image, registry, no_engine):
-    import io
-    import tarfile
-
-    text = f"FROM {base_image}\nLABEL io.modelship.model.digest=sha256:{'0' * 64}\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text))
     tag = f"{registry}/oci-test/baked-{uuid.uuid4().hex[:8]}:1"
-    docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True)
+    build_from_files(
+        docker_client, tag, {"Dockerfile": f"FROM {base_image}\nLABEL io.modelship.model.digest=sha256:{'0' * 64}\n"}
+    )
     push_image(docker_client, tag)
     docker_client.images.remove(tag, force=True)
     with pytest.raises(UsageError, match="already has a model built into its layers") as e:

@@ -6,23 +6,31 @@ import contextlib
 import io
 import tarfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 RUN_LABEL = "io.modelship.test.run"
+
+
+def build_from_files(client, tag: str, files: Mapping[str, str]) -> str:
+    """Build ``tag`` from a context of just ``files`` (name: text; a ``Dockerfile`` among them); returns the tag."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    return tag
 
 
 def labelled_base(client, base_image: str) -> tuple[str, str]:
     """A base image of our own: ``base_image`` + one LABEL. Every image built on it (each build step, each
     stage) inherits the label, so this test's images are told apart from those of tests running in parallel."""
     run = uuid.uuid4().hex[:12]
-    text = f"FROM {base_image}\nLABEL {RUN_LABEL}={run}\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text))
     tag = f"modelship-test/hardening-base:{run}"
-    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    build_from_files(client, tag, {"Dockerfile": f"FROM {base_image}\nLABEL {RUN_LABEL}={run}\n"})
     return tag, f"{RUN_LABEL}={run}"
 
 

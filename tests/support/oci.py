@@ -10,13 +10,11 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import secrets
 import shutil
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import uuid
@@ -30,6 +28,8 @@ import pytest
 import requests
 
 from .apps import APP
+from .engine import build_from_files
+from .servers import answers, running
 
 ACCEPT = ", ".join(
     [
@@ -58,18 +58,7 @@ def free_port() -> int:
 
 def build_app_image(client, base_image: str, tag: str) -> str:
     """Build the app-only image (no model) with the engine; returns the tag."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, text in (
-            ("Dockerfile", APP_DOCKERFILE.format(base=base_image)),
-            ("app.py", APP),
-        ):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    return tag
+    return build_from_files(client, tag, {"Dockerfile": APP_DOCKERFILE.format(base=base_image), "app.py": APP})
 
 
 def push_image(client, tag: str) -> str:
@@ -293,22 +282,7 @@ def registry_process(root: Path, auth_yaml: str = "") -> Iterator[str]:
         f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}, secret: {uuid.uuid4().hex}}}\n" + auth_yaml
     )
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code in (200, 401):
-                        break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"registry did not start: {(root / 'registry.log').read_text()[-500:]}", pytrace=False)
-                time.sleep(0.2)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    url = f"http://127.0.0.1:{port}/v2/"
+    ready = lambda: answers(url, 200)() or answers(url, 401)()  # noqa: E731 - 401: a registry with auth is up
+    with running([binary, "serve", str(root / "config.yml")], ready=ready, what="registry", log=root / "registry.log"):
+        yield f"127.0.0.1:{port}"

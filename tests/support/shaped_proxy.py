@@ -17,9 +17,10 @@ stops by itself after ``lifetime`` seconds:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from dataclasses import dataclass
+
+from .loop_proxy import LoopProxy
 
 _PIECE = 256 * 1024  # bigger pieces: fewer loop turns per byte (the proxy shares the cores with what it measures)
 
@@ -33,9 +34,11 @@ class LinkStats:
     bytes_up: int = 0
 
 
-class ShapedProxy:
+class ShapedProxy(LoopProxy):
     """A bounded, self-stopping proxy to ``upstream`` adding ``delay`` seconds per exchange and pacing each
     connection to ``rate`` bytes/s; use as a context manager."""
+
+    name = "shaped proxy"
 
     def __init__(
         self,
@@ -48,77 +51,27 @@ class ShapedProxy:
     ):
         if delay < 0 or rate <= 0:
             raise ValueError("delay must be >= 0 and rate > 0")
-        self.upstream, self.delay, self.rate = upstream, delay, rate
-        self.lifetime, self.max_connections = lifetime, max_connections
+        super().__init__(upstream, max_connections=max_connections, lifetime=lifetime)
+        self.delay, self.rate = delay, rate
         self.stats = LinkStats()
-        self.port = 0
-        self.expired = False
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._thread = threading.Thread(target=self._run, name="shaped-proxy", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ShapedProxy:
-        self._thread.start()
-        if not self._ready.wait(10) or self._error:
-            raise RuntimeError(f"shaped proxy did not start: {self._error!r}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop may have ended by itself meanwhile
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
 
     # -- loop thread
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as e:  # noqa: BLE001 - reported to __enter__
-            self._error = e
-            self._ready.set()
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=1 << 20)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            await asyncio.wait_for(self._stop.wait(), self.lifetime)
-        except asyncio.TimeoutError:
-            self.expired = True
-        server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+    def _admit(self, cwriter: asyncio.StreamWriter) -> int | None:
         self.stats.connections += 1
         if self.stats.connections > self.max_connections:
             cwriter.transport.abort()
-            return
-        try:
-            ureader, uwriter = await asyncio.open_connection(*self.upstream, limit=1 << 20)
-        except OSError:
-            cwriter.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+            return None
+        return self.stats.connections - 1
+
+    async def _serve(
+        self,
+        conn: int,
+        creader: asyncio.StreamReader,
+        cwriter: asyncio.StreamWriter,
+        ureader: asyncio.StreamReader,
+        uwriter: asyncio.StreamWriter,
+    ) -> None:
         self.stats.open += 1
         self.stats.peak = max(self.stats.peak, self.stats.open)
         pipes = [
@@ -127,8 +80,6 @@ class ShapedProxy:
         ]
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            pass  # the proxy is stopping
         finally:
             for p in pipes:
                 p.cancel()
@@ -136,7 +87,6 @@ class ShapedProxy:
             cwriter.transport.abort()
             uwriter.transport.abort()
             self.stats.open -= 1
-            self._tasks.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
         """Bytes from ``reader`` to ``writer``, each held delay/2, at most ``rate`` bytes/s."""

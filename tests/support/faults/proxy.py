@@ -21,11 +21,12 @@ import contextlib
 import random
 import socket
 import struct
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from ..loop_proxy import LoopProxy
 
 FaultKind = Literal["reset", "close", "stall", "status", "flip"]
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -336,8 +337,10 @@ def _abort(writer: asyncio.StreamWriter, reset: bool) -> None:
 # ---------------------------------------------------------------------------------------------- the proxy
 
 
-class FaultProxy:
+class FaultProxy(LoopProxy):
     """A bounded, self-stopping fault-injecting proxy to ``upstream`` (host, port); use as a context manager."""
+
+    name = "fault proxy"
 
     def __init__(
         self,
@@ -347,79 +350,32 @@ class FaultProxy:
         max_connections: int = 500,
         lifetime: float = 120.0,
     ):
-        self.upstream, self.plan = upstream, plan
-        self.max_connections, self.lifetime = max_connections, lifetime
+        super().__init__(upstream, max_connections=max_connections, lifetime=lifetime)
+        self.plan = plan
         self.stats = Stats()
-        self.port = 0
-        self.expired = False
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> FaultProxy:
-        self._thread.start()
-        if not self._ready.wait(10) or self._error:
-            raise RuntimeError(f"fault proxy did not start: {self._error!r}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop may have ended by itself meanwhile
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
 
     # -- loop thread
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as e:  # noqa: BLE001 - reported to __enter__
-            self._error = e
-            self._ready.set()
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=1 << 20)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            await asyncio.wait_for(self._stop.wait(), self.lifetime)
-        except asyncio.TimeoutError:
-            self.expired = True
-        server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+    def _admit(self, cwriter: asyncio.StreamWriter) -> int | None:
         conn = self.stats.connections
         self.stats.connections += 1
         if conn >= self.max_connections:
             self.stats.refused += 1
             _abort(cwriter, reset=True)
-            return
-        try:
-            ureader, uwriter = await asyncio.open_connection(*self.upstream, limit=1 << 20)
-        except OSError:
-            _abort(cwriter, reset=True)  # upstream down: the client sees a refused/reset connection
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+            return None
+        return conn
+
+    def _upstream_down(self, cwriter: asyncio.StreamWriter) -> None:
+        _abort(cwriter, reset=True)  # the client sees a refused/reset connection
+
+    async def _serve(
+        self,
+        conn: int,
+        creader: asyncio.StreamReader,
+        cwriter: asyncio.StreamWriter,
+        ureader: asyncio.StreamReader,
+        uwriter: asyncio.StreamWriter,
+    ) -> None:
         slots: asyncio.Queue[_Slot | None] = asyncio.Queue()
         pumps = [
             asyncio.ensure_future(self._requests(conn, creader, uwriter, slots)),
@@ -429,8 +385,6 @@ class FaultProxy:
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             if pumps[0] in done and not isinstance(pumps[0].exception(), _Cut):
                 await asyncio.wait([pumps[1]])  # the client is done sending: deliver what is still owed
-        except asyncio.CancelledError:
-            pass  # the proxy is stopping; end quietly (asyncio's server callback dislikes cancelled handlers)
         finally:
             for p in pumps:
                 p.cancel()
@@ -439,7 +393,6 @@ class FaultProxy:
             reset = any(isinstance(e, _Cut) and e.reset for e in errors)
             _abort(cwriter, reset)
             uwriter.transport.abort()
-            self._tasks.discard(task)
 
     async def _requests(
         self, conn: int, creader: asyncio.StreamReader, uwriter: asyncio.StreamWriter, slots: asyncio.Queue
