@@ -10,7 +10,7 @@ retries also obey the retry budget (``_retry.Budget``): a store that stalls for 
 
 The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
 step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
-and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 16).
+and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 12).
 
 One job, verified bytes into the cache: ranges, hashers and the tuner share each file's state (its verified
 prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
@@ -45,7 +45,7 @@ log = logging.getLogger("modelship")
 CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
 ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
 START = 16  # connections before the tuner has measured anything (at most the ceiling)
-MEMORY_BUDGET = 128 * 1024 * 1024  # what reads in flight may hold at once (worst case; measured peaks are lower)
+MEMORY_BUDGET = 96 * 1024 * 1024  # what the reads in flight may hold in memory together
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 _MiB = 1024 * 1024
 
