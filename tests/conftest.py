@@ -114,11 +114,15 @@ def azure_env(monkeypatch, azurite_connection_string) -> str:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[tuple[str, int]]:
+def moto_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
     """A real S3 API (moto's server) on 127.0.0.1 for the whole session: (host, port)."""
     port = free_port()
     cmd = [tb.moto_binary(), "-H", "127.0.0.1", "-p", str(port)]
-    with running(cmd, ready=answers(f"http://127.0.0.1:{port}"), what=f"moto_server on port {port}"):
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    # Its imports (boto, werkzeug, every mocked service) take seconds on a loaded 2-core machine: a generous wait,
+    # and the log's tail if it still does not come up.
+    ready = answers(f"http://127.0.0.1:{port}")
+    with running(cmd, ready=ready, what=f"moto_server on port {port}", log=log, timeout=90):
         yield ("127.0.0.1", port)
 
 

@@ -452,7 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # a usage error (2), --help or --version (0): already printed
         return e.code if isinstance(e.code, int) else 2
     verbose = getattr(args, "verbose", 0)
-    logs.configure(verbose)
+    with logs.cli_logging(verbose):
+        return _run(args, verbose)
+
+
+def _run(args: argparse.Namespace, verbose: int) -> int:
     if getattr(args, "no_progress", False) or getattr(args, "json", False):
         progress.set_enabled(False)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

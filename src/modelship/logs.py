@@ -12,8 +12,10 @@ records are created inside the SDKs, so a filter on their loggers masks them bef
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from .uri import redact
 
@@ -104,6 +106,22 @@ def configure(verbose: int) -> None:
         _HANDLER.addFilter(_OWN if verbose == 0 else _OWN_AND_IDENTITY)
     root.setLevel(logging.WARNING - 10 * min(verbose, 2))
     protect_handlers()
+
+
+@contextlib.contextmanager
+def cli_logging(verbose: int) -> Iterator[None]:
+    """:func:`configure` for one CLI run, then the root logger as it was: a host that runs ``main()`` in its own
+    process (a test, a build script) keeps its levels and handlers."""
+    root = logging.getLogger()
+    level, had = root.level, _HANDLER in root.handlers
+    configure(verbose)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        if not had and _HANDLER in root.handlers:
+            root.removeHandler(_HANDLER)
+            logging.captureWarnings(False)
 
 
 def protect_handlers(logger: logging.Logger | None = None) -> None:

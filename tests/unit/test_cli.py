@@ -152,3 +152,19 @@ def test_build_without_a_model_has_no_model_version_to_tag(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "modelship: error: --tag-model-version needs a model (--model DIR); an app-only image has no version\n"
     )
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"], ["-vv"]])
+def test_an_in_process_run_leaves_the_hosts_logging_as_it_was(tmp_path, verbose):
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = []  # a host without handlers of its own: the CLI adds its one handler for the run
+    root.setLevel(logging.DEBUG)
+    try:
+        assert cli.main(["fetch", *verbose, "az:/x", str(tmp_path / "d")]) != 0
+        assert (root.handlers, root.level) == ([], logging.DEBUG)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
