@@ -1,8 +1,10 @@
 """The ranged parallel download engine.
 
 Files are split into ranges (a file's chunks when it has chunk digests), read by worker threads into cache
-temp files and checked as they arrive: against the chunk digest, or by the store itself where it can check a
-range (Azure's transactional MD5). A damaged range is read again, alone, up to ATTEMPTS times. Hasher threads
+temp files, whole or, when little is left, in pieces that spread the last ranges over every connection
+(``_Queue``). A range is checked against its chunk digest as it arrives (once its last piece lands, when read
+in pieces), and each read by the store itself where it can check one (Azure's transactional MD5). A damaged
+range is read again, alone, up to ATTEMPTS times. Hasher threads
 follow each file's contiguous verified prefix on disk and compute the whole-file sha256 (and MD5 where that is
 the only known digest) once, off the download path. A file without chunk digests whose whole-file digest is
 wrong is downloaded again: the same wrong digest twice means the store holds damaged bytes. Each range's
@@ -10,7 +12,8 @@ retries also obey the retry budget (``_retry.Budget``): a store that stalls for 
 
 The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
 step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
-and a memory budget (for Azure, whose SDK holds whole answers in memory, the budget is the ceiling: 12).
+and a memory budget (for the reads Azure checks itself, which its SDK holds whole in memory, the budget is
+the ceiling: 12).
 
 One job, verified bytes into the cache: ranges, hashers and the tuner share each file's state (its verified
 prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
@@ -27,8 +30,9 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _retry
@@ -47,6 +51,8 @@ ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can 
 START = 16  # connections before the tuner has measured anything (at most the ceiling)
 MEMORY_BUDGET = 96 * 1024 * 1024  # what the reads in flight may hold in memory together
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
+MIN_PIECE = 256 * 1024  # the smallest part of a range one connection is given (see _Queue)
+SAMPLE = 1024 * 1024  # a connection reports its throughput to the tuner every this many bytes
 _MiB = 1024 * 1024
 
 
@@ -86,11 +92,15 @@ def _bound_allocator() -> None:
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
 
 
-def ceiling(source: Source) -> int:
+def ceiling(source: Source, *, checked: bool = False) -> int:
     """Most connections the tuner may open: 32, or 16 per core on larger machines (AzCopy's rule), and no more
-    than the memory budget allows for what one read of this store holds in memory."""
+    than the memory budget allows for what one read of this store holds in memory (``checked``: some reads are
+    checked by the store, which may hold more)."""
     by_cores = max(32, 16 * (os.cpu_count() or 1))
-    by_memory = MEMORY_BUDGET // max(int(getattr(source, "read_buffer", _MiB)), 64 * 1024)
+    held = int(getattr(source, "read_buffer", _MiB))
+    if checked:
+        held = max(held, int(getattr(source, "verified_read_buffer", held)))
+    by_memory = MEMORY_BUDGET // max(held, 64 * 1024)
     return max(1, min(MAX_CONNECTIONS, by_cores, by_memory))
 
 
@@ -98,14 +108,8 @@ class _Abandoned(Exception):
     """The job was closed (the fetch failed or was cancelled) while a worker was still on it."""
 
 
-class _Damaged(ChecksumError):
-    """A range whose bytes do not have its chunk digest: read it again."""
-
-
 def _reason(e: Exception) -> str:
     """A few words for a retry line (the store's own message can be long and name hosts)."""
-    if isinstance(e, _Damaged):
-        return "damaged bytes: sha256 mismatch"
     text = str(e).lower()
     for needles, words in (
         (("md5 mismatch", "checksum"), "damaged bytes: the store's checksum failed"),
@@ -124,18 +128,90 @@ def _reason(e: Exception) -> str:
     return str(e).split(": ")[-1][:80] or e.__class__.__name__
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Range:
+    """The unit of verification: a chunk (its digest checked once all of it is on disk), or a piece of a file
+    without chunk digests. Connections read it whole or in pieces (``_Piece``)."""
+
     job: _FileJob
     gen: int  # the job's attempt this range belongs to (a whole-file retry starts a new one)
     offset: int
     length: int
     digest: str | None  # the chunk's sha256, when the file has chunk digests
-    validate: bool  # ask the store to check this read itself
+    validate: bool  # ask the store to check each read itself
+    attempts: int = 1  # reads of the whole range (a damaged one is read again)
+    missing: int = -1  # bytes not yet on disk in this attempt
+    wrong: set[str] = field(default_factory=set)  # sha256s of attempts that failed the digest
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.missing = self.length
 
     @property
     def label(self) -> str:
-        return f"{self.job.entry.path} bytes {self.offset}-{self.offset + self.length - 1}"
+        return _label(self.job, self.offset, self.length)
+
+    def landed(self, nbytes: int) -> bool:
+        """Record a piece on disk; True, once, when the whole range is."""
+        with self.lock:
+            self.missing -= nbytes
+            return self.missing == 0
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """What one connection reads in one request: a range, or a part of it."""
+
+    range: _Range
+    offset: int
+    length: int
+
+    @property
+    def label(self) -> str:
+        return _label(self.range.job, self.offset, self.length)
+
+
+def _label(job: _FileJob, offset: int, length: int) -> str:
+    return f"{job.entry.path} bytes {offset}-{offset + length - 1}"
+
+
+class _Queue:
+    """The pieces still to read, in file order (the hashers follow each file's verified prefix).
+
+    A connection takes the next range whole while much is left, and only its share of what is left when little
+    is (guided self-scheduling): the rest of the range goes back to the front, for the next free connection.
+    That keeps every connection busy to the end instead of leaving the last round of whole ranges to a few, and
+    lets a file of one or two chunks use every connection.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[_Piece] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, piece: _Piece, *, front: bool = False) -> None:
+        with self._cond:
+            (self._items.appendleft if front else self._items.append)(piece)
+            self._bytes += piece.length
+            self._cond.notify()
+
+    def take(self, connections: int, timeout: float) -> _Piece | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return None
+            p = self._items.popleft()
+            share = -(-self._bytes // max(1, connections) // (64 * 1024)) * 64 * 1024  # rounded up to 64 KiB
+            share = max(share, MIN_PIECE)
+            if p.length - share >= MIN_PIECE:
+                self._items.appendleft(_Piece(p.range, p.offset + share, p.length - share))
+                p = _Piece(p.range, p.offset, share)
+            self._bytes -= p.length
+            return p
 
 
 class _FileJob:
@@ -296,14 +372,19 @@ class _FileJob:
                         return True
                     return False
                 pos, end = self._next, self._next + length
-            while pos < end:  # hashlib releases the GIL for big buffers: this runs beside the downloads
-                n = self._read_into(buf[: min(len(buf), end - pos)], pos)
-                if n <= 0:
-                    raise IntegrityError(f"{self.entry.path}: file shorter than written")
-                self.hash.update(buf[:n])
-                pos += n
+            self.hash_back(self.hash, pos, length, buf)
             with self._lock:
                 self._next = end
+
+    def hash_back(self, hasher: Hasher, pos: int, length: int, buf: memoryview) -> None:
+        """Feed ``length`` bytes from ``pos`` of the file (the page cache) to ``hasher`` through ``buf``."""
+        end = pos + length
+        while pos < end:  # hashlib releases the GIL for big buffers: this runs beside the downloads
+            n = self._read_into(buf[: min(len(buf), end - pos)], pos)
+            if n <= 0:
+                raise IntegrityError(f"{self.entry.path}: file shorter than written")
+            hasher.update(buf[:n])
+            pos += n
 
     def close(self) -> None:
         """No more I/O through this job; the descriptor closes when the last worker using it is done."""
@@ -337,13 +418,13 @@ def _verify(job: _FileJob, where: str) -> str:
 class _Tuner:
     """How many ranges are read at once: fixed when asked for, else grown while throughput grows.
 
-    Every range read is a sample (bytes, seconds), tagged with the step it started in. Once a step has as many
-    samples as connections, its throughput is limit × bytes / seconds. A step up is kept when it brings at least
-    half of the linear gain (8 → 12 connections: at least +25 %); otherwise the tuner goes back one step and
-    settles, and later measures again and tries one step up (links change, and one measurement can be unlucky):
-    after RETUNE seconds, twice as long after each try that brought nothing, up to RETUNE_MAX. Steps are +50 %,
-    at least +2.
-    Ranges started while fewer were queued than connections are not counted: they see an idle link.
+    Every SAMPLE bytes a connection reads are a sample (bytes, seconds), tagged with the step it started in.
+    Once a step has as many samples as connections, its throughput is limit × bytes / seconds. A step up is kept
+    when it brings at least half of the linear gain (8 → 12 connections: at least +25 %); otherwise the tuner
+    goes back one step and settles, and later measures again and tries one step up (links change, and one
+    measurement can be unlucky): after RETUNE seconds, twice as long after each try that brought nothing, up to
+    RETUNE_MAX. Steps are +50 %, at least +2.
+    Samples started while fewer pieces were queued than connections are not counted: they see an idle link.
     """
 
     GAIN = 0.5
@@ -434,6 +515,7 @@ class _Downloader:
     ):
         self.source, self.progress, self.cancel = source, progress, cancel
         self.on_complete, self.where = on_complete, where
+        self.workers = workers
         self.tuner = _Tuner(workers, ceiling(source))
         # Ranges of at most this many bytes are checked by the store itself when asked (files without chunk
         # digests only: for the others the chunk digest is the stronger check, and costs no extra pass). The
@@ -441,7 +523,7 @@ class _Downloader:
         self.store_checked: int | None = getattr(source, "verified_read_size", None)
         if self.store_checked and "validate" not in inspect.signature(source.read).parameters:
             self.store_checked = None
-        self._tasks: queue.SimpleQueue[_Range] = queue.SimpleQueue()
+        self._tasks = _Queue()
         self._hash_q: queue.SimpleQueue[_FileJob] = queue.SimpleQueue()
         self._errors: list[BaseException] = []
         self._finished = threading.Event()
@@ -461,15 +543,17 @@ class _Downloader:
         _bound_allocator()
         self._pending = len(jobs)
         t0, total = time.monotonic(), sum(j.entry.size for j in jobs)
+        if self.store_checked and any(j.entry.chunks is None for j in jobs):  # some reads will be checked ones
+            self.tuner = _Tuner(self.workers, ceiling(self.source, checked=True))
         ranges = 0
         for job in jobs:
             if job.entry.size == 0:
                 job.range_done(job.gen, 0, 0)
                 self._hash_q.put(job)
             for r in job.ranges(self.store_checked):
-                self._tasks.put(r)
+                self._tasks.put(_Piece(r, r.offset, r.length))
                 ranges += 1
-        n_workers = min(self.tuner.most, max(1, ranges))
+        n_workers = min(self.tuner.most, max(1, ranges, total // MIN_PIECE))
         threads = [
             threading.Thread(target=self._guard(self._worker), name=f"modelship-fetch-{i}", daemon=True)
             for i in range(n_workers)
@@ -534,43 +618,51 @@ class _Downloader:
                     self._gate.wait(0.2)
                 self._active += 1
             try:
-                try:
-                    r = self._tasks.get(timeout=0.1)  # empty for now: a whole-file retry may queue more
-                except queue.Empty:
+                p = self._tasks.take(self.tuner.limit, timeout=0.1)
+                if p is None:  # empty for now: a whole-file retry or a damaged range may queue more
                     continue
-                full = self._tasks.qsize() >= self.tuner.limit - 1  # every connection has work: a fair sample
-                self._fetch(r, self.tuner.step if full else -1)
+                self._fetch(p)
             finally:
                 with self._gate:
                     self._active -= 1
                     self._gate.notify_all()  # the tuner may have raised the limit: wake every waiting worker
 
-    def _read(self, r: _Range, pos: int, validate: bool) -> Iterator[bytes]:
-        end = r.offset + r.length
+    def _read(self, p: _Piece, pos: int, validate: bool) -> Iterator[bytes]:
+        job, end = p.range.job, p.offset + p.length
         if validate:
-            return self.source.read(r.job.name, pos, end - pos, r.job.entry.etag, validate=True)  # type: ignore[call-arg]
-        return self.source.read(r.job.name, pos, end - pos, r.job.entry.etag)
+            return self.source.read(job.name, pos, end - pos, job.entry.etag, validate=True)  # type: ignore[call-arg]
+        return self.source.read(job.name, pos, end - pos, job.entry.etag)
 
-    def _fetch(self, r: _Range, step: int) -> None:
-        job, end = r.job, r.offset + r.length
-        seen: set[str] = set()  # wrong digests of this range so far
+    def _step(self) -> int:
+        """The tuner's step, for a sample starting now; -1 when not every connection has work (an unfair one)."""
+        return self.tuner.step if len(self._tasks) >= self.tuner.limit - 1 else -1
+
+    def _fetch(self, p: _Piece) -> None:
+        r = p.range
+        job, end = r.job, p.offset + p.length
+        if r.gen != job.gen:
+            return  # a range of an attempt that was given up (the whole file is being read again)
         validate, store_failed = r.validate, 0
-        # A file of one range (most files of a many-file model): one pass over the bytes as they arrive serves
-        # the chunk check and the whole-file digests, and no hasher reads them back.
-        whole = r.offset == 0 and r.length == job.entry.size
+        # A file read in one piece (most files of a many-file model): one pass over the bytes as they arrive
+        # serves the chunk check and the whole-file digests, and no hasher reads them back. A chunk read whole
+        # is checked as it arrives too; a chunk read in pieces, once its last piece is on disk.
+        whole = p.length == job.entry.size
         # ATTEMPTS in all, and none once the retry budget has passed without bytes arriving (a stalled store).
-        budget = _retry.Budget(r.label, retries=ATTEMPTS - 1)
+        budget = _retry.Budget(p.label, retries=ATTEMPTS - 1)
         attempt = 0
         while True:
             attempt += 1
             if self.cancel.is_set():
                 raise _Abandoned
-            pos, t0 = r.offset, time.monotonic()
+            pos = p.offset
+            # Samples every SAMPLE bytes, not per range: the tuner decides within a second even when a range takes
+            # several (4 MiB at 2 MB/s). The first one of a read includes the wait for its answer, as it should.
+            mark, since, step = pos, time.monotonic(), self._step()
             if whole:
                 job.fresh_hashes()
-            chunk = job.hash if whole else Hasher() if r.digest else None
+            chunk = job.hash if whole else Hasher() if r.digest and p.length == r.length else None
             try:
-                pieces = iter(self._read(r, pos, validate))
+                pieces = iter(self._read(p, pos, validate))
                 # Not a for loop: it would hold the last piece while the store reads the next one (the Azure SDK
                 # reads a whole 4 MiB answer into memory), doubling what each connection holds.
                 while (data := next(pieces, None)) is not None:
@@ -582,36 +674,28 @@ class _Downloader:
                     pos += len(data)
                     self.progress.update(len(data))
                     del data
+                    if pos - mark >= SAMPLE and attempt == 1:
+                        now = time.monotonic()
+                        if step >= 0:
+                            self.tuner.sample(step, pos - mark, now - since)
+                        mark, since, step = pos, now, self._step()
                     if self.cancel.is_set():
                         raise _Abandoned
                 if pos < end:
-                    raise TransientError(f"{r.label}: connection closed after {pos - r.offset} of {r.length} bytes")
-                if r.digest and chunk is not None and (got := chunk.sha256.hexdigest()) != r.digest:
-                    if got in seen:
-                        raise IntegrityError(
-                            f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
-                            f"wrong bytes (expected {r.digest[:16]}…, got {got[:16]}…); re-publish the version"
-                        )
-                    seen.add(got)
-                    raise _Damaged(f"{r.label}: sha256 mismatch")
+                    raise TransientError(f"{p.label}: connection closed after {pos - p.offset} of {p.length} bytes")
                 break
             except TransientError as e:
-                # The whole range again: a store may notice only at the end that the bytes it already handed
+                # The whole piece again: a store may notice only at the end that the bytes it already handed
                 # over were damaged (S3's response checksums), so nothing of a failed attempt is kept.
-                self.progress.update(r.offset - pos)
-                if isinstance(e, ChecksumError) and not isinstance(e, _Damaged) and validate:
+                self.progress.update(p.offset - pos)
+                if isinstance(e, ChecksumError) and validate:
                     store_failed += 1
                     # Twice: perhaps not the way but the store's own checksum is wrong (a Content-MD5 set by hand).
                     # Read it plainly; the whole-file digest then tells transit damage from damage at rest.
                     validate = store_failed < 2
-                if isinstance(e, _Damaged) and attempt == ATTEMPTS:
-                    raise IntegrityError(
-                        f"{self.where}/{r.label}: sha256 mismatch in {ATTEMPTS} attempts, different bytes each "
-                        "time: something on the way corrupts data (a proxy, a NIC); re-run, or fetch over https"
-                    ) from None
-                delay = budget.retry(e, progressed=pos > r.offset)  # raises when the retries or the budget are spent
-                log.info("retrying %s (%s), attempt %d/%d", r.label, _reason(e), attempt + 1, ATTEMPTS)
-                if self.cancel.wait(0.05 if isinstance(e, _Damaged) else delay):
+                delay = budget.retry(e, progressed=pos > p.offset)  # raises when the retries or the budget are spent
+                log.info("retrying %s (%s), attempt %d/%d", p.label, _reason(e), attempt + 1, ATTEMPTS)
+                if self.cancel.wait(delay):
                     raise _Abandoned from None
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -620,14 +704,53 @@ class _Downloader:
                         "free space or set MODELSHIP_CACHE_DIR"
                     ) from None
                 raise
-        if attempt == 1 and step >= 0:
-            self.tuner.sample(step, r.length, time.monotonic() - t0)
+        if attempt == 1 and step >= 0 and pos > mark:
+            self.tuner.sample(step, pos - mark, time.monotonic() - since)
+        if r.landed(p.length):
+            self._verified(r, chunk)
         job.rest()
+
+    def _verified(self, r: _Range, chunk: Hasher | None) -> None:
+        """All of ``r`` is on disk (``chunk``: hashed as it arrived, if it came whole): check its digest and
+        hand it on, or read it again."""
+        job = r.job
+        whole = r.length == job.entry.size  # one range for the file: its chunk digest is the file's sha256
+        if r.digest:
+            if chunk is None:  # it came in pieces: hash it from the page cache
+                if whole:
+                    job.fresh_hashes()
+                chunk = job.hash if whole else Hasher()
+                job.hash_back(chunk, r.offset, r.length, memoryview(bytearray(min(_READ, r.length))))
+            if (got := chunk.sha256.hexdigest()) != r.digest:
+                self._damaged(r, got)
+                return
+        elif whole and chunk is None:
+            whole = False  # came in pieces, no chunk digest: a hasher reads it back
         if whole:
             if job.hashed(r.gen):
                 self._complete(job)
         elif job.range_done(r.gen, r.offset, r.length):
             self._hash_q.put(job)
+
+    def _damaged(self, r: _Range, got: str) -> None:
+        """A range whose bytes do not have its chunk digest: read it again (bounded), or name the damage."""
+        with r.lock:
+            if got in r.wrong:
+                raise IntegrityError(
+                    f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
+                    f"wrong bytes (expected {r.digest[:16]}…, got {got[:16]}…); re-publish the version"
+                )
+            if r.attempts >= ATTEMPTS:
+                raise IntegrityError(
+                    f"{self.where}/{r.label}: sha256 mismatch in {ATTEMPTS} attempts, different bytes each "
+                    "time: something on the way corrupts data (a proxy, a NIC); re-run, or fetch over https"
+                )
+            r.wrong.add(got)
+            r.attempts += 1
+            r.missing = r.length
+        log.info("retrying %s (%s), attempt %d/%d", r.label, "damaged bytes: sha256 mismatch", r.attempts, ATTEMPTS)
+        self.progress.update(-r.length)
+        self._tasks.put(_Piece(r, r.offset, r.length), front=True)
 
     # -- hashers
 
@@ -681,7 +804,7 @@ class _Downloader:
             job.range_done(job.gen, 0, 0)
             self._hash_q.put(job)
         for r in job.ranges(self.store_checked):
-            self._tasks.put(r)
+            self._tasks.put(_Piece(r, r.offset, r.length))
 
 
 def ensure_cached(

@@ -4,6 +4,7 @@ what publish records, damage at rest named by its range, the number of connectio
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 
@@ -11,7 +12,7 @@ import pytest
 
 import modelship
 from modelship import cli
-from modelship._download import START, _Tuner
+from modelship._download import MIN_PIECE, START, _Piece, _Queue, _Range, _Tuner
 from modelship.errors import UsageError
 from modelship.manifest import CHUNK_SIZE, FileEntry, Lock, Manifest
 from support.models import make_model
@@ -167,3 +168,53 @@ def test_tuner_grows_while_throughput_grows_and_stops_where_it_does_not():
     fixed = _Tuner(6, 32)
     _drive(fixed, lambda n: per_connection)
     assert fixed.limit == fixed.peak == 6
+
+
+def _ranges(*sizes: int) -> list[_Range]:
+    """Ranges of a pretend file, back to back (the queue looks at offsets and lengths only)."""
+    out, offset = [], 0
+    for size in sizes:
+        out.append(_Range(None, 0, offset, size, None, False))  # type: ignore[arg-type]
+        offset += size
+    return out
+
+
+def _drain(q: _Queue, connections: int) -> list[_Piece]:
+    taken = []
+    while (p := q.take(connections, timeout=0)) is not None:
+        taken.append(p)
+    return taken
+
+
+def test_the_queue_hands_out_whole_ranges_while_much_is_left_and_shares_out_the_last_ones():
+    ranges = _ranges(*[8 * MiB] * 6)
+    q = _Queue()
+    for r in ranges:
+        q.put(_Piece(r, r.offset, r.length))
+    taken = _drain(q, connections=3)
+    assert [p.length for p in taken[:4]] == [8 * MiB] * 4  # 48, 40, 32, 24 MiB left: a connection's share ≥ 8
+    assert len(taken) > 6 and all(p.length >= MIN_PIECE for p in taken)
+    tail = [p.length for p in taken[4:]]
+    assert max(tail) < 8 * MiB and tail[-1] < MiB, tail  # the last two ranges in shares, down to small pieces
+    for r in ranges:  # every byte exactly once, in order
+        pieces = [p for p in taken if p.range is r]
+        assert pieces[0].offset == r.offset and sum(p.length for p in pieces) == r.length
+        assert all(a.offset + a.length == b.offset for a, b in itertools.pairwise(pieces))
+
+
+def test_a_file_of_two_chunks_is_shared_over_every_connection():
+    q = _Queue()
+    for r in _ranges(8 * MiB, 8 * MiB):
+        q.put(_Piece(r, r.offset, r.length))
+    first = [q.take(12, timeout=0) for _ in range(12)]  # twelve connections start at once
+    assert all(p is not None and p.length <= 2 * MiB for p in first), [p and p.length for p in first]
+    rest = _drain(q, 12)
+    assert sum(p.length for p in first + rest) == 16 * MiB
+
+
+def test_a_damaged_range_goes_back_to_the_front_of_the_queue():
+    a, b = _ranges(MiB, MiB)
+    q = _Queue()
+    q.put(_Piece(b, b.offset, b.length))
+    q.put(_Piece(a, a.offset, a.length), front=True)
+    assert q.take(1, timeout=0).range is a

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # use ranges of this size, checked by the service (validate_content). It is also the SDK's unit of download, so
 # one read holds this much in memory.
 _MD5_RANGE = 4 * 1024 * 1024
+_BLOCK = 256 * 1024  # what the SDK's transport reads from a streamed answer at once (its connection_data_block_size)
 
 # Our fetch engine retries with backoff per range; keep the SDK's own retries short so faults surface.
 _CLIENT_OPTS: dict[str, Any] = {
@@ -252,7 +253,8 @@ class AzureBlobSource:
     """A blob container, addressed by the URI's account and container."""
 
     verified_read_size = _MD5_RANGE
-    read_buffer = 2 * _MD5_RANGE  # an answer, and its copy while the SDK joins the pieces it read
+    read_buffer = 2 * _BLOCK  # a streamed read holds a block or two
+    verified_read_buffer = 2 * _MD5_RANGE  # a checked read holds its answer, and its copy while the SDK joins it
 
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
@@ -367,26 +369,41 @@ class AzureBlobSource:
 
     def read(self, name: str, offset: int, length: int, etag: str | None, *, validate: bool = False) -> Iterator[bytes]:
         """``validate``: the service sends an MD5 of each range of up to 4 MiB and the SDK checks it."""
-        kwargs: dict[str, Any] = {"max_concurrency": 1}
-        if validate:
-            kwargs["validate_content"] = True
+        try:
+            yield from (self._read_checked if validate else self._read_streamed)(name, offset, length, etag)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"reading {name}", reading=True) from None
+
+    def _read_streamed(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+        """One GET for the range, its body streamed as it arrives.
+
+        Through the SDK's own pipeline (its credentials, signing, retries and redacted logging), but not its
+        downloader, which reads each answer whole into memory and joins the pieces it read: streamed, a
+        connection holds a block, and the client and Azurite do less than half the work per byte (measured on
+        loopback: 256 MB over 12 connections in 0.5 s against 1.3 s). ``decompress=False``: the stored bytes,
+        which the digests are of, even for a blob stored with a Content-Encoding.
+        """
+        headers = {"If-Match": etag} if etag else {}
+        blob = self._container.get_blob_client(name)
+        yield from blob._client.blob.download(  # the generated client (not public): see the docstring
+            range=f"bytes={offset}-{offset + length - 1}", headers=headers, decompress=False
+        )
+
+    def _read_checked(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
+        """GETs of at most 4 MiB with the service's transactional MD5, which the SDK checks."""
+        kwargs: dict[str, Any] = {"max_concurrency": 1, "validate_content": True}
         if etag:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
         # One download per 4 MiB GET, each dropped before the next: the SDK reads a whole answer into memory
         # (twice, while it joins the pieces), and a downloader of several GETs keeps its first one to the end.
-        # So a read holds at most one answer (read_buffer), whatever its length.
+        # So a read holds at most one answer (verified_read_buffer), whatever its length.
         end = offset + length
-        try:
-            for pos in range(offset, end, _MD5_RANGE):
-                downloader = self._container.download_blob(
-                    name, offset=pos, length=min(_MD5_RANGE, end - pos), **kwargs
-                )
-                parts = list(downloader.chunks())  # one part: the range is one GET
-                del downloader
-                while parts:
-                    yield parts.pop(0)
-        except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"reading {name}", reading=True) from None
+        for pos in range(offset, end, _MD5_RANGE):
+            downloader = self._container.download_blob(name, offset=pos, length=min(_MD5_RANGE, end - pos), **kwargs)
+            parts = list(downloader.chunks())  # one part: the range is one GET
+            del downloader
+            while parts:
+                yield parts.pop(0)
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         size = path.stat().st_size

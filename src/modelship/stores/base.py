@@ -76,8 +76,8 @@ class Source(Protocol):
 
     Optional attributes the fetch engine uses when present: ``verified_read_size`` (reads of at most this many
     bytes can be checked by the store itself: ``read(..., validate=True)`` raises TransientError when the bytes
-    were damaged on the way) and ``read_buffer`` (bytes one read holds in memory at once; default 1 MiB), which
-    bounds how many reads run in parallel.
+    were damaged on the way), ``read_buffer`` (bytes one read holds in memory at once; default 1 MiB) and
+    ``verified_read_buffer`` (the same for a checked read), which bound how many reads run in parallel.
     """
 
     uri: ModelURI
