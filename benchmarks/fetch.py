@@ -213,7 +213,6 @@ def main() -> None:
     cs = testbed.for_script(key)[key]
     os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
     import modelship
-    from modelship.manifest import CHUNK_SIZE
 
     service = BlobServiceClient.from_connection_string(cs)
     cname = f"bench-{uuid.uuid4().hex[:8]}"
@@ -233,10 +232,9 @@ def main() -> None:
             uri = f"az://devstoreaccount1/{cname}/{prefix}"
             modelship.publish(src, uri, version="1.0.0", progress=False)
             shutil.rmtree(src)
-            ranges = sum(-(-size // CHUNK_SIZE) for size in files.values())  # a file is read in its 8 MiB chunks
-            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files], ranges))
+            published.append((label, sum(files.values()), uri, [f"{prefix}/1.0.0/{n}" for n in files]))
         if not args.shaped_only:
-            for label, total, uri, names, _ in published:
+            for label, total, uri, names in published:
                 loop_rows.append((label, total, measure_loopback(container, work, uri, names, args.repeat)))
         if not args.no_shaped:
             host, port, endpoint = _azurite_endpoint(cs)
@@ -246,9 +244,8 @@ def main() -> None:
                 shaped_cs = cs.replace(endpoint, f"{url}/devstoreaccount1")
                 os.environ["AZURE_STORAGE_CONNECTION_STRING"] = shaped_cs
                 shaped = BlobServiceClient.from_connection_string(shaped_cs).get_container_client(cname)
-                for label, total, uri, names, ranges in reversed(published):  # the many-file model first
-                    row = measure_shaped(shaped, work, uri, names, args.repeat, rate)
-                    shaped_rows.append((label, total, {**row, "conns": min(row["conns"], ranges)}))
+                for label, total, uri, names in reversed(published):  # the many-file model first
+                    shaped_rows.append((label, total, measure_shaped(shaped, work, uri, names, args.repeat, rate)))
             os.environ["AZURE_STORAGE_CONNECTION_STRING"] = cs
         if args.rss_mb:
             src = make_model(work / "src" / "rss", {"big.bin": args.rss_mb * MiB}, seed=len(models))
@@ -301,7 +298,7 @@ def main() -> None:
                 f"{100 * r['busy']:>8.0f}%"
             )
         print(
-            "\nconns: connections modelship settled at (at most one per 8 MiB chunk); link limit: the model's bytes "
+            "\nconns: connections modelship settled at; link limit: the model's bytes "
             "over (conns × the pace per connection), the fastest any client could be with those connections"
         )
         print(
