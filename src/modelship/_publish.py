@@ -64,13 +64,19 @@ def _hashes(path: Path) -> tuple[str, bytes, tuple[str, ...]]:
     return h.sha256.hexdigest(), h.md5.digest(), h.chunks()
 
 
-def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, cancel: threading.Event) -> None:
+def _in_parallel(
+    fn: Callable[[T], None],
+    items: Iterable[T],
+    workers: int,
+    cancel: threading.Event,
+    abandon: Callable[[], None] | None = None,
+) -> None:
     """``fn(item)`` for every item on ``workers`` daemon threads; the first failure sets ``cancel`` and is raised.
 
     Daemon threads, not a ThreadPoolExecutor: on SIGINT/SIGTERM the executor would run every queued upload to
     the end, and join a thread stuck in a stalled write at interpreter exit. Here the caller's interrupt sets
     ``cancel``, the threads get ``GRACE`` seconds to stop (an upload stops at its next progress callback), and
-    the interrupt goes on.
+    the interrupt goes on; ``abandon`` then cleans up after those still running.
     """
     todo: queue.SimpleQueue[T] = queue.SimpleQueue()
     for item in items:
@@ -108,6 +114,8 @@ def _in_parallel(fn: Callable[[T], None], items: Iterable[T], workers: int, canc
         for t in threads:
             if t.ident is not None:  # started
                 t.join(max(0.0, deadline - time.monotonic()))
+        if abandon and any(t.is_alive() for t in threads):
+            abandon()
         raise
     if errors:
         raise errors[0]
@@ -348,7 +356,7 @@ def _upload(
             retrying(f"uploading {rels[p]}", attempt, cancel, budget=budget)
             state.done(rels[p])
 
-        _in_parallel(upload, todo, workers, cancel)
+        _in_parallel(upload, todo, workers, cancel, getattr(source, "abandon", None))
 
 
 def _now() -> str:

@@ -107,3 +107,38 @@ def test_third_party_source_through_the_plugin_hook(tmp_path):
 
 def test_auth_error_class_exists_for_sources():
     assert issubclass(AuthError, modelship.ModelshipError)
+
+
+def test_an_abandoned_local_write_leaves_no_temp_file(tmp_path):
+    """A publish interrupted while an upload thread is held up (a busy disk) exits under it: the store's
+    abandon() removes that write's temp file, and the write, when it goes on, fails instead of installing."""
+    import threading
+
+    from modelship.errors import ModelshipError
+    from modelship.stores.local import LocalSource
+    from modelship.uri import parse
+
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    store = LocalSource(parse(str(tmp_path / "store")))
+    held, release, errors = threading.Event(), threading.Event(), []
+
+    def progress(n: int) -> None:
+        held.set()
+        release.wait(10)
+
+    def write() -> None:
+        try:
+            store.write(f"{tmp_path}/store/w.bin", src, sha256="", md5=b"", progress=progress)
+        except ModelshipError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=write)
+    t.start()
+    assert held.wait(10)
+    assert [p.name for p in (tmp_path / "store").iterdir() if p.name.endswith(".part")]
+    store.abandon()
+    assert list((tmp_path / "store").iterdir()) == []
+    release.set()
+    t.join(10)
+    assert errors and list((tmp_path / "store").iterdir()) == []

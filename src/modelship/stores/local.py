@@ -6,6 +6,7 @@ import datetime as _dt
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class LocalSource:
     def __init__(self, uri: ModelURI, credential: Any = None):
         self.uri = uri
         self.root = Path("/")  # uri.prefix is an absolute path; keys are relative to "/"
+        self._temps: set[str] = set()  # temp files of writes under way
+        self._temps_lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
         return self.root / name
@@ -104,10 +107,12 @@ class LocalSource:
             # created with the source's mode, so the umask applies as it does for cp (mkstemp would give 0600)
             mode = os.stat(path).st_mode & 0o777
             tmp = str(dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part"))
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
         except OSError as e:
             raise _fs_error(e, f"uploading {name}") from None
+        with self._temps_lock:
+            self._temps.add(tmp)
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
             with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                 while data := src.read(_CHUNK):
                     out.write(data)
@@ -119,6 +124,17 @@ class LocalSource:
             if isinstance(e, OSError):
                 raise _fs_error(e, f"uploading {name}") from None
             raise
+        finally:
+            with self._temps_lock:
+                self._temps.discard(tmp)
+
+    def abandon(self) -> None:
+        """Remove the temp files of writes still under way: an interrupted publish leaves its upload threads
+        behind when they do not stop in time (a write held up by a busy disk), and the process exits under them."""
+        with self._temps_lock:
+            temps, self._temps = self._temps, set()
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         dest = self._path(name)
@@ -127,9 +143,11 @@ class LocalSource:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             os.replace(tmp, dest)
-        except OSError as e:
+        except BaseException as e:  # an interrupt too: no temp file is left behind
             tmp.unlink(missing_ok=True)
-            raise _fs_error(e, f"uploading {name}") from None
+            if isinstance(e, OSError):
+                raise _fs_error(e, f"uploading {name}") from None
+            raise
 
     def delete(self, names: list[str]) -> None:
         try:
