@@ -108,6 +108,27 @@ def test_a_flipped_byte_costs_a_second_read_of_its_range_only(tmp_path, azure_mo
     ]
 
 
+def test_an_answer_cut_short_is_read_again_not_taken_whole(tmp_path, blob_container, azure_env, monkeypatch):
+    """The manifest's answer ends cleanly (FIN) half-way through its body: a streamed read must notice that it
+    got fewer bytes than asked for and read again, not hand the parser half a manifest."""
+    src = make_model(tmp_path / "m", {f"f{i:02d}.bin": 1000 + i for i in range(40)})  # a manifest of ~8 KB
+    uri = f"az://devstoreaccount1/{blob_container.container_name}/cut"
+    modelship.publish(src, uri, version="1", progress=False)
+    host, port, _ = _azurite(azure_env)
+    cut = []
+
+    def plan(req: Request) -> Fault | None:
+        if req.method == "GET" and req.target.split("?")[0].endswith("/modelship.json") and not cut:
+            cut.append(req.target)
+            return Fault.close(3000)
+        return None
+
+    with FaultProxy((host, port), plan=plan, lifetime=60) as proxy:
+        _through(monkeypatch, azure_env, proxy.url)
+        modelship.fetch(uri, tmp_path / "out", progress=False)
+    assert cut and tree_sha(tmp_path / "out") == tree_sha(src)
+
+
 def test_without_chunk_digests_azure_checks_each_4_mib_range_itself(tmp_path, azure_model, azure_env, monkeypatch):
     """A blob stored by another tool: every read asks for the range's transactional MD5, which the SDK checks,
     so a flipped byte costs one read of its 4 MiB range."""

@@ -264,10 +264,11 @@ class AzureBlobSource:
         self._where = f"container {uri.container!r} of account {uri.location!r}"
         self._store = f"the blob service at {_endpoint_shown(self._service.url)}"
 
-    def _error(self, e: Exception, what: str, reading: bool = False) -> ModelshipError:
+    def _error(self, e: Exception, what: str, idempotent: bool = False) -> ModelshipError:
         """Map an SDK error to one line that names the thing; never includes the credential.
 
-        ``reading``: the call only reads (list, download), so an SDK crash on a garbled answer is worth a retry.
+        ``idempotent``: the call can be made again as it is (list, download, delete), so an SDK crash on a garbled
+        answer is worth a retry.
         """
         if isinstance(e, ModelshipError):
             return e
@@ -342,7 +343,9 @@ class AzureBlobSource:
             return TransientError(f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)")
         if isinstance(e, HttpResponseError):
             return ModelshipError(f"{what}: blob service answered {status} {code}")
-        if isinstance(e, DeserializationError) or (reading and isinstance(e, (AttributeError, TypeError, ValueError))):
+        if isinstance(e, DeserializationError) or (
+            idempotent and isinstance(e, (AttributeError, TypeError, ValueError))
+        ):
             # A truncated or garbled answer that the SDK could not make sense of (it may even crash on it, e.g.
             # AttributeError in list paging on an empty 200): the exchange failed, not the request.
             return TransientError(f"{what}: the blob service's answer was garbled ({e.__class__.__name__})")
@@ -365,14 +368,14 @@ class AzureBlobSource:
                     metadata=meta,
                 )
         except Exception as e:  # noqa: BLE001 - every SDK failure is mapped to one line
-            raise self._error(e, f"listing {self.uri.display}", reading=True) from None
+            raise self._error(e, f"listing {self.uri.display}", idempotent=True) from None
 
     def read(self, name: str, offset: int, length: int, etag: str | None, *, validate: bool = False) -> Iterator[bytes]:
         """``validate``: the service sends an MD5 of each range of up to 4 MiB and the SDK checks it."""
         try:
             yield from (self._read_checked if validate else self._read_streamed)(name, offset, length, etag)
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"reading {name}", reading=True) from None
+            raise self._error(e, f"reading {name}", idempotent=True) from None
 
     def _read_streamed(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         """One GET for the range, its body streamed as it arrives.
@@ -385,9 +388,14 @@ class AzureBlobSource:
         """
         headers = {"If-Match": etag} if etag else {}
         blob = self._container.get_blob_client(name)
-        yield from blob._client.blob.download(  # the generated client (not public): see the docstring
+        got = 0
+        for block in blob._client.blob.download(  # the generated client (not public): see the docstring
             range=f"bytes={offset}-{offset + length - 1}", headers=headers, decompress=False
-        )
+        ):
+            got += len(block)
+            yield block
+        if got < length:  # the downloader would have noticed; a stream that just ends must not pass as whole
+            raise TransientError(f"reading {name}: connection closed after {got} of {length} bytes")
 
     def _read_checked(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         """GETs of at most 4 MiB with the service's transactional MD5, which the SDK checks."""
@@ -466,7 +474,7 @@ class AzureBlobSource:
             except ResourceNotFoundError:
                 pass
             except Exception as e:  # noqa: BLE001
-                raise self._error(e, f"deleting {name}") from None
+                raise self._error(e, f"deleting {name}", idempotent=True) from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
