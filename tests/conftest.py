@@ -8,6 +8,7 @@ hostile input, cancellations, secrets, restarts); their helpers are in support/.
 from __future__ import annotations
 
 import contextlib
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,13 @@ from support.servers import answers, running
 
 TESTBED = tb.read_env()
 tb.export_testcontainers_settings(TESTBED)
+
+
+# A shell starts a background job (`make reliability &`) with SIGINT ignored, and children inherit that: the
+# commands the tests interrupt would ignore the Ctrl-C they are sent, as they should when a user asked for that.
+# With a handler here, every process the tests start gets SIGINT's default again (a handler does not survive exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
