@@ -10,7 +10,9 @@ Two modes, both by default:
 - shaped (``--shaped-only`` / ``--no-shaped``): through tests/support/shaped_proxy.py, a user-space proxy that
   adds a delay per request and paces every connection (defaults 20 ms and 25 MB/s, like a storage account
   across a WAN). The link's limit for the connections modelship used (connections × pace) is the best any
-  client could do with them.
+  client could do with them. On a small machine the cores, not the link, set the pace at 25 MB/s (the ``cpu
+  busy`` column says so): ``--shaped-only --rate-mb 2 --big-mb 64 --repeat 1`` measures the link's limit at a
+  pace they can carry.
 """
 
 from __future__ import annotations
