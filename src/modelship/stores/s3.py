@@ -58,8 +58,9 @@ class S3Source:
         # publish fault tests; the cost is sending a body the store might have refused up front.
         self._s3.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
 
-    def _error(self, e: Exception, what: str, reading: bool = False) -> ModelshipError:
-        """Map a botocore error to one line; ``reading``: a read-only call, so a garbled answer is worth a retry."""
+    def _error(self, e: Exception, what: str, idempotent: bool = False) -> ModelshipError:
+        """Map a botocore error to one line; ``idempotent``: the call can be made again as it is (list, head,
+        read, delete), so a garbled answer is worth a retry."""
         exc = self._botocore_exc
         if isinstance(e, ModelshipError):
             return e
@@ -101,7 +102,7 @@ class S3Source:
             ),
         ):
             return TransientError(f"{what}: {e.__class__.__name__} talking to S3")
-        if reading and isinstance(e, (KeyError, ValueError, TypeError, AttributeError, self._parser_error)):
+        if idempotent and isinstance(e, (KeyError, ValueError, TypeError, AttributeError, self._parser_error)):
             # An answer cut off or damaged so that it does not parse (http.client even takes a head cut off
             # mid-way as complete): the exchange failed, not the request.
             return TransientError(f"{what}: S3's answer was garbled ({e.__class__.__name__})")
@@ -116,7 +117,7 @@ class S3Source:
                     raise TransientError(f"listing {self.uri.display}: S3's answer was cut off")
                 objects += page.get("Contents", [])
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"listing {self.uri.display}", reading=True) from None
+            raise self._error(e, f"listing {self.uri.display}", idempotent=True) from None
         # Listing carries no metadata: ask for it in parallel (the published sha256 lives there).
         with ThreadPoolExecutor(8) as pool:
             yield from pool.map(self._head, objects)
@@ -127,7 +128,7 @@ class S3Source:
             head = self._s3.head_object(Bucket=self._bucket, Key=obj["Key"])
             size = int(head["ContentLength"])
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, what, reading=True) from None
+            raise self._error(e, what, idempotent=True) from None
         etag = head.get("ETag")
         # Two answers must agree: a head cut off inside Content-Length or ETag would otherwise give a wrong size
         # (a silently truncated download of a file published without sha256) or a wrong MD5.
@@ -147,7 +148,7 @@ class S3Source:
             body = self._s3.get_object(**kwargs)["Body"]
             yield from body.iter_chunks(1024 * 1024)
         except Exception as e:  # noqa: BLE001
-            raise self._error(e, f"reading {name}", reading=True) from None
+            raise self._error(e, f"reading {name}", idempotent=True) from None
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
         from boto3.s3.transfer import TransferConfig
@@ -196,7 +197,7 @@ class S3Source:
                     Bucket=self._bucket, Delete={"Objects": [{"Key": n} for n in names[i : i + 1000]]}
                 )
             except Exception as e:  # noqa: BLE001
-                raise self._error(e, "deleting objects") from None
+                raise self._error(e, "deleting objects", idempotent=True) from None
 
     def close(self) -> None:
         self._s3.close()
