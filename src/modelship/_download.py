@@ -515,7 +515,6 @@ class _Downloader:
     ):
         self.source, self.progress, self.cancel = source, progress, cancel
         self.on_complete, self.where = on_complete, where
-        self.workers = workers
         self.tuner = _Tuner(workers, ceiling(source))
         # Ranges of at most this many bytes are checked by the store itself when asked (files without chunk
         # digests only: for the others the chunk digest is the stronger check, and costs no extra pass). The
@@ -544,7 +543,7 @@ class _Downloader:
         self._pending = len(jobs)
         t0, total = time.monotonic(), sum(j.entry.size for j in jobs)
         if self.store_checked and any(j.entry.chunks is None for j in jobs):  # some reads will be checked ones
-            self.tuner = _Tuner(self.workers, ceiling(self.source, checked=True))
+            self.tuner = _Tuner(self.tuner.fixed, ceiling(self.source, checked=True))
         ranges = 0
         for job in jobs:
             if job.entry.size == 0:
@@ -724,9 +723,7 @@ class _Downloader:
             if (got := chunk.sha256.hexdigest()) != r.digest:
                 self._damaged(r, got)
                 return
-        elif whole and chunk is None:
-            whole = False  # came in pieces, no chunk digest: a hasher reads it back
-        if whole:
+        if whole and chunk is not None:  # the file's digests are complete; else a hasher reads the range back
             if job.hashed(r.gen):
                 self._complete(job)
         elif job.range_done(r.gen, r.offset, r.length):
