@@ -10,13 +10,13 @@ the only known digest) once, off the download path. A file without chunk digests
 wrong is downloaded again: the same wrong digest twice means the store holds damaged bytes. Each range's
 retries also obey the retry budget (``_retry.Budget``): a store that stalls for good ends the fetch with one line.
 
-The number of connections is fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or starts at START and grows
-step by step while throughput grows (``_Tuner``), within a ceiling derived from the cores (as AzCopy does)
-and a memory budget (for the reads Azure checks itself, which its SDK holds whole in memory, the budget is
-the ceiling: 12).
+The number of connections comes from ``_connections``: fixed (``--workers``, ``MODELSHIP_CONCURRENCY``) or
+grown by its ``Tuner`` from the throughput samples the workers report, within a ceiling from the cores and a
+memory budget (for the reads Azure checks itself, which its SDK holds whole in memory, the budget is the
+ceiling: 12).
 
-One job, verified bytes into the cache: ranges, hashers and the tuner share each file's state (its verified
-prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
+One job, verified bytes into the cache: ranges, their pieces and the hashers share each file's state (its
+verified prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
 """
 
 from __future__ import annotations
@@ -36,40 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _retry
+from ._connections import Tuner, ceiling
 from ._hash import Hasher
 from .cache import Cache
-from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError, UsageError
+from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError
 from .manifest import FileEntry, Resolution
 from .progress import Progress
-from .stores.base import MAX_CONNECTIONS, ArchiveStore, Source
+from .stores.base import ArchiveStore, Source
 from .uri import ModelURI
 
 log = logging.getLogger("modelship")
 
 CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
 ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
-START = 16  # connections before the tuner has measured anything (at most the ceiling)
-MEMORY_BUDGET = 96 * 1024 * 1024  # what the reads in flight may hold in memory together
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 MIN_PIECE = 256 * 1024  # the smallest part of a range one connection is given (see _Queue)
 SAMPLE = 1024 * 1024  # a connection reports its throughput to the tuner every this many bytes
-_MiB = 1024 * 1024
-
-
-def concurrency_setting(workers: int | None) -> int | None:
-    """The fixed number of connections asked for (``workers``, else MODELSHIP_CONCURRENCY); None: automatic."""
-    if workers is None:
-        env = os.environ.get("MODELSHIP_CONCURRENCY", "").strip()
-        if not env or env.lower() == "auto":
-            return None
-        if not env.isdigit():
-            raise UsageError(f"MODELSHIP_CONCURRENCY={env[:40]!r}: give a number of connections (e.g. 16) or 'auto'")
-        workers = int(env)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, not {workers}")
-    if workers > MAX_CONNECTIONS:
-        raise UsageError(f"--workers must be at most {MAX_CONNECTIONS} (the connection pools' size), not {workers}")
-    return workers
 
 
 _ALLOCATOR_BOUND = False
@@ -90,18 +72,6 @@ def _bound_allocator() -> None:
     with contextlib.suppress(OSError, AttributeError, TypeError):
         m_mmap_threshold = -3
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
-
-
-def ceiling(source: Source, *, checked: bool = False) -> int:
-    """Most connections the tuner may open: 32, or 16 per core on larger machines (AzCopy's rule), and no more
-    than the memory budget allows for what one read of this store holds in memory (``checked``: some reads are
-    checked by the store, which may hold more)."""
-    by_cores = max(32, 16 * (os.cpu_count() or 1))
-    held = int(getattr(source, "read_buffer", _MiB))
-    if checked:
-        held = max(held, int(getattr(source, "verified_read_buffer", held)))
-    by_memory = MEMORY_BUDGET // max(held, 64 * 1024)
-    return max(1, min(MAX_CONNECTIONS, by_cores, by_memory))
 
 
 class _Abandoned(Exception):
@@ -415,82 +385,6 @@ def _verify(job: _FileJob, where: str) -> str:
     return sha
 
 
-class _Tuner:
-    """How many ranges are read at once: fixed when asked for, else grown while throughput grows.
-
-    Every SAMPLE bytes a connection reads are a sample (bytes, seconds), tagged with the step it started in.
-    Once a step has as many samples as connections, its throughput is limit × bytes / seconds. A step up is kept
-    when it brings at least half of the linear gain (8 → 12 connections: at least +25 %); otherwise the tuner
-    goes back one step and settles, and later measures again and tries one step up (links change, and one
-    measurement can be unlucky): after RETUNE seconds, twice as long after each try that brought nothing, up to
-    RETUNE_MAX. Steps are +50 %, at least +2.
-    Samples started while fewer pieces were queued than connections are not counted: they see an idle link.
-    """
-
-    GAIN = 0.5
-    RETUNE, RETUNE_MAX = 2.0, 30.0
-
-    def __init__(self, fixed: int | None, most: int, start: int = START):
-        self.fixed = fixed
-        self.most = fixed or most
-        self.limit = fixed or min(start, most)
-        self.peak = self.limit
-        self.step = 0
-        self.settled = fixed is not None
-        self._base: tuple[int, float] | None = None  # (limit, bytes/s) of the last kept step
-        self._samples: list[tuple[int, float]] = []
-        self._settled_at = time.monotonic()
-        self._retune = self.RETUNE
-        self._grew = False  # whether this round of measuring kept a step up
-        self._lock = threading.Lock()
-
-    def sample(self, step: int, nbytes: int, seconds: float) -> None:
-        with self._lock:
-            if self.settled or step != self.step or seconds <= 0:
-                return
-            self._samples.append((nbytes, seconds))
-            if len(self._samples) >= max(self.limit, 4):
-                self._decide()
-
-    def _decide(self) -> None:
-        rate = self.limit * sum(n for n, _ in self._samples) / sum(s for _, s in self._samples)
-        if self._base is not None:
-            before, before_rate = self._base
-            if rate < before_rate * (1 + self.GAIN * (self.limit / before - 1)):
-                log.debug(
-                    "connections: %d gave %.0f MB/s, %d gave %.0f MB/s; staying at %d",
-                    *(before, before_rate / 1e6, self.limit, rate / 1e6, before),
-                )
-                self._move(before)
-                self._settle()
-                return
-            self._grew = True
-        self._base = (self.limit, rate)
-        if self.limit >= self.most:
-            self._settle()
-            return
-        log.debug("connections: %d gave %.0f MB/s; trying more", self.limit, rate / 1e6)
-        self._move(min(self.most, max(self.limit + 2, self.limit * 3 // 2)))
-
-    def _move(self, limit: int) -> None:
-        self.limit, self.peak = limit, max(self.peak, limit)
-        self.step += 1
-        self._samples = []
-
-    def _settle(self) -> None:
-        self.settled, self._settled_at = True, time.monotonic()
-        self._retune = self.RETUNE if self._grew else min(self.RETUNE_MAX, self._retune * 2)
-        self._samples = []
-
-    def tick(self) -> None:
-        """Called now and then: a while after settling, measure again and try one step more."""
-        with self._lock:
-            if self.fixed is None and self.settled and time.monotonic() - self._settled_at > self._retune:
-                self.settled, self._base, self._grew = False, None, False
-                self.step += 1
-                self._samples = []
-
-
 OnComplete = Callable[[_FileJob, str], None]
 
 
@@ -515,7 +409,7 @@ class _Downloader:
     ):
         self.source, self.progress, self.cancel = source, progress, cancel
         self.on_complete, self.where = on_complete, where
-        self.tuner = _Tuner(workers, ceiling(source))
+        self.tuner = Tuner(workers, ceiling(source))
         # Ranges of at most this many bytes are checked by the store itself when asked (files without chunk
         # digests only: for the others the chunk digest is the stronger check, and costs no extra pass). The
         # signature is asked too: a plugin wrapping a store may pass its attributes on but not the keyword.
@@ -543,7 +437,7 @@ class _Downloader:
         self._pending = len(jobs)
         t0, total = time.monotonic(), sum(j.entry.size for j in jobs)
         if self.store_checked and any(j.entry.chunks is None for j in jobs):  # some reads will be checked ones
-            self.tuner = _Tuner(self.tuner.fixed, ceiling(self.source, checked=True))
+            self.tuner = Tuner(self.tuner.fixed, ceiling(self.source, checked=True))
         ranges = 0
         for job in jobs:
             if job.entry.size == 0:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._download import concurrency_setting, ensure_cached
+from ._connections import concurrency_setting
+from ._download import ensure_cached
 from ._fs import os_error
 from ._install import check_dest, install, staged, up_to_date
 from ._resolve import apply_lock, check_version, opened, resolve_in

@@ -17,7 +17,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ._download import concurrency_setting, ensure_cached
+from ._connections import concurrency_setting
+from ._download import ensure_cached
 from ._fs import os_error
 from ._hash import chunk_digests
 from ._retry import retrying

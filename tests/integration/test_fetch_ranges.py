@@ -16,7 +16,7 @@ import requests
 
 import modelship
 from modelship import cli
-from modelship._download import START
+from modelship._connections import START
 from modelship.manifest import CHUNK_SIZE, Lock
 from support.faults import Fault, FaultProxy, Request
 from support.models import make_model

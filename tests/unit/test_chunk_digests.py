@@ -12,7 +12,8 @@ import pytest
 
 import modelship
 from modelship import cli
-from modelship._download import MIN_PIECE, START, _Piece, _Queue, _Range, _Tuner
+from modelship._connections import START, Tuner
+from modelship._download import MIN_PIECE, _Piece, _Queue, _Range
 from modelship.errors import UsageError
 from modelship.manifest import CHUNK_SIZE, FileEntry, Lock, Manifest
 from support.models import make_model
@@ -145,7 +146,7 @@ def test_workers_and_modelship_concurrency_fix_the_number_of_connections(tmp_pat
     assert "--workers must be at most 64" in capsys.readouterr().err
 
 
-def _drive(tuner: _Tuner, rate_of) -> None:
+def _drive(tuner: Tuner, rate_of) -> None:
     """Feed the tuner range samples of 4 MiB at the per-connection rate ``rate_of(limit)`` until it settles."""
     for _ in range(10_000):
         if tuner.settled:
@@ -156,16 +157,16 @@ def _drive(tuner: _Tuner, rate_of) -> None:
 
 def test_tuner_grows_while_throughput_grows_and_stops_where_it_does_not():
     per_connection = 25e6  # a link that paces each connection: every one added brings as much again
-    link = _Tuner(None, 32)
+    link = Tuner(None, 32)
     _drive(link, lambda n: per_connection)
     assert link.limit == 32 and link.peak == 32
-    machine = _Tuner(None, 32)  # 200 MB/s for all connections together: more only share it
+    machine = Tuner(None, 32)  # 200 MB/s for all connections together: more only share it
     _drive(machine, lambda n: 200e6 / n)
     assert machine.limit == START and machine.peak > START
-    both = _Tuner(None, 64)  # 25 MB/s per connection up to 300 MB/s in all: settles near 12
+    both = Tuner(None, 64)  # 25 MB/s per connection up to 300 MB/s in all: settles near 12
     _drive(both, lambda n: min(per_connection, 300e6 / n))
     assert 10 <= both.limit <= 18, both.limit
-    fixed = _Tuner(6, 32)
+    fixed = Tuner(6, 32)
     _drive(fixed, lambda n: per_connection)
     assert fixed.limit == fixed.peak == 6
 
