@@ -66,6 +66,19 @@ def _prefill(backend, monkeypatch, dest: Path, seed: int) -> dict:
     return snapshot(dest)
 
 
+def _stop(proc: subprocess.Popen, sig: str, what: str = "publish") -> tuple[str, float]:
+    """Send ``sig``; the process must end within 15 s. Returns its stderr and how long it took."""
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"{sig} did not stop the {what} within 15 s (stderr: {err[-300:]})")
+    return err, time.monotonic() - sent
+
+
 @pytest.mark.parametrize("seed", seeds(), ids=lambda s: f"seed{s}")
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, seed):
@@ -88,15 +101,7 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
     with FaultProxy(backend.upstream, plan=plan, lifetime=60) as proxy:
         proc = _start(backend, proxy, dest)
         time.sleep(delay)  # a real clock: the signal lands at a random moment of the run
-        sent = time.monotonic()
-        proc.send_signal(getattr(signal, sig))
-        try:
-            _, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"{sig} did not stop the fetch within 15 s (stderr: {err[-300:]})")
-        took = time.monotonic() - sent
+        err, took = _stop(proc, sig, "fetch")
     signum = getattr(signal, sig)
     expected_rc = 128 + signum  # 130 / 143
     problems = []
@@ -194,19 +199,6 @@ def test_sigkill_mid_fetch_then_rerun_reuses_verified_files(azurite_backend, tmp
 
 def _publish_cmd(model: Path, uri: str) -> list[str]:
     return [sys.executable, "-m", "modelship.cli", "publish", str(model), uri, "--version", "2.0.0", "--no-progress"]
-
-
-def _stop(proc: subprocess.Popen, sig: str) -> tuple[str, float]:
-    """Send ``sig``; the process must end within 5 s. Returns its stderr and how long it took."""
-    sent = time.monotonic()
-    proc.send_signal(getattr(signal, sig))
-    try:
-        _, err = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"{sig} did not stop the publish within 15 s (stderr: {err[-300:]})")
-    return err, time.monotonic() - sent
 
 
 def _check_interrupted(proc, err: str, took: float, sig: str, where: str, up: int, total: int) -> list[str]:

@@ -160,6 +160,32 @@ def _error_line(case: Case, out: str, err: str) -> str | None:
     return lines[heads[0] + 1] if len(heads) == 1 and "Traceback" not in text else None
 
 
+def _report(
+    case_id: str,
+    group: str,
+    needle: str,
+    expected_rc: int,
+    proc: subprocess.CompletedProcess[str],
+    line: str | None,
+    problems: list[str],
+) -> None:
+    """Record the case for the reliability report, then fail on its problems with the process's output."""
+    record(
+        "hostile",
+        case_id,
+        group=group,
+        expected_rc=expected_rc,
+        rc=proc.returncode,
+        needle=needle,
+        error=line or "",
+        outcome="pass" if not problems else "violation",
+        secrets=0,
+        injected=1,
+        bytes_lost=0,
+    )
+    assert not problems, f"{problems}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_hostile_build_and_plugin_input(case, tmp_path, docker_client, base_image):
     base, label = labelled_base(docker_client, base_image)
@@ -179,20 +205,7 @@ def test_hostile_build_and_plugin_input(case, tmp_path, docker_client, base_imag
         problems.append(f"{case.needle!r} not in {line!r}")
     if state.tags - {base} or state.dangling or state.containers:
         problems.append(f"left behind: {state.tags - {base}} {state.dangling} {state.containers}")
-    record(
-        "hostile",
-        case.id,
-        group=case.group,
-        expected_rc=case.rc,
-        rc=proc.returncode,
-        needle=case.needle,
-        error=line or "",
-        outcome="pass" if not problems else "violation",
-        secrets=0,
-        injected=1,
-        bytes_lost=0,
-    )
-    assert not problems, f"{problems}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+    _report(case.id, case.group, case.needle, case.rc, proc, line, problems)
 
 
 @dataclass(frozen=True)
@@ -243,17 +256,4 @@ def test_build_says_what_it_assumed(case, tmp_path, docker_client, base_image):
     built = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if not built.startswith(f"built {tag} ") or "?" in built:
         problems.append(f"result line {built!r}")
-    record(
-        "hostile",
-        case.id,
-        group="build",
-        expected_rc=0,
-        rc=proc.returncode,
-        needle=case.needle,
-        error=line or "",
-        outcome="pass" if not problems else "violation",
-        secrets=0,
-        injected=1,
-        bytes_lost=0,
-    )
-    assert not problems, f"{problems}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}"
+    _report(case.id, "build", case.needle, 0, proc, line, problems)
