@@ -11,17 +11,11 @@ each blob as it arrives and compares it with its digest, and reads the files out
 each file is hashed on the way into a cache temp file and enters the cache only once both its sha256 and
 its layer's digest matched. A connection that breaks resumes with a ``Range`` request from where it was.
 
-Tar layers are untrusted input, read by the strict reader below rather than ``tarfile`` (which follows
-links on extraction, holds any size of pax header in memory and accepts every entry type): only ustar/GNU
-headers with a valid checksum, plain files and directories, names that stay inside the image's model dir
-(no absolute paths, no ``..``), sizes that match the manifest; links, devices, fifos, sparse files,
-whiteouts and anything else are refused with one line naming the layer and the entry.
+Tar layers are untrusted input, read by the strict reader (``modelship.oci.tarread``) rather than ``tarfile``;
+this module adds that names stay inside the image's model dir and that sizes match the manifest.
 
 Credentials are push's: the docker config (``auths``, ``credHelpers``, ``credsStore``), or ACR's Entra ID
 exchange (modelship.oci.registry); a ``modelship.oci.registry.Credentials`` passed as credential wins.
-
-One job, the store protocol for ``oci://``; the strict tar reader is part of it (nothing else reads
-untrusted layers), which is why the module is longer than ~400 lines.
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +41,14 @@ from ..manifest import MANIFEST_NAME, FileEntry, Manifest, Resolution
 from ..oci.modelimage import FILEPATH, ModelImage, read_model_image, repository_of
 from ..oci.reference import Reference, check_tag
 from ..oci.registry import Credentials, RegistryClient
+from ..oci.tarread import entries, skip_padding
 from ..progress import Progress
 from ..uri import ModelURI
 from .base import ProgressFn, RemoteFile
 
 log = logging.getLogger("modelship")
 
-BLOCK = 512
 _READ = 1 << 20
-_PAX_MAX = 64 * 1024  # a pax header longer than this is not a model's
 _MANIFEST_MAX = 16 * 1024 * 1024
 _LAYER_WORKERS = 4  # layers at a time when --workers / MODELSHIP_CONCURRENCY leave it open (one stream each)
 _GRACE = 0.5  # seconds for the other layer workers to notice a failure before they are left behind
@@ -368,13 +360,6 @@ class _BlobStream:
             )
 
 
-@dataclass
-class _Entry:
-    name: str  # normalised, no leading "./", no trailing "/"
-    kind: str  # "file" or "dir"
-    size: int
-
-
 class _LayerJob:
     """Stream one model layer: its tar entries checked, its files into cache temps, committed once verified."""
 
@@ -406,7 +391,7 @@ class _LayerJob:
         )
         staged: list[tuple[Path, str, str]] = []  # (temp file, path, sha256)
         try:
-            for entry in _entries(self.stream, self.where):
+            for entry in entries(self.stream, self.where):
                 if entry.kind == "dir":
                     self._check_dir(entry.name)
                     continue
@@ -436,7 +421,7 @@ class _LayerJob:
                         f"{self.where}: {rel!r} has sha256 {sha[:16]}…, the manifest says "
                         f"{(expected.sha256 or '')[:16]}…; the layers are not what the image's config says, re-publish"
                     )
-                _skip_padding(self.stream, entry.size)
+                skip_padding(self.stream, entry.size)
             self.stream.finish()
             for tmp, rel, sha in staged:  # the layer's digest matched: its files may enter the cache
                 self.cache.put(tmp, sha)
@@ -475,7 +460,7 @@ class _LayerJob:
                 f"{self.where}: its {MANIFEST_NAME} describes model {inside.digest[:19]}…, the image's config "
                 f"{self.img.model.digest[:19]}…"
             )
-        _skip_padding(self.stream, size)
+        skip_padding(self.stream, size)
 
     def _hash(self, size: int) -> str:
         assert self.stream is not None
@@ -507,141 +492,6 @@ class _LayerJob:
                 ) from None
             raise
         return h.hexdigest()
-
-
-def _skip_padding(stream: _BlobStream, size: int) -> None:
-    pad = -size % BLOCK
-    if pad:
-        stream.read_exact(pad)
-
-
-# ---- the strict tar reader ----------------------------------------------------------------------------------
-
-
-def _number(field: bytes, what: str, where: str) -> int:
-    """An octal tar number, or GNU's base-256 (high bit set) for large ones; anything else is refused."""
-    if field[:1] and field[0] & 0x80:
-        if field[0] != 0x80:  # 0xff: negative
-            raise IntegrityError(f"{where}: a tar header has a negative {what}")
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    if not all(48 <= c <= 55 for c in text):
-        raise IntegrityError(f"{where}: a tar header has a {what} that is not a number")
-    return int(text, 8)
-
-
-def _text(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise IntegrityError(f"{where}: a tar entry name is not UTF-8") from None
-
-
-def _pax(data: bytes, where: str) -> dict[str, str]:
-    out, pos = {}, 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0 or not data[pos:space].isdigit():
-            raise IntegrityError(f"{where}: a pax header is malformed")
-        length = int(data[pos:space])
-        record = data[space + 1 : pos + length]
-        if length <= 0 or pos + length > len(data) or not record.endswith(b"\n") or b"=" not in record:
-            raise IntegrityError(f"{where}: a pax header is malformed")
-        key, _, value = record[:-1].partition(b"=")
-        out[_text(key, where)] = _text(value, where)
-        pos += length
-    return out
-
-
-def _clean(name: str, where: str) -> str:
-    """A tar name as a plain relative path (``./`` prefixes dropped); absolute and ``..`` names refused."""
-    shown = repr(name[:200])
-    if name.startswith("/"):
-        raise IntegrityError(f"{where} holds {shown}: an absolute path")
-    trimmed = name
-    while trimmed.startswith("./"):
-        trimmed = trimmed[2:]
-    trimmed = trimmed.rstrip("/")
-    parts = trimmed.split("/")
-    if any(p == ".." for p in parts):
-        raise IntegrityError(f"{where} holds {shown}: a path with '..'")
-    if not trimmed or any(p in ("", ".") for p in parts) or "\\" in trimmed:
-        raise IntegrityError(f"{where} holds {shown}: not a plain relative path")
-    if any(p.startswith(".wh.") for p in parts):
-        raise IntegrityError(f"{where} holds {shown}: an overlay whiteout, not a model file")
-    return trimmed
-
-
-def _entries(stream: _BlobStream, where: str) -> Iterator[_Entry]:
-    """The entries of a tar read from ``stream``; after a file entry the caller reads its bytes and padding."""
-    pax: dict[str, str] = {}
-    long_name: str | None = None
-    while True:
-        block = stream.read_exact(BLOCK) if stream.pos < stream.size else b""
-        if not block:
-            raise IntegrityError(f"{where} ends without the tar end-of-archive blocks")
-        if block == b"\0" * BLOCK:
-            return  # end of archive (what follows is padding; finish() hashes it)
-        stored = _number(block[148:156], "checksum", where)
-        if stored not in (sum(block[:148]) + 256 + sum(block[156:]), _signed_sum(block)):
-            raise IntegrityError(f"{where}: a tar header's checksum is wrong (not a tar layer, or damaged)")
-        magic = block[257:265]
-        if magic[:6] == b"ustar\0":
-            prefix = block[345:500].split(b"\0", 1)[0]
-        elif magic == b"ustar  \0":
-            prefix = b""
-        else:
-            raise IntegrityError(f"{where}: a tar header is neither POSIX ustar nor GNU tar")
-        raw_name = block[:100].split(b"\0", 1)[0]
-        name = _text(prefix + b"/" + raw_name if prefix else raw_name, where)
-        size = _number(block[124:136], "size", where)
-        kind = block[156:157]
-        if kind in (b"x", b"g", b"L"):
-            if size > _PAX_MAX:
-                raise IntegrityError(f"{where}: an extended tar header of {size} bytes; refused")
-            data = stream.read_exact(size)
-            _skip_padding(stream, size)
-            if kind == b"x":
-                pax = _pax(data, where)
-            elif kind == b"L":
-                long_name = _text(data.split(b"\0", 1)[0], where)
-            continue  # a global header ('g') changes nothing modelship reads
-        name = pax.get("path") or long_name or name
-        if "size" in pax:
-            if not pax["size"].isdigit():
-                raise IntegrityError(f"{where}: a pax size that is not a number")
-            size = int(pax["size"])
-        pax, long_name = {}, None
-        clean = _clean(name, where)
-        if kind in (b"0", b"\0", b"7"):
-            if size > stream.size - stream.pos:
-                raise IntegrityError(f"{where} holds {clean!r} of {size} bytes, more than the layer has left")
-            yield _Entry(clean, "file", size)
-        elif kind == b"5":
-            if size:
-                raise IntegrityError(f"{where}: folder {clean!r} has a size")
-            yield _Entry(clean, "dir", 0)
-        elif kind in (b"1", b"2", b"K"):
-            target = _text(block[157:257].split(b"\0", 1)[0], where)
-            what = "a hard link" if kind == b"1" else "a symbolic link"
-            raise IntegrityError(
-                f"{where} holds {clean!r}: {what} (to {target[:200]!r}); model layers hold plain files"
-            )
-        elif kind in (b"3", b"4", b"6"):
-            raise IntegrityError(f"{where} holds {clean!r}: a device or fifo; model layers hold files only")
-        else:
-            raise IntegrityError(f"{where} holds {clean!r} of tar type {kind!r}; model layers hold files only")
-
-
-def _signed_sum(block: bytes) -> int:
-    """The header checksum as old tars computed it (signed chars)."""
-    total = 256
-    for i, c in enumerate(block):
-        if not 148 <= i < 156:
-            total += c - 256 if c > 127 else c
-    return total
 
 
 __all__ = ["OciStore"]
