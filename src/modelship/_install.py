@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -53,17 +54,68 @@ def _make_stage(dest: Path) -> Path:
 
 
 def check_dest(dest: Path) -> None:
-    if dest.exists() and not dest.is_dir():
-        raise UsageError(f"{dest} exists and is not a folder; choose another destination")
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST_NAME).exists():
-        raise UsageError(
-            f"{dest} is not empty and holds no {MANIFEST_NAME}; modelship replaces only folders it "
-            "fetched: choose a new or empty folder"
-        )
+    """Refuse a DEST that modelship may not replace (see ``check_replaceable``); sweep stale stages of killed runs."""
+    check_replaceable(dest)
     for stale in dest.parent.glob(f".{dest.name}.modelship-*"):  # staging dirs of killed runs
         pid = owner_pid(stale.name)
         if pid is not None and not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_replaceable(dest: Path) -> None:
+    """DEST is replaced whole, so it must be new, empty, or hold exactly what an earlier fetch wrote: a
+    ``modelship.json`` that is a valid modelship manifest and nothing it does not list. Anything else is the
+    user's and is never deleted: refuse in one line naming it."""
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a folder; choose another destination")
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    manifest_path = dest / MANIFEST_NAME
+    if not manifest_path.exists() and not manifest_path.is_symlink():
+        raise UsageError(
+            f"{dest} is not empty and holds no {MANIFEST_NAME}; modelship replaces only folders it "
+            "fetched: choose a new or empty folder"
+        )
+    try:
+        if manifest_path.is_symlink() or not manifest_path.is_file():
+            raise UsageError("not a file")
+        manifest = Manifest.load(manifest_path)
+    except ModelshipError:
+        raise UsageError(
+            f"{manifest_path} is not a manifest written by modelship, so {dest} is not a folder modelship fetched "
+            "and it replaces nothing else: choose a new or empty folder"
+        ) from None
+    extra = unlisted(dest, manifest)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise UsageError(
+            f"{dest} holds what its {MANIFEST_NAME} does not list ({shown}); fetch replaces the whole folder "
+            "and never deletes what it did not write: move them out, or choose another destination"
+        )
+
+
+def unlisted(folder: Path, manifest: Manifest) -> list[str]:
+    """What ``folder`` holds beyond ``manifest``'s files (and the manifest itself), ``/``-separated and sorted;
+    a folder nobody listed is named once (``eval/``), not file by file."""
+    files = {f.path for f in manifest.files} | {MANIFEST_NAME}
+    dirs = {str(p) for f in manifest.files for p in Path(f.path).parents if str(p) != "."}
+    extra: list[str] = []
+
+    def walk(d: Path, rel: str) -> None:
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            name = f"{rel}{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                if name in dirs:
+                    walk(Path(e.path), name + "/")
+                else:
+                    extra.append(name + "/")
+            elif name not in files:
+                extra.append(name)
+
+    walk(folder, "")
+    return extra
 
 
 @contextlib.contextmanager
@@ -92,5 +144,6 @@ def install(stage: Path, dest: Path, res: Resolution, shas: dict[str, str], cach
         target.parent.mkdir(parents=True, exist_ok=True)
         cache.link(shas[f.path], target)
     manifest.write(stage / MANIFEST_NAME)
+    check_replaceable(dest)  # again: the user may have added a file to DEST during the download
     swap_into_place(stage, dest)
     return manifest
