@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .conventions import MODEL_DIGEST_ANNOTATION, MODEL_IMAGE_ANNOTATION
 from .errors import UsageError
 
 MOUNTS = ("image-volume", "init-container", "kserve")
@@ -32,8 +33,6 @@ VOLUME = "model"
 KSERVE_MODEL_DIR = "/models"  # where KServe's modelcars (and oci+native's default subPath) keep the model
 KSERVE_MOUNT = "/mnt/models"
 _COPY_TO = "/modelship-model"
-MODEL_IMAGE_ANNOTATION = "io.modelship.model.image"
-MODEL_DIGEST_ANNOTATION = "io.modelship.model.digest"
 
 
 @dataclass(frozen=True)

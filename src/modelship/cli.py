@@ -12,6 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, logs, progress
+from .conventions import (
+    MODEL_DIGEST_LABEL,
+    MODEL_DIR_LABEL,
+    MODEL_MANIFEST_LABEL,
+    MODEL_URI_LABEL,
+    MODEL_VERSION_LABEL,
+)
 from .errors import ModelshipError, UsageError
 from .manifest import tree_digest
 from .uri import redact
@@ -108,7 +115,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
 
 
 def _publish_image(a: argparse.Namespace) -> None:
-    from .image.dockerfile import MODEL_DIR
+    from .conventions import MODEL_DIR
     from .oci.modelimage import publish_image
 
     r = publish_image(
@@ -207,13 +214,13 @@ def cmd_build(a: argparse.Namespace) -> None:
             }
         )
     elif a.model is None:
-        model_dir = img.labels.get("io.modelship.model.dir") or "its MODELSHIP_MODEL_DIR"
+        model_dir = img.labels.get(MODEL_DIR_LABEL) or "its MODELSHIP_MODEL_DIR"
         print(f"built {', '.join(img.tags)} ({img.id[:19]}) app-only: 'modelship assemble' puts a model at {model_dir}")
     else:
-        version = img.labels.get("io.modelship.model.version") or "(unversioned)"
+        version = img.labels.get(MODEL_VERSION_LABEL) or "(unversioned)"
         print(
-            f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get('io.modelship.model.uri')} "
-            f"version {version} {img.labels.get('io.modelship.model.digest')}"
+            f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
+            f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
         )
 
 
@@ -241,7 +248,7 @@ def cmd_inspect(a: argparse.Namespace) -> None:
         f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} {model.get('model_digest') or '-'}"
     )
     for k, v in sorted((info.get("labels") or {}).items()):
-        if k != "io.modelship.model.manifest":
+        if k != MODEL_MANIFEST_LABEL:
             print(f"  {k}={v}")
 
 

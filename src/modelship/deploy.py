@@ -277,14 +277,14 @@ def _app_container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def _app_model_dir(image: str, username: str | None, password: str | None) -> str:
     """Where the app image wants its model: its ``io.modelship.model.dir`` label, else modelship's default."""
+    from .conventions import MODEL_DIR, MODEL_DIR_LABEL
     from .image import inspect
-    from .image.dockerfile import MODEL_DIR
 
     try:
         labels = inspect(image, username=username, password=password).get("labels") or {}
     except ModelshipError as e:
         raise type(e)(f"{e} (deploy render reads the app's model dir from the image; or pass --model-dir)") from None
-    return str(labels.get("io.modelship.model.dir") or MODEL_DIR)
+    return str(labels.get(MODEL_DIR_LABEL) or MODEL_DIR)
 
 
 def _set_app(container: dict[str, Any], app: AppSettings) -> None:

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from modelship.conventions import MODEL
+
 if TYPE_CHECKING:
     from ._protocol import Run
     from .container import ModelshipContainer
     from .images import ImageInfo
 
 MANIFEST_NAME = "modelship.json"
-LABEL_PREFIX = "io.modelship.model."
+LABEL_PREFIX = f"{MODEL}."
 
 # Values that are secrets whatever the variable is called. Never echo a match: name only its kind.
 _SECRET_VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (

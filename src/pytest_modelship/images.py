@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from modelship._docker import short_reason
+from modelship.conventions import APP_PORT_LABEL, MODEL_DIR, MODEL_DIR_ENV, MODEL_DIR_LABEL
 
 from .errors import SetupError
 
@@ -15,10 +16,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.images import Image
 
-DEFAULT_MODEL_DIR = "/opt/modelship/model"
-MODEL_DIR_ENV = "MODELSHIP_MODEL_DIR"
-MODEL_DIR_LABEL = "io.modelship.model.dir"  # where an app-only image (or `modelship assemble`) puts the model
-APP_PORT_LABEL = "io.modelship.app.port"  # written by `modelship build`
+DEFAULT_MODEL_DIR = MODEL_DIR
 
 _HEALTHCHECK_URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"\\)]*)")
 

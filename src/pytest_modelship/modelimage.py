@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from modelship._docker import short_reason
+from modelship.conventions import MODEL, MODEL_DIR_LABEL, MODEL_MANIFEST_LABEL
 
 from .errors import SetupError
 from .reaper import LABEL_SESSION, STALE_AFTER_S, is_stale
@@ -33,9 +34,9 @@ if TYPE_CHECKING:
 
     from .images import ImageInfo
 
-MODEL_LABELS = "io.modelship.model."
-DIR_LABEL = "io.modelship.model.dir"
-MANIFEST_LABEL = "io.modelship.model.manifest"
+MODEL_LABELS = f"{MODEL}."
+DIR_LABEL = MODEL_DIR_LABEL
+MANIFEST_LABEL = MODEL_MANIFEST_LABEL
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,16 @@ import time
 from typing import TYPE_CHECKING
 
 from modelship._fs import pid_alive
+from modelship.conventions import CREATED_AT_LABEL, OWNER_LABEL, PID_LABEL, SESSION_LABEL, WORKER_LABEL
 
 if TYPE_CHECKING:
     import docker
 
-LABEL_SESSION = "io.modelship.session"
-LABEL_WORKER = "io.modelship.worker"
-LABEL_CREATED = "io.modelship.created-at"
-LABEL_PID = "io.modelship.pid"
-LABEL_OWNER = "io.modelship.owner"
+LABEL_SESSION = SESSION_LABEL
+LABEL_WORKER = WORKER_LABEL
+LABEL_CREATED = CREATED_AT_LABEL
+LABEL_PID = PID_LABEL
+LABEL_OWNER = OWNER_LABEL
 
 STALE_AFTER_S = 3 * 3600  # leftovers whose owner cannot be checked (other host) are reaped after this
 

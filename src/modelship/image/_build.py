@@ -15,6 +15,7 @@ from typing import BinaryIO
 from .. import progress
 from .._docker import engine, short_reason, unreachable
 from .._fs import write_text_atomic
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..oci.reference import split_tag
@@ -241,9 +242,9 @@ def _model_stage(
         w.bytes(ctx.DOCKERFILE_PATH, model_text.encode())
         _add_wheels(w, wheel_dir)
         if model is not None and manifest is not None:
-            ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
+            ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + MODEL_DIR)
         else:
-            w.dir(ctx.MODEL_ROOTFS + dockerfile_mod.MODEL_DIR)
+            w.dir(ctx.MODEL_ROOTFS + MODEL_DIR)
 
     image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
     write_text_atomic(index, image_id)
@@ -311,7 +312,7 @@ def build(
         labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
     )
     if user_dockerfile is None:  # the generated Dockerfile's model dir (a user's Dockerfile says its own, in ENV)
-        labels[labels_mod.MODEL_DIR_LABEL] = dockerfile_mod.MODEL_DIR
+        labels[MODEL_DIR_LABEL] = MODEL_DIR
 
     with engine(docker_client) as client:
         traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails

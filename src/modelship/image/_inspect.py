@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .._docker import engine, short_reason
+from ..conventions import MODEL_DIGEST_LABEL, MODEL_MANIFEST_LABEL, MODEL_URI_LABEL, MODEL_VERSION_LABEL
 from ..errors import DockerError, NotFoundError
 from ..oci.reference import names_registry, parse_reference, split_tag
 from ..oci.registry import remote_image
@@ -18,7 +19,7 @@ def describe(ref: str, source: str, image_id: str | None, digest: str | None, la
     ``model.model_digest`` the tree digest of the model inside; ``app`` what deploy render needs.
     """
     manifest = None
-    raw = labels.get(f"{labels_mod.MODEL}.manifest")
+    raw = labels.get(MODEL_MANIFEST_LABEL)
     if raw:
         try:
             manifest = json.loads(raw)
@@ -39,9 +40,9 @@ def describe(ref: str, source: str, image_id: str | None, digest: str | None, la
 def model_block(labels: dict[str, str]) -> dict[str, str | None]:
     """The model an image's labels name: uri, version and model_digest (the tree digest)."""
     return {
-        "uri": labels.get(f"{labels_mod.MODEL}.uri"),
-        "version": labels.get(f"{labels_mod.MODEL}.version"),
-        "model_digest": labels.get(f"{labels_mod.MODEL}.digest"),
+        "uri": labels.get(MODEL_URI_LABEL),
+        "version": labels.get(MODEL_VERSION_LABEL),
+        "model_digest": labels.get(MODEL_DIGEST_LABEL),
     }
 
 

@@ -7,10 +7,10 @@ import re
 from importlib import resources
 from string import Template
 
+from ..conventions import MODEL_DIR
 from ..errors import UsageError
 from .context import APP_ROOTFS, MODEL_ROOTFS, WHEELS_PATH
 
-MODEL_DIR = "/opt/modelship/model"
 APP_DIR = "/app"
 APP_UID = 10001
 APP_HOME = "/home/app"  # the app user's writable home ($HOME)

@@ -1,24 +1,15 @@
 """Image labels: OCI provenance (from git when available), the model it carries (io.modelship.model.*) and
-what a deployment needs to know about the app (io.modelship.app.*: port, readiness and liveness paths)."""
+what a deployment needs to know about the app (io.modelship.app.*: port, readiness and liveness paths).
+The keys themselves are spelled in ``modelship.conventions``."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import UsageError
+from ..conventions import APP_LABELS, OCI, OCI_CREATED, OCI_TITLE, created, model_labels
 from ..manifest import Manifest
-from ..uri import strip_secrets
-
-OCI = "org.opencontainers.image"
-MODEL = "io.modelship.model"
-MODEL_DIR_LABEL = f"{MODEL}.dir"  # where the app reads its model: assemble puts model layers there
-APP = "io.modelship.app"
-# app label -> key in the inspect result's "app" block (and in modelship.deploy.AppSettings)
-APP_LABELS = {f"{APP}.port": "port", f"{APP}.ready-path": "ready_path", f"{APP}.live-path": "live_path"}
 
 
 def _git(app_dir: Path, *args: str) -> str | None:
@@ -60,37 +51,6 @@ def git_provenance(app_dir: Path) -> dict[str, str]:
     return out
 
 
-def created_timestamp() -> str:
-    """RFC 3339 UTC; SOURCE_DATE_EPOCH wins, for reproducible builds."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        try:
-            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
-        except (ValueError, OverflowError, OSError) as e:
-            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from e
-    else:
-        when = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    return when.isoformat().replace("+00:00", "Z")
-
-
-# The whole manifest goes into a label only up to this size. Labels travel in one Dockerfile LABEL line
-# (the engine refuses lines over 64 KiB: about 500 files) and in every `docker inspect`, so a model of
-# thousands of files keeps only uri, version and digest there; the full manifest is always the file
-# MODELSHIP_MODEL_DIR/modelship.json in the image, and the digest label ties the two together.
-MANIFEST_LABEL_MAX = 8 * 1024
-
-
-def model_labels(manifest: Manifest) -> dict[str, str]:
-    """uri (no secrets), digest, version, and the manifest itself when it is under MANIFEST_LABEL_MAX bytes."""
-    labels = {f"{MODEL}.uri": strip_secrets(manifest.uri), f"{MODEL}.digest": manifest.digest}
-    text = manifest.without_timestamp().to_json(compact=True)
-    if len(text.encode()) < MANIFEST_LABEL_MAX:
-        labels[f"{MODEL}.manifest"] = text
-    if manifest.version is not None:
-        labels[f"{MODEL}.version"] = str(manifest.version)
-    return labels
-
-
 def app_labels(port: int, ready_path: str, live_path: str) -> dict[str, str]:
     """Where the app listens and answers its probes: what `modelship deploy render` puts in the manifests."""
     values = {"port": str(port), "ready_path": ready_path, "live_path": live_path}
@@ -111,7 +71,7 @@ def image_labels(
     """All labels of a built image: OCI provenance, the model it carries (none for an app-only image), and
     ``app`` (see app_labels)."""
     git = git_provenance(app_dir)
-    labels = {f"{OCI}.created": created_timestamp(), f"{OCI}.title": project.get("name") or app_dir.name}
+    labels = {OCI_CREATED: created(), OCI_TITLE: project.get("name") or app_dir.name}
     version = git.get("version") or project.get("version")
     if version:
         labels[f"{OCI}.version"] = version

@@ -19,7 +19,6 @@ replacement of model layers and promote are its parts, which is why the module i
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
@@ -30,9 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, created, model_labels
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from ..image.dockerfile import MODEL_DIR  # the image convention of `modelship build`
-from ..image.labels import MODEL, MODEL_DIR_LABEL, OCI, model_labels
 from ..manifest import Manifest
 from ..progress import Progress
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers
@@ -52,12 +50,11 @@ from .registry import (
 
 log = logging.getLogger("modelship")
 
-LAYERS_LABEL = f"{MODEL}.layers"  # diff_ids of the model layers, comma-separated: what a re-assembly replaces
+LAYERS_LABEL = MODEL_LAYERS_LABEL  # diff_ids of the model layers, comma-separated: what a re-assembly replaces
 DIR_LABEL = MODEL_DIR_LABEL  # where the model lives in the image
 LAYER_ANNOTATION = f"{MODEL}.layer"  # on each model layer's descriptor: what it holds
 BASE_DIGEST = f"{OCI}.base.digest"
 BASE_NAME = f"{OCI}.base.name"
-_EPOCH = "1970-01-01T00:00:00Z"
 # a Docker v2 layer is the same bytes as its OCI counterpart
 _OCI_LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -110,15 +107,9 @@ def _dumps(value: Any) -> bytes:
 
 
 def _created(app_config: dict[str, Any]) -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        try:
-            when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
-        return when.isoformat().replace("+00:00", "Z")
-    created = app_config.get("created")
-    return created if isinstance(created, str) and created else _EPOCH
+    """``SOURCE_DATE_EPOCH``, else the app's own ``created``, else the Unix epoch."""
+    own = app_config.get("created")
+    return created(own if isinstance(own, str) and own else EPOCH)
 
 
 class _BytesSource:

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from .._fs import temp_name
 from ..cache import default_root
+from ..conventions import source_date_epoch
 from ..errors import IntegrityError, UsageError
 from ..manifest import MANIFEST_NAME, Manifest
 
@@ -47,16 +48,7 @@ _USTAR_SIZE_MAX = 8**11 - 1
 
 def layer_mtime() -> int:
     """``SOURCE_DATE_EPOCH`` (reproducible-builds.org), else 0."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if not value:
-        return 0
-    try:
-        epoch = int(value)
-    except ValueError:
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a Unix timestamp") from None
-    if not 0 <= epoch <= _USTAR_SIZE_MAX:
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is out of range")
-    return epoch
+    return source_date_epoch() or 0
 
 
 # ---- tar headers ------------------------------------------------------------------------------------

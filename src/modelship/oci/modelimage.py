@@ -22,7 +22,6 @@ the same version gives the same digest on any machine, so publishing it again up
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
@@ -35,9 +34,19 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from ..conventions import (
+    EPOCH,
+    MODEL,
+    MODEL_DIR,
+    MODEL_DIR_LABEL,
+    MODEL_KIND_LABEL,
+    MODEL_LAYERS_LABEL,
+    MODEL_MANIFEST_LABEL,
+    OCI,
+    created,
+    model_labels,
+)
 from ..errors import IntegrityError, ModelshipError, UsageError
-from ..image.dockerfile import MODEL_DIR
-from ..image.labels import MODEL, OCI, model_labels
 from ..manifest import FileEntry, Manifest
 from ..progress import Progress, human_bytes
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
@@ -60,10 +69,10 @@ MODELPACK_WEIGHT = "application/vnd.cncf.model.weight.v1.tar"
 MODELPACK_WEIGHT_CONFIG = "application/vnd.cncf.model.weight.config.v1.tar"
 FILEPATH = "org.cncf.model.filepath"
 TITLE = f"{OCI}.title"
-LAYERS_LABEL = f"{MODEL}.layers"  # the same labels assemble writes: fetch reads only these layers
-DIR_LABEL = f"{MODEL}.dir"
-MANIFEST_LABEL = f"{MODEL}.manifest"
-KIND_LABEL = f"{MODEL}.image"  # "model": a model image (data only), as opposed to an app image carrying a model
+LAYERS_LABEL = MODEL_LAYERS_LABEL  # the same labels assemble writes: fetch reads only these layers
+DIR_LABEL = MODEL_DIR_LABEL
+MANIFEST_LABEL = MODEL_MANIFEST_LABEL
+KIND_LABEL = MODEL_KIND_LABEL  # "model": a model image (data only), as opposed to an app image carrying a model
 MODELPACK_SUFFIX = "-modelpack"  # tag of the ModelPack manifest: V-modelpack (never a PEP 440 version)
 # layers modelship can read files out of: uncompressed tar, under any of the names it is known by
 TAR_TYPES = (
@@ -73,7 +82,6 @@ TAR_TYPES = (
     MODELPACK_WEIGHT_CONFIG,
 )
 SMALL_FILES_TITLE = "modelship-small-files"  # the title of the layer holding modelship.json and the small files
-_EPOCH = "1970-01-01T00:00:00Z"
 _UPLOADS = 3
 
 
@@ -87,13 +95,7 @@ def _sha(data: bytes) -> str:
 
 def _created() -> str:
     """``SOURCE_DATE_EPOCH``, else the Unix epoch: never "now", so an unchanged model keeps its digest."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if not epoch:
-        return _EPOCH
-    try:
-        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    except (ValueError, OverflowError, OSError):
-        raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix timestamp") from None
+    return created(EPOCH)
 
 
 # ---- references -----------------------------------------------------------------------------------------
