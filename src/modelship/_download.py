@@ -37,6 +37,7 @@ from pathlib import Path
 
 from . import _retry
 from ._connections import Tuner, ceiling
+from ._fs import CACHE_ADVICE, no_space
 from ._hash import Hasher
 from .cache import Cache
 from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError
@@ -211,11 +212,8 @@ class _FileJob:
                 os.ftruncate(fd, entry.size)
             else:
                 tmp.unlink(missing_ok=True)
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise ModelshipError(
-                        f"no space left for {entry.path} ({entry.size} bytes) in {tmp.parent}; "
-                        "free space or set MODELSHIP_CACHE_DIR"
-                    ) from None
+                if full := no_space(e, f"for {entry.path} ({entry.size} bytes) in {tmp.parent}", CACHE_ADVICE):
+                    raise full from None
                 raise
         finally:
             os.close(fd)
@@ -591,11 +589,8 @@ class _Downloader:
                 if self.cancel.wait(delay):
                     raise _Abandoned from None
             except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise ModelshipError(
-                        f"no space left writing {job.entry.path} to {job.tmp.parent}; "
-                        "free space or set MODELSHIP_CACHE_DIR"
-                    ) from None
+                if full := no_space(e, f"writing {job.entry.path} to {job.tmp.parent}", CACHE_ADVICE):
+                    raise full from None
                 raise
         if attempt == 1 and step >= 0 and pos > mark:
             self.tuner.sample(step, pos - mark, time.monotonic() - since)

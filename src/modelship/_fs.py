@@ -44,12 +44,43 @@ def temp_file(folder: Path, stem: str, suffix: str = "") -> tuple[int, Path]:
     return fd, Path(path)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small file whole or not at all (its folder made first): a temp file beside it, then one rename."""
+def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -> None:
+    """Write a file whole or not at all (its folder made first): a temp file beside it, created exclusively,
+    then one rename. On any failure (a full disk, an interrupt) the temp file goes and a previous file stays as
+    it was. ``durable``: fsync the file before the rename and the folder after it, so that a crash or power loss
+    leaves the old file or the new one, never an empty one (locks, manifests); memos of a cache need not."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(temp_name(path.name))
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(temp_name(f".{path.name}.modelship"))
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        # 0o666 and the umask, like any file a tool writes (mkstemp's 0600 would hide a lock from the team)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the file system lets a folder be opened and synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is done
+    finally:
+        os.close(fd)
 
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:
@@ -81,11 +112,24 @@ def swap_into_place(stage: Path, dest: Path) -> None:
     shutil.rmtree(old)
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+CACHE_ADVICE = "free space or set MODELSHIP_CACHE_DIR"
+
+
+def no_space(e: OSError, where: str, advice: str) -> ModelshipError | None:
+    """The one line for a full disk (or quota), ``no space left <where>; <advice>``; None for any other error.
+    ``where`` says what was being written where (``on the device of PATH``, ``for w.bin (N bytes) in PATH``)."""
+    if e.errno not in NO_SPACE:
+        return None
+    return ModelshipError(f"no space left {where}; {advice}")
+
+
 def os_error(e: OSError, where: Path) -> ModelshipError:
     """One line for a local file-system failure (disk full, read-only, permissions), naming the path."""
     path = e.filename or where
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ModelshipError(f"no space left on the device of {path}; free space, or use another DEST or cache folder")
+    full = no_space(e, f"on the device of {path}", "free space, or use another DEST or cache folder")
+    if full is not None:
+        return full
     if e.errno == errno.EROFS:
         return ModelshipError(f"{path} is on a read-only file system; choose a writable DEST (or MODELSHIP_CACHE_DIR)")
     if e.errno in (errno.EACCES, errno.EPERM):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from ._fs import os_error, owner_pid, pid_alive, swap_into_place, temp_name
+from ._fs import NO_SPACE, os_error, owner_pid, pid_alive, swap_into_place, temp_name
 from .cache import Cache, stamped
 from .errors import ModelshipError, UsageError
 from .manifest import MANIFEST_NAME, Manifest, Resolution
@@ -125,7 +125,7 @@ def staged(dest: Path) -> Iterator[Path]:
     try:
         yield stage
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        if e.errno in (*NO_SPACE, errno.EROFS):
             e.filename = None  # a copy's error names its source in the cache; it is DEST's disk that is full
         raise os_error(e, dest) from None
     finally:

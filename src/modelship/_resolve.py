@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from ._connections import concurrency_setting
 from ._download import ensure_cached
-from ._fs import os_error
+from ._fs import no_space, os_error
 from ._hash import chunk_digests
 from ._retry import retrying
 from .cache import Cache
@@ -294,9 +294,11 @@ def lock(
             lk.write(output)
         except OSError as e:
             # os_error's hint is for DEST and the cache; this is the lock file, which -o names
-            raise ModelshipError(
-                f"cannot write the lock file {output}: {e.strerror or e.__class__.__name__}; "
-                "choose a writable path with -o/--output"
+            raise no_space(e, f"on the device of the lock file {output}", "free space, or choose another -o path") or (
+                ModelshipError(
+                    f"cannot write the lock file {output}: {e.strerror or e.__class__.__name__}; "
+                    "choose a writable path with -o/--output"
+                )
             ) from None
     return lk
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._fs import write_atomic
 from .errors import UsageError
 
 MANIFEST_NAME = "modelship.json"
@@ -164,7 +165,8 @@ class Manifest:
         return cls.from_dict(_read_json(path), str(path))
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Write ``modelship.json`` whole or not at all (a temp file, fsync, rename); OSError on failure."""
+        write_atomic(path, self.to_json())
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ class Lock:
         return d
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write the lock whole or not at all: a failure (a full disk) leaves the previous lock as it was."""
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Lock:

@@ -6,6 +6,7 @@ The tmpfs mounts are real (the tests run as root, like CI containers do) and are
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -17,7 +18,9 @@ import pytest
 import modelship
 from modelship import cli
 from modelship.cache import Cache
+from modelship.manifest import FileEntry, Manifest
 from support.faults.checks import cache_problems, error_line_problems
+from support.models import make_model
 from support.record import record_run, rng_for, seeds
 from support.trees import leftovers, snapshot, tree_sha
 
@@ -172,6 +175,46 @@ def test_lock_file_on_a_read_only_file_system(azurite_backend, monkeypatch, caps
     assert f"cannot write the lock file {fs / 'modelship.lock'}: Read-only file system; choose a writable path" in err
     assert "DEST" not in err
     _record_single("read-only folder for lock -o", "clean-failure", err.strip())
+
+
+def test_lock_on_a_full_disk_leaves_the_previous_lock_intact(monkeypatch, capsys, tmpfs, tmp_path):
+    """`lock -o` over an existing lock on a full disk: one line, and the old lock byte for byte (a truncating
+    write left a 0-byte or 4,096-byte fragment, and the next `fetch --lock` failed on invalid JSON)."""
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    uri = (tmp_path / "store").as_uri()
+    for version, count in (("1", 50), ("2", 400)):  # locks of ~10 KB and ~80 KB: several pages each
+        files = {f"part-{i:04d}.bin": 16 for i in range(count)}
+        modelship.publish(make_model(tmp_path / f"m{version}", files, seed=count), uri, version=version, progress=False)
+    fs = tmpfs("lockfs", "1m")
+    lock = fs / "modelship.lock"
+    assert cli.main(["lock", uri, "--version", "1", "-o", str(lock), "--no-progress"]) == 0
+    before = lock.read_bytes()
+    fill(fs, 0)
+    capsys.readouterr()
+    rc = cli.main(["lock", uri, "--version", "2", "-o", str(lock), "--no-progress"])
+    err = capsys.readouterr().err
+    assert error_line_problems(rc, err) == [], err
+    assert f"no space left on the device of the lock file {lock}; free space, or choose another -o path" in err
+    assert lock.read_bytes() == before
+    assert sorted(p.name for p in fs.iterdir()) == ["ballast", "modelship.lock"]  # no temp file left
+    (fs / "ballast").unlink()
+    assert modelship.fetch(None, tmp_path / "dest", lock=lock, progress=False).version == "1"
+    _record_single("disk full for lock -o", "clean-failure", err.strip())
+
+
+def test_manifest_write_on_a_full_disk_leaves_the_previous_manifest(tmpfs):
+    """Manifest.write, the same rule: the previous modelship.json stays whole, no temp file stays."""
+    fs = tmpfs("manifestfs", "1m")
+    entries = [FileEntry(f"f{i:05d}.bin", i, hashlib.sha256(str(i).encode()).hexdigest()) for i in range(2000)]
+    small = Manifest.create("file:///m", "1", entries[:10])
+    small.write(fs / "modelship.json")
+    before = (fs / "modelship.json").read_bytes()
+    fill(fs, 0)
+    with pytest.raises(OSError) as e:
+        Manifest.create("file:///m", "2", entries).write(fs / "modelship.json")
+    assert e.value.errno == errno.ENOSPC
+    assert (fs / "modelship.json").read_bytes() == before
+    assert sorted(p.name for p in fs.iterdir()) == ["ballast", "modelship.json"]
 
 
 def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch, tmp_path):

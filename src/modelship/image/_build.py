@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from .. import progress
 from .._docker import engine, short_reason, unreachable
-from .._fs import write_text_atomic
+from .._fs import write_atomic
 from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
@@ -247,7 +247,7 @@ def _model_stage(
             w.dir(ctx.MODEL_ROOTFS + MODEL_DIR)
 
     image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
-    write_text_atomic(index, image_id)
+    write_atomic(index, image_id, durable=False)
     return image_id
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from .._fs import write_text_atomic
+from .._fs import write_atomic
 from .._hash import HashingReader, sha256_file
 from ..cache import default_root
 from ..errors import IntegrityError, UsageError
@@ -101,7 +101,7 @@ def model_manifest(model_dir: Path) -> Manifest:
     if not entries:
         raise UsageError(f"model directory {model_dir} is empty; fetch a model into it first (modelship fetch)")
     if fresh != memo:
-        write_text_atomic(memo_file, json.dumps(fresh))
+        write_atomic(memo_file, json.dumps(fresh), durable=False)
     return Manifest.create(f"file://{model_dir}", None, entries, stamp=False)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._docker import short_reason
-from .._fs import temp_name, write_text_atomic
+from .._fs import temp_name, write_atomic
 from ..cache import default_root
 from ..errors import BuildError, DockerError, NotFoundError, UsageError
 from ..uri import redact
@@ -130,7 +130,7 @@ def detect_target(client, image: str) -> Target:
         target = Target(**json.loads(out.decode().strip().splitlines()[-1]))
     except (ValueError, TypeError, IndexError) as e:
         raise DockerError(f"base image {image}: unexpected interpreter probe output {out[:200]!r}") from e
-    write_text_atomic(cache_file, json.dumps(asdict(target)))
+    write_atomic(cache_file, json.dumps(asdict(target)), durable=False)
     return target
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .._fs import temp_name
+from .._fs import write_atomic
 from ..cache import default_root
 from ..conventions import source_date_epoch
 from ..errors import IntegrityError, UsageError
@@ -238,10 +238,7 @@ class Layer:
 def remember(path: Path, data: dict[str, object]) -> None:
     """Write a small JSON note atomically (a cache: failing to write it is not an error)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(temp_name(path.name))
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data), durable=False)
     except OSError as e:
         log.debug("could not remember %s: %s", path.name, e)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .._fs import no_space
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..uri import ModelURI
 from .base import ProgressFn, RemoteFile
@@ -30,8 +31,8 @@ def _fs_error(e: OSError, what: str) -> ModelshipError:
         return AuthError(f"{what}: permission denied on {shown}")
     if e.errno == errno.ENAMETOOLONG:
         return UsageError(f"{what}: path too long for the file system: {shown}")
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ModelshipError(f"{what}: no space left on the device of {shown}")
+    if full := no_space(e, f"on the device of {shown} ({what})", "free space on it"):
+        return full
     return ModelshipError(f"{what}: {e.strerror or e.__class__.__name__}: {shown}")
 
 

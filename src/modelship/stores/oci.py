@@ -21,7 +21,6 @@ exchange (modelship.oci.registry); a ``modelship.oci.registry.Credentials`` pass
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from .. import _retry
+from .._fs import CACHE_ADVICE, no_space
 from .._resolve import safe_relpath
 from ..cache import Cache
 from ..errors import IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
@@ -486,10 +486,8 @@ class _LayerJob:
                     out.write(data)
                     left -= len(data)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise ModelshipError(
-                    f"no space left writing {rel} to {tmp.parent}; free space or set MODELSHIP_CACHE_DIR"
-                ) from None
+            if full := no_space(e, f"writing {rel} to {tmp.parent}", CACHE_ADVICE):
+                raise full from None
             raise
         return h.hexdigest()
 
