@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+from . import settings
 from .errors import UsageError
 from .stores.base import MAX_CONNECTIONS, Source
 
@@ -24,12 +25,7 @@ _MiB = 1024 * 1024
 def concurrency_setting(workers: int | None) -> int | None:
     """The fixed number of connections asked for (``workers``, else MODELSHIP_CONCURRENCY); None: automatic."""
     if workers is None:
-        env = os.environ.get("MODELSHIP_CONCURRENCY", "").strip()
-        if not env or env.lower() == "auto":
-            return None
-        if not env.isdigit():
-            raise UsageError(f"MODELSHIP_CONCURRENCY={env[:40]!r}: give a number of connections (e.g. 16) or 'auto'")
-        workers = int(env)
+        return settings.current().concurrency  # checked there, in a line naming the variable
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
     if workers > MAX_CONNECTIONS:

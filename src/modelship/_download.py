@@ -4,7 +4,7 @@ Files are split into ranges (a file's chunks when it has chunk digests), read by
 temp files, whole or, when little is left, in pieces that spread the last ranges over every connection
 (``_Queue``). A range is checked against its chunk digest as it arrives (once its last piece lands, when read
 in pieces), and each read by the store itself where it can check one (Azure's transactional MD5). A damaged
-range is read again, alone, up to ATTEMPTS times. Hasher threads
+range is read again, alone: MODELSHIP_MAX_ATTEMPTS reads at most (``modelship.settings``). Hasher threads
 follow each file's contiguous verified prefix on disk and compute the whole-file sha256 (and MD5 where that is
 the only known digest) once, off the download path. A file without chunk digests whose whole-file digest is
 wrong is downloaded again: the same wrong digest twice means the store holds damaged bytes. Each range's
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _retry
+from . import _retry, settings
 from ._connections import Tuner, ceiling
 from ._fs import CACHE_ADVICE, no_space
 from ._hash import Hasher
@@ -49,7 +49,6 @@ from .uri import ModelURI
 log = logging.getLogger("modelship")
 
 CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
-ATTEMPTS = 5  # per range, and per whole file when only a whole-file digest can tell damage
 _READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 MIN_PIECE = 256 * 1024  # the smallest part of a range one connection is given (see _Queue)
 SAMPLE = 1024 * 1024  # a connection reports its throughput to the tuner every this many bytes
@@ -386,6 +385,13 @@ def _verify(job: _FileJob, where: str) -> str:
 OnComplete = Callable[[_FileJob, str], None]
 
 
+def _tries(attempts: int, what: str = "attempts") -> str:
+    """How often a damaged read was tried, for the give-up line."""
+    if attempts == 1:
+        return "(not read again: MODELSHIP_MAX_ATTEMPTS=1)"
+    return f"in {attempts} {what}, different bytes each time"
+
+
 class _Downloader:
     """Ranged parallel download on daemon threads.
 
@@ -407,6 +413,8 @@ class _Downloader:
     ):
         self.source, self.progress, self.cancel = source, progress, cancel
         self.on_complete, self.where = on_complete, where
+        # Reads of a range, and downloads of a whole file when only its whole-file digest can tell damage.
+        self.attempts = settings.current().max_attempts
         self.tuner = Tuner(workers, ceiling(source))
         # Ranges of at most this many bytes are checked by the store itself when asked (files without chunk
         # digests only: for the others the chunk digest is the stronger check, and costs no extra pass). The
@@ -538,8 +546,8 @@ class _Downloader:
         # serves the chunk check and the whole-file digests, and no hasher reads them back. A chunk read whole
         # is checked as it arrives too; a chunk read in pieces, once its last piece is on disk.
         whole = p.length == job.entry.size
-        # ATTEMPTS in all, and none once the retry budget has passed without bytes arriving (a stalled store).
-        budget = _retry.Budget(p.label, retries=ATTEMPTS - 1)
+        # self.attempts in all, and none once the retry budget has passed without bytes arriving (a stalled store).
+        budget = _retry.Budget(p.label, retries=self.attempts - 1)
         attempt = 0
         while True:
             attempt += 1
@@ -585,7 +593,7 @@ class _Downloader:
                     # Read it plainly; the whole-file digest then tells transit damage from damage at rest.
                     validate = store_failed < 2
                 delay = budget.retry(e, progressed=pos > p.offset)  # raises when the retries or the budget are spent
-                log.info("retrying %s (%s), attempt %d/%d", p.label, _reason(e), attempt + 1, ATTEMPTS)
+                log.info("retrying %s (%s), attempt %d/%d", p.label, _reason(e), attempt + 1, self.attempts)
                 if self.cancel.wait(delay):
                     raise _Abandoned from None
             except OSError as e:
@@ -626,15 +634,17 @@ class _Downloader:
                     f"{self.where}/{r.label} are damaged in the store: sha256 mismatch twice with the same "
                     f"wrong bytes (expected {r.digest[:16]}…, got {got[:16]}…); re-publish the version"
                 )
-            if r.attempts >= ATTEMPTS:
+            if r.attempts >= self.attempts:
                 raise IntegrityError(
-                    f"{self.where}/{r.label}: sha256 mismatch in {ATTEMPTS} attempts, different bytes each "
-                    "time: something on the way corrupts data (a proxy, a NIC); re-run, or fetch over https"
+                    f"{self.where}/{r.label}: sha256 mismatch {_tries(self.attempts)}: something on the way "
+                    "corrupts data (a proxy, a NIC); re-run, or fetch over https"
                 )
             r.wrong.add(got)
             r.attempts += 1
             r.missing = r.length
-        log.info("retrying %s (%s), attempt %d/%d", r.label, "damaged bytes: sha256 mismatch", r.attempts, ATTEMPTS)
+        log.info(
+            "retrying %s (%s), attempt %d/%d", r.label, "damaged bytes: sha256 mismatch", r.attempts, self.attempts
+        )
         self.progress.update(-r.length)
         self._tasks.put(_Piece(r, r.offset, r.length), front=True)
 
@@ -677,13 +687,15 @@ class _Downloader:
                 f"{path} is damaged in the store: {m.kind} mismatch twice with the same wrong bytes (expected "
                 f"{m.expected[:16]}…, got {m.got[:16]}…); re-publish the model"
             )
-        if job.attempts >= ATTEMPTS:
+        if job.attempts >= self.attempts:
             raise IntegrityError(
-                f"{path}: {m.kind} mismatch in {ATTEMPTS} downloads, different bytes each time (expected "
-                f"{m.expected[:16]}…): something on the way corrupts data; re-run"
+                f"{path}: {m.kind} mismatch {_tries(self.attempts, 'downloads')} (expected {m.expected[:16]}…): "
+                "something on the way corrupts data; re-run"
             )
         job.wrong.add(m.sha)
-        log.info("retrying %s (whole file: %s mismatch), attempt %d/%d", e.path, m.kind, job.attempts + 1, ATTEMPTS)
+        log.info(
+            "retrying %s (whole file: %s mismatch), attempt %d/%d", e.path, m.kind, job.attempts + 1, self.attempts
+        )
         self.progress.update(-e.size)
         job.restart()
         if e.size == 0:

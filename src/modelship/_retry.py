@@ -1,38 +1,34 @@
 """The one retry policy: exponential backoff with jitter, cancellable, bounded in count and in time, for stores,
 fetch, publish and push.
 
-Whole calls go through ``retrying``; the download workers' per-range loop keeps a ``Budget`` of its own (a range
-that receives bytes is making progress). Either way a failing operation gets at most ``RETRIES`` retries, and
-none once ``retry_budget()`` seconds have passed without progress: a store that stalls for good ends the command
-within about that budget plus one read timeout, with one line saying it stalled.
+Whole calls go through ``retrying``; a loop of its own (the download workers' per range, a streamed read that
+resumes) keeps a ``Budget`` (a transfer that moves bytes is making progress). Either way a failing operation
+makes at most ``MODELSHIP_MAX_ATTEMPTS`` attempts (``max_retries()`` retries; an operation may ask for fewer), and
+none once ``MODELSHIP_RETRY_BUDGET`` seconds have passed without progress: a store that stalls for good ends the
+command within about that budget plus one read timeout, with one line saying it stalled. The settings come from
+``modelship.settings``; this module imports nothing above ``errors`` and ``settings``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from . import settings
 from .errors import ModelshipError, StallError, TransientError
 
 log = logging.getLogger("modelship")
 
-RETRIES = 5
-DEFAULT_BUDGET = 90.0
-
 T = TypeVar("T")
 
 
-def retry_budget() -> float:
-    """Seconds an operation may go on failing without progress before it gives up (MODELSHIP_RETRY_BUDGET)."""
-    try:
-        return max(0.0, float(os.environ.get("MODELSHIP_RETRY_BUDGET", DEFAULT_BUDGET)))
-    except ValueError:
-        return DEFAULT_BUDGET
+def max_retries() -> int:
+    """Retries one operation may make after its first attempt: ``MODELSHIP_MAX_ATTEMPTS`` - 1 (default 4)."""
+    return settings.current().max_retries
 
 
 def backoff(attempt: int) -> float:
@@ -51,18 +47,17 @@ def _give_up(what: str, retries: int, e: Exception) -> Exception:
 
 def stalled(e: StallError, seconds: float) -> ModelshipError:
     """The one line for a store that sent nothing for the whole retry budget."""
-    from .stores.base import read_timeout
-
     return ModelshipError(
         f"{e.what} stalled: no bytes for {seconds:.0f} s from {e.store}; check the network, or raise "
-        f"MODELSHIP_READ_TIMEOUT (now {read_timeout():g} s) if the store is only slow"
+        f"MODELSHIP_READ_TIMEOUT (now {settings.current().read_timeout:g} s) if the store is only slow"
     )
 
 
 class Budget:
-    """The retries left to one operation: ``RETRIES`` (or ``retries``) at most, and none after ``seconds``
-    without progress. ``retry`` is called on each failure: it returns the delay before the next attempt, or
-    raises the give-up error."""
+    """The retries left to one operation: ``max_retries()`` at most (or ``retries``, when fewer), and none after
+    ``seconds`` (default ``MODELSHIP_RETRY_BUDGET``) without progress. ``retry`` is called on each failure: it
+    returns the delay before the next attempt, or raises the give-up error. A streamed read that resumes after a
+    broken connection keeps one for the whole stream and calls ``progress()`` as bytes arrive."""
 
     def __init__(
         self,
@@ -74,8 +69,9 @@ class Budget:
         give_up: Callable[[str, int, Exception], Exception] = _give_up,
     ):
         self.what, self.delay, self.give_up = what, delay, give_up
-        self.retries = RETRIES if retries is None else retries
-        self.seconds = retry_budget() if seconds is None else seconds
+        env = settings.current()
+        self.retries = env.max_retries if retries is None else min(retries, env.max_retries)
+        self.seconds = env.retry_budget if seconds is None else seconds
         self.attempt = 0
         self.since = time.monotonic()  # the last progress (or the start)
 
@@ -112,10 +108,11 @@ def retrying(
 ) -> T:
     """``fn()``, retried with ``delay(attempt)`` between tries while it raises one of ``retry_on``.
 
-    The retries end after ``retries`` (default ``RETRIES``) or once the retry budget is spent, with the error
-    ``give_up`` makes (a stalled store gets its own line); a set ``cancel`` ends the wait at once and re-raises
-    the last failure. A long transfer passes its own ``budget`` (instead of retries, delay, give_up) and calls
-    its ``progress()`` as bytes move, so that a failure after minutes of progress is still retried.
+    The retries end after ``retries`` (default and at most ``max_retries()``) or once the retry budget is spent,
+    with the error ``give_up`` makes (a stalled store gets its own line); a set ``cancel`` ends the wait at once
+    and re-raises the last failure. A long transfer passes its own ``budget`` (instead of retries, delay,
+    give_up) and calls its ``progress()`` as bytes move, so that a failure after minutes of progress is still
+    retried.
     """
     budget = budget or Budget(what, retries=retries, delay=delay, give_up=give_up)
     waiter = cancel or threading.Event()

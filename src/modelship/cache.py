@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from . import settings
 from ._fs import owner_pid, pid_alive, temp_file
 
 # Every verified entry (and every copy of one) gets this mtime. A write through any hard link (DEST files are
@@ -22,10 +23,8 @@ def stamped(st: os.stat_result) -> bool:
 
 
 def default_root() -> Path:
-    if os.environ.get("MODELSHIP_CACHE_DIR"):
-        return Path(os.environ["MODELSHIP_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "modelship"
+    """MODELSHIP_CACHE_DIR, else ``$XDG_CACHE_HOME/modelship`` (``~/.cache/modelship``): see modelship.settings."""
+    return settings.current().cache_dir
 
 
 class Cache:

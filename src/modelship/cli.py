@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__, logs, progress
+from . import __version__, logs, progress, settings
 from .conventions import (
     MODEL_DIGEST_LABEL,
     MODEL_DIR_LABEL,
@@ -468,6 +468,7 @@ def _run(args: argparse.Namespace, verbose: int) -> int:
         progress.set_enabled(False)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        settings.current()  # a malformed MODELSHIP_* variable is refused (exit 2) before anything starts
         args.func(args)
     except ModelshipError as e:
         if verbose >= 2:

@@ -14,8 +14,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from . import settings
+
 _ENABLED: bool | None = None  # set by the CLI's --no-progress; None = decide per stream
-_FALSE = ("", "0", "false", "no", "off")
 
 
 def set_enabled(enabled: bool | None) -> None:
@@ -24,16 +25,11 @@ def set_enabled(enabled: bool | None) -> None:
     _ENABLED = enabled
 
 
-def _env_set(name: str) -> bool:
-    """``CI=true`` / ``MODELSHIP_NO_PROGRESS=1`` count; ``CI=false``, ``=0``, ``=no``, ``=off``, empty do not."""
-    return os.environ.get(name, "").strip().lower() not in _FALSE
-
-
 def enabled(stream: TextIO | None = None) -> bool:
     """Whether bars are drawn on ``stream`` (default stderr)."""
     if _ENABLED is not None:
         return _ENABLED
-    if _env_set("MODELSHIP_NO_PROGRESS") or _env_set("CI"):
+    if settings.current().no_progress:  # MODELSHIP_NO_PROGRESS or CI set (not to 0, false, no, off)
         return False
     stream = stream or sys.stderr
     return bool(getattr(stream, "isatty", lambda: False)())

@@ -138,7 +138,7 @@ def test_a_registry_that_keeps_failing_gives_one_line_and_leaves_the_tag(tmp_pat
     plan = lambda r: Fault.answer(503) if is_patch(r) or is_commit(r) else None  # noqa: E731
     outcome, _, tag, before = _run(tmp_path, app, plan, 5, monkeypatch)
     assert isinstance(outcome, ModelshipError)
-    assert "failed 6 times, last: registry" in str(outcome) and "HTTP 503" in str(outcome)
+    assert "failed 5 times, last: registry" in str(outcome) and "HTTP 503" in str(outcome)
     assert _check(app, outcome, tag, before) == []
 
 

@@ -143,7 +143,7 @@ def test_workers_and_modelship_concurrency_fix_the_number_of_connections(tmp_pat
     assert "--workers must be at least 1" in capsys.readouterr().err
     monkeypatch.setenv("MODELSHIP_CONCURRENCY", "65")
     assert cli.main(["fetch", store, str(tmp_path / "c")]) == 2
-    assert "--workers must be at most 64" in capsys.readouterr().err
+    assert "MODELSHIP_CONCURRENCY='65': give a number of connections from 1 to 64" in capsys.readouterr().err
 
 
 def _drive(tuner: Tuner, rate_of) -> None:

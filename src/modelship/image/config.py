@@ -7,7 +7,6 @@ can be read and tested on its own.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import shlex
 import sys
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -172,7 +172,7 @@ def resolve(
         return None
 
     base, _ = pick(base_image, "base_image")
-    base = base or os.environ.get("MODELSHIP_BASE_IMAGE") or None
+    base = base or settings.current().base_image
     base_explicit = base is not None
     base = base or DEFAULT_BASE_IMAGE
 

@@ -41,7 +41,8 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .._retry import RETRIES, backoff, retrying
+from .. import settings
+from .._retry import backoff, max_retries, retrying
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from ..logs import quiet_azure_identity
 from ..uri import redact
@@ -77,11 +78,7 @@ _SEND_BLOCK = 1024 * 1024
 
 def default_timeout() -> float:
     """Seconds without a byte before a request counts as stalled (``MODELSHIP_REGISTRY_TIMEOUT``, default 120)."""
-    value = os.environ.get("MODELSHIP_REGISTRY_TIMEOUT")
-    try:
-        return float(value) if value else 120.0
-    except ValueError:
-        raise UsageError(f"MODELSHIP_REGISTRY_TIMEOUT={value!r} is not a number of seconds") from None
+    return settings.current().registry_timeout
 
 
 # ---- credentials ------------------------------------------------------------------------------------
@@ -126,8 +123,7 @@ def acr_exchange_allowed(registry: str) -> bool:
     """Whether an Entra ID token may be sent to this registry's token service: Azure Container Registry hosts,
     and those listed in MODELSHIP_ACR_REGISTRIES (comma-separated host[:port]: an ACR behind another name)."""
     host = api_host(registry).lower()
-    listed = {h.strip().lower() for h in os.environ.get("MODELSHIP_ACR_REGISTRIES", "").split(",") if h.strip()}
-    return host in listed or host.split(":", 1)[0].endswith(ACR_SUFFIXES)
+    return host in settings.current().acr_registries or host.split(":", 1)[0].endswith(ACR_SUFFIXES)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -602,7 +598,7 @@ class RegistryClient:
                 raise self.error(resp, f"upload of blob {digest[:19]}…", repository)
             except TransientError as e:
                 failures += 1
-                if failures > RETRIES:
+                if failures > max_retries():
                     raise TransientError(
                         f"upload of blob {digest[:19]}… to {self.registry}/{repository} failed {failures} times, "
                         f"last: {e}"

@@ -34,6 +34,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
 from urllib3.util.retry import Retry
 
+from .. import settings
 from ..errors import (
     AuthError,
     ChecksumError,
@@ -46,7 +47,16 @@ from ..errors import (
 )
 from ..logs import quiet_azure_identity
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
+from .base import (
+    CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
+    SHA256_KEY,
+    ProgressFn,
+    RemoteFile,
+    read_timeout,
+    sdk_retries,
+    timed_out,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +81,7 @@ def _client_opts() -> dict[str, Any]:
     # then modelship's own retries take over with exponential backoff (_retry.retrying, the range loop of _download).
     # No SDK retry after a broken or silent answer (retry_read=0): each would cost a whole read timeout more
     # per attempt, outside modelship's retry budget.
-    retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=2, retry_read=0)  # type: ignore[arg-type]
+    retry = LinearRetry(backoff=0.5, random_jitter_range=0.4, retry_total=sdk_retries(), retry_read=0)  # type: ignore[arg-type]
     return {**_CLIENT_OPTS, "retry_policy": retry, "transport": _transport()}
 
 
@@ -182,7 +192,7 @@ def service_client(uri: ModelURI, credential: Any = None) -> _Client:
     URL, AZURE_STORAGE_KEY, DefaultAzureCredential (azure-identity; https only), anonymous. A credential for
     another account than the URI names is refused, unless MODELSHIP_AZURE_ENDPOINT routes the URI on purpose.
     """
-    override = "" if uri.endpoint else os.environ.get("MODELSHIP_AZURE_ENDPOINT", "").strip()
+    override = "" if uri.endpoint else settings.current().azure_endpoint
     endpoint = uri.endpoint or override or f"https://{uri.location}.blob.core.windows.net"
     opts = _client_opts()
     cs, cs_desc = os.environ.get("AZURE_STORAGE_CONNECTION_STRING"), "AZURE_STORAGE_CONNECTION_STRING"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ..settings import MAX_CONNECTIONS as MAX_CONNECTIONS  # the store clients' pool size (re-exported)
+from ..settings import current
 from ..uri import ModelURI
 
 if TYPE_CHECKING:
@@ -17,23 +18,22 @@ if TYPE_CHECKING:
 
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
 CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 30.0
-# Connections a store client keeps for reuse: at least as many as fetch may read over at once, or each read
-# beyond the pool opens (and closes) a connection of its own.
-MAX_CONNECTIONS = 64
 
 
 def read_timeout() -> float:
     """Seconds a read may see no bytes before the connection counts as dead (then it is retried).
 
-    MODELSHIP_READ_TIMEOUT overrides the default 30 s: a network that drops idle connections silently (no
-    reset) costs this long per stalled read, and a store that stalls for good ends the command after about
-    MODELSHIP_RETRY_BUDGET plus this (see modelship._retry).
+    MODELSHIP_READ_TIMEOUT overrides the default 30 s (see modelship.settings): a network that drops idle
+    connections silently (no reset) costs this long per stalled read, and a store that stalls for good ends the
+    command after about MODELSHIP_RETRY_BUDGET plus this (see modelship._retry).
     """
-    try:
-        return max(0.1, float(os.environ.get("MODELSHIP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)))
-    except ValueError:
-        return DEFAULT_READ_TIMEOUT
+    return current().read_timeout
+
+
+def sdk_retries() -> int:
+    """Quick retries a store's SDK may make inside one of modelship's attempts (2; none when
+    ``MODELSHIP_MAX_ATTEMPTS=1`` asks for no retry at all)."""
+    return min(2, current().max_retries)
 
 
 def timed_out(e: BaseException | None) -> bool:

@@ -317,10 +317,10 @@ class _BlobStream:
                 return data
             self.close()
             self._failures += 1
-            if self._failures > _retry.RETRIES:
+            if self._failures > _retry.max_retries():
                 raise TransientError(
                     f"layer {self.digest[:19]}… of {self.client.registry}/{self.repository}: gave up after "
-                    f"{_retry.RETRIES} retries: {why}"
+                    f"{self._failures - 1} retries: {why}"
                 ) from None
             log.info("layer %s…: %s; resuming from byte %d", self.digest[:19], why, self.pos)
             if self.cancel.wait(_retry.backoff(self._failures)):

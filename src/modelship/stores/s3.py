@@ -22,7 +22,16 @@ from ..errors import (
     UsageError,
 )
 from ..uri import ModelURI, redact
-from .base import CONNECT_TIMEOUT, MAX_CONNECTIONS, SHA256_KEY, ProgressFn, RemoteFile, read_timeout, timed_out
+from .base import (
+    CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
+    SHA256_KEY,
+    ProgressFn,
+    RemoteFile,
+    read_timeout,
+    sdk_retries,
+    timed_out,
+)
 
 
 class S3Source:
@@ -42,7 +51,7 @@ class S3Source:
         self._botocore_exc = botocore.exceptions
         self._parser_error = botocore.parsers.ResponseParserError
         cfg = botocore.config.Config(
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"max_attempts": sdk_retries(), "mode": "standard"},  # retries, not counting the first
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=read_timeout(),
             max_pool_connections=MAX_CONNECTIONS,  # as many as fetch reads over at once (botocore keeps 10)
