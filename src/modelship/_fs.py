@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ModelshipError
@@ -67,6 +68,53 @@ def write_atomic(path: str | Path, data: str | bytes, *, durable: bool = True) -
         raise
     if durable:
         fsync_folder(path.parent)
+
+
+def write_files_atomic(folder: Path, files: Mapping[str, str | bytes]) -> list[Path]:
+    """Write several files into ``folder`` all or nothing: each is written (and fsynced) in a temp folder beside
+    ``folder`` first, so a full disk fails before anything moves; then they are renamed in, and should a rename
+    fail, the files already moved are put back as they were. A name that is a folder in ``folder`` is refused
+    (IsADirectoryError) before anything is written. Returns the paths, in the order given."""
+    for name in files:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(folder / name))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = folder.parent / temp_name(f".{folder.name}.modelship")
+    stage.mkdir()
+    try:
+        for name, data in files.items():
+            write_atomic(stage / name, data)
+        if not folder.exists():
+            os.rename(stage, folder)  # a new folder arrives whole
+            fsync_folder(folder.parent)
+            return [folder / name for name in files]
+        _move_in(stage, folder, list(files))
+        fsync_folder(folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [folder / name for name in files]
+
+
+def _move_in(stage: Path, folder: Path, names: list[str]) -> None:
+    """Rename ``stage/<name>`` over ``folder/<name>`` for each name; on failure undo the renames already done."""
+    done: list[tuple[Path, Path | None]] = []  # (target, its previous version kept in stage, or None: was new)
+    try:
+        for i, name in enumerate(names):
+            target = folder / name
+            backup: Path | None = stage / f".old-{i}"
+            try:
+                os.link(target, backup, follow_symlinks=False)  # the previous file stays reachable for an undo
+            except FileNotFoundError:
+                backup = None
+            os.replace(stage / name, target)
+            done.append((target, backup))
+    except BaseException:
+        for target, backup in reversed(done):
+            if backup is None:
+                target.unlink(missing_ok=True)
+            else:
+                os.replace(backup, target)
+        raise
 
 
 def fsync_folder(folder: Path) -> None:

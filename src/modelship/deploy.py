@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ._fs import no_space, write_files_atomic
 from .errors import ModelshipError, UsageError
 
 DEFAULT_NAME = "modelship-app"
@@ -195,18 +196,26 @@ def render(
         for note in notes:
             if on_note is not None:
                 on_note(note)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create output folder {out_dir}: {e.strerror}") from e
-    written = []
+    files = {}
     for path, docs in loaded:
-        target = out_dir / path.name
         header = f"# Rendered by 'modelship deploy render' from {path.name}: edit the template, not this file.\n"
         header += "".join(f"# Needs: {note}\n" for note in notes)
-        target.write_text(header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False))
-        written.append(target)
-    return written
+        files[path.name] = header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+    return _write(out_dir, files)
+
+
+def _write(out_dir: Path, files: dict[str, str]) -> list[Path]:
+    """All the manifests or none (see write_files_atomic); a failure is one line naming --out."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder")
+    try:
+        return write_files_atomic(out_dir, files)
+    except IsADirectoryError as e:
+        raise UsageError(f"cannot write {e.filename}: it is a folder; remove it or choose another --out") from None
+    except OSError as e:
+        raise no_space(e, f"on the device of {out_dir}", "free space or choose another --out") or ModelshipError(
+            f"cannot write the manifests to {out_dir}: {e.strerror or e.__class__.__name__}; choose a writable --out"
+        ) from None
 
 
 def _template_files(folder: Path) -> list[Path]:

@@ -217,6 +217,27 @@ def test_manifest_write_on_a_full_disk_leaves_the_previous_manifest(tmpfs):
     assert sorted(p.name for p in fs.iterdir()) == ["ballast", "modelship.json"]
 
 
+def test_deploy_render_on_a_full_disk_writes_nothing(capsys, tmpfs):
+    """deploy render with no space left: one line, and --out as it was (it left a 0-byte deployment.yaml and
+    said "unexpected OSError")."""
+    fs = tmpfs("renderfs", "1m")
+    out = fs / "k8s"
+    out.mkdir()
+    (out / "deployment.yaml").write_text("# the previous render\n")
+    fill(fs, 0)
+    capsys.readouterr()
+    image = "reg.io/iris@sha256:" + "0" * 64
+    app = ["--port", "8000", "--ready-path", "/ready", "--live-path", "/live"]
+    rc = cli.main(["deploy", "render", "--image", image, "--out", str(out), *app])
+    err = capsys.readouterr().err
+    assert error_line_problems(rc, err) == [], err
+    assert f"no space left on the device of {out}; free space or choose another --out" in err
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml"]
+    assert (out / "deployment.yaml").read_text() == "# the previous render\n"
+    assert sorted(p.name for p in fs.iterdir()) == ["ballast", "k8s"]
+    _record_single("disk full for deploy render", "clean-failure", err.strip())
+
+
 def test_model_file_edited_in_place_after_the_fetch(azurite_backend, monkeypatch, tmp_path):
     """DEST files are hard links to cache entries: writing one in place (root ignores the 0444 mode) must not
     poison the cache, and the next fetch must notice DEST is no longer what was fetched."""

@@ -9,7 +9,7 @@ import yaml
 
 from modelship import cli
 from modelship.deploy import default_template_dir, render
-from modelship.errors import UsageError
+from modelship.errors import ModelshipError, UsageError
 from support import ROOT
 from support.kube import KUBE_VERSIONS, by_kind, validate
 
@@ -218,6 +218,48 @@ def test_cli_renders_and_refuses_a_tag(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("modelship: error: image 'iris:latest' is not pinned by digest")
     assert len(err.splitlines()) == 1
+
+
+def test_a_folder_in_the_way_refuses_the_render_and_writes_nothing(tmp_path, capsys):
+    """--out where service.yaml is a folder: one line naming it, and the old deployment.yaml kept (it was
+    replaced and the service never written: half a deployment)."""
+    out = tmp_path / "k8s"
+    out.mkdir()
+    (out / "deployment.yaml").write_text("# mine\n")
+    (out / "service.yaml").mkdir()
+    rc = cli.main(["deploy", "render", "--image", IMAGE, "--out", str(out), *APP_ARGS])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err == (
+        f"modelship: error: cannot write {out / 'service.yaml'}: it is a folder; remove it or choose another --out\n"
+    )
+    assert (out / "deployment.yaml").read_text() == "# mine\n"
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "service.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s"]  # no temp folder left beside --out
+
+
+def test_a_failed_rename_puts_back_the_files_already_moved(tmp_path, monkeypatch):
+    """All or nothing also when the last rename fails (an interrupt, a file system error): the manifests
+    already moved in are put back as they were, new ones removed."""
+    import os
+
+    out = tmp_path / "k8s"
+    out.mkdir()
+    (out / "deployment.yaml").write_text("# the previous render\n")
+    real_replace = os.replace
+
+    def fail_on_service(src, dst):
+        if str(dst).endswith("service.yaml"):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_service)
+    with pytest.raises(ModelshipError, match=f"cannot write the manifests to {out}: Input/output error"):
+        render(IMAGE, out, **APP)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml"]
+    assert (out / "deployment.yaml").read_text() == "# the previous render\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s"]
 
 
 def test_the_example_ships_the_default_templates():
