@@ -42,7 +42,7 @@ assemble_model() {  # assemble_model RUN TAG: the model onto the app image, in t
   python3 - "$OUT/assemble-$run.json" "$t0" "$(now)" <<'PY' | tee "$OUT/assemble-$run.txt"
 import json, sys
 a, seconds = json.load(open(sys.argv[1])), float(sys.argv[3]) - float(sys.argv[2])
-ref = a["ref"].rsplit(":", 1)[0] + "@" + a["digest"]
+ref = a["ref"]  # REGISTRY/REPO@sha256:…, as every verb that writes an image prints it
 if a["unchanged"]:
     print(f"{ref}: 0 bytes, same digest ({seconds:.1f} s)")
 else:
@@ -52,7 +52,7 @@ PY
 
 smoke_and_promote() {  # smoke_and_promote RUN: test the exact digest that will run, then tag it
   local run=$1 digest
-  digest=$(field "$OUT/assemble-$run.json" digest)
+  digest=$(field "$OUT/assemble-$run.json" image_digest)
   step "[$run] smoke-test $IMAGE@${digest:0:19}… with the pytest plugin"
   (cd "$OUT" && pytest -c "$OUT/pytest.ini" -p no:cacheprovider -q --rootdir "$OUT" --modelship-pull \
     --modelship-image "$IMAGE@$digest" --modelship-cases "$APP/modelship-cases.yaml" --junitxml "$OUT/smoke-$run.xml") \
@@ -87,11 +87,11 @@ step "[again] the nightly run with nothing new"
 fetch_latest again
 assemble_model again v2
 grep -q "0 bytes, same digest" "$OUT/assemble-again.txt" || { echo "demo: a run with nothing new uploaded something" >&2; exit 1; }
-[ "$(field "$OUT/assemble-again.json" digest)" = "$(field "$OUT/assemble-v2.json" digest)" ] \
+[ "$(field "$OUT/assemble-again.json" image_digest)" = "$(field "$OUT/assemble-v2.json" image_digest)" ] \
   || { echo "demo: a run with nothing new gave another digest" >&2; exit 1; }
 
-D1=$(field "$OUT/assemble-v1.json" digest)
-D2=$(field "$OUT/assemble-v2.json" digest)
+D1=$(field "$OUT/assemble-v1.json" image_digest)
+D2=$(field "$OUT/assemble-v2.json" image_digest)
 version_of() { modelship inspect "$IMAGE@$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["version"])'; }
 v1_model=$(version_of "$D1")
 v2_model=$(version_of "$D2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import traceback
@@ -87,6 +88,55 @@ def _one_line(message: str, limit: int = 1000) -> str:
     return message
 
 
+def pinned(image: str, digest: str) -> str:
+    """``REGISTRY/REPO@sha256:…`` of ``image`` (a tag, or a digest, dropped): the glossary's ``ref``."""
+    name = image.split("@", 1)[0]
+    repo, slash, last = name.rpartition("/")  # a registry port has a ':' too: only the last segment's is a tag
+    return f"{repo}{slash}{last.split(':', 1)[0]}@{digest}"
+
+
+def _lookup(data: dict[str, Any], key: str) -> Any:
+    """``key`` of a ``--json`` result, dotted for a nested block (``model.version``)."""
+    value: Any = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _pipeline_variable(spec: str) -> tuple[str, str]:
+    name, eq, key = spec.partition("=")
+    if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) or not key:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not NAME=KEY (e.g. imageRef=ref)")
+    return name, key
+
+
+def _emit(a: argparse.Namespace, data: dict[str, Any], human: Callable[[], None]) -> None:
+    """A verb's result: ``--json`` (the glossary's keys), else the human lines; then any pipeline variables.
+
+    ``--pipeline-variable NAME=KEY`` prints Azure Pipelines' logging command for KEY's value, as an output
+    variable of the step (``$(STEP.NAME)``, ``dependencies.JOB.outputs['STEP.NAME']``) and as a variable of the
+    later steps of the job (``$(NAME)``): what the templates need, so that no template parses JSON itself.
+    """
+    if a.json:
+        _print_json(data)
+    else:
+        human()
+    wanted = getattr(a, "pipeline_variable", None) or []
+    values = []
+    for name, key in wanted:
+        value = _lookup(data, key)
+        if value is None or isinstance(value, (dict, list)):
+            raise UsageError(
+                f"--pipeline-variable {name}={key}: this result has no single value {key!r}; "
+                f"its keys: {', '.join(sorted(k for k, v in data.items() if not isinstance(v, (dict, list))))}"
+            )
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        values.append((name, text))
+    for name, text in values:
+        print(f"##vso[task.setvariable variable={name};isOutput=true]{text}")
+        print(f"##vso[task.setvariable variable={name}]{text}")
+
+
 def _model_json(d: dict[str, Any]) -> dict[str, Any]:
     """A manifest or lock as printed by --json: its tree digest is ``model_digest`` (``image_digest`` is an image's)."""
     out = {k: v for k, v in d.items() if k != "digest"}
@@ -103,15 +153,16 @@ def cmd_publish(a: argparse.Namespace) -> None:
     if a.uri.lower().startswith("oci://"):
         _publish_image(a)
         return
-    if a.image_dir:
-        raise UsageError("--image-dir is for oci:// model images only")
+    if a.image_model_dir:
+        raise UsageError("--image-model-dir is for oci:// model images only")
     m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
-    if a.json:
-        _print_json(_model_json(m.to_dict()))
-    else:
+
+    def human() -> None:
         size = sum(f.size for f in m.files)
         where = f"{m.uri.rstrip('/')}/{m.version}"
         print(f"published {a.model_dir} as {where} ({len(m.files)} files, {_human(size)}) {m.digest}")
+
+    _emit(a, _model_json(m.to_dict()), human)
 
 
 def _publish_image(a: argparse.Namespace) -> None:
@@ -119,70 +170,92 @@ def _publish_image(a: argparse.Namespace) -> None:
     from .oci.modelimage import publish_image
 
     r = publish_image(
-        a.model_dir, a.uri, version=a.version, force=a.force, image_dir=a.image_dir or MODEL_DIR, quiet=a.json
+        a.model_dir, a.uri, version=a.version, force=a.force, image_dir=a.image_model_dir or MODEL_DIR, quiet=a.json
     )
-    if a.json:
-        _print_json(r.to_dict())
-        return
-    size = sum(f.size for f in r.manifest.files)
-    how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
-    print(f"published {a.model_dir} as {r.ref} ({len(r.manifest.files)} files, {_human(size)}; {how}) {r.digest}")
+    d = r.to_dict()
+    data = {
+        **{k: v for k, v in d.items() if k not in ("ref", "pinned", "image_dir") and not k.startswith("modelpack")},
+        "image": d["ref"],
+        "ref": d["pinned"],
+        "image_model_dir": d["image_dir"],
+        "modelpack": {
+            "image": d["modelpack_ref"],
+            "ref": pinned(d["modelpack_ref"], d["modelpack_digest"]),
+            "image_digest": d["modelpack_digest"],
+        },
+    }
+
+    def human() -> None:
+        size = sum(f.size for f in r.manifest.files)
+        how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
+        files = f"{len(r.manifest.files)} files, {_human(size)}"
+        print(f"published {a.model_dir} as {r.ref} ({files}; {how}) {data['image_digest']}")
+
+    _emit(a, data, human)
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
     from ._resolve import resolve
 
     res = resolve(a.uri, version=a.version, pre=a.pre)
-    if a.json:
-        known = all(f.sha256 for f in res.files)
-        digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
-        # the model block as inspect and build print it; model_digest is null when the store has no sha256s
-        _print_json({**res.to_dict(), "model": {"uri": res.uri, "version": res.version, "model_digest": digest}})
-        return
-    print(f"{res.uri} version {res.version or '(unversioned)'}: {len(res.files)} files, {_human(res.size)}")
-    for f in res.files:
-        print(f"  {f.path}  {f.size}  etag={f.etag or '-'}  sha256={f.sha256 or '-'}")
+    known = all(f.sha256 for f in res.files)
+    digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
+    # the model block as inspect and build print it; model_digest is null when the store has no sha256s
+    data = {**res.to_dict(), "model": {"uri": res.uri, "version": res.version, "model_digest": digest}}
+
+    def human() -> None:
+        print(f"{res.uri} version {res.version or '(unversioned)'}: {len(res.files)} files, {_human(res.size)}")
+        for f in res.files:
+            print(f"  {f.path}  {f.size}  etag={f.etag or '-'}  sha256={f.sha256 or '-'}")
+
+    _emit(a, data, human)
 
 
 def cmd_lock(a: argparse.Namespace) -> None:
     from ._resolve import lock
 
     lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output)
-    if a.json:
-        _print_json(_model_json(lk.to_dict()))
-    else:
-        print(
-            f"locked {lk.uri} version {lk.version or '(unversioned)'} ({len(lk.files)} files) {lk.digest} → {a.output}"
-        )
+    data = _model_json(lk.to_dict())
+    if lk.pin and lk.uri.lower().startswith("oci://"):
+        data["ref"] = pinned(lk.uri[len("oci://") :], lk.pin)  # the model image, pinned: what deploy mounts
+
+    def human() -> None:
+        version = lk.version or "(unversioned)"
+        print(f"locked {lk.uri} version {version} ({len(lk.files)} files) {lk.digest} → {a.output}")
+
+    _emit(a, data, human)
 
 
 def cmd_fetch(a: argparse.Namespace) -> None:
     from ._fetch import fetch
 
     r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers)
-    if a.json:
-        _print_json(
-            {
-                **_model_json(r.manifest.to_dict()),
-                "dest": str(r.dest),
-                "downloaded_files": r.downloaded_files,
-                "downloaded_bytes": r.downloaded_bytes,
-                "cached_files": r.cached_files,
-                "unchanged": r.unchanged,
-            }
-        )
-        return
     m = r.manifest
-    how = (
-        "unchanged"
-        if r.unchanged
-        else f"{r.downloaded_files} downloaded ({_human(r.downloaded_bytes)}), {r.cached_files} from cache"
-    )
-    print(f"fetched {m.uri} version {m.version or '(unversioned)'} → {r.dest} ({len(m.files)} files; {how}) {m.digest}")
+    data = {
+        **_model_json(m.to_dict()),
+        "dest": str(r.dest),
+        "downloaded_files": r.downloaded_files,
+        "downloaded_bytes": r.downloaded_bytes,
+        "cached_files": r.cached_files,
+        "unchanged": r.unchanged,
+    }
+
+    def human() -> None:
+        how = (
+            "unchanged"
+            if r.unchanged
+            else f"{r.downloaded_files} downloaded ({_human(r.downloaded_bytes)}), {r.cached_files} from cache"
+        )
+        version = m.version or "(unversioned)"
+        print(f"fetched {m.uri} version {version} → {r.dest} ({len(m.files)} files; {how}) {m.digest}")
+
+    _emit(a, data, human)
 
 
 def cmd_build(a: argparse.Namespace) -> None:
     from .image import build
+    from .image import labels as image_labels
+    from .image._inspect import model_block
 
     img = build(
         a.app_dir,
@@ -199,29 +272,30 @@ def cmd_build(a: argparse.Namespace) -> None:
         pull=a.pull,
         quiet=a.quiet or a.json,
     )
-    if a.json:
-        from .image import labels as image_labels
-        from .image._inspect import model_block
+    # "id" is the engine's image id; the registry's image_digest (and so a ref) exists only once pushed
+    data = {
+        "id": img.id,
+        "tags": list(img.tags),
+        "labels": img.labels,
+        "model": model_block(img.labels),
+        "app": image_labels.app_settings(img.labels),
+    }
 
-        # "id" is the engine's image id; the registry's image_digest exists only once pushed (push --json)
-        _print_json(
-            {
-                "id": img.id,
-                "tags": list(img.tags),
-                "labels": img.labels,
-                "model": model_block(img.labels),
-                "app": image_labels.app_settings(img.labels),
-            }
-        )
-    elif a.model is None:
-        model_dir = img.labels.get(MODEL_DIR_LABEL) or "its MODELSHIP_MODEL_DIR"
-        print(f"built {', '.join(img.tags)} ({img.id[:19]}) app-only: 'modelship assemble' puts a model at {model_dir}")
-    else:
-        version = img.labels.get(MODEL_VERSION_LABEL) or "(unversioned)"
-        print(
-            f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
-            f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
-        )
+    def human() -> None:
+        if a.model is None:
+            image_model_dir = img.labels.get(MODEL_DIR_LABEL) or "its MODELSHIP_MODEL_DIR"
+            print(
+                f"built {', '.join(img.tags)} ({img.id[:19]}) app-only: "
+                f"'modelship assemble' puts a model at {image_model_dir}"
+            )
+        else:
+            version = img.labels.get(MODEL_VERSION_LABEL) or "(unversioned)"
+            print(
+                f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
+                f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
+            )
+
+    _emit(a, data, human)
 
 
 def cmd_push(a: argparse.Namespace) -> None:
@@ -229,27 +303,29 @@ def cmd_push(a: argparse.Namespace) -> None:
 
     password = sys.stdin.readline().rstrip("\n") if a.password_stdin else None
     digest = push(a.image, username=a.username, password=password, quiet=a.quiet or a.json)
-    if a.json:
-        _print_json({"image": a.image, "image_digest": digest})
-    else:
-        print(f"pushed {a.image} {digest}")
+    data = {"image": a.image, "ref": pinned(a.image, digest), "image_digest": digest}
+    _emit(a, data, lambda: print(f"pushed {a.image} {digest}"))
 
 
 def cmd_inspect(a: argparse.Namespace) -> None:
     from .image import inspect
 
     info = inspect(a.image)
-    if a.json:
-        _print_json(info)
-        return
-    model = info.get("model") or {}
-    print(f"{info.get('ref', a.image)} ({info.get('source', '?')})")
-    print(
-        f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} {model.get('model_digest') or '-'}"
-    )
-    for k, v in sorted((info.get("labels") or {}).items()):
-        if k != MODEL_MANIFEST_LABEL:
-            print(f"  {k}={v}")
+    digest = info.get("image_digest")
+    data = {**info, "image": a.image, "ref": pinned(a.image, digest) if digest else None}
+
+    def human() -> None:
+        model = data.get("model") or {}
+        print(f"{data['ref'] or a.image} ({data.get('source', '?')})")
+        print(
+            f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} "
+            f"{model.get('model_digest') or '-'}"
+        )
+        for k, v in sorted((data.get("labels") or {}).items()):
+            if k != MODEL_MANIFEST_LABEL:
+                print(f"  {k}={v}")
+
+    _emit(a, data, human)
 
 
 def _registry_password(a: argparse.Namespace) -> str | None:
@@ -261,22 +337,35 @@ def cmd_assemble(a: argparse.Namespace) -> None:
 
     password = _registry_password(a)
     r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
-    if a.json:
-        _print_json(r.to_dict())
-    else:
+    d = r.to_dict()
+    data = {
+        **{k: v for k, v in d.items() if k not in ("ref", "pinned", "digest", "base")},
+        "image": d["ref"],
+        "ref": d["pinned"],
+        "image_digest": d["digest"],
+        "app_ref": d["base"],
+        "model": {k: v for k, v in d["model"].items() if k != "digest"} | {"model_digest": d["model"].get("digest")},
+    }
+
+    def human() -> None:
         how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
-        print(f"assembled {r.ref} {r.digest} ({how})")
+        model = r.model.get("version") or "(unversioned)"
+        print(f"assembled {data['image']} {data['image_digest']} ({how}; app {data['app_ref']}, model {model})")
+
+    _emit(a, data, human)
 
 
 def cmd_promote(a: argparse.Namespace) -> None:
     from .oci._assemble import promote
 
     r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
-    if a.json:
-        _print_json(r.to_dict())
-    else:
+    data = {"ref": pinned(r.ref, r.digest), "image_digest": r.digest, "tags": list(r.tags)}
+
+    def human() -> None:
         for t in r.tags:
             print(f"promoted {t} -> {r.digest}")
+
+    _emit(a, data, human)
 
 
 def cmd_deploy_render(a: argparse.Namespace) -> None:
@@ -293,7 +382,7 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
         live_path=a.live_path,
         model_image=a.model_image,
         mount=a.mount,
-        model_dir=a.model_dir,
+        model_dir=a.image_model_dir,
         on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
     )
     for p in paths:
@@ -301,6 +390,11 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------ parser
+
+
+def _hidden_alias(sp: argparse.ArgumentParser, old: str, dest: str) -> None:
+    """An option's spelling before the glossary (docs/architecture.md): still taken for one release, not listed."""
+    sp.add_argument(old, dest=dest, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help, parents=[common])
         sp.set_defaults(func=fn)
         if json_opt:
-            sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+            out = sp.add_mutually_exclusive_group()
+            out.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+            out.add_argument(
+                "--pipeline-variable",
+                action="append",
+                type=_pipeline_variable,
+                metavar="NAME=KEY",
+                help="also set Azure Pipelines variable NAME to the --json key KEY (repeatable; e.g. imageRef=ref)",
+            )
         return sp
 
     sp = add("publish", cmd_publish, "upload a model folder as a new version")
@@ -333,10 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
     sp.add_argument(
-        "--image-dir",
+        "--image-model-dir",
         metavar="PATH",
         help="oci:// only: the model's folder in the image (default /opt/modelship/model)",
     )
+    _hidden_alias(sp, "--image-dir", "image_model_dir")
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
@@ -438,8 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the model image reaches the app (default image-volume: Kubernetes >= 1.33)",
     )  # fmt: skip
     sp.add_argument(
-        "--model-dir", metavar="PATH", help="the app's model dir (default: its io.modelship.model.dir label)"
+        "--image-model-dir",
+        metavar="PATH",
+        help="the model's folder in the app image (default: its io.modelship.model.dir label)",
     )
+    _hidden_alias(sp, "--model-dir", "image_model_dir")
     return p
 
 

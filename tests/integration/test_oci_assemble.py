@@ -398,18 +398,22 @@ def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_ima
     out = _cli("assemble", app_image, "--model", str(model), "--tag", f"{repo_ref}:candidate", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["pinned"] == f"{repo_ref}@{result['digest']}" and tag_digest(reg, repo, "stable") == before
+    # the glossary's keys: image (as written), ref (pinned), image_digest, app_ref
+    assert result["ref"] == f"{repo_ref}@{result['image_digest']}" and tag_digest(reg, repo, "stable") == before
+    assert result["image"] == f"{repo_ref}:candidate" and result["app_ref"].split("@")[0] == repo_ref
+    assert not {"digest", "pinned", "base"} & set(result) and "model_digest" in result["model"]
 
-    out = _cli("promote", result["pinned"], "--tag", "stable", "--tag", f"{repo_ref}:prod")
+    out = _cli("promote", result["ref"], "--tag", "stable", "--tag", f"{repo_ref}:prod")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [f"promoted {repo_ref}:{t} -> {result['digest']}" for t in ("stable", "prod")]
-    assert tag_digest(reg, repo, "stable") == tag_digest(reg, repo, "prod") == result["digest"]
-    r = promote(result["pinned"], ["stable"])  # again: idempotent
+    promoted = [f"promoted {repo_ref}:{t} -> {result['image_digest']}" for t in ("stable", "prod")]
+    assert out.stdout.splitlines() == promoted
+    assert tag_digest(reg, repo, "stable") == tag_digest(reg, repo, "prod") == result["image_digest"]
+    r = promote(result["ref"], ["stable"])  # again: idempotent
     assert r.tags == (f"{repo_ref}:stable",)
 
     for args, says in (
         (("promote", f"{repo_ref}:candidate", "--tag", "x"), "promote takes the digest that was tested"),
-        (("promote", result["pinned"], "--tag", f"{reg}/elsewhere:x"), "promote tags within"),
+        (("promote", result["ref"], "--tag", f"{reg}/elsewhere:x"), "promote tags within"),
         (("assemble", app_image, "--model", str(tmp_path), "--tag", f"{repo_ref}:y"), "has no modelship.json"),
         (("assemble", f"{repo_ref}:no-such-tag", "--model", str(model), "--tag", f"{repo_ref}:y"), "not found"),
     ):

@@ -108,7 +108,7 @@ def test_basic_auth_registry_from_docker_config_and_password_stdin(
     scanner = Scanner({"password": PASSWORD})
     scanner.text("stdout", out.stdout)
     scanner.text("stderr -vv", out.stderr)
-    assert scanner.hits == [] and json.loads(out.stdout)["digest"] == r.digest
+    assert scanner.hits == [] and json.loads(out.stdout)["image_digest"] == r.digest
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,30 @@ def test_pull_requests_never_push_and_only_the_schedule_deploys():
     (push_step,) = [s for s in push["steps"] if "bash" in s]
     assert push_step["condition"] == "${{ parameters.condition }}"
     assert push_step["name"] == "push"
-    assert "isOutput=true]" in push_step["bash"]
+    # its output variables, as modelship prints them for the step (isOutput=true: other jobs read push.imageRef)
+    assert set(_pipeline_lines(push_step["bash"], PUSHED)) >= {
+        f"##vso[task.setvariable variable=imageRef;isOutput=true]{PUSHED['ref']}",
+        f"##vso[task.setvariable variable=imageDigest;isOutput=true]{PUSHED['image_digest']}",
+    }
+
+
+PUSHED = {"image": "reg:5000/app:1", "ref": "reg:5000/app@sha256:" + "a" * 64, "image_digest": "sha256:" + "a" * 64}
+
+
+def _pipeline_lines(script: str, result: dict) -> list[str]:
+    """The ##vso lines modelship prints for the one command of ``script``, given the verb's result."""
+    import contextlib
+    import io
+
+    from modelship import cli
+
+    script = re.sub(r"\$\{\{[^}]*\}\}", result["image"], script)  # the template's parameters
+    (args,) = [args for _, args in pc.modelship_commands(script) if args]
+    ns = build_parser().parse_args(args)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli._emit(ns, result, lambda: print("human line"))
+    return [line for line in out.getvalue().splitlines() if line.startswith("##vso[")]
 
 
 def _root_commands(template: str) -> list[list[str]]:
@@ -163,7 +186,11 @@ def test_a_commit_builds_the_app_pushes_it_assembles_the_model_smoke_tests_the_d
     # the assemble step's outputs are the digest, not a tag
     text = (TEMPLATES / "steps" / "assemble-image.yml").read_text()
     step = yaml.safe_load(text)["steps"][0]
-    assert step["name"] == "assemble" and "variable=imageRef;isOutput=true" in step["bash"]
+    assembled = {**PUSHED, "unchanged": False}
+    assert step["name"] == "assemble" and set(_pipeline_lines(step["bash"], assembled)) >= {
+        f"##vso[task.setvariable variable=imageRef;isOutput=true]{PUSHED['ref']}",
+        "##vso[task.setvariable variable=unchanged;isOutput=true]false",
+    }
     assert step["env"]["APP_IMAGE"] == "${{ parameters.appImage }}"
 
 
@@ -320,3 +347,18 @@ steps:
     assert via_caller == [["build", "app", "--model", "m", "--tag", "reg/app:1"]]
     alone = [c.args for c in report.commands if c.where.startswith("steps/callee.yml")]
     assert alone == [["build", "app", "--tag", "reg/app:1"]]
+
+
+def test_no_template_carries_python():
+    # the CLI prints what a pipeline needs (--pipeline-variable NAME=KEY): no inline interpreter parses its JSON
+    carriers = [
+        str(p.relative_to(ROOT))
+        for p in PIPELINE_FILES
+        if re.search(r"\bpython3?\s+-(\s|$)|\bpython3?\s+-c\b", p.read_text())
+    ]
+    assert carriers == []
+    # not vacuous: the output variables the templates hand on come from modelship's own command lines
+    report = pc.check(PIPELINE_FILES, REPOS, build_parser)
+    variables = {spec for c in report.commands for spec in c.args if re.fullmatch(r"[A-Za-z]+=[a-z_.]+", spec)}
+    assert {"imageRef=ref", "imageDigest=image_digest", "modelImageRef=ref", "appImageRef=ref"} <= variables
+    assert {"modelVersion=version", "modelDigest=model_digest", "unchanged=unchanged"} <= variables

@@ -1,0 +1,81 @@
+"""What the CLI prints: the glossary's names (docs/architecture.md), pinned refs and pipeline variables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelship import cli
+
+
+@pytest.mark.parametrize(
+    ("image", "digest", "ref"),
+    [
+        ("127.0.0.1:5000/team/iris:1.4", "sha256:aa", "127.0.0.1:5000/team/iris@sha256:aa"),
+        ("myacr.azurecr.io/iris", "sha256:bb", "myacr.azurecr.io/iris@sha256:bb"),
+        ("reg:5000/iris@sha256:old", "sha256:cc", "reg:5000/iris@sha256:cc"),
+        ("iris:dev", "sha256:dd", "iris@sha256:dd"),
+    ],
+)
+def test_ref_is_the_repository_pinned_by_digest(image, digest, ref):
+    assert cli.pinned(image, digest) == ref
+
+
+def test_old_option_spellings_still_work_but_are_not_listed(capsys):
+    parser = cli.build_parser()
+    a = parser.parse_args(["publish", "m", "oci://r:5000/x", "--version", "1", "--image-dir", "/models/a"])
+    b = parser.parse_args(["publish", "m", "oci://r:5000/x", "--version", "1", "--image-model-dir", "/models/a"])
+    assert a.image_model_dir == b.image_model_dir == "/models/a"
+    ref = "r:5000/x@sha256:" + "0" * 64
+    c = parser.parse_args(["deploy", "render", "--image", ref, "--out", "k8s", "--model-dir", "/m"])
+    d = parser.parse_args(["deploy", "render", "--image", ref, "--out", "k8s", "--image-model-dir", "/m"])
+    assert c.image_model_dir == d.image_model_dir == "/m"
+    for argv in (["publish", "--help"], ["deploy", "render", "--help"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        text = capsys.readouterr().out
+        assert "--image-model-dir" in text and "--image-dir" not in text and "--model-dir" not in text
+
+
+def _model(path):
+    path.mkdir()
+    (path / "w.bin").write_bytes(b"weights")
+    return path
+
+
+def test_pipeline_variables_come_from_the_json_keys(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    store = (tmp_path / "store").as_uri()
+    assert cli.main(["publish", str(_model(tmp_path / "m")), store, "--version", "1.0.0", "--json"]) == 0
+    published = json.loads(capsys.readouterr().out)
+    argv = ["fetch", store, str(tmp_path / "dest"), "--pipeline-variable", "modelVersion=version"]
+    assert cli.main([*argv, "--pipeline-variable", "modelDigest=model_digest", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("fetched ")  # the human line first, then what the agent reads
+    assert lines[1:] == [
+        "##vso[task.setvariable variable=modelVersion;isOutput=true]1.0.0",
+        "##vso[task.setvariable variable=modelVersion]1.0.0",
+        f"##vso[task.setvariable variable=modelDigest;isOutput=true]{published['model_digest']}",
+        f"##vso[task.setvariable variable=modelDigest]{published['model_digest']}",
+    ]
+    # a key the result does not have is named, with the ones it has
+    argv = ["fetch", store, str(tmp_path / "dest"), "--pipeline-variable", "imageRef=ref"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("modelship: error: --pipeline-variable imageRef=ref: this result has no single value 'ref'")
+    assert "model_digest" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--pipeline-variable", "imageRef"], "is not NAME=KEY"),
+        (["--pipeline-variable", "a b=ref"], "is not NAME=KEY"),
+        (["--pipeline-variable", "imageRef=ref", "--json"], "not allowed with argument"),
+    ],
+)
+def test_bad_pipeline_variables_are_usage_errors(extra, says, capsys):
+    assert cli.main(["resolve", "file:///nowhere", *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
