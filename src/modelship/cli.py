@@ -310,13 +310,16 @@ def cmd_push(a: argparse.Namespace) -> None:
 def cmd_inspect(a: argparse.Namespace) -> None:
     from .image import inspect
 
-    info = inspect(a.image)
+    info = inspect(a.image, platform=a.platform)
     digest = info.get("image_digest")
     data = {**info, "image": a.image, "ref": pinned(a.image, digest) if digest else None}
 
     def human() -> None:
         model = data.get("model") or {}
-        print(f"{data['ref'] or a.image} ({data.get('source', '?')})")
+        where = data.get("source", "?")
+        if data.get("platforms"):  # an index: say which of its images was read
+            where += f", {data['platform']} of {', '.join(data['platforms'])}; --platform picks another"
+        print(f"{data['ref'] or a.image} ({where})")
         print(
             f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} "
             f"{model.get('model_digest') or '-'}"
@@ -502,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("inspect", cmd_inspect, "show an image's model and provenance labels (local or in a registry)")
     sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument(
+        "--platform", metavar="OS/ARCH", help="of a multi-platform image, this platform's (default: this machine's)"
+    )
 
     def registry_login(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")

@@ -248,6 +248,7 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     pushed = json.loads(capsys.readouterr().out)
     digest = pushed["image_digest"]
     assert "digest" not in pushed
+    assert pushed["ref"] == f"{repo}@{digest}" and pushed["image"] == f"{repo}:app1"  # pinned: nothing to glue
     assert digest.startswith("sha256:")
     assert push(f"{repo}:app1-model-1.5", quiet=True, docker_client=docker_client).startswith("sha256:")
     for t in built["tags"]:

@@ -238,3 +238,14 @@ def test_publish_to_a_registry_that_is_down_or_denies_is_one_line(tmp_path, regi
         )  # fmt: skip
     assert denied.returncode == 1 and denied.stderr.count("\n") == 1, denied.stderr
     assert "wants credentials" in denied.stderr and "docker login" in denied.stderr
+
+
+def test_a_library_publish_prints_nothing_and_the_cli_says_it_once(tmp_path, registry, capfd, monkeypatch):
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    model_files(tmp_path / "m", "1.0.0", big_mb=1)
+    uri = f"oci://{registry}/{unique_repo('mi/quiet')}"
+    r = publish_image(tmp_path / "m", uri, version="1.0.0")  # defaults, as a user's script calls it
+    assert r.uploaded_bytes > 0 and capfd.readouterr() == ("", "")
+    out = _cli("publish", str(tmp_path / "m"), uri, "--version", "1.0.0", "--no-progress")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.count("\n") == 1 and out.stdout.rstrip().endswith(r.digest)  # once, on stdout

@@ -422,3 +422,31 @@ def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_ima
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0], out.stderr
     assert tag_digest(reg, repo, "y") is None
+
+
+def test_inspect_of_an_index_says_which_platform_it_read(multi_platform_app):
+    out = _cli("inspect", multi_platform_app)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]  # never a silent pick: which image of the index, and which there are
+    assert "(registry, linux/amd64 of linux/amd64, linux/arm64/v8; --platform picks another)" in first, first
+    amd = json.loads(_cli("inspect", multi_platform_app, "--json").stdout)
+    arm = json.loads(_cli("inspect", multi_platform_app, "--platform", "linux/arm64", "--json").stdout)
+    assert (amd["platform"], arm["platform"]) == ("linux/amd64", "linux/arm64/v8")
+    assert amd["platforms"] == arm["platforms"] == ["linux/amd64", "linux/arm64/v8"]
+    assert amd["id"] != arm["id"] and amd["ref"] == arm["ref"]  # two configs, one index digest
+    out = _cli("inspect", multi_platform_app, "--platform", "windows/amd64")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"modelship: error: {multi_platform_app}: no windows/amd64 image in the index "
+        "(platforms: linux/amd64, linux/arm64/v8)"
+    ]
+
+
+def test_a_library_assemble_prints_nothing_and_the_cli_says_it_once(tmp_path, app_image, no_engine, capfd):
+    model = _model(tmp_path / "model", "7.0", big_mb=1)
+    target = f"{app_image.rsplit(':', 1)[0]}:quiet"
+    r = assemble(app_image, model, target)  # defaults, as a user's script calls it
+    assert r.uploaded_bytes > 0 and capfd.readouterr() == ("", "")
+    out = _cli("assemble", app_image, "--model", str(model), "--tag", target, "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and out.stdout.count("\n") == 1  # one success line, on stdout only
+    assert out.stdout.startswith(f"assembled {target} {r.digest} (unchanged, 0 bytes uploaded; app ")

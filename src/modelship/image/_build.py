@@ -378,8 +378,6 @@ def build(
             # failed, interrupted (Ctrl-C, SIGTERM) or cancelled: leave no half-built images behind
             debris.discard(client, traces, quiet=quiet)
             raise
-    if not quiet:
-        print(f"modelship: built {image_id[:19]} tagged {', '.join(tags)}", file=sys.stderr)
     return BuiltImage(image_id, tuple(tags), labels)
 
 

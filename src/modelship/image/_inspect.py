@@ -6,7 +6,7 @@ import json
 
 from .._docker import engine, short_reason
 from ..conventions import MODEL_DIGEST_LABEL, MODEL_MANIFEST_LABEL, MODEL_URI_LABEL, MODEL_VERSION_LABEL
-from ..errors import DockerError, NotFoundError
+from ..errors import DockerError, NotFoundError, UsageError
 from ..oci.reference import names_registry, parse_reference, split_tag
 from ..oci.registry import remote_image
 from . import labels as labels_mod
@@ -60,23 +60,40 @@ def _local(ref: str, client) -> dict | None:
     return describe(ref, "local", img.id, digest, dict(img.labels or {}))
 
 
-def inspect(ref: str, *, username: str | None = None, password: str | None = None, docker_client=None) -> dict:
-    """Labels and model of an image: the local one if the engine has it, else read from its registry."""
+def inspect(
+    ref: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    docker_client=None,
+    platform: str | None = None,
+) -> dict:
+    """Labels and model of an image: the local one if the engine has it, else read from its registry.
+
+    Of a multi-platform image, ``platform`` and ``platforms`` say which image was read and which there are;
+    ``platform="linux/arm64"`` picks one (from the registry: the engine holds one platform of a name).
+    """
     parse_reference(ref)  # fail early, with a usage error, on a malformed reference
     remote_ok = names_registry(ref)
-    try:
-        with engine(docker_client) as client:
-            found = _local(ref, client)
-            if found is not None:
-                return found
-    except DockerError:
-        if not remote_ok:
-            raise  # a local name: the engine was the only place to look
+    if platform is not None and not remote_ok:
+        raise UsageError(f"--platform reads an image index in a registry: give the full reference, not {ref!r}")
+    if platform is None:  # the engine holds one platform of a name: a platform is read from the index
+        try:
+            with engine(docker_client) as client:
+                found = _local(ref, client)
+                if found is not None:
+                    return found
+        except DockerError:
+            if not remote_ok:
+                raise  # a local name: the engine was the only place to look
     if not remote_ok:
         # never guess Docker Hub for a name the user may simply have mistyped
         raise NotFoundError(
             f"image {ref} not found locally; to read it from a registry give the full reference "
             "(REGISTRY/NAME:TAG, e.g. myacr.azurecr.io/app:1 or docker.io/library/python:3.11)"
         )
-    remote = remote_image(ref, username=username, password=password)
-    return describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])
+    remote = remote_image(ref, username=username, password=password, platform=platform)
+    info = describe(ref, "registry", remote["id"], remote["digest"], remote["labels"])
+    if remote["platforms"]:
+        info.update(platform=remote["platform"], platforms=remote["platforms"])
+    return info

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import re
-import sys
 from typing import NoReturn
 
 from .. import progress
@@ -179,6 +178,4 @@ def push(
         digest = retrying(
             f"push of {name}", lambda: attempt(client), retry_on=(_PushRetry,), on_retry=announce, budget=budget
         )
-    if not quiet:
-        print(f"modelship: pushed {name}@{digest}", file=sys.stderr)
-    return digest
+    return digest  # the CLI prints the result once, on stdout

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -313,7 +312,7 @@ def assemble(
     timeout: float | None = None,
     chunk_size: int = CHUNK,
     large_file: int = LARGE_FILE,
-    quiet: bool = False,
+    quiet: bool = True,
     azure_credential: Any = None,
 ) -> AssembleResult:
     """Append the model in MODEL_DIR (a ``modelship fetch`` folder) to APP_IMAGE and tag the result TAG.
@@ -407,8 +406,6 @@ def _assemble(
     model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
 
     if dst.head_manifest(target.repository, target.tag or "latest") == digest:
-        if not quiet:
-            print(f"modelship: {target} already is {digest}; nothing to upload", file=sys.stderr)
         return _result(target, digest, media_type, app, top, platforms, model_layers_out, set(), 0, True, manifest)
 
     # what the target repository lacks; app layers of another repository are mounted, not re-sent
@@ -454,15 +451,7 @@ def _assemble(
     result = _result(
         target, digest, media_type, app, top, platforms, model_layers_out, uploaded, sum(sent.values()), False, manifest
     )
-    if not quiet:
-        print(f"modelship: assembled {target}@{digest} ({_human(result.uploaded_bytes)} uploaded)", file=sys.stderr)
-    return result
-
-
-def _human(n: int) -> str:
-    from ..progress import human_bytes
-
-    return human_bytes(n)
+    return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
 
 
 def _result(

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from ..conventions import (
 )
 from ..errors import IntegrityError, ModelshipError, UsageError
 from ..manifest import FileEntry, Manifest
-from ..progress import Progress, human_bytes
+from ..progress import Progress
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
 from .reference import Reference, check_tag, parse_reference
 from .registry import (
@@ -304,7 +303,7 @@ def publish_image(
     password: str | None = None,
     timeout: float | None = None,
     large_file: int = LARGE_FILE,
-    quiet: bool = False,
+    quiet: bool = True,
     progress: bool | None = None,
     azure_credential: Any = None,
 ) -> PublishedImage:
@@ -337,8 +336,6 @@ def publish_image(
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         held = client.head_manifest(target.repository, version)
         if held == plan.digest:
-            if not quiet:
-                print(f"modelship: {ref} already is {plan.digest}; nothing to upload", file=sys.stderr)
             return _published(ref, mp_ref, plan, manifest, image_dir, 0, True)
         if held is not None and not force:
             raise ModelshipError(
@@ -356,9 +353,7 @@ def publish_image(
         if now != plan.digest:
             raise IntegrityError(f"{ref} resolves to {now} after the PUT, not {plan.digest}: another writer? re-run")
     result = _published(ref, mp_ref, plan, manifest, image_dir, sent, False)
-    if not quiet:
-        print(f"modelship: published {ref}@{plan.digest} ({human_bytes(sent)} uploaded)", file=sys.stderr)
-    return result
+    return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
 
 
 def _upload(client: RegistryClient, target: Reference, plan: _Plan, show: bool | None) -> int:

@@ -773,8 +773,14 @@ def host_platform() -> str:
     return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def remote_image(ref: str, *, username: str | None = None, password: str | None = None) -> dict[str, Any]:
-    """Manifest digest, config digest (= image id) and labels of a remote image, without pulling it."""
+def remote_image(
+    ref: str, *, username: str | None = None, password: str | None = None, platform: str | None = None
+) -> dict[str, Any]:
+    """Manifest digest, config digest (= image id) and labels of a remote image, without pulling it.
+
+    Of an image index, the image of ``platform`` (default: this machine's, else the first listed) is read;
+    ``platform`` and ``platforms`` say which one and what there was, so that nothing is picked silently.
+    """
     r = parse_reference(ref)
     if (username is None) != (password is None):
         raise UsageError("give both a username and a password, or neither")
@@ -782,19 +788,32 @@ def remote_image(ref: str, *, username: str | None = None, password: str | None 
     with RegistryClient(r.registry, creds) as client:
         got = client.get_manifest(r.repository, r.reference)
         digest, manifest = got.digest, got.json()
+        chosen_platform, platforms = None, []
         if got.is_index or "manifests" in manifest:
             entries = manifest.get("manifests") or []
-            want = host_platform()
-            chosen = next((m for m in entries if platform_of(m).startswith(want)), entries[0] if entries else None)
+            platforms = [platform_of(m) or "unknown" for m in entries]
+            want = platform or host_platform()
+            chosen = next((m for m in entries if platform_of(m).startswith(want)), None)
+            if chosen is None and platform is None and entries:
+                chosen = entries[0]
             if chosen is None:
-                raise NotFoundError(f"{ref}: the image index lists no images")
+                listed = ", ".join(platforms) or "none"
+                raise NotFoundError(f"{ref}: no {want} image in the index (platforms: {listed})")
+            chosen_platform = platform_of(chosen) or "unknown"
             manifest = client.get_manifest(r.repository, chosen["digest"]).json()
         config_digest = (manifest.get("config") or {}).get("digest")
         if not config_digest:
             raise ModelshipError(f"{ref}: manifest has no config (schema 1 manifests are not supported)")
         config = client.blob_json(r.repository, config_digest)
     labels = (config.get("config") or {}).get("Labels") or {}
-    return {"ref": str(r), "digest": digest, "id": config_digest, "labels": dict(labels)}
+    return {
+        "ref": str(r),
+        "digest": digest,
+        "id": config_digest,
+        "labels": dict(labels),
+        "platform": chosen_platform,
+        "platforms": platforms,
+    }
 
 
 __all__ = [
