@@ -24,10 +24,8 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -35,6 +33,7 @@ from azure.storage.blob import BlobServiceClient
 from modelship import cli
 from modelship.errors import AuthError
 from modelship.stores.base import SHA256_KEY
+from support.cli import run_cli
 from support.identity import ACCOUNT, ACCOUNT_KEY, STORAGE_AUDIENCE, IdentityEndpoint, OAuthAzurite, start_oauth_azurite
 from support.models import make_model
 from support.trees import tree_sha
@@ -263,11 +262,9 @@ def test_real_cli_process_prints_one_line_when_no_credential_works(
     endpoint = managed_identity_env
     _seed(key_service, container, "iris/1.0/w.bin", b"w" * 100)
     endpoint.mode = "error"
-    script = Path(sys.executable).with_name("modelship")
 
     def run(*flags: str) -> subprocess.CompletedProcess:
-        argv = [str(script), *flags, "resolve", f"az://{ACCOUNT}/{container}/iris"]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+        return run_cli(*flags, "resolve", f"az://{ACCOUNT}/{container}/iris", timeout=60)
 
     proc = run()
     assert proc.returncode == AuthError.exit_code

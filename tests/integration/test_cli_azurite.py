@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from support.cli import run_cli
 from support.models import make_model
 from support.trees import tree_sha
-
-MODELSHIP = str(Path(sys.executable).with_name("modelship"))
 
 
 @pytest.mark.azurite
@@ -23,7 +19,7 @@ def test_the_readme_lines_with_options_in_between_against_azurite(tmp_path, azur
     make_model(tmp_path / "m2", {"model.onnx": 10}, seed=2)
 
     def run(*argv: str) -> dict:
-        proc = subprocess.run([MODELSHIP, *argv], capture_output=True, text=True)
+        proc = run_cli(*argv)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 

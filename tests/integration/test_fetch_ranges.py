@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,6 +17,7 @@ import modelship
 from modelship import cli
 from modelship._connections import START
 from modelship.manifest import CHUNK_SIZE, Lock
+from support.cli import run_cli
 from support.faults import Fault, FaultProxy, Request
 from support.models import make_model
 from support.servers import file_server
@@ -228,12 +228,6 @@ def test_shaped_proxy_paces_each_connection_and_delays_each_request():
 # ---------------------------------------------------------------------------------------------- the CLI's lines
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelship.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_retries_are_modelship_lines_at_v_and_libraries_speak_only_at_vv(tmp_path, azure_model, azure_env):
     """Through the real CLI process: connections reset mid-answer (more often than the SDK retries by itself)
     make the SDK log at WARNING; at the default verbosity nothing but modelship's result reaches the terminal,
@@ -256,7 +250,7 @@ def test_retries_are_modelship_lines_at_v_and_libraries_speak_only_at_vv(tmp_pat
             env["AZURE_STORAGE_CONNECTION_STRING"] = azure_env.replace(
                 _azurite(azure_env)[2], f"{proxy.url}/devstoreaccount1"
             )
-            proc = _cli([*verbosity, "fetch", uri, str(tmp_path / f"out{n}"), "--no-progress"], env)
+            proc = run_cli(*verbosity, "fetch", uri, str(tmp_path / f"out{n}"), "--no-progress", env=env, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert resets[0] == 4
         return proc

@@ -13,8 +13,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -22,17 +20,11 @@ import pytest
 
 from modelship.errors import ModelshipError, UsageError
 from modelship.oci.modelimage import ARTIFACT_TYPE, MODELPACK_CONFIG, publish_image
+from support.cli import run_cli
 from support.modelimage import MODEL_DIR, ctr_mounted, model_files, sha256s, tree_sha256s, unique_repo
 from support.oci import blob, build_app_image, manifest, push_image, registry_process, run, tag_digest
 
 pytestmark = pytest.mark.docker
-CLI = [sys.executable, "-m", "modelship.cli"]
-
-
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +144,7 @@ def test_publishing_again_uploads_nothing_and_any_copy_of_the_model_gives_the_sa
     os.utime(other / "weights.bin", (1, 1))
     (other / "config.json").chmod(0o600)
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "other-cache"))
-    proc = _cli("publish", str(other), uri, "--version", "2.0.0", "--json")
+    proc = run_cli("publish", str(other), uri, "--version", "2.0.0", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert again["image_digest"] == first.digest and again["uploaded_bytes"] == 0 and again["unchanged"]
@@ -165,7 +157,7 @@ def test_a_version_tag_is_never_moved_without_force(tmp_path, registry):
     uri = f"oci://{registry}/{repo}"
     first = publish_image(root, uri, version="3.0.0", quiet=True)
     (root / "config.json").write_text('{"v": "changed"}')
-    proc = _cli("publish", str(root), uri, "--version", "3.0.0")
+    proc = run_cli("publish", str(root), uri, "--version", "3.0.0")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "already exists" in proc.stderr and "--force" in proc.stderr
     assert tag_digest(registry, repo, "3.0.0") == first.digest  # untouched
@@ -209,11 +201,11 @@ def test_publish_bad_input_is_one_line_and_writes_nothing(tmp_path, registry):
         (["--version", "1.0.0+local"], 2, "invalid tag"),
     ]
     for extra, code, words in cases:
-        proc = _cli("publish", str(root), uri, *extra)
+        proc = run_cli("publish", str(root), uri, *extra)
         assert proc.returncode == code and words in proc.stderr and proc.stderr.count("\n") == 1, (extra, proc.stderr)
-    proc = _cli("publish", str(root), uri + ":1.0.0", "--version", "1.0.0")
+    proc = run_cli("publish", str(root), uri + ":1.0.0", "--version", "1.0.0")
     assert proc.returncode == 2 and "--version" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
-    proc = _cli("publish", str(tmp_path / "nope"), uri, "--version", "1.0.0")
+    proc = run_cli("publish", str(tmp_path / "nope"), uri, "--version", "1.0.0")
     assert proc.returncode == 2 and "not a folder" in proc.stderr, proc.stderr
     assert tag_digest(registry, repo, "1.0.0") is None
     with pytest.raises(UsageError, match=r"model dir in the image"):
@@ -223,7 +215,7 @@ def test_publish_bad_input_is_one_line_and_writes_nothing(tmp_path, registry):
 def test_publish_to_a_registry_that_is_down_or_denies_is_one_line(tmp_path, registry):
     root = tmp_path / "m"
     model_files(root, "1.0.0", big_mb=1)
-    down = _cli("publish", str(root), "oci://127.0.0.1:9/models/x", "--version", "1.0.0")
+    down = run_cli("publish", str(root), "oci://127.0.0.1:9/models/x", "--version", "1.0.0")
     assert down.returncode == 1 and down.stderr.count("\n") == 1, down.stderr
     assert "not reachable" in down.stderr and "127.0.0.1:9" in down.stderr
     import bcrypt
@@ -232,7 +224,7 @@ def test_publish_to_a_registry_that_is_down_or_denies_is_one_line(tmp_path, regi
     (tmp_path / "htpasswd").write_text(f"ci:{hashed}\n")
     auth = f"auth: {{htpasswd: {{realm: test, path: {tmp_path / 'htpasswd'}}}}}\n"
     with registry_process(tmp_path / "reg", auth) as secured:
-        denied = _cli(
+        denied = run_cli(
             "publish", str(root), f"oci://{secured}/models/x", "--version", "1.0.0",
             env={"DOCKER_CONFIG": str(tmp_path / "no-docker-config")},
         )  # fmt: skip

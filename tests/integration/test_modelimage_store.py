@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from modelship import fetch, lock, resolve
 from modelship.cache import Cache
 from modelship.errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from modelship.oci.modelimage import publish_image
+from support.cli import run_cli
 from support.faults import Fault, FaultProxy, first
 from support.faults.checks import cache_problems
 from support.modelimage import (
@@ -35,15 +34,8 @@ from support.modelimage import (
 from support.oci import build_app_image, push_image, registry_process
 from support.trees import leftovers
 
-CLI = [sys.executable, "-m", "modelship.cli"]
 KiB = 1024
 BASE = "opt/modelship/model"
-
-
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, check=False
-    )
 
 
 def _publish(root: Path, uri: str, version: str, *, big_kb: int = 600, **kw) -> object:
@@ -80,7 +72,7 @@ def test_latest_is_the_highest_pep440_tag_and_pins_are_honoured(versions):
     assert resolve(uri + ":1.0.0").version == "1.0.0"
     by_digest = resolve(f"{uri}@{published['1.2.0'].digest}")
     assert by_digest.version == "1.2.0" and by_digest.pin == published["1.2.0"].digest
-    proc = _cli("resolve", uri, "--json")
+    proc = run_cli("resolve", uri, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"]["model_digest"] == published["1.10.0"].manifest.digest
 
@@ -92,7 +84,7 @@ def test_lock_pins_the_manifest_digest_and_fetch_installs_exactly_that(versions,
     assert doc["pin"] == published["1.10.0"].digest and doc["version"] == "1.10.0"
     assert {f["path"]: f["sha256"] for f in doc["files"]} == tree_sha256s(root / "1.10.0")
     # the pipeline's line: URI and lock both given
-    proc = _cli("fetch", uri, str(tmp_path / "dest"), "--lock", str(tmp_path / "modelship.lock"), "--json")
+    proc = run_cli("fetch", uri, str(tmp_path / "dest"), "--lock", str(tmp_path / "modelship.lock"), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["version"] == "1.10.0" and out["model_digest"] == lk.digest and out["downloaded_bytes"] > 0
@@ -120,7 +112,7 @@ def test_a_moved_tag_fails_the_lock_and_leaves_dest_as_it_was(tmp_path, registry
     before = tree_sha256s(tmp_path / "dest")
     (tmp_path / "m" / "1.0.0" / "config.json").write_text('{"v": "other"}')
     publish_image(tmp_path / "m" / "1.0.0", uri, version="1.0.0", force=True, large_file=512 * KiB, quiet=True)
-    proc = _cli("fetch", uri, str(tmp_path / "dest"), "--lock", str(tmp_path / "lock"))
+    proc = run_cli("fetch", uri, str(tmp_path / "dest"), "--lock", str(tmp_path / "lock"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "lock mismatch" in proc.stderr and "now is" in proc.stderr
     assert tree_sha256s(tmp_path / "dest") == before and leftovers(tmp_path) == []
@@ -169,15 +161,15 @@ def test_wrong_or_missing_tags_and_digests_are_one_line(versions, tmp_path):
         (["fetch", uri, str(tmp_path / "dest"), "--version", "7.0.0"], 1, "not found"),
     ]
     for args, code, words in cases:
-        proc = _cli(*args)
+        proc = run_cli(*args)
         assert proc.returncode == code and words in proc.stderr, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1, (args, proc.stderr)
-    assert "1.10.0" in _cli("resolve", uri, "--version", "9.9.9").stderr  # names what is there
+    assert "1.10.0" in run_cli("resolve", uri, "--version", "9.9.9").stderr  # names what is there
     assert not (tmp_path / "dest").exists()
 
 
 def test_a_registry_that_is_down_or_denies_is_one_line(tmp_path):
-    down = _cli("resolve", "oci://127.0.0.1:9/models/x")
+    down = run_cli("resolve", "oci://127.0.0.1:9/models/x")
     assert down.returncode == 1 and down.stderr.count("\n") == 1 and "not reachable" in down.stderr, down.stderr
     import bcrypt
 
@@ -185,7 +177,7 @@ def test_a_registry_that_is_down_or_denies_is_one_line(tmp_path):
     (tmp_path / "htpasswd").write_text(f"ci:{hashed}\n")
     auth = f"auth: {{htpasswd: {{realm: test, path: {tmp_path / 'htpasswd'}}}}}\n"
     with registry_process(tmp_path / "reg", auth) as secured:
-        denied = _cli(
+        denied = run_cli(
             "fetch", f"oci://{secured}/models/x", str(tmp_path / "dest"),
             env={"DOCKER_CONFIG": str(tmp_path / "no-docker-config")},
         )  # fmt: skip
@@ -200,7 +192,7 @@ def test_an_image_that_is_not_a_model_image_is_refused(tmp_path, registry, docke
         push_image(docker_client, tag)
     finally:
         docker_client.images.remove(tag, force=True)
-    proc = _cli("fetch", f"oci://{registry}/{repo}", str(tmp_path / "dest"))
+    proc = run_cli("fetch", f"oci://{registry}/{repo}", str(tmp_path / "dest"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "is not a model image" in proc.stderr and "modelship publish" in proc.stderr
     # a compressed layer named as a model layer: modelship reads uncompressed tar only
@@ -265,7 +257,7 @@ def test_hostile_tar_layers_are_refused_with_one_line_and_nothing_half_written(
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
     repo = unique_repo("ms/hostile")
     push_model_image(registry, repo, "1.0.0", [tar_layer(members)], claim)
-    proc = _cli("fetch", f"oci://{registry}/{repo}", str(tmp_path / "dest"))
+    proc = run_cli("fetch", f"oci://{registry}/{repo}", str(tmp_path / "dest"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert words in proc.stderr, proc.stderr
     assert not (tmp_path / "dest").exists() and leftovers(tmp_path) == []
@@ -329,6 +321,6 @@ def test_the_same_credentials_as_push_read_and_write_a_secured_registry(tmp_path
         assert got.version == "1.0.0" and tree_sha256s(tmp_path / "dest") == tree_sha256s(tmp_path / "m" / "1.0.0")
         wrong = base64.b64encode(b"ci:wrong-password").decode()
         (config / "config.json").write_text(json.dumps({"auths": {secured: {"auth": wrong}}}))
-        proc = _cli("resolve", uri, env={"DOCKER_CONFIG": str(config)})
+        proc = run_cli("resolve", uri, env={"DOCKER_CONFIG": str(config)})
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "credentials" in proc.stderr and "wrong-password" not in proc.stderr and "right-password" not in proc.stderr

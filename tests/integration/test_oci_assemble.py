@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +22,7 @@ from modelship.errors import NotFoundError, UsageError
 from modelship.oci._assemble import LAYERS_LABEL, assemble, promote
 from modelship.oci.layers import LAYER_MEDIA_TYPE
 from support.builds import make_app
+from support.cli import run_cli
 from support.engine import build_from_files
 from support.models import make_model
 from support.oci import (
@@ -384,10 +384,9 @@ def test_an_image_with_a_baked_in_model_is_refused(tmp_path, docker_client, base
     assert tag_digest(*_repo_tag(tag.replace(":1", ":2"))) is None
 
 
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "DOCKER_HOST": NOWHERE}
-    modelship = str(Path(sys.executable).with_name("modelship"))
-    return subprocess.run([modelship, *args], capture_output=True, text=True, input=stdin, env=env, timeout=300)
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Daemonless: no Docker engine reachable, so nothing can fall back to one."""
+    return run_cli(*args, env={"DOCKER_HOST": NOWHERE})
 
 
 def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_image):

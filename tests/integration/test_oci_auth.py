@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import requests
 
 from modelship.errors import AuthError
 from modelship.oci._assemble import assemble
+from support.cli import run_cli
 from support.identity import IdentityEndpoint
 from support.models import make_model
 from support.oci import TokenService, build_app_image, push_image, registry_process
@@ -67,11 +66,6 @@ def _login(tmp_path: Path, registry: str, user: str = USER, password: str = PASS
     (cfg / "config.json").write_text(json.dumps({"auths": {registry: {"auth": auth}}}))
 
 
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    modelship = str(Path(sys.executable).with_name("modelship"))
-    return subprocess.run([modelship, *args], capture_output=True, text=True, input=stdin, timeout=300, check=False)
-
-
 def _held(registry: str, repo: str, tag: str, auth: dict) -> str | None:
     accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
     resp = requests.head(f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": accept, **auth}, timeout=30)
@@ -98,9 +92,9 @@ def test_basic_auth_registry_from_docker_config_and_password_stdin(
     assert _held(basic_registry, "team/svc", "1", basic) == r.digest and r.uploaded_bytes > 70_000_000
 
     _login(tmp_path, basic_registry, password="wrong")
-    out = _cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2")
+    out = run_cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2")
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("modelship: error: registry")
-    out = _cli(
+    out = run_cli(
         "-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2",
         "--username", USER, "--password-stdin", "--json", stdin=PASSWORD + "\n",
     )  # fmt: skip
@@ -172,7 +166,7 @@ def test_acr_entra_id_token_exchanged_for_registry_tokens(
     assert managed_identity.requests[0].query["resource"] == ["https://management.azure.com"]
 
     # the same through the CLI at -vv: no Entra token, refresh token or registry token in any output
-    out = _cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{reg}/team/acr:2", "--json")
+    out = run_cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{reg}/team/acr:2", "--json")
     assert out.returncode == 0, out.stderr
     secrets_seen = {f"entra{i}": t for i, t in enumerate(managed_identity.issued)}
     secrets_seen.update({f"refresh{i}": t for i, t in enumerate(service.refresh_tokens)})
@@ -182,7 +176,7 @@ def test_acr_entra_id_token_exchanged_for_registry_tokens(
     assert scanner.hits == []
 
     managed_identity.mode = "error"  # no identity assigned: one line saying what to do
-    out = _cli("assemble", app_image, "--model", str(model), "--tag", f"{reg}/team/acr:3")
+    out = run_cli("assemble", app_image, "--model", str(model), "--tag", f"{reg}/team/acr:3")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1 and "'az login'" in lines[0] and "docker login" in lines[0]
 

@@ -10,20 +10,16 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import docker.errors
 import pytest
 
 from modelship.image import build, push
 from support.builds import build_cmd, make_app
+from support.cli import MODELSHIP
 from support.models import make_model
 from support.terminal import ETA, run_in_pty, screen_lines
-
-MODELSHIP = str(Path(sys.executable).with_name("modelship"))
-
 
 # ---- fetch under a 45-column terminal -------------------------------------------------------------------
 

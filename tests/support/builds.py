@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 from .apps import app_source
+from .cli import MODELSHIP
 
 
 def make_app(
@@ -58,8 +58,7 @@ def make_wheel(dest: Path, name: str, version: str, code: str = "") -> Path:
 
 def build_cmd(app: Path, model: Path, tag: str, base: str, *extra: str) -> list[str]:
     """`modelship build` of ``app`` (started with ``python app.py``) as a process of its own would run it."""
-    modelship = str(Path(sys.executable).with_name("modelship"))
-    cmd = [modelship, "build", str(app), "--model", str(model), "--tag", tag, "--base-image", base]
+    cmd = [MODELSHIP, "build", str(app), "--model", str(model), "--tag", tag, "--base-image", base]
     return [*cmd, "--entrypoint", "python app.py", *extra]
 
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from modelship import cli
+from support.cli import run_cli
 
-MODELSHIP = str(Path(sys.executable).with_name("modelship"))
 REF = "127.0.0.1:5000/team/iris@sha256:" + "0123456789abcdef" * 4
 
 # Every verb of the CLI (DESIGN.md's list): its positionals, in order, and its options as users pass them.
@@ -120,7 +116,7 @@ def test_global_options_before_or_after_the_verb():
     ],
 )
 def test_a_missing_dest_is_named_and_is_a_usage_error(argv, missing):
-    proc = subprocess.run([MODELSHIP, *argv], capture_output=True, text=True)
+    proc = run_cli(*argv)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()  # one line, like every failure: no usage block first
     assert line.startswith(f"modelship: error: {missing}"), proc.stderr

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import modelship
 from modelship import cli
-from modelship.errors import AuthError, UsageError
+from modelship.errors import UsageError
+from support.cli import MODELSHIP, run_in_process
 from support.models import make_model
-from support.servers import file_server
+from support.servers import QuietHandler, file_server, serving
 from support.trees import leftovers, tree_sha
 
 
@@ -35,9 +34,8 @@ def test_local_publish_keeps_the_sources_modes_under_the_umask(tmp_path, umask, 
     os.chmod(model / "weights.bin", 0o644)
     os.chmod(model / "bin" / "run.sh", 0o755)  # noqa: S103 - an executable in a model, on purpose
     store = tmp_path / "store"
-    modelship_cli = str(Path(sys.executable).with_name("modelship"))
     subprocess.run(
-        [modelship_cli, "publish", str(model), f"file://{store}/iris", "--version", "1"],
+        [MODELSHIP, "publish", str(model), f"file://{store}/iris", "--version", "1"],
         check=True,
         capture_output=True,
         preexec_fn=lambda: os.umask(umask),  # the umask of the publishing process, not of pytest's
@@ -105,8 +103,29 @@ def test_third_party_source_through_the_plugin_hook(tmp_path):
     assert store.exists()
 
 
-def test_auth_error_class_exists_for_sources():
-    assert issubclass(AuthError, modelship.ModelshipError)
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_credential_is_one_line_exit_1_and_never_retried(capsys, status):
+    """A store that refuses the credential: the CLI says so in one line (exit 1, not a usage error and not an
+    'unexpected' crash), without the password, after a single request (a refusal is no transient fault)."""
+    requests_seen: list[str] = []
+
+    class Refusing(QuietHandler):
+        def do_HEAD(self) -> None:
+            requests_seen.append(self.command)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    with serving(Refusing) as server:
+        url = f"http://reader:s3cr3t-pw@127.0.0.1:{server.server_address[1]}/models/w.bin"
+        rc, out, err = run_in_process(capsys, "resolve", url)
+    lines = err.strip().splitlines()
+    assert rc == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("modelship: error: ") and f"{status} from http://reader@127.0.0.1:" in lines[0], lines
+    assert "check the URL's credentials" in lines[0] and "s3cr3t-pw" not in err, lines
+    assert len(requests_seen) == 1, requests_seen
 
 
 def test_an_abandoned_local_write_leaves_no_temp_file(tmp_path):
