@@ -238,6 +238,6 @@ def test_a_library_publish_prints_nothing_and_the_cli_says_it_once(tmp_path, reg
     uri = f"oci://{registry}/{unique_repo('mi/quiet')}"
     r = publish_image(tmp_path / "m", uri, version="1.0.0")  # defaults, as a user's script calls it
     assert r.uploaded_bytes > 0 and capfd.readouterr() == ("", "")
-    out = _cli("publish", str(tmp_path / "m"), uri, "--version", "1.0.0", "--no-progress")
+    out = run_cli("publish", str(tmp_path / "m"), uri, "--version", "1.0.0", "--no-progress")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.count("\n") == 1 and out.stdout.rstrip().endswith(r.digest)  # once, on stdout
