@@ -51,3 +51,4 @@ _.reportinfo
 _.collect
 modelship_client    # fixture
 _.predict           # ModelshipClient: for users' tests
+_.ignore_aliases    # yaml.SafeDumper hook: deploy._NoAliases

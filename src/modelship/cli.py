@@ -385,7 +385,7 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
         live_path=a.live_path,
         model_image=a.model_image,
         mount=a.mount,
-        model_dir=a.image_model_dir,
+        image_model_dir=a.image_model_dir,
         on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
     )
     for p in paths:

@@ -134,7 +134,7 @@ def render(
     password: str | None = None,
     model_image: str | None = None,
     mount: str = "image-volume",
-    model_dir: str | None = None,
+    image_model_dir: str | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write the manifests of ``template_dir`` (default: the built-in ones) to ``out`` with ``image`` set.
@@ -142,7 +142,7 @@ def render(
     ``port``, ``ready_path`` and ``live_path`` default to what the image was built with (its labels, see
     :func:`app_settings`). Returns the written files, one per template file, in name order.
 
-    ``model_image`` (``REPO@sha256:…``) mounts that model image at the app's model dir (``model_dir``, else
+    ``model_image`` (``REPO@sha256:…``) mounts that model image at the app's model dir (``image_model_dir``, else
     the app image's ``io.modelship.model.dir`` label, else modelship's default) the ``mount`` way:
     ``image-volume``, ``init-container`` or ``kserve`` (then one ``inferenceservice.yaml`` is written instead).
     What the cluster must offer for it goes to ``on_note`` and into the files' header.
@@ -182,7 +182,7 @@ def render(
                 _set_deployment(doc, image, replicas, app, path)
     notes: list[str] = []
     if model_image is not None:
-        app_dir = model_dir or _app_model_dir(image, username, password)
+        app_dir = image_model_dir or _app_model_dir(image, username, password)
         m = _model_mount.model_mount(model_image, app_dir)
         container = _app_container(deployment)
         if mount == "image-volume":
@@ -200,8 +200,16 @@ def render(
     for path, docs in loaded:
         header = f"# Rendered by 'modelship deploy render' from {path.name}: edit the template, not this file.\n"
         header += "".join(f"# Needs: {note}\n" for note in notes)
-        files[path.name] = header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+        files[path.name] = header + yaml.dump_all(docs, Dumper=_NoAliases, sort_keys=False, default_flow_style=False)
     return _write(out_dir, files)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """A value shared by two places (a copied securityContext's capabilities) is written out at each: people and
+    tools read these manifests, and anchors (``capabilities: *id001``) are neither readable nor always supported."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _write(out_dir: Path, files: dict[str, str]) -> list[Path]:

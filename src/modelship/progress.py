@@ -36,12 +36,9 @@ def enabled(stream: TextIO | None = None) -> bool:
 
 
 def human_bytes(n: float) -> str:
-    """``1536`` -> ``1.5 KB`` (binary units, as the bars use)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    """``350_000_000`` -> ``334MB``: the bars' own style (binary units, three digits), so a result line says
+    the same amount as the bar above it did."""
+    return f"{n:.0f}B" if abs(n) < 999.5 else tqdm.format_sizeof(n, "B", 1024)
 
 
 # Layouts from the widest to the narrowest; each with the width its numbers can take (a steady reserve, so a

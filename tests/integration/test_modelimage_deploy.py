@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_image_volume_manifests_pass_the_kubernetes_schemas(tmp_path, model_imag
     plain, _ = model_images
     notes: list[str] = []
     paths = render(
-        APP, tmp_path / "k8s", model_image=plain.pinned, model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS
+        APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS
     )
     proc = _validate(paths, version)
     assert proc.returncode == 0 and proc.stdout.count("passed") == 2, proc.stdout + proc.stderr
@@ -66,7 +67,7 @@ def test_image_volume_manifests_pass_the_kubernetes_schemas(tmp_path, model_imag
 
 def test_image_volume_mounts_the_model_image_read_only_at_the_app_model_dir(tmp_path, model_images):
     plain, _ = model_images
-    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, model_dir="/srv/model", **APP_ARGS)
+    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir="/srv/model", **APP_ARGS)
     dep = _doc(paths[0], "Deployment")
     pod = dep["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "model"]
@@ -82,7 +83,7 @@ def test_image_volume_mounts_the_model_image_read_only_at_the_app_model_dir(tmp_
 
 def test_strict_validation_catches_a_misspelt_image_volume_field(tmp_path, model_images):
     plain, _ = model_images
-    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, model_dir=MODEL_DIR, **APP_ARGS)
+    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir=MODEL_DIR, **APP_ARGS)
     dep = _doc(paths[0], "Deployment")
     for v in dep["spec"]["template"]["spec"]["volumes"]:
         if v["name"] == "model":
@@ -123,13 +124,16 @@ def modelcar(tmp_path_factory, registry, docker_client, base_image):
 
 def test_init_container_copies_the_model_with_the_model_image_itself(tmp_path, modelcar, docker_client):
     car, published, src = modelcar
-    paths = render(APP, tmp_path / "k8s", model_image=car.pinned, mount="init-container", model_dir=MODEL_DIR,
+    paths = render(APP, tmp_path / "k8s", model_image=car.pinned, mount="init-container", image_model_dir=MODEL_DIR,
                    **APP_ARGS)  # fmt: skip
     for version in KUBE_VERSIONS[:1] + KUBE_VERSIONS[-1:]:
         proc = _validate(paths, version)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the init container's securityContext is the app's, copied: written out again, never as a YAML alias
+    assert not re.search(r"[&*]id\d+", paths[0].read_text()), paths[0].read_text()
     pod = _doc(paths[0], "Deployment")["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
+    assert init["securityContext"]["capabilities"] == pod["containers"][0]["securityContext"]["capabilities"]
     assert init["image"] == car.pinned and [v["name"] for v in pod["volumes"]].count("model") == 1
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"]
     assert mount == {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
@@ -154,7 +158,7 @@ def test_kserve_inference_service_reads_the_model_image_from_mnt_models(tmp_path
     _, kserve = model_images
     notes: list[str] = []
     paths = render(APP, tmp_path / "k8s", model_image=kserve.pinned, mount="kserve", name="iris", replicas=2,
-                   model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS)  # fmt: skip
+                   image_model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS)  # fmt: skip
     assert [p.name for p in paths] == ["inferenceservice.yaml"]
     isvc = _doc(paths[0], "InferenceService")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["metadata"]["name"] == "iris"
@@ -176,7 +180,7 @@ def test_kserve_inference_service_reads_the_model_image_from_mnt_models(tmp_path
 def test_kserve_needs_the_model_in_models_and_says_so(tmp_path, model_images):
     plain, _ = model_images
     with pytest.raises(UsageError, match=r"--image-dir /models"):
-        render(APP, tmp_path / "k8s", model_image=plain.pinned, mount="kserve", model_dir=MODEL_DIR, **APP_ARGS)
+        render(APP, tmp_path / "k8s", model_image=plain.pinned, mount="kserve", image_model_dir=MODEL_DIR, **APP_ARGS)
 
 
 def test_the_app_model_dir_comes_from_the_app_image(tmp_path, model_images, registry, docker_client, base_image):
@@ -211,4 +215,4 @@ def test_bad_model_images_are_one_line(tmp_path, model_images, registry, capsys)
     assert not (tmp_path / "k8s").exists()
     with pytest.raises(ModelshipError, match="is not a model image"):
         render(APP, tmp_path / "k8s", model_image=plain.pinned.replace(plain.digest, plain.modelpack_digest),
-               model_dir=MODEL_DIR, **APP_ARGS)  # fmt: skip
+               image_model_dir=MODEL_DIR, **APP_ARGS)  # fmt: skip

@@ -123,7 +123,7 @@ def _stream_build(
             if "stream" in ev:
                 text = ev["stream"]
                 if not quiet:
-                    sys.stderr.write(text)
+                    sys.stderr.write(_shown(text))
                     sys.stderr.flush()
                 for line in text.splitlines():
                     line = line.strip()
@@ -156,6 +156,15 @@ def _stream_build(
     return image_id
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """The engine's log as shown: a step echoing a huge instruction (the LABEL with the model's manifest) is cut
+    to its start and its size; 'modelship inspect' shows the labels in full."""
+    return "".join(
+        f"{line[:limit]} … ({len(line)} characters)\n" if len(line) > limit else line
+        for line in text.splitlines(keepends=True)
+    )
+
+
 def _add_wheels(w: ctx.ContextWriter, wheel_dir: Path | None) -> None:
     if wheel_dir is not None:
         ctx.add_wheels(w, wheel_dir)
@@ -173,8 +182,15 @@ def _build_context(
     network_mode: str | None = None,
     quiet: bool,
     traces: list[debris.BuildTrace],
+    title: str | None = None,
 ) -> str:
-    """Write a context (``fill`` adds the entries) to a temp file and build it; returns the image id."""
+    """Write a context (``fill`` adds the entries) to a temp file and build it; returns the image id.
+
+    ``title`` heads the build's log (not quiet): a generated Dockerfile is built in two engine builds, each
+    with its own "Step 1/N", and the title says which one a step belongs to.
+    """
+    if title and not quiet:
+        print(f"modelship: {title}", file=sys.stderr, flush=True)
     with tempfile.TemporaryFile(prefix="modelship-context-") as f:
         w = ctx.ContextWriter(f)
         fill(w)
@@ -246,7 +262,10 @@ def _model_stage(
         else:
             w.dir(ctx.MODEL_ROOTFS + MODEL_DIR)
 
-    image_id = _build_context(client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces)
+    title = "build 1 of 2, stage model: base, user, dependencies" + (", model" if model is not None else "")
+    image_id = _build_context(
+        client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces, title=title
+    )
     write_atomic(index, image_id, durable=False)
     return image_id
 
@@ -348,8 +367,9 @@ def build(
 
                 # labels are in the rendered Dockerfile already (one LABEL step instead of one per label)
                 image_id = _build_context(
-                    client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet, traces=traces
-                )
+                    client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet, traces=traces,
+                    title="build 2 of 2, stage app: code, command, labels",
+                )  # fmt: skip
             else:
                 assert cfg.dockerfile is not None
 
