@@ -52,3 +52,6 @@ _.collect
 modelship_client    # fixture
 _.predict           # ModelshipClient: for users' tests
 _.ignore_aliases    # yaml.SafeDumper hook: deploy._NoAliases
+
+# read by the signature and attestation verbs of the next issue (tested in tests/unit/test_oci_registry.py)
+_.referrers         # modelship.oci.registry.RegistryClient

@@ -301,8 +301,7 @@ def cmd_build(a: argparse.Namespace) -> None:
 def cmd_push(a: argparse.Namespace) -> None:
     from .image import push
 
-    password = sys.stdin.readline().rstrip("\n") if a.password_stdin else None
-    digest = push(a.image, username=a.username, password=password, quiet=a.quiet or a.json)
+    digest = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json)
     data = {"image": a.image, "ref": pinned(a.image, digest), "image_digest": digest}
     _emit(a, data, lambda: print(f"pushed {a.image} {digest}"))
 
@@ -332,6 +331,7 @@ def cmd_inspect(a: argparse.Namespace) -> None:
 
 
 def _registry_password(a: argparse.Namespace) -> str | None:
+    """The password ``--password-stdin`` reads (the library checks it comes with a ``--username``)."""
     return sys.stdin.readline().rstrip("\n") if a.password_stdin else None
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from modelship.errors import AuthError
 from modelship.image import inspect, push
-from modelship.oci.registry import docker_credentials
+from modelship.oci.auth import docker_credentials
 from support.oci import TokenService, registry_process
 
 pytestmark = pytest.mark.docker

@@ -93,7 +93,13 @@ def test_basic_auth_registry_from_docker_config_and_password_stdin(
 
     _login(tmp_path, basic_registry, password="wrong")
     out = run_cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2")
-    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("modelship: error: registry")
+    refused = f"modelship: error: registry {basic_registry} refused the credentials for team/svc"
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(refused)
+    out = run_cli(
+        "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2",
+        "--username", USER, "--password-stdin", stdin="wrong\n",
+    )  # fmt: skip
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(refused)  # issue 19 item 12
     out = run_cli(
         "-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2",
         "--username", USER, "--password-stdin", "--json", stdin=PASSWORD + "\n",

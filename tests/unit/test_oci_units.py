@@ -17,9 +17,10 @@ import pytest
 import requests
 
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
+from modelship.oci.auth import Credentials, acr_exchange_allowed, docker_credentials
 from modelship.oci.layers import LARGE_FILE, header, model_layers
 from modelship.oci.reference import base_url, names_registry, parse_reference, split_tag
-from modelship.oci.registry import Credentials, RegistryClient, acr_exchange_allowed, docker_credentials
+from modelship.oci.registry import RegistryClient
 from support.models import make_model
 
 IMAGE_DIR = "/opt/modelship/model"

@@ -8,7 +8,7 @@ from .._docker import engine, short_reason
 from ..conventions import MODEL_DIGEST_LABEL, MODEL_MANIFEST_LABEL, MODEL_URI_LABEL, MODEL_VERSION_LABEL
 from ..errors import DockerError, NotFoundError, UsageError
 from ..oci.reference import names_registry, parse_reference, split_tag
-from ..oci.registry import remote_image
+from ..oci.remote import remote_image
 from . import labels as labels_mod
 
 

@@ -11,8 +11,9 @@ from .. import progress
 from .._docker import docker_host, engine, unreachable
 from .._retry import Budget, retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
+from ..oci.auth import Credentials, login
 from ..oci.reference import Reference, base_url, parse_reference, split_tag
-from ..oci.registry import Credentials, RegistryClient
+from ..oci.registry import RegistryClient
 from ..uri import redact
 
 log = logging.getLogger("modelship")
@@ -100,12 +101,10 @@ def push(
     ref = parse_reference(image)
     if ref.reference.startswith("sha256:"):
         raise UsageError(f"cannot push {image}: give a tag, not a digest")
-    if (username is None) != (password is None):
-        raise UsageError("give both --username and a password (--password-stdin), or neither")
+    creds = login(username, password)
     repo, tag = split_tag(image)
     name = f"{repo}:{tag}"
     auth = {"username": username, "password": password} if username is not None else None
-    creds = Credentials(username, password) if username is not None else None
 
     def fail(message: str) -> NoReturn:
         reason = _push_reason(message)

@@ -32,6 +32,7 @@ from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
 from ..progress import Progress
+from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers
 from .reference import Reference, check_tag, parse_reference
 from .registry import (
@@ -41,11 +42,10 @@ from .registry import (
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
-    Credentials,
     Fetched,
     RegistryClient,
-    platform_of,
 )
+from .remote import platform_of
 
 log = logging.getLogger("modelship")
 
@@ -327,9 +327,7 @@ def assemble(
     if target.digest:
         raise UsageError(f"--tag {tag}: give a tag to write, not a digest")
     target = target.with_tag(target.tag or "latest")
-    if (username is None) != (password is None):
-        raise UsageError("give both a username and a password, or neither")
-    creds = Credentials(username, password) if username is not None else None
+    creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
     manifest = load_manifest(model_path)
     opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
@@ -524,9 +522,7 @@ def promote(
             wanted.append(other.tag)
         else:
             wanted.append(check_tag(t))
-    if (username is None) != (password is None):
-        raise UsageError("give both a username and a password, or neither")
-    creds = Credentials(username, password) if username is not None else None
+    creds = login(username, password)
     with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         got = client.get_manifest(r.repository, r.digest)
         if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:

@@ -48,6 +48,7 @@ from ..conventions import (
 from ..errors import IntegrityError, ModelshipError, UsageError
 from ..manifest import FileEntry, Manifest
 from ..progress import Progress
+from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
 from .reference import Reference, check_tag, parse_reference
 from .registry import (
@@ -55,7 +56,6 @@ from .registry import (
     INDEX_TYPES,
     OCI_CONFIG,
     OCI_MANIFEST,
-    Credentials,
     Fetched,
     RegistryClient,
 )
@@ -318,8 +318,7 @@ def publish_image(
         raise UsageError(f"{uri}: give the repository only (oci://REGISTRY/REPO) and the version with --version")
     check_version(version)
     image_dir_parts(image_dir)
-    if (username is None) != (password is None):
-        raise UsageError("give both a username and a password, or neither")
+    creds = login(username, password)
     root = Path(model_dir).expanduser()
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder; give the model folder to publish")
@@ -332,7 +331,6 @@ def publish_image(
     plan = _plan(manifest, list(zip(layers, digests, strict=True)), image_dir, target)
     ref = target.with_tag(version)
     mp_ref = target.with_tag(version + MODELPACK_SUFFIX)
-    creds = Credentials(username, password) if username is not None else None
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         held = client.head_manifest(target.repository, version)
         if held == plan.digest:
@@ -506,10 +504,7 @@ def model_image(
 ) -> ModelImage:
     """Read the model image ``ref`` (``REGISTRY/REPO:TAG``, ``…@sha256:…`` or ``oci://…``) from its registry."""
     r = repository_of(ref)
-    if (username is None) != (password is None):
-        raise UsageError("give both a username and a password, or neither")
-    creds = Credentials(username, password) if username is not None else None
-    with RegistryClient(r.registry, creds, timeout=timeout) as client:
+    with RegistryClient(r.registry, login(username, password), timeout=timeout) as client:
         return read_model_image(client, r)
 
 

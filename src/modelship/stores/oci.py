@@ -15,7 +15,7 @@ Tar layers are untrusted input, read by the strict reader (``modelship.oci.tarre
 this module adds that names stay inside the image's model dir and that sizes match the manifest.
 
 Credentials are push's: the docker config (``auths``, ``credHelpers``, ``credsStore``), or ACR's Entra ID
-exchange (modelship.oci.registry); a ``modelship.oci.registry.Credentials`` passed as credential wins.
+exchange (modelship.oci.auth); a ``modelship.oci.auth.Credentials`` passed as credential wins.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from .._resolve import safe_relpath
 from ..cache import Cache
 from ..errors import IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from ..manifest import MANIFEST_NAME, FileEntry, Manifest, Resolution
+from ..oci.auth import Credentials
 from ..oci.modelimage import FILEPATH, ModelImage, read_model_image, repository_of
 from ..oci.reference import Reference, check_tag
-from ..oci.registry import Credentials, RegistryClient
+from ..oci.registry import RegistryClient
 from ..oci.tarread import entries, skip_padding
 from ..progress import Progress
 from ..uri import ModelURI
@@ -69,7 +70,7 @@ class OciStore:
         self.ref = repository_of(uri.raw)
         self.display = f"oci://{self.ref.name}"
         if credential is not None and not isinstance(credential, Credentials):
-            raise UsageError("an oci:// store takes modelship.oci.registry.Credentials (or the docker config)")
+            raise UsageError("an oci:// store takes modelship.oci.auth.Credentials (or the docker config)")
         self._credential = credential
         self._client: RegistryClient | None = None
         self._images: dict[str, ModelImage] = {}  # by manifest digest, for fetch_files after resolve
