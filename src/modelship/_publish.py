@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import modeldir
 from ._fs import pid_alive
 from ._hash import hash_file
-from ._resolve import PENDING_MARKER, opened, safe_relpath
+from ._resolve import PENDING_MARKER, opened
 from ._retry import Budget, retrying
 from .errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
 from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, tree_digest
+from .modeldir import safe_relpath
 from .progress import Progress
 from .stores.base import RemoteFile, Source, join
 from .uri import parse
@@ -47,11 +49,10 @@ class _Stop(BaseException):
 
 
 def model_files(model_dir: Path) -> list[Path]:
-    """The files of a model folder, sorted; our own manifest is regenerated, never copied."""
+    """The files of a model folder, sorted (see modelship.modeldir); our own manifest is regenerated, never copied."""
     if not model_dir.is_dir():
         raise UsageError(f"{model_dir} is not a folder; give the model folder to publish")
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink())
-    files = [p for p in files if p.relative_to(model_dir).as_posix() != MANIFEST_NAME]
+    files = [model_dir / rel for rel in modeldir.files(model_dir)]
     if not files:
         raise UsageError(f"{model_dir} holds no files to publish")
     return files

@@ -25,6 +25,7 @@ from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
+from .modeldir import safe_relpath  # store names are checked as model folder names are
 from .stores import open_source
 from .stores.base import ArchiveStore, RemoteFile, Source
 from .uri import ModelURI, parse
@@ -43,25 +44,6 @@ class _Version:
     @property
     def last_modified(self) -> float:
         return max((f.last_modified.timestamp() for f in self.files if f.last_modified), default=0.0)
-
-
-def safe_relpath(rel: str, where: str) -> str:
-    """Refuse store names that could escape the destination folder (they are untrusted input)."""
-    bad = (
-        not rel
-        or rel.startswith("/")
-        or "\\" in rel
-        or any(ord(c) < 32 or ord(c) == 127 for c in rel)
-        or any(seg in ("", ".", "..") for seg in rel.split("/"))
-        or len(rel.encode()) > 1024
-        or any(len(seg.encode()) > 255 for seg in rel.split("/"))
-    )
-    if bad:
-        raise IntegrityError(
-            f"refusing file name {rel[:200]!r} in {where}: it is not a safe relative path "
-            "(absolute, '..', backslash, control character or too long)"
-        )
-    return rel
 
 
 def _group_versions(base: str, files: list[RemoteFile]) -> tuple[list[RemoteFile], dict[str, list[RemoteFile]]]:

@@ -391,6 +391,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_image):
     model = _model(tmp_path / "model", "6.0", big_mb=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     repo_ref = app_image.rsplit(":", 1)[0]
     reg, repo, _ = _repo_tag(app_image)
     before = tag_digest(reg, repo, "stable")
@@ -413,7 +415,7 @@ def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_ima
     for args, says in (
         (("promote", f"{repo_ref}:candidate", "--tag", "x"), "promote takes the digest that was tested"),
         (("promote", result["ref"], "--tag", f"{reg}/elsewhere:x"), "promote tags within"),
-        (("assemble", app_image, "--model", str(tmp_path), "--tag", f"{repo_ref}:y"), "has no modelship.json"),
+        (("assemble", app_image, "--model", str(empty), "--tag", f"{repo_ref}:y"), "is empty"),
         (("assemble", f"{repo_ref}:no-such-tag", "--model", str(model), "--tag", f"{repo_ref}:y"), "not found"),
     ):
         out = _cli(*args)

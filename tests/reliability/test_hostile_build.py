@@ -6,6 +6,8 @@ Rows go to the reliability log next to the store cases of test_hostile_inputs.py
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from modelship.manifest import tree_digest
 from support.builds import build_cmd, local_requirements, make_app, make_wheel
 from support.engine import engine_state, labelled_base, remove_labelled
 from support.models import make_model
 from support.record import record
+from support.trees import file_sha256
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -49,6 +53,28 @@ def _requirement_without_wheel(tmp: Path, base: str) -> list[str]:
     (dists / "sdistonly-1.0.tar.gz").write_bytes(b"an sdist: nothing to install without building")
     app = make_app(tmp / "app", requirements=local_requirements(dists, "tinydep==1.0", "sdistonly==1.0"))
     return _build(tmp, base, app=app)
+
+
+def _model_folder(kind: str) -> Callable[[Path, str], list[str]]:
+    """A build whose --model folder holds something no image may get (issue 19 items 6 and 7)."""
+
+    def setup(tmp: Path, base: str) -> list[str]:
+        (tmp / "secret.txt").write_bytes(b"AccountKey=abc")
+        model = make_model(tmp / "model", {"m.bin": b"weights"}, uri="file:///m" if kind == "escape" else None)
+        if kind == "escape":  # a manifest entry outside the folder, with the right sha256
+            data = json.loads((model / "modelship.json").read_text())
+            data["files"].append({"path": "../secret.txt", "size": 14, "sha256": file_sha256(tmp / "secret.txt")})
+            data["digest"] = tree_digest((f["path"], f["sha256"]) for f in data["files"])
+            (model / "modelship.json").write_text(json.dumps(data))
+        elif kind == "fifo":
+            os.mkfifo(model / "pipe")
+        elif kind == "loop":
+            os.symlink("loop", model / "loop")
+        else:  # a link out of the folder
+            os.symlink(tmp / "secret.txt", model / "creds.txt")
+        return build_cmd(make_app(tmp / "app"), model, "modelship-test/hostile:1", base, "--no-progress")
+
+    return setup
 
 
 def _tool_table(text: str) -> Callable[[Path, str], list[str]]:
@@ -100,6 +126,16 @@ CASES = [
         1,
         "is not local and pulling it failed",
     ),
+    Case(
+        "model-manifest-path-escapes",
+        "build",
+        _model_folder("escape"),
+        2,
+        "file path '../secret.txt' is not a plain relative path",
+    ),
+    Case("model-folder-fifo", "build", _model_folder("fifo"), 2, "pipe is a FIFO; a model folder holds regular files"),
+    Case("model-folder-symlink-loop", "build", _model_folder("loop"), 2, "loop is a symlink loop"),
+    Case("model-folder-link-outside", "build", _model_folder("outside"), 2, "outside the model folder"),
     Case(
         "tool-modelship-unknown-key",
         "build",

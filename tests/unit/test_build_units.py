@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 
+from modelship import modeldir
 from modelship.errors import IntegrityError, UsageError
 from modelship.image import config as cfg_mod
 from modelship.image import context as ctx
@@ -151,12 +152,12 @@ def test_model_files_are_verified_against_the_manifest(tmp_path):
 
 def test_plain_folder_gets_a_computed_manifest(tmp_path):
     model = make_model(tmp_path / "model", {"w.bin": b"abc", "sub/c.json": b"{}"})
-    m = ctx.model_manifest(model)
+    m = modeldir.model_manifest(model)
     assert m.uri == f"file://{model}" and m.version is None and m.fetched_at is None
     assert [f.path for f in m.files] == ["sub/c.json", "w.bin"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="is empty"):
-        ctx.model_manifest(tmp_path / "empty")
+        modeldir.model_manifest(tmp_path / "empty")
 
 
 def test_rendered_dockerfile_keeps_the_layer_order():

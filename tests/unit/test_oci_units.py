@@ -203,9 +203,13 @@ def test_a_file_changed_after_the_fetch_is_refused_while_streaming(tmp_path):
 
 
 def test_folder_without_manifest_and_bad_paths_are_one_line_usage_errors(tmp_path):
-    plain = make_model(tmp_path / "plain", {"a.bin": b"a"})
-    with pytest.raises(UsageError, match=r"has no modelship\.json: fetch the model into it first"):
-        model_layers(plain, image_dir=IMAGE_DIR)
+    plain = make_model(tmp_path / "plain", {"a.bin": b"a"})  # a plain folder: its manifest is computed
+    manifest, _ = model_layers(plain, image_dir=IMAGE_DIR)
+    assert manifest.uri == f"file://{plain}" and manifest.version is None
+    assert [f.path for f in manifest.files] == ["a.bin"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="is empty"):
+        model_layers(tmp_path / "empty", image_dir=IMAGE_DIR)
     with pytest.raises(UsageError, match="must be an absolute, normalised path"):
         model_layers(_model(tmp_path / "m", b"x"), image_dir="opt/../model")
     evil = _model(tmp_path / "evil", b"x")

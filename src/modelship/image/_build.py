@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import progress
+from .. import modeldir, progress
 from .._docker import engine, short_reason, unreachable
 from .._fs import write_atomic
 from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
@@ -241,7 +241,7 @@ def _model_stage(
     else:
         h.update(b"\0" + manifest.without_timestamp().to_json().encode())
         for f in manifest.files:
-            h.update(ctx.stat_signature(model / f.path).encode())
+            h.update(modeldir.stat_signature(model / f.path).encode())
     index = wheels_mod.build_cache_dir() / "stages" / h.hexdigest()[:40]
     if index.is_file():
         image_id = index.read_text().strip()
@@ -316,7 +316,7 @@ def build(
     model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
     manifest = None
     if model is not None:
-        manifest = ctx.model_manifest(model)
+        manifest = modeldir.model_manifest(model)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
     tags = normalise_tags(tag)
     if cfg.tag_model_version:

@@ -20,22 +20,18 @@ leaves no directory entry in the layer that did not come from this tar.)
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 import stat
-import sys
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from .._fs import write_atomic
-from .._hash import HashingReader, sha256_file
-from ..cache import default_root
-from ..errors import IntegrityError, UsageError
+from .. import modeldir
+from .._hash import HashingReader
+from ..errors import IntegrityError
 from ..manifest import MANIFEST_NAME, FileEntry, Manifest
 
 CONTEXT_DIR = ".modelship"
@@ -52,68 +48,6 @@ FIXED_MTIME = 315532800
 DEFAULT_EXCLUDES = [".git", "**/__pycache__", "**/*.pyc", CONTEXT_DIR]
 _CHUNK = 1024 * 1024
 log = logging.getLogger("modelship")
-
-
-def stat_signature(path: Path) -> str:
-    """What changes when a file is rewritten or replaced: size, mtime, inode, ctime."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"{path}\0missing\n"
-    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n"
-
-
-def model_manifest(model_dir: Path) -> Manifest:
-    """The manifest written by ``modelship fetch``, or one computed from a plain folder (sha256 of every file).
-
-    For a plain folder the hashes are remembered by stat signature in the modelship cache, so rebuilding
-    with an unchanged multi-GB folder does not read it again.
-    """
-    if not model_dir.is_dir():
-        raise UsageError(f"model directory {model_dir} does not exist or is not a directory")
-    path = model_dir / MANIFEST_NAME
-    if path.is_file():
-        return Manifest.load(path)
-    memo_file = (
-        default_root() / "build" / "hashes" / (hashlib.sha256(str(model_dir).encode()).hexdigest()[:32] + ".json")
-    )
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    entries, fresh = [], {}
-    files = _walk_files(model_dir)
-    if files:
-        # not what fetch wrote: the image gets an unversioned model named by its folder; say so, never "?"
-        log.warning(
-            "no %s in %s (not written by modelship fetch): hashing %d file(s) as an unversioned model",
-            MANIFEST_NAME,
-            model_dir,
-            len(files),
-        )
-    for rel in files:
-        full = model_dir / rel
-        sig = stat_signature(full)
-        known = memo.get(rel)
-        sha = known[1] if isinstance(known, list) and len(known) == 2 and known[0] == sig else sha256_file(full)
-        fresh[rel] = [sig, sha]
-        entries.append(FileEntry(rel, full.stat().st_size, sha))
-    if not entries:
-        raise UsageError(f"model directory {model_dir} is empty; fetch a model into it first (modelship fetch)")
-    if fresh != memo:
-        write_atomic(memo_file, json.dumps(fresh), durable=False)
-    return Manifest.create(f"file://{model_dir}", None, entries, stamp=False)
-
-
-def _walk_files(root: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if rel != MANIFEST_NAME:
-                out.append(rel)
-    return sorted(out)
 
 
 def dockerignore_patterns(app_dir: Path) -> list[str]:
@@ -215,14 +149,11 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path, expect: F
 
 def add_model(w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str = MODEL_PATH) -> int:
     """Model files listed in the manifest (verified) + modelship.json without fetched_at, under ``prefix``."""
-    entries = {f.path: f for f in manifest.files}
-    files = {**{p: ("file", f) for p, f in entries.items()}, MANIFEST_NAME: ("manifest", None)}
-    extra = [p for p in _walk_files(model_dir) if p not in entries]
+    files = {**{f.path: ("file", f) for f in manifest.files}, MANIFEST_NAME: ("manifest", None)}
+    extra = modeldir.unlisted(model_dir, manifest)
     if extra:
-        print(
-            f"modelship: {len(extra)} file(s) in {model_dir} not in its manifest left out of the image "
-            f"(e.g. {extra[0]})",
-            file=sys.stderr,
+        log.warning(
+            "%d file(s) in %s not in its manifest left out of the image (e.g. %s)", len(extra), model_dir, extra[0]
         )
     total = 0
     w.dir(prefix)
@@ -232,9 +163,7 @@ def add_model(w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str
         if kind == "manifest":
             w.bytes(name, manifest.without_timestamp().to_json().encode())
             continue
-        path = model_dir / rel
-        if not path.is_file():
-            raise IntegrityError(f"{path}: listed in the manifest but missing; re-fetch the model")
+        path = modeldir.path_of(model_dir, rel)
         w.file(name, path, executable=False, expect=entry)  # type: ignore[arg-type]
         total += entry.size  # type: ignore[union-attr]
     return total

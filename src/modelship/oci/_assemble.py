@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import modeldir
 from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, created, model_labels
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
 from ..progress import Progress
 from .auth import login
-from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, load_manifest, model_layers
+from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, model_layers
 from .reference import Reference, check_tag, parse_reference
 from .registry import (
     CHUNK,
@@ -329,7 +330,7 @@ def assemble(
     target = target.with_tag(target.tag or "latest")
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
-    manifest = load_manifest(model_path)
+    manifest = modeldir.model_manifest(model_path)
     opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
     dst = RegistryClient(target.registry, creds, **opts)
     src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from .. import modeldir
 from .._fs import write_atomic
 from ..cache import default_root
 from ..conventions import source_date_epoch
@@ -352,15 +353,6 @@ def _sorted(entries: list[Entry]) -> tuple[Entry, ...]:
     return tuple(sorted(entries, key=lambda e: e.name.split("/")))
 
 
-def load_manifest(model_dir: Path) -> Manifest:
-    path = model_dir / MANIFEST_NAME
-    if not model_dir.is_dir():
-        raise UsageError(f"model directory {model_dir} does not exist or is not a directory")
-    if not path.is_file():
-        raise UsageError(f"{model_dir} has no {MANIFEST_NAME}: fetch the model into it first (modelship fetch)")
-    return Manifest.load(path)
-
-
 def model_layers(
     model_dir: str | Path,
     *,
@@ -370,15 +362,10 @@ def model_layers(
 ) -> tuple[Manifest, list[Layer]]:
     """The manifest of a fetched model folder and its layers (large files first, by path; small files last)."""
     root = Path(model_dir).expanduser().resolve()
-    manifest = manifest or load_manifest(root)
+    manifest = manifest or modeldir.model_manifest(root)
     base = image_dir_parts(image_dir)
     mtime = layer_mtime()
-    listed = {f.path for f in manifest.files}
-    extra = sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.relative_to(root).as_posix() not in listed and p.name != MANIFEST_NAME
-    )
+    extra = modeldir.unlisted(root, manifest)
     if extra:
         log.warning("%d file(s) in %s not in its manifest left out of the image (e.g. %s)", len(extra), root, extra[0])
     large: list[Layer] = []
@@ -386,14 +373,8 @@ def model_layers(
     small_dirs: list[list[str]] = []
     for f in manifest.files:
         parts = _safe_parts(f.path, str(root / MANIFEST_NAME))
-        path = root / f.path
-        try:
-            size = path.stat().st_size
-            regular = path.is_file()
-        except OSError:
-            size, regular = -1, False
-        if not regular:
-            raise IntegrityError(f"{path}: listed in the manifest but missing; re-fetch the model")
+        path = modeldir.path_of(root, f.path)
+        size = path.stat().st_size
         if size != f.size:
             raise IntegrityError(f"{path}: {size} bytes but the manifest says {f.size}; re-fetch the model")
         entry = Entry("/".join(base + parts), FILE_MODE, f.size, path=path, sha256=f.sha256)

@@ -33,6 +33,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from .. import modeldir
 from ..conventions import (
     EPOCH,
     MODEL,
@@ -46,7 +47,7 @@ from ..conventions import (
     model_labels,
 )
 from ..errors import IntegrityError, ModelshipError, UsageError
-from ..manifest import FileEntry, Manifest
+from ..manifest import Manifest
 from ..progress import Progress
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
@@ -264,21 +265,6 @@ class PublishedImage:
         }
 
 
-def _hash_model(model_dir: Path, uri: str, version: str) -> Manifest:
-    from .._hash import sha256_file
-    from .._publish import model_files
-    from .._resolve import safe_relpath
-
-    files = model_files(model_dir)
-    entries = []
-    with ThreadPoolExecutor(min(4, len(files))) as pool:
-        hashes = list(pool.map(sha256_file, files))
-    for p, sha in zip(files, hashes, strict=True):
-        rel = safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir))
-        entries.append(FileEntry(rel, p.stat().st_size, sha))
-    return Manifest.create(uri, version, entries, stamp=False)
-
-
 class _Source:
     def __init__(self, layer: Layer | None, data: bytes | None, bar: Progress):
         self.layer, self.data, self.bar = layer, data, bar
@@ -324,7 +310,7 @@ def publish_image(
         raise UsageError(f"{root} is not a folder; give the model folder to publish")
     root = root.resolve()
     display = f"oci://{target.name}"
-    manifest = _hash_model(root, display, version)
+    manifest = modeldir.compute_manifest(root, display, version)
     _, layers = model_layers(root, image_dir=image_dir, large_file=large_file, manifest=manifest)
     with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
         digests = list(pool.map(lambda layer: layer.digest(), layers))

@@ -34,10 +34,10 @@ from packaging.version import InvalidVersion, Version
 
 from .. import _retry
 from .._fs import CACHE_ADVICE, no_space
-from .._resolve import safe_relpath
 from ..cache import Cache
 from ..errors import IntegrityError, ModelshipError, NotFoundError, TransientError, UsageError
 from ..manifest import MANIFEST_NAME, FileEntry, Manifest, Resolution
+from ..modeldir import safe_relpath
 from ..oci.auth import Credentials
 from ..oci.modelimage import FILEPATH, ModelImage, read_model_image, repository_of
 from ..oci.reference import Reference, check_tag
