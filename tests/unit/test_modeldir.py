@@ -4,8 +4,10 @@ files and plain folders are treated alike by publish, build's context, and the d
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,13 @@ def test_every_verb_reads_a_plain_folder_alike(tmp_path):
     assert (tmp_path / "store" / "1" / "model.safetensors").read_bytes() == b"w" * 5000
     layered, _ = model_layers(snap, image_dir=IMAGE_DIR)
     assert layered.digest == expected.digest
+    buf = io.BytesIO()
+    w = ctx.ContextWriter(buf)
+    assert ctx.add_model(w, snap, modeldir.model_manifest(snap), "m") == sum(f.size for f in expected.files)
+    w.close()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as t:
+        got = {m.name[2:]: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert got["alias.safetensors"] == got["model.safetensors"] == b"w" * 5000 and "modelship.json" in got
 
 
 def test_publish_refuses_a_link_out_of_the_folder_instead_of_dropping_it(tmp_path):
