@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._fs import write_atomic
 from .errors import UsageError
 
 MANIFEST_NAME = "modelship.json"
@@ -166,6 +165,8 @@ class Manifest:
 
     def write(self, path: str | Path) -> None:
         """Write ``modelship.json`` whole or not at all (a temp file, fsync, rename); OSError on failure."""
+        from ._fs import write_atomic  # not at import: `import modelship` stays light (tests/unit/test_layout.py)
+
         write_atomic(path, self.to_json())
 
 
@@ -206,6 +207,8 @@ class Lock:
 
     def write(self, path: str | Path) -> None:
         """Write the lock whole or not at all: a failure (a full disk) leaves the previous lock as it was."""
+        from ._fs import write_atomic
+
         write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
