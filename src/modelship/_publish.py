@@ -13,19 +13,17 @@ import datetime as _dt
 import json
 import logging
 import os
-import queue
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import modeldir
 from ._fs import pid_alive
 from ._hash import hash_file
 from ._resolve import PENDING_MARKER, opened
 from ._retry import Budget, retrying
+from ._workers import Cancelled, for_each
 from .errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
 from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, tree_digest
 from .modeldir import safe_relpath
@@ -35,17 +33,11 @@ from .uri import parse
 
 log = logging.getLogger("modelship")
 
-T = TypeVar("T")
 # Seconds to let upload threads notice an interrupt before leaving them behind: a thread between two progress
 # callbacks (a 1 MiB local write, a block sent to a slow store) finishes its step and cleans up, so that the
-# line the interrupt ends with counts what is really up; one stuck in a stalled write costs this once.
+# line the interrupt ends with counts what is really up; one stuck in a stalled write costs this once. On a
+# failure the threads are drained (each stops at its next callback, raising _workers.Cancelled), for the same line.
 GRACE = 2.0
-
-
-class _Stop(BaseException):
-    """Raised in an upload thread (from its progress callback) once the publish is interrupted or failed.
-
-    A BaseException: the stores map every Exception of their SDK to a ModelshipError, this must get through."""
 
 
 def model_files(model_dir: Path) -> list[Path]:
@@ -63,63 +55,6 @@ def _hashes(path: Path) -> tuple[str, bytes, tuple[str, ...]]:
     h = hash_file(path, md5=True, chunk_size=CHUNK_SIZE)
     assert h.md5 is not None
     return h.sha256.hexdigest(), h.md5.digest(), h.chunks()
-
-
-def _in_parallel(
-    fn: Callable[[T], None],
-    items: Iterable[T],
-    workers: int,
-    cancel: threading.Event,
-    abandon: Callable[[], None] | None = None,
-) -> None:
-    """``fn(item)`` for every item on ``workers`` daemon threads; the first failure sets ``cancel`` and is raised.
-
-    Daemon threads, not a ThreadPoolExecutor: on SIGINT/SIGTERM the executor would run every queued upload to
-    the end, and join a thread stuck in a stalled write at interpreter exit. Here the caller's interrupt sets
-    ``cancel``, the threads get ``GRACE`` seconds to stop (an upload stops at its next progress callback), and
-    the interrupt goes on; ``abandon`` then cleans up after those still running.
-    """
-    todo: queue.SimpleQueue[T] = queue.SimpleQueue()
-    for item in items:
-        todo.put(item)
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while not cancel.is_set():
-            try:
-                item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fn(item)
-            except _Stop:
-                return
-            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                errors.append(e)
-                cancel.set()
-                return
-
-    threads = [
-        threading.Thread(target=worker, name=f"modelship-publish-{i}", daemon=True)
-        for i in range(max(1, min(workers, todo.qsize())))
-    ]
-    try:
-        for t in threads:  # inside: an interrupt while the last threads start must stop the first ones too
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)  # short waits keep the main thread responsive to SIGINT/SIGTERM
-    except BaseException:
-        cancel.set()
-        deadline = time.monotonic() + GRACE
-        for t in threads:
-            if t.ident is not None:  # started
-                t.join(max(0.0, deadline - time.monotonic()))
-        if abandon and any(t.is_alive() for t in threads):
-            abandon()
-        raise
-    if errors:
-        raise errors[0]
 
 
 class _State:
@@ -237,7 +172,8 @@ def publish(
     cancel = threading.Event()
     hashes: dict[Path, tuple[str, bytes, tuple[str, ...]]] = {}
     # Hashed first: the marker records which files this publish is for, so that a re-run can resume it.
-    _in_parallel(lambda p: hashes.__setitem__(p, _hashes(p)), files, workers, cancel)
+    hashed = lambda p: hashes.__setitem__(p, _hashes(p))  # noqa: E731
+    for_each(hashed, files, workers, cancel, name="modelship-hash", grace=GRACE, drain=True)
     digest = tree_digest((rels[p], hashes[p][0]) for p in files)
     state = _State(where, len(files))
     with opened(parsed, credential) as source:
@@ -344,7 +280,7 @@ def _upload(
 
             def count(n: int) -> None:
                 if cancel.is_set() and sent[0] + n < size:  # the last callback may come once the file is up
-                    raise _Stop
+                    raise Cancelled
                 sent[0] += n
                 bar.update(n)
                 budget.progress()
@@ -357,7 +293,8 @@ def _upload(
             retrying(f"uploading {rels[p]}", attempt, cancel, budget=budget)
             state.done(rels[p])
 
-        _in_parallel(upload, todo, workers, cancel, getattr(source, "abandon", None))
+        abandon = getattr(source, "abandon", None)
+        for_each(upload, todo, workers, cancel, name="modelship-publish", grace=GRACE, drain=True, abandon=abandon)
 
 
 def _now() -> str:

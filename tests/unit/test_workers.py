@@ -1,0 +1,75 @@
+"""The one worker pool (modelship._workers): the first failure stops the rest, an interrupt cancels and leaves
+stuck workers behind (after their grace, with ``abandon``), ``drain`` waits for every worker on a failure."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from modelship._workers import Cancelled, Pool, for_each
+
+
+def test_every_item_is_done_on_at_most_the_workers_asked_for():
+    seen, names, lock = [], set(), threading.Lock()
+
+    def fn(item: int) -> None:
+        time.sleep(0.01)
+        with lock:
+            seen.append(item)
+            names.add(threading.current_thread().name)
+
+    for_each(fn, range(40), 3, name="t")
+    assert sorted(seen) == list(range(40)) and names <= {"t-0", "t-1", "t-2"} and len(names) > 1
+
+
+def test_the_first_failure_cancels_the_others_and_is_raised():
+    cancel, started = threading.Event(), []
+
+    def fn(item: int) -> None:
+        started.append(item)
+        if item == 2:
+            raise ValueError("item 2 failed")
+        if cancel.wait(5):  # a long item that stops at its next step once cancelled
+            raise Cancelled
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="item 2 failed"):
+        for_each(fn, range(100), 3, cancel)
+    assert cancel.is_set() and len(started) < 10 and time.monotonic() - t0 < 2
+
+
+def test_an_interrupt_cancels_and_abandons_a_worker_stuck_past_its_grace():
+    """The main thread's wait ends with KeyboardInterrupt (raised here by ``tick``, as SIGINT would be)."""
+    stuck, abandoned = threading.Event(), []
+    pool = Pool(grace=0.2)
+
+    def worker() -> None:
+        stuck.wait(10)  # a stalled read that does not look at cancel
+
+    def tick() -> None:
+        raise KeyboardInterrupt
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pool.run([("w", worker)], tick=tick, abandon=lambda: abandoned.append(True))
+    assert pool.cancel.is_set() and abandoned == [True] and time.monotonic() - t0 < 1.5
+    stuck.set()
+
+
+def test_drain_waits_for_every_worker_on_a_failure():
+    """A publish counts what is up when it fails: each upload stops at its next step, none is left running."""
+    finished = []
+    pool = Pool(grace=0.0, drain=True)
+
+    def failing() -> None:
+        raise OSError("disk")
+
+    def slow() -> None:
+        time.sleep(0.5)  # a step that does not look at cancel
+        finished.append(True)
+
+    with pytest.raises(OSError, match="disk"):
+        pool.run([("a", failing), ("b", slow)], abandon=lambda: pytest.fail("nothing is left behind to abandon"))
+    assert finished == [True]
