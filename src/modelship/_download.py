@@ -39,6 +39,7 @@ from . import _retry, settings
 from ._connections import Tuner, ceiling
 from ._fs import CACHE_ADVICE, no_space
 from ._hash import Hasher
+from ._workers import Cancelled, Pool
 from .cache import Cache
 from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError
 from .manifest import FileEntry, Resolution
@@ -72,30 +73,6 @@ def _bound_allocator() -> None:
     with contextlib.suppress(OSError, AttributeError, TypeError):
         m_mmap_threshold = -3
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
-
-
-class _Abandoned(Exception):
-    """The job was closed (the fetch failed or was cancelled) while a worker was still on it."""
-
-
-def _reason(e: Exception) -> str:
-    """A few words for a retry line (the store's own message can be long and name hosts)."""
-    text = str(e).lower()
-    for needles, words in (
-        (("md5 mismatch", "checksum"), "damaged bytes: the store's checksum failed"),
-        (("reset",), "connection reset"),
-        (("timed out", "timeout"), "timed out"),
-        (("connection closed after",), "connection closed early"),
-        (("broke off", "incompleteread", "closed", "aborted", "protocolerror"), "connection closed"),
-        (("refused",), "connection refused"),
-        (("garbled", "disagrees", "cut off"), "garbled answer"),
-    ):
-        if any(n in text for n in needles):
-            return words
-    for code in ("500", "502", "503", "504", "408", "429"):
-        if f"answered {code}" in text or f" {code} " in f" {text} ":
-            return f"HTTP {code}"
-    return str(e).split(": ")[-1][:80] or e.__class__.__name__
 
 
 @dataclass(eq=False)
@@ -259,10 +236,11 @@ class _FileJob:
             self._reset()
 
     def _use(self) -> int:
-        """The file's descriptor, counted as in use; raises _Abandoned once the job is closed."""
+        """The file's descriptor, counted as in use; raises Cancelled once the job is closed (the fetch failed
+        or was cancelled while a worker was still on it)."""
         with self._io:
             if self._closed:
-                raise _Abandoned
+                raise Cancelled
             if self._fd is None:
                 self._fd = os.open(self.tmp, os.O_RDWR)
             self._users += 1
@@ -393,14 +371,11 @@ def _tries(attempts: int, what: str = "attempts") -> str:
 
 
 class _Downloader:
-    """Ranged parallel download on daemon threads.
+    """Ranged parallel download on the worker pool (``_workers.Pool``): connections and hashers.
 
-    Daemon threads, not a ThreadPoolExecutor: on SIGINT/SIGTERM or a failure, a worker stuck in a stalled read
-    must not hold up the exit (an executor's threads are joined at interpreter exit, for up to the read timeout).
-    Abandoned workers find their job closed and stop.
+    On SIGINT/SIGTERM or a failure, a worker stuck in a stalled read is left behind (it must not hold up the
+    exit); abandoned workers find their job closed and stop.
     """
-
-    GRACE = 0.5  # seconds to let workers notice a cancel before leaving them behind
 
     def __init__(
         self,
@@ -412,6 +387,8 @@ class _Downloader:
         where: str = "",
     ):
         self.source, self.progress, self.cancel = source, progress, cancel
+        self._pool = Pool(cancel)
+        self._finished = self._pool.done  # every file verified (or a worker failed): the workers stop
         self.on_complete, self.where = on_complete, where
         # Reads of a range, and downloads of a whole file when only its whole-file digest can tell damage.
         self.attempts = settings.current().max_attempts
@@ -424,8 +401,6 @@ class _Downloader:
             self.store_checked = None
         self._tasks = _Queue()
         self._hash_q: queue.SimpleQueue[_FileJob] = queue.SimpleQueue()
-        self._errors: list[BaseException] = []
-        self._finished = threading.Event()
         self._gate = threading.Condition()
         self._active = 0
         self._pending = 0  # files not yet verified and handed over
@@ -453,31 +428,11 @@ class _Downloader:
                 self._tasks.put(_Piece(r, r.offset, r.length))
                 ranges += 1
         n_workers = min(self.tuner.most, max(1, ranges, total // MIN_PIECE))
-        threads = [
-            threading.Thread(target=self._guard(self._worker), name=f"modelship-fetch-{i}", daemon=True)
-            for i in range(n_workers)
-        ]
         # Whole-file hashing is sequential per file; more hashers help when many files complete at once.
         n_hashers = max(1, min(4, (os.cpu_count() or 1) // 2, len(jobs)))
-        threads += [
-            threading.Thread(target=self._guard(self._hasher), name=f"modelship-hash-{i}", daemon=True)
-            for i in range(n_hashers)
-        ]
-        for t in threads:
-            t.start()
-        try:
-            while not self._finished.wait(0.1):  # short waits keep the main thread responsive to SIGINT/SIGTERM
-                self.tuner.tick()
-                if not any(t.is_alive() for t in threads):
-                    break
-        except BaseException:
-            self.cancel.set()
-            self._join(threads)
-            raise
-        if self._errors:
-            self.cancel.set()
-            self._join(threads)
-            raise self._errors[0]
+        workers = [(f"modelship-fetch-{i}", self._worker) for i in range(n_workers)]
+        workers += [(f"modelship-hash-{i}", self._hasher) for i in range(n_hashers)]
+        self._pool.run(workers, tick=self.tuner.tick)  # raises a worker's failure, or the interrupt
         if self._pending:
             raise ModelshipError("download workers stopped before finishing; re-run")
         elapsed = max(time.monotonic() - t0, 1e-6)
@@ -487,26 +442,8 @@ class _Downloader:
             *(total, elapsed, total / elapsed / 1e6, self.tuner.limit, how),
         )
 
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except _Abandoned:
-                return
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                self._errors.append(e)
-                self.cancel.set()
-                self._finished.set()
-
-        return run
-
-    def _join(self, threads: list[threading.Thread]) -> None:
-        deadline = time.monotonic() + self.GRACE
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-
     def _running(self) -> bool:
-        return not (self.cancel.is_set() or self._finished.is_set())
+        return self._pool.running()
 
     # -- workers
 
@@ -552,7 +489,7 @@ class _Downloader:
         while True:
             attempt += 1
             if self.cancel.is_set():
-                raise _Abandoned
+                raise Cancelled
             pos = p.offset
             # Samples every SAMPLE bytes, not per range: the tuner decides within a second even when a range takes
             # several (4 MiB at 2 MB/s). The first one of a read includes the wait for its answer, as it should.
@@ -579,9 +516,12 @@ class _Downloader:
                             self.tuner.sample(step, pos - mark, now - since)
                         mark, since, step = pos, now, self._step()
                     if self.cancel.is_set():
-                        raise _Abandoned
+                        raise Cancelled
                 if pos < end:
-                    raise TransientError(f"{p.label}: connection closed after {pos - p.offset} of {p.length} bytes")
+                    raise TransientError(
+                        f"{p.label}: connection closed after {pos - p.offset} of {p.length} bytes",
+                        reason="connection closed early",
+                    )
                 break
             except TransientError as e:
                 # The whole piece again: a store may notice only at the end that the bytes it already handed
@@ -593,9 +533,9 @@ class _Downloader:
                     # Read it plainly; the whole-file digest then tells transit damage from damage at rest.
                     validate = store_failed < 2
                 delay = budget.retry(e, progressed=pos > p.offset)  # raises when the retries or the budget are spent
-                log.info("retrying %s (%s), attempt %d/%d", p.label, _reason(e), attempt + 1, self.attempts)
+                log.info("retrying %s (%s), attempt %d/%d", p.label, _retry.reason(e), attempt + 1, self.attempts)
                 if self.cancel.wait(delay):
-                    raise _Abandoned from None
+                    raise Cancelled from None
             except OSError as e:
                 if full := no_space(e, f"writing {job.entry.path} to {job.tmp.parent}", CACHE_ADVICE):
                     raise full from None

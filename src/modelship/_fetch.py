@@ -102,7 +102,7 @@ def _fetch_attempts(
     try:
         return attempt()
     except IntegrityError as e:
-        if lk is not None or "changed while" not in str(e):
+        if lk is not None or e.kind != IntegrityError.CHANGED:
             raise
         log.warning("%s; resolving again", e)
     return attempt()

@@ -11,6 +11,7 @@ command within about that budget plus one read timeout, with one line saying it 
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import threading
@@ -29,6 +30,45 @@ T = TypeVar("T")
 def max_retries() -> int:
     """Retries one operation may make after its first attempt: ``MODELSHIP_MAX_ATTEMPTS`` - 1 (default 4)."""
     return settings.current().max_retries
+
+
+# What a retry line says for a failure without a reason of its own, by the type of what caused it (an SDK wraps
+# the socket's error a few levels deep). First match wins: RemoteDisconnected is a ConnectionResetError too.
+_BY_CAUSE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (
+        (http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionAbortedError, BrokenPipeError),
+        "connection closed",
+    ),
+    (ConnectionResetError, "connection reset"),
+    (ConnectionRefusedError, "connection refused"),
+    (TimeoutError, "timed out"),
+)
+
+
+def reason(e: BaseException) -> str:
+    """A few words for a retry line: the error's ``reason``, else what its cause was by type, else the cause's
+    class name (the message itself can be long and name hosts)."""
+    if isinstance(e, TransientError) and e.reason:
+        return e.reason
+    chain = _causes(e)
+    for types, words in _BY_CAUSE:
+        if any(isinstance(x, types) for x in chain):
+            return words
+    return chain[-1].__class__.__name__
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    """``e`` and what is behind it (causes, contexts, wrapped errors), outermost first."""
+    seen: list[BaseException] = []
+    todo: list[object] = [e]
+    while todo and len(seen) < 20:
+        x = todo.pop(0)
+        if not isinstance(x, BaseException) or any(x is s for s in seen):
+            continue
+        seen.append(x)
+        todo += [x.__cause__, x.__context__, getattr(x, "error", None), getattr(x, "inner_exception", None)]
+        todo += [getattr(x, "reason", None), *getattr(x, "args", ())]
+    return seen
 
 
 def backoff(attempt: int) -> float:

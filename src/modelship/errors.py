@@ -1,6 +1,12 @@
-"""Every user-facing failure is a ModelshipError: one clear line, and an exit code for the CLI."""
+"""Every user-facing failure is a ModelshipError: one clear line, and an exit code for the CLI.
+
+Callers tell failures apart by class and attributes (``IntegrityError.kind``, ``TransientError.reason``,
+``ContainerNotFoundError.container``), never by the text of the line, which is for people.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class ModelshipError(Exception):
@@ -32,15 +38,35 @@ class AuthError(ModelshipError):
 
 
 class IntegrityError(ModelshipError):
-    """Bytes that are not what they should be: size, checksum or ETag mismatch."""
+    """Bytes that are not what they should be: size, checksum or ETag mismatch.
+
+    ``kind``: ``CHANGED`` when the source changed while it was being read (its ETag or size moved on: a fresh
+    resolve may find a consistent version), else None."""
+
+    CHANGED: ClassVar[str] = "changed"
+
+    def __init__(self, message: str = "", *, kind: str | None = None):
+        self.kind = kind
+        super().__init__(message)
 
 
 class TransientError(ModelshipError):
-    """A network fault worth retrying (reset, timeout, 5xx)."""
+    """A network fault worth retrying (reset, timeout, 5xx).
+
+    ``reason``: a few words for a retry line ("connection reset", "HTTP 503"), never a host or a secret; when
+    not given, the class's own (``default_reason``), else the retry line derives one from the cause's type."""
+
+    default_reason: ClassVar[str | None] = None
+
+    def __init__(self, message: str = "", *, reason: str | None = None):
+        self.reason = reason or self.default_reason
+        super().__init__(message)
 
 
 class StallError(TransientError):
     """A read that got no bytes within the read timeout: the connection went silent (retried like any other)."""
+
+    default_reason = "timed out"
 
     def __init__(self, what: str, store: str):
         self.what, self.store = what, store
@@ -49,6 +75,8 @@ class StallError(TransientError):
 
 class ChecksumError(TransientError):
     """Bytes that failed a checksum on the way (a store's transactional MD5, a chunk digest): read them again."""
+
+    default_reason = "damaged bytes: the store's checksum failed"
 
 
 class DockerError(ModelshipError):

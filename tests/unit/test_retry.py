@@ -1,13 +1,17 @@
-"""The one retry policy (modelship._retry): the count and the time budget, on a real clock with small values."""
+"""The one retry policy (modelship._retry): the count and the time budget, on a real clock with small values;
+the reason a retry line gives and the fresh resolve, told by the error's attributes, not its text."""
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import pytest
 
-from modelship._retry import Budget, retrying
-from modelship.errors import ModelshipError, StallError, TransientError
+import modelship
+from modelship._retry import Budget, reason, retrying
+from modelship.errors import ChecksumError, IntegrityError, ModelshipError, StallError, TransientError
+from support.models import make_model
 
 
 def _failing(times: int, slow: float = 0.0, progress: Budget | None = None):
@@ -65,3 +69,73 @@ def test_a_stall_ends_with_the_stall_line(monkeypatch):
         "reading w.bin stalled: no bytes for 0 s from the blob service at http://127.0.0.1:1/acct; check the "
         "network, or raise MODELSHIP_READ_TIMEOUT (now 0.1 s) if the store is only slow"
     )
+
+
+# ------------------------------------------------------------------------------- errors told apart by type
+
+
+def test_a_retry_line_says_the_errors_reason_or_its_causes_type():
+    assert reason(TransientError("GET x: answered 503", reason="HTTP 503")) == "HTTP 503"
+    assert reason(StallError("reading w.bin", "S3")) == "timed out"
+    assert reason(ChecksumError("reading w.bin: md5")) == "damaged bytes: the store's checksum failed"
+    for cause, words in [
+        (ConnectionResetError(104, "reset"), "connection reset"),
+        (http.client.RemoteDisconnected("gone"), "connection closed"),  # a ConnectionResetError too
+        (ConnectionRefusedError(111, "no"), "connection refused"),
+        (TimeoutError("slow"), "timed out"),
+    ]:
+        assert reason(_raised_from(cause)) == words
+    assert reason(TransientError("the text says connection reset and HTTP 503")) == "TransientError"
+
+
+def _raised_from(cause: BaseException) -> TransientError:
+    """A TransientError raised while handling an SDK's error that wraps ``cause``, as the stores raise them."""
+    try:
+        try:
+            raise OSError("wrapped by an SDK") from cause
+        except OSError:
+            raise TransientError("GET x: ConnectionError") from None  # the context is kept, only not shown
+    except TransientError as e:
+        return e
+
+
+@pytest.mark.parametrize("kind", [IntegrityError.CHANGED, None])
+def test_only_a_source_that_changed_gets_a_fresh_resolve_whatever_its_message_says(tmp_path, kind):
+    """``IntegrityError.kind``, not the text: a changed source is resolved again once, other damage is final."""
+    from modelship.hookspecs import hookimpl
+    from modelship.stores import plugin_manager
+    from modelship.stores.local import LocalSource
+
+    make_model(tmp_path / "x" / "1.0", {"w": 10})
+    failures = [1]
+
+    class Changing(LocalSource):
+        def read(self, name, offset, length, etag):
+            if failures[0]:
+                failures[0] -= 1
+                raise IntegrityError(f"{name}: changed while it was being read (kind {kind})", kind=kind)
+            yield from super().read(name, offset, length, etag)
+
+    def changing(uri, credential):
+        source = Changing(uri, credential)
+        source.root = tmp_path
+        return source
+
+    class Plugin:
+        @hookimpl
+        def modelship_stores(self):
+            return {"mem": changing}
+
+    plugin_manager().register(Plugin(), name="changing")
+    try:
+        if kind is None:
+            with pytest.raises(IntegrityError, match="changed while"):
+                modelship.fetch("mem://x/x", tmp_path / "o", cache_dir=tmp_path / "c", progress=False)
+        else:
+            result = modelship.fetch("mem://x/x", tmp_path / "o", cache_dir=tmp_path / "c", progress=False)
+            assert (
+                result.version == "1.0" and (tmp_path / "o" / "w").read_bytes() == (tmp_path / "x/1.0/w").read_bytes()
+            )
+    finally:
+        plugin_manager().unregister(name="changing")
+    assert failures == [0]

@@ -286,7 +286,10 @@ class AzureBlobSource:
         code = getattr(code, "value", code)  # StorageErrorCode.X → its wire name
         status = getattr(e, "status_code", None)
         if isinstance(e, ResourceModifiedError) or status == 412:
-            return IntegrityError(f"{what}: the blob changed while it was being read (ETag no longer matches); re-run")
+            return IntegrityError(
+                f"{what}: the blob changed while it was being read (ETag no longer matches); re-run",
+                kind=IntegrityError.CHANGED,
+            )
         if isinstance(e, ResourceNotFoundError) or status == 404:
             if "ContainerNotFound" in str(code):
                 return ContainerNotFoundError(self._where, f"{self._where} not found; check the URI {self.uri.display}")
@@ -336,21 +339,29 @@ class AzureBlobSource:
             return StallError(what, self._store)
         if isinstance(e, (ServiceRequestError, ServiceResponseError)) or (status and status >= 500) or status == 408:
             return TransientError(
-                f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}"
+                f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}",
+                reason=f"HTTP {status}" if status else None,  # else the retry line tells the cause by its type
             )
         if isinstance(e, DecodeError) or (isinstance(e, HttpResponseError) and status is None):
             # No usable answer: the connection broke mid-body (IncompleteReadError, or the SDK's own download
             # retries giving up and wrapping it without a status) or the body did not parse. Worth a retry.
             cause = getattr(e, "error", None) or e
             how = "connection reset" if _was_reset(e) else cause.__class__.__name__
-            return TransientError(f"{what}: the blob service's answer broke off ({how})")
+            reset = how == "connection reset"
+            return TransientError(
+                f"{what}: the blob service's answer broke off ({how})",
+                reason="connection reset" if reset else "connection closed",
+            )
         if isinstance(e, AzureError) and "md5 mismatch" in str(getattr(e, "message", e)).lower():
             # validate_content: the range's transactional MD5 (computed by the service) does not match what
             # arrived: damaged on the way, read it again.
             return ChecksumError(f"{what}: the bytes failed the service's transactional MD5 (damaged in transit)")
         if code == "Md5Mismatch" or (status == 400 and "contentmd5" in str(getattr(e, "message", "")).lower()):
             # The service checked Content-MD5 (Azurite says InvalidOperation): the upload was damaged on the way.
-            return TransientError(f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)")
+            return TransientError(
+                f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)",
+                reason="damaged upload: the store's checksum failed",
+            )
         if isinstance(e, HttpResponseError):
             return ModelshipError(f"{what}: blob service answered {status} {code}")
         if isinstance(e, DeserializationError) or (
@@ -358,7 +369,9 @@ class AzureBlobSource:
         ):
             # A truncated or garbled answer that the SDK could not make sense of (it may even crash on it, e.g.
             # AttributeError in list paging on an empty 200): the exchange failed, not the request.
-            return TransientError(f"{what}: the blob service's answer was garbled ({e.__class__.__name__})")
+            return TransientError(
+                f"{what}: the blob service's answer was garbled ({e.__class__.__name__})", reason="garbled answer"
+            )
         if isinstance(e, (ConnectionError, TimeoutError, OSError)):
             return TransientError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
         return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")

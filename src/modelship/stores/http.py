@@ -45,9 +45,14 @@ class HttpSource:
         if resp.status_code == 404:
             raise NotFoundError(f"{what}: {self.uri.display} not found (404)")
         if resp.status_code == 412:
-            raise IntegrityError(f"{what}: {self.uri.display} changed while it was being read (ETag); re-run")
+            raise IntegrityError(
+                f"{what}: {self.uri.display} changed while it was being read (ETag); re-run",
+                kind=IntegrityError.CHANGED,
+            )
         if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientError(f"{what}: {self.uri.display} answered {resp.status_code}")
+            raise TransientError(
+                f"{what}: {self.uri.display} answered {resp.status_code}", reason=f"HTTP {resp.status_code}"
+            )
         if resp.status_code >= 400:
             raise ModelshipError(f"{what}: {self.uri.display} answered {resp.status_code}")
 
@@ -64,10 +69,13 @@ class HttpSource:
         size, etag = resp.headers.get("Content-Length", ""), resp.headers.get("ETag")
         if not size.isdigit():
             raise TransientError(
-                f"HEAD {self.uri.display}: no Content-Length in the answer (cut off?); modelship needs the size"
+                f"HEAD {self.uri.display}: no Content-Length in the answer (cut off?); modelship needs the size",
+                reason="garbled answer",
             )
         if etag and not re.fullmatch(r'(W/)?"[^"]*"', etag):
-            raise TransientError(f"HEAD {self.uri.display}: malformed ETag in the answer (cut off?)")
+            raise TransientError(
+                f"HEAD {self.uri.display}: malformed ETag in the answer (cut off?)", reason="garbled answer"
+            )
         self._size = int(size)
         yield RemoteFile(name=self.uri.prefix, size=self._size, etag=etag, last_modified=_http_date(resp))
 
@@ -85,7 +93,8 @@ class HttpSource:
                 total = resp.headers.get("Content-Range", "").rpartition("/")[2]
                 if self._size is not None and total.isdigit() and int(total) != self._size:
                     raise IntegrityError(
-                        f"GET: {self.uri.display} changed while it was being read (now {total} bytes); re-run"
+                        f"GET: {self.uri.display} changed while it was being read (now {total} bytes); re-run",
+                        kind=IntegrityError.CHANGED,
                     )
                 skip = offset if resp.status_code == 200 else 0  # server ignored Range: skip to our part
                 left = length

@@ -89,7 +89,7 @@ class LocalSource:
             raise _fs_error(e, f"reading {name}") from None
         try:
             if etag and _etag(os.fstat(f.fileno())) != etag:
-                raise IntegrityError(f"{path} changed while it was being read; re-run")
+                raise IntegrityError(f"{path} changed while it was being read; re-run", kind=IntegrityError.CHANGED)
             f.seek(offset)
             left = length
             while left > 0:

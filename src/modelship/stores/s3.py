@@ -86,13 +86,15 @@ class S3Source:
             if code in ("NoSuchKey", "404") or status == 404:
                 return NotFoundError(f"{what}: not found in bucket {self._bucket!r}")
             if code == "PreconditionFailed" or status == 412:
-                return IntegrityError(f"{what}: the object changed while it was being read (ETag); re-run")
+                return IntegrityError(
+                    f"{what}: the object changed while it was being read (ETag); re-run", kind=IntegrityError.CHANGED
+                )
             if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return AuthError(
                     f"{what}: access to bucket {self._bucket!r} denied ({code}); check the AWS credentials"
                 )
             if status >= 500 or code in ("SlowDown", "RequestTimeout", "BadDigest"):  # BadDigest: damaged upload
-                return TransientError(f"{what}: S3 answered {status} {code}")
+                return TransientError(f"{what}: S3 answered {status} {code}", reason=f"HTTP {status}")
             return ModelshipError(f"{what}: S3 answered {status} {code}")
         if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
             # The response's own checksum caught bytes damaged on the way: fetch that part again.
@@ -114,7 +116,7 @@ class S3Source:
         if idempotent and isinstance(e, (KeyError, ValueError, TypeError, AttributeError, self._parser_error)):
             # An answer cut off or damaged so that it does not parse (http.client even takes a head cut off
             # mid-way as complete): the exchange failed, not the request.
-            return TransientError(f"{what}: S3's answer was garbled ({e.__class__.__name__})")
+            return TransientError(f"{what}: S3's answer was garbled ({e.__class__.__name__})", reason="garbled answer")
         return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
@@ -123,7 +125,9 @@ class S3Source:
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
                 if "KeyCount" not in page and "IsTruncated" not in page:
                     # An empty or cut-off answer parses as "no objects": it must not read as an empty prefix.
-                    raise TransientError(f"listing {self.uri.display}: S3's answer was cut off")
+                    raise TransientError(
+                        f"listing {self.uri.display}: S3's answer was cut off", reason="garbled answer"
+                    )
                 objects += page.get("Contents", [])
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"listing {self.uri.display}", idempotent=True) from None
@@ -142,7 +146,10 @@ class S3Source:
         # Two answers must agree: a head cut off inside Content-Length or ETag would otherwise give a wrong size
         # (a silently truncated download of a file published without sha256) or a wrong MD5.
         if size != int(obj.get("Size", size)) or (etag and not (len(etag) >= 2 and etag[0] == etag[-1] == '"')):
-            raise TransientError(f"{what}: S3's answer disagrees with its listing (cut off, or the object changed)")
+            raise TransientError(
+                f"{what}: S3's answer disagrees with its listing (cut off, or the object changed)",
+                reason="garbled answer",
+            )
         md5 = etag.strip('"') if etag and "-" not in etag else None  # a multipart ETag is not an MD5
         meta = head.get("Metadata", {})
         return RemoteFile(obj["Key"], size, etag, md5, meta.get(SHA256_KEY), head.get("LastModified"), meta)
