@@ -40,7 +40,7 @@ class ModelMount:
     """What the manifests need from the model image, and where the app wants the model."""
 
     ref: str  # REGISTRY/REPO@sha256:…
-    image_dir: str  # the model's folder inside the model image
+    image_model_dir: str  # the model's folder inside the model image
     app_dir: str  # the app's model dir (MODELSHIP_MODEL_DIR)
     data_only: bool
     size: int  # bytes of model files
@@ -57,7 +57,7 @@ def model_mount(model_image: str, app_dir: str) -> ModelMount:
         raise UsageError(f"model image {model_image!r} is not pinned by digest; pass REPO@sha256:<64 hex>")
     return ModelMount(
         ref=img.pinned,
-        image_dir=img.image_dir,
+        image_model_dir=img.image_model_dir,
         app_dir=app_dir,
         data_only=img.data_only,
         size=sum(f.size for f in img.model.files),
@@ -115,7 +115,7 @@ def image_volume(deployment: dict[str, Any], container: dict[str, Any], m: Model
     """The model image as a read-only image volume at the app's model dir."""
     pod = _pod(deployment)
     _volumes(pod, {"name": VOLUME, "image": {"reference": m.ref, "pullPolicy": "IfNotPresent"}})
-    _mount_in(container, m, m.image_dir.strip("/"))
+    _mount_in(container, m, m.image_model_dir.strip("/"))
     _annotate(deployment["spec"]["template"], m)
 
 
@@ -135,7 +135,7 @@ def init_container(deployment: dict[str, Any], container: dict[str, Any], m: Mod
         "image": m.ref,
         "imagePullPolicy": "IfNotPresent",
         # "$0"/"$1": the paths are arguments, not text spliced into the shell line
-        "command": ["sh", "-c", 'cp -R "$0"/. "$1"/', m.image_dir, _COPY_TO],
+        "command": ["sh", "-c", 'cp -R "$0"/. "$1"/', m.image_model_dir, _COPY_TO],
         "volumeMounts": [{"name": VOLUME, "mountPath": _COPY_TO}],
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
         "securityContext": dict(container.get("securityContext") or {}),
@@ -149,9 +149,9 @@ def inference_service(
     deployment: dict[str, Any], container: dict[str, Any], m: ModelMount, name: str, replicas: int
 ) -> dict[str, Any]:
     """A KServe InferenceService running the app container with the model image as its storage URI."""
-    if m.image_dir.rstrip("/") != KSERVE_MODEL_DIR:
+    if m.image_model_dir.rstrip("/") != KSERVE_MODEL_DIR:
         raise UsageError(
-            f"model image {m.ref} keeps the model in {m.image_dir}; KServe reads {KSERVE_MODEL_DIR} of a model "
+            f"model image {m.ref} keeps the model in {m.image_model_dir}; KServe reads {KSERVE_MODEL_DIR} of a model "
             f"image: publish it with --image-dir {KSERVE_MODEL_DIR}"
         )
     scheme = "oci+native" if m.data_only else "oci"

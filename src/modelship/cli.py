@@ -170,14 +170,18 @@ def _publish_image(a: argparse.Namespace) -> None:
     from .oci.modelimage import publish_image
 
     r = publish_image(
-        a.model_dir, a.uri, version=a.version, force=a.force, image_dir=a.image_model_dir or MODEL_DIR, quiet=a.json
+        a.model_dir,
+        a.uri,
+        version=a.version,
+        force=a.force,
+        image_model_dir=a.image_model_dir or MODEL_DIR,
+        quiet=a.json,
     )
     d = r.to_dict()
     data = {
-        **{k: v for k, v in d.items() if k not in ("ref", "pinned", "image_dir") and not k.startswith("modelpack")},
+        **{k: v for k, v in d.items() if k not in ("ref", "pinned") and not k.startswith("modelpack")},
         "image": d["ref"],
         "ref": d["pinned"],
-        "image_model_dir": d["image_dir"],
         "modelpack": {
             "image": d["modelpack_ref"],
             "ref": pinned(d["modelpack_ref"], d["modelpack_digest"]),

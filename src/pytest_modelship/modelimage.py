@@ -46,7 +46,7 @@ class ModelVolume:
     ref: str
     image_id: str
     volume: str
-    image_dir: str  # the model's folder inside the model image
+    image_model_dir: str  # the model's folder inside the model image
     labels: dict[str, str]  # the model image's io.modelship.model.* labels
 
 
@@ -66,8 +66,8 @@ def prepare(client: docker.DockerClient, ref: str, pull: bool, labels: dict[str,
             f"could not pull model image {ref} ({short_reason(e)}): check the name and 'docker login'"
         ) from None
     model_labels = {k: v for k, v in (image.labels or {}).items() if k.startswith(MODEL_LABELS)}
-    image_dir = model_labels.get(DIR_LABEL)
-    if not image_dir or MANIFEST_LABEL not in model_labels:
+    image_model_dir = model_labels.get(DIR_LABEL)
+    if not image_model_dir or MANIFEST_LABEL not in model_labels:
         raise SetupError(
             f"{ref} is not a model image (no {DIR_LABEL} and {MANIFEST_LABEL} labels): publish one with "
             "'modelship publish DIR oci://REGISTRY/REPO --version V'"
@@ -84,7 +84,7 @@ def prepare(client: docker.DockerClient, ref: str, pull: bool, labels: dict[str,
         helper = client.containers.create(
             image.id,
             command=["/modelship-model-image-is-never-run"],
-            volumes={name: {"bind": image_dir, "mode": "ro"}},
+            volumes={name: {"bind": image_model_dir, "mode": "ro"}},
             labels=labels,
             network_disabled=True,
         )
@@ -92,7 +92,7 @@ def prepare(client: docker.DockerClient, ref: str, pull: bool, labels: dict[str,
     except docker.errors.DockerException as e:
         remove(client, name)
         raise SetupError(f"could not unpack model image {ref} into a volume ({short_reason(e)})") from None
-    return ModelVolume(ref, image.id, name, image_dir, model_labels)
+    return ModelVolume(ref, image.id, name, image_model_dir, model_labels)
 
 
 def _local(client: docker.DockerClient, ref: str) -> Image | None:

@@ -49,7 +49,7 @@ def model_images(tmp_path_factory, registry):
     os.environ.setdefault("MODELSHIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     repo = f"{registry}/{unique_repo('md/model')}"
     plain = publish_image(root, f"oci://{repo}", version="1.0.0", quiet=True)
-    kserve = publish_image(root, f"oci://{repo}-kserve", version="1.0.0", image_dir="/models", quiet=True)
+    kserve = publish_image(root, f"oci://{repo}-kserve", version="1.0.0", image_model_dir="/models", quiet=True)
     return plain, kserve
 
 

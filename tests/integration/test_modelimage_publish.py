@@ -209,7 +209,7 @@ def test_publish_bad_input_is_one_line_and_writes_nothing(tmp_path, registry):
     assert proc.returncode == 2 and "not a folder" in proc.stderr, proc.stderr
     assert tag_digest(registry, repo, "1.0.0") is None
     with pytest.raises(UsageError, match=r"model dir in the image"):
-        publish_image(root, uri, version="1.0.0", image_dir="models", quiet=True)
+        publish_image(root, uri, version="1.0.0", image_model_dir="models", quiet=True)
 
 
 def test_publish_to_a_registry_that_is_down_or_denies_is_one_line(tmp_path, registry):

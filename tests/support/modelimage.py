@@ -113,7 +113,7 @@ def push_model_image(
     files: dict[str, bytes],
     *,
     version: str | None = None,
-    image_dir: str = MODEL_DIR,
+    image_model_dir: str = MODEL_DIR,
     extra_layers: list[bytes] = (),
     layer_media_type: str = "application/vnd.oci.image.layer.v1.tar",
     manifest_layers: list[dict] | None = None,
@@ -129,7 +129,7 @@ def push_model_image(
     extra = [push_blob(registry, repo, layer) for layer in extra_layers]
     labels = {
         "io.modelship.model.manifest": model.to_json(compact=True),
-        "io.modelship.model.dir": image_dir,
+        "io.modelship.model.dir": image_model_dir,
         "io.modelship.model.layers": ",".join(digests),
         "io.modelship.model.digest": model.digest,
         "io.modelship.model.uri": model.uri,

@@ -110,7 +110,7 @@ def test_manifest_entries_are_checked_like_names_on_disk(tmp_path):
     data["files"].append({"path": "../secret.txt", "size": 14, "sha256": file_sha256(tmp_path / "secret.txt")})
     data["digest"] = tree_digest((f["path"], f["sha256"]) for f in data["files"])
     (root / "modelship.json").write_text(json.dumps(data))
-    for read in (modeldir.model_manifest, lambda r: model_layers(r, image_dir=IMAGE_DIR)):
+    for read in (modeldir.model_manifest, lambda r: model_layers(r, image_model_dir=IMAGE_DIR)):
         with pytest.raises(UsageError, match=r"file path '\.\./secret\.txt' is not a plain relative path"):
             read(root)
     # a listed name that is a link out of the folder is refused when it is read
@@ -135,7 +135,7 @@ def test_every_verb_reads_a_plain_folder_alike(tmp_path):
     assert [(f.path, f.sha256) for f in published.files] == [(f.path, f.sha256) for f in expected.files]
     assert published.digest == expected.digest
     assert (tmp_path / "store" / "1" / "model.safetensors").read_bytes() == b"w" * 5000
-    layered, _ = model_layers(snap, image_dir=IMAGE_DIR)
+    layered, _ = model_layers(snap, image_model_dir=IMAGE_DIR)
     assert layered.digest == expected.digest
     buf = io.BytesIO()
     w = ctx.ContextWriter(buf)

@@ -124,8 +124,8 @@ def test_same_model_gives_byte_identical_layers_wherever_it_lies(tmp_path, monke
     b = _model(tmp_path / "elsewhere" / "two", big)
     os.utime(b / "weights.bin", (1, 1))  # other times, other modes, another folder: same layers
     (b / "config.json").chmod(0o600)
-    _, la = model_layers(a, image_dir=IMAGE_DIR)
-    _, lb = model_layers(b, image_dir=IMAGE_DIR)
+    _, la = model_layers(a, image_model_dir=IMAGE_DIR)
+    _, lb = model_layers(b, image_model_dir=IMAGE_DIR)
     assert [x.digest(memo=False) for x in la] == [x.digest(memo=False) for x in lb]
     assert [_bytes(x) for x in la] == [_bytes(x) for x in lb]
     assert len(la) == 2 and la[0].title == f"{IMAGE_DIR}/weights.bin"
@@ -140,7 +140,7 @@ def test_same_model_gives_byte_identical_layers_wherever_it_lies(tmp_path, monke
 def test_layer_tar_reads_back_with_tarfile_and_gnu_tar(tmp_path):
     big = os.urandom(LARGE_FILE)
     model = _model(tmp_path / "m", big)
-    manifest, layers = model_layers(model, image_dir=IMAGE_DIR)
+    manifest, layers = model_layers(model, image_model_dir=IMAGE_DIR)
     small = _bytes(layers[-1])
     with tarfile.open(fileobj=io.BytesIO(small)) as t:
         members = {m.name: m for m in t.getmembers()}
@@ -172,7 +172,7 @@ def test_layer_tar_reads_back_with_tarfile_and_gnu_tar(tmp_path):
 
 def test_reader_from_an_offset_matches_the_whole_stream(tmp_path):
     model = _model(tmp_path / "m", os.urandom(LARGE_FILE + 7))
-    _, layers = model_layers(model, image_dir=IMAGE_DIR)
+    _, layers = model_layers(model, image_model_dir=IMAGE_DIR)
     whole = _bytes(layers[0])
     for offset in (0, 1, 511, 512, 1536, 1 << 20, len(whole) - 1030, len(whole)):
         r = layers[0].open(offset)
@@ -188,7 +188,7 @@ def test_reader_from_an_offset_matches_the_whole_stream(tmp_path):
 
 def test_a_file_changed_after_the_fetch_is_refused_while_streaming(tmp_path):
     model = _model(tmp_path / "m", os.urandom(LARGE_FILE))
-    _, layers = model_layers(model, image_dir=IMAGE_DIR)
+    _, layers = model_layers(model, image_model_dir=IMAGE_DIR)
     with open(model / "weights.bin", "r+b") as f:  # same size, one byte different
         f.seek(1000)
         f.write(b"\xff" if f.read(1) != b"\xff" else b"\x00")
@@ -196,22 +196,22 @@ def test_a_file_changed_after_the_fetch_is_refused_while_streaming(tmp_path):
         layers[0].digest(memo=False)
     (model / "config.json").write_bytes(b"{ }")  # another size: refused before anything is read
     with pytest.raises(IntegrityError, match=r"config\.json: 3 bytes but the manifest says 2"):
-        model_layers(model, image_dir=IMAGE_DIR)
+        model_layers(model, image_model_dir=IMAGE_DIR)
     (model / "config.json").unlink()
     with pytest.raises(IntegrityError, match="listed in the manifest but missing"):
-        model_layers(model, image_dir=IMAGE_DIR)
+        model_layers(model, image_model_dir=IMAGE_DIR)
 
 
 def test_folder_without_manifest_and_bad_paths_are_one_line_usage_errors(tmp_path):
     plain = make_model(tmp_path / "plain", {"a.bin": b"a"})  # a plain folder: its manifest is computed
-    manifest, _ = model_layers(plain, image_dir=IMAGE_DIR)
+    manifest, _ = model_layers(plain, image_model_dir=IMAGE_DIR)
     assert manifest.uri == f"file://{plain}" and manifest.version is None
     assert [f.path for f in manifest.files] == ["a.bin"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="is empty"):
-        model_layers(tmp_path / "empty", image_dir=IMAGE_DIR)
+        model_layers(tmp_path / "empty", image_model_dir=IMAGE_DIR)
     with pytest.raises(UsageError, match="must be an absolute, normalised path"):
-        model_layers(_model(tmp_path / "m", b"x"), image_dir="opt/../model")
+        model_layers(_model(tmp_path / "m", b"x"), image_model_dir="opt/../model")
     evil = _model(tmp_path / "evil", b"x")
     data = json.loads((evil / "modelship.json").read_text())
     data["files"][0]["path"] = "../../etc/passwd"
@@ -220,18 +220,18 @@ def test_folder_without_manifest_and_bad_paths_are_one_line_usage_errors(tmp_pat
     data["digest"] = tree_digest((f["path"], f["sha256"]) for f in data["files"])
     (evil / "modelship.json").write_text(json.dumps(data))
     with pytest.raises(UsageError, match="is not a plain relative path"):
-        model_layers(evil, image_dir=IMAGE_DIR)
+        model_layers(evil, image_model_dir=IMAGE_DIR)
 
 
 def test_source_date_epoch_sets_the_mtime(tmp_path, monkeypatch):
     model = _model(tmp_path / "m", b"small")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    _, layers = model_layers(model, image_dir=IMAGE_DIR)
+    _, layers = model_layers(model, image_model_dir=IMAGE_DIR)
     with tarfile.open(fileobj=io.BytesIO(_bytes(layers[0]))) as t:
         assert {m.mtime for m in t.getmembers()} == {1700000000}
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
-        model_layers(model, image_dir=IMAGE_DIR)
+        model_layers(model, image_model_dir=IMAGE_DIR)
 
 
 def test_pax_headers_only_where_ustar_cannot_hold_the_entry():

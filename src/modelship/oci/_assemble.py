@@ -372,7 +372,7 @@ def _assemble(
         config_bytes = src.get_blob(app.repository, config_desc.get("digest", ""))
         image_dir = _model_dir_in(json.loads(config_bytes), image_model_dir)
         if image_dir not in plans:
-            _, layers = model_layers(model_path, image_dir=image_dir, large_file=large_file, manifest=manifest)
+            _, layers = model_layers(model_path, image_model_dir=image_dir, large_file=large_file, manifest=manifest)
             with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
                 digests = list(pool.map(lambda layer: layer.digest(), layers))
             plans[image_dir] = list(zip(layers, digests, strict=True))

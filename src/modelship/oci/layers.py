@@ -329,10 +329,12 @@ def _safe_parts(rel: str, where: str) -> list[str]:
     return parts
 
 
-def image_dir_parts(image_dir: str) -> list[str]:
-    p = PurePosixPath(image_dir)
-    if not p.is_absolute() or str(p) != image_dir.rstrip("/") or len(p.parts) < 2 or ".." in p.parts:
-        raise UsageError(f"model dir in the image {image_dir!r} must be an absolute, normalised path like /opt/model")
+def image_dir_parts(image_model_dir: str) -> list[str]:
+    p = PurePosixPath(image_model_dir)
+    if not p.is_absolute() or str(p) != image_model_dir.rstrip("/") or len(p.parts) < 2 or ".." in p.parts:
+        raise UsageError(
+            f"model dir in the image {image_model_dir!r} must be an absolute, normalised path like /opt/model"
+        )
     return list(p.parts[1:])
 
 
@@ -356,14 +358,14 @@ def _sorted(entries: list[Entry]) -> tuple[Entry, ...]:
 def model_layers(
     model_dir: str | Path,
     *,
-    image_dir: str,
+    image_model_dir: str,
     large_file: int = LARGE_FILE,
     manifest: Manifest | None = None,
 ) -> tuple[Manifest, list[Layer]]:
     """The manifest of a fetched model folder and its layers (large files first, by path; small files last)."""
     root = Path(model_dir).expanduser().resolve()
     manifest = manifest or modeldir.model_manifest(root)
-    base = image_dir_parts(image_dir)
+    base = image_dir_parts(image_model_dir)
     mtime = layer_mtime()
     extra = modeldir.unlisted(root, manifest)
     if extra:
@@ -380,13 +382,13 @@ def model_layers(
         entry = Entry("/".join(base + parts), FILE_MODE, f.size, path=path, sha256=f.sha256)
         if f.size >= large_file:
             entries = [*_dirs(base, [parts[:-1]]), entry]
-            large.append(Layer(f"{image_dir}/{f.path}", _sorted(entries), mtime))
+            large.append(Layer(f"{image_model_dir}/{f.path}", _sorted(entries), mtime))
         else:
             small.append(entry)
             small_dirs.append(parts[:-1])
     data = manifest.without_timestamp().to_json().encode()
     small.append(Entry("/".join([*base, MANIFEST_NAME]), FILE_MODE, len(data), data=data))
-    title = f"{image_dir}: {MANIFEST_NAME} and {len(small) - 1} file(s) under {human(large_file)}"
+    title = f"{image_model_dir}: {MANIFEST_NAME} and {len(small) - 1} file(s) under {human(large_file)}"
     layers = [
         *sorted(large, key=lambda layer: layer.title),
         Layer(title, _sorted(_dirs(base, small_dirs) + small), mtime),

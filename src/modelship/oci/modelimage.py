@@ -144,23 +144,23 @@ class _Plan:
         return _sha(self.manifest)
 
 
-def _layer_descriptor(layer: Layer, digest: str, image_dir: str, media_type: str) -> dict[str, Any]:
+def _layer_descriptor(layer: Layer, digest: str, image_model_dir: str, media_type: str) -> dict[str, Any]:
     """A layer's descriptor. Its title is a plain file name, as ORAS and ModelPack readers use it as a path."""
     annotations = {f"{MODEL}.layer": layer.title, TITLE: SMALL_FILES_TITLE}
     files = layer.files
     if len(files) == 1 and files[0].data is None:  # a single-file layer: ModelPack names its file
-        annotations[FILEPATH] = annotations[TITLE] = files[0].name[len(image_dir.strip("/")) + 1 :]
+        annotations[FILEPATH] = annotations[TITLE] = files[0].name[len(image_model_dir.strip("/")) + 1 :]
     return {"mediaType": media_type, "digest": digest, "size": layer.size, "annotations": annotations}
 
 
-def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_dir: str, ref: Reference) -> _Plan:
+def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: str, ref: Reference) -> _Plan:
     created = _created()
     digests = [d for _, d in layers]
     labels = dict(model_labels(manifest))
     labels.update(
         {
             LAYERS_LABEL: ",".join(digests),
-            DIR_LABEL: image_dir,
+            DIR_LABEL: image_model_dir,
             KIND_LABEL: "model",
             f"{OCI}.created": created,
             f"{OCI}.title": ref.repository.rsplit("/", 1)[-1],
@@ -173,7 +173,7 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_dir: str, r
         "architecture": "amd64",
         "os": "linux",
         "created": created,
-        "config": {"Labels": labels, "Env": [f"MODELSHIP_MODEL_DIR={image_dir}"]},
+        "config": {"Labels": labels, "Env": [f"MODELSHIP_MODEL_DIR={image_model_dir}"]},
         "rootfs": {"type": "layers", "diff_ids": digests},  # uncompressed: diff_id == digest
         "history": [
             {"created": created, "created_by": f"modelship publish: {layer.title}", "comment": "model"}
@@ -188,14 +188,14 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_dir: str, r
         f"{MODEL}.uri": labels[f"{MODEL}.uri"],
         f"{MODEL}.digest": manifest.digest,
         f"{MODEL}.version": str(manifest.version),
-        DIR_LABEL: image_dir,
+        DIR_LABEL: image_model_dir,
     }
     image_manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": OCI_CONFIG, "digest": _sha(config_data), "size": len(config_data)},
-        "layers": [_layer_descriptor(layer, d, image_dir, LAYER_MEDIA_TYPE) for layer, d in layers],
+        "layers": [_layer_descriptor(layer, d, image_model_dir, LAYER_MEDIA_TYPE) for layer, d in layers],
         "annotations": annotations,
     }
     manifest_data = _dumps(image_manifest)
@@ -217,7 +217,7 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_dir: str, r
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha(modelpack_data), "size": len(modelpack_data)},
         "layers": [
-            _layer_descriptor(layer, d, image_dir, MODELPACK_WEIGHT_CONFIG if i == last else MODELPACK_WEIGHT)
+            _layer_descriptor(layer, d, image_model_dir, MODELPACK_WEIGHT_CONFIG if i == last else MODELPACK_WEIGHT)
             for i, (layer, d) in enumerate(layers)
         ],
         "subject": {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)},
@@ -238,7 +238,7 @@ class PublishedImage:
     modelpack_ref: str  # REGISTRY/REPO:V-modelpack
     modelpack_digest: str
     manifest: Manifest
-    image_dir: str
+    image_model_dir: str
     layers: tuple[tuple[str, int, str], ...]  # (digest, size, title)
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
@@ -258,7 +258,7 @@ class PublishedImage:
             "version": self.manifest.version,
             "model_digest": self.manifest.digest,
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.manifest.files],
-            "image_dir": self.image_dir,
+            "image_model_dir": self.image_model_dir,
             "layers": [{"digest": d, "size": s, "title": t} for d, s, t in self.layers],
             "uploaded_bytes": self.uploaded_bytes,
             "unchanged": self.unchanged,
@@ -284,7 +284,7 @@ def publish_image(
     *,
     version: str,
     force: bool = False,
-    image_dir: str = MODEL_DIR,
+    image_model_dir: str = MODEL_DIR,
     username: str | None = None,
     password: str | None = None,
     timeout: float | None = None,
@@ -303,7 +303,7 @@ def publish_image(
     if target.tag or target.digest:
         raise UsageError(f"{uri}: give the repository only (oci://REGISTRY/REPO) and the version with --version")
     check_version(version)
-    image_dir_parts(image_dir)
+    image_dir_parts(image_model_dir)
     creds = login(username, password)
     root = Path(model_dir).expanduser()
     if not root.is_dir():
@@ -311,16 +311,16 @@ def publish_image(
     root = root.resolve()
     display = f"oci://{target.name}"
     manifest = modeldir.compute_manifest(root, display, version)
-    _, layers = model_layers(root, image_dir=image_dir, large_file=large_file, manifest=manifest)
+    _, layers = model_layers(root, image_model_dir=image_model_dir, large_file=large_file, manifest=manifest)
     with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
         digests = list(pool.map(lambda layer: layer.digest(), layers))
-    plan = _plan(manifest, list(zip(layers, digests, strict=True)), image_dir, target)
+    plan = _plan(manifest, list(zip(layers, digests, strict=True)), image_model_dir, target)
     ref = target.with_tag(version)
     mp_ref = target.with_tag(version + MODELPACK_SUFFIX)
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         held = client.head_manifest(target.repository, version)
         if held == plan.digest:
-            return _published(ref, mp_ref, plan, manifest, image_dir, 0, True)
+            return _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
         if held is not None and not force:
             raise ModelshipError(
                 f"{ref} already exists ({held[:19]}…) with other content; publish a new version, "
@@ -336,7 +336,7 @@ def publish_image(
         now = client.head_manifest(target.repository, version)
         if now != plan.digest:
             raise IntegrityError(f"{ref} resolves to {now} after the PUT, not {plan.digest}: another writer? re-run")
-    result = _published(ref, mp_ref, plan, manifest, image_dir, sent, False)
+    result = _published(ref, mp_ref, plan, manifest, image_model_dir, sent, False)
     return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
 
 
@@ -372,7 +372,7 @@ def _upload(client: RegistryClient, target: Reference, plan: _Plan, show: bool |
 
 
 def _published(
-    ref: Reference, mp_ref: Reference, plan: _Plan, manifest: Manifest, image_dir: str, sent: int, unchanged: bool
+    ref: Reference, mp_ref: Reference, plan: _Plan, manifest: Manifest, image_model_dir: str, sent: int, unchanged: bool
 ) -> PublishedImage:
     return PublishedImage(
         ref=str(ref),
@@ -380,7 +380,7 @@ def _published(
         modelpack_ref=str(mp_ref),
         modelpack_digest=_sha(plan.modelpack_manifest),
         manifest=manifest,
-        image_dir=image_dir,
+        image_model_dir=image_model_dir,
         layers=tuple((d, layer.size, layer.title) for layer, d in plan.layers),
         uploaded_bytes=sent,
         unchanged=unchanged,
@@ -403,7 +403,7 @@ class ModelImage:
     media_type: str
     manifest: dict[str, Any] = field(repr=False)
     config: dict[str, Any] = field(repr=False)
-    image_dir: str  # where the model is inside the image, e.g. /opt/modelship/model
+    image_model_dir: str  # where the model is inside the image, e.g. /opt/modelship/model
     model: Manifest  # its modelship.json, from the config label (the config is checked against its digest)
     layers: tuple[dict[str, Any], ...]  # descriptors of the model layers, in manifest order
     data_only: bool  # no layers but the model's (published by modelship): nothing in it can run
@@ -450,17 +450,19 @@ def read_model_image(client: RegistryClient, ref: Reference, fetched: Fetched | 
         raise _not_model(ref, f"its config is {config_desc['size']} bytes")
     config = client.blob_json(ref.repository, digest)
     labels = (config.get("config") or {}).get("Labels") or {}
-    raw, image_dir, layer_list = labels.get(MANIFEST_LABEL), labels.get(DIR_LABEL), labels.get(LAYERS_LABEL)
-    if not raw or not image_dir or not layer_list:
+    raw, image_model_dir, layer_list = labels.get(MANIFEST_LABEL), labels.get(DIR_LABEL), labels.get(LAYERS_LABEL)
+    if not raw or not image_model_dir or not layer_list:
         raise _not_model(ref, "its config has no io.modelship.model.manifest/.dir/.layers labels")
     try:
         model = Manifest.from_dict(json.loads(raw), f"{ref} label {MANIFEST_LABEL}")
     except (ValueError, UsageError) as e:
         raise IntegrityError(f"{ref}: its {MANIFEST_LABEL} label is not a valid model manifest ({e})") from None
     try:
-        image_dir_parts(str(image_dir))
+        image_dir_parts(str(image_model_dir))
     except UsageError:
-        raise IntegrityError(f"{ref}: its {DIR_LABEL} label {image_dir!r} is not an absolute, plain path") from None
+        raise IntegrityError(
+            f"{ref}: its {DIR_LABEL} label {image_model_dir!r} is not an absolute, plain path"
+        ) from None
     wanted = [d for d in str(layer_list).split(",") if d]
     by_digest = {str(d.get("digest")): d for d in m.get("layers") or [] if isinstance(d, dict)}
     missing = [d for d in wanted if d not in by_digest]
@@ -478,7 +480,7 @@ def read_model_image(client: RegistryClient, ref: Reference, fetched: Fetched | 
     if sum(int(d["size"]) for d in layers) > total + 64 * 1024 * (len(model.files) + 16) + (1 << 20):
         raise IntegrityError(f"{ref}: its model layers are far larger than the {total} bytes of files they hold")
     data_only = len(by_digest) == len(wanted)
-    return ModelImage(ref, got.digest, got.media_type, m, config, str(image_dir), model, tuple(layers), data_only)
+    return ModelImage(ref, got.digest, got.media_type, m, config, str(image_model_dir), model, tuple(layers), data_only)
 
 
 def model_image(

@@ -383,7 +383,7 @@ class _LayerJob:
         self.on_read, self.cancel, self.found, self.lock = on_read, cancel, found, lock
         self.digest = str(desc["digest"])
         self.where = f"{where}: layer {self.digest[:19]}…"
-        self.base = img.image_dir.strip("/")
+        self.base = img.image_model_dir.strip("/")
         self.stream: _BlobStream | None = None
 
     def run(self) -> None:
