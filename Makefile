@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup testbed test unit lint demo bench reliability down clean
+.PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: setup
 # docs/reliability.md.
 reliability: setup
 	$(ENV) && $(BIN)/python scripts/reliability.py $(if $(RUNS),--runs $(RUNS))
+
+# docs/cli.md from the CLI's parser (tests/unit/test_docs.py fails when it is out of date)
+cli-docs: $(STAMP)
+	$(BIN)/python scripts/cli_reference.py
 
 down:
 	scripts/testbed.sh down

@@ -437,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("publish", cmd_publish, "upload a model folder as a new version")
-    sp.add_argument("model_dir", metavar="DIR")
-    sp.add_argument("uri", metavar="URI")
+    sp.add_argument("model_dir", metavar="DIR", help="the model folder to upload")
+    sp.add_argument("uri", metavar="URI", help="where: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
     sp.add_argument(
@@ -453,11 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--pre", action="store_true", help="let 'latest' be a pre-release")
 
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")
-    sp.add_argument("uri", metavar="URI")
+    sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
 
     sp = add("lock", cmd_lock, "pin the resolved version and its sha256s in a lock file")
-    sp.add_argument("uri", metavar="URI")
+    sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
     sp.add_argument("-o", "--output", default="modelship.lock", help="lock file to write (default modelship.lock)")
 
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sp = add("build", cmd_build, "build an image of the app (and the model, with --model), with provenance labels")
-    sp.add_argument("app_dir", metavar="APP_DIR")
+    sp.add_argument("app_dir", metavar="APP_DIR", help="the app's folder (its requirements, [tool.modelship])")
     sp.add_argument(
         "--model",
         metavar="DIR",
@@ -502,13 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")
-    sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO:TAG, as built")
     sp.add_argument("--username", "-u")
     sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
     sp.add_argument("--quiet", "-q", action="store_true", help="no push progress")
 
     sp = add("inspect", cmd_inspect, "show an image's model and provenance labels (local or in a registry)")
-    sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument("image", metavar="IMAGE", help="a local image, or REGISTRY/REPO:TAG or @sha256:… in a registry")
     sp.add_argument(
         "--platform", metavar="OS/ARCH", help="of a multi-platform image, this platform's (default: this machine's)"
     )
@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry_login(sp)
 
     sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")
-    sp.add_argument("ref", metavar="REF@DIGEST")
+    sp.add_argument("ref", metavar="REF@DIGEST", help="the tested image, REGISTRY/REPO@sha256:…")
     sp.add_argument(
         "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
     )
