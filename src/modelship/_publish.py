@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import modeldir
+from ._connections import uploads
 from ._fs import pid_alive
 from ._hash import hash_file
 from ._resolve import PENDING_MARKER, opened
@@ -149,12 +150,14 @@ def publish(
     version: str,
     force: bool = False,
     credential: Any = None,
-    workers: int = 4,
+    workers: int | None = None,
     progress: bool | None = None,
 ) -> Manifest:
     """Upload ``model_dir`` as ``URI/<version>/``; the version counts as published only once all files are up.
 
     An interrupted or failed publish of the same files is resumed by calling this again (no ``force``).
+    ``workers``: files uploaded at once; None (the default) takes MODELSHIP_CONCURRENCY, else 16 while the files
+    are small and down to 4 for large ones (``_connections.uploads``).
     An ``oci://REGISTRY/REPO`` URI publishes a model image tagged ``version`` (see modelship.oci.modelimage).
     """
     if uri.lower().startswith("oci://"):
@@ -168,6 +171,7 @@ def publish(
     parsed = parse(uri)
     root = join(parsed.prefix.strip("/"), version)
     where = parsed.child(version)
+    workers = uploads(workers, max(p.stat().st_size for p in files))  # the files at once (see _connections)
     rels = {p: safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir)) for p in files}
     cancel = threading.Event()
     hashes: dict[Path, tuple[str, bytes, tuple[str, ...]]] = {}

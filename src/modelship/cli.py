@@ -155,7 +155,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
         return
     if a.image_model_dir:
         raise UsageError("--image-model-dir is for oci:// model images only")
-    m = publish(a.model_dir, a.uri, version=a.version, force=a.force)
+    m = publish(a.model_dir, a.uri, version=a.version, force=a.force, workers=a.workers)
 
     def human() -> None:
         size = sum(f.size for f in m.files)
@@ -441,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("uri", metavar="URI", help="where: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
+    sp.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="files uploaded at once (default: $MODELSHIP_CONCURRENCY, else 16 for small files, 4 for large ones)",
+    )
     sp.add_argument(
         "--image-model-dir",
         metavar="PATH",

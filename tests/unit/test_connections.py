@@ -1,11 +1,16 @@
 """How many connections a download opens (modelship._connections): fixed by --workers or MODELSHIP_CONCURRENCY,
-else grown by the Tuner while throughput grows."""
+else grown by the Tuner while throughput grows; how many files a publish uploads at once."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+
 import modelship
 from modelship import cli
-from modelship._connections import START, Tuner
+from modelship._connections import START, UPLOADS_MAX, UPLOADS_MIN, Tuner, uploads
 from support.models import make_model
 
 MiB = 1024 * 1024
@@ -54,3 +59,66 @@ def test_tuner_grows_while_throughput_grows_and_stops_where_it_does_not():
     fixed = Tuner(6, 32)
     _drive(fixed, lambda n: per_connection)
     assert fixed.limit == fixed.peak == 6
+
+
+# ---------------------------------------------------------------------------------------------- publish
+
+
+def test_uploads_at_once_follow_the_setting_else_the_memory_one_upload_holds(monkeypatch):
+    monkeypatch.delenv("MODELSHIP_CONCURRENCY", raising=False)
+    assert uploads(None, 2_000) == UPLOADS_MAX == 16  # small files: many requests, each waits for its answer
+    assert uploads(None, 12 * MiB) == 8  # sent in one request each, held whole
+    assert uploads(None, 2 * 1024 * MiB) == UPLOADS_MIN == 4  # blocks of 8 MiB, four at once per file
+    assert uploads(3, 2_000) == 3
+    monkeypatch.setenv("MODELSHIP_CONCURRENCY", "5")
+    assert uploads(None, 2 * 1024 * MiB) == 5 and uploads(2, 10) == 2
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [([], None, 16), (["--workers", "3"], None, 3), ([], "5", 5)])
+def test_publish_uploads_as_many_files_at_once_as_asked(tmp_path, monkeypatch, args, env, expected):
+    """Counted in a store that wraps the folder store and holds each write a moment (a real round trip)."""
+    from modelship.hookspecs import hookimpl
+    from modelship.stores import plugin_manager
+    from modelship.stores.local import LocalSource
+
+    if env is None:
+        monkeypatch.delenv("MODELSHIP_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("MODELSHIP_CONCURRENCY", env)
+    lock, now, most = threading.Lock(), [0], [0]
+
+    class Counting(LocalSource):
+        def write(self, *a, **kw):
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            try:
+                time.sleep(0.05)
+                return super().write(*a, **kw)
+            finally:
+                with lock:
+                    now[0] -= 1
+
+    def counting(uri, credential):
+        source = Counting(uri, credential)
+        source.root = tmp_path / "store"
+        return source
+
+    class Plugin:
+        @hookimpl
+        def modelship_stores(self):
+            return {"counting": counting}
+
+    model = make_model(tmp_path / "m", {f"f{i}": 100 for i in range(40)})
+    plugin_manager().register(Plugin(), name="counting")
+    try:
+        assert cli.main(["publish", str(model), "counting://x/iris", "--version", "1", *args]) == 0
+    finally:
+        plugin_manager().unregister(name="counting")
+    assert most[0] == expected and len(list((tmp_path / "store" / "iris" / "1").iterdir())) == 41
+
+
+def test_publish_workers_must_be_a_number_of_files(tmp_path, capsys):
+    model = make_model(tmp_path / "m", {"f": 100})
+    assert cli.main(["publish", str(model), f"file://{tmp_path}/s", "--version", "1", "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err and not (tmp_path / "s").exists()
