@@ -1,6 +1,6 @@
 """The store contract: what every model store behaves like, written once, run on each store.
 
-``tests/unit/test_store_contract.py`` runs it on ``file://``, ``tests/integration/test_store_contract.py`` on
+``tests/unit/test_store_contract.py`` runs it on ``file://``, ``tests/integration/test_store_contract_az_s3_oci.py`` on
 ``az://`` (Azurite), ``s3://`` (moto) and ``oci://`` (the testbed registry). A test module subclasses
 :class:`StoreContract` (and :class:`FolderStoreContract` for stores that keep versions as folders) and provides a
 ``store`` fixture returning a :class:`StoreUnderTest`. Only the public API is used (``modelship.publish``,
