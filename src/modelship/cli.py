@@ -119,22 +119,25 @@ def _emit(a: argparse.Namespace, data: dict[str, Any], human: Callable[[], None]
     """
     if a.json:
         _print_json(data)
+    elif getattr(a, "print", None):
+        print(_single(data, a.print, "--print"))  # for a shell: REF=$(modelship push IMAGE --print ref)
+        return
     else:
         human()
     wanted = getattr(a, "pipeline_variable", None) or []
-    values = []
-    for name, key in wanted:
-        value = _lookup(data, key)
-        if value is None or isinstance(value, (dict, list)):
-            raise UsageError(
-                f"--pipeline-variable {name}={key}: this result has no single value {key!r}; "
-                f"its keys: {', '.join(sorted(k for k, v in data.items() if not isinstance(v, (dict, list))))}"
-            )
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        values.append((name, text))
+    values = [(name, _single(data, key, f"--pipeline-variable {name}={key}")) for name, key in wanted]
     for name, text in values:
         print(f"##vso[task.setvariable variable={name};isOutput=true]{text}")
         print(f"##vso[task.setvariable variable={name}]{text}")
+
+
+def _single(data: dict[str, Any], key: str, option: str) -> str:
+    """The value of one ``--json`` key as text (booleans as ``true``/``false``), or a usage error naming the keys."""
+    value = _lookup(data, key)
+    if value is None or isinstance(value, (dict, list)):
+        keys = ", ".join(sorted(k for k, v in data.items() if v is not None and not isinstance(v, (dict, list))))
+        raise UsageError(f"{option}: this result has no single value {key!r}; its keys: {keys}")
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _model_json(d: dict[str, Any]) -> dict[str, Any]:
@@ -427,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         if json_opt:
             out = sp.add_mutually_exclusive_group()
             out.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+            out.add_argument(
+                "--print",
+                metavar="KEY",
+                help="print only the value of this --json key (e.g. ref: REF=$(modelship push IMAGE --print ref))",
+            )
             out.add_argument(
                 "--pipeline-variable",
                 action="append",

@@ -79,3 +79,16 @@ def test_bad_pipeline_variables_are_usage_errors(extra, says, capsys):
     assert cli.main(["resolve", "file:///nowhere", *extra]) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
+
+
+def test_print_gives_one_value_for_a_shell(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    store = (tmp_path / "store").as_uri()
+    model = str(_model(tmp_path / "m"))
+    assert cli.main(["publish", model, store, "--version", "2.0.0", "--print", "model_digest"]) == 0
+    digest = capsys.readouterr().out
+    assert digest.startswith("sha256:") and digest.count("\n") == 1  # DIGEST=$(modelship publish … --print …)
+    assert cli.main(["resolve", store, "--print", "model.model_digest"]) == 0  # a nested key, dotted
+    assert capsys.readouterr().out == digest
+    assert cli.main(["resolve", store, "--print", "model"]) == 2  # a block is not one value
+    assert "no single value 'model'" in capsys.readouterr().err
