@@ -12,6 +12,8 @@ AzureBlobSource
 HttpSource
 LocalSource
 S3Source
+FolderRepository  # and the repositories over them (modelship.repos)
+OciRepository
 
 # attributes read by the library objects they are set on
 _.usage             # argparse.ArgumentParser

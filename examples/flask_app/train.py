@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         from modelship.errors import ModelshipError
 
         try:
-            manifest = modelship.publish(out, args.publish, version=args.version, force=args.force)
+            published = modelship.publish(out, args.publish, version=args.version, force=args.force)
         except ModelshipError as e:
             print(f"train.py: error: {e}", file=sys.stderr)
             return e.exit_code
-        print(f"published {manifest.uri} version {manifest.version} ({manifest.digest})")
+        print(f"published {published.uri} version {published.version} ({published.model_digest})")
     return 0
 
 

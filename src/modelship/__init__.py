@@ -16,9 +16,10 @@ __version__ = "0.1.0"
 # package) should not pay. The implementation modules are private, so `import modelship.<module>` is always a
 # module and `modelship.fetch` always the function.
 _SUBMOD_ATTRS = {
-    "_fetch": ["fetch"],
+    "_fetch": ["FetchResult", "fetch"],
     "_publish": ["publish"],
     "_resolve": ["lock", "resolve"],
+    "repos.base": ["PublishResult"],
     "image": ["BuiltImage", "build", "inspect", "push"],
     "oci._assemble": ["assemble", "promote"],
 }
@@ -39,21 +40,24 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
-    from ._fetch import fetch
+    from ._fetch import FetchResult, fetch
     from ._publish import publish
     from ._resolve import lock, resolve
     from .image import BuiltImage, build, inspect, push
     from .oci._assemble import assemble, promote
+    from .repos.base import PublishResult
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()
 
 __all__ = [
     "BuiltImage",
+    "FetchResult",
     "FileEntry",
     "Lock",
     "Manifest",
     "ModelshipError",
+    "PublishResult",
     "Resolution",
     "assemble",
     "build",

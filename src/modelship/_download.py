@@ -44,7 +44,7 @@ from .cache import Cache
 from .errors import ChecksumError, IntegrityError, ModelshipError, TransientError
 from .manifest import FileEntry, Resolution
 from .progress import Progress
-from .stores.base import ArchiveStore, Source
+from .stores.base import Source
 from .uri import ModelURI
 
 log = logging.getLogger("modelship")
@@ -663,9 +663,6 @@ def ensure_cached(
     todo = [f for f in res.files if f.path not in shas]
     if not todo:
         return shas, 0, 0
-    if isinstance(source, ArchiveStore):  # files come out of archives (oci:// layers), not by name
-        new, downloaded = source.fetch_files(res, todo, cache, workers=workers, progress=show_progress)
-        return {**shas, **new}, downloaded, 0
     total = sum(f.size for f in todo)
     cancel = threading.Event()
     jobs: list[_FileJob] = []

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ._connections import concurrency_setting
-from ._download import ensure_cached
 from ._fs import os_error
 from ._install import check_dest, install, staged, up_to_date
-from ._resolve import apply_lock, check_version, opened, resolve_in
+from ._resolve import apply_lock, check_version
 from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, UsageError
 from .manifest import Lock, Manifest, Resolution
-from .stores.base import Source
+from .repos import Repository, opened
 from .uri import ModelURI, parse
 
 log = logging.getLogger("modelship")
@@ -74,14 +73,14 @@ def fetch(
         check_dest(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache = Cache(cache_dir)
-        with opened(parsed, credential) as source:
-            return _fetch_attempts(source, parsed, version, pre, lk, dest, cache, workers, progress)
+        with opened(parsed, credential) as repo:
+            return _fetch_attempts(repo, parsed, version, pre, lk, dest, cache, workers, progress)
     except OSError as e:
         raise os_error(e, dest) from None
 
 
 def _fetch_attempts(
-    source: Source,
+    repo: Repository,
     parsed: ModelURI,
     version: str | None,
     pre: bool,
@@ -94,10 +93,10 @@ def _fetch_attempts(
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
 
     def attempt() -> FetchResult:
-        res = retrying(f"resolving {parsed.display}", lambda: resolve_in(source, parsed, version, pre))
+        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
         if lk is not None:
             res = apply_lock(res, lk)
-        return _install_version(source, parsed, res, dest, cache, workers, progress)
+        return _install_version(repo, res, dest, cache, workers, progress)
 
     try:
         return attempt()
@@ -109,8 +108,7 @@ def _fetch_attempts(
 
 
 def _install_version(
-    source: Source,
-    uri: ModelURI,
+    repo: Repository,
     res: Resolution,
     dest: Path,
     cache: Cache,
@@ -123,7 +121,8 @@ def _install_version(
         return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
     with staged(dest) as stage:
-        shas, downloaded, connections = ensure_cached(source, uri, res, cache, workers, show_progress)
+        got = repo.fetch(res, cache, workers=workers, progress=show_progress)
+        shas, downloaded, connections = got.shas, got.downloaded_bytes, got.connections
         manifest = install(stage, dest, res, shas, cache)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)

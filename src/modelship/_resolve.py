@@ -1,183 +1,27 @@
 """Resolution: which version of the model at a URI (pinned, or the latest complete one), and locks that pin it.
 
-A version is ``PREFIX/<version>/<files>``; "latest" is the highest PEP 440 version, then the newest. A version
-counts only once its publish finished (``PENDING_MARKER`` gone or ``modelship.json`` present); a published
-manifest is checked against what the store lists.
+What a version is, and which one is the latest, is the repository's (``modelship.repos``): a folder
+``PREFIX/<version>/`` on a byte store, or a tag of a model image.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
 from ._connections import concurrency_setting
-from ._download import ensure_cached
 from ._fs import no_space, os_error
 from ._hash import chunk_digests
 from ._retry import retrying
 from .cache import Cache
-from .errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from .manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
-from .modeldir import safe_relpath  # store names are checked as model folder names are
-from .stores import open_source
-from .stores.base import ArchiveStore, RemoteFile, Source
-from .uri import ModelURI, parse
+from .errors import IntegrityError, ModelshipError, UsageError
+from .manifest import CHUNK_SIZE, FileEntry, Lock, Resolution
+from .repos import opened
+from .uri import parse
 
 log = logging.getLogger("modelship")
-
-PENDING_MARKER = ".modelship-publishing"  # written first by `modelship publish`, removed last
-
-
-@dataclass(frozen=True)
-class _Version:
-    name: str
-    files: list[RemoteFile]
-    complete: bool  # False: a publish is under way or died half-way
-
-    @property
-    def last_modified(self) -> float:
-        return max((f.last_modified.timestamp() for f in self.files if f.last_modified), default=0.0)
-
-
-def _group_versions(base: str, files: list[RemoteFile]) -> tuple[list[RemoteFile], dict[str, list[RemoteFile]]]:
-    cut = len(base) + 1 if base else 0
-    direct: list[RemoteFile] = []
-    groups: dict[str, list[RemoteFile]] = {}
-    for f in files:
-        rel = f.name[cut:]
-        if "/" in rel:
-            groups.setdefault(rel.split("/", 1)[0], []).append(f)
-        else:
-            direct.append(f)
-    return direct, groups
-
-
-def _pick_latest(versions: list[_Version], pre: bool) -> _Version:
-    """Highest PEP 440 version (pre-releases only with ``pre`` or when nothing else exists); else newest."""
-    parsed: list[tuple[Version, _Version]] = []
-    for v in versions:
-        with contextlib.suppress(InvalidVersion):
-            parsed.append((Version(v.name), v))
-    if parsed:
-        final = [p for p in parsed if not (p[0].is_prerelease or p[0].is_devrelease)]
-        pool = parsed if pre or not final else final
-        return max(pool, key=lambda p: (p[0], p[1].last_modified, p[1].name))[1]
-    return max(versions, key=lambda v: (v.last_modified, v.name))
-
-
-def _read_small(source: Source, f: RemoteFile, limit: int = 64 * 1024 * 1024) -> bytes:
-    if f.size > limit:
-        raise IntegrityError(f"{f.name} is {f.size} bytes; too large for a manifest")
-    return b"".join(source.read(f.name, 0, f.size, f.etag))
-
-
-def _entries(
-    source: Source, uri: ModelURI, root: str, files: list[RemoteFile], version: str | None
-) -> tuple[FileEntry, ...]:
-    """Turn store objects below ``root`` into FileEntries, verified against a published manifest if any."""
-    cut = len(root) + 1 if root else 0
-    by_rel = {f.name[cut:]: f for f in files if f.name[cut:] != PENDING_MARKER}
-    where = uri.child(version or "")
-    published = by_rel.pop(MANIFEST_NAME, None)
-    expected: dict[str, FileEntry] = {}
-    if published is not None:
-        try:
-            doc = json.loads(_read_small(source, published))
-            if isinstance(doc, dict):
-                check_schema(doc, f"{where}/{MANIFEST_NAME}")
-            for d in doc["files"]:  # chunk digests are optional (older manifests) but must fit the file
-                size = int(d["size"])
-                expected[str(d["path"])] = FileEntry(str(d["path"]), size, str(d["sha256"])).with_chunks(
-                    *chunks_from_json(d, size)
-                )
-        except (ValueError, KeyError, TypeError) as e:
-            raise IntegrityError(
-                f"{where}/{MANIFEST_NAME} is not a valid modelship manifest ({e.__class__.__name__}); "
-                "re-publish the version"
-            ) from None
-        missing = sorted(set(expected) - set(by_rel))
-        if missing:
-            raise IntegrityError(
-                f"{where} is damaged: {missing[0]!r} is in its manifest but not in the store "
-                f"({len(missing)} missing); re-publish the version"
-            )
-    out = []
-    for rel, f in sorted(by_rel.items()):
-        safe_relpath(rel, where)
-        sha = f.sha256
-        chunk_size, chunks = None, None
-        if rel in expected:
-            size, msha = expected[rel].size, expected[rel].sha256
-            chunk_size, chunks = expected[rel].chunk_size, expected[rel].chunks
-            if size != f.size or (sha and sha != msha):
-                raise IntegrityError(
-                    f"{where}/{rel}: store has {f.size} bytes / sha256 {sha or '?'}, its manifest says "
-                    f"{size} / {msha}; the file was replaced, re-publish the version"
-                )
-            sha = msha
-        elif expected:
-            log.warning("ignoring %s/%s: not in the version's manifest", where, rel)
-            continue
-        modified = f.last_modified.isoformat() if f.last_modified else None
-        out.append(FileEntry(rel, f.size, sha, f.md5, f.etag, modified, chunk_size, chunks))
-    if not out:
-        raise NotFoundError(f"{where} holds no model files")
-    return tuple(out)
-
-
-def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) -> Resolution:
-    if isinstance(source, ArchiveStore):  # versions are not folders of files there (oci:// tags)
-        return source.resolve_version(version, pre)
-    base = uri.prefix.strip("/")
-    listing = [f for f in source.list(base) if not base or f.name == base or f.name.startswith(base + "/")]
-    if base and len(listing) == 1 and listing[0].name == base:  # the URI names one file
-        f = listing[0]
-        if version:
-            raise UsageError(f"{uri.display} is a single file; it has no versions to pin")
-        name = safe_relpath(base.rsplit("/", 1)[-1], uri.display)
-        entry = FileEntry(
-            name, f.size, f.sha256, f.md5, f.etag, f.last_modified.isoformat() if f.last_modified else None
-        )
-        return Resolution(uri.display, None, (entry,), prefix=base.rsplit("/", 1)[0] if "/" in base else "")
-    listing = [f for f in listing if f.name != base]
-    if not listing:
-        raise NotFoundError(f"no model at {uri.display}: nothing is stored under that prefix; check the URI")
-    direct, groups = _group_versions(base, listing)
-    if direct:  # files right under the prefix: one unversioned model
-        if version:
-            raise UsageError(
-                f"{uri.display} holds an unversioned model (files directly under the prefix); drop --version"
-            )
-        return Resolution(uri.display, None, _entries(source, uri, base, listing, None), prefix=base)
-    versions = []
-    cut = len(base) + 1 if base else 0
-    for name, files in groups.items():
-        rels = {f.name[cut + len(name) + 1 :] for f in files}
-        versions.append(_Version(name, files, MANIFEST_NAME in rels or PENDING_MARKER not in rels))
-    if version is not None:
-        chosen = next((v for v in versions if v.name == version), None)
-        if chosen is None:
-            names = ", ".join(sorted(v.name for v in versions)[:20])
-            raise NotFoundError(f"version {version!r} not found at {uri.display}; available: {names}")
-        if not chosen.complete:
-            raise ModelshipError(
-                f"version {version!r} at {uri.display} is incomplete (its publish has not finished "
-                "or died half-way); wait for it or re-publish with --force"
-            )
-    else:
-        complete = [v for v in versions if v.complete]
-        if not complete:
-            raise NotFoundError(f"no complete model version at {uri.display} ({len(versions)} still being published)")
-        chosen = _pick_latest(complete, pre)
-    root = f"{base}/{chosen.name}" if base else chosen.name
-    return Resolution(uri.display, chosen.name, _entries(source, uri, root, chosen.files, chosen.name), prefix=root)
 
 
 def check_version(version: str | None) -> None:
@@ -191,17 +35,8 @@ def resolve(uri: str, *, version: str | None = None, pre: bool = False, credenti
     """Find the model at ``uri``: the pinned ``version``, or the latest complete one."""
     check_version(version)
     parsed = parse(uri)
-    with opened(parsed, credential) as source:
-        return retrying(f"resolving {parsed.display}", lambda: resolve_in(source, parsed, version, pre))
-
-
-@contextlib.contextmanager
-def opened(uri: ModelURI, credential: Any) -> Iterator[Source]:
-    source = open_source(uri, credential)
-    try:
-        yield source
-    finally:
-        source.close()
+    with opened(parsed, credential) as repo:
+        return retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
 
 
 def apply_lock(res: Resolution, lk: Lock) -> Resolution:
@@ -261,10 +96,10 @@ def lock(
     parsed = parse(uri)
     try:
         cache = Cache(cache_dir)
-        with opened(parsed, credential) as source:
-            res = retrying(f"resolving {parsed.display}", lambda: resolve_in(source, parsed, version, pre))
+        with opened(parsed, credential) as repo:
+            res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
             if any(f.sha256 is None for f in res.files):
-                shas, _, _ = ensure_cached(source, parsed, res, cache, concurrency_setting(None), progress)
+                shas = repo.fetch(res, cache, workers=concurrency_setting(None), progress=progress).shas
                 # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
                 # range, even from a store that has no digests of its own (plain https).
                 res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))

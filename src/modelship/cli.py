@@ -150,61 +150,46 @@ def _model_json(d: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ commands
 
 
+def _login(a: argparse.Namespace) -> Any:
+    """``--username`` with ``--password-stdin`` as the credential of resolve/lock/fetch/publish (registries take
+    it; the other stores refuse it in one line)."""
+    if a.username is None and not a.password_stdin:
+        return None
+    if a.username is None or not a.password_stdin:
+        raise UsageError("give both --username and --password-stdin (the password on stdin), or neither")
+    from .stores.base import Login
+
+    return Login(a.username, sys.stdin.readline().rstrip("\n"))
+
+
 def cmd_publish(a: argparse.Namespace) -> None:
     from ._publish import publish
 
-    if a.uri.lower().startswith("oci://"):
-        _publish_image(a)
-        return
-    if a.image_model_dir:
-        raise UsageError("--image-model-dir is for oci:// model images only")
-    m = publish(a.model_dir, a.uri, version=a.version, force=a.force, workers=a.workers)
-
-    def human() -> None:
-        size = sum(f.size for f in m.files)
-        where = f"{m.uri.rstrip('/')}/{m.version}"
-        print(f"published {a.model_dir} as {where} ({len(m.files)} files, {_human(size)}) {m.digest}")
-
-    _emit(a, _model_json(m.to_dict()), human)
-
-
-def _publish_image(a: argparse.Namespace) -> None:
-    from .conventions import MODEL_DIR
-    from .oci.modelimage import publish_image
-
-    r = publish_image(
+    r = publish(
         a.model_dir,
         a.uri,
         version=a.version,
         force=a.force,
-        image_model_dir=a.image_model_dir or MODEL_DIR,
-        quiet=a.json,
+        workers=a.workers,
+        credential=_login(a),
+        image_model_dir=a.image_model_dir,
     )
-    d = r.to_dict()
-    data = {
-        **{k: v for k, v in d.items() if k not in ("ref", "pinned") and not k.startswith("modelpack")},
-        "image": d["ref"],
-        "ref": d["pinned"],
-        "modelpack": {
-            "image": d["modelpack_ref"],
-            "ref": pinned(d["modelpack_ref"], d["modelpack_digest"]),
-            "image_digest": d["modelpack_digest"],
-        },
-    }
 
     def human() -> None:
-        size = sum(f.size for f in r.manifest.files)
+        files = f"{len(r.files)} files, {_human(sum(f.size for f in r.files))}"
+        if r.image is None:
+            print(f"published {a.model_dir} as {r.location} ({files}) {r.model_digest}")
+            return
         how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{_human(r.uploaded_bytes)} uploaded"
-        files = f"{len(r.manifest.files)} files, {_human(size)}"
-        print(f"published {a.model_dir} as {r.ref} ({files}; {how}) {data['image_digest']}")
+        print(f"published {a.model_dir} as {r.image} ({files}; {how}) {r.image_digest}")
 
-    _emit(a, data, human)
+    _emit(a, r.to_dict(), human)
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:
     from ._resolve import resolve
 
-    res = resolve(a.uri, version=a.version, pre=a.pre)
+    res = resolve(a.uri, version=a.version, pre=a.pre, credential=_login(a))
     known = all(f.sha256 for f in res.files)
     digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
     # the model block as inspect and build print it; model_digest is null when the store has no sha256s
@@ -221,10 +206,10 @@ def cmd_resolve(a: argparse.Namespace) -> None:
 def cmd_lock(a: argparse.Namespace) -> None:
     from ._resolve import lock
 
-    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output)
+    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output, credential=_login(a))
     data = _model_json(lk.to_dict())
-    if lk.pin and lk.uri.lower().startswith("oci://"):
-        data["ref"] = pinned(lk.uri[len("oci://") :], lk.pin)  # the model image, pinned: what deploy mounts
+    if lk.pin:  # a version that is an image (oci://): the image, pinned, is what deploy mounts
+        data["ref"] = pinned(lk.uri.split("://", 1)[-1], lk.pin)
 
     def human() -> None:
         version = lk.version or "(unversioned)"
@@ -236,7 +221,7 @@ def cmd_lock(a: argparse.Namespace) -> None:
 def cmd_fetch(a: argparse.Namespace) -> None:
     from ._fetch import fetch
 
-    r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers)
+    r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers, credential=_login(a))
     m = r.manifest
     data = {
         **_model_json(m.to_dict()),
@@ -444,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return sp
 
+    def registry_login(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
+        sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
+
     sp = add("publish", cmd_publish, "upload a model folder as a new version")
     sp.add_argument("model_dir", metavar="DIR", help="the model folder to upload")
     sp.add_argument("uri", metavar="URI", help="where: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
@@ -461,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="oci:// only: the model's folder in the image (default /opt/modelship/model)",
     )
     _hidden_alias(sp, "--image-dir", "image_model_dir")
+    registry_login(sp)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
@@ -469,10 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
+    registry_login(sp)
 
     sp = add("lock", cmd_lock, "pin the resolved version and its sha256s in a lock file")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
+    registry_login(sp)
     sp.add_argument("-o", "--output", default="modelship.lock", help="lock file to write (default modelship.lock)")
 
     sp = add("fetch", cmd_fetch, "download a model verified, cached and atomically")
@@ -483,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
+    registry_login(sp)
     sp.add_argument(
         "--workers",
         type=int,
@@ -526,10 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--platform", metavar="OS/ARCH", help="of a multi-platform image, this platform's (default: this machine's)"
     )
-
-    def registry_login(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
-        sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
 
     sp = add("assemble", cmd_assemble, "append a model's layers to an app image in its registry (no Docker engine)")
     sp.add_argument("app_image", metavar="APP_IMAGE", help="the app image in a registry (tag or @sha256 digest)")

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .stores import StoreFactory
-    from .stores.base import Source
+    from .stores.base import Source, StoreFactory
     from .uri import ModelURI
 
 PROJECT = "modelship"

@@ -34,7 +34,7 @@ def _train(out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def published(blob_service, azurite_connection_string, tmp_path_factory):
-    """v1 of the Iris model published to a fresh Azurite container; yields (uri, manifest)."""
+    """v1 of the Iris model published to a fresh Azurite container; yields (uri, what publish returned)."""
     container = blob_service.create_container(f"t-iris-{uuid.uuid4().hex[:12]}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string)
@@ -66,7 +66,7 @@ def test_the_image_carries_the_published_model(iris_image, published):
     labels = built.labels
     assert lock.version == "1"
     assert labels["io.modelship.model.version"] == "1"
-    assert labels["io.modelship.model.digest"] == manifest.digest == lock.digest
+    assert labels["io.modelship.model.digest"] == manifest.model_digest == lock.digest
     assert labels["io.modelship.model.uri"].startswith("az://devstoreaccount1/")
     assert "AccountKey" not in json.dumps(labels)
     assert labels["org.opencontainers.image.title"] == "iris-service"

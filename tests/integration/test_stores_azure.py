@@ -13,9 +13,9 @@ from azure.storage.blob import ContentSettings
 import modelship
 import modelship.hookspecs
 from modelship import cli
-from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
+from modelship.repos.folder_publish import PENDING_MARKER
 from modelship.stores.base import SHA256_KEY
 from support.models import make_model
 from support.trees import leftovers, snapshot, tree_sha

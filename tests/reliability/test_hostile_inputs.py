@@ -25,9 +25,9 @@ import pytest
 
 import modelship
 from modelship import cli
-from modelship._resolve import PENDING_MARKER
 from modelship.cache import Cache
 from modelship.manifest import tree_digest
+from modelship.repos.folder_publish import PENDING_MARKER
 from support.faults.checks import cache_problems, secrets_in
 from support.models import make_model
 from support.record import record

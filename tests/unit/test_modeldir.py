@@ -133,7 +133,7 @@ def test_every_verb_reads_a_plain_folder_alike(tmp_path):
     expected = modeldir.compute_manifest(snap)
     published = publish(snap, f"file://{tmp_path / 'store'}", version="1")
     assert [(f.path, f.sha256) for f in published.files] == [(f.path, f.sha256) for f in expected.files]
-    assert published.digest == expected.digest
+    assert published.model_digest == expected.digest
     assert (tmp_path / "store" / "1" / "model.safetensors").read_bytes() == b"w" * 5000
     layered, _ = model_layers(snap, image_model_dir=IMAGE_DIR)
     assert layered.digest == expected.digest

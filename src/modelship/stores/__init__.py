@@ -1,9 +1,11 @@
 """Model stores behind one small protocol (``base.Source``), chosen by URI scheme from one table.
 
 The table has MLflow's ``artifact_repository_registry`` shape: scheme → store factory, each scheme declared
-once. Built-in stores are named ``"module:Class"`` so that an unused SDK is never imported. Plugins in the
-``modelship`` entry-point group extend the table through the ``modelship_stores`` hook and may wrap or replace
-any store through ``modelship_open_source`` (see modelship.hookspecs).
+once, with the kind of repository (``modelship.repos``) that keeps versions on that store: folders
+(``PREFIX/<version>/``, the default, also for the schemes plugins add) or model images (``oci://``). Built-in
+stores are named ``"module:Class"`` so that an unused SDK is never imported. Plugins in the ``modelship``
+entry-point group extend the table through the ``modelship_stores`` hook and may wrap or replace any store
+through ``modelship_open_source`` (see modelship.hookspecs).
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import pluggy
 from .. import hookspecs
 from ..errors import UsageError
 from ..uri import ModelURI, parse
-from .base import RemoteFile, Source
+from .base import Login, RemoteFile, Source, StoreFactory
 
-# a store class (or any callable taking the parsed URI and a credential), or "module:attribute" naming one
-StoreFactory = Callable[[ModelURI, Any], Source] | str
+FOLDERS = "modelship.repos.folder:FolderRepository"  # versions as PREFIX/<version>/ over any Source
 
 
 class StoreRegistry:
@@ -29,9 +30,17 @@ class StoreRegistry:
 
     def __init__(self) -> None:
         self._factories: dict[str, StoreFactory] = {}
+        self._repositories: dict[str, str] = {}
 
-    def register(self, scheme: str, factory: StoreFactory) -> None:
+    def register(self, scheme: str, factory: StoreFactory, repository: str = FOLDERS) -> None:
+        """``repository``: "module:Class" of the repository kind over this scheme's store (a class taking it)."""
         self._factories[scheme.lower()] = factory
+        self._repositories[scheme.lower()] = repository
+
+    def repository(self, scheme: str) -> Callable[[Any], Any]:
+        """The repository class for ``scheme``'s store (folders for any scheme not declared otherwise)."""
+        module, _, attr = self._repositories.get(scheme.lower(), FOLDERS).partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
     def factories(self) -> dict[str, StoreFactory]:
         """Built-in schemes, then those plugins add (a plugin's entry for a built-in scheme replaces it)."""
@@ -54,6 +63,11 @@ class StoreRegistry:
         if isinstance(factory, str):
             module, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module), attr)
+        if isinstance(credential, Login) and not getattr(factory, "takes_login", False):
+            raise UsageError(
+                f"--username/--password-stdin are for registries (oci://); {uri.scheme}:// stores take their "
+                "credential from the environment or the URI"
+            )
         return factory(uri, credential)
 
 
@@ -63,7 +77,7 @@ registry.register("s3", "modelship.stores.s3:S3Source")
 registry.register("file", "modelship.stores.local:LocalSource")
 registry.register("https", "modelship.stores.http:HttpSource")
 registry.register("http", "modelship.stores.http:HttpSource")
-registry.register("oci", "modelship.stores.oci:OciStore")
+registry.register("oci", "modelship.stores.oci:OciStore", "modelship.repos.oci:OciRepository")
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,4 +94,14 @@ def open_source(uri: str | ModelURI, credential: Any = None) -> Source:
     return registry.open(parse(uri) if isinstance(uri, str) else uri, credential)
 
 
-__all__ = ["RemoteFile", "Source", "StoreFactory", "StoreRegistry", "open_source", "plugin_manager", "registry"]
+__all__ = [
+    "FOLDERS",
+    "Login",
+    "RemoteFile",
+    "Source",
+    "StoreFactory",
+    "StoreRegistry",
+    "open_source",
+    "plugin_manager",
+    "registry",
+]

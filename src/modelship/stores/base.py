@@ -6,15 +6,11 @@ import datetime as _dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..settings import MAX_CONNECTIONS as MAX_CONNECTIONS  # the store clients' pool size (re-exported)
 from ..settings import current
 from ..uri import ModelURI
-
-if TYPE_CHECKING:
-    from ..cache import Cache
-    from ..manifest import FileEntry, Resolution
 
 SHA256_KEY = "modelship_sha256"  # blob/object metadata key carrying the published sha256
 CONNECT_TIMEOUT = 10.0
@@ -101,23 +97,17 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-@runtime_checkable
-class ArchiveStore(Protocol):
-    """A store whose versions are archives rather than folders of named files: ``oci://`` (a version is a tag,
-    its files are in tar layers). Ranged reads of named files do not fit there, so the store resolves a
-    version itself and installs files by unpacking; the cache, the verification against the resolved sha256s
-    and the atomic install stay the same.
-    """
+@dataclass(frozen=True)
+class Login:
+    """A username and password given on the command line (``--username``/``--password-stdin``): registries
+    take one; a store class that does says so with ``takes_login = True``, the others refuse it."""
 
-    def resolve_version(self, version: str | None, pre: bool) -> Resolution:
-        """The pinned ``version``, or the latest (highest PEP 440 version); sha256 of every file known."""
-        ...
+    username: str
+    password: str = field(repr=False)
 
-    def fetch_files(
-        self, res: Resolution, files: list[FileEntry], cache: Cache, *, workers: int | None, progress: bool | None
-    ) -> tuple[dict[str, str], int]:
-        """Put ``files`` of ``res`` into ``cache``, verified; returns path → sha256 and the bytes downloaded."""
-        ...
+
+# a store class (or any callable taking the parsed URI and a credential), or "module:attribute" naming one
+StoreFactory = Callable[[ModelURI, Any], Source] | str
 
 
 def join(*parts: str) -> str:
