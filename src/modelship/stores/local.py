@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import os
-import secrets
+import re
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._fs import no_space
+from .._fs import no_space, pid_alive
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..uri import ModelURI
 from .base import ProgressFn, RemoteFile
@@ -36,6 +40,32 @@ def _fs_error(e: OSError, what: str) -> ModelshipError:
     return ModelshipError(f"{what}: {e.strerror or e.__class__.__name__}: {shown}")
 
 
+# A write's temp file: ``.<name>.modelship-<pid>-<host>.part``, one name per file, process and machine, so that
+# debris of a killed write is recognised (and its owner known) when the same file is written again.
+_PART = re.compile(r"\..+\.modelship-(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.part")
+_LEGACY_PART = re.compile(r"\..+\.[0-9a-f]{12}\.part")  # earlier modelship's random names: owner unknown
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+# A temp file nobody wrote to for this long is debris whoever made it (a live write touches it every second;
+# a shared folder's other machines have pids this one cannot check).
+STALE_AFTER = 3600.0
+
+
+def part_name(name: str) -> str:
+    return f".{name}.modelship-{os.getpid()}-{_HOST}.part"
+
+
+def stale_part(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is the temp file of a write that died: ours by name, and its process gone (or, made
+    elsewhere, untouched for STALE_AFTER seconds)."""
+    m = _PART.fullmatch(entry.name)
+    if m is None and not _LEGACY_PART.fullmatch(entry.name):
+        return False
+    if m is not None and m["host"] == _HOST:
+        pid = int(m["pid"])
+        return pid == os.getpid() or not pid_alive(pid)  # our own pid: a dead namesake's (ours are skipped)
+    return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER
+
+
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_mtime_ns:x}-{st.st_size:x}"
 
@@ -48,6 +78,7 @@ class LocalSource:
         self.root = Path("/")  # uri.prefix is an absolute path; keys are relative to "/"
         self._temps: set[str] = set()  # temp files of writes under way
         self._temps_lock = threading.Lock()
+        self._swept: set[str] = set()  # folders cleared of killed writes' temp files
 
     def _path(self, name: str) -> Path:
         return self.root / name
@@ -105,29 +136,55 @@ class LocalSource:
         dest = self._path(name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep(dest.parent)
             # created with the source's mode, so the umask applies as it does for cp (mkstemp would give 0600)
             mode = os.stat(path).st_mode & 0o777
-            tmp = str(dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part"))
         except OSError as e:
             raise _fs_error(e, f"uploading {name}") from None
-        with self._temps_lock:
-            self._temps.add(tmp)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+        with self._writing(dest, name, mode) as (fd, tmp):
+            with os.fdopen(fd, "wb", closefd=False) as out, open(path, "rb") as src:
                 while data := src.read(_CHUNK):
                     out.write(data)
                     if progress:
                         progress(len(data))
             os.replace(tmp, dest)
+
+    @contextlib.contextmanager
+    def _writing(self, dest: Path, name: str, mode: int = 0o666) -> Iterator[tuple[int, Path]]:
+        """A temp file for ``dest`` (``part_name``), open for writing; removed on any failure, which becomes one
+        line (an interrupt goes through as it is)."""
+        tmp = dest.with_name(part_name(dest.name))
+        with self._temps_lock:
+            self._temps.add(str(tmp))
+        fd = -1
+        try:
+            # The name is this process's own: a file of that name is debris of a killed process that had our pid.
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+            yield fd, tmp
         except BaseException as e:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             if isinstance(e, OSError):
                 raise _fs_error(e, f"uploading {name}") from None
             raise
         finally:
+            if fd >= 0:
+                os.close(fd)
             with self._temps_lock:
-                self._temps.discard(tmp)
+                self._temps.discard(str(tmp))
+
+    def _sweep(self, folder: Path) -> None:
+        """Remove the temp files that killed writes left in ``folder`` (once per folder and publish): a publish
+        killed with SIGKILL cannot clean up, and running it again (the resume) does it here."""
+        key = str(folder)
+        with self._temps_lock:
+            if key in self._swept:
+                return
+            self._swept.add(key)
+            ours = set(self._temps)
+        for entry in os.scandir(folder):
+            if entry.is_file(follow_symlinks=False) and entry.path not in ours and stale_part(entry):
+                Path(entry.path).unlink(missing_ok=True)
 
     def abandon(self) -> None:
         """Remove the temp files of writes still under way: an interrupted publish leaves its upload threads
@@ -139,21 +196,24 @@ class LocalSource:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         dest = self._path(name)
-        tmp = dest.with_name(f".{dest.name}.part")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            self._sweep(dest.parent)
+        except OSError as e:
+            raise _fs_error(e, f"uploading {name}") from None
+        with self._writing(dest, name) as (fd, tmp):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)  # markers and manifests say what the version is: durable before they count
             os.replace(tmp, dest)
-        except BaseException as e:  # an interrupt too: no temp file is left behind
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise _fs_error(e, f"uploading {name}") from None
-            raise
 
     def delete(self, names: list[str]) -> None:
         try:
             for name in names:
                 self._path(name).unlink(missing_ok=True)
+                if self._path(name).parent.is_dir():
+                    self._sweep(self._path(name).parent)  # --force: a killed write's debris goes with the files
             for name in names:  # prune folders left empty
                 parent = self._path(name).parent
                 while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
