@@ -88,8 +88,8 @@ def test_only_the_debris_of_dead_writes_is_swept(tmp_path):
             "dead": ours.replace(f"-{os.getpid()}-", f"-{dead.pid}-"),
             "legacy-old": ".w.bin.0123456789ab.part",
             "legacy-new": ".b.bin.0123456789ab.part",
-            "elsewhere-old": ".w.bin.modelship-1-ffffffff.part",
-            "elsewhere-new": ".b.bin.modelship-1-fffffffe.part",
+            "elsewhere-old": ".w.bin.modelship-1-ffffffff-0.part",
+            "elsewhere-new": ".b.bin.modelship-1-fffffffe-3.part",
             "users": ".notes.part",  # not a name modelship makes: never ours to delete
         }
         for key, name in names.items():

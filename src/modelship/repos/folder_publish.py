@@ -10,12 +10,14 @@ when it is missing, and a credential that may not list or delete still publishes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import os
 import socket
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +140,36 @@ def _create_container(source: Source, missing: ContainerNotFoundError) -> None:
     log.info("created %s", missing.container)
 
 
-def _write_marker(source: Source, name: str, marker: bytes) -> None:
+def _write_marker(
+    source: Source, name: str, marker: bytes, where: str, listed: dict[str, RemoteFile] | AuthError
+) -> None:
+    """Put up the marker, created only if there is none (or only if it is still the one listed), so that of two
+    publishes of the same version one goes on and the other stops, saying why. Without a listing (a write-only
+    credential) or a store without conditional writes, it is written as it is (the last writer wins)."""
+    create = getattr(source, "create_bytes", None) if isinstance(listed, dict) else None
+    replacing = listed.get(name) if isinstance(listed, dict) else None
+
+    def put() -> bool:
+        if create is None:
+            source.write_bytes(name, marker)
+            return True
+        if create(name, marker, replacing=replacing.etag if replacing else None):
+            return True
+        # Perhaps ours: a retried write whose first attempt landed. Else another process's.
+        with contextlib.suppress(ModelshipError):
+            return b"".join(source.read(name, 0, len(marker), None)) == marker
+        return False
+
     try:
-        retrying(f"uploading {PENDING_MARKER}", lambda: source.write_bytes(name, marker))
+        put_up = retrying(f"uploading {PENDING_MARKER}", put)
     except ContainerNotFoundError as e:  # not listed before (no list permission): the first write finds out
         _create_container(source, e)
-        retrying(f"uploading {PENDING_MARKER}", lambda: source.write_bytes(name, marker))
+        put_up = retrying(f"uploading {PENDING_MARKER}", put)
+    if not put_up:
+        raise ModelshipError(
+            f"{where} is being published by another process (its {PENDING_MARKER} marker appeared after this "
+            "publish looked); wait for it to finish, then check with 'modelship resolve'"
+        )
 
 
 def publish_version(
@@ -181,11 +207,17 @@ def publish_version(
     listed = existing if isinstance(existing, dict) else {}
     resume = _check_existing(source, root, where, listed, digest, force)
     marker = json.dumps(
-        {"host": socket.gethostname(), "pid": os.getpid(), "started_at": _now(), "model_digest": digest}
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": _now(),
+            "model_digest": digest,
+            "publish_id": uuid.uuid4().hex,  # this publish's marker is unlike any other's, to tell whose it is
+        }
     ).encode()
     try:
         state.sending_marker = True
-        _write_marker(source, f"{root}/{PENDING_MARKER}", marker)
+        _write_marker(source, f"{root}/{PENDING_MARKER}", marker, where, existing)
         state.marker = True  # from here on the store holds something of this version
         if isinstance(existing, AuthError):  # a write-only credential (container SAS sp=cw)
             log.warning("cannot list %s with this credential: publishing without checking that it is new", where)

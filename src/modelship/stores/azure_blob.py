@@ -490,6 +490,30 @@ class AzureBlobSource:
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 
+    def create_bytes(self, name: str, data: bytes, *, replacing: str | None = None) -> bool:
+        """Write a small blob only if it does not exist (If-None-Match: *), or with ``replacing``, only if it is
+        still the blob of that ETag (If-Match); False when another writer got there first."""
+        md5 = hashlib.md5(data).digest()  # noqa: S324 - a transport checksum
+        if replacing is None:
+            condition: dict[str, Any] = {"overwrite": False}
+        else:
+            condition = {"overwrite": True, "etag": replacing, "match_condition": MatchConditions.IfNotModified}
+        try:
+            self._container.upload_blob(
+                name,
+                data,
+                content_settings=ContentSettings(content_md5=bytearray(md5)),
+                validate_content=True,
+                **condition,
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except Exception as e:  # noqa: BLE001
+            if getattr(e, "status_code", None) in (409, 412):
+                return False
+            raise self._error(e, f"uploading {name}") from None
+        return True
+
     def delete(self, names: list[str]) -> None:
         for name in names:
             try:

@@ -6,6 +6,7 @@ import contextlib
 import datetime as _dt
 import errno
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -40,9 +41,10 @@ def _fs_error(e: OSError, what: str) -> ModelshipError:
     return ModelshipError(f"{what}: {e.strerror or e.__class__.__name__}: {shown}")
 
 
-# A write's temp file: ``.<name>.modelship-<pid>-<host>.part``, one name per file, process and machine, so that
-# debris of a killed write is recognised (and its owner known) when the same file is written again.
-_PART = re.compile(r"\..+\.modelship-(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.part")
+# A write's temp file: ``.<name>.modelship-<pid>-<host>-<n>.part``, named after its file, process, machine and
+# the process's n-th write, so that debris of a killed write is recognised, and its owner known, when the folder
+# is written again.
+_PART = re.compile(r"\..+\.modelship-(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})-[0-9]+\.part")
 _LEGACY_PART = re.compile(r"\..+\.[0-9a-f]{12}\.part")  # earlier modelship's random names: owner unknown
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 # A temp file nobody wrote to for this long is debris whoever made it (a live write touches it every second;
@@ -50,8 +52,15 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 STALE_AFTER = 3600.0
 
 
+_WRITES = itertools.count()
+# The temp files this process is writing now (all its stores and threads): its own pid on a temp file that is
+# not among them marks debris of a dead process that had the same pid.
+_IN_FLIGHT: set[str] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
 def part_name(name: str) -> str:
-    return f".{name}.modelship-{os.getpid()}-{_HOST}.part"
+    return f".{name}.modelship-{os.getpid()}-{_HOST}-{next(_WRITES)}.part"
 
 
 def stale_part(entry: os.DirEntry[str]) -> bool:
@@ -62,8 +71,50 @@ def stale_part(entry: os.DirEntry[str]) -> bool:
         return False
     if m is not None and m["host"] == _HOST:
         pid = int(m["pid"])
-        return pid == os.getpid() or not pid_alive(pid)  # our own pid: a dead namesake's (ours are skipped)
+        if pid == os.getpid():
+            with _IN_FLIGHT_LOCK:
+                return entry.path not in _IN_FLIGHT
+        return not pid_alive(pid)
     return time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER
+
+
+def _replace_if(tmp: Path, dest: Path, etag: str) -> bool:
+    """Rename ``tmp`` over ``dest`` if ``dest`` still has ``etag``; False if it changed or another writer holds
+    the lock (``dest`` is never absent meanwhile: a reader always finds the old file or the new one)."""
+    lock = dest.with_name(f".{dest.name}.modelship-lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            break
+        except FileExistsError:
+            if not _stale_lock(lock):
+                return False
+            lock.unlink(missing_ok=True)  # its holder died; once
+    else:
+        return False
+    try:
+        os.write(fd, f"{os.getpid()} {_HOST}".encode())
+        os.close(fd)
+        try:
+            if _etag(os.stat(dest)) != etag:
+                return False
+        except FileNotFoundError:
+            return False
+        os.replace(tmp, dest)
+        return True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _stale_lock(lock: Path) -> bool:
+    try:
+        owner = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except (OSError, UnicodeDecodeError):
+        return False
+    if len(owner) == 2 and owner[0].isdigit() and owner[1] == _HOST:
+        return not pid_alive(int(owner[0]))
+    return age > STALE_AFTER
 
 
 def _etag(st: os.stat_result) -> str:
@@ -156,10 +207,10 @@ class LocalSource:
         tmp = dest.with_name(part_name(dest.name))
         with self._temps_lock:
             self._temps.add(str(tmp))
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.add(str(tmp))
         fd = -1
         try:
-            # The name is this process's own: a file of that name is debris of a killed process that had our pid.
-            tmp.unlink(missing_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
             yield fd, tmp
         except BaseException as e:
@@ -172,6 +223,8 @@ class LocalSource:
                 os.close(fd)
             with self._temps_lock:
                 self._temps.discard(str(tmp))
+            with _IN_FLIGHT_LOCK:
+                _IN_FLIGHT.discard(str(tmp))
 
     def _sweep(self, folder: Path) -> None:
         """Remove the temp files that killed writes left in ``folder`` (once per folder and publish): a publish
@@ -181,9 +234,8 @@ class LocalSource:
             if key in self._swept:
                 return
             self._swept.add(key)
-            ours = set(self._temps)
         for entry in os.scandir(folder):
-            if entry.is_file(follow_symlinks=False) and entry.path not in ours and stale_part(entry):
+            if entry.is_file(follow_symlinks=False) and stale_part(entry):
                 Path(entry.path).unlink(missing_ok=True)
 
     def abandon(self) -> None:
@@ -207,6 +259,32 @@ class LocalSource:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)  # markers and manifests say what the version is: durable before they count
             os.replace(tmp, dest)
+
+    def create_bytes(self, name: str, data: bytes, *, replacing: str | None = None) -> bool:
+        """Write a small file only if it does not exist, or with ``replacing``, only if it is still the file of
+        that ETag; False when another writer got there first. The file appears whole: a complete temp file is
+        linked in (which fails if the name exists), or renamed over the old one under a lock file that only one
+        writer can create."""
+        dest = self._path(name)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep(dest.parent)
+        except OSError as e:
+            raise _fs_error(e, f"uploading {name}") from None
+        with self._writing(dest, name) as (fd, tmp):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            if replacing is not None:
+                return _replace_if(tmp, dest, replacing)
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+        return True
 
     def delete(self, names: list[str]) -> None:
         try:

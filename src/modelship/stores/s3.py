@@ -186,14 +186,18 @@ class S3Source:
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
 
-    def _put_checked(self, name: str, body: Any, md5: bytes, meta: dict[str, str] | None = None) -> None:
+    def _put_checked(
+        self, name: str, body: Any, md5: bytes, meta: dict[str, str] | None = None, **condition: str
+    ) -> None:
         """One PUT with Content-MD5, then the ETag compared with it.
 
         A single PUT's ETag is the MD5 of what the store received (unless it encrypts with KMS or a customer
         key): this catches a damaged upload on S3-compatible stores that skip the Content-MD5 check.
         """
         md5_b64 = base64.b64encode(md5).decode()
-        resp = self._s3.put_object(Bucket=self._bucket, Key=name, Body=body, ContentMD5=md5_b64, Metadata=meta or {})
+        resp = self._s3.put_object(
+            Bucket=self._bucket, Key=name, Body=body, ContentMD5=md5_b64, Metadata=meta or {}, **condition
+        )
         etag = str(resp.get("ETag", "")).strip('"')
         sse = resp.get("ServerSideEncryption", "")
         encrypted = resp.get("SSECustomerAlgorithm") or sse not in ("", "AES256")
@@ -205,6 +209,23 @@ class S3Source:
             self._put_checked(name, data, hashlib.md5(data).digest())  # noqa: S324 - a transport checksum
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"uploading {name}") from None
+
+    def create_bytes(self, name: str, data: bytes, *, replacing: str | None = None) -> bool:
+        """Write a small object only if it does not exist (a conditional PUT, If-None-Match: *), or with
+        ``replacing``, only if it is still the object of that ETag (If-Match); False when another writer got
+        there first. A store that ignores the condition (older S3-compatible ones) writes as write_bytes does."""
+        condition = {"IfMatch": replacing} if replacing is not None else {"IfNoneMatch": "*"}
+        try:
+            self._put_checked(name, data, hashlib.md5(data).digest(), **condition)  # noqa: S324 - a transport checksum
+        except self._botocore_exc.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            raise self._error(e, f"uploading {name}") from None
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, f"uploading {name}") from None
+        return True
 
     def delete(self, names: list[str]) -> None:
         for i in range(0, len(names), 1000):
