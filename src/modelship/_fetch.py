@@ -73,7 +73,7 @@ def fetch(
         check_dest(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache = Cache(cache_dir)
-        with opened(parsed, credential) as repo:
+        with opened(parsed, credential) as repo, cache.in_use():  # no cache prune meanwhile
             return _fetch_attempts(repo, parsed, version, pre, lk, dest, cache, workers, progress)
     except OSError as e:
         raise os_error(e, dest) from None

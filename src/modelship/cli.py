@@ -110,6 +110,15 @@ def _pipeline_variable(spec: str) -> tuple[str, str]:
     return name, key
 
 
+def _size(text: str) -> int:
+    from .cache import parse_size
+
+    try:
+        return parse_size(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _emit(a: argparse.Namespace, data: dict[str, Any], human: Callable[[], None]) -> None:
     """A verb's result: ``--json`` (the glossary's keys), else the human lines; then any pipeline variables.
 
@@ -363,6 +372,16 @@ def cmd_promote(a: argparse.Namespace) -> None:
     _emit(a, data, human)
 
 
+def cmd_cache_prune(a: argparse.Namespace) -> None:
+    from .cache import prune
+
+    r = prune(keep_days=a.keep_days, max_size=a.max_size, dry_run=a.dry_run)
+    data = {"removed": r.removed, "freed": r.freed, "kept": r.kept, "kept_bytes": r.kept_bytes, "cache": str(r.root)}
+    how = "would remove" if r.dry_run else "removed"
+    line = f"{how} {r.removed} cache entries ({_human(r.freed)}); {r.kept} ({_human(r.kept_bytes)}) kept in {r.root}"
+    _emit(a, data, lambda: print(line))
+
+
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
@@ -533,6 +552,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
     )
     registry_login(sp)
+
+    cp = sub.add_parser("cache", help="the local download cache")
+    csub = cp.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
+    sp = csub.add_parser(
+        "prune", help="remove cache entries not used lately (model folders keep their files)", parents=[common]
+    )
+    sp.set_defaults(func=cmd_cache_prune)
+    sp.add_argument("--keep-days", type=float, metavar="DAYS", help="remove entries not used for this many days")
+    sp.add_argument(
+        "--max-size", type=_size, metavar="SIZE", help="then remove the least recently used until the rest fit (20G)"
+    )
+    sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     dp = sub.add_parser("deploy", help="Kubernetes deployment helpers")
     dsub = dp.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
