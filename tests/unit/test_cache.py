@@ -26,7 +26,9 @@ def two_versions(tmp_path):
     for v, seed in (("1", 1), ("2", 2)):
         modelship.publish(make_model(tmp_path / f"m{v}", {"a.bin": 3000, "b.bin": 5000}, seed=seed), store, version=v)
     one = modelship.fetch(store, tmp_path / "d1", version="1", cache_dir=cache, progress=False)
-    time.sleep(1.5)
+    time.sleep(1.0)
+    between = time.time()  # version 1's entries were last used before, version 2's after
+    time.sleep(1.0)
     two = modelship.fetch(store, tmp_path / "d2", version="2", cache_dir=cache, progress=False)
     foreign = [cache / "notes.txt", cache / "sha256" / "ab" / "mine.bin", cache / "tmp" / "dl.1.part"]
     unstamped = cache / "sha256" / "ff" / ("f" * 64)  # a hex name but not a verified entry (no stamp)
@@ -35,16 +37,20 @@ def two_versions(tmp_path):
         p.write_bytes(b"not modelship's entry")
     old = {f.sha256 for f in one.manifest.files}
     new = {f.sha256 for f in two.manifest.files}
-    return store, cache, old, new, [*foreign, unstamped]
+    return store, cache, old, new, [*foreign, unstamped], between
 
 
 def test_entries_not_used_for_a_while_go_and_the_model_folders_keep_their_files(tmp_path, two_versions):
-    store, cache, old, new, foreign = two_versions
+    store, cache, old, new, foreign, between = two_versions
+
+    def since() -> float:
+        return (time.time() - between) / 86_400  # days since between the two fetches
+
     notes = len(list((cache / "etags").iterdir()))
     assert notes == 4
-    dry = prune(keep_days=1.0 / 86_400, cache_dir=cache, dry_run=True)  # not used in the last second
+    dry = prune(keep_days=since(), cache_dir=cache, dry_run=True)  # version 1's: not used since
     assert (dry.removed, dry.kept, dry.freed) == (2, 2, 8000) and _entries(cache) >= old | new
-    r = prune(keep_days=1.0 / 86_400, cache_dir=cache)
+    r = prune(keep_days=since(), cache_dir=cache)
     assert (r.removed, r.freed, r.kept, r.kept_bytes) == (2, 8000, 2, 8000)
     assert new <= _entries(cache) and not old & _entries(cache)
     assert len(list((cache / "etags").iterdir())) == 2  # the notes that pointed to removed entries went too
@@ -56,7 +62,7 @@ def test_entries_not_used_for_a_while_go_and_the_model_folders_keep_their_files(
 
 
 def test_max_size_removes_the_least_recently_used_first(tmp_path, two_versions, monkeypatch, capsys):
-    _, cache, old, new, foreign = two_versions
+    _, cache, old, new, foreign, _ = two_versions
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(cache))
     assert cli.main(["cache", "prune", "--max-size", "8000", "--json"]) == 0
     out = capsys.readouterr().out

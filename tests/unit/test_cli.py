@@ -37,6 +37,7 @@ VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
         [["--model", "./model"], ["--tag", "reg/iris:2"], ["--platform", "linux/amd64"], ["--json"]],
     ),
     "promote": ([REF], [["--tag", "reg/iris:prod"], ["--tag", "reg/iris:stable"], ["--json"]]),
+    "cache prune": ([], [["--keep-days", "30"], ["--max-size", "20G"], ["--dry-run"], ["--json"]]),
     "deploy render": (
         [],
         [["--image", REF], ["--out", "k8s"], ["--name", "iris"], ["--replicas", "3"], ["--port", "9000"]],
@@ -66,7 +67,7 @@ def test_the_cases_cover_every_verb_of_the_parser():
     (sub,) = (a for a in parser._actions if a.dest == "command")
     verbs = set()
     for name, sp in sub.choices.items():
-        nested = [a for a in sp._actions if a.dest == "deploy_command"]
+        nested = [a for a in sp._actions if a.dest in ("deploy_command", "cache_command")]
         verbs |= {f"{name} {n}" for n in nested[0].choices} if nested else {name}
     assert verbs == set(VERBS), "add the new verb's command line to VERBS"
 
