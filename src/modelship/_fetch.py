@@ -14,7 +14,7 @@ from ._install import check_dest, install, staged, up_to_date
 from ._resolve import apply_lock, check_version
 from ._retry import retrying
 from .cache import Cache
-from .errors import IntegrityError, UsageError
+from .errors import IntegrityError, ModelshipError, UsageError
 from .manifest import Lock, Manifest, Resolution
 from .repos import Repository, opened
 from .uri import ModelURI, parse
@@ -66,8 +66,10 @@ def fetch(
     check_version(version)
     workers = concurrency_setting(workers)
     parsed = parse(uri)
-    if lk is not None and parse(lk.uri).display.rstrip("/") != parsed.display.rstrip("/"):
-        raise UsageError(f"the lock file is for {lk.uri}, not {parsed.display}")
+    if lk is not None and _where(parse(lk.uri)) != _where(parsed):  # a mismatch, not a usage error: exit 1
+        raise ModelshipError(
+            f"lock mismatch: the lock file is for {lk.uri}, not {parsed.display}; give its URI or none"
+        )
     dest = Path(dest).absolute()
     try:
         check_dest(dest)
@@ -77,6 +79,11 @@ def fetch(
             return _fetch_attempts(repo, parsed, version, pre, lk, dest, cache, workers, progress)
     except OSError as e:
         raise os_error(e, dest) from None
+
+
+def _where(uri: ModelURI) -> tuple[str, ...]:
+    """A model's place, however it is spelt (``/models/iris`` and ``file:///models/iris/`` are one)."""
+    return (uri.scheme, uri.location, uri.container, uri.prefix.rstrip("/"))
 
 
 def _fetch_attempts(

@@ -155,6 +155,7 @@ class Manifest:
             m = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), d.get("fetched_at"))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"{source}: not a modelship manifest ({_what_is_wrong(e)}); re-create it") from e
+        _check_unique(files, source, "re-create it")
         if tree_digest((f.path, f.sha256) for f in files) != m.digest:  # type: ignore[misc]
             raise UsageError(f"{source}: digest does not match its files; the manifest was edited, re-create it")
         return m
@@ -223,6 +224,7 @@ class Lock:
             raise UsageError(
                 f"{path}: not a modelship lock file ({_what_is_wrong(e)}); re-create it with 'modelship lock'"
             ) from e
+        _check_paths(files, str(path), "re-create it with 'modelship lock'")
         if tree_digest((f.path, f.sha256) for f in files) != lock.digest:  # type: ignore[misc]
             raise UsageError(
                 f"{path}: digest does not match its files; the lock was edited by hand, "
@@ -231,11 +233,37 @@ class Lock:
         return lock
 
 
+def _check_unique(files: Sequence[FileEntry], source: str, fix: str) -> None:
+    """Refuse a file listed twice: which entry wins would decide what is installed, and the digest would not say."""
+    seen: set[str] = set()
+    for f in files:
+        if f.path in seen:
+            raise UsageError(f"{source}: lists {f.path[:200]!r} twice; {fix}")
+        seen.add(f.path)
+
+
+def _check_paths(files: Sequence[FileEntry], source: str, fix: str) -> None:
+    """A lock's paths are names inside the model folder (``modeldir.safe_relpath``), each listed once."""
+    from .errors import IntegrityError
+    from .modeldir import safe_relpath  # not at import: modeldir reads manifests
+
+    for f in files:
+        try:
+            safe_relpath(f.path, source)
+        except IntegrityError as e:
+            raise UsageError(f"{source}: invalid entry: {e}; {fix}") from None
+    _check_unique(files, source, fix)
+
+
 def check_schema(d: dict[str, Any], source: str) -> None:
     """Refuse a manifest or lock written by a newer modelship (``schema`` above ours) in one line."""
     schema = d.get("schema", SCHEMA_VERSION)
-    if schema == SCHEMA_VERSION:
+    if type(schema) is int and schema == SCHEMA_VERSION:  # not True, 1.0 or "1"
         return
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise UsageError(
+            f"{source}: schema must be the integer {SCHEMA_VERSION}, not {json.dumps(schema)[:40]}; re-create it"
+        )
     if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
         raise UsageError(
             f"{source}: unsupported schema {schema} (this modelship reads schema {SCHEMA_VERSION}); upgrade modelship"

@@ -422,8 +422,8 @@ CASES = [
         "lock-escaping-path",
         "lock",
         _with_lock(),
-        1,
-        "lock mismatch: ../escape was removed",
+        2,
+        "invalid entry: refusing file name '../escape'",
         edit_lock=_add_escaping_path,
     ),
     Case(
