@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import modeldir, progress
-from .._docker import engine, short_reason, unreachable
+from .._docker import docker_host, engine, short_reason, unreachable
 from .._fs import write_atomic
 from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
 from ..errors import BuildError, DockerError, UsageError
@@ -182,6 +182,7 @@ def _build_context(
     network_mode: str | None = None,
     quiet: bool,
     traces: list[debris.BuildTrace],
+    holds: debris.Holds | None = None,
     title: str | None = None,
 ) -> str:
     """Write a context (``fill`` adds the entries) to a temp file and build it; returns the image id.
@@ -197,7 +198,7 @@ def _build_context(
         w.close()
         size = f.tell()
         f.seek(0)
-        trace = debris.BuildTrace()
+        trace = debris.BuildTrace(holds=holds)
         traces.append(trace)
         return _stream_build(
             client,
@@ -222,6 +223,7 @@ def _model_stage(
     *,
     quiet: bool,
     traces: list[debris.BuildTrace],
+    holds: debris.Holds,
 ) -> str:
     """The image of stage ``model`` (base + setup + deps + model): reused when its inputs are unchanged.
     Without a model (an app-only build) the model dir is there, empty.
@@ -264,7 +266,7 @@ def _model_stage(
 
     title = "build 1 of 2, stage model: base, user, dependencies" + (", model" if model is not None else "")
     image_id = _build_context(
-        client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces, title=title
+        client, fill, tag=None, labels={}, network_mode="none", quiet=quiet, traces=traces, holds=holds, title=title
     )
     write_atomic(index, image_id, durable=False)
     return image_id
@@ -335,6 +337,7 @@ def build(
 
     with engine(docker_client) as client:
         traces: list[debris.BuildTrace] = []  # every engine build call, for cleanup if one fails
+        holds = debris.Holds(docker_host())  # what this build uses, for the other builds on the engine to leave
         try:
             # the target interpreter: needed to render our Dockerfile, and to resolve wheels for any Dockerfile
             base = cfg.base_image
@@ -358,7 +361,9 @@ def build(
                     healthcheck_interval=cfg.healthcheck_interval,
                     labels=labels,
                 )
-                stage_id = _model_stage(client, text, base, wheel_dir, model, manifest, quiet=quiet, traces=traces)
+                stage_id = _model_stage(
+                    client, text, base, wheel_dir, model, manifest, quiet=quiet, traces=traces, holds=holds
+                )
                 _, app_text = dockerfile_mod.split_stages(text, stage_id)
 
                 def fill(w: ctx.ContextWriter) -> None:
@@ -367,7 +372,7 @@ def build(
 
                 # labels are in the rendered Dockerfile already (one LABEL step instead of one per label)
                 image_id = _build_context(
-                    client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet, traces=traces,
+                    client, fill, tag=tags[0], labels={}, network_mode="none", quiet=quiet, traces=traces, holds=holds,
                     title="build 2 of 2, stage app: code, command, labels",
                 )  # fmt: skip
             else:
@@ -385,8 +390,9 @@ def build(
                 # the user's RUN steps may need the network (apt-get, ...): their choice, not forced off here
                 buildargs = {"MODELSHIP_MODEL_DIR": ctx.MODEL_PATH, "MODELSHIP_WHEELS_DIR": ctx.WHEELS_PATH}
                 image_id = _build_context(
-                    client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet, traces=traces
-                )
+                    client, fill, tag=tags[0], labels=labels, buildargs=buildargs, quiet=quiet, traces=traces,
+                    holds=holds,
+                )  # fmt: skip
             for t in tags[1:]:
                 repo, name = split_tag(t)
                 try:
@@ -396,8 +402,10 @@ def build(
             debris.keep_stages(client, traces)  # inside: an interrupt here must not leave a stage untagged
         except BaseException:
             # failed, interrupted (Ctrl-C, SIGTERM) or cancelled: leave no half-built images behind
-            debris.discard(client, traces, quiet=quiet)
+            debris.discard(client, traces, quiet=quiet, holds=holds)
             raise
+        finally:
+            holds.close()
     return BuiltImage(image_id, tuple(tags), labels)
 
 

@@ -8,16 +8,29 @@ large model runs to its end) and commits it *after* we hung up, so ``discard`` w
 late image and removes it too. On success, ``keep_stages`` names the images of intermediate stages (stage
 ``deps`` of the generated Dockerfile): they are the cache that keeps the dependency layer identical on a
 model-only rebuild, and a name (``modelship-cache/stage``) keeps them from being dangling ``<none>`` images.
+
+Builds running at the same time on one engine share images: a step one build committed is the next one's
+cache hit, a child of it the next step. So ``discard`` removes nothing another build holds: every build keeps
+the ids of the images it used (``Holds``: one small file per build under the modelship cache, per engine),
+and what a live build lists is left alone, as are the step containers on it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
 import re
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from .._fs import pid_alive, write_atomic
 
 CACHE_REPO = "modelship-cache/stage"
 # the engine cannot cancel a COPY/ADD in progress: how long to wait for it to land so it can be removed
@@ -37,11 +50,13 @@ class BuildTrace:
 
     started: float = field(default_factory=time.time)
     created: list[str] = field(default_factory=list)  # step images made by this build (no cache hits), oldest first
+    used: list[str] = field(default_factory=list)  # every image a step of this build gave, cache hits included
     stages: list[str] = field(default_factory=list)  # last image of each stage but the final one
     parent: str | None = None  # the image the next (or in-flight) step builds on
     step: str | None = None  # the instruction in flight: its "Step" line came, its result not yet
     container: str | None = None  # the container of the step in flight, if the log named one
     ended: bool = False  # the engine finished the build (result or error): nothing can land later
+    holds: Holds | None = None  # where the images this build uses are listed for other builds
     _cached: bool = False
     _steps: int = 0
 
@@ -61,7 +76,61 @@ class BuildTrace:
             image = m.group(1)
             if not self._cached and _keyword(self.step) != "FROM" and image not in self.created:
                 self.created.append(image)
+            if image not in self.used:
+                self.used.append(image)
+                if self.holds is not None:
+                    self.holds.note(self.used)
             self.parent, self.step, self.container, self._cached = image, None, None, False
+
+
+class Holds:
+    """The images one build uses, where the other modelship builds on the same engine see them.
+
+    One JSON file per build (``<cache>/build/engines/<engine>/<pid>-<token>.json``, written whole), gone when
+    the build ends; a file whose process died is stale and removed by the next reader. A build lists an image
+    as soon as its log names it, before the next step can build on it.
+    """
+
+    def __init__(self, engine: str, root: Path | None = None) -> None:
+        from ..cache import default_root
+
+        key = hashlib.sha256(engine.encode()).hexdigest()[:16]
+        self.folder = (root or default_root() / "build" / "engines") / key
+        self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+        self._listed: set[str] = set()
+
+    def note(self, images: list[str]) -> None:
+        """List ``images`` (short ids) as used by this build; cheap when nothing is new."""
+        if set(images) <= self._listed:
+            return
+        self._listed |= set(images)
+        with contextlib.suppress(OSError):  # a read-only cache: no protection, but no failed build either
+            write_atomic(self.path, json.dumps(sorted(self._listed)), durable=False)
+
+    def others(self) -> set[str]:
+        """The images the other live builds on this engine list."""
+        held: set[str] = set()
+        try:
+            files = [p for p in self.folder.iterdir() if p.suffix == ".json" and p != self.path]
+        except OSError:
+            return held
+        for p in files:
+            pid = p.name.split("-", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    p.unlink()  # its build is gone: nothing holds these any more
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                held.update(str(i)[:12] for i in json.loads(p.read_text()) if isinstance(i, str))
+        return held
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def _nobody() -> set[str]:
+    return set()
 
 
 def _keyword(instruction: str) -> str:
@@ -90,8 +159,8 @@ def _matches_step(client: Any, image_id: str, step: str) -> bool:
 class _Sweep:
     """Finds the images a cancelled build committed after it hung up."""
 
-    def __init__(self, client: Any, trace: BuildTrace) -> None:
-        self.client, self.trace = client, trace
+    def __init__(self, client: Any, trace: BuildTrace, held: Callable[[], set[str]]) -> None:
+        self.client, self.trace, self.held = client, trace, held
         self.ours = set(trace.created)
         self.landed = False  # the step in flight committed its image
 
@@ -102,10 +171,13 @@ class _Sweep:
             images = self.client.api.images(all=True)
         except Exception:  # noqa: BLE001 - engine gone: nothing more can be removed
             return False
+        held = self.held()
         for img in images:
             short, parent = _short(img["Id"]), _short(img.get("ParentId") or "")
             if short in self.ours or not parent or (img.get("RepoTags") or ["<none>:<none>"]) != ["<none>:<none>"]:
                 continue
+            if short in held:
+                continue  # another build's step (the same step on the same parent, or a child of ours)
             if parent in self.ours:
                 pass  # a child of an image this build made: ours
             elif (
@@ -133,11 +205,11 @@ class _Sweep:
         return False
 
 
-def _settle(client: Any, trace: BuildTrace, quiet: bool) -> None:
+def _settle(client: Any, trace: BuildTrace, quiet: bool, held: Callable[[], set[str]]) -> None:
     """Wait (bounded) until the engine stopped the cancelled build, adopting any image it committed late."""
     if trace.ended:
         return
-    sweep = _Sweep(client, trace)
+    sweep = _Sweep(client, trace, held)
     copying = trace.step is not None and _keyword(trace.step) in ("COPY", "ADD")
     start = time.monotonic()
     deadline = start + (COPY_WAIT_S if copying else STEP_WAIT_S)
@@ -176,14 +248,18 @@ def _engine_tick(client: Any, seconds: float) -> bool:
     return True
 
 
-def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False) -> list[str]:
-    """Remove the untagged images and step containers of builds that did not finish; returns the image ids."""
+def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False, holds: Holds | None = None) -> list[str]:
+    """Remove the untagged images and step containers of builds that did not finish; returns the image ids.
+
+    With ``holds``, what another live build on the engine lists is left alone (see ``Holds``).
+    """
     import docker.errors
 
+    held = holds.others if holds is not None else _nobody
     removed: list[str] = []
     for trace in reversed(traces):
-        _settle(client, trace, quiet)
-        ours = set(trace.created)
+        _settle(client, trace, quiet, held)
+        ours = set(trace.created) - held()
         with contextlib.suppress(Exception):
             for c in client.api.containers(all=True):
                 # the step container in flight, and any container left on an image this build made
@@ -191,6 +267,8 @@ def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False) -> li
                     with contextlib.suppress(docker.errors.APIError):
                         client.api.remove_container(c["Id"], force=True, v=True)
         for image in reversed(trace.created):  # newest first: each is a leaf when its turn comes
+            if image not in ours or image in held():  # asked again: a build may have reached it meanwhile
+                continue  # another build is on it: its cache hit, or the parent of its next step
             try:
                 tags = client.api.inspect_image(image).get("RepoTags") or []
                 if tags:
