@@ -1,8 +1,10 @@
 """Smoke cases: a YAML/JSON file -> validated Case objects -> one pytest item per case.
 
-Loading, validating and matching are kept apart: ``load_file`` reads, ``parse_cases`` validates into
-frozen dataclasses (every problem names the file, the case and the key), ``match`` compares a response.
-One job, the smoke case from its file to its verdict, which is why the module is longer than ~400 lines.
+``load_file`` reads, ``parse_cases`` validates against the JSON Schema shipped next to this module
+(cases.schema.json: the first problem is one line naming the file, the case and the key) into frozen
+dataclasses, and the items send each case; ``matching.match`` judges the answer, ``describe`` writes the
+failure. A top-level ``compare:`` section (candidate vs baseline) is meant to join ``defaults`` and
+``cases`` in the schema.
 
 File format (YAML or JSON)::
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,15 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .matching import MISSING, Expect, Tolerance, match, pretty, project
+
 if TYPE_CHECKING:
     import requests
 
     from ._protocol import Run
 
-_MISSING: Any = object()
-CASE_KEYS = {"name", "method", "path", "headers", "json", "body", "timeout", "expect"}
-EXPECT_KEYS = {"status", "json", "json_subset", "approx", "schema", "max_latency_ms"}
-METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 LATENCY_PROPERTY = "modelship_latency_ms"
 CASE_PROPERTY = "modelship_case"
 
@@ -55,40 +54,12 @@ class CasesError(Exception):
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def close(self, expected: float, actual: float) -> bool:
-        return math.isclose(actual, expected, rel_tol=self.rel, abs_tol=self.abs)
-
-    def __str__(self) -> str:
-        parts = [f"± {self.abs:g}"] if self.abs else []
-        parts += [f"± {self.rel:g} rel"] if self.rel else []
-        return " ".join(parts)
-
-
-@dataclass(frozen=True)
-class Expect:
-    status: tuple[int, ...] | None = None  # None: any 2xx
-    json: Any = _MISSING
-    json_subset: Any = _MISSING
-    approx: Tolerance | None = None
-    schema: dict[str, Any] | None = None
-    max_latency_ms: float | None = None
-
-    @property
-    def wants_json(self) -> bool:
-        return self.json is not _MISSING or self.json_subset is not _MISSING or self.schema is not None
-
-
-@dataclass(frozen=True)
 class Case:
     name: str
     method: str = "GET"
     path: str = "/"
     headers: dict[str, str] = field(default_factory=dict)
-    json: Any = _MISSING
+    json: Any = MISSING
     body: str | None = None
     timeout: float | None = None
     expect: Expect = field(default_factory=Expect)
@@ -96,7 +67,7 @@ class Case:
 
     @property
     def has_json(self) -> bool:
-        return self.json is not _MISSING
+        return self.json is not MISSING
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -128,101 +99,124 @@ def load_file(path: Path) -> list[Case]:
 
 
 def parse_cases(data: Any, source: str) -> list[Case]:
-    """Validate the decoded document: a list of cases or ``{defaults: {...}, cases: [...]}``."""
+    """Validate the decoded document (a list of cases or ``{defaults: {...}, cases: [...]}``) against the
+    cases schema; the first problem is a CasesError of one line naming the source, the case and the key."""
+    problem = _first_problem(_validator(), data, inside_cases=2 if isinstance(data, dict) else 1)
+    if problem is not None:
+        raise CasesError(f"{source}: {problem}")
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
-        unknown = set(data) - {"defaults", "cases"}
-        if unknown:
-            raise CasesError(f"{source}: unknown top-level key {_one(unknown)!r} (expected 'defaults' and 'cases')")
         defaults = data.get("defaults") or {}
-        if not isinstance(defaults, dict):
-            raise CasesError(f"{source}: 'defaults' must be a mapping")
-        data = data.get("cases")
-    if not isinstance(data, list) or not data:
-        raise CasesError(f"{source}: expected a non-empty list of cases (or a mapping with 'cases:')")
+        data = data["cases"]
+    case_validator = _validator(_CASE)
     cases: list[Case] = []
     seen: set[str] = set()
     for i, raw in enumerate(data, 1):
-        case = _parse_case(raw, defaults, source, i)
+        merged = _merge(defaults, raw)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        named = isinstance(name, str) and bool(name.strip())
+        where = f"{source}: case {name!r} (#{i})" if named else f"{source}: case #{i}"
+        checked = merged
+        if isinstance(merged, dict) and isinstance(merged.get("method"), str):
+            checked = {**merged, "method": merged["method"].upper()}
+        problem = _first_problem(case_validator, checked, shown=merged)  # any letter case, shown as written
+        if problem is not None:
+            raise CasesError(f"{where}: {problem}")
+        case = _case(checked, where, source)
         if case.name in seen:
-            raise CasesError(f"{source}: case {case.name!r} (#{i}): duplicate name; case names must be unique")
+            raise CasesError(f"{where}: duplicate name; case names must be unique")
         seen.add(case.name)
         cases.append(case)
     return cases
 
 
-def _parse_case(raw: Any, defaults: dict[str, Any], source: str, index: int) -> Case:
-    where = f"{source}: case #{index}"
+# The schema ships with the package (cases.schema.json; editors can validate a cases file with it too). Each
+# place that can fail carries an "x-message": the one line printed for a failure there.
+_SCHEMA: dict[str, Any] = json.loads((Path(__file__).parent / "cases.schema.json").read_text(encoding="utf-8"))
+_CASE: dict[str, Any] = {"$schema": _SCHEMA["$schema"], "$defs": _SCHEMA["$defs"], "$ref": "#/$defs/case"}
+
+
+def _validator(schema: dict[str, Any] = _SCHEMA) -> Any:
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    # an HTTP status is an int: JSON Schema's integer would also take 200.0 (and Python's int takes True)
+    types = base.TYPE_CHECKER.redefine("integer", lambda _checker, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(base, type_checker=types)(schema)
+
+
+def _first_problem(validator: Any, instance: Any, inside_cases: int | None = None, shown: Any = None) -> str | None:
+    """The first schema violation as its one-line message, or None. With ``inside_cases`` (the path depth of
+    a case in the document), errors inside a case are left to the per-case validation, defaults merged in.
+    ``shown`` is the instance as written, when ``instance`` was normalised for the check."""
+    errors = [e for e in validator.iter_errors(instance) if inside_cases is None or len(e.absolute_path) < inside_cases]
+    if not errors:
+        return None
+    first = errors[0]
+    # several unknown keys fail at the same place: name the first in sorted order, whatever the document's order
+    same = [e for e in errors if e.relative_schema_path == first.relative_schema_path and e.path == first.path]
+    error = min(same, key=lambda e: str(e.instance))
+    template = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if template is None:
+        return error.message  # a place without a message of its own: jsonschema's line
+    value = error.instance
+    if shown is not None and "propertyNames" not in error.relative_schema_path:  # a key names itself
+        value = shown
+        for part in error.absolute_path:
+            value = value[part]
+    allowed = [str(v) for v in error.validator_value] if error.validator == "enum" else []
+    quoted = [repr(v) for v in allowed]
+    return template.format(
+        value=value,
+        type=type(value).__name__,
+        expected=", ".join(sorted(allowed)),
+        expected_and=" and ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else "".join(quoted),
+    )
+
+
+def _merge(defaults: dict[str, Any], raw: Any) -> Any:
+    """The case with the defaults under it (``expect`` merged key by key); a non-mapping stays as it is."""
     if not isinstance(raw, dict):
-        raise CasesError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise CasesError(f"{where}: missing 'name' (a non-empty string)")
-    where = f"{source}: case {name!r} (#{index})"
-    if "::" in name or "/" in name:
-        raise CasesError(f"{where}: 'name' must not contain '::' or '/'")
-    merged = {**{k: v for k, v in defaults.items() if k != "expect"}, **raw}
-    expect_raw = {**(defaults.get("expect") or {}), **(raw.get("expect") or {})}
-    for key in merged:
-        if key not in CASE_KEYS:
-            raise CasesError(f"{where}: unknown key {key!r} (expected one of {', '.join(sorted(CASE_KEYS))})")
-    if "json" in merged and "body" in merged:
-        raise CasesError(f"{where}: give either 'json' or 'body', not both")
+        return raw
+    # a case always names itself: a 'name' in the defaults is never used
+    merged = {**{k: v for k, v in defaults.items() if k not in ("expect", "name")}, **raw}
+    mine, common = raw.get("expect"), defaults.get("expect")
+    if mine is None and common is None:
+        merged.pop("expect", None)
+    elif isinstance(mine, (dict, type(None))) and isinstance(common, (dict, type(None))):
+        merged["expect"] = {**(common or {}), **(mine or {})}
+    else:  # the one that is not a mapping, for the schema to name
+        merged["expect"] = common if isinstance(mine, (dict, type(None))) else mine
+    return merged
+
+
+def _case(merged: dict[str, Any], where: str, source: str) -> Case:
+    """The Case of a case that passed the schema."""
     has_body = "json" in merged or "body" in merged
-    method = merged.get("method", "POST" if has_body else "GET")
-    if not isinstance(method, str) or method.upper() not in METHODS:
-        raise CasesError(f"{where}: 'method' must be one of {', '.join(sorted(METHODS))}, got {method!r}")
-    path = merged.get("path", "/")
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise CasesError(f"{where}: 'path' must be a string starting with '/', got {path!r}")
-    headers = merged.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
-        raise CasesError(f"{where}: 'headers' must be a mapping of names to values")
-    body = merged.get("body")
-    if body is not None and not isinstance(body, str):
-        raise CasesError(f"{where}: 'body' must be a string (use 'json' for structured data)")
     timeout = merged.get("timeout")
-    if timeout is not None and (not _is_number(timeout) or timeout <= 0):
-        raise CasesError(f"{where}: 'timeout' must be a positive number of seconds, got {timeout!r}")
     return Case(
-        name=name,
-        method=method.upper(),
-        path=path,
-        headers={k: str(v) for k, v in headers.items()},
-        json=merged.get("json", _MISSING),
-        body=body,
+        name=merged["name"],
+        method=merged.get("method", "POST" if has_body else "GET"),
+        path=merged.get("path", "/"),
+        headers={k: str(v) for k, v in (merged.get("headers") or {}).items()},
+        json=merged.get("json", MISSING),
+        body=merged.get("body"),
         timeout=float(timeout) if timeout is not None else None,
-        expect=_parse_expect(expect_raw, where),
+        expect=_expect(merged.get("expect") or {}, where),
         source=source,
     )
 
 
-def _parse_expect(raw: Any, where: str) -> Expect:
-    if not isinstance(raw, dict):
-        raise CasesError(f"{where}: 'expect' must be a mapping")
-    for key in raw:
-        if key not in EXPECT_KEYS:
-            raise CasesError(f"{where}: unknown key 'expect.{key}' (expected one of {', '.join(sorted(EXPECT_KEYS))})")
+def _expect(raw: dict[str, Any], where: str) -> Expect:
     status = raw.get("status")
-    statuses: tuple[int, ...] | None = None
-    if status is not None:
-        values = status if isinstance(status, list) else [status]
-        if not values or not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in values):
-            raise CasesError(f"{where}: 'expect.status' must be an HTTP status code or a list of them, got {status!r}")
-        statuses = tuple(values)
+    approx = raw.get("approx")
     tol = None
-    if "approx" in raw:
-        a = raw["approx"]
-        if _is_number(a) and a >= 0:
-            tol = Tolerance(abs=float(a))
-        elif isinstance(a, dict) and set(a) <= {"abs", "rel"} and all(_is_number(v) and v >= 0 for v in a.values()):
-            tol = Tolerance(abs=float(a.get("abs", 0)), rel=float(a.get("rel", 0)))
-        else:
-            raise CasesError(f"{where}: 'expect.approx' must be a tolerance >= 0 or {{abs: .., rel: ..}}, got {a!r}")
+    if isinstance(approx, dict):
+        tol = Tolerance(abs=float(approx.get("abs", 0)), rel=float(approx.get("rel", 0)))
+    elif approx is not None:
+        tol = Tolerance(abs=float(approx))
     schema = raw.get("schema")
-    if schema is not None:
-        if not isinstance(schema, dict):
-            raise CasesError(f"{where}: 'expect.schema' must be a JSON Schema mapping")
+    if schema is not None:  # the user's schema against its own meta-schema, beyond what cases.schema.json says
         import jsonschema
 
         try:
@@ -230,115 +224,14 @@ def _parse_expect(raw: Any, where: str) -> Expect:
         except jsonschema.SchemaError as e:
             raise CasesError(f"{where}: 'expect.schema' is not a valid JSON Schema ({e.message})") from None
     latency = raw.get("max_latency_ms")
-    if latency is not None and (not _is_number(latency) or latency <= 0):
-        raise CasesError(f"{where}: 'expect.max_latency_ms' must be a positive number, got {latency!r}")
     return Expect(
-        status=statuses,
-        json=raw.get("json", _MISSING),
-        json_subset=raw.get("json_subset", _MISSING),
+        status=None if status is None else tuple(status if isinstance(status, list) else [status]),
+        json=raw.get("json", MISSING),
+        json_subset=raw.get("json_subset", MISSING),
         approx=tol,
         schema=schema,
         max_latency_ms=float(latency) if latency is not None else None,
     )
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _one(keys: set[str]) -> str:
-    return sorted(map(str, keys))[0]
-
-
-# ------------------------------------------------------------------------------------------ matching
-
-
-def match(case: Case, response: requests.Response, latency_ms: float) -> list[str]:
-    """Every way the response misses the case's expectations (empty: it passed)."""
-    exp = case.expect
-    problems: list[str] = []
-    if exp.status is None:
-        if not 200 <= response.status_code < 300:
-            problems.append(f"status: expected 2xx, got {response.status_code}")
-    elif response.status_code not in exp.status:
-        want = exp.status[0] if len(exp.status) == 1 else list(exp.status)
-        problems.append(f"status: expected {want}, got {response.status_code}")
-    if exp.max_latency_ms is not None and latency_ms > exp.max_latency_ms:
-        problems.append(f"latency: {latency_ms:.1f} ms exceeds max_latency_ms {exp.max_latency_ms:g}")
-    if not exp.wants_json:
-        return problems
-    try:
-        actual = response.json()
-    except ValueError:
-        problems.append(f"body: expected JSON, got {response.text[:200]!r}")
-        return problems
-    tol = exp.approx or Tolerance()
-    if exp.json is not _MISSING:
-        compare(exp.json, actual, "$", False, tol, problems)
-    if exp.json_subset is not _MISSING:
-        compare(exp.json_subset, actual, "$", True, tol, problems)
-    if exp.schema is not None:
-        import jsonschema
-
-        validator = jsonschema.validators.validator_for(exp.schema)(exp.schema)
-        for err in sorted(validator.iter_errors(actual), key=lambda e: list(e.absolute_path)):
-            problems.append(f"schema: {_json_path(err.absolute_path)}: {err.message}")
-    return problems
-
-
-def compare(expected: Any, actual: Any, path: str, subset: bool, tol: Tolerance, problems: list[str]) -> None:
-    """Structural comparison; ``subset`` lets objects hold extra keys, floats compare within ``tol``."""
-    if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            problems.append(f"{path}: expected an object, got {_show(actual)}")
-            return
-        for key, value in expected.items():
-            if key not in actual:
-                problems.append(f"{path}.{key}: missing (expected {_show(value)})")
-            else:
-                compare(value, actual[key], f"{path}.{key}", subset, tol, problems)
-        if not subset:
-            for key in actual.keys() - expected.keys():
-                problems.append(f"{path}.{key}: unexpected key (value {_show(actual[key])})")
-    elif isinstance(expected, list):
-        if not isinstance(actual, list):
-            problems.append(f"{path}: expected a list, got {_show(actual)}")
-            return
-        if len(expected) != len(actual):
-            problems.append(f"{path}: expected {len(expected)} items, got {len(actual)}")
-        for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
-            compare(e, a, f"{path}[{i}]", subset, tol, problems)
-    elif _is_number(expected) and _is_number(actual) and (isinstance(expected, float) or isinstance(actual, float)):
-        if not tol.close(float(expected), float(actual)):
-            within = f" {tol}" if str(tol) else ""
-            problems.append(f"{path}: expected {expected!r}{within}, got {actual!r}")
-    elif type(expected) is not type(actual) or expected != actual:
-        problems.append(f"{path}: expected {_show(expected)}, got {_show(actual)}")
-
-
-def _show(v: Any) -> str:
-    text = json.dumps(v, ensure_ascii=False, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _json_path(parts: Any) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def _pretty(v: Any) -> str:
-    return json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _project(expected: Any, actual: Any) -> Any:
-    """The part of ``actual`` that a subset expectation talks about (for a focused diff)."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return {k: _project(expected[k], actual[k]) for k in expected if k in actual}
-    if isinstance(expected, list) and isinstance(actual, list):
-        return [_project(e, a) for e, a in zip(expected, actual, strict=False)] + actual[len(expected) :]
-    return actual
 
 
 def describe(
@@ -372,19 +265,19 @@ def describe(
         body = response.text
         try:
             actual: Any = response.json()
-            body = _pretty(actual)
+            body = pretty(actual)
         except ValueError:
-            actual = _MISSING
+            actual = MISSING
         shown_body = body if len(body) <= 2000 else body[:2000] + "\n... (truncated)"
         lines += ["  " + line for line in shown_body.splitlines()]
         exp = case.expect
         for label, expected, subset in (("json", exp.json, False), ("json_subset", exp.json_subset, True)):
-            if expected is _MISSING or actual is _MISSING:
+            if expected is MISSING or actual is MISSING:
                 continue
-            target = _project(expected, actual) if subset else actual
+            target = project(expected, actual) if subset else actual
             diff = list(
                 difflib.unified_diff(
-                    _pretty(expected).splitlines(), _pretty(target).splitlines(), "expected", "actual", lineterm="", n=2
+                    pretty(expected).splitlines(), pretty(target).splitlines(), "expected", "actual", lineterm="", n=2
                 )
             )
             if diff:
@@ -439,7 +332,7 @@ class CaseItem(pytest.Item):
         latency = (time.perf_counter() - t0) * 1000
         self.user_properties.append((CASE_PROPERTY, case.name))
         self.user_properties.append((LATENCY_PROPERTY, round(latency, 3)))
-        problems = match(case, response, latency)
+        problems = match(case.expect, response, latency)
         if not problems:
             for result in self.config.hook.pytest_modelship_check_response(
                 config=self.config, case=case, response=response, latency_ms=latency

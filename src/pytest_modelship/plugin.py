@@ -1,9 +1,9 @@
 """pytest plugin: ``pytest --modelship-image IMAGE`` starts the image and proves it serves correct answers.
 
 Hooks and fixtures only, like pytest-xdist's and pytest-httpserver's plugin modules: the options live in
-settings.py, the run (one container per session, signals, summary) in session.py. Without an image the
-plugin only adds its options and fixtures: nothing is imported, started or collected. Heavy imports
-(docker, testcontainers, requests) happen only when an image is given.
+settings.py, the run in session.py (its containers in pool.py, its reports in report.py, its signals in
+signals.py). Without an image the plugin only adds its options and fixtures: nothing is imported, started
+or collected. Heavy imports (docker, testcontainers, requests) happen only when an image is given.
 """
 
 from __future__ import annotations

@@ -7,11 +7,14 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .redact import MASK, is_secret_name
+
+if TYPE_CHECKING:
+    from .images import ImageInfo
 
 DEFAULT_CASES = "modelship-cases.yaml"
 DEFAULT_TIMEOUT = 60.0
@@ -42,6 +45,17 @@ class Settings:
         for value in sorted(self.secret_values(), key=len, reverse=True):
             text = text.replace(value, MASK)
         return text
+
+
+def fill_from_image(settings: Settings, image: ImageInfo) -> None:
+    """The defaults that come from the image: its single EXPOSEd port, its HEALTHCHECK's path."""
+    if settings.port is None:
+        settings.port = image.default_port()
+        settings.sources["port"] = "image EXPOSE"
+    if settings.ready_path is None:
+        from_hc = image.healthcheck_path()
+        settings.ready_path = from_hc or DEFAULT_READY_PATH
+        settings.sources["ready_path"] = "image HEALTHCHECK" if from_hc else "default"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from modelship.oci.modelimage import publish_image
 from support.apps import APP
 from support.modelimage import dir_member, file_member, push_model_image, tar_layer, unique_repo
 from support.plugin_images import MODEL_FILES, remove_image
+from support.plugin_runs import run_pytest
 
 pytest_plugins = ["pytester"]
 
@@ -72,8 +73,8 @@ def _volumes(docker_client) -> list[str]:
 def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_only, model_image, docker_client):
     pytester.makepyfile(CHECKS_AND_VERSION)
     before = _volumes(docker_client)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-v", "--modelship-image", app_only, "--modelship-model-image", model_image.pinned,
+    result = run_pytest(
+        pytester, "-v", "--modelship-image", app_only, "--modelship-model-image", model_image.pinned,
         timeout=180,
     )  # fmt: skip
     out = result.stdout.str()
@@ -86,12 +87,12 @@ def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_
 def test_the_model_image_can_come_from_the_environment_or_the_ini_file(pytester, app_only, model_image, monkeypatch):
     pytester.makepyfile(CHECKS_AND_VERSION)
     monkeypatch.setenv("MODELSHIP_MODEL_IMAGE", model_image.pinned)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--modelship-image", app_only, timeout=180)
+    result = run_pytest(pytester, "--modelship-image", app_only, timeout=180)
     result.assert_outcomes(passed=7)
     assert "(from MODELSHIP_MODEL_IMAGE)" in result.stdout.str()
     monkeypatch.delenv("MODELSHIP_MODEL_IMAGE")
     pytester.makeini(f"[pytest]\nmodelship_model_image = {model_image.pinned}\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--modelship-image", app_only, timeout=180)
+    result = run_pytest(pytester, "--modelship-image", app_only, timeout=180)
     result.assert_outcomes(passed=7)
     assert "modelship_model_image)" in result.stdout.str()
 
@@ -117,8 +118,8 @@ def test_a_model_image_whose_files_differ_from_its_manifest_fails_the_checks(pyt
     ]  # fmt: skip
     digest = push_model_image(registry, repo, "1.0.0", [tar_layer(members)], claimed)
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--modelship-image", app_only,
+    result = run_pytest(
+        pytester, "--modelship-image", app_only,
         "--modelship-model-image", f"{registry}/{repo}@{digest}", timeout=180,
     )  # fmt: skip
     result.assert_outcomes(passed=5, failed=1)
@@ -127,9 +128,7 @@ def test_a_model_image_whose_files_differ_from_its_manifest_fails_the_checks(pyt
 
 def test_an_image_that_is_not_a_model_image_is_one_line(pytester, app_only):
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--modelship-image", app_only, "--modelship-model-image", app_only, timeout=120
-    )
+    result = run_pytest(pytester, "--modelship-image", app_only, "--modelship-model-image", app_only, timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     lines = [line for line in result.stderr.lines if "modelship" in line]
     assert len(lines) == 1 and "is not a model image" in lines[0] and "modelship publish" in lines[0], lines

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from support.plugin_images import GOOD_CASES, Variant, alias, build_image, containers_of, remove_image
+from support.plugin_runs import run_pytest
 from support.waiting import wait_for
 
 pytest_plugins = ["pytester"]
@@ -43,10 +44,6 @@ def own_tag(docker_client, good_image):
         yield ref
 
 
-def run(pytester: pytest.Pytester, *args: str, timeout: float = 120) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
-
-
 def test_good_image_passes_cases_checks_and_own_tests(pytester, own_tag, docker_client):
     good_image = own_tag  # an alias of its own: other xdist workers run containers of the good image meanwhile
     pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
@@ -60,7 +57,7 @@ def test_good_image_passes_cases_checks_and_own_tests(pytester, own_tag, docker_
             assert modelship_client.get("/version", timeout=5).json() == {"version": "1.0.0"}
         """
     )
-    result = run(pytester, "--modelship-image", good_image, "-v")
+    result = run_pytest(pytester, "--modelship-image", good_image, "-v")
     result.assert_outcomes(passed=11)
     result.stdout.fnmatch_lines(
         [
@@ -95,7 +92,7 @@ def test_wrong_prediction_fails_with_readable_diff_and_request(pytester, good_im
               approx: 0.01
         """,
     )
-    result = run(pytester, "--modelship-image", good_image, "--modelship-cases", "cases.yaml", "-k", "predict")
+    result = run_pytest(pytester, "--modelship-image", good_image, "--modelship-cases", "cases.yaml", "-k", "predict")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -122,7 +119,7 @@ def test_junitxml_carries_container_logs_with_secrets_masked(pytester, good_imag
     # with junit_logging=system-out set (as many CI setups do), the log tail is still in the failure, once
     pytester.makefile(".yaml", cases="cases:\n  - {name: wrong_status, path: /version, expect: {status: 201}}\n")
     xml = pytester.path / "junit.xml"
-    result = run(
+    result = run_pytest(
         pytester,
         "--modelship-image",
         good_image,
@@ -152,7 +149,7 @@ def test_junitxml_carries_container_logs_with_secrets_masked(pytester, good_imag
 def test_crashing_container_fails_fast_with_exit_code_and_logs(pytester, good_image):
     pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
     t0 = time.monotonic()
-    result = run(
+    result = run_pytest(
         pytester, "--modelship-image", good_image, "--modelship-env", "APP_MODE=crash", "--modelship-timeout", "60"
     )
     elapsed = time.monotonic() - t0
@@ -180,13 +177,13 @@ def test_instant_exit_is_reported_with_exit_code_not_a_port_error(pytester, good
             return container.with_command(["sh", "-c", "echo cannot start >&2; exit 7"])
         """
     )
-    result = run(pytester, "--modelship-image", good_image, "-k", "labels")
+    result = run_pytest(pytester, "--modelship-image", good_image, "-k", "labels")
     result.stdout.fnmatch_lines(["modelship: container of * exited with code 7 *", "cannot start"])
 
 
 def test_never_ready_fails_at_the_timeout_with_last_answer_and_logs(pytester, good_image):
     t0 = time.monotonic()
-    result = run(
+    result = run_pytest(
         pytester, "--modelship-image", good_image, "--modelship-ready-path", "/nope", "--modelship-timeout", "1.5"
     )
     elapsed = time.monotonic() - t0
@@ -211,12 +208,14 @@ def test_readiness_is_polled_at_20_hz_or_more(pytester, good_image):
             assert not_ready >= 20  # one second of "not ready" at >= 20 Hz
         """
     )
-    result = run(pytester, "--modelship-image", good_image, "--modelship-env", "APP_READY_DELAY=1.0", "-k", "polls")
+    result = run_pytest(
+        pytester, "--modelship-image", good_image, "--modelship-env", "APP_READY_DELAY=1.0", "-k", "polls"
+    )
     result.assert_outcomes(passed=1)
 
 
 def test_image_checks_catch_root_user_secret_and_tampered_model(pytester, bad_image):
-    result = run(pytester, "--modelship-image", bad_image, "-v")
+    result = run_pytest(pytester, "--modelship-image", bad_image, "-v")
     result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines_random(
         [
@@ -234,7 +233,9 @@ def test_image_checks_catch_root_user_secret_and_tampered_model(pytester, bad_im
 
 
 def test_checks_can_be_deselected_with_k(pytester, bad_image):
-    result = run(pytester, "--modelship-image", bad_image, "-k", "not no_secrets and not non_root and not sha256")
+    result = run_pytest(
+        pytester, "--modelship-image", bad_image, "-k", "not no_secrets and not non_root and not sha256"
+    )
     result.assert_outcomes(passed=2, deselected=3)
 
 
@@ -274,7 +275,7 @@ def test_sigkill_leftover_is_reaped_by_the_next_run(pytester, own_tag, docker_cl
     proc.kill()
     proc.communicate(timeout=30)  # reap it: a zombie still has its /proc entry
     assert len(containers_of(docker_client, own_tag)) == 1, "SIGKILL gives no chance to clean up"
-    result = run(pytester, "--modelship-image", own_tag, "-k", "nothing_matches")
+    result = run_pytest(pytester, "--modelship-image", own_tag, "-k", "nothing_matches")
     # Any plugin session reaps dead owners' containers; under xdist a parallel test's session may get there
     # first, so the header line is only expected when this run was the one that found it.
     assert containers_of(docker_client, own_tag) == []
@@ -295,7 +296,7 @@ def test_{i}(modelship_container, modelship_client, worker_id):
         for i in range(8)
     )
     pytester.makepyfile("import pathlib\n" + tests)
-    result = run(pytester, "--modelship-image", own_tag, "-n", "2")
+    result = run_pytest(pytester, "--modelship-image", own_tag, "-n", "2")
     result.assert_outcomes(passed=8 + 5 + 4)
     # the summary names one container per worker; they differ in name and host port
     summary = [line for line in result.outlines if line.startswith(f"image {own_tag}: container ")]
@@ -318,10 +319,10 @@ def test_pull_fetches_an_image_missing_locally(pytester, docker_client, good_ima
     docker_client.images.push(repo, tag=tag)
     docker_client.images.remove(ref)
     try:
-        result = run(pytester, "--modelship-image", ref, "-k", "healthcheck")
+        result = run_pytest(pytester, "--modelship-image", ref, "-k", "healthcheck")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert "not found locally: build it first, or pass --modelship-pull" in result.stderr.str()
-        result = run(pytester, "--modelship-image", ref, "--modelship-pull", "-k", "healthcheck")
+        result = run_pytest(pytester, "--modelship-image", ref, "--modelship-pull", "-k", "healthcheck")
         result.assert_outcomes(passed=1, deselected=4)
         result.stdout.fnmatch_lines(["modelship pull: yes (from --modelship-pull)"])
         assert docker_client.images.get(ref)
@@ -330,7 +331,7 @@ def test_pull_fetches_an_image_missing_locally(pytester, docker_client, good_ima
 
 
 def test_missing_image_is_one_line(pytester):
-    result = run(pytester, "--modelship-image", "modelship-plugin-test:does-not-exist")
+    result = run_pytest(pytester, "--modelship-image", "modelship-plugin-test:does-not-exist")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines == [
         "ERROR: modelship: image modelship-plugin-test:does-not-exist not found locally: build it first, "
@@ -341,7 +342,7 @@ def test_missing_image_is_one_line(pytester):
 
 def test_docker_down_is_one_line_with_the_fix(pytester, monkeypatch, good_image):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
-    result = run(pytester, "--modelship-image", good_image)
+    result = run_pytest(pytester, "--modelship-image", good_image)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if line]
     assert len(errors) == 1, errors
@@ -355,12 +356,14 @@ def test_ambiguous_port_and_missing_cases_file_are_one_line(pytester, docker_cli
         fileobj=_dockerfile(f"FROM {good_image}\nEXPOSE 9000\n"), custom_context=True, tag=tag, pull=False, rm=True
     )
     try:
-        result = run(pytester, "--modelship-image", tag)
+        result = run_pytest(pytester, "--modelship-image", tag)
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert result.stderr.lines[0] == (
             f"ERROR: modelship: image {tag} exposes several ports (8000, 9000): choose one with --modelship-port"
         )
-        result = run(pytester, "--modelship-image", tag, "--modelship-port", "8000", "--modelship-cases", "nope.yml")
+        result = run_pytest(
+            pytester, "--modelship-image", tag, "--modelship-port", "8000", "--modelship-cases", "nope.yml"
+        )
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         assert result.stderr.lines[0] == (
             f"ERROR: modelship: cases file {pytester.path / 'nope.yml'} not found (from --modelship-cases)"
@@ -383,7 +386,7 @@ def test_option_precedence_cli_over_env_over_ini_in_header(pytester, monkeypatch
     monkeypatch.setenv("MODELSHIP_IMAGE", good_image)
     monkeypatch.setenv("MODELSHIP_TIMEOUT", "9")
     monkeypatch.setenv("MODELSHIP_ENV", "MODE=env API_KEY=env-key-456")
-    result = run(pytester, "--co", "--modelship-timeout", "11")
+    result = run_pytest(pytester, "--co", "--modelship-timeout", "11")
     result.stdout.fnmatch_lines(
         [
             f"modelship image: {good_image} * (from MODELSHIP_IMAGE)",
@@ -394,13 +397,13 @@ def test_option_precedence_cli_over_env_over_ini_in_header(pytester, monkeypatch
     )
     assert "env-key-456" not in result.stdout.str()
     monkeypatch.delenv("MODELSHIP_ENV")
-    result = run(pytester, "--co")
+    result = run_pytest(pytester, "--co")
     result.stdout.fnmatch_lines(
         ["modelship timeout: 9 s (from MODELSHIP_TIMEOUT)", "modelship env: MODE=ini DB_PASSWORD=*** (from tox.ini *)"]
     )
     assert "ini-pass-123" not in result.stdout.str()
     monkeypatch.delenv("MODELSHIP_TIMEOUT")
-    result = run(pytester, "--co")
+    result = run_pytest(pytester, "--co")
     result.stdout.fnmatch_lines(["modelship timeout: 7 s (from tox.ini modelship_timeout)"])
 
 
@@ -417,7 +420,7 @@ def test_malformed_cases_file_is_a_collection_error_naming_file_case_and_problem
             """
         },
     )
-    result = run(pytester, "--modelship-image", good_image, "--co")
+    result = run_pytest(pytester, "--modelship-image", good_image, "--co")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
@@ -463,7 +466,7 @@ def test_hooks_customise_probe_add_cases_and_checks(pytester, good_image):
             assert len(probes) >= 5  # the probe ran for the 0.3 s the app was not ready
         """
     )
-    result = run(pytester, "--modelship-image", good_image, "-k", "customised or from_hook")
+    result = run_pytest(pytester, "--modelship-image", good_image, "-k", "customised or from_hook")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         ["case 'from_hook' (pytest_modelship_cases): 1 problem", "  - header X-Model-Version missing"]
@@ -484,7 +487,7 @@ def test_hook_in_a_nested_conftest_restarts_the_early_container(pytester, good_i
         "    assert 'FROM_NESTED_CONFTEST=1' in modelship_container.attrs['Config']['Env']\n"
     )
     # no path argument: zz_sub/ is not an initial conftest directory, its conftest.py loads during collection
-    result = run(pytester, "--modelship-image", good_image)
+    result = run_pytest(pytester, "--modelship-image", good_image)
     result.assert_outcomes(passed=1 + 5)
 
 
@@ -493,7 +496,7 @@ def test_ryuk_that_cannot_start_falls_back_to_own_cleanup(pytester, monkeypatch,
     # a reaper image that cannot be pulled, from the local registry only (no traffic leaves the machine)
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", f"{registry}/modelship/no-such-ryuk:0")
     pytester.makepyfile("def test_up(modelship_url):\n    assert modelship_url\n")
-    result = run(pytester, "--modelship-image", own_tag, "-k", "test_up")
+    result = run_pytest(pytester, "--modelship-image", own_tag, "-k", "test_up")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["note: Ryuk could not start (*); modelship removes its containers itself*"])
     assert containers_of(docker_client, own_tag) == []
@@ -531,7 +534,7 @@ def test_config_fixtures_overridden_in_a_conftest_take_effect(pytester, own_tag,
             pathlib.Path({str(seen)!r}).write_text(modelship_container.name)
         """
     )
-    result = run(pytester, "--modelship-image", own_tag, "--modelship-env", "MODE=cli")
+    result = run_pytest(pytester, "--modelship-image", own_tag, "--modelship-env", "MODE=cli")
     result.assert_outcomes(passed=1 + 5 + 4)
     (summary,) = [line for line in result.outlines if line.startswith(f"image {own_tag}: container ")]
     options_container = summary.split()[3]
@@ -548,7 +551,7 @@ def test_config_fixtures_overridden_in_a_conftest_take_effect(pytester, own_tag,
             return {"N": 1}
         """
     )
-    result = run(pytester, "--modelship-image", own_tag, "-k", "test_overrides")
+    result = run_pytest(pytester, "--modelship-image", own_tag, "-k", "test_overrides")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*modelship: the modelship_env fixture must return a mapping of names to strings"])
 
@@ -561,14 +564,15 @@ def test_without_image_nothing_is_imported_or_collected(pytester, monkeypatch):
         import sys
         def test_nothing_loaded():
             heavy = {"docker", "testcontainers", "pytest_modelship.cases", "pytest_modelship.container"}
-            heavy |= {f"pytest_modelship.{m}" for m in ("session", "images", "reaper", "waiting", "client")}
+            heavy |= {f"pytest_modelship.{m}" for m in ("session", "pool", "report", "signals", "matching")}
+            heavy |= {f"pytest_modelship.{m}" for m in ("images", "reaper", "waiting", "client")}
             assert not heavy & set(sys.modules)
 
         def test_fixture_says_what_to_do(modelship_url):
             pass
         """
     )
-    result = run(pytester, "-p", "no:xdist")
+    result = run_pytest(pytester, "-p", "no:xdist")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*modelship: no image to test: pass --modelship-image IMAGE (or set MODELSHIP_IMAGE)"])
     assert "modelship image:" not in result.stdout.str()

@@ -13,13 +13,13 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from support.builds import build_cmd, make_app
 from support.models import make_model
 from support.plugin_images import GOOD_CASES, remove_image
+from support.plugin_runs import junit_cases, junit_outcome, run_pytest
 from support.registries import htpasswd_registry
 
 pytest_plugins = ["pytester"]
@@ -38,23 +38,6 @@ def image(docker_client, base_image):
     remove_image(docker_client, tag)
 
 
-def run(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
-
-
-def junit(path: Path) -> dict[str, ET.Element]:
-    """The testcases of a JUnit file by name."""
-    root = ET.parse(path).getroot()  # noqa: S314 - the file pytest just wrote
-    return {t.get("name"): t for t in root.iter("testcase")}
-
-
-def outcome(case: ET.Element) -> str:
-    for kind in ("error", "failure", "skipped"):
-        if case.find(kind) is not None:
-            return kind
-    return "passed"
-
-
 # ------------------------------------------------------------------------------- a container that is down
 
 
@@ -62,13 +45,13 @@ def test_a_crashing_app_reports_every_item_in_the_junit_xml(pytester, image):
     pytester.makefile(".yaml", **{"modelship-cases": GOOD_CASES})
     xml = pytester.path / "junit.xml"
     t0 = time.monotonic()
-    result = run(pytester, "--modelship-image", image, "--modelship-env", "APP_MODE=crash", f"--junitxml={xml}")
+    result = run_pytest(pytester, "--modelship-image", image, "--modelship-env", "APP_MODE=crash", f"--junitxml={xml}")
     took = time.monotonic() - t0
     result.assert_outcomes(passed=2, errors=7)
-    cases = junit(xml)
+    cases = junit_cases(xml)
     # every check and every case is in the report: none vanished because the run stopped
     assert set(cases) == {*CHECKS, *CASES}, sorted(cases)
-    assert {name: outcome(c) for name, c in cases.items()} == {
+    assert {name: junit_outcome(c) for name, c in cases.items()} == {
         name: "error" if name in NEED_CONTAINER else "passed" for name in cases
     }
     first = cases["labels_match_model"].find("error")
@@ -87,7 +70,7 @@ def test_a_crashing_app_reports_every_item_in_the_junit_xml(pytester, image):
 def test_the_log_tail_of_a_never_ready_app_leaves_the_probes_out(pytester, image):
     # at 40 probes a second, 3 s of probing is ~120 access-log lines: more than the 50 lines of a tail
     never_ready = ["--modelship-ready-path", "/nope", "--modelship-timeout", "3"]
-    result = run(pytester, "--modelship-image", image, *never_ready, "-k", "labels")
+    result = run_pytest(pytester, "--modelship-image", image, *never_ready, "-k", "labels")
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -122,12 +105,12 @@ def test_probes_are_told_apart_by_their_user_agent(pytester, image):
         """
     )
     env = ["--modelship-env", "APP_ACCESS_LOG=json", "--modelship-env", "APP_READY_DELAY=0.5"]
-    result = run(pytester, "--modelship-image", image, *env, "-k", "agent")
+    result = run_pytest(pytester, "--modelship-image", image, *env, "-k", "agent")
     result.assert_outcomes(passed=1)
 
 
 def test_a_wrong_port_is_named_with_its_source_and_what_the_image_exposes(pytester, image):
-    result = run(
+    result = run_pytest(
         pytester, "--modelship-image", image, "--modelship-port", "9000", "--modelship-timeout", "3", "-k", "labels"
     )
     result.assert_outcomes(errors=1)
@@ -138,7 +121,7 @@ def test_a_wrong_port_is_named_with_its_source_and_what_the_image_exposes(pytest
         ]
     )
     # the image's own port, but the app listens elsewhere: the message says where the port came from
-    result = run(
+    result = run_pytest(
         pytester, "--modelship-image", image, "--modelship-env", "PORT=9000", "--modelship-timeout", "3", "-k", "labels"
     )
     result.assert_outcomes(errors=1)
@@ -162,9 +145,9 @@ def test_junit_holds_the_log_tail_without_junit_logging_and_passing_tests_get_no
     xml = pytester.path / "junit.xml"
     # the command line docs/plugin.md gives for CI: --junitxml, nothing else
     secret = ["--modelship-env", "API_TOKEN=tok-secret-77"]
-    result = run(pytester, "--modelship-image", image, *secret, f"--junitxml={xml}")
+    result = run_pytest(pytester, "--modelship-image", image, *secret, f"--junitxml={xml}")
     result.assert_outcomes(passed=9, failed=1)
-    cases = junit(xml)
+    cases = junit_cases(xml)
     failure = cases["wrong_status"].find("failure")
     assert "status: expected 201, got 200" in failure.get("message")
     header = [line for line in failure.text.splitlines() if "modelship container log:" in line]
@@ -179,7 +162,7 @@ def test_junit_holds_the_log_tail_without_junit_logging_and_passing_tests_get_no
     # the terminal: the failure has its log section once; passing tests have none (the short summary, which
     # pytest does not truncate when CI is set, may quote the message again: it is not a section)
     assert result.stdout.str().split(" short test summary info ")[0].count("modelship container log:") == 1
-    result = run(pytester, "--modelship-image", image, "-rA", "-k", "not wrong_status")
+    result = run_pytest(pytester, "--modelship-image", image, "-rA", "-k", "not wrong_status")
     result.assert_outcomes(passed=9, deselected=1)
     assert "modelship container" not in result.stdout.str()
 
@@ -189,24 +172,24 @@ def test_junit_holds_the_log_tail_without_junit_logging_and_passing_tests_get_no
 
 def test_pull_failures_are_one_line_naming_the_image_and_the_fix(pytester, registry, tmp_path):
     absent = f"{registry}/modelship-plugin-test/absent-{uuid.uuid4().hex[:8]}"
-    assert _one_error_line(run(pytester, "--modelship-image", f"{absent}:v1", "--modelship-pull")) == (
+    assert _one_error_line(run_pytest(pytester, "--modelship-image", f"{absent}:v1", "--modelship-pull")) == (
         f"ERROR: modelship: image {absent}:v1 not found in {registry}: check the repository and tag, "
         "or push the image there first"
     )
     # a digest needs no --modelship-pull (see below): an absent one is named as such
     digest = "sha256:" + "0" * 64
-    assert _one_error_line(run(pytester, "--modelship-image", f"{absent}@{digest}")) == (
+    assert _one_error_line(run_pytest(pytester, "--modelship-image", f"{absent}@{digest}")) == (
         f"ERROR: modelship: image {absent}@{digest} not found in {registry}: check the repository and digest, "
         "or push the image there first"
     )
     down = f"127.0.0.1:{_closed_port()}"
-    assert _one_error_line(run(pytester, "--modelship-image", f"{down}/x:v1", "--modelship-pull")) == (
+    assert _one_error_line(run_pytest(pytester, "--modelship-image", f"{down}/x:v1", "--modelship-pull")) == (
         f"ERROR: modelship: could not pull image {down}/x:v1: registry {down} not reachable (connection refused): "
         "check its address and that it is running"
     )
     with htpasswd_registry(tmp_path / "auth-registry", "smoke", "pw-not-given-1") as locked:
         ref = f"{locked}/modelship-plugin-test/app:v1"
-        assert _one_error_line(run(pytester, "--modelship-image", ref, "--modelship-pull")) == (
+        assert _one_error_line(run_pytest(pytester, "--modelship-image", ref, "--modelship-pull")) == (
             f"ERROR: modelship: could not pull image {ref}: {locked} denied access: run 'docker login {locked}' first"
         )
 
@@ -236,7 +219,7 @@ def test_a_digest_not_present_locally_is_pulled_and_its_model_files_checked(
         with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(ref)
 
-        result = run(pytester, "--modelship-image", ref, "-v")  # no --modelship-pull
+        result = run_pytest(pytester, "--modelship-image", ref, "-v")  # no --modelship-pull
         result.assert_outcomes(passed=5)
         result.stdout.fnmatch_lines_random(
             [
@@ -250,7 +233,7 @@ def test_a_digest_not_present_locally_is_pulled_and_its_model_files_checked(
         assert ref in pulled.attrs["RepoDigests"]
         assert pulled.labels["io.modelship.model.version"] == "2.1.0"
         # present now: the next run does not pull again
-        result = run(pytester, "--modelship-image", ref, "-k", "healthcheck")
+        result = run_pytest(pytester, "--modelship-image", ref, "-k", "healthcheck")
         result.assert_outcomes(passed=1, deselected=4)
         result.stdout.fnmatch_lines(["modelship pull: no (from default)"])
     finally:
@@ -264,7 +247,7 @@ def test_a_model_dir_label_that_disagrees_with_the_env_fails_the_model_files_che
     dockerfile = f"FROM {image}\nLABEL io.modelship.model.dir=/srv/elsewhere\n"
     docker_client.images.build(fileobj=_tar("Dockerfile", dockerfile), custom_context=True, tag=tag, pull=False)
     try:
-        result = run(pytester, "--modelship-image", tag, "-k", "sha256 or labels")
+        result = run_pytest(pytester, "--modelship-image", tag, "-k", "sha256 or labels")
         result.assert_outcomes(passed=1, failed=1, deselected=3)
         result.stdout.fnmatch_lines(
             [

@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 from support.plugin_images import GOOD_CASES, LABEL_SESSION, alias, build_image, containers_of, remove_image
+from support.plugin_runs import run_pytest
 from support.record import record_table
 
 pytest_plugins = ["pytester"]
@@ -74,9 +75,9 @@ def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
     pytester.makefile(".yaml", cases=CASES)
     pytester.makeconftest((RESTART_HOOK if restart else "") + (PAUSE_HOOK if when == "after" else ""))
     args = ["--modelship-image", own_alias, "--modelship-cases", "cases.yaml", "-m", "modelship"]
-    args += ["--modelship-env", "EXIT_AFTER=2", "--modelship-env", f"EXIT_WHEN={when}", "-p", "no:cacheprovider"]
+    args += ["--modelship-env", "EXIT_AFTER=2", "--modelship-env", f"EXIT_WHEN={when}"]
     t0 = time.monotonic()
-    result = pytester.runpytest_subprocess(*args, timeout=120)
+    result = run_pytest(pytester, *args, timeout=120)
     took = time.monotonic() - t0
     out = result.stdout.str()
 
@@ -178,9 +179,7 @@ def test_load_on_the_readiness_path_does_not_disturb_the_plugin(pytester, docker
         pytester.makeconftest(CLIENT_LOAD)
         pytester.makepyfile(test_load=LOAD_TEST)
         t0 = time.monotonic()
-        result = pytester.runpytest_subprocess(
-            "--modelship-image", tag, "--modelship-env", "APP_READY_DELAY=1.5", "-p", "no:cacheprovider", timeout=120
-        )
+        result = run_pytest(pytester, "--modelship-image", tag, "--modelship-env", "APP_READY_DELAY=1.5", timeout=120)
         took = time.monotonic() - t0
         out = result.stdout.str()
         result.assert_outcomes(passed=5 + 4 + 1)  # image checks, cases, the load test

@@ -9,13 +9,14 @@ import sys
 import pytest
 import requests
 
-from pytest_modelship.cases import CasesError, load_file, match, parse_cases
+from pytest_modelship.cases import CasesError, load_file, parse_cases
 from pytest_modelship.checks import find_secrets
 from pytest_modelship.errors import SetupError
 from pytest_modelship.images import ImageInfo
+from pytest_modelship.matching import match
 from pytest_modelship.reaper import owner_alive, owner_id
 from pytest_modelship.redact import mask_env
-from pytest_modelship.session import percentile
+from pytest_modelship.report import percentile
 from pytest_modelship.settings import Settings
 
 
@@ -42,6 +43,29 @@ def _response(status: int, body: bytes, content_type: str = "application/json") 
         ({"cases": [{"name": "a", "json": {}, "body": "x"}]}, "give either 'json' or 'body'"),
         ({"cases": [{"name": "a::b"}]}, "must not contain '::'"),
         ({"tests": []}, "unknown top-level key 'tests'"),
+        # added with the JSON Schema: each place of the schema keeps its one line
+        ({"zz": 1, "aa": 2, "cases": []}, "unknown top-level key 'aa' (expected 'defaults' and 'cases')"),
+        ({"defaults": [], "cases": [{"name": "a"}]}, "'defaults' must be a mapping"),
+        ({"cases": {"name": "a"}}, "expected a non-empty list of cases"),
+        (["a"], "case #1: expected a mapping, got str"),
+        ([{"name": "  "}], "case #1: missing 'name' (a non-empty string)"),
+        ({"defaults": {"methd": "GET"}, "cases": [{"name": "a"}]}, "case 'a' (#1): unknown key 'methd'"),
+        ({"defaults": {"json": {}}, "cases": [{"name": "a", "body": "x"}]}, "case 'a' (#1): give either 'json' or"),
+        (
+            [{"name": "a", "method": "fetch"}],
+            "'method' must be one of DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, got 'fetch'",
+        ),
+        ([{"name": "a", "headers": {1: "x"}}], "'headers' must be a mapping of names to values"),
+        ([{"name": "a", "body": {"x": 1}}], "'body' must be a string (use 'json' for structured data)"),
+        ([{"name": "a", "timeout": True}], "'timeout' must be a positive number of seconds, got True"),
+        ([{"name": "a", "expect": ["status"]}], "case 'a' (#1): 'expect' must be a mapping"),
+        ({"defaults": {"expect": 3}, "cases": [{"name": "a"}]}, "case 'a' (#1): 'expect' must be a mapping"),
+        ([{"name": "a", "expect": {"stauts": 200}}], "unknown key 'expect.stauts' (expected one of approx, json,"),
+        ([{"name": "a", "expect": {"status": 200.0}}], "'expect.status' must be an HTTP status code or a list of them"),
+        ([{"name": "a", "expect": {"status": [200, 600]}}], "'expect.status' must be an HTTP status code"),
+        ([{"name": "a", "expect": {"approx": {"abs": 1, "x": 2}}}], "got {'abs': 1, 'x': 2}"),
+        ([{"name": "a", "expect": {"schema": 5}}], "'expect.schema' must be a JSON Schema mapping"),
+        ([{"name": "a", "expect": {"max_latency_ms": 0}}], "'expect.max_latency_ms' must be a positive number, got 0"),
     ],
 )
 def test_malformed_cases_name_file_case_and_problem(doc, message):
@@ -67,6 +91,32 @@ def test_json_cases_file_and_defaults(tmp_path):
     assert case.method == "POST"
 
 
+def test_the_cases_schema_is_a_json_schema_that_accepts_the_example_cases_file():
+    """The schema ships with the plugin (editors can validate a cases file with it); it must stay valid."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    import pytest_modelship
+
+    schema = json.loads((Path(pytest_modelship.__file__).parent / "cases.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    example = Path(__file__).parents[2] / "examples" / "flask_app" / "modelship-cases.yaml"
+    jsonschema.validate(yaml.safe_load(example.read_text()), schema)
+    assert [c.name for c in load_file(example)]
+
+
+def test_method_in_any_case_and_expect_merged_key_by_key():
+    doc = {
+        "defaults": {"expect": {"status": 201, "max_latency_ms": 50}, "timeout": 3},
+        "cases": [{"name": "a", "method": "patch", "expect": {"status": [200, 204]}}],
+    }
+    (case,) = parse_cases(doc, "s")
+    assert (case.method, case.timeout, case.expect.status, case.expect.max_latency_ms) == ("PATCH", 3.0, (200, 204), 50)
+
+
 def test_match_exact_subset_approx_schema_latency():
     (case,) = parse_cases(
         [
@@ -83,9 +133,9 @@ def test_match_exact_subset_approx_schema_latency():
         "s",
     )
     good = _response(200, b'{"label": "cat", "scores": [0.505, 0.25], "n": 2}')
-    assert match(case, good, 10) == ["schema: $.n: 2 is not of type 'string'"]
+    assert match(case.expect, good, 10) == ["schema: $.n: 2 is not of type 'string'"]
     bad = _response(500, b'{"label": "dog", "scores": [0.6], "extra": true, "n": 2.0}')
-    problems = match(case, bad, 150)
+    problems = match(case.expect, bad, 150)
     assert "status: expected 2xx, got 500" in problems
     assert "latency: 150.0 ms exceeds max_latency_ms 100" in problems
     assert '$.label: expected "cat", got "dog"' in problems
@@ -97,9 +147,11 @@ def test_match_exact_subset_approx_schema_latency():
 
 def test_subset_ignores_extra_keys_but_not_types():
     (case,) = parse_cases([{"name": "a", "expect": {"json_subset": {"label": "cat", "meta": {"v": 1}}}}], "s")
-    assert match(case, _response(200, b'{"label": "cat", "meta": {"v": 1, "w": 2}, "x": 1}'), 1) == []
-    assert match(case, _response(200, b'{"label": "cat", "meta": {"v": "1"}}'), 1) == ['$.meta.v: expected 1, got "1"']
-    assert match(case, _response(200, b"<html>", "text/html"), 1) == ["body: expected JSON, got '<html>'"]
+    assert match(case.expect, _response(200, b'{"label": "cat", "meta": {"v": 1, "w": 2}, "x": 1}'), 1) == []
+    assert match(case.expect, _response(200, b'{"label": "cat", "meta": {"v": "1"}}'), 1) == [
+        '$.meta.v: expected 1, got "1"'
+    ]
+    assert match(case.expect, _response(200, b"<html>", "text/html"), 1) == ["body: expected JSON, got '<html>'"]
 
 
 @pytest.mark.parametrize(
