@@ -66,6 +66,8 @@ class ModelshipContainer:
         self.host = host
         self.port = int(settings.port or image.default_port())
         self.port_source = settings.sources.get("port", "image EXPOSE")
+        self.ready_path = settings.ready_path or DEFAULT_READY_PATH
+        self.ready_path_source = settings.sources.get("ready_path", "default")
         self.probes = 0  # readiness requests sent by wait_ready
         wrapped = tc.get_wrapped_container()
         self.id: str = wrapped.id  # type: ignore[assignment]
@@ -88,7 +90,11 @@ class ModelshipContainer:
 
     @property
     def ready_url(self) -> str:
-        return urljoin(self.url + "/", (self.settings.ready_path or DEFAULT_READY_PATH).lstrip("/"))
+        return urljoin(self.url + "/", self.ready_path.lstrip("/"))
+
+    def redact(self, text: str) -> str:
+        """``text`` with the values of secret-named --modelship-env keys masked."""
+        return self.settings.redact(text)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -143,19 +149,20 @@ class ModelshipContainer:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the app's log for a report: the readiness probes' access lines left out.
 
-        A never-ready app would otherwise show nothing but 40 probe lines a second. A line is a probe's when it
-        carries the probes' User-Agent (gunicorn's access log, for one, logs it), or is the access-log line of
-        GET <ready path> (the stdlib server, uvicorn and werkzeug log no User-Agent).
+        A never-ready app would otherwise show nothing but 40 probe lines a second, and its own last words
+        (``model not loaded: ...``) would be pushed out of the tail. A line is a probe's when it carries the
+        probes' User-Agent (gunicorn's access log, for one, can log it), or names GET and the ready path, in any
+        access-log format: ``"GET /health/ready HTTP/1.1" 503`` (the stdlib, uvicorn, werkzeug), gunicorn's
+        ``"GET /health/ready" 503`` without the protocol, a JSON line with ``"method": "GET"`` and the path.
         """
         raw = self.logs(tail=min(MAX_LOG_LINES, lines + 2 * self.probes))
-        ready = re.escape(self.settings.ready_path or DEFAULT_READY_PATH)
-        access = re.compile(rf"\bGET {ready}(?:\?\S*)? HTTP/\d")
-        kept = [line for line in raw.splitlines() if _PROBE_MARK not in line and not access.search(line)]
+        probe = _probe_line(self.ready_path)
+        kept = [line for line in raw.splitlines() if _PROBE_MARK not in line and not probe(line)]
         dropped = len(raw.splitlines()) - len(kept)
         tail = "\n".join(kept[-lines:])
         if not dropped:
             return tail
-        note = f"({dropped} access-log line(s) of GET {self.settings.ready_path or DEFAULT_READY_PATH} left out)"
+        note = f"({dropped} access-log line(s) of GET {self.ready_path} left out)"
         return f"{note}\n{tail}" if tail else note
 
     def iter_files(self, path: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
@@ -197,6 +204,13 @@ class ModelshipContainer:
             # signal-driven cleanup) is removing it. Wait for that, so nothing outlives the process.
             with contextlib.suppress(Exception):
                 self._api.wait(self.id, timeout=15, condition="removed")
+
+
+def _probe_line(ready_path: str) -> Callable[[str], bool]:
+    """Whether a log line is an access-log line of GET ``ready_path`` (the path as a whole, a query allowed)."""
+    path = re.compile(rf"(?<![\w/.~-]){re.escape(ready_path)}(?:\?[^\s\"']*)?(?![\w/.~-])")
+    get = re.compile(r"\bGET\b")
+    return lambda line: bool(path.search(line) and get.search(line))
 
 
 def _url_host(host: str) -> str:

@@ -158,9 +158,43 @@ def _pull(client: docker.DockerClient, ref: str) -> None:
     # REPO[:TAG]@DIGEST pulls the digest; a name without tag pulls latest, as `docker pull` does
     repo, tag = parse_repository_tag(name)
     try:
-        client.images.pull(repo, tag=digest or tag or "latest")
-    except docker.errors.DockerException as e:
+        # the engine reports some failures inside the progress stream, after a 200 (docker-py's images.pull
+        # drops them and then only finds no image): read them
+        for event in client.api.pull(repo, tag=digest or tag or "latest", stream=True, decode=True):
+            if isinstance(event, dict) and event.get("error"):
+                raise _StreamError(str(event["error"]))
+    except (docker.errors.DockerException, _StreamError) as e:
+        text = str(getattr(e, "explanation", None) or e)
+        platform = re.search(r"no matching manifest for (\S+)", text)
+        if platform:
+            wanted = f"{repo}@{digest}" if digest else f"{repo}:{tag or 'latest'}"
+            raise SetupError(_no_platform(client, ref, wanted, platform.group(1))) from None
         raise SetupError(_pull_problem(ref, repo, e)) from None
+
+
+class _StreamError(Exception):
+    """A failure the engine reported inside a pull's progress stream."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.explanation = text  # as docker-py's errors carry the engine's words
+
+
+def _no_platform(client: docker.DockerClient, ref: str, name: str, platform: str) -> str:
+    """The index ``name`` holds no image for the engine's ``platform``: say which platforms it has."""
+    try:  # the engine's own registry access (its credentials and insecure-registry settings), like the pull
+        found = client.api.inspect_distribution(name).get("Platforms") or []
+        listed = sorted(
+            {"/".join(p for p in (d.get("os"), d.get("architecture"), d.get("variant")) if p) for d in found}
+            - {"unknown/unknown"}  # attestation manifests in buildx indexes, not images
+        )
+        platforms = ", ".join(listed) or "none"
+    except Exception as e:  # noqa: BLE001 - the list is a detail of the message, never its reason
+        platforms = f"not listed: {short_reason(e)}"
+    return (
+        f"could not pull image {ref}: no {platform} image in the index (platforms: {platforms}): "
+        f"build and push the image for {platform}, or test it on an engine of a listed platform"
+    )
 
 
 def _pull_problem(ref: str, repo: str, e: BaseException) -> str:

@@ -6,7 +6,9 @@ the moment it happens, with the exit code. The log tail is attached by the sessi
 test that met the failure (see ``container.ModelshipContainer.log_tail``).
 
 Probes carry ``User-Agent: modelship-probe/<version>``, so their lines can be told from the app's own in
-its access log and left out of the log tail of a report.
+its access log and left out of the log tail of a report. A never-ready app is reported by what it last
+answered: a 5xx is the app's own "not ready" (its body and its log say why), a 404 means the ready path is
+wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL_S = 0.025  # 40 Hz: readiness is seen within ~25 ms, well above the 20 Hz promised
 PROBE_USER_AGENT = f"modelship-probe/{__version__}"
+PROBE_TIMEOUT_S = 1.0  # a probe's read timeout (less for the last one, cut at the deadline)
+BODY_LIMIT = 300  # characters of the last answer's body in a never-ready report
 
 
 class Waitable(Protocol):
@@ -40,9 +44,13 @@ class Waitable(Protocol):
     exit_code: int | None
     ready_after_s: float | None
     probes: int  # readiness requests sent: how many access-log lines the probes may have left
+    ready_path: str
+    ready_path_source: str  # where the ready path came from, e.g. "image HEALTHCHECK" or "default"
 
     @property
     def ready_url(self) -> str: ...
+
+    def redact(self, text: str) -> str: ...
 
     @property
     def exited(self) -> bool: ...
@@ -62,7 +70,7 @@ def wait_ready(
     """Poll the ready URL until a 2xx; fail at once when the container exits. Returns the seconds taken."""
     deadline = container.started + timeout
     url = container.ready_url
-    last = "no answer yet"
+    last, body = "no answer yet", ""
     answered = False  # any answer at all: without one, nothing listens on the port (or not yet)
     with requests.Session() as http:
         http.trust_env = False  # the container is local: never route the probe through a proxy
@@ -82,9 +90,13 @@ def wait_ready(
             verdict = probe(container, url) if probe else None
             if verdict is None:
                 container.probes += 1
-                verdict, last = _probe_http(http, url, max(0.05, min(1.0, deadline - time.monotonic())))
+                left = deadline - time.monotonic()
+                cut = left < PROBE_TIMEOUT_S  # the last probe gets only what is left
+                verdict, seen, seen_body = _probe_http(http, url, max(0.05, min(PROBE_TIMEOUT_S, left)))
                 # a read timeout means something accepted the request and kept it: not "nothing answers"
-                answered = answered or last.startswith("HTTP ") or last == "ReadTimeout"
+                answered = answered or seen.startswith("HTTP ") or seen == "ReadTimeout"
+                if not (cut and seen == "ReadTimeout" and last.startswith("HTTP ")):  # keep the app's last answer
+                    last, body = seen, seen_body
             elif not verdict:
                 last = "not ready (pytest_modelship_ready hook)"
             if verdict:
@@ -98,9 +110,8 @@ def wait_ready(
                 head = f"container of {container.image.ref} not ready after {timeout:g} s"
                 if container.probes and not answered:  # every default probe ended without an answer
                     raise ContainerError(f"{head}: {_nothing_answers(container)}")
-                raise ContainerError(
-                    f"{head}: GET {url} last gave {last}; raise --modelship-timeout or fix --modelship-ready-path"
-                )
+                seen = f"{head}: GET {url} last gave {last}; {_advice(container, last)}"
+                raise ContainerError(f"{seen}; its last answer: {container.redact(body)}" if body else seen)
             # the exit notice doubles as the poll interval and returns early when the container exits
             container.wait_exited(min(POLL_INTERVAL_S, remaining))
 
@@ -126,9 +137,27 @@ def _nothing_answers(container: Waitable) -> str:
     )
 
 
-def _probe_http(http: requests.Session, url: str, timeout: float) -> tuple[bool, str]:
+def _advice(container: Waitable, last: str) -> str:
+    """What to do about a ready path that never gave a 2xx, by what it last gave."""
+    status = int(last[5:]) if last.startswith("HTTP ") and last[5:].isdigit() else None
+    if status is not None and status >= 500:
+        return (
+            "the app answers but is not ready (a 5xx is the app's own failure, not a wrong path): "
+            "its log below says why; raise --modelship-timeout only if it needs longer to load"
+        )
+    if status in (404, 405, 410):
+        return f"the app has no {container.ready_path} (from {container.ready_path_source}): fix --modelship-ready-path"
+    return "raise --modelship-timeout or fix --modelship-ready-path"
+
+
+def _probe_http(http: requests.Session, url: str, timeout: float) -> tuple[bool, str, str]:
+    """Whether the ready URL answered 2xx, what it gave (``HTTP 503``, an exception's name), the body if not."""
     try:
         r = http.get(url, timeout=timeout)
     except requests.RequestException as e:
-        return False, type(e).__name__
-    return 200 <= r.status_code < 300, f"HTTP {r.status_code}"
+        return False, type(e).__name__, ""
+    ok = 200 <= r.status_code < 300
+    body = "" if ok else " ".join(r.text.split())
+    if len(body) > BODY_LIMIT:
+        body = body[: BODY_LIMIT - 3] + "..."
+    return ok, f"HTTP {r.status_code}", body

@@ -18,7 +18,7 @@ import pytest
 
 from support.builds import build_cmd, make_app
 from support.models import make_model
-from support.plugin_images import GOOD_CASES, remove_image
+from support.plugin_images import GOOD_CASES, push_index, remove_image
 from support.plugin_runs import junit_cases, junit_outcome, run_pytest
 from support.registries import htpasswd_registry
 
@@ -83,6 +83,93 @@ def test_the_log_tail_of_a_never_ready_app_leaves_the_probes_out(pytester, image
         ]
     )
     assert '"GET /nope HTTP/1.1"' not in out
+
+
+# An app that never gets ready as the example's does when its model is incomplete: it logs why once at the
+# start, answers 503 with a body on its ready path, and writes gunicorn's access-log format of the example
+# (examples/flask_app/gunicorn.conf.py: '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms', no protocol, no User-Agent).
+UNREADY_APP = r"""
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LABELS = os.path.join(os.environ.get("MODELSHIP_MODEL_DIR", "/opt/modelship/model"), "labels.json")
+try:
+    open(LABELS).close()
+    PROBLEM = None
+except OSError as e:
+    PROBLEM = f"model not loaded: {LABELS}: {e.strerror}"
+    print(f"[ERROR] {PROBLEM}", flush=True)
+print("[INFO] Listening at: http://0.0.0.0:8000", flush=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        status, body = (503, {"ready": False, "reason": PROBLEM}) if PROBLEM else (200, {"ready": True})
+        if self.path != "/health/ready":
+            status, body = 404, {"error": "not found"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        sys.stdout.write(f'{self.client_address[0]} "{self.command} {self.path}" {status} {len(data)} 0ms\n')
+        sys.stdout.flush()
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+
+
+def test_a_never_ready_app_is_reported_by_its_own_words_and_its_last_answer(pytester, docker_client, base_image):
+    """Issue #19 item 15: the 503's body and the app's "[ERROR] model not loaded" were hidden behind 50 probe
+    lines (the access-log filter wanted ' HTTP/1.1', which gunicorn's format omits), and the advice blamed the
+    ready path for what was the app's own failure."""
+    from support.plugin_images import Variant, build_image
+
+    tag = build_image(docker_client, base_image, Variant(app=UNREADY_APP))
+    try:
+        # 3 s of probes at 40 Hz: ~120 access-log lines, more than the 50 lines of a tail
+        result = run_pytest(pytester, "--modelship-image", tag, "--modelship-timeout", "3", "-k", "labels")
+        result.assert_outcomes(errors=1)
+        out = result.stdout.str()
+        result.stdout.fnmatch_lines(
+            [
+                "modelship: container of * not ready after 3 s: GET http://127.0.0.1:*/health/ready last gave "
+                "HTTP 503; the app answers but is not ready (a 5xx is the app's own failure, not a wrong path): "
+                "its log below says why; raise --modelship-timeout only if it needs longer to load; its last "
+                'answer: {"ready": false, "reason": "model not loaded: /opt/modelship/model/labels.json: '
+                'No such file or directory"}',
+                "*- modelship container log: modelship-*-main -*",
+                "(* access-log line(s) of GET /health/ready left out)",
+                "[[]ERROR] model not loaded: /opt/modelship/model/labels.json: No such file or directory",
+                "[[]INFO] Listening at: http://0.0.0.0:8000",
+            ]
+        )
+        assert '"GET /health/ready" 503' not in out
+        assert "fix --modelship-ready-path" not in out  # the path is right: the app is not ready
+
+        # the same app probed on a path it does not have: now the path is to blame
+        result = run_pytest(
+            pytester, "--modelship-image", tag, "--modelship-timeout", "2", "--modelship-ready-path", "/ready", "-k",
+            "labels",
+        )  # fmt: skip
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(
+            [
+                "modelship: container of * not ready after 2 s: GET http://127.0.0.1:*/ready last gave HTTP 404; "
+                "the app has no /ready (from --modelship-ready-path): fix --modelship-ready-path; "
+                'its last answer: {"error": "not found"}',
+                "*- modelship container log: modelship-*-main -*",
+                "(* access-log line(s) of GET /ready left out)",
+            ]
+        )
+        assert '"GET /ready" 404' not in result.stdout.str()
+    finally:
+        remove_image(docker_client, tag)
 
 
 def test_probes_are_told_apart_by_their_user_agent(pytester, image):
@@ -191,6 +278,21 @@ def test_pull_failures_are_one_line_naming_the_image_and_the_fix(pytester, regis
         ref = f"{locked}/modelship-plugin-test/app:v1"
         assert _one_error_line(run_pytest(pytester, "--modelship-image", ref, "--modelship-pull")) == (
             f"ERROR: modelship: could not pull image {ref}: {locked} denied access: run 'docker login {locked}' first"
+        )
+
+
+def test_an_index_without_the_engines_platform_says_so_and_lists_its_platforms(pytester, docker_client, registry):
+    """Issue #19 item 13: an index without the engine's platform was reported as "no such image"."""
+    info = docker_client.version()
+    here = f"{info['Os']}/{info['Arch']}"
+    others = [p for p in ("linux/arm64/v8", "linux/s390x", "linux/ppc64le") if not p.startswith(here)][:2]
+    repo = f"{registry}/modelship-plugin-test/other-platforms-{uuid.uuid4().hex[:8]}"
+    digest = push_index(registry, repo.split("/", 1)[1], "v1", others)
+    listed = ", ".join(sorted(others))
+    for ref, flags in ((f"{repo}:v1", ["--modelship-pull"]), (f"{repo}@{digest}", [])):
+        assert _one_error_line(run_pytest(pytester, "--modelship-image", ref, *flags)) == (
+            f"ERROR: modelship: could not pull image {ref}: no {here} image in the index (platforms: {listed}): "
+            f"build and push the image for {here}, or test it on an engine of a listed platform"
         )
 
 

@@ -40,6 +40,7 @@ class Variant:
     tamper_model: bool = False  # ship weights that do not match modelship.json
     expose: tuple[int, ...] = (8000,)
     healthcheck: bool = True
+    app: str = APP  # the app's source (python3, stdlib only)
 
 
 def dockerfile(base_image: str, manifest: Manifest, v: Variant) -> str:
@@ -76,7 +77,7 @@ def _context(base_image: str, v: Variant) -> bytes:
         shipped["weights.bin"] = b"tampered" + shipped["weights.bin"][8:]
     files = {f"model/{p}": b for p, b in shipped.items()}
     files["model/modelship.json"] = manifest.to_json().encode()
-    files["app.py"] = APP.encode()
+    files["app.py"] = v.app.encode()
     files["Dockerfile"] = dockerfile(base_image, manifest, v).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -154,3 +155,28 @@ cases:
     json: {x: "nope"}
     expect: {status: 422}
 """
+
+
+def push_index(registry: str, repo: str, tag: str, platforms: list[str]) -> str:
+    """An image index with one small image per ``os/arch[/variant]`` in ``platforms``, pushed without an
+    engine (an engine pushes only its own platform). Returns the index digest."""
+    from .modelimage import file_member, push_blob, push_manifest, tar_layer
+
+    layer = tar_layer([file_member("hello.txt", b"hello\n")])
+    layer_desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": push_blob(registry, repo, layer)}
+    layer_desc["size"] = len(layer)
+    entries = []
+    for platform in platforms:
+        os_, arch, *variant = platform.split("/")
+        described = {"os": os_, "architecture": arch, **({"variant": variant[0]} if variant else {})}
+        rootfs = {"type": "layers", "diff_ids": [layer_desc["digest"]]}
+        config = json.dumps({**described, "config": {}, "rootfs": rootfs}).encode()
+        config_desc = {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config)}
+        config_desc["digest"] = push_blob(registry, repo, config)
+        manifest = {"schemaVersion": 2, "config": config_desc, "layers": [layer_desc]}
+        manifest["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+        data = json.dumps(manifest).encode()  # the bytes push_manifest sends: pushed by their own digest
+        digest = push_manifest(registry, repo, "sha256:" + hashlib.sha256(data).hexdigest(), manifest)
+        entries.append({"mediaType": manifest["mediaType"], "digest": digest, "size": len(data), "platform": described})
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+    return push_manifest(registry, repo, tag, index)
