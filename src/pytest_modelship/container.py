@@ -78,6 +78,7 @@ class ModelshipContainer:
         self.exited_after_s: float | None = None  # seconds after start when it first stopped
         self._exited = threading.Event()
         self._api = wrapped.client.api  # type: ignore[union-attr]
+        self._created: str = (wrapped.attrs or {}).get("Created") or ""  # type: ignore[union-attr]
         self._watcher = threading.Thread(target=self._watch_exit, name=f"modelship-wait-{self.name}", daemon=True)
         self._watcher.start()
         try:
@@ -102,15 +103,36 @@ class ModelshipContainer:
 
     def _watch_exit(self) -> None:
         # Blocks in the engine until the container stops: exit is seen at once, without polling the API.
-        # With a restart policy the engine starts it again, but this wait still returns on the first exit:
-        # a restart is an exit the tests must hear about.
+        # With a restart policy the engine starts it again, but the first "die" still ends this watch: a
+        # restart is an exit the tests must hear about.
         try:
-            result = self._api.wait(self.id, timeout=None)
-            self.exit_code = int(result.get("StatusCode", -1))
+            self.exit_code = self._first_exit()
         except Exception:  # noqa: BLE001 - removed or engine gone: either way it is not running
             self.exit_code = self.exit_code if self.exit_code is not None else -1
         self.exited_after_s = time.monotonic() - self.started
         self._exited.set()
+
+    def _first_exit(self) -> int:
+        """The exit code of the container's first stop, from the engine's "die" event.
+
+        Not from the wait API alone: under a restart policy its answer can come after the engine restarted
+        the app, and then it was seen to give the new process's 0 instead of the code the app died with.
+        The events are read from the container's creation on (the engine's clock), so a die before this
+        watch began is not missed; the wait API stays the fallback when the events cannot be read.
+        """
+        since = _engine_seconds(self._created)
+        if since is None:
+            return int(self._api.wait(self.id, timeout=None).get("StatusCode", -1))
+        filters = {"container": [self.id], "event": ["die", "destroy"]}
+        events = self._api.events(since=since - 1, filters=filters, decode=True)
+        try:
+            for event in events:
+                if (event.get("Action") or event.get("status")) == "die":
+                    return int(((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode", -1))
+                return -1  # destroyed without a die of its own: removed, not exited
+        finally:
+            events.close()
+        return -1  # the stream ended: the engine is gone
 
     @property
     def exited(self) -> bool:
@@ -211,6 +233,16 @@ def _probe_line(ready_path: str) -> Callable[[str], bool]:
     path = re.compile(rf"(?<![\w/.~-]){re.escape(ready_path)}(?:\?[^\s\"']*)?(?![\w/.~-])")
     get = re.compile(r"\bGET\b")
     return lambda line: bool(path.search(line) and get.search(line))
+
+
+def _engine_seconds(timestamp: str) -> int | None:
+    """An engine timestamp (``2026-01-02T03:04:05.123456789Z``) as Unix seconds, None if it is not one."""
+    from datetime import datetime, timezone
+
+    try:
+        return int(datetime.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+    except ValueError:
+        return None
 
 
 def _url_host(host: str) -> str:

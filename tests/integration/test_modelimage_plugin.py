@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import uuid
 
@@ -72,7 +73,6 @@ def _volumes(docker_client) -> list[str]:
 
 def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_only, model_image, docker_client):
     pytester.makepyfile(CHECKS_AND_VERSION)
-    before = _volumes(docker_client)
     result = run_pytest(
         pytester, "-v", "--modelship-image", app_only, "--modelship-model-image", model_image.pinned,
         timeout=180,
@@ -81,7 +81,9 @@ def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_
     result.assert_outcomes(passed=7)  # 5 image checks + 2 tests
     assert "labels_match_model PASSED" in out and "model_files_sha256 PASSED" in out
     assert f"modelship model image: {model_image.pinned}" in out and "read-only at /opt/modelship/model" in out
-    assert _volumes(docker_client) == before  # the model volume went with the run
+    # the model volume went with the run (its name carries the run id; other workers' runs come and go meanwhile)
+    run_id = re.search(r"container modelship-([0-9a-f]+)-main ", out).group(1)
+    assert [v for v in _volumes(docker_client) if v.startswith(f"modelship-model-{run_id}-")] == []
 
 
 def test_the_model_image_can_come_from_the_environment_or_the_ini_file(pytester, app_only, model_image, monkeypatch):
