@@ -20,6 +20,7 @@ import pytest
 from support.plugin_images import GOOD_CASES, LABEL_SESSION, alias, build_image, containers_of, remove_image
 from support.plugin_runs import run_pytest
 from support.record import record_table
+from support.waiting import wait_for
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.docker
@@ -125,6 +126,41 @@ def test_container_dying_while_tests_run_is_a_prompt_failure_with_logs(
             }
         ],
     )
+
+
+# first run: exits with 7; every later run (the engine restarts it): exits with 0 after 2 s
+FIRST_DIES_WITH_7 = (
+    "import os, time\n"
+    "if os.path.exists('/tmp/died'):\n    time.sleep(2)\n    os._exit(0)\n"
+    "open('/tmp/died', 'w').close()\nos._exit(7)\n"
+)
+
+
+def test_the_exit_code_is_the_apps_even_when_the_engine_restarted_it_before_the_watch(docker_client, base_image):
+    """The known flake of restart-always: the engine's wait API answered for the restarted process (0), not for
+    the one that died (7). The exit code now comes from the engine's die events since the container's creation,
+    so it is the first death's even when the restart happened before the plugin began to watch."""
+    from testcontainers.core.container import DockerContainer
+
+    from pytest_modelship.container import ModelshipContainer
+    from pytest_modelship.images import get_image
+    from pytest_modelship.settings import Settings
+
+    tc = DockerContainer(base_image).with_command(["python3", "-c", FIRST_DIES_WITH_7])
+    tc.with_kwargs(restart_policy={"Name": "always"})  # no plugin labels: no plugin run's sweep may take it
+    tc.start()
+    cid = tc.get_wrapped_container().id
+    try:
+        wait_for(
+            lambda: docker_client.api.inspect_container(cid)["RestartCount"] >= 1, 30, "the engine to restart the app"
+        )
+        settings = Settings(image=base_image, port=8000, ready_path="/")
+        container = ModelshipContainer(tc, settings, get_image(docker_client, base_image, False), "127.0.0.1")
+        assert container.wait_exited(30)
+        assert container.exit_code == 7
+        assert "exited with code 7" in container.exit_report()
+    finally:
+        docker_client.api.remove_container(cid, force=True)
 
 
 CLIENT_LOAD = """
