@@ -21,7 +21,8 @@ _SUBMOD_ATTRS = {
     "_resolve": ["lock", "resolve"],
     "repos.base": ["PublishResult"],
     "image": ["BuiltImage", "build", "inspect", "push"],
-    "oci._assemble": ["assemble", "promote"],
+    "oci._assemble": ["assemble"],
+    "oci._promote": ["promote"],
 }
 _ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -44,7 +45,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ._publish import publish
     from ._resolve import lock, resolve
     from .image import BuiltImage, build, inspect, push
-    from .oci._assemble import assemble, promote
+    from .oci._assemble import assemble
+    from .oci._promote import promote
     from .repos.base import PublishResult
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.

@@ -360,7 +360,7 @@ def cmd_assemble(a: argparse.Namespace) -> None:
 
 
 def cmd_promote(a: argparse.Namespace) -> None:
-    from .oci._assemble import promote
+    from .oci._promote import promote
 
     r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
     data = {"ref": pinned(r.ref, r.digest), "image_digest": r.digest, "tags": list(r.tags)}

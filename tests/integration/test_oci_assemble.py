@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from modelship.errors import NotFoundError, UsageError
-from modelship.oci._assemble import LAYERS_LABEL, assemble, promote
+from modelship.oci._assemble import LAYERS_LABEL, assemble
+from modelship.oci._promote import promote
 from modelship.oci.layers import LAYER_MEDIA_TYPE
 from support.builds import make_app
 from support.cli import run_cli

@@ -13,11 +13,11 @@ import uuid
 
 import pytest
 
-from modelship.errors import ModelshipError
+from modelship.errors import IntegrityError, ModelshipError
 from modelship.oci._assemble import assemble
 from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request, first
 from support.models import make_model
-from support.oci import build_app_image, image_problems, push_image, tag_digest
+from support.oci import build_app_image, image_problems, manifest, push_image, tag_digest
 
 pytestmark = pytest.mark.docker
 MiB = 1024 * 1024
@@ -162,3 +162,50 @@ def test_seeded_random_faults_end_complete_or_one_line_with_the_tag_unchanged(tm
     problems = _check(app, outcome, tag, before)
     assert problems == [], (seed, proxy.stats.injected, outcome)
     assert proxy.stats.injected, "the plan injected nothing"
+
+
+# ---- a source registry that serves a damaged layer (issue 19 item 11) -------------------------------------------
+
+
+def _copy_through(tmp_path, app, plan, monkeypatch) -> tuple[object, FaultProxy, str, str]:
+    """Assemble from the app image read through the proxy (the source) into another repository of the registry
+    itself (the target): the app layers are copied from the source, not mounted."""
+    registry, repo = app
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    target = f"{registry}/{repo}-copy-{uuid.uuid4().hex[:8]}:1"
+    host, port = registry.split(":")
+    with FaultProxy((host, int(port)), plan, lifetime=120) as proxy:
+        try:
+            outcome: object = assemble(f"127.0.0.1:{proxy.port}/{repo}:app", _model(tmp_path, "m", 7), target)
+        except ModelshipError as e:
+            outcome = e
+    return outcome, proxy, target, f"127.0.0.1:{proxy.port}"
+
+
+def _largest_app_layer(app) -> str:
+    registry, repo = app
+    _, m, _ = manifest(registry, repo, "app")
+    return max(m["layers"], key=lambda d: d["size"])["digest"]
+
+
+def test_a_source_that_serves_a_damaged_layer_is_named_and_nothing_is_tagged(tmp_path, app, monkeypatch):
+    layer = _largest_app_layer(app)
+    plan = lambda r: Fault.flip(5000) if r.method == "GET" and layer in r.target else None  # noqa: E731
+    outcome, proxy, target, source = _copy_through(tmp_path, app, plan, monkeypatch)
+    assert isinstance(outcome, IntegrityError), outcome
+    assert str(outcome).startswith(f"registry {source}: layer {layer[:19]}… of ")  # the source, not the target
+    assert "that registry's copy is damaged" in str(outcome) and "\n" not in str(outcome)
+    assert proxy.stats.by_kind["flip"] == 2  # read once more before blaming it
+    registry = app[0]
+    assert tag_digest(registry, target.split("/", 1)[1].rsplit(":", 1)[0], "1") is None
+
+
+def test_a_layer_damaged_once_on_the_way_from_the_source_is_read_again(tmp_path, app, monkeypatch):
+    layer = _largest_app_layer(app)
+    plan = first(1, Fault.flip(5000), lambda r: r.method == "GET" and layer in r.target)
+    outcome, proxy, target, _ = _copy_through(tmp_path, app, plan, monkeypatch)
+    assert not isinstance(outcome, Exception), outcome
+    assert proxy.stats.by_kind["flip"] == 1
+    registry = app[0]
+    copy = target.split("/", 1)[1].rsplit(":", 1)[0]
+    assert tag_digest(registry, copy, "1") == outcome.digest and image_problems(registry, copy, "1") == []

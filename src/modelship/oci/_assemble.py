@@ -1,4 +1,4 @@
-"""assemble(): the model's layers appended to an app image in its registry, no Docker engine; promote(): tag a digest.
+"""assemble(): the model's layers appended to an app image in its registry, no Docker engine.
 
 The app image stays as it is (its layers are reused by digest: HEAD, else mounted from its repository, else
 copied from its registry); model layers it already carries -- those named by its config label
@@ -13,40 +13,28 @@ the same bytes under OCI's equivalent media types, so they are reused as they ar
 Order of writes: blobs the registry lacks, then each manifest by digest, then the tag -- so a run that fails
 leaves the tag where it was, and one that succeeds leaves it on a complete image. Everything is JSON with
 sorted keys and no spaces: same app digest + same model ⇒ same image digest, and a run with nothing changed
-uploads nothing. One job, one new image from an app image and a model, written in that order; platforms,
-replacement of model layers and promote are its parts, which is why the module is longer than ~400 lines.
+uploads nothing. The writes are the one image writer's (``modelship.oci.write``): this module is the plan -- the new
+config and manifest per platform, the app layers reused, the model layers added.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import modeldir
 from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, created, model_labels
-from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
+from ..errors import ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
-from ..progress import Progress
 from .auth import login
-from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, model_layers
-from .reference import Reference, check_tag, parse_reference
-from .registry import (
-    CHUNK,
-    INDEX_TYPES,
-    MANIFEST_TYPES,
-    OCI_CONFIG,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Fetched,
-    RegistryClient,
-)
+from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, layer_digests, model_layers
+from .reference import Reference, parse_reference
+from .registry import CHUNK, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Fetched, RegistryClient
 from .remote import platform_of
+from .write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
 
 log = logging.getLogger("modelship")
 
@@ -63,7 +51,6 @@ _OCI_LAYER_TYPES = {
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
     ),
 }
-_UPLOADS = 3  # blobs uploaded at once
 
 
 @dataclass(frozen=True)
@@ -101,72 +88,10 @@ class AssembleResult:
         return d
 
 
-def _dumps(value: Any) -> bytes:
-    """The one JSON form of everything this module writes (deterministic bytes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _created(app_config: dict[str, Any]) -> str:
     """``SOURCE_DATE_EPOCH``, else the app's own ``created``, else the Unix epoch."""
     own = app_config.get("created")
     return created(own if isinstance(own, str) and own else EPOCH)
-
-
-class _BytesSource:
-    def __init__(self, data: bytes):
-        self.data, self.size = data, len(data)
-
-    def open(self, offset: int) -> Any:
-        import io
-
-        return io.BytesIO(self.data[offset:])
-
-
-class _LayerSource:
-    def __init__(self, layer: Layer, bar: Progress):
-        self.layer, self.size, self.bar = layer, layer.size, bar
-
-    def open(self, offset: int) -> Any:
-        return self.layer.open(offset, on_read=self.bar.update)
-
-
-class _RemoteSource:
-    """A blob of another registry, streamed (from an offset) into this one."""
-
-    def __init__(self, client: RegistryClient, repository: str, digest: str, size: int, bar: Progress):
-        self.client, self.repository, self.digest, self.size, self.bar = client, repository, digest, size, bar
-
-    def open(self, offset: int) -> Any:
-        resp = self.client.open_blob(self.repository, self.digest, offset)
-        bar = self.bar
-
-        class _Counting:
-            def read(self, n: int = -1) -> bytes:
-                data = resp.raw.read(n)
-                if not data:
-                    resp.close()  # back to the pool
-                bar.update(len(data))
-                return data
-
-        return _Counting()
-
-
-@dataclass
-class _Blob:
-    digest: str
-    size: int
-    source: Any  # BlobSource; None for an app layer (copied from the app's repository when not mountable)
-    present: bool = False
-
-
-@dataclass
-class _Platform:
-    """One platform's new image: its manifest bytes and the blobs it needs."""
-
-    platform: str
-    config: bytes
-    manifest: bytes
-    descriptor: dict[str, Any]
 
 
 def _model_dir_in(config: dict[str, Any], explicit: str | None) -> str:
@@ -187,11 +112,18 @@ def _new_image(
     base: Fetched,
     config_bytes: bytes,
     manifest: Manifest,
-    layers: list[Layer],
-    digests: list[str],
+    plan: list[tuple[Layer, str]],
     image_dir: str,
-) -> tuple[bytes, bytes, list[dict[str, Any]]]:
-    """(config bytes, manifest bytes, app layer descriptors kept) of the new image for one platform."""
+    src: RegistryClient,
+    mount: str | None,
+) -> Image:
+    """The new image of one platform: the app's config with the model's labels, its layers and the model's.
+
+    App layers the target lacks come from the app's repository (mounted from it when ``mount``, else copied
+    from its registry, checked against their digests on the way); so may model layers an earlier assemble
+    left there.
+    """
+    layers, digests = [p[0] for p in plan], [p[1] for p in plan]
     m = base.json()
     try:
         config = json.loads(config_bytes)
@@ -234,21 +166,25 @@ def _new_image(
     config["created"] = created
     config["history"] = history
     config["rootfs"] = {"type": "layers", "diff_ids": [diff_ids[i] for i in keep] + digests}
-    config_data = _dumps(config)
+    config_data = dumps(config)
 
     kept = []
     for i in keep:
         d = dict(app_layers[i])
         d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
-        kept.append(d)
-    new_layers = kept + [
-        {
-            "mediaType": LAYER_MEDIA_TYPE,
-            "digest": dg,
-            "size": layer.size,
-            "annotations": {LAYER_ANNOTATION: layer.title},
-        }
-        for layer, dg in zip(layers, digests, strict=True)
+        kept.append(Blob(d, RemoteBlob(src, app.repository, str(d["digest"]), int(d["size"])), mount))
+    model = [
+        Blob(
+            {
+                "mediaType": LAYER_MEDIA_TYPE,
+                "digest": dg,
+                "size": layer.size,
+                "annotations": {LAYER_ANNOTATION: layer.title},
+            },
+            layer,
+            mount,
+        )
+        for layer, dg in plan
     ]
     annotations = {
         k: v for k, v in (m.get("annotations") or {}).items() if not k.startswith((f"{OCI}.base.", f"{MODEL}."))
@@ -264,20 +200,7 @@ def _new_image(
     )
     if f"{MODEL}.version" in labels:
         annotations[f"{MODEL}.version"] = labels[f"{MODEL}.version"]
-    new_manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": _sha(config_data), "size": len(config_data)},
-        "layers": new_layers,
-        "annotations": annotations,
-    }
-    return config_data, _dumps(new_manifest), kept
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return image(blob(config_data), kept + model, annotations=annotations)
 
 
 def _select(app: Reference, index: dict[str, Any], platform: str | None) -> list[dict[str, Any]]:
@@ -358,108 +281,43 @@ def _assemble(
     if top.media_type not in MANIFEST_TYPES + INDEX_TYPES:
         raise ModelshipError(f"{app} is not an image ({top.media_type or 'no media type'}; schema 1 is not supported)")
     entries = _select(app, top.json(), platform) if top.is_index else [None]
-    bar = Progress(None, f"assemble {target}", show=False if quiet else None)
-    blobs: dict[str, _Blob] = {}
-    platforms: list[_Platform] = []
+    images: list[tuple[Image, dict[str, Any] | None]] = []
     plans: dict[str, list[tuple[Layer, str]]] = {}  # model dir in the image -> its layers and their digests
-    same_registry = src is dst
+    # a model layer may be in the app's repository already (an app assembled before): mounted from there too
+    mount = app.repository if src is dst and app.repository != target.repository else None
     for entry in entries:
         base = top if entry is None else src.get_manifest(app.repository, entry["digest"])
         if base.is_index or base.media_type not in MANIFEST_TYPES:
             raise ModelshipError(f"{app}: {base.digest[:19]}… is not an image manifest")
-        m = base.json()
-        config_desc = m.get("config") or {}
+        config_desc = base.json().get("config") or {}
         config_bytes = src.get_blob(app.repository, config_desc.get("digest", ""))
         image_dir = _model_dir_in(json.loads(config_bytes), image_model_dir)
         if image_dir not in plans:
             _, layers = model_layers(model_path, image_model_dir=image_dir, large_file=large_file, manifest=manifest)
-            with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
-                digests = list(pool.map(lambda layer: layer.digest(), layers))
-            plans[image_dir] = list(zip(layers, digests, strict=True))
-        plan = plans[image_dir]
-        config_data, manifest_data, kept = _new_image(
-            app, base, config_bytes, manifest, [p[0] for p in plan], [p[1] for p in plan], image_dir
-        )
-        for d in kept:
-            if d["digest"] not in blobs:  # app layers: the target registry has them, or gets them mounted or copied
-                blobs[d["digest"]] = _Blob(d["digest"], int(d["size"]), None)
-        for layer, digest in plan:
-            blobs.setdefault(digest, _Blob(digest, layer.size, _LayerSource(layer, bar)))
-        blobs.setdefault(_sha(config_data), _Blob(_sha(config_data), len(config_data), _BytesSource(config_data)))
-        descriptor = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)}
-        if entry is not None and entry.get("platform"):
-            descriptor["platform"] = entry["platform"]
-        platforms.append(_Platform(platform_of(entry) if entry else "", config_data, manifest_data, descriptor))
+            plans[image_dir] = list(zip(layers, layer_digests(layers), strict=True))
+        img = _new_image(app, base, config_bytes, manifest, plans[image_dir], image_dir, src, mount)
+        images.append((img, entry.get("platform") if entry else None))
 
-    if len(platforms) == 1:
-        media_type, top_data = OCI_MANIFEST, platforms[0].manifest
-    else:
-        index = {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [p.descriptor for p in platforms],
-            "annotations": {BASE_DIGEST: top.digest, BASE_NAME: f"{app.name}@{top.digest}"},
-        }
-        media_type, top_data = OCI_INDEX, _dumps(index)
-    digest = _sha(top_data)
+    new: Image | Index = images[0][0]
+    if len(images) > 1:
+        new = index(images, annotations={BASE_DIGEST: top.digest, BASE_NAME: f"{app.name}@{top.digest}"})
+    platforms = [platform_of(entry) for entry in entries if entry is not None]
     model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
-
-    if dst.head_manifest(target.repository, target.tag or "latest") == digest:
-        return _result(target, digest, media_type, app, top, platforms, model_layers_out, set(), 0, True, manifest)
-
-    # what the target repository lacks; app layers of another repository are mounted, not re-sent
-    def check(blob: _Blob) -> None:
-        blob.present = dst.blob_size(target.repository, blob.digest) is not None
-
-    with ThreadPoolExecutor(_UPLOADS) as pool:
-        list(pool.map(check, blobs.values()))
-    missing = [b for b in blobs.values() if not b.present]
-    bar.total = sum(b.size for b in missing if b.source is not None) or None
-    sent: dict[str, int] = {}
-
-    def upload(blob: _Blob) -> None:
-        if blob.source is None:
-            # an app layer: mounted when the registry will; else (no pull rights on the app's repository, no
-            # mounts) copied, in the upload session the mount request opened
-            blob.source = _RemoteSource(src, app.repository, blob.digest, blob.size, bar)
-        # a model layer may be in the app's repository already (an app assembled before): mounted from there too
-        mount = app.repository if same_registry and app.repository != target.repository else None
-        sent[blob.digest] = dst.push_blob(
-            target.repository, blob.digest, blob.size, blob.source, mount_from=mount, check_first=False
-        )
-
-    try:
-        with ThreadPoolExecutor(_UPLOADS) as pool:
-            for future in [pool.submit(upload, b) for b in sorted(missing, key=lambda b: -b.size)]:
-                future.result()
-    except BaseException:
-        dst.cancel.set()  # stop the other uploads' retry waits
-        raise
-    finally:
-        bar.close()
-
-    for p in platforms:
-        dst.put_manifest(target.repository, p.descriptor["digest"], p.manifest, OCI_MANIFEST)
-    if len(platforms) > 1:
-        dst.put_manifest(target.repository, digest, top_data, media_type)
-    dst.put_manifest(target.repository, target.tag or "latest", top_data, media_type)
-    held = dst.head_manifest(target.repository, target.tag or "latest")
-    if held != digest:
-        raise IntegrityError(f"{target} resolves to {held} after the PUT, not {digest}: another writer? assemble again")
-    uploaded = {d for d, n in sent.items() if n}
-    result = _result(
-        target, digest, media_type, app, top, platforms, model_layers_out, uploaded, sum(sent.values()), False, manifest
-    )
-    return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
+    tag = target.tag or "latest"
+    if dst.head_manifest(target.repository, tag) == new.digest:
+        return _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest)
+    w = write(dst, target.repository, new, tag, title=f"assemble {target}", show=False if quiet else None)
+    uploaded = {d for d, n in w.sent.items() if n}
+    # the caller says what happened (the CLI prints it once): a library call prints nothing
+    return _result(target, new, app, top, platforms, model_layers_out, uploaded, w.uploaded_bytes, False, manifest)
 
 
 def _result(
     target: Reference,
-    digest: str,
-    media_type: str,
+    new: Image | Index,
     app: Reference,
     top: Fetched,
-    platforms: list[_Platform],
+    platforms: list[str],
     plan: list[tuple[Layer, str]],
     uploaded: set[str],
     uploaded_bytes: int,
@@ -472,10 +330,10 @@ def _result(
     model = {"uri": manifest.uri, "version": manifest.version, "digest": manifest.digest}
     return AssembleResult(
         ref=str(target),
-        digest=digest,
-        media_type=media_type,
+        digest=new.digest,
+        media_type=new.media_type,
         base=f"{app.name}@{top.digest}",
-        platforms=tuple(p.platform for p in platforms if p.platform),
+        platforms=tuple(p for p in platforms if p),
         layers=tuple(seen.values()),
         uploaded_bytes=uploaded_bytes,
         unchanged=unchanged,
@@ -483,59 +341,4 @@ def _result(
     )
 
 
-# ---- promote --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromoteResult:
-    ref: str  # REGISTRY/REPO@DIGEST
-    digest: str
-    tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to digest
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "digest": self.digest, "tags": list(self.tags)}
-
-
-def promote(
-    ref: str,
-    tags: Sequence[str],
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    timeout: float | None = None,
-    azure_credential: Any = None,
-) -> PromoteResult:
-    """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag, no blob moves), then verify it.
-
-    A tag is ``TAG`` (same repository) or ``REGISTRY/REPO:TAG`` of the same repository.
-    """
-    r = parse_reference(ref)
-    if not r.digest:
-        raise UsageError(f"promote takes the digest that was tested, REPO@sha256:…, not {ref!r}")
-    if not tags:
-        raise UsageError("give at least one --tag")
-    wanted: list[str] = []
-    for t in tags:
-        if "/" in t or t.count(":") > 0:
-            other = parse_reference(t)
-            if (other.registry, other.repository) != (r.registry, r.repository) or other.digest or not other.tag:
-                raise UsageError(f"--tag {t}: promote tags within {r.name}; give TAG or {r.name}:TAG")
-            wanted.append(other.tag)
-        else:
-            wanted.append(check_tag(t))
-    creds = login(username, password)
-    with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
-        got = client.get_manifest(r.repository, r.digest)
-        if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
-            raise ModelshipError(f"{ref} is not an image ({got.media_type})")
-        done = []
-        for t in dict.fromkeys(wanted):
-            client.put_manifest(r.repository, t, got.data, got.media_type)
-            held = client.head_manifest(r.repository, t)
-            if held != r.digest:
-                raise IntegrityError(f"{r.name}:{t} resolves to {held} after the PUT, not {r.digest}; promote again")
-            done.append(f"{r.name}:{t}")
-    return PromoteResult(f"{r.name}@{r.digest}", r.digest, tuple(done))
-
-
-__all__ = ["AssembleResult", "ModelLayer", "PromoteResult", "assemble", "promote"]
+__all__ = ["AssembleResult", "ModelLayer", "assemble"]

@@ -236,6 +236,16 @@ class Layer:
         return digest
 
 
+def layer_digests(layers: list[Layer]) -> list[str]:
+    """The digests of ``layers``, computed side by side (each streams its files once, or is remembered)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not layers:
+        return []
+    with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1), thread_name_prefix="modelship-digest") as pool:
+        return list(pool.map(lambda layer: layer.digest(), layers))
+
+
 def remember(path: Path, data: dict[str, object]) -> None:
     """Write a small JSON note atomically (a cache: failing to write it is not an error)."""
     try:
@@ -400,4 +410,14 @@ def human(n: int) -> str:
     return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
-__all__ = ["LARGE_FILE", "LAYER_MEDIA_TYPE", "Entry", "Layer", "LayerReader", "header", "layer_mtime", "model_layers"]
+__all__ = [
+    "LARGE_FILE",
+    "LAYER_MEDIA_TYPE",
+    "Entry",
+    "Layer",
+    "LayerReader",
+    "header",
+    "layer_digests",
+    "layer_mtime",
+    "model_layers",
+]

@@ -22,11 +22,8 @@ the same version gives the same digest on any machine, so publishing it again up
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,18 +45,11 @@ from ..conventions import (
 )
 from ..errors import IntegrityError, ModelshipError, UsageError
 from ..manifest import Manifest
-from ..progress import Progress
 from .auth import login
-from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, model_layers
+from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, layer_digests, model_layers
 from .reference import Reference, check_tag, parse_reference
-from .registry import (
-    DOCKER_MANIFEST,
-    INDEX_TYPES,
-    OCI_CONFIG,
-    OCI_MANIFEST,
-    Fetched,
-    RegistryClient,
-)
+from .registry import DOCKER_MANIFEST, INDEX_TYPES, OCI_CONFIG, OCI_MANIFEST, Fetched, RegistryClient
+from .write import Blob, Image, Writer, blob, dumps, image
 
 log = logging.getLogger("modelship")
 
@@ -82,20 +72,6 @@ TAR_TYPES = (
     MODELPACK_WEIGHT_CONFIG,
 )
 SMALL_FILES_TITLE = "modelship-small-files"  # the title of the layer holding modelship.json and the small files
-_UPLOADS = 3
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _created() -> str:
-    """``SOURCE_DATE_EPOCH``, else the Unix epoch: never "now", so an unchanged model keeps its digest."""
-    return created(EPOCH)
 
 
 # ---- references -----------------------------------------------------------------------------------------
@@ -131,17 +107,15 @@ def check_version(version: str) -> str:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Every byte of one model image (and its ModelPack manifest) except the layers' own."""
+    """The model image and its ModelPack manifest (a referrer of it), over the same layer blobs."""
 
     layers: list[tuple[Layer, str]]  # (layer, digest)
-    config: bytes
-    manifest: bytes
-    modelpack_config: bytes
-    modelpack_manifest: bytes
+    image: Image
+    modelpack: Image
 
     @property
     def digest(self) -> str:
-        return _sha(self.manifest)
+        return self.image.digest
 
 
 def _layer_descriptor(layer: Layer, digest: str, image_model_dir: str, media_type: str) -> dict[str, Any]:
@@ -154,7 +128,7 @@ def _layer_descriptor(layer: Layer, digest: str, image_model_dir: str, media_typ
 
 
 def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: str, ref: Reference) -> _Plan:
-    created = _created()
+    when = created(EPOCH)  # never "now": an unchanged model keeps its digest
     digests = [d for _, d in layers]
     labels = dict(model_labels(manifest))
     labels.update(
@@ -162,7 +136,7 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
             LAYERS_LABEL: ",".join(digests),
             DIR_LABEL: image_model_dir,
             KIND_LABEL: "model",
-            f"{OCI}.created": created,
+            f"{OCI}.created": when,
             f"{OCI}.title": ref.repository.rsplit("/", 1)[-1],
             f"{OCI}.version": str(manifest.version),
         }
@@ -172,17 +146,16 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
         # single-manifest image (containerd and Docker), podman warns about the architecture at most
         "architecture": "amd64",
         "os": "linux",
-        "created": created,
+        "created": when,
         "config": {"Labels": labels, "Env": [f"MODELSHIP_MODEL_DIR={image_model_dir}"]},
         "rootfs": {"type": "layers", "diff_ids": digests},  # uncompressed: diff_id == digest
         "history": [
-            {"created": created, "created_by": f"modelship publish: {layer.title}", "comment": "model"}
+            {"created": when, "created_by": f"modelship publish: {layer.title}", "comment": "model"}
             for layer, _ in layers
         ],
     }
-    config_data = _dumps(config)
     annotations = {
-        f"{OCI}.created": created,
+        f"{OCI}.created": when,
         f"{OCI}.title": labels[f"{OCI}.title"],
         f"{OCI}.version": str(manifest.version),
         f"{MODEL}.uri": labels[f"{MODEL}.uri"],
@@ -190,18 +163,15 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
         f"{MODEL}.version": str(manifest.version),
         DIR_LABEL: image_model_dir,
     }
-    image_manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": OCI_CONFIG, "digest": _sha(config_data), "size": len(config_data)},
-        "layers": [_layer_descriptor(layer, d, image_model_dir, LAYER_MEDIA_TYPE) for layer, d in layers],
-        "annotations": annotations,
-    }
-    manifest_data = _dumps(image_manifest)
+    model_image = image(
+        blob(dumps(config), OCI_CONFIG),
+        [Blob(_layer_descriptor(layer, d, image_model_dir, LAYER_MEDIA_TYPE), layer) for layer, d in layers],
+        annotations=annotations,
+        artifact_type=ARTIFACT_TYPE,
+    )
     modelpack = {
         "descriptor": {
-            "createdAt": created,
+            "createdAt": when,
             "name": labels[f"{OCI}.title"],
             "version": str(manifest.version),
             "sourceURL": labels[f"{MODEL}.uri"],
@@ -209,21 +179,23 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
         "config": {},
         "modelfs": {"type": "layers", "diffIds": digests},
     }
-    modelpack_data = _dumps(modelpack)
     last = len(layers) - 1
-    modelpack_manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": MODELPACK_CONFIG, "digest": _sha(modelpack_data), "size": len(modelpack_data)},
-        "layers": [
-            _layer_descriptor(layer, d, image_model_dir, MODELPACK_WEIGHT_CONFIG if i == last else MODELPACK_WEIGHT)
+    modelpack_image = image(
+        blob(dumps(modelpack), MODELPACK_CONFIG),
+        [
+            Blob(
+                _layer_descriptor(
+                    layer, d, image_model_dir, MODELPACK_WEIGHT_CONFIG if i == last else MODELPACK_WEIGHT
+                ),
+                layer,
+            )
             for i, (layer, d) in enumerate(layers)
         ],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": _sha(manifest_data), "size": len(manifest_data)},
-        "annotations": annotations,
-    }
-    return _Plan(layers, config_data, manifest_data, modelpack_data, _dumps(modelpack_manifest))
+        annotations=annotations,
+        artifact_type=ARTIFACT_TYPE,
+        subject=model_image,
+    )
+    return _Plan(layers, model_image, modelpack_image)
 
 
 # ---- publish --------------------------------------------------------------------------------------------
@@ -265,19 +237,6 @@ class PublishedImage:
         }
 
 
-class _Source:
-    def __init__(self, layer: Layer | None, data: bytes | None, bar: Progress):
-        self.layer, self.data, self.bar = layer, data, bar
-        self.size = layer.size if layer is not None else len(data or b"")
-
-    def open(self, offset: int) -> Any:
-        import io
-
-        if self.layer is not None:
-            return self.layer.open(offset, on_read=self.bar.update)
-        return io.BytesIO((self.data or b"")[offset:])
-
-
 def publish_image(
     model_dir: str | Path,
     uri: str,
@@ -312,9 +271,7 @@ def publish_image(
     display = f"oci://{target.name}"
     manifest = modeldir.compute_manifest(root, display, version)
     _, layers = model_layers(root, image_model_dir=image_model_dir, large_file=large_file, manifest=manifest)
-    with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda layer: layer.digest(), layers))
-    plan = _plan(manifest, list(zip(layers, digests, strict=True)), image_model_dir, target)
+    plan = _plan(manifest, list(zip(layers, layer_digests(layers), strict=True)), image_model_dir, target)
     ref = target.with_tag(version)
     mp_ref = target.with_tag(version + MODELPACK_SUFFIX)
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
@@ -326,49 +283,15 @@ def publish_image(
                 f"{ref} already exists ({held[:19]}…) with other content; publish a new version, "
                 "or pass --force to move the tag"
             )
-        sent = _upload(client, target, plan, False if quiet else progress)
-        # the ModelPack manifest first (it names the image by digest), then the image, then the tags:
-        # a run that fails leaves the version tag where it was
-        client.put_manifest(target.repository, plan.digest, plan.manifest, OCI_MANIFEST)
-        client.put_manifest(target.repository, _sha(plan.modelpack_manifest), plan.modelpack_manifest, OCI_MANIFEST)
-        client.put_manifest(target.repository, mp_ref.tag or "", plan.modelpack_manifest, OCI_MANIFEST)
-        client.put_manifest(target.repository, version, plan.manifest, OCI_MANIFEST)
-        now = client.head_manifest(target.repository, version)
-        if now != plan.digest:
-            raise IntegrityError(f"{ref} resolves to {now} after the PUT, not {plan.digest}: another writer? re-run")
+        writer = Writer(client, target.repository, title=f"publish {target.name}", show=False if quiet else progress)
+        sent = writer.upload(plan.image, plan.modelpack)
+        # both manifests by digest, then the ModelPack tag, the version tag last: a run that fails leaves the
+        # version tag where it was
+        writer.put(plan.image, plan.modelpack)
+        writer.tag(plan.modelpack, mp_ref.tag or "")
+        writer.tag(plan.image, version)
     result = _published(ref, mp_ref, plan, manifest, image_model_dir, sent, False)
     return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
-
-
-def _upload(client: RegistryClient, target: Reference, plan: _Plan, show: bool | None) -> int:
-    """Every blob the repository lacks (HEAD first), largest first, a few at a time; returns the bytes sent."""
-    bar = Progress(None, f"publish {target.name}", show=show)
-    blobs: dict[str, _Source] = {}
-    for layer, digest in plan.layers:
-        blobs.setdefault(digest, _Source(layer, None, bar))
-    for data in (plan.config, plan.modelpack_config):
-        blobs.setdefault(_sha(data), _Source(None, data, bar))
-    with ThreadPoolExecutor(_UPLOADS) as pool:
-        held = list(pool.map(lambda d: client.blob_size(target.repository, d) is not None, blobs))
-    present = dict(zip(blobs, held, strict=True))
-    missing = [(d, s) for d, s in blobs.items() if not present[d]]
-    bar.total = sum(s.size for _, s in missing) or None
-    sent: dict[str, int] = {}
-
-    def push(item: tuple[str, _Source]) -> None:
-        digest, source = item
-        sent[digest] = client.push_blob(target.repository, digest, source.size, source, check_first=False)
-
-    try:
-        with ThreadPoolExecutor(_UPLOADS) as pool:
-            for future in [pool.submit(push, m) for m in sorted(missing, key=lambda m: -m[1].size)]:
-                future.result()
-    except BaseException:
-        client.cancel.set()
-        raise
-    finally:
-        bar.close()
-    return sum(sent.values())
 
 
 def _published(
@@ -378,7 +301,7 @@ def _published(
         ref=str(ref),
         digest=plan.digest,
         modelpack_ref=str(mp_ref),
-        modelpack_digest=_sha(plan.modelpack_manifest),
+        modelpack_digest=plan.modelpack.digest,
         manifest=manifest,
         image_model_dir=image_model_dir,
         layers=tuple((d, layer.size, layer.title) for layer, d in plan.layers),
