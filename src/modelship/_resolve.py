@@ -11,12 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import conventions
 from ._connections import concurrency_setting
 from ._fs import no_space, os_error
 from ._hash import chunk_digests
 from ._retry import retrying
 from .cache import Cache
-from .errors import IntegrityError, ModelshipError, UsageError
+from .errors import IntegrityError, ModelshipError
 from .manifest import CHUNK_SIZE, FileEntry, Lock, Resolution
 from .repos import opened
 from .uri import parse
@@ -25,10 +26,9 @@ log = logging.getLogger("modelship")
 
 
 def check_version(version: str | None) -> None:
-    if version is not None and (not version.strip() or "/" in version or version in (".", "..")):
-        raise UsageError(
-            f"invalid --version {version!r}: give a version name (e.g. 1.2.0), or leave it out for the latest"
-        )
+    """A version asked for (None: the latest), by the one rule of conventions.check_version."""
+    if version is not None:
+        conventions.check_version(version)
 
 
 def resolve(uri: str, *, version: str | None = None, pre: bool = False, credential: Any = None) -> Resolution:

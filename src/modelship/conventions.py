@@ -17,6 +17,28 @@ from .uri import strip_secrets
 if TYPE_CHECKING:
     from .manifest import Manifest
 
+# ---- model versions ----------------------------------------------------------------------------------------
+
+
+def check_version(version: str, *, pep440: bool = False) -> str:
+    """The one rule for a model version's name, in every verb: not empty, no '/', not '.' or '..', no blanks
+    around it (it is a folder name); with ``pep440`` (an ``oci://`` version) also a PEP 440 version, because
+    'latest' among tags is the highest PEP 440 one (oci.modelimage checks the tag grammar on top)."""
+    if not version or version != version.strip() or "/" in version or version in (".", ".."):
+        raise UsageError(f"invalid --version {version!r}: give a version name without '/' (e.g. 1.2.0)")
+    if pep440:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise UsageError(
+                f"invalid --version {version!r} for an oci:// store: the tag must be a PEP 440 version (e.g. 1.2.0), "
+                "so that 'latest' can find it"
+            ) from None
+    return version
+
+
 # ---- label and annotation keys ----------------------------------------------------------------------------
 
 OCI = "org.opencontainers.image"  # the OCI pre-defined annotation keys (created, title, version, ...)

@@ -302,14 +302,14 @@ CASES = [
         "versions",
         lambda ctx, d: ["publish", str(ctx.tmp / "good"), ctx.az("pub"), "--version", ""],
         2,
-        "invalid version ''",
+        "invalid --version ''",
     ),
     Case(
         "publish-version-with-slash",
         "versions",
         lambda ctx, d: ["publish", str(ctx.tmp / "good"), ctx.az("pub"), "--version", "1/2"],
         2,
-        "invalid version '1/2'",
+        "invalid --version '1/2'",
     ),
     Case(
         "publish-over-incomplete",

@@ -92,3 +92,22 @@ def test_print_gives_one_value_for_a_shell(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == digest
     assert cli.main(["resolve", store, "--print", "model"]) == 2  # a block is not one value
     assert "no single value 'model'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["", "a/b", "..", " 1.0"])
+def test_one_version_rule_in_every_verb(version, tmp_path, capsys):
+    # publish, resolve, lock and fetch refuse a bad version name alike: one rule (conventions.check_version)
+    store = (tmp_path / "store").as_uri()
+    runs = [
+        ["publish", str(_model(tmp_path / "m")), store, "--version", version],
+        ["resolve", store, "--version", version],
+        ["lock", store, "--version", version, "-o", str(tmp_path / "x.lock")],
+        ["fetch", store, str(tmp_path / "dest"), "--version", version],
+    ]
+    errors = set()
+    for argv in runs:
+        assert cli.main(argv) == 2
+        errors.add(capsys.readouterr().err)
+    rule = "give a version name without '/' (e.g. 1.2.0)"
+    assert errors == {f"modelship: error: invalid --version {version!r}: {rule}\n"}
+    assert not (tmp_path / "store").exists() and not (tmp_path / "dest").exists()

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
-from .. import modeldir
+from .. import conventions, modeldir
 from ..conventions import (
     EPOCH,
     MODEL,
@@ -91,15 +89,7 @@ def repository_of(uri: str) -> Reference:
 
 def check_version(version: str) -> str:
     """A version to publish is a tag and a PEP 440 version (``resolve`` orders tags by PEP 440)."""
-    check_tag(version)
-    try:
-        Version(version)
-    except InvalidVersion:
-        raise UsageError(
-            f"invalid --version {version!r} for an oci:// store: the tag must be a PEP 440 version (e.g. 1.2.0), "
-            "so that 'latest' can find it"
-        ) from None
-    return version
+    return check_tag(conventions.check_version(version, pep440=True))
 
 
 # ---- the image's documents ------------------------------------------------------------------------------

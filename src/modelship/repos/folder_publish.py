@@ -27,6 +27,7 @@ from .._fs import pid_alive
 from .._hash import hash_file
 from .._retry import Budget, retrying
 from .._workers import Cancelled, for_each
+from ..conventions import check_version
 from ..errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
 from ..manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, tree_digest
 from ..modeldir import safe_relpath
@@ -188,8 +189,7 @@ def publish_version(
     ``workers``: files uploaded at once; None (the default) takes MODELSHIP_CONCURRENCY, else 16 while the files
     are small and down to 4 for large ones (``_connections.uploads``).
     """
-    if not version or "/" in version or version in (".", "..") or version != version.strip():
-        raise UsageError(f"invalid version {version!r}: give a non-empty name without '/' (e.g. 1.2.0)")
+    check_version(version)
     model_dir = Path(model_dir)
     files = model_files(model_dir)
     root = join(parsed.prefix.strip("/"), version)
