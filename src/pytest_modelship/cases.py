@@ -29,6 +29,7 @@ File format (YAML or JSON)::
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -101,14 +102,14 @@ def load_file(path: Path) -> list[Case]:
 def parse_cases(data: Any, source: str) -> list[Case]:
     """Validate the decoded document (a list of cases or ``{defaults: {...}, cases: [...]}``) against the
     cases schema; the first problem is a CasesError of one line naming the source, the case and the key."""
-    problem = _first_problem(_validator(), data, inside_cases=2 if isinstance(data, dict) else 1)
+    problem = _first_problem(_validator(), data)
     if problem is not None:
         raise CasesError(f"{source}: {problem}")
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
         defaults = data.get("defaults") or {}
         data = data["cases"]
-    case_validator = _validator(_CASE)
+    case_validator = _validator("case")
     cases: list[Case] = []
     seen: set[str] = set()
     for i, raw in enumerate(data, 1):
@@ -134,22 +135,28 @@ def parse_cases(data: Any, source: str) -> list[Case]:
 # place that can fail carries an "x-message": the one line printed for a failure there.
 _SCHEMA: dict[str, Any] = json.loads((Path(__file__).parent / "cases.schema.json").read_text(encoding="utf-8"))
 _CASE: dict[str, Any] = {"$schema": _SCHEMA["$schema"], "$defs": _SCHEMA["$defs"], "$ref": "#/$defs/case"}
+# the document's shape only: each case is checked afterwards, with the defaults merged in, against _CASE
+_DOCUMENT: dict[str, Any] = {
+    **_SCHEMA,
+    "$defs": {**_SCHEMA["$defs"], "cases": {**_SCHEMA["$defs"]["cases"], "items": True}},
+}
 
 
-def _validator(schema: dict[str, Any] = _SCHEMA) -> Any:
+@functools.cache
+def _validator(which: str = "document") -> Any:
+    """The validator of the whole document, or of one ``case`` (made once, on first use)."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
     # an HTTP status is an int: JSON Schema's integer would also take 200.0 (and Python's int takes True)
     types = base.TYPE_CHECKER.redefine("integer", lambda _checker, v: isinstance(v, int) and not isinstance(v, bool))
-    return jsonschema.validators.extend(base, type_checker=types)(schema)
+    return jsonschema.validators.extend(base, type_checker=types)(_CASE if which == "case" else _DOCUMENT)
 
 
-def _first_problem(validator: Any, instance: Any, inside_cases: int | None = None, shown: Any = None) -> str | None:
-    """The first schema violation as its one-line message, or None. With ``inside_cases`` (the path depth of
-    a case in the document), errors inside a case are left to the per-case validation, defaults merged in.
-    ``shown`` is the instance as written, when ``instance`` was normalised for the check."""
-    errors = [e for e in validator.iter_errors(instance) if inside_cases is None or len(e.absolute_path) < inside_cases]
+def _first_problem(validator: Any, instance: Any, shown: Any = None) -> str | None:
+    """The first schema violation as its one-line message, or None. ``shown`` is the instance as written,
+    when ``instance`` was normalised for the check."""
+    errors = list(validator.iter_errors(instance))
     if not errors:
         return None
     first = errors[0]
