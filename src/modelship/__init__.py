@@ -23,6 +23,7 @@ _SUBMOD_ATTRS = {
     "image": ["BuiltImage", "build", "inspect", "push"],
     "oci._assemble": ["assemble"],
     "oci._promote": ["promote"],
+    "_verify": ["VerifyResult", "verify"],
 }
 _ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ._fetch import FetchResult, fetch
     from ._publish import publish
     from ._resolve import lock, resolve
+    from ._verify import VerifyResult, verify
     from .image import BuiltImage, build, inspect, push
     from .oci._assemble import assemble
     from .oci._promote import promote
@@ -61,6 +63,7 @@ __all__ = [
     "ModelshipError",
     "PublishResult",
     "Resolution",
+    "VerifyResult",
     "assemble",
     "build",
     "fetch",
@@ -70,4 +73,5 @@ __all__ = [
     "publish",
     "push",
     "resolve",
+    "verify",
 ]

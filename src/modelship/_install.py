@@ -85,7 +85,7 @@ def check_replaceable(dest: Path) -> None:
             f"{manifest_path} is not a manifest written by modelship, so {dest} is not a folder modelship fetched "
             "and it replaces nothing else: choose a new or empty folder"
         ) from None
-    extra = unlisted(dest, manifest)
+    extra = _not_fetched(dest, manifest)
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         raise UsageError(
@@ -94,9 +94,10 @@ def check_replaceable(dest: Path) -> None:
         )
 
 
-def unlisted(folder: Path, manifest: Manifest) -> list[str]:
-    """What ``folder`` holds beyond ``manifest``'s files (and the manifest itself), ``/``-separated and sorted;
-    a folder nobody listed is named once (``eval/``), not file by file."""
+def _not_fetched(folder: Path, manifest: Manifest) -> list[str]:
+    """What ``folder`` holds that fetch did not write: beyond ``manifest``'s files (and the manifest), folders and
+    links included (unlike ``modeldir.unlisted``, which names the files a build leaves out); ``/``-separated,
+    sorted, a folder nobody listed named once (``eval/``)."""
     files = {f.path for f in manifest.files} | {MANIFEST_NAME}
     dirs = {str(p) for f in manifest.files for p in Path(f.path).parents if str(p) != "."}
     extra: list[str] = []

@@ -382,6 +382,20 @@ def cmd_cache_prune(a: argparse.Namespace) -> None:
     _emit(a, data, lambda: print(line))
 
 
+def cmd_verify(a: argparse.Namespace) -> None:
+    from ._verify import verify
+
+    r = verify(a.target, allow_extra=a.allow_extra)
+
+    def human() -> None:
+        if r.ok:
+            print(f"verified {r.target}: {r.files} files, {_human(r.size)}, model_digest {r.model_digest}")
+
+    _emit(a, r.to_dict(), human)
+    if not r.ok:
+        raise ModelshipError(r.problem() or "")
+
+
 def cmd_deploy_render(a: argparse.Namespace) -> None:
     from .deploy import render
 
@@ -552,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
     )
     registry_login(sp)
+
+    sp = add("verify", cmd_verify, "check a model folder against its modelship.json (sizes, sha256s, nothing else)")
+    sp.add_argument("target", metavar="DIR", help="a folder written by 'modelship fetch'")
+    sp.add_argument("--allow-extra", action="store_true", help="accept files its modelship.json does not list")
 
     cp = sub.add_parser("cache", help="the local download cache")
     csub = cp.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")

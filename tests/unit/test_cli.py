@@ -38,6 +38,7 @@ VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
     ),
     "promote": ([REF], [["--tag", "reg/iris:prod"], ["--tag", "reg/iris:stable"], ["--json"]]),
     "cache prune": ([], [["--keep-days", "30"], ["--max-size", "20G"], ["--dry-run"], ["--json"]]),
+    "verify": (["./model"], [["--allow-extra"], ["--json"]]),
     "deploy render": (
         [],
         [["--image", REF], ["--out", "k8s"], ["--name", "iris"], ["--replicas", "3"], ["--port", "9000"]],
@@ -88,6 +89,7 @@ def test_options_anywhere_on_the_line_mean_the_same(verb):
             "inspect": "image",
             "assemble": "app_image",
             "promote": "ref",
+            "verify": "target",
         }
         assert ns[first_positional.get(verb, "uri")] == positionals[0]
     if verb == "fetch":

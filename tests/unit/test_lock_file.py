@@ -91,5 +91,5 @@ def test_a_lock_mismatch_exits_1_as_documented(locked, tmp_path):
     proc = _fetch(lock, tmp_path / "out2")
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("modelship: error: lock mismatch: sub/cfg.json has sha256")
-    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
-    assert "1 any other failure (a lock mismatch among them" in readme
+    usage = " ".join((Path(__file__).parents[2] / "docs" / "usage.md").read_text().split())
+    assert "1 any other failure (a lock mismatch among them" in usage
