@@ -227,7 +227,7 @@ def _select(app: Reference, index: dict[str, Any], platform: str | None) -> list
 def assemble(
     app_image: str,
     model_dir: str | Path,
-    tag: str,
+    image: str,
     *,
     platform: str | None = None,
     image_model_dir: str | None = None,
@@ -239,17 +239,18 @@ def assemble(
     quiet: bool = True,
     azure_credential: Any = None,
 ) -> AssembleResult:
-    """Append the model in MODEL_DIR (a ``modelship fetch`` folder) to APP_IMAGE and tag the result TAG.
+    """Append the model in ``model_dir`` (a ``modelship fetch`` folder) to ``app_image`` and write it as ``image``.
 
-    APP_IMAGE is a tag or digest in a registry; TAG a ``REGISTRY/REPO[:TAG]`` (same or another registry).
-    A multi-platform APP_IMAGE gives a multi-platform result, or just ``platform`` (e.g. ``linux/amd64``).
-    ``username``/``password`` are for TAG's registry; otherwise, and for APP_IMAGE's registry, the docker
-    config is used (and, for Azure Container Registry, an Entra ID token when azure-identity is installed).
+    ``app_image`` is a tag or digest in a registry; ``image`` the ``REGISTRY/REPO[:TAG]`` to write (same or
+    another registry; the CLI's ``--tag``). A multi-platform ``app_image`` gives a multi-platform result, or just
+    ``platform`` (e.g. ``linux/amd64``). ``username``/``password`` are for ``image``'s registry; otherwise, and
+    for ``app_image``'s registry, the docker config is used (and, for Azure Container Registry, an Entra ID
+    token when azure-identity is installed).
     """
     app = parse_reference(app_image)
-    target = parse_reference(tag)
+    target = parse_reference(image)
     if target.digest:
-        raise UsageError(f"--tag {tag}: give a tag to write, not a digest")
+        raise UsageError(f"--tag {image}: give a tag to write, not a digest")
     target = target.with_tag(target.tag or "latest")
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
