@@ -2,8 +2,9 @@
 
 The fetch runs through the fault proxy with stalls, so that there is a download in progress to interrupt.
 SIGINT/SIGTERM must end it promptly with exit 130/143 and one line, DEST as it was (or, if the signal came
-after the swap, the complete new version), and no temp files. SIGKILL leaves debris by nature: the re-run
-must sweep it, complete, and reuse the files the killed run had already verified into the cache.
+after the swap, the complete new version), and no temp files; the same fetch run again must then complete
+(every signal run counts as recovered only then). SIGKILL leaves debris by nature: the re-run must sweep it,
+complete, and reuse the files the killed run had already verified into the cache.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import modelship
 from modelship.cache import Cache
 from support.faults import Fault, FaultProxy, RandomFaults
 from support.faults.checks import cache_problems, secrets_in
-from support.record import record, record_run, rng_for, seeds
+from support.record import record, record_run, recovery, rng_for, seeds
 from support.trees import leftovers, snapshot, tree_sha
 
 STALL = 20.0  # longer than any test waits: a stalled read must not hold up a cancelled fetch
@@ -131,6 +132,13 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
     secrets = secrets_in(err, backend.secrets)
     if secrets:
         problems.append("the account key was printed")
+    # Recovery: the same command, run again without faults, completes whatever the signal left.
+    rerun = _start(backend, None, dest)
+    _, rerun_err = rerun.communicate(timeout=60)
+    recovered = rerun.returncode == 0 and tree_sha(dest) == tree_sha(backend.v2)
+    if not recovered:
+        problems.append(f"the re-run after {sig} did not complete: {rerun.returncode} {rerun_err.strip()[-300:]}")
+    problems += leftovers(tmp_path / "out")
     record_run(
         "process",
         sig,
@@ -138,6 +146,7 @@ def test_signal_at_a_random_moment(azurite_backend, tmp_path, monkeypatch, sig, 
         problems,
         seed=seed,
         injected=1,
+        **recovery(needed=True, ok=recovered),
         secrets=secrets,
         error=err.strip()[-200:] if proc.returncode else "",
         delay=round(delay, 2),
@@ -188,6 +197,7 @@ def test_sigkill_mid_fetch_then_rerun_reuses_verified_files(azurite_backend, tmp
         seed=seed,
         outcome="success",
         injected=1,
+        **recovery(needed=True, ok=True),
         bytes_lost=0,
         secrets=0,
         debris_swept=len(debris),
@@ -273,6 +283,7 @@ def test_interrupted_publish_says_what_is_left_and_resumes(azurite_backend, blob
         problems,
         seed=0,
         injected=1,
+        **recovery(needed=True, ok=rerun.returncode == 0),
         secrets=secrets_in(err + rerun.stderr, backend.secrets),
         error=err.strip(),
         stop_seconds=round(took, 2),
@@ -315,6 +326,7 @@ def test_interrupted_publish_to_a_local_folder_resumes(tmp_path, sig):
         problems,
         seed=0,
         injected=1,
+        **recovery(needed=True, ok=rerun.returncode == 0),
         secrets=0,
         error=err.strip(),
         stop_seconds=round(took, 2),

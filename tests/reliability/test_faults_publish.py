@@ -2,7 +2,8 @@
 
 Every run either publishes a version that fetches back byte-identical, or fails with one clean error line and
 leaves a version that is never picked as latest and can be replaced with --force; the local model folder is
-never touched and no credential is printed.
+never touched and no credential is printed. The faults are transient: a run in which one fired must succeed
+(a clean failure means a retry is missing; with MODELSHIP_MAX_ATTEMPTS=1 these cells fail).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import modelship
 from modelship import cli
 from modelship.errors import ModelshipError
 from support.faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
-from support.faults.checks import error_line_problems, secrets_in
-from support.record import record, record_run, rng_for, seeds
+from support.faults.checks import error_line_problems, recovery_problems, secrets_in
+from support.record import record, record_run, recovery, rng_for, seeds
 from support.trees import leftovers, snapshot, tree_sha
 
 KINDS = ["reset", "reset-upload", "close", "stall-upload", "status503", "status500", "flip-upload"]
@@ -69,6 +70,7 @@ def test_publish_under_faults(request, tmp_path, monkeypatch, capsys, store, kin
     else:
         outcome = "clean-failure"
         problems += error_line_problems(rc, err)
+        problems += recovery_problems(rc, len(proxy.stats.injected), err)
         if modelship.resolve(uri).version != "1.0.0":
             problems.append("a half-published version became latest")
         try:
@@ -96,6 +98,7 @@ def test_publish_under_faults(request, tmp_path, monkeypatch, capsys, store, kin
         problems,
         seed=seed,
         injected=len(proxy.stats.injected),
+        **recovery(needed=bool(proxy.stats.injected), ok=rc == 0),
         secrets=secrets,
         error=err.strip().splitlines()[-1] if rc else "",
     )
@@ -135,6 +138,7 @@ def test_damaged_block_of_a_chunked_upload(azurite_backend, tmp_path, monkeypatc
         seed=seed,
         outcome="success",
         injected=1,
+        **recovery(needed=True, ok=True),
         bytes_lost=0,
         secrets=secrets_in(err, backend.secrets),
         error="",

@@ -4,7 +4,9 @@ Each run pushes a fresh layer (1-2 MiB of random bytes, so the upload really hap
 succeeds, and the registry -- asked directly, not through the proxy -- holds for the tag exactly the manifest
 modelship reported, whose config is the local image and whose layers are all there with the sizes it lists; or it
 fails with one clean error line naming the image and what to do, and the tag is absent or points to such a
-correct manifest, never to another one.
+correct manifest, never to another one. The faults are transient: in the seeded cells a run in which one fired
+must succeed (modelship's whole-push retries or the engine's own layer retries); with MODELSHIP_MAX_ATTEMPTS=1
+the cells whose faults only modelship retries fail.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import requests
 from modelship import cli
 from modelship.image._push import PUSH_ATTEMPTS
 from support.faults import Fault, FaultProxy, RandomFaults, Request, first, response_fault
-from support.faults.checks import error_line_problems, secrets_in
-from support.record import record_run, rng_for, seeds
+from support.faults.checks import error_line_problems, recovery_problems, secrets_in
+from support.record import record_run, recovery, rng_for, seeds
 
 # Response faults hit any exchange (ping, HEAD, upload, manifest); "-upload" ones hit blob upload bodies (PATCH
 # and PUT of /blobs/uploads/, digest-checked by the registry); "flip-manifest" hits the manifest PUT body, which
@@ -205,13 +207,15 @@ class Run:
     proxy: EngineFaultProxy
     problems: list[str]
 
-    def record(self, **fields: object) -> None:
+    def record(self, *, transient: bool = True, **fields: object) -> None:
+        """One run for docs/reliability.md; ``transient``: its faults were meant to be recovered from."""
         record_run(
             "push",
             self.kind,
             "success" if self.rc == 0 else "clean-failure",
             self.problems,
             injected=len(self.proxy.stats.injected),
+            **recovery(needed=transient and bool(self.proxy.stats.injected), ok=self.rc == 0),
             secrets=secrets_in(self.out + self.err, [SECRET]),
             error=self.err.strip().splitlines()[-1] if self.rc else "",
             seconds=self.seconds,
@@ -306,6 +310,7 @@ def test_push_under_faults(docker_client, registry, push_base, monkeypatch, caps
     plan = RandomFaults(rng.randrange(1 << 30), lambda r, req: make_fault(kind, r, req), p=p, budget=budget)
     size = rng.randint(1 << 20, 2 << 20)  # fresh random bytes: never "Layer already exists"
     run = push_through_faults(docker_client, registry, push_base, monkeypatch, capsys, kind, plan, size)
+    run.problems += recovery_problems(run.rc, len(run.proxy.stats.injected), run.err)
     run.record(seed=seed)
     assert not run.problems, f"{run.problems} (faults: {run.proxy.stats.injected}; stderr: {run.err.strip()[-800:]})"
 
@@ -317,7 +322,7 @@ def test_push_gives_up_cleanly_when_the_registry_keeps_failing(docker_client, re
     run = push_through_faults(
         docker_client, registry, push_base, monkeypatch, capsys, "status503-every-push", plan, 1 << 20
     )
-    run.record(seed=0)
+    run.record(seed=0, transient=False)  # a registry that keeps failing, or a 4xx: giving up is right
     assert not run.problems, run.err
     assert run.rc == 1 and run.proxy.stats.by_kind == {"status": PUSH_ATTEMPTS}
     assert run.err.count("; retrying (") == PUSH_ATTEMPTS - 1
@@ -346,7 +351,7 @@ def test_push_does_not_retry_what_a_new_push_cannot_fix(docker_client, registry,
     """A 4xx the engine cannot read (no registry error JSON) is no network fault: one push, one error line."""
     plan = first(1, Fault.answer(400), lambda req: req.method == "PUT" and "/manifests/" in req.target)
     run = push_through_faults(docker_client, registry, push_base, monkeypatch, capsys, "status400", plan, 1 << 20)
-    run.record(seed=0)
+    run.record(seed=0, transient=False)  # a registry that keeps failing, or a 4xx: giving up is right
     assert not run.problems, run.err
     assert run.rc == 1 and run.proxy.stats.by_kind == {"status": 1}
     assert "retrying" not in run.err

@@ -60,6 +60,12 @@ def record_run(suite: str, cell: str, outcome: str, problems: list[str], **field
     record(suite, cell, outcome="violation" if problems else outcome, bytes_lost=-1 if problems else 0, **fields)
 
 
+def recovery(*, needed: bool, ok: bool) -> dict[str, bool]:
+    """The fields that count a run's recovery: whether it had to recover (a transient fault fired; a re-run was
+    due; the model fit on the disk) and whether it did. docs/reliability.md shows "recovered N of M" per cell."""
+    return {"must_recover": needed, "recovered": needed and ok}
+
+
 def record_table(table: str, rows: list[dict[str, Any]]) -> None:
     """Rows for the document's table ``table`` (``{"what": ..., <column>: <value>, ...}`` each)."""
     _append({"table": table, "rows": rows})

@@ -1,4 +1,5 @@
-"""The promises every fault run is checked against: no wrong cache entry, one clean error line, no secret.
+"""The promises every fault run is checked against: no wrong cache entry, one clean error line, no secret, and
+recovery from every transient fault (a clean failure is not enough: it is what no retry at all would give).
 
 (No debris and the right bytes: support.trees ``leftovers`` and ``tree_sha``.)
 """
@@ -36,3 +37,15 @@ def error_line_problems(rc: int, err: str, expected_rc: int = 1) -> list[str]:
 
 def secrets_in(text: str, secrets: list[str]) -> int:
     return sum(text.count(s) for s in secrets if s)
+
+
+def recovery_problems(rc: int, injected: int, err: str) -> list[str]:
+    """A run in which transient faults fired must end in success: modelship's retries are what the cell tests.
+
+    Every run of a transient-fault cell asserts this, so a cell's recovery count must equal its number of runs
+    in which a fault fired; with ``MODELSHIP_MAX_ATTEMPTS=1`` (no retry at all) those runs fail here.
+    """
+    if rc == 0 or not injected:
+        return []
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    return [f"did not recover from {injected} transient fault(s): {last[-300:]}"]
