@@ -8,12 +8,25 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,azure,s3,example]'
-	touch $(STAMP)
+# The virtualenv with the package, said how long it took (a shell line, so that `setup` can run it too).
+VENV_INSTALL = venv_start=$$(date +%s.%N); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,azure,s3,example]' && \
+	touch $(STAMP) && \
+	awk -v a=$$venv_start -v b=$$(date +%s.%N) 'BEGIN { printf "setup: virtualenv ready in %.1f s\n", b - a }'
 
-setup: $(STAMP) testbed
+$(STAMP): pyproject.toml
+	@$(VENV_INSTALL)
+
+# The virtualenv's pip install and the testbed (apt, npm, debootstrap, services) side by side: neither needs
+# the other. Both run to their end; setup fails if either did.
+setup:
+	@start=$$(date +%s.%N); \
+	scripts/testbed.sh up & testbed=$$!; \
+	venv=0; [ $(STAMP) -nt pyproject.toml ] || { $(VENV_INSTALL); } || venv=$$?; \
+	wait $$testbed; testbed=$$?; \
+	awk -v a=$$start -v b=$$(date +%s.%N) 'BEGIN { printf "setup: done in %.1f s\n", b - a }'; \
+	[ $$venv -eq 0 ] && [ $$testbed -eq 0 ]
 
 testbed:
 	scripts/testbed.sh up

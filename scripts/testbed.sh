@@ -4,12 +4,16 @@
 #   scripts/testbed.sh up|down|status
 # Idempotent: reuses what already runs, installs (apt/npm) only what is missing, and `down` stops only
 # the processes `up` started (by PID). Endpoints go to $STATE/env, read by tests, the demo and benchmarks.
+# On a fresh machine `up` installs every missing Debian package in one apt run, then brings the services up
+# side by side (npm's Azurite, debootstrap's base image, dockerd and the registry do not wait for each other)
+# and says what each took.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${MODELSHIP_TESTBED_DIR:-$ROOT/.testbed}
 TOOLS=${MODELSHIP_TESTBED_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/modelship/testbed}
-BASE_IMAGE=${MODELSHIP_BASE_IMAGE:-modelship/python:3.11-bookworm}
+LOCAL_BASE=modelship/python:3.11-bookworm  # built here with debootstrap; any other name is pulled
+BASE_IMAGE=${MODELSHIP_BASE_IMAGE:-$LOCAL_BASE}
 AZURITE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
@@ -23,8 +27,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... (the description is for the reader of the call)
+  local deadline=$((SECONDS + $1)); shift 2
   until "$@" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.2
@@ -32,12 +36,33 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 apt_install() {
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "$* missing and cannot be installed here (needs root on Debian/Ubuntu); install it and re-run"
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "$* missing and cannot be installed here (needs root on Debian/Ubuntu); install it and re-run"
+  fi
   if [ ! -f "$TOOLS/.apt-updated" ]; then
     apt-get update -qq >&2 && mkdir -p "$TOOLS" && touch "$TOOLS/.apt-updated"
   fi
   log "installing $* (apt)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  # one apt at a time: wait for another's lock rather than fail at once
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@" >&2
+}
+
+now() { date +%s.%N; }
+took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+
+missing_packages() {  # the Debian packages `up` needs and this machine lacks, for one apt run
+  local want=()
+  if ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null; then want+=(docker.io); fi
+  if [ ! -x "$TOOLS/npm/node_modules/.bin/azurite-blob" ] && ! command -v npm >/dev/null; then want+=(npm); fi
+  command -v docker-registry >/dev/null || want+=(docker-registry)
+  command -v podman >/dev/null || want+=(podman)
+  command -v skopeo >/dev/null || want+=(skopeo)
+  # debootstrap only for the local base image, when it may be missing (no engine yet to ask: it is small)
+  if [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && ! command -v debootstrap >/dev/null \
+    && ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    want+=(debootstrap)
+  fi
+  echo "${want[@]}"
 }
 
 docker_up() {
@@ -100,13 +125,15 @@ oci_tools_up() {  # podman pulls and mounts assembled images, skopeo inspects an
   log "oci tools: podman and skopeo present"
 }
 
-base_image_up() {
-  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image: $BASE_IMAGE present"; return; fi
-  if [ "$BASE_IMAGE" != modelship/python:3.11-bookworm ]; then
+base_image_up() {  # the rootfs is made while dockerd starts; only the import waits for the engine
+  if [ "$BASE_IMAGE" != "$LOCAL_BASE" ]; then
+    wait_for 60 docker docker info || die "docker engine did not answer within 60 s; see $STATE/dockerd.log"
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image: $BASE_IMAGE present"; return; fi
     log "base image: pulling $BASE_IMAGE"
     docker pull "$BASE_IMAGE" >&2 || die "base image $BASE_IMAGE is not local and cannot be pulled; unset MODELSHIP_BASE_IMAGE to build the local one"
     return
   fi
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then log "base image: $BASE_IMAGE present"; return; fi
   command -v debootstrap >/dev/null || apt_install debootstrap
   local rootfs; rootfs=$(mktemp -d "${TMPDIR:-/tmp}/modelship-rootfs.XXXXXX")
   trap 'rm -rf "$rootfs"' RETURN
@@ -115,17 +142,50 @@ base_image_up() {
     bookworm "$rootfs" "${MODELSHIP_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$STATE/debootstrap.log" 2>&1 \
     || die "debootstrap failed; see $STATE/debootstrap.log"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  wait_for 60 docker docker info || die "docker engine did not answer within 60 s; see $STATE/dockerd.log"
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then  # the engine was only starting: it had it
+    log "base image: $BASE_IMAGE present"; return
+  fi
   tar -C "$rootfs" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
   log "base image: $BASE_IMAGE built"
 }
 
+side_by_side() {  # side_by_side STEP...: run the STEP_up functions at once, each saying what it took; fail naming
+  local step pids=() names=() failed=() i  # the ones that did not come up
+  for step in "$@"; do
+    ( start=$(now); "${step}_up"; log "$step: ready in $(took "$start")" ) &
+    pids+=($!); names+=("$step")
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || failed+=("${names[$i]}")
+  done
+  [ ${#failed[@]} -eq 0 ] || die "not up: ${failed[*]} (see the lines above)"
+}
+
+up() {
+  mkdir -p "$STATE" "$TOOLS"
+  local start step_start packages
+  start=$(now)
+  packages=$(missing_packages)
+  if [ -n "$packages" ]; then
+    step_start=$(now)
+    # shellcheck disable=SC2086 # one word per package
+    apt_install $packages
+    log "apt: $packages installed in $(took "$step_start")"
+  fi
+  side_by_side docker azurite registry oci_tools base_image
+  write_env
+  log "up in $(took "$start")"
+}
+
 write_env() {
   local az reg
   az=$(cat "$STATE/azurite.port"); reg=$(cat "$STATE/registry.port")
-  # Values are single-quoted so that `set -a; . FILE` works in shells and Makefiles alike.
-  cat >"$STATE/env" <<ENV
+  # Values are single-quoted so that `set -a; . FILE` works in shells and Makefiles alike. Written beside and
+  # renamed: tests running meanwhile read the old file or the new one, never half of one.
+  cat >"$STATE/env.$$.tmp" <<ENV
 # written by scripts/testbed.sh up; the endpoints of the local testbed (the Azurite key is public)
 MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$az/devstoreaccount1;'
 MODELSHIP_TESTBED_AZURITE_PORT='$az'
@@ -134,6 +194,7 @@ MODELSHIP_BASE_IMAGE='$BASE_IMAGE'
 TESTCONTAINERS_RYUK_DISABLED='true'
 TESTCONTAINERS_HOST_OVERRIDE='127.0.0.1'
 ENV
+  mv -f "$STATE/env.$$.tmp" "$STATE/env"
   log "endpoints written to $STATE/env"
 }
 
@@ -149,20 +210,22 @@ stop_pid() {
 }
 
 case "${1:-}" in
-  up)
-    mkdir -p "$STATE" "$TOOLS"
-    docker_up; azurite_up; registry_up; oci_tools_up; base_image_up; write_env ;;
+  up) up ;;
   down)
     for s in registry azurite dockerd; do stop_pid "$s"; done
     rm -f "$STATE/env" ;;
   status)
     rc=0
-    docker info >/dev/null 2>&1 && echo "docker: up" || { echo "docker: down"; rc=1; }
+    if docker info >/dev/null 2>&1; then echo "docker: up"; else echo "docker: down"; rc=1; fi
     for s in azurite registry; do
       if alive "$STATE/$s.pid"; then echo "$s: up on 127.0.0.1:$(cat "$STATE/$s.port")"; else echo "$s: down"; rc=1; fi
     done
-    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && echo "base image: $BASE_IMAGE" || { echo "base image: missing"; rc=1; }
-    command -v podman >/dev/null && command -v skopeo >/dev/null && echo "oci tools: podman, skopeo" || { echo "oci tools: missing"; rc=1; }
+    if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then echo "base image: $BASE_IMAGE"; else
+      echo "base image: missing"; rc=1
+    fi
+    if command -v podman >/dev/null && command -v skopeo >/dev/null; then echo "oci tools: podman, skopeo"; else
+      echo "oci tools: missing"; rc=1
+    fi
     exit $rc ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac
