@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from modelship import fetch, lock, resolve
 from modelship.cache import Cache
 from modelship.errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from modelship.oci.modelimage import publish_image
-from support.cli import run_cli
+from support.cli import command, run_cli
 from support.faults import Fault, FaultProxy, first
 from support.faults.checks import cache_problems
 from support.modelimage import (
@@ -139,6 +141,72 @@ def test_a_broken_connection_resumes_where_it_was(tmp_path, registry):
     # the first GET from byte 0, each retry from where the cut left it: never from the start again
     assert ranges[0] == (0, 0) and len(ranges) == 3 and all(r[0] > 0 for r in ranges[1:]), ranges
     assert got.downloaded_bytes == sum(s for _, s, _ in published.layers)
+
+
+def test_a_layer_damaged_once_on_the_way_is_read_again(tmp_path, registry, monkeypatch):
+    """One flipped byte in transit (issue 19 item 10): the layer's bytes do not hash to its digest, so it is read
+    again, and the fetch succeeds instead of calling the registry's copy damaged; nothing damaged is cached."""
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    uri = f"oci://{registry}/{unique_repo('ms/flip')}"
+    published = _publish(tmp_path / "m", uri, "1.0.0")
+    host, port = registry.split(":")
+    big, size, _ = published.layers[0]
+    gets: list[str] = []
+
+    def plan(req):
+        if req.method == "GET" and big in req.target:
+            gets.append(req.headers.get("range", ""))
+            if len(gets) == 1:
+                return Fault.flip(size // 2)  # inside the large file: its sha256 and the layer digest both fail
+        return None
+
+    with FaultProxy((host, int(port)), plan, lifetime=120) as proxy:
+        got = fetch(uri.replace(registry, f"127.0.0.1:{proxy.port}"), tmp_path / "dest", progress=False)
+    assert [i.kind for i in proxy.stats.injected] == ["flip"]
+    assert len(gets) == 2 and gets[1] == "", gets  # read again whole: the damage may be anywhere in it
+    assert tree_sha256s(tmp_path / "dest") == tree_sha256s(tmp_path / "m" / "1.0.0")
+    assert got.downloaded_bytes == sum(s for _, s, _ in published.layers) + size
+    cache = Cache(tmp_path / "cache")
+    assert cache_problems(cache) == [] and not any((cache.root / "partial").iterdir())
+
+
+def test_a_fetch_killed_half_way_resumes_where_it_was(tmp_path, registry):
+    """SIGKILL in the middle of a layer (issue 19 item 10: 286 MB were downloaded again): the bytes that arrived
+    are kept in the cache, and the next fetch asks the registry only for the rest of the layer."""
+    env = {"MODELSHIP_CACHE_DIR": str(tmp_path / "cache")}
+    uri = f"oci://{registry}/{unique_repo('ms/killed')}"
+    published = _publish(tmp_path / "m", uri, "1.0.0")
+    host, port = registry.split(":")
+    big, size, _ = published.layers[0]
+    ranges: list[str] = []
+
+    def plan(req):
+        if req.method == "GET" and big in req.target:
+            ranges.append(req.headers.get("range", ""))
+            if len(ranges) == 1:
+                return Fault.stall(size // 2, seconds=60)  # half the layer, then nothing: the kill comes meanwhile
+        return None
+
+    partial = tmp_path / "cache" / "partial" / big.removeprefix("sha256:")
+    with FaultProxy((host, int(port)), plan, lifetime=120) as proxy:
+        via = uri.replace(registry, f"127.0.0.1:{proxy.port}")
+        proc = subprocess.Popen(command("fetch", via, str(tmp_path / "dest")), env={**os.environ, **env})
+        try:
+            deadline = time.monotonic() + 60
+            while not (partial.exists() and partial.stat().st_size >= size // 4):
+                assert proc.poll() is None and time.monotonic() < deadline, "no bytes kept for a resume"
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            proc.wait()
+        # every layer that was under way keeps what had arrived (the small-files layer too, if it was)
+        kept = {p.name: p.stat().st_size for p in partial.parent.iterdir()}
+        again = run_cli("fetch", via, str(tmp_path / "dest"), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert kept[partial.name] >= size // 4 and ranges == ["", f"bytes={kept[partial.name]}-"], (kept, ranges)
+    assert json.loads(again.stdout)["downloaded_bytes"] == sum(s for _, s, _ in published.layers) - sum(kept.values())
+    assert tree_sha256s(tmp_path / "dest") == tree_sha256s(tmp_path / "m" / "1.0.0")
+    assert not partial.exists() and cache_problems(Cache(tmp_path / "cache")) == []
 
 
 def _start(value: str) -> tuple[int, int]:

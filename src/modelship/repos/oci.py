@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import settings
 from .._fs import CACHE_ADVICE, no_space
+from .._workers import for_each
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import MANIFEST_NAME, FileEntry, Manifest, Resolution
 from ..modeldir import safe_relpath
@@ -40,7 +40,7 @@ from ..oci.reference import Reference, check_tag
 from ..oci.tarread import entries, skip_padding
 from ..progress import Progress
 from ..stores.oci import READ as _READ
-from ..stores.oci import BlobStream, OciStore, Stopped
+from ..stores.oci import BlobStream, OciStore
 from .base import Fetched, PublishResult
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ class OciRepository:
                 _LayerJob(self.store, img, desc, listed, wanted, cache, bar.update, cancel, found, lock, where)
                 for desc in layers
             ]
-            _run(jobs, max(1, min(workers or _LAYER_WORKERS, len(jobs))), cancel)
+            # a failure or Ctrl-C stops the other layers at their next read (modelship._workers)
+            for_each(lambda job: job.run(), jobs, workers or _LAYER_WORKERS, cancel, name="modelship-oci", grace=_GRACE)
         missing = sorted(wanted - found.keys())
         if missing:
             raise IntegrityError(
@@ -200,57 +201,6 @@ def _is_version(tag: str) -> bool:
     except InvalidVersion:
         return False
     return True
-
-
-def _run(jobs: list[_LayerJob], workers: int, cancel: threading.Event) -> None:
-    """The jobs on daemon threads, ``workers`` at a time: a failure or Ctrl-C stops the others at their next
-    read, and a thread stuck in a stalled read cannot hold up the exit (as in the download engine)."""
-    pending = list(jobs)
-    lock, errors, done = threading.Lock(), [], threading.Event()
-    left = [len(jobs)]
-
-    def worker() -> None:
-        while not cancel.is_set():
-            with lock:
-                if not pending:
-                    return
-                job = pending.pop(0)
-            try:
-                job.run()
-            except Stopped:
-                return
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                errors.append(e)
-                cancel.set()
-                done.set()
-                return
-            with lock:
-                left[0] -= 1
-                if left[0] == 0:
-                    done.set()
-
-    threads = [threading.Thread(target=worker, name=f"modelship-oci-{i}", daemon=True) for i in range(workers)]
-    for t in threads:
-        t.start()
-    try:
-        while not done.wait(0.2):
-            if not any(t.is_alive() for t in threads):
-                break
-    except BaseException:
-        cancel.set()
-        _join(threads)
-        raise
-    if errors:
-        _join(threads)
-        raise errors[0]
-    if left[0]:
-        raise ModelshipError("layer downloads stopped before finishing; re-run")
-
-
-def _join(threads: list[threading.Thread]) -> None:
-    deadline = time.monotonic() + _GRACE
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
 
 
 # ---- one layer ----------------------------------------------------------------------------------------------

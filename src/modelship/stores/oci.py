@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._retry import Budget
+from .._workers import Cancelled
 from ..errors import IntegrityError, TransientError, UsageError
 from ..oci.auth import Credentials
 from ..oci.modelimage import repository_of
@@ -34,10 +35,6 @@ from .base import Login
 log = logging.getLogger("modelship")
 
 READ = 1 << 20
-
-
-class Stopped(Exception):
-    """The read was cancelled (another layer failed, or the fetch was interrupted): the reader stops."""
 
 
 class OciStore:
@@ -162,7 +159,10 @@ class BlobStream:
             if self._resp is None:
                 self._open()
             assert self._resp is not None
-            data: bytes = self._resp.raw.read(n, decode_content=False)
+            raw = self._resp.raw
+            # read1 (urllib3 2) hands over what has arrived, so that the kept file follows the download closely
+            read = raw.read1 if hasattr(raw, "read1") else raw.read
+            data: bytes = read(n, decode_content=False)
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise TransientError(
                 f"{self.what}: {e.__class__.__name__} at byte {self.pos} of {self.size}", reason="connection broken"
@@ -197,7 +197,7 @@ class BlobStream:
         while True:
             if self.cancel.is_set():
                 self.close()
-                raise Stopped
+                raise Cancelled
             try:
                 data = self._local(n) if self._fd >= 0 and self.pos < self._kept else b""
                 data = data or self._remote(n)
@@ -209,7 +209,7 @@ class BlobStream:
                 wait = self._budget.retry(e)  # raises the give-up error once retries or time run out
                 log.info("%s; resuming from byte %d", e, self.pos)
                 if self.cancel.wait(wait):
-                    raise Stopped from None
+                    raise Cancelled from None
                 continue
             self._budget.progress()
             self.hash.update(data)
@@ -257,4 +257,4 @@ class BlobStream:
             )
 
 
-__all__ = ["READ", "BlobStream", "OciStore", "Stopped"]
+__all__ = ["READ", "BlobStream", "OciStore"]
