@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._fs import NO_SPACE
 from .._retry import Budget
 from .._workers import Cancelled
 from ..errors import IntegrityError, TransientError, UsageError
@@ -181,7 +182,7 @@ class BlobStream:
             os.pwrite(self._fd, data, self.pos)
             self._kept = self.pos + len(data)
         except OSError as e:  # keeping bytes for a resume is a help, never a reason to fail the fetch
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            if e.errno not in (*NO_SPACE, errno.EIO):
                 raise
             log.info("%s: not keeping its bytes for a resume (%s)", self.what, e.strerror)
             os.close(self._fd)
