@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import modeldir
 from .._fs import write_atomic
+from .._workers import for_each
 from ..cache import default_root
 from ..conventions import source_date_epoch
 from ..errors import IntegrityError, UsageError
@@ -238,12 +239,13 @@ class Layer:
 
 def layer_digests(layers: list[Layer]) -> list[str]:
     """The digests of ``layers``, computed side by side (each streams its files once, or is remembered)."""
-    from concurrent.futures import ThreadPoolExecutor
+    digests: dict[int, str] = {}
 
-    if not layers:
-        return []
-    with ThreadPoolExecutor(min(len(layers), os.cpu_count() or 1), thread_name_prefix="modelship-digest") as pool:
-        return list(pool.map(lambda layer: layer.digest(), layers))
+    def digest(i: int) -> None:
+        digests[i] = layers[i].digest()
+
+    for_each(digest, range(len(layers)), os.cpu_count() or 1, name="modelship-digest")
+    return [digests[i] for i in range(len(layers))]
 
 
 def remember(path: Path, data: dict[str, object]) -> None:

@@ -23,11 +23,11 @@ import io
 import json
 import threading
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import IntegrityError, ModelshipError, TransientError
+from .._workers import Cancelled, for_each
+from ..errors import IntegrityError, TransientError
 from ..progress import Progress
 from .registry import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, BlobSource, RegistryClient, sha256_digest
 
@@ -159,10 +159,6 @@ def descriptor(item: Image | Index) -> dict[str, Any]:
 # ---- sources that count, stop, and check -------------------------------------------------------------------
 
 
-class _Cancelled(Exception):
-    """Another upload failed (or the run was interrupted): this one stops at its next block."""
-
-
 class _Counted:
     """A source whose readers count into the writer's bar and stop once the writer is cancelled."""
 
@@ -174,8 +170,8 @@ class _Counted:
 
         class _Reader:
             def read(self, n: int = -1) -> bytes:
-                if cancel.is_set():
-                    raise _Cancelled
+                if cancel.is_set():  # another upload failed, or the run was interrupted: stop at this block
+                    raise Cancelled
                 data = reader.read(n)
                 bar.update(len(data))
                 return data
@@ -262,12 +258,15 @@ class Writer:
         """Every blob of ``items`` the repository lacks, mounted or uploaded; returns the bytes sent."""
         blobs = list({b.digest: b for item in items for b in item.blobs}.values())
         client, repo = self.client, self.repository
-        with ThreadPoolExecutor(UPLOADS, thread_name_prefix="modelship-upload") as pool:
-            held = list(pool.map(lambda b: client.blob_size(repo, b.digest) is not None, blobs))
-        missing = sorted((b for b, h in zip(blobs, held, strict=True) if not h), key=lambda b: -b.size)
+        held: dict[str, bool] = {}
+
+        def check(b: Blob) -> None:
+            held[b.digest] = client.blob_size(repo, b.digest) is not None
+
+        for_each(check, blobs, UPLOADS, name="modelship-head")
+        missing = sorted((b for b in blobs if not held[b.digest]), key=lambda b: -b.size)
         # copies from another repository may be mounted instead: the bar counts only what is surely sent
         total = sum(b.size for b in missing if not isinstance(b.source, RemoteBlob))
-        bar = Progress(total or None, self.title, show=self.show)
         before = self.uploaded_bytes
 
         def push(b: Blob) -> None:
@@ -276,21 +275,10 @@ class Writer:
                 repo, b.digest, b.size, source, mount_from=b.mount_from, check_first=False
             )
 
-        pool = ThreadPoolExecutor(UPLOADS, thread_name_prefix="modelship-upload")
-        futures = [pool.submit(push, b) for b in missing]
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f in done and f.exception() is not None), None)
-            if failed is not None:
-                raise _first_error(futures, failed)
-        except BaseException:
-            client.cancel.set()  # the other uploads stop at their next block or retry wait
-            for f in futures:
-                f.cancel()
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            bar.close()
+        # the first failure (or Ctrl-C) sets the client's cancel: the other uploads stop at their next block
+        # or retry wait
+        with Progress(total or None, self.title, show=self.show) as bar:
+            for_each(push, missing, UPLOADS, client.cancel, name="modelship-upload")
         return self.uploaded_bytes - before
 
     def put(self, *items: Image | Index) -> None:
@@ -311,15 +299,6 @@ class Writer:
                 f"{self.client.registry}/{self.repository}:{tag} resolves to {held} after the PUT, not "
                 f"{item.digest}: another writer? run it again"
             )
-
-
-def _first_error(futures: list[Any], failed: Any) -> BaseException:
-    """The failure to report: a cancelled upload's is only the echo of another's."""
-    error = failed.exception()
-    if isinstance(error, _Cancelled):
-        real = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
-        error = next((e for e in real if not isinstance(e, _Cancelled)), error)
-    return error if not isinstance(error, _Cancelled) else ModelshipError("upload cancelled")
 
 
 def write(
