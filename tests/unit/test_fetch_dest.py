@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import modelship
 from modelship.errors import UsageError
+from support.cli import run_cli
 from support.models import make_model
 from support.trees import leftovers
-
-MODELSHIP = str(Path(sys.executable).with_name("modelship"))
 
 
 @pytest.fixture
@@ -36,7 +34,7 @@ def _contents(root: Path) -> dict[str, bytes | None]:
 
 
 def _fetch_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MODELSHIP, "fetch", *argv], capture_output=True, text=True, cwd=cwd)
+    return run_cli("fetch", *argv, cwd=cwd)
 
 
 def test_a_project_folder_with_its_own_modelship_json_is_refused_untouched(store, tmp_path):
