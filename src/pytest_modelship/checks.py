@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ _SECRET_VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
         "AWS secret access key",
         re.compile(r"aws_?secret_?access_?key[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}\b", re.IGNORECASE),
     ),
+    ("private key", re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY( BLOCK)?-----")),
 )
 # NAME=value pairs whose name says "secret". Deliberately narrower than the masking list: images
 # legitimately carry e.g. GPG_KEY (a public key fingerprint) in ENV.
@@ -184,7 +186,8 @@ def check_healthcheck(image: ImageInfo, container: ModelshipContainer | None) ->
 
 
 def check_secrets(image: ImageInfo, container: ModelshipContainer | None) -> list[str]:
-    """No secret-looking values (Azure keys, SAS signatures, AWS keys...) in ENV, labels or history."""
+    """No secret-looking values (Azure keys, SAS signatures, AWS keys, private keys...) in ENV, labels, history
+    or the app's files (its working directory)."""
     problems = []
     for entry in image.env:
         name = entry.split("=", 1)[0]
@@ -196,9 +199,51 @@ def check_secrets(image: ImageInfo, container: ModelshipContainer | None) -> lis
     for i, created_by in enumerate(reversed(image.layer_history())):
         for kind in find_secrets(created_by):
             problems.append(f"history layer {i} ({_layer_summary(created_by)}): {kind}")
+    problems += _app_file_secrets(image)
     if problems:
         problems.append("pass secrets at run time (--modelship-env / orchestrator secrets), never bake them in")
     return problems
+
+
+_APP_FILE_MAX = 1 << 20  # bigger files are data (weights, archives), not where a key is pasted
+_ENV_FILE = re.compile(r"(^|/)(\.env(\..*)?|.*\.env)$")
+
+
+def _app_file_secrets(image: ImageInfo) -> list[str]:
+    """Secret values in the files under the image's working directory (the app), read from a created, never
+    started container: the check needs no running app. ``.env`` files are also read as NAME=value lines."""
+    from modelship._docker import connect
+
+    from .container import _ChunkReader
+
+    client = connect()
+    try:
+        workdir = ((client.api.inspect_image(image.id).get("Config") or {}).get("WorkingDir") or "").rstrip("/")
+        if not workdir:  # no working dir, or "/": the whole system, not an app's folder
+            return []
+        cid = client.api.create_container(image.id, command=["true"], entrypoint=[], network_disabled=True)["Id"]
+        problems = []
+        try:
+            stream, _stat = client.api.get_archive(cid, workdir)
+            with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:
+                for member in tar:
+                    reader = tar.extractfile(member) if member.isfile() and member.size <= _APP_FILE_MAX else None
+                    if reader is None:
+                        continue
+                    text = reader.read().decode("utf-8", "replace")
+                    name = "/".join(member.name.split("/")[1:])  # the archive's names start with workdir's
+                    kinds = find_secrets(text) if _ENV_FILE.search(name) else _secret_values(text)
+                    problems += [f"file {workdir}/{name}: {kind}" for kind in kinds]
+        finally:
+            client.api.remove_container(cid, force=True)
+        return problems
+    finally:
+        client.close()
+
+
+def _secret_values(text: str) -> list[str]:
+    """Only the value patterns: in source code, ``API_KEY=os.environ[...]`` is not a secret."""
+    return [kind for kind, pattern in _SECRET_VALUES if pattern.search(text)]
 
 
 def _layer_summary(created_by: str) -> str:

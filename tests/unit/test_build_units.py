@@ -71,7 +71,7 @@ def test_entrypoint_defaults_to_gunicorn_only_when_required(tmp_path):
             'entrypont = "python app.py"',
             r"unknown key 'entrypont' in \[tool.modelship\]; did you mean 'entrypoint'\? known keys: base_image, "
             "requirements, dockerfile, entrypoint, port, ready_path, live_path, healthcheck_interval, "
-            "tag_model_version$",
+            "tag_model_version, include, exclude$",
         ),
         ('model = "az://acct/c/m"', "unknown key 'model' in .tool.modelship.; known keys: base_image, "),
         ('healthcheck_interval = "soon"', "healthcheck_interval"),
@@ -222,3 +222,46 @@ def test_git_remote_credentials_are_stripped():
     assert clean_remote("https://user:tok@github.com/o/r.git") == "https://github.com/o/r.git"
     assert clean_remote("https://ghp_TOKEN@github.com/o/r") == "https://github.com/o/r"
     assert clean_remote("git@github.com:o/r.git") == "git@github.com:o/r.git"
+
+
+SECRETS = {
+    ".env": "AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0c2VjcmV0c2VjcmV0\n",
+    "conf/.env.production": "TOKEN=abc\n",
+    "conf/prod.env": "TOKEN=abc\n",
+    "keys/server.pem": "-----BEGIN PRIVATE KEY-----\n",
+    "keys/tls.key": "k",
+    "id_rsa": "k",
+    ".aws/credentials": "[default]\n",
+    ".npmrc": "//registry/:_authToken=x\n",
+    ".pypirc": "[pypi]\n",
+}
+
+
+def test_secret_files_stay_out_of_the_app_layer_and_each_is_named(tmp_path, caplog):
+    """Issue 19 item 9: an app folder's .env (AccountKey=...) went into /app/.env without a word."""
+    app = make_app(tmp_path / "app", extra={**SECRETS, "settings.py": "X = 1\n", "environment.py": "e\n"})
+    with caplog.at_level("WARNING", logger="modelship"):
+        files = ctx.app_files(app)
+    assert files == ["app.py", "conf", "environment.py", "keys", "settings.py"]
+    [warning] = [r.getMessage() for r in caplog.records if "left out of the image" in r.getMessage()]
+    assert warning.startswith("left out of the image: .aws, .env, .npmrc, .pypirc, conf/.env.production and 4 more")
+    assert "[tool.modelship] include" in warning and "AccountKey" not in warning
+    # the context tar has none of them either
+    model = make_model(tmp_path / "model", {"w.bin": b"w"}, uri="file:///m")
+    with tarfile.open(fileobj=io.BytesIO(_context(app, model, Manifest.load(model / "modelship.json")))) as t:
+        names = t.getnames()
+    assert not [n for n in names if any(n.endswith(s) for s in SECRETS)], names
+
+
+def test_include_and_exclude_in_the_tool_table(tmp_path, caplog):
+    table = '[tool.modelship]\nentrypoint = "python app.py"\ninclude = ["conf/prod.env"]\nexclude = ["settings.py"]\n'
+    app = make_app(tmp_path / "app", extra={**SECRETS, "settings.py": "X = 1\n", "pyproject.toml": table})
+    (app / ".dockerignore").write_text("!id_rsa\n")  # a .dockerignore '!' line puts one back too
+    cfg = cfg_mod.resolve(app)
+    assert cfg.include == ("conf/prod.env",) and cfg.exclude == ("settings.py",)
+    files = ctx.app_files(app, include=cfg.include, exclude=cfg.exclude)
+    assert "conf/prod.env" in files and "id_rsa" in files and "settings.py" not in files and ".env" not in files
+    for bad, says in (('include = ".env"', "include must be a list of strings"), ('exclude = ["!x"]', "no '!'")):
+        (app / "pyproject.toml").write_text(f'[tool.modelship]\nentrypoint = "python app.py"\n{bad}\n')
+        with pytest.raises(UsageError, match=says):
+            cfg_mod.resolve(app)

@@ -348,7 +348,9 @@ def build(
             if user_dockerfile is None or cfg.requirements is not None:
                 target = wheels_mod.detect_target(client, base)
             wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
-            app_files = ctx.app_files(cfg.app_dir, skip=[model] if model is not None else [])
+            app_files = ctx.app_files(
+                cfg.app_dir, skip=[model] if model is not None else [], include=cfg.include, exclude=cfg.exclude
+            )
 
             if user_dockerfile is None:
                 assert target is not None and wheel_dir is not None and cfg.entrypoint is not None

@@ -40,6 +40,8 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "live_path": str,
     "healthcheck_interval": str,
     "tag_model_version": bool,
+    "include": list,  # .dockerignore patterns put back into the app layer (a secret-looking file you want)
+    "exclude": list,  # .dockerignore patterns kept out of it, on top of .dockerignore and the defaults
 }
 _DURATION = re.compile(r"^\d+(ms|s|m|h)$")
 
@@ -60,6 +62,8 @@ class BuildConfig:
     healthcheck_interval: str
     tag_model_version: bool
     default_entrypoint: bool = False  # True: modelship's gunicorn command, not one the user gave
+    include: tuple[str, ...] = ()  # [tool.modelship] include: patterns the app layer keeps after all
+    exclude: tuple[str, ...] = ()  # [tool.modelship] exclude: patterns it leaves out
 
 
 def load_tool_table(app_dir: Path) -> dict[str, Any]:
@@ -211,7 +215,22 @@ def resolve(
             )
 
     tmv = bool(tag_model_version or cfg.get("tag_model_version", False))
-    return BuildConfig(app, base, base_explicit, req, dfile, ep, port_v, ready, live, interval, tmv, default_ep)
+    include, exclude = _patterns(cfg, "include", source), _patterns(cfg, "exclude", source)
+    return BuildConfig(
+        app, base, base_explicit, req, dfile, ep, port_v, ready, live, interval, tmv, default_ep, include, exclude
+    )
+
+
+def _patterns(cfg: dict[str, Any], key: str, source: str) -> tuple[str, ...]:
+    """A list of .dockerignore-style patterns (``*.pem``, ``**/.env``, ``secrets/``)."""
+    values = cfg.get(key) or []
+    bad = [v for v in values if not isinstance(v, str) or not v.strip() or v.strip().startswith("!")]
+    if bad:
+        raise UsageError(
+            f"{source}: [tool.modelship] {key} must be a list of file patterns like '*.pem' or 'conf/.env' "
+            f"(no '!': use include), got {bad[0]!r}"
+        )
+    return tuple(v.strip() for v in values)
 
 
 def default_command(port: int, *, control_socket_flag: bool = False) -> tuple[str, ...]:

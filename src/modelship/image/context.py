@@ -46,6 +46,32 @@ FIXED_MTIME = 315532800
 # Never part of the app's code layer: VCS data (may hold credentials in remote URLs), bytecode caches
 # (differ per machine and would bust the cache), and modelship's own context directory.
 DEFAULT_EXCLUDES = [".git", "**/__pycache__", "**/*.pyc", CONTEXT_DIR]
+# Files that hold credentials by convention (what docker's and BentoML's users put in their ignore files):
+# left out of the app layer by default, each one named on stderr. A .dockerignore '!' line or
+# [tool.modelship] include puts one back; an image should get its secrets at run time, not in a layer.
+SECRET_EXCLUDES = [
+    "**/.env",
+    "**/.env.*",
+    "**/*.env",
+    "**/*.pem",
+    "**/*.key",
+    "**/*.p12",
+    "**/*.pfx",
+    "**/id_rsa*",
+    "**/id_dsa*",
+    "**/id_ecdsa*",
+    "**/id_ed25519*",
+    "**/.ssh",
+    "**/.aws",
+    "**/.azure",
+    "**/.kube",
+    "**/.gnupg",
+    "**/.docker/config.json",
+    "**/.npmrc",
+    "**/.pypirc",
+    "**/.netrc",
+    "**/.git-credentials",
+]
 _CHUNK = 1024 * 1024
 log = logging.getLogger("modelship")
 
@@ -59,11 +85,29 @@ def dockerignore_patterns(app_dir: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def app_files(app_dir: Path, *, skip: Iterable[Path] = ()) -> list[str]:
-    """Relative paths (files, dirs, symlinks) of APP_DIR that go into the image, honouring .dockerignore."""
+def app_files(
+    app_dir: Path, *, skip: Iterable[Path] = (), include: Iterable[str] = (), exclude: Iterable[str] = ()
+) -> list[str]:
+    """Relative paths (files, dirs, symlinks) of APP_DIR that go into the image: all but DEFAULT_EXCLUDES,
+    SECRET_EXCLUDES (each one left out is logged), .dockerignore's and ``exclude``'s patterns; ``include``'s
+    patterns (and .dockerignore's '!' lines) put files back."""
+    user = [*dockerignore_patterns(app_dir), *exclude, *(f"!{p}" for p in include)]
+    out = _walk_app(app_dir, DEFAULT_EXCLUDES + SECRET_EXCLUDES + user, skip)
+    left = set(_walk_app(app_dir, DEFAULT_EXCLUDES + user, skip)) - set(out)
+    secret = sorted(p for p in left if p.rpartition("/")[0] not in left)  # a folder, not each file in it
+    if secret:
+        shown = ", ".join(secret[:5]) + (f" and {len(secret) - 5} more" if len(secret) > 5 else "")
+        log.warning(
+            "left out of the image: %s (usually holds secrets; name it in [tool.modelship] include to keep it)",
+            shown,
+        )
+    return out
+
+
+def _walk_app(app_dir: Path, patterns: list[str], skip: Iterable[Path]) -> list[str]:
     from docker.utils.build import PatternMatcher
 
-    matcher = PatternMatcher(DEFAULT_EXCLUDES + dockerignore_patterns(app_dir))
+    matcher = PatternMatcher(patterns)
     skipped = []
     for p in skip:
         try:
