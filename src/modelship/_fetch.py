@@ -100,7 +100,7 @@ def _fetch_attempts(
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
 
     def attempt() -> FetchResult:
-        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
+        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre, lk))
         if lk is not None:
             res = apply_lock(res, lk)
         return _install_version(repo, res, dest, cache, workers, progress)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from support.azurite import container_sas
 from support.cli import run_cli
 from support.models import make_model
 from support.trees import tree_sha
@@ -42,3 +43,21 @@ def test_the_readme_lines_with_options_in_between_against_azurite(tmp_path, azur
 
     again = run("fetch", "--json", str(tmp_path / "out2"), "--lock", str(tmp_path / "pinned.lock"))
     assert again["model_digest"] == digest and again["dest"] == str(tmp_path / "out2")
+
+
+@pytest.mark.azurite
+def test_fetch_with_a_lock_needs_only_read_permission(tmp_path, azure_env, blob_container, testbed):
+    """A read-only container SAS (sp=r) may not list: fetch --lock reads the files the lock names, by name
+    (issue 19 item 24); without a lock the listing is needed, and the refusal is one line."""
+    uri = f"az://devstoreaccount1/{blob_container.container_name}/models/iris"
+    src = make_model(tmp_path / "m", {"model.onnx": 3000, "sub/labels.json": b'["a"]'})
+    assert run_cli("publish", str(src), uri, "--version", "1.0.0").returncode == 0
+    lock = tmp_path / "modelship.lock"
+    assert run_cli("lock", uri, "-o", str(lock)).returncode == 0
+    read_only = {"AZURE_STORAGE_CONNECTION_STRING": container_sas(testbed, blob_container.container_name, "r")}
+    got = run_cli("fetch", "--lock", str(lock), str(tmp_path / "out"), "--json", env=read_only)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["version"] == "1.0.0" and tree_sha(tmp_path / "out") == tree_sha(src)
+    unlocked = run_cli("fetch", uri, str(tmp_path / "out2"), env=read_only)
+    assert unlocked.returncode == 1 and unlocked.stderr.count("\n") == 1, unlocked.stderr
+    assert not (tmp_path / "out2").exists()

@@ -392,3 +392,38 @@ def test_the_same_credentials_as_push_read_and_write_a_secured_registry(tmp_path
         proc = run_cli("resolve", uri, env={"DOCKER_CONFIG": str(config)})
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "credentials" in proc.stderr and "wrong-password" not in proc.stderr and "right-password" not in proc.stderr
+
+
+def test_username_and_password_stdin_on_publish_resolve_lock_and_fetch(tmp_path):
+    """--username/--password-stdin on every model verb for oci:// (issue 19 item 24), with no docker login at
+    all; a wrong password is refused in one line without echoing it; other stores refuse a registry login."""
+    from support.registries import htpasswd_registry
+
+    model_files(tmp_path / "m", "1.0.0", big_mb=1)
+    env = {"DOCKER_CONFIG": str(tmp_path / "no-docker-config"), "MODELSHIP_CACHE_DIR": str(tmp_path / "cache")}
+    login = ["--username", "ci", "--password-stdin"]
+    with htpasswd_registry(tmp_path / "reg", "ci", "right-password") as secured:
+        uri = f"oci://{secured}/models/login"
+
+        def run(*args: str, secret: str = "right-password"):  # noqa: S107 - the test registry's own
+            return run_cli(*args, *login, stdin=secret + "\n", env=env)
+
+        published = run("publish", str(tmp_path / "m"), uri, "--version", "1.0.0", "--json")
+        assert published.returncode == 0, published.stderr
+        ref = json.loads(published.stdout)["ref"]
+        assert ref.startswith(f"{secured}/models/login@sha256:")
+        resolved = run("resolve", uri, "--json")
+        assert resolved.returncode == 0 and json.loads(resolved.stdout)["version"] == "1.0.0", resolved.stderr
+        locked = run("lock", uri, "-o", str(tmp_path / "modelship.lock"), "--json")
+        assert locked.returncode == 0 and json.loads(locked.stdout)["ref"] == ref, locked.stderr
+        fetched = run("fetch", "--lock", str(tmp_path / "modelship.lock"), str(tmp_path / "dest"))
+        assert fetched.returncode == 0, fetched.stderr
+        assert tree_sha256s(tmp_path / "dest") == tree_sha256s(tmp_path / "m")
+        for wrong in (run("resolve", uri, secret="wrong-password"), run_cli("resolve", uri, env=env)):
+            assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1, wrong.stderr
+            assert "credentials" in wrong.stderr and "right-password" not in wrong.stderr
+            assert "wrong-password" not in wrong.stderr
+    half = run_cli("resolve", uri, "--username", "ci", env=env)
+    assert half.returncode == 2 and "--password-stdin" in half.stderr, half.stderr
+    az = run_cli("fetch", "az://devstoreaccount1/models/m", str(tmp_path / "x"), *login, stdin="pw\n", env=env)
+    assert az.returncode == 2 and "are for registries (oci://)" in az.stderr, az.stderr

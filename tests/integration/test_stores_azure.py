@@ -17,6 +17,7 @@ from modelship.cache import Cache
 from modelship.errors import AuthError, IntegrityError, ModelshipError, NotFoundError
 from modelship.repos.folder_publish import PENDING_MARKER
 from modelship.stores.base import SHA256_KEY
+from support.azurite import container_sas
 from support.models import make_model
 from support.trees import leftovers, snapshot, tree_sha
 
@@ -367,20 +368,6 @@ def test_published_blob_replaced_mid_download_is_caught_by_its_manifest(tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def _container_sas(testbed, container: str, permission: str) -> str:
-    from azure.storage.blob import generate_container_sas
-
-    key = testbed["MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING"].split("AccountKey=")[1].split(";")[0]
-    sas = generate_container_sas(
-        "devstoreaccount1",
-        container,
-        account_key=key,
-        permission=permission,
-        expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1),
-    )
-    return f"BlobEndpoint=http://127.0.0.1:{testbed['MODELSHIP_TESTBED_AZURITE_PORT']}/devstoreaccount1;SharedAccessSignature={sas}"
-
-
 @pytest.mark.parametrize("permission", ["racwl", "cw"])
 def test_publish_with_a_container_sas(tmp_path, blob_container, monkeypatch, testbed, capsys, caplog, permission):
     """A SAS scoped to one existing container, without the rights to create containers (or, for cw, to list,
@@ -388,7 +375,7 @@ def test_publish_with_a_container_sas(tmp_path, blob_container, monkeypatch, tes
     version complete all the same. Without list, publish says it could not check that the version is new."""
     model = make_model(tmp_path / "m", {"w.bin": 3000, "sub/cfg.json": b"{}"})
     monkeypatch.setenv(
-        "AZURE_STORAGE_CONNECTION_STRING", _container_sas(testbed, blob_container.container_name, permission)
+        "AZURE_STORAGE_CONNECTION_STRING", container_sas(testbed, blob_container.container_name, permission)
     )
     assert cli.main(["publish", str(model), uri_of(blob_container), "--version", "1.0.0", "--no-progress"]) == 0
     assert "error" not in capsys.readouterr().err
@@ -403,7 +390,7 @@ def test_publish_with_a_container_sas(tmp_path, blob_container, monkeypatch, tes
 def test_publish_into_a_missing_container_says_so(tmp_path, blob_service, monkeypatch, testbed, capsys):
     """A container SAS for a container that does not exist (it may not create one): one line naming it."""
     name = f"t-missing-{time.monotonic_ns()}"
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", _container_sas(testbed, name, "racwl"))
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", container_sas(testbed, name, "racwl"))
     model = make_model(tmp_path / "m", {"w.bin": 10})
     rc = cli.main(["publish", str(model), f"az://devstoreaccount1/{name}/iris", "--version", "1", "--no-progress"])
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..manifest import FileEntry, Manifest, Resolution
+from ..manifest import FileEntry, Lock, Manifest, Resolution
 
 if TYPE_CHECKING:
     from ..cache import Cache
@@ -77,8 +77,9 @@ class Repository(Protocol):
 
     display: str  # the URI without secrets
 
-    def resolve(self, version: str | None, pre: bool) -> Resolution:
-        """The pinned ``version``, or the latest complete one (pre-releases only with ``pre``)."""
+    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
+        """The pinned ``version``, or the latest complete one (pre-releases only with ``pre``). With the ``lock``
+        being fetched, a credential that may read but not list still resolves: to what the lock names."""
         ...
 
     def fetch(self, res: Resolution, cache: Cache, *, workers: int | None, progress: bool | None) -> Fetched:

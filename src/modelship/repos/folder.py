@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
 from .._download import ensure_cached
-from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from ..manifest import MANIFEST_NAME, FileEntry, Resolution, check_schema, chunks_from_json
+from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
+from ..manifest import MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
 from ..modeldir import safe_relpath
 from ..stores.base import RemoteFile, Source
 from ..uri import ModelURI
@@ -38,8 +38,15 @@ class FolderRepository:
         self.source, self.uri = source, source.uri
         self.display = source.uri.display
 
-    def resolve(self, version: str | None, pre: bool) -> Resolution:
-        return resolve_in(self.source, self.uri, version, pre)
+    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
+        try:
+            return resolve_in(self.source, self.uri, version, pre)
+        except AuthError as e:
+            if lock is None:
+                raise
+            # a read-only credential (container SAS sp=r) may not list: the lock names every file to read
+            log.warning("%s; reading the %d files the lock names", e, len(lock.files))
+            return from_lock(self.uri, lock)
 
     def fetch(self, res: Resolution, cache: Cache, *, workers: int | None, progress: bool | None) -> Fetched:
         shas, downloaded, connections = ensure_cached(self.source, self.uri, res, cache, workers, progress)
@@ -160,6 +167,17 @@ def _entries(
     if not out:
         raise NotFoundError(f"{where} holds no model files")
     return tuple(out)
+
+
+def from_lock(uri: ModelURI, lock: Lock) -> Resolution:
+    """The resolution ``lock`` pins, without asking the store (its files are checked against the lock as read)."""
+    base = uri.prefix.strip("/")
+    root = f"{base}/{lock.version}" if base and lock.version else lock.version or base
+    where = uri.child(lock.version or "")
+    files = tuple(replace(f, path=safe_relpath(f.path, where)) for f in lock.files)
+    if lock.version is None and len(files) == 1 and (base == files[0].path or base.endswith("/" + files[0].path)):
+        root = base.rsplit("/", 1)[0] if "/" in base else ""  # the URI names the one file
+    return Resolution(uri.display, lock.version, files, prefix=root)
 
 
 def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) -> Resolution:

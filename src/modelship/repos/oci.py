@@ -33,7 +33,7 @@ from .. import settings
 from .._fs import CACHE_ADVICE, no_space
 from .._workers import for_each
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
-from ..manifest import MANIFEST_NAME, FileEntry, Manifest, Resolution
+from ..manifest import MANIFEST_NAME, FileEntry, Lock, Manifest, Resolution
 from ..modeldir import safe_relpath
 from ..oci.modelimage import FILEPATH, ModelImage, publish_image, read_model_image
 from ..oci.reference import Reference, check_tag
@@ -70,7 +70,7 @@ class OciRepository:
     def close(self) -> None:
         self.store.close()
 
-    def resolve(self, version: str | None, pre: bool) -> Resolution:
+    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
         ref, tag = self._pick(version, pre)
         img = read_model_image(self.store.client, ref)
         self._images[img.digest] = img
