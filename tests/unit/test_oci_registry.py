@@ -15,29 +15,33 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 
 import pytest
 
 from modelship.errors import AuthError, ModelshipError
 from modelship.oci.auth import Credentials
-from modelship.oci.registry import OCI_INDEX, RegistryClient
+from modelship.oci.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from modelship.oci.write import blob, image, write
 from support.servers import QuietHandler, serving
 
 CHUNK = 64 * 1024
 
 
 class MemoryRegistry(QuietHandler):
-    """A registry of the distribution API's blob upload steps, holding blobs in memory.
+    """A registry of the distribution API's blob upload and manifest steps, holding everything in memory.
 
-    Class attributes (a subclass per test): ``blobs`` (digest -> bytes), ``uploads`` (session -> bytes so far),
-    ``log`` ((method, path) of each request), ``fault`` (called with (method, path, n-th such request); returns
-    None, a status to answer instead, or "lose" to do the work and close without an answer), ``user`` (Basic
-    auth wanted when set), ``referrers`` (digest -> descriptors).
+    Class attributes (a subclass per test): ``blobs`` (digest -> bytes), ``manifests`` (tag or digest -> bytes
+    and media type), ``uploads`` (session -> bytes so far), ``log`` ((method, path) of each request), ``fault``
+    (called with (method, path, n-th such request); returns None, a status to answer instead, or "lose" to do
+    the work and close without an answer), ``user`` (Basic auth wanted when set), ``referrers`` (digest ->
+    descriptors).
     """
 
     protocol_version = "HTTP/1.1"
     blobs: dict[str, bytes]
+    manifests: dict[str, tuple[bytes, str]]  # tag or digest -> (bytes, media type)
     uploads: dict[str, bytearray]
     log: list[tuple[str, str]]
     fault = staticmethod(lambda method, path, n: None)
@@ -102,7 +106,14 @@ class MemoryRegistry(QuietHandler):
             self.blobs[digest] = bytes(got)
             return 201, {"Docker-Content-Digest": digest}, b""
         if m := re.fullmatch(r"/v2/(.+)/manifests/(.+)", path):
-            return 200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, b"{}"
+            if self.command == "PUT":
+                digest = "sha256:" + hashlib.sha256(body).hexdigest()
+                media = self.headers.get("Content-Type", "")
+                self.manifests[m.group(2)] = self.manifests[digest] = (body, media)
+                return 201, {"Docker-Content-Digest": digest}, b""
+            data, media = self.manifests.get(m.group(2), (b"{}", OCI_MANIFEST))
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            return 200, {"Content-Type": media, "Docker-Content-Digest": digest}, data
         if m := re.fullmatch(r"/v2/(.+)/referrers/(sha256:[0-9a-f]{64})", path):
             if m.group(2) not in self.referrers:
                 return 404, {}, b"404 page not found"
@@ -118,7 +129,7 @@ def _kind(path: str) -> str:
 
 
 def _registry(**attrs):
-    handler = type("Registry", (MemoryRegistry,), {"blobs": {}, "uploads": {}, "log": [], **attrs})
+    handler = type("Registry", (MemoryRegistry,), {"blobs": {}, "manifests": {}, "uploads": {}, "log": [], **attrs})
     return handler, serving(handler)
 
 
@@ -203,3 +214,40 @@ def test_referrers_of_a_digest_and_a_registry_without_the_api():
         assert c.referrers("team/app", subject) == [sig, att]
         assert c.referrers("team/app", subject, "application/vnd.in-toto+json") == [att]
         assert c.referrers("team/app", "sha256:" + "e" * 64) is None  # no referrers API: the tag schema then
+
+
+def test_an_extra_manifest_at_a_tag_is_one_write_and_a_second_write_sends_nothing():
+    """How signatures will be written: an image of a config and a payload at ``sha256-<hex>.sig``."""
+    payload = b'{"critical": {"image": {"docker-manifest-digest": "sha256:' + b"a" * 64 + b'"}}}'
+    sig = image(blob(b"{}"), [blob(payload, "application/vnd.dev.cosign.simplesigning.v1+json")])
+    handler, running = _registry()
+    with running as server, RegistryClient(f"127.0.0.1:{server.server_port}", timeout=5) as c:
+        w = write(c, "team/app", sig, "sha256-" + "a" * 64 + ".sig")
+        assert w.uploaded_bytes == len(payload) + 2 and w.sent.keys() == {b.digest for b in sig.blobs}
+        again = write(c, "team/app", sig, "sha256-" + "a" * 64 + ".sig")
+        assert again.uploaded_bytes == 0  # every blob HEADed first: nothing sent twice
+    assert handler.manifests["sha256-" + "a" * 64 + ".sig"] == (sig.data, OCI_MANIFEST)
+    assert handler.blobs[sig.layers[0].digest] == payload
+
+
+def test_a_failed_upload_stops_the_others_and_tags_nothing(monkeypatch):
+    monkeypatch.setenv("MODELSHIP_MAX_ATTEMPTS", "1")
+    layers = [blob(random.Random(i).randbytes(3 * CHUNK), "application/octet-stream") for i in range(4)]
+    img = image(blob(b"{}"), layers)
+
+    def fault(method: str, path: str, n: int) -> int | None:
+        if (method, n) == ("PATCH", 2):
+            return 500
+        if method == "PATCH":
+            time.sleep(0.3)  # the other uploads are still under way when the failure comes
+        return None
+
+    handler, running = _registry(fault=staticmethod(fault))
+    with running as server:
+        c = RegistryClient(f"127.0.0.1:{server.server_port}", timeout=5, chunk_size=CHUNK)
+        with pytest.raises(ModelshipError, match="HTTP 500"):
+            write(c, "team/app", img, "1")
+        time.sleep(2)  # what a worker left behind would send meanwhile (3 PATCHes of 0.3 s and a commit)
+        c.close()
+    assert handler.manifests == {} and handler.blobs == {}  # the uploads under way stopped at their next block
+    assert [m for m, _ in handler.log].count("POST") == 3  # and the queued ones (a layer, the config) never began

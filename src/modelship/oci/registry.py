@@ -463,7 +463,6 @@ __all__ = [
     "OCI_INDEX",
     "OCI_MANIFEST",
     "BlobSource",
-    "Credentials",
     "Fetched",
     "RegistryClient",
     "sha256_digest",
