@@ -15,7 +15,8 @@ replacement, longest first, applied to the block before it runs):
     ``myacr.azurecr.io/``                   ``<testbed registry>/<run>/``
     ======================================  ==============================================================
 
-Each file's blocks run in order, in one folder, as ``bash -euo pipefail``: README.md and docs/ in a folder
+Each file's blocks run in order, in one folder and one ``bash -euo pipefail`` (variables carry over, as when a
+reader pastes them into one terminal): README.md and docs/ in a folder
 holding ``model/`` (a trained model, ``examples/flask_app/train.py``) and ``app/`` (the example app without
 its tests); the example's README in a copy of ``examples/flask_app`` two levels below links to the
 virtualenv and the testbed, as in the repository.
