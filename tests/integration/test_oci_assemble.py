@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from modelship.conventions import MODEL_LAYERS_LABEL
 from modelship.errors import NotFoundError, UsageError
-from modelship.oci._assemble import LAYERS_LABEL, assemble
+from modelship.oci._assemble import assemble
 from modelship.oci._promote import promote
 from modelship.oci.layers import LAYER_MEDIA_TYPE
 from support.builds import make_app
@@ -107,7 +108,7 @@ def test_assembled_without_an_engine_the_engine_runs_it_and_it_serves_the_model(
     cfg = _config(reg, repo, tag)
     labels = cfg["config"]["Labels"]
     assert labels["io.modelship.model.version"] == "1.0" and labels["io.modelship.model.uri"] == "az://acct/models/demo"
-    assert labels[LAYERS_LABEL].split(",") == [x.digest for x in r.layers]
+    assert labels[MODEL_LAYERS_LABEL].split(",") == [x.digest for x in r.layers]
     assert f"MODELSHIP_MODEL_DIR={MODEL_DIR}" in cfg["config"]["Env"]
     assert cfg["rootfs"]["diff_ids"][-2:] == [x.digest for x in r.layers]  # uncompressed: diff_id == digest
     assert cfg["created"] == _config(reg, repo, "app")["created"]  # never "now"

@@ -38,8 +38,6 @@ from .write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, wr
 
 log = logging.getLogger("modelship")
 
-LAYERS_LABEL = MODEL_LAYERS_LABEL  # diff_ids of the model layers, comma-separated: what a re-assembly replaces
-DIR_LABEL = MODEL_DIR_LABEL  # where the model lives in the image
 LAYER_ANNOTATION = f"{MODEL}.layer"  # on each model layer's descriptor: what it holds
 BASE_DIGEST = f"{OCI}.base.digest"
 BASE_NAME = f"{OCI}.base.name"
@@ -99,8 +97,8 @@ def _model_dir_in(config: dict[str, Any], explicit: str | None) -> str:
         return explicit
     cfg = config.get("config") or {}
     labels = cfg.get("Labels") or {}
-    if labels.get(DIR_LABEL):
-        return str(labels[DIR_LABEL])
+    if labels.get(MODEL_DIR_LABEL):
+        return str(labels[MODEL_DIR_LABEL])
     for item in cfg.get("Env") or []:
         if isinstance(item, str) and item.startswith("MODELSHIP_MODEL_DIR="):
             return item.split("=", 1)[1]
@@ -135,7 +133,7 @@ def _new_image(
     app_layers = list(m.get("layers") or [])
     if len(diff_ids) != len(app_layers):
         raise ModelshipError(f"{app}: its config lists {len(diff_ids)} layers, its manifest {len(app_layers)}")
-    old_model = {d for d in (labels.get(LAYERS_LABEL) or "").split(",") if d}
+    old_model = {d for d in (labels.get(MODEL_LAYERS_LABEL) or "").split(",") if d}
     if not old_model and labels.get(f"{MODEL}.digest"):
         raise UsageError(
             f"{app} already has a model built into its layers ('modelship build --model'): assemble onto an app "
@@ -157,8 +155,8 @@ def _new_image(
     for key in [k for k in labels if k.startswith(f"{MODEL}.")]:
         del labels[key]
     labels.update(model_labels(manifest))
-    labels[LAYERS_LABEL] = ",".join(digests)
-    labels[DIR_LABEL] = image_dir
+    labels[MODEL_LAYERS_LABEL] = ",".join(digests)
+    labels[MODEL_DIR_LABEL] = image_dir
     labels[f"{OCI}.created"] = created
     env = [e for e in (cfg.get("Env") or []) if not str(e).startswith("MODELSHIP_MODEL_DIR=")]
     env.append(f"MODELSHIP_MODEL_DIR={image_dir}")

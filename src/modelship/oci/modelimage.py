@@ -57,10 +57,6 @@ MODELPACK_WEIGHT = "application/vnd.cncf.model.weight.v1.tar"
 MODELPACK_WEIGHT_CONFIG = "application/vnd.cncf.model.weight.config.v1.tar"
 FILEPATH = "org.cncf.model.filepath"
 TITLE = f"{OCI}.title"
-LAYERS_LABEL = MODEL_LAYERS_LABEL  # the same labels assemble writes: fetch reads only these layers
-DIR_LABEL = MODEL_DIR_LABEL
-MANIFEST_LABEL = MODEL_MANIFEST_LABEL
-KIND_LABEL = MODEL_KIND_LABEL  # "model": a model image (data only), as opposed to an app image carrying a model
 MODELPACK_SUFFIX = "-modelpack"  # tag of the ModelPack manifest: V-modelpack (never a PEP 440 version)
 # layers modelship can read files out of: uncompressed tar, under any of the names it is known by
 TAR_TYPES = (
@@ -123,9 +119,9 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
     labels = dict(model_labels(manifest))
     labels.update(
         {
-            LAYERS_LABEL: ",".join(digests),
-            DIR_LABEL: image_model_dir,
-            KIND_LABEL: "model",
+            MODEL_LAYERS_LABEL: ",".join(digests),
+            MODEL_DIR_LABEL: image_model_dir,
+            MODEL_KIND_LABEL: "model",
             f"{OCI}.created": when,
             f"{OCI}.title": ref.repository.rsplit("/", 1)[-1],
             f"{OCI}.version": str(manifest.version),
@@ -151,7 +147,7 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
         f"{MODEL}.uri": labels[f"{MODEL}.uri"],
         f"{MODEL}.digest": manifest.digest,
         f"{MODEL}.version": str(manifest.version),
-        DIR_LABEL: image_model_dir,
+        MODEL_DIR_LABEL: image_model_dir,
     }
     model_image = image(
         blob(dumps(config), OCI_CONFIG),
@@ -363,18 +359,22 @@ def read_model_image(client: RegistryClient, ref: Reference, fetched: Fetched | 
         raise _not_model(ref, f"its config is {config_desc['size']} bytes")
     config = client.blob_json(ref.repository, digest)
     labels = (config.get("config") or {}).get("Labels") or {}
-    raw, image_model_dir, layer_list = labels.get(MANIFEST_LABEL), labels.get(DIR_LABEL), labels.get(LAYERS_LABEL)
+    raw, image_model_dir, layer_list = (
+        labels.get(MODEL_MANIFEST_LABEL),
+        labels.get(MODEL_DIR_LABEL),
+        labels.get(MODEL_LAYERS_LABEL),
+    )
     if not raw or not image_model_dir or not layer_list:
         raise _not_model(ref, "its config has no io.modelship.model.manifest/.dir/.layers labels")
     try:
-        model = Manifest.from_dict(json.loads(raw), f"{ref} label {MANIFEST_LABEL}")
+        model = Manifest.from_dict(json.loads(raw), f"{ref} label {MODEL_MANIFEST_LABEL}")
     except (ValueError, UsageError) as e:
-        raise IntegrityError(f"{ref}: its {MANIFEST_LABEL} label is not a valid model manifest ({e})") from None
+        raise IntegrityError(f"{ref}: its {MODEL_MANIFEST_LABEL} label is not a valid model manifest ({e})") from None
     try:
         image_dir_parts(str(image_model_dir))
     except UsageError:
         raise IntegrityError(
-            f"{ref}: its {DIR_LABEL} label {image_model_dir!r} is not an absolute, plain path"
+            f"{ref}: its {MODEL_DIR_LABEL} label {image_model_dir!r} is not an absolute, plain path"
         ) from None
     wanted = [d for d in str(layer_list).split(",") if d]
     by_digest = {str(d.get("digest")): d for d in m.get("layers") or [] if isinstance(d, dict)}
