@@ -19,6 +19,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from modelship.errors import AuthError, ModelshipError
 from modelship.oci.auth import Credentials
@@ -251,3 +252,14 @@ def test_a_failed_upload_stops_the_others_and_tags_nothing(monkeypatch):
         c.close()
     assert handler.manifests == {} and handler.blobs == {}  # the uploads under way stopped at their next block
     assert [m for m, _ in handler.log].count("POST") == 3  # and the queued ones (a layer, the config) never began
+
+
+def test_a_401_for_a_missing_permission_says_so_not_that_the_password_is_wrong():
+    """Registries (Docker Hub, ACR) answer a push without the permission with 401 insufficient_scope."""
+    resp = requests.Response()
+    resp.status_code = 401
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="https://auth.example/token",error="insufficient_scope"'
+    resp._content = b'{"errors": [{"code": "UNAUTHORIZED"}]}'
+    with RegistryClient("reg.example.com", Credentials("ci-bot", "s3cret")) as c:
+        err = c.error(resp, "manifest PUT", "team/app")
+    assert isinstance(err, AuthError) and "denied manifest PUT in team/app: the credentials lack" in str(err)

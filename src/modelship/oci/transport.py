@@ -22,7 +22,7 @@ from .. import settings
 from .._retry import Budget, retrying
 from ..errors import AuthError, ModelshipError, NotFoundError, TransientError
 from ..uri import redact
-from .auth import Auth, Credentials
+from .auth import Auth, Credentials, parse_challenge
 from .reference import base_url
 
 T = TypeVar("T")
@@ -152,7 +152,9 @@ class Transport:
                 f"registry {self.registry} refused {what} in {repository}: storage quota exceeded "
                 f"({detail or status}); delete unused images or raise the registry's quota"
             )
-        if status == 401:
+        challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))[1]
+        scope_denied = status == 401 and challenge.get("error") == "insufficient_scope"  # a permission missing
+        if status == 401 and not scope_denied:
             sent = resp.request is not None and "Authorization" in resp.request.headers
             if sent and self.auth.offered():  # not "wants credentials": it was given some, and said no
                 return AuthError(
@@ -160,7 +162,7 @@ class Transport:
                     f"password (or {self.auth.hint()})"
                 )
             return AuthError(f"registry {self.registry} wants credentials for {repository}: {self.auth.hint()}")
-        if status == 403 or "DENIED" in codes:
+        if status == 403 or scope_denied or "DENIED" in codes:
             return AuthError(
                 f"registry {self.registry} denied {what} in {repository}: the credentials lack that permission "
                 f"({self.auth.hint()})"
