@@ -57,3 +57,6 @@ _.ignore_aliases    # yaml.SafeDumper hook: deploy._NoAliases
 
 # read by the signature and attestation verbs of the next issue (tested in tests/unit/test_oci_registry.py)
 _.referrers         # modelship.oci.registry.RegistryClient
+
+# the cases file as Case objects, for users' own tests (examples/flask_app/tests/test_gunicorn.py)
+load_file

@@ -3,8 +3,8 @@
 ``load_file`` reads, ``parse_cases`` validates against the JSON Schema shipped next to this module
 (cases.schema.json: the first problem is one line naming the file, the case and the key) into frozen
 dataclasses, and the items send each case; ``matching.match`` judges the answer, ``describe`` writes the
-failure. A top-level ``compare:`` section (candidate vs baseline) is meant to join ``defaults`` and
-``cases`` in the schema.
+failure. A top-level ``compare:`` section (candidate vs baseline, see compare.py) may join or replace
+``cases``; ``compare_section`` reads it.
 
 File format (YAML or JSON)::
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import requests
 
     from ._protocol import Run
+    from .compare import CompareSpec
 
 LATENCY_PROPERTY = "modelship_latency_ms"
 CASE_PROPERTY = "modelship_case"
@@ -76,6 +77,11 @@ class Case:
 
 def load_file(path: Path) -> list[Case]:
     """Read and validate a cases file; every problem is a CasesError naming the file."""
+    return parse_cases(read_document(path), path.name)
+
+
+def read_document(path: Path) -> Any:
+    """The decoded cases file (YAML or JSON), not validated yet; every problem is a CasesError naming the file."""
     if not path.is_file():
         raise CasesError(f"{path}: cases file not found")
     try:
@@ -96,7 +102,7 @@ def load_file(path: Path) -> list[Case]:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             raise CasesError(f"{path.name}: not valid YAML ({where}{getattr(e, 'problem', None) or e})") from None
-    return parse_cases(data, path.name)
+    return data
 
 
 def parse_cases(data: Any, source: str) -> list[Case]:
@@ -108,7 +114,7 @@ def parse_cases(data: Any, source: str) -> list[Case]:
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
         defaults = data.get("defaults") or {}
-        data = data["cases"]
+        data = data.get("cases") or []  # a file may hold only a compare section
     case_validator = _validator("case")
     cases: list[Case] = []
     seen: set[str] = set()
@@ -144,13 +150,14 @@ _DOCUMENT: dict[str, Any] = {
 
 @functools.cache
 def _validator(which: str = "document") -> Any:
-    """The validator of the whole document, or of one ``case`` (made once, on first use)."""
+    """The validator of the whole document, of one ``case`` or one ``probe`` (made once, on first use)."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
     # an HTTP status is an int: JSON Schema's integer would also take 200.0 (and Python's int takes True)
     types = base.TYPE_CHECKER.redefine("integer", lambda _checker, v: isinstance(v, int) and not isinstance(v, bool))
-    return jsonschema.validators.extend(base, type_checker=types)(_CASE if which == "case" else _DOCUMENT)
+    schema = {"case": _CASE, "probe": {**_CASE, "$ref": "#/$defs/probe"}}.get(which, _DOCUMENT)
+    return jsonschema.validators.extend(base, type_checker=types)(schema)
 
 
 def _first_problem(validator: Any, instance: Any, shown: Any = None) -> str | None:
@@ -365,9 +372,18 @@ class CasesFile(pytest.File):
         super().__init__(**kwargs)
         self.run = run
 
-    def collect(self) -> list[CaseItem]:
-        cases = load_file(self.path)
-        return [CaseItem.from_parent(self, name=c.name, case=c, run=self.run) for c in cases]
+    def collect(self) -> list[pytest.Item]:
+        data = read_document(self.path)
+        cases = parse_cases(data, self.path.name)
+        items: list[pytest.Item] = [CaseItem.from_parent(self, name=c.name, case=c, run=self.run) for c in cases]
+        spec = compare_section(data, self.path.name, self.path.parent)
+        if spec is not None:
+            from .gate import GATE_ITEM, GateItem
+
+            if GATE_ITEM in {c.name for c in cases}:
+                raise CasesError(f"{self.path.name}: a case is named {GATE_ITEM!r}, the compare section's item name")
+            items.append(GateItem.from_parent(self, name=GATE_ITEM, spec=spec, run=self.run))
+        return items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CasesError):
@@ -395,3 +411,15 @@ class HookCases(pytest.Collector):
         if isinstance(excinfo.value, CasesError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def compare_section(data: Any, source: str, base_dir: Path) -> CompareSpec | None:
+    """The document's ``compare:`` section as a spec (None without one); the document passed ``parse_cases``."""
+    from .compare import CompareError, parse_compare
+
+    if not isinstance(data, dict) or data.get("compare") is None:
+        return None
+    try:
+        return parse_compare(data["compare"], source, base_dir)
+    except CompareError as e:
+        raise CasesError(str(e)) from None

@@ -30,8 +30,9 @@ def needs_container(item: pytest.Item) -> bool:
     """Whether ``item`` uses the container: a smoke case, a check that reads it, or a test with its fixtures."""
     from .cases import CaseItem
     from .checks import CheckItem
+    from .gate import GateItem
 
-    if isinstance(item, CaseItem) or (isinstance(item, CheckItem) and item.check.needs_container):
+    if isinstance(item, (CaseItem, GateItem)) or (isinstance(item, CheckItem) and item.check.needs_container):
         return True
     return bool(FIXTURES & set(getattr(item, "fixturenames", ())))
 
@@ -57,6 +58,17 @@ class ContainerPool:
 
         self.main = Lifecycle(settings, client, image, run_id=self.run_id, worker=self.worker, model=model)
         return self.main
+
+    def add(self, settings: Settings, image: ImageInfo, model: ModelVolume | None, worker: str) -> Lifecycle:
+        """A lifecycle with an image prepared by the caller (the gate's baseline), not started; the caller
+        starts it, ``stop_all`` removes its container."""
+        from .container import Lifecycle
+
+        assert self.main is not None
+        lifecycle = Lifecycle(settings, self.main.client, image, run_id=self.run_id, worker=worker, model=model)
+        atexit.register(lifecycle.stop)
+        self._own[(worker, *container_key(settings))] = lifecycle  # its own even for the run's settings
+        return lifecycle
 
     def lifecycles(self) -> list[Lifecycle]:
         return [lc for lc in (self.main, *self._own.values()) if lc is not None]

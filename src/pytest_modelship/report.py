@@ -37,6 +37,7 @@ class ModelshipReporter:
         self.reaped: list[str] = []  # containers of killed runs removed at the start
         self.latencies: list[tuple[str, str, float]] = []  # (case, outcome, ms)
         self.ready: list[tuple[float, str]] = []  # (seconds to ready, "worker name url") per container
+        self.compared: list[tuple[str, str, str]] = []  # (gate item, outcome, agreement and latency line)
         self._ready_reported = False
         self._logs_attached: set[str] = set()  # items whose report got the log tail
 
@@ -62,6 +63,8 @@ class ModelshipReporter:
             lines.append(f"modelship pull: yes ({image.pulled})")
         else:
             lines.append(line("pull", "yes" if s.pull else "no", "pull"))
+        if s.baseline:
+            lines.append(line("baseline", s.baseline, "baseline"))
         if model is not None:
             mounted = f"{s.model_image} [{model.image_id[7:19]}] read-only at {image.model_dir}"
             lines.append(line("model image", mounted, "model_image"))
@@ -99,8 +102,11 @@ class ModelshipReporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from .cases import CASE_PROPERTY, LATENCY_PROPERTY
+        from .gate import COMPARE_PROPERTY
 
         props = dict(report.user_properties)
+        if report.when == "call" and COMPARE_PROPERTY in props:
+            self.compared.append((report.nodeid, report.outcome, str(props[COMPARE_PROPERTY])))
         if report.when == "call" and LATENCY_PROPERTY in props:
             self.latencies.append((str(props.get(CASE_PROPERTY)), report.outcome, float(props[LATENCY_PROPERTY])))
         if READY_PROPERTY in props:
@@ -109,7 +115,7 @@ class ModelshipReporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         main = self.pool.main
         notes = [*self.warnings, *(main.notes if main else [])]
-        if main is None or not (self.latencies or self.ready or notes):
+        if main is None or not (self.latencies or self.ready or notes or self.compared):
             return
         tr = terminalreporter
         tr.write_sep("=", "modelship")
@@ -126,6 +132,8 @@ class ModelshipReporter:
                 f"latency over {len(values)} case(s): p50 {percentile(values, 50):.1f} ms, "
                 f"p95 {percentile(values, 95):.1f} ms, max {max(values):.1f} ms"
             )
+        for nodeid, outcome, summary in self.compared:
+            tr.write_line(f"{nodeid} vs baseline {main.settings.baseline}: {outcome}: {summary}")
         for note in notes:
             tr.write_line(f"note: {note}")
 

@@ -28,6 +28,7 @@ from .signals import SignalGuard
 if TYPE_CHECKING:
     from .client import ModelshipClient
     from .container import Lifecycle, ModelshipContainer
+    from .gate import Baseline
     from .images import ImageInfo
     from .modelimage import ModelVolume
 
@@ -36,7 +37,9 @@ ENGINE_MODULES = (
     "pytest_modelship.cases",
     "pytest_modelship.checks",
     "pytest_modelship.client",
+    "pytest_modelship.compare",
     "pytest_modelship.container",
+    "pytest_modelship.gate",
     "pytest_modelship.images",
     "pytest_modelship.modelimage",
     "pytest_modelship.reaper",
@@ -82,6 +85,7 @@ class ModelshipRun:
         self._client: ModelshipClient | None = None
         self._client_lock = threading.Lock()
         self.model: ModelVolume | None = None  # --modelship-model-image, unpacked into a volume
+        self.baseline: Baseline | None = None  # --modelship-baseline: the compare sections' other container
         workerinput = getattr(config, "workerinput", None)
         self.worker = workerinput["workerid"] if workerinput else "main"
         self.is_worker = workerinput is not None
@@ -148,6 +152,10 @@ class ModelshipRun:
             lifecycle = self.pool.open(settings, client, self.image, self.model)
             if boot and not self._closing:
                 lifecycle.start_background(*self.pool.hooks())
+            if settings.baseline and boot and not self._closing:  # booting while the candidate boots
+                from .gate import open_baseline
+
+                self.baseline = open_baseline(self, client)
             if not self.is_worker:  # the controller reaps once; workers would only race each other
                 self.reporter.reaped = self._reap(client, reap_stale)  # while our own container boots
         except SetupError as e:
@@ -214,10 +222,16 @@ class ModelshipRun:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.lifecycle is None or self._signature_at_start is None:
             return
+        from .gate import GateItem
+
         unused = not any(needs_container(item) for item in session.items)
         # a conftest.py met during collection may bring container/readiness hooks the early start missed
-        if unused or self.pool.hook_signature() != self._signature_at_start:
+        stale = self.pool.hook_signature() != self._signature_at_start
+        if unused or stale:
             self.lifecycle.cancel()  # starts afresh, with every hook, if a test asks for it after all
+        baseline = self.baseline.lifecycle if self.baseline is not None else None
+        if baseline is not None and (stale or not any(isinstance(item, GateItem) for item in session.items)):
+            baseline.cancel()  # no compare section selected: no baseline container (or afresh, as above)
 
     # ------------------------------------------------------------------------- what the items see
 
@@ -266,5 +280,9 @@ class ModelshipRun:
             from . import modelimage
 
             modelimage.remove(self.lifecycle.client, self.model.volume)
+        if self.baseline is not None and self.baseline.model is not None and self.lifecycle is not None:
+            from . import modelimage
+
+            modelimage.remove(self.lifecycle.client, self.baseline.model.volume)
         # only now: the cleanup above runs with the signals still handled
         self.signals.settle(self.session or self.config.pluginmanager.get_plugin("session"))

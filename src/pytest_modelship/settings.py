@@ -35,6 +35,8 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets: never in a repr
     pull: bool = False
     model_image: str | None = None  # the split shape: this model image mounted read-only at the model dir
+    baseline: str | None = None  # the image production runs: compare sections send their probes to both
+    baseline_model_image: str | None = None  # the baseline's model image (default: model_image)
     sources: dict[str, str] = field(default_factory=dict)
 
     def secret_values(self) -> list[str]:
@@ -88,6 +90,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("env", "env", "KEY=VALUE for the container, repeatable; values of secret-like keys are masked"),
     _Option("pull", "bool", "pull the image before the run (default: use the local image only)"),
     _Option("model_image", "str", "model image whose content is mounted read-only at the app's model dir"),
+    _Option("baseline", "str", "image to compare with (what production runs, REF@DIGEST or a tag; pulled if absent)"),
+    _Option("baseline_model_image", "str", "the baseline's model image (default: --modelship-model-image)"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -134,7 +138,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
     assert image_raw is not None
     settings = Settings(image=str(image_raw[0]).strip())
     settings.sources["image"] = image_raw[1]
-    for key in ("cases", "port", "ready_path", "timeout", "env", "pull", "model_image"):
+    for key in (
+        "cases",
+        "port",
+        "ready_path",
+        "timeout",
+        "env",
+        "pull",
+        "model_image",
+        "baseline",
+        "baseline_model_image",
+    ):
         raw = found[key]
         if raw is None:
             continue

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -13,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from support.plugin_images import GOOD_CASES, Variant, alias, build_image, containers_of, remove_image
+from support.plugin_runs import popen_pytest as _popen
 from support.plugin_runs import run_pytest
 from support.waiting import wait_for
 
@@ -579,17 +577,6 @@ def test_without_image_nothing_is_imported_or_collected(pytester, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _popen(pytester: pytest.Pytester, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=os.environ.copy(),
-    )
 
 
 def _dockerfile(text: str):

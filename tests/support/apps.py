@@ -10,7 +10,10 @@ anything else); every other path is 404. How a test makes it misbehave, by envir
   answering prediction N, like an app that runs out of memory;
 - ``API_TOKEN``: logged at the start, for the plugin to mask;
 - ``APP_ACCESS_LOG=json``: one JSON object per request with the User-Agent and no request line, as structured
-  loggers do (default: the stdlib server's request line).
+  loggers do (default: the stdlib server's request line);
+- for the gate's tests, a retrained or slower model: ``APP_MODEL_VERSION`` adds ``model_version`` to each
+  prediction, ``APP_THRESHOLD`` (default 0) moves the cat/dog boundary of ``sum(x)``, ``APP_DELAY_MS`` adds
+  that many milliseconds to every prediction.
 
 ``PORT`` (default: what :func:`app_source` was given), ``MODELSHIP_MODEL_DIR`` (default /opt/modelship/model).
 """
@@ -27,6 +30,9 @@ READY_PATH, LIVE_PATH = {ready_path!r}, {live_path!r}
 DELAY = float(os.environ.get("APP_READY_DELAY", "0"))
 EXIT_AFTER = int(os.environ.get("EXIT_AFTER", "0"))
 EXIT_WHEN = os.environ.get("EXIT_WHEN", "during")
+MODEL_VERSION = os.environ.get("APP_MODEL_VERSION")
+THRESHOLD = float(os.environ.get("APP_THRESHOLD", "0"))
+DELAY_S = float(os.environ.get("APP_DELAY_MS", "0")) / 1000
 MODEL_DIR = os.environ.get("MODELSHIP_MODEL_DIR", "/opt/modelship/model")
 print(f"starting smoke app in mode {MODE}, token={os.environ.get('API_TOKEN', '-')}", flush=True)
 if MODE == "crash":
@@ -92,8 +98,13 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(x, list):
             return self._send(422, {"error": "x must be a list of numbers"})
         total = sum(x)
-        label = "cat" if total > 0 else "dog"
-        self._send(200, {"label": label, "score": round(1 / (1 + 2.718281828 ** -total), 4), "n": len(x)})
+        label = "cat" if total > THRESHOLD else "dog"
+        answer = {"label": label, "score": round(1 / (1 + 2.718281828 ** -total), 4), "n": len(x)}
+        if MODEL_VERSION:
+            answer["model_version"] = MODEL_VERSION
+        if DELAY_S:
+            time.sleep(DELAY_S)
+        self._send(200, answer)
         if EXIT_AFTER and n == EXIT_AFTER and EXIT_WHEN == "after":
             self.wfile.flush()
             die()

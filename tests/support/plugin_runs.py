@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,6 +15,18 @@ def run_pytest(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> p
     """pytest in a subprocess of its own, so the plugin's imports, signal handlers and exit status are real;
     without the cache provider, which would write into the test folder."""
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+def popen_pytest(pytester: pytest.Pytester, *args: str) -> subprocess.Popen:
+    """pytest started in the background in the test folder (output and errors in ``stdout``), for signals."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:

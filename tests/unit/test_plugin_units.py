@@ -44,7 +44,7 @@ def _response(status: int, body: bytes, content_type: str = "application/json") 
         ({"cases": [{"name": "a::b"}]}, "must not contain '::'"),
         ({"tests": []}, "unknown top-level key 'tests'"),
         # added with the JSON Schema: each place of the schema keeps its one line
-        ({"zz": 1, "aa": 2, "cases": []}, "unknown top-level key 'aa' (expected 'defaults' and 'cases')"),
+        ({"zz": 1, "aa": 2, "cases": []}, "unknown top-level key 'aa' (expected 'defaults', 'cases' and 'compare')"),
         ({"defaults": [], "cases": [{"name": "a"}]}, "'defaults' must be a mapping"),
         ({"cases": {"name": "a"}}, "expected a non-empty list of cases"),
         (["a"], "case #1: expected a mapping, got str"),
