@@ -382,6 +382,16 @@ def cmd_cache_prune(a: argparse.Namespace) -> None:
     _emit(a, data, lambda: print(line))
 
 
+def cmd_probes_record(a: argparse.Namespace) -> None:
+    from .probes import record_file
+
+    r = record_file(a.source, a.out)
+    data = {"probes": len(r.probes), "skipped": r.skipped, "dropped_headers": sorted(r.dropped_headers), "out": a.out}
+    dropped = f"; secret headers dropped: {', '.join(sorted(r.dropped_headers))}" if r.dropped_headers else ""
+    line = f"recorded {len(r.probes)} probes to {a.out} ({r.skipped} other lines skipped{dropped})"
+    _emit(a, data, lambda: print(line, file=sys.stderr))
+
+
 def cmd_verify(a: argparse.Namespace) -> None:
     from ._verify import verify
 
@@ -582,6 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size", type=_size, metavar="SIZE", help="then remove the least recently used until the rest fit (20G)"
     )
     sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    pp = sub.add_parser("probes", help="request captures for the pytest plugin's gate")
+    psub = pp.add_subparsers(dest="probes_command", required=True, metavar="COMMAND")
+    sp = psub.add_parser(
+        "record", help="access-log or JSON-lines captures -> a probes file (secret headers dropped)", parents=[common]
+    )
+    sp.set_defaults(func=cmd_probes_record)
+    sp.add_argument("--from", dest="source", required=True, metavar="LOGFILE", help="the capture, or - for stdin")
+    sp.add_argument(
+        "--out", required=True, metavar="FILE", help="the probes file to write (JSON lines; must not exist)"
+    )
     sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     dp = sub.add_parser("deploy", help="Kubernetes deployment helpers")
