@@ -39,6 +39,7 @@ VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
     "promote": ([REF], [["--tag", "reg/iris:prod"], ["--tag", "reg/iris:stable"], ["--json"]]),
     "cache prune": ([], [["--keep-days", "30"], ["--max-size", "20G"], ["--dry-run"], ["--json"]]),
     "verify": (["./model"], [["--allow-extra"], ["--json"]]),
+    "probes record": ([], [["--from", "access.log"], ["--out", "probes.jsonl"], ["--json"]]),
     "deploy render": (
         [],
         [["--image", REF], ["--out", "k8s"], ["--name", "iris"], ["--replicas", "3"], ["--port", "9000"]],
@@ -68,7 +69,7 @@ def test_the_cases_cover_every_verb_of_the_parser():
     (sub,) = (a for a in parser._actions if a.dest == "command")
     verbs = set()
     for name, sp in sub.choices.items():
-        nested = [a for a in sp._actions if a.dest in ("deploy_command", "cache_command")]
+        nested = [a for a in sp._actions if a.dest in ("deploy_command", "cache_command", "probes_command")]
         verbs |= {f"{name} {n}" for n in nested[0].choices} if nested else {name}
     assert verbs == set(VERBS), "add the new verb's command line to VERBS"
 
