@@ -8,8 +8,9 @@ first failure sets ``cancel``, the workers get ``grace`` seconds to notice it (a
 progress callback, where they raise ``Cancelled`` or simply return), and the interrupt or the failure goes on;
 an ``abandon`` callback then cleans up after workers that are still running (their temp files).
 
-``for_each`` runs one function over items; ``Pool`` runs long-lived worker loops of different kinds (the
-download engine's connections and hashers) until they are done.
+``for_each`` runs one function over items (``collect``: and returns the results in the items' order); ``Pool``
+runs long-lived worker loops of different kinds (the download engine's connections and hashers) until they are
+done.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 POLL = 0.1  # seconds between the main thread's checks: short, so that SIGINT/SIGTERM are handled at once
 GRACE = 0.5  # seconds to let workers notice a cancel before leaving them behind
@@ -138,3 +140,15 @@ def for_each(
 
     n = max(1, min(workers, todo.qsize()))
     pool.run(((f"{name}-{i}", worker) for i in range(n)), abandon=abandon)
+
+
+def collect(fn: Callable[[T], R], items: Iterable[T], workers: int, *, name: str = "modelship-worker") -> list[R]:
+    """``[fn(item) for item in items]`` on at most ``workers`` threads (``for_each``), in the items' order."""
+    todo = list(enumerate(items))
+    results: dict[int, R] = {}
+
+    def one(pair: tuple[int, T]) -> None:
+        results[pair[0]] = fn(pair[1])
+
+    for_each(one, todo, workers, name=name)
+    return [results[i] for i in range(len(todo))]

@@ -25,11 +25,11 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ._fs import write_atomic
 from ._hash import sha256_file
+from ._workers import collect
 from .errors import IntegrityError, UsageError
 from .manifest import MANIFEST_NAME, FileEntry, Manifest
 
@@ -227,8 +227,7 @@ def compute_manifest(root: Path, uri: str | None = None, version: str | None = N
         ok = isinstance(known, list) and len(known) == 2 and known[0] == sig
         return sig, full.stat().st_size, known[1] if ok else sha256_file(full)
 
-    with ThreadPoolExecutor(min(_HASH_THREADS, len(names))) as pool:
-        done = list(pool.map(one, names))
+    done = collect(one, names, _HASH_THREADS, name="modelship-hash")  # Ctrl-C does not wait for a big file
     fresh = {rel: [sig, sha] for rel, (sig, _, sha) in zip(names, done, strict=True)}
     if fresh != memo:
         write_atomic(memo_file, json.dumps(fresh), durable=False)  # a cache: losing it costs a re-hash

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from modelship._workers import Cancelled, Pool, for_each
+from modelship._workers import Cancelled, Pool, collect, for_each
 
 
 def test_every_item_is_done_on_at_most_the_workers_asked_for():
@@ -73,3 +73,13 @@ def test_drain_waits_for_every_worker_on_a_failure():
     with pytest.raises(OSError, match="disk"):
         pool.run([("a", failing), ("b", slow)], abandon=lambda: pytest.fail("nothing is left behind to abandon"))
     assert finished == [True]
+
+
+def test_collect_returns_the_results_in_the_items_order():
+    def slow_square(n: int) -> int:
+        time.sleep(0.001 * (20 - n))  # later items finish first
+        return n * n
+
+    assert collect(slow_square, range(20), 4) == [n * n for n in range(20)]
+    with pytest.raises(ZeroDivisionError):
+        collect(lambda n: 1 // (n - 7), range(20), 4)

@@ -6,10 +6,10 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .._workers import collect
 from ..errors import (
     AuthError,
     ChecksumError,
@@ -132,8 +132,7 @@ class S3Source:
         except Exception as e:  # noqa: BLE001
             raise self._error(e, f"listing {self.uri.display}", idempotent=True) from None
         # Listing carries no metadata: ask for it in parallel (the published sha256 lives there).
-        with ThreadPoolExecutor(8) as pool:
-            yield from pool.map(self._head, objects)
+        yield from collect(self._head, objects, 8, name="modelship-s3-head")
 
     def _head(self, obj: dict[str, Any]) -> RemoteFile:
         what = f"stat {obj['Key']}"
