@@ -102,7 +102,7 @@ class CompareError(Exception):
 
 def parse_compare(raw: dict[str, Any], source: str, base_dir: Path) -> CompareSpec:
     """The spec of a ``compare:`` section that passed the schema; reads its probes file (JSON lines)."""
-    probes = [_probe(p, f"probe #{i}") for i, p in enumerate(raw.get("probes") or [], 1)]
+    probes = [_probe(p, f"#{i}") for i, p in enumerate(raw.get("probes") or [], 1)]
     probes_file = raw.get("probes_file")
     if probes_file:
         probes += load_probes(base_dir / probes_file)

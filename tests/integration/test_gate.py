@@ -86,7 +86,7 @@ def test_a_retrained_model_fails_naming_the_diverging_inputs_in_the_junit_file(p
     assert "agreement 71.43% (5 of 7 probes) is below min_agreement 80.00%" in text, text
     assert "first 2 of 2 diverging probe(s):" in text
     # the inputs whose answers moved, each with both answers and the differing path
-    assert 'probe probe #1: POST /predict {"x": [1]}' in text and 'probe probe #2: POST /predict {"x": [2]}' in text
+    assert 'probe #1: POST /predict {"x": [1]}' in text and 'probe #2: POST /predict {"x": [2]}' in text
     assert '    candidate: 200 {"label": "dog", "score": 0.7311, "n": 1, "model_version": "1.0.0"}' in text
     assert '    baseline:  200 {"label": "cat", "score": 0.7311, "n": 1, "model_version": "1.0.0"}' in text
     assert '>> label: candidate "dog", baseline "cat"' in text

@@ -62,7 +62,7 @@ def test_probes_file_lines_are_probes_and_a_bad_line_is_named(tmp_path):
     )
     spec = _section({"probes": [PROBE], "probes_file": "p.jsonl", "tolerance": {"abs": 0.5}}, tmp_path)
     assert spec is not None
-    assert [p.name for p in spec.probes] == ["probe #1", "p.jsonl:1", "p.jsonl:3"]
+    assert [p.name for p in spec.probes] == ["#1", "p.jsonl:1", "p.jsonl:3"]
     assert spec.probes[1] == Probe(name="p.jsonl:1", method="POST", path="/predict", json={"x": [1, 2]})
     assert spec.probes[2].method == "GET"
     assert spec.tolerance == Tolerance(abs=0.5) and spec.min_agreement == 1.0 and spec.max_latency_ratio is None
@@ -147,3 +147,29 @@ def test_judge_fails_the_latency_bound_on_p95_ratio_and_counts_no_answer_as_dive
     verdict = judge(CompareSpec(probes=()), _answers(spec, dead), "c", "b")
     assert not verdict.passed and "no answer from the candidate" in verdict.report
     assert "candidate: no answer: ConnectionError: refused" in verdict.report
+
+
+def test_the_example_gate_file_is_valid_and_covers_the_classes_and_edges():
+    from pytest_modelship.cases import read_document
+    from support import ROOT
+
+    path = ROOT / "examples" / "flask_app" / "modelship-gate.yaml"
+    spec = compare_section(read_document(path), path.name, path.parent)
+    assert spec is not None and len(spec.probes) >= 200
+    assert spec.ignore == ("model_version", "predictions[*].probabilities")
+    # a retrain's probabilities are not compared, its labels are
+    answer = {"predictions": [{"label": "setosa", "probabilities": {"setosa": 0.97}}], "model_version": "2"}
+    moved = {"predictions": [{"label": "setosa", "probabilities": {"setosa": 0.91}}], "model_version": "1"}
+    assert diff(answer, moved, spec.tolerance, spec.ignore) == []
+    moved["predictions"][0]["label"] = "versicolor"
+    assert diff(answer, moved, spec.tolerance, spec.ignore) == [
+        'predictions[0].label: candidate "setosa", baseline "versicolor"'
+    ]
+
+    def flowers(p):
+        rows = p.json.get("instances") if isinstance(p.json, dict) else None
+        ok = isinstance(rows, list) and rows and all(isinstance(r, list) and len(r) == 4 for r in rows)
+        return ok and all(isinstance(v, (int, float)) for r in rows for v in r)
+
+    valid = [p for p in spec.probes if flowers(p)]
+    assert len(valid) >= 190 and len(spec.probes) - len(valid) >= 5  # and invalid inputs among them
