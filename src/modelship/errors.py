@@ -50,6 +50,23 @@ class IntegrityError(ModelshipError):
         super().__init__(message)
 
 
+class SignatureError(ModelshipError):
+    """A model signature that does not vouch for these bytes (modelship.trust.oms).
+
+    ``kind``: ``UNSIGNED`` (no signature), ``MALFORMED`` (truncated, garbled, another format), ``UNKNOWN_KEY``
+    (not signed by any given key), ``BYTES_DIFFER`` (signed, but not these files); ``fingerprints``: the keys
+    involved (``sha256:<hex>`` of the DER public key)."""
+
+    UNSIGNED: ClassVar[str] = "unsigned"
+    MALFORMED: ClassVar[str] = "malformed signature"
+    UNKNOWN_KEY: ClassVar[str] = "unknown key"
+    BYTES_DIFFER: ClassVar[str] = "bytes differ"
+
+    def __init__(self, message: str, *, kind: str, fingerprints: tuple[str, ...] = ()):
+        self.kind, self.fingerprints = kind, fingerprints
+        super().__init__(message)
+
+
 class TransientError(ModelshipError):
     """A network fault worth retrying (reset, timeout, 5xx).
 
