@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -23,10 +23,23 @@ from .matching import MISSING
 if TYPE_CHECKING:
     import docker
 
+    from ._protocol import Run
     from .client import ModelshipClient
     from .container import Lifecycle, ModelshipContainer
     from .modelimage import ModelVolume
-    from .session import ModelshipRun
+    from .pool import ContainerPool
+    from .settings import Settings
+
+    class GateRun(Run, Protocol):
+        """What the gate needs of the run besides what every item does (``session.ModelshipRun`` has it)."""
+
+        settings: Settings | None
+        baseline: Baseline | None
+        pool: ContainerPool
+        model: ModelVolume | None
+        worker: str
+        run_id: str
+
 
 IN_FLIGHT = 8  # requests at once, both containers together: enough to overlap, few enough for small CI agents
 GATE_ITEM = "compare"
@@ -43,7 +56,7 @@ class Baseline:
     model: ModelVolume | None = None  # its own model volume (--modelship-baseline-model-image), removed at the end
 
 
-def open_baseline(run: ModelshipRun, client: docker.DockerClient) -> Baseline:
+def open_baseline(run: GateRun, client: docker.DockerClient) -> Baseline:
     """Prepare the baseline image (pulled when absent) and start its container in the background."""
     from . import modelimage
     from .errors import SetupError
@@ -88,7 +101,7 @@ class GateFailed(Exception):
 class GateItem(pytest.Item):
     """A compare section: every probe sent to the candidate and the baseline, the answers compared."""
 
-    def __init__(self, *, spec: CompareSpec, run: ModelshipRun, **kwargs: Any) -> None:
+    def __init__(self, *, spec: CompareSpec, run: GateRun, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.run = run
