@@ -363,11 +363,11 @@ def cmd_promote(a: argparse.Namespace) -> None:
     from .oci._promote import promote
 
     r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
-    data = {"ref": pinned(r.ref, r.digest), "image_digest": r.digest, "tags": list(r.tags)}
+    data = r.to_dict()
 
     def human() -> None:
         for t in r.tags:
-            print(f"promoted {t} -> {r.digest}")
+            print(f"promoted {t} -> {r.image_digest}")
 
     _emit(a, data, human)
 

@@ -412,6 +412,7 @@ def test_cli_assemble_then_promote_the_tested_digest(tmp_path, registry, app_ima
     assert out.stdout.splitlines() == promoted
     assert tag_digest(reg, repo, "stable") == tag_digest(reg, repo, "prod") == result["image_digest"]
     r = promote(result["ref"], ["stable"])  # again: idempotent
+    assert (r.ref, r.image_digest) == (result["ref"], result["image_digest"])  # the glossary's names
     assert r.tags == (f"{repo_ref}:stable",)
 
     for args, says in (

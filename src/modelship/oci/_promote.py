@@ -16,11 +16,11 @@ from .write import Writer
 @dataclass(frozen=True)
 class PromoteResult:
     ref: str  # REGISTRY/REPO@DIGEST
-    digest: str
-    tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to digest
+    image_digest: str
+    tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to image_digest
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "digest": self.digest, "tags": list(self.tags)}
+        return {"ref": self.ref, "image_digest": self.image_digest, "tags": list(self.tags)}
 
 
 def promote(
