@@ -62,6 +62,5 @@ _.referrers         # modelship.oci.registry.RegistryClient
 load_file
 
 # public API of modelship.trust.oms, called by tests until publish/fetch take --sign-key/--verify-key
-load_private_key
 load_public_keys
 read_signature

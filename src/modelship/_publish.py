@@ -21,6 +21,7 @@ def publish(
     workers: int | None = None,
     progress: bool | None = None,
     image_model_dir: str | None = None,
+    sign_key: str | Path | None = None,
 ) -> PublishResult:
     """Upload ``model_dir`` as ``version`` of the model at ``uri``; it counts as published only once whole.
 
@@ -28,8 +29,16 @@ def publish(
     calling this again, without ``force``); ``oci://REGISTRY/REPO`` gets a model image tagged ``version``
     (``image_model_dir``: the model's folder in it; see modelship.oci.modelimage). ``force`` replaces a version that
     exists. ``workers``: files uploaded at once to a folder store (None: MODELSHIP_CONCURRENCY, else by file size).
+    ``sign_key``: a PEM EC private key (``openssl ecparam -name prime256v1``); a folder store's version then gets
+    ``model.sig``, an OpenSSF model signature (``model_signing verify key`` checks it), before its manifest.
     """
     with opened(parse(uri), credential) as repo:
         return repo.publish(
-            Path(model_dir), version, force=force, workers=workers, progress=progress, image_model_dir=image_model_dir
+            Path(model_dir),
+            version,
+            force=force,
+            workers=workers,
+            progress=progress,
+            image_model_dir=image_model_dir,
+            sign_key=Path(sign_key) if sign_key is not None else None,
         )

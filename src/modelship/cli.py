@@ -182,6 +182,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
         workers=a.workers,
         credential=_login(a),
         image_model_dir=a.image_model_dir,
+        sign_key=a.sign_key,
     )
 
     def human() -> None:
@@ -481,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("uri", metavar="URI", help="where: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the version to create, e.g. 1.2.0")
     sp.add_argument("--force", action="store_true", help="replace the version if it exists")
+    sp.add_argument(
+        "--sign-key",
+        metavar="KEY.pem",
+        help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it",
+    )
     sp.add_argument(
         "--workers",
         type=int,

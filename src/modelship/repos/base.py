@@ -95,8 +95,10 @@ class Repository(Protocol):
         workers: int | None,
         progress: bool | None,
         image_model_dir: str | None = None,
+        sign_key: Path | None = None,
     ) -> PublishResult:
-        """Upload ``model_dir`` as ``version``; a version that exists is replaced only with ``force``."""
+        """Upload ``model_dir`` as ``version``; a version that exists is replaced only with ``force``.
+        ``sign_key``: a PEM EC private key; the version gets an OMS signature (``trust.oms``) beside its files."""
         ...
 
     def close(self) -> None: ...

@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from .._download import ensure_cached
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
-from ..manifest import MANIFEST_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
+from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
 from ..modeldir import safe_relpath
 from ..stores.base import RemoteFile, Source
 from ..uri import ModelURI
@@ -61,11 +61,19 @@ class FolderRepository:
         workers: int | None,
         progress: bool | None,
         image_model_dir: str | None = None,
+        sign_key: Path | None = None,
     ) -> PublishResult:
         if image_model_dir is not None:
             raise UsageError(f"--image-dir is for model images (oci://), not {self.display}")
         return publish_version(
-            self.source, self.uri, model_dir, version, force=force, workers=workers, progress=progress
+            self.source,
+            self.uri,
+            model_dir,
+            version,
+            force=force,
+            workers=workers,
+            progress=progress,
+            sign_key=sign_key,
         )
 
     def close(self) -> None:
@@ -123,6 +131,7 @@ def _entries(
     by_rel = {f.name[cut:]: f for f in files if f.name[cut:] != PENDING_MARKER}
     where = uri.child(version or "")
     published = by_rel.pop(MANIFEST_NAME, None)
+    signature = by_rel.pop(SIGNATURE_NAME, None)  # the version's model signature (trust.oms), not a model file
     expected: dict[str, FileEntry] = {}
     if published is not None:
         try:
@@ -139,6 +148,8 @@ def _entries(
                 f"{where}/{MANIFEST_NAME} is not a valid modelship manifest ({e.__class__.__name__}); "
                 "re-publish the version"
             ) from None
+        if signature is not None and SIGNATURE_NAME in expected:  # published unsigned, with a file of that name
+            by_rel[SIGNATURE_NAME] = signature
         missing = sorted(set(expected) - set(by_rel))
         if missing:
             raise IntegrityError(

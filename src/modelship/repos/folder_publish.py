@@ -29,7 +29,7 @@ from .._retry import Budget, retrying
 from .._workers import Cancelled, for_each
 from ..conventions import check_version
 from ..errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
-from ..manifest import CHUNK_SIZE, MANIFEST_NAME, FileEntry, Manifest, tree_digest
+from ..manifest import CHUNK_SIZE, MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, tree_digest
 from ..modeldir import safe_relpath
 from ..progress import Progress
 from ..stores.base import RemoteFile, Source, join
@@ -182,8 +182,11 @@ def publish_version(
     force: bool = False,
     workers: int | None = None,
     progress: bool | None = None,
+    sign_key: Path | None = None,
 ) -> PublishResult:
     """Upload ``model_dir`` as ``URI/<version>/``; the version counts as published only once all files are up.
+    With ``sign_key`` its OMS signature (``SIGNATURE_NAME``) goes up after the files, before the
+    manifest: a complete version is a signed one.
 
     An interrupted or failed publish of the same files is resumed by calling this again (no ``force``).
     ``workers``: files uploaded at once; None (the default) takes MODELSHIP_CONCURRENCY, else 16 while the files
@@ -191,11 +194,18 @@ def publish_version(
     """
     check_version(version)
     model_dir = Path(model_dir)
+    key = None
+    if sign_key is not None:  # a bad key or a clash: before any upload (cryptography is imported only here)
+        from ..trust import oms
+
+        key = oms.load_private_key(sign_key)
     files = model_files(model_dir)
     root = join(parsed.prefix.strip("/"), version)
     where = parsed.child(version)
     workers = uploads(workers, max(p.stat().st_size for p in files))  # the files at once (see _connections)
     rels = {p: safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir)) for p in files}
+    if key is not None and SIGNATURE_NAME in rels.values():
+        raise UsageError(f"{model_dir / SIGNATURE_NAME}: the signature's own name; remove it to sign {where}")
     cancel = threading.Event()
     hashes: dict[Path, tuple[str, bytes, tuple[str, ...]]] = {}
     # Hashed first: the marker records which files this publish is for, so that a re-run can resume it.
@@ -238,6 +248,11 @@ def publish_version(
             FileEntry(rels[p], p.stat().st_size, hashes[p][0], chunk_size=CHUNK_SIZE, chunks=hashes[p][2])
             for p in files
         ]
+        if key is not None:  # from the sha256s just computed: no file is read again
+            name = parsed.prefix.strip("/").rsplit("/", 1)[-1] or "model"
+            sig = oms.sign({e.path: e.sha256 for e in entries if e.sha256}, key, name)
+            up = f"{root}/{SIGNATURE_NAME}"
+            retrying(f"uploading {SIGNATURE_NAME}", lambda: source.write_bytes(up, sig), cancel)
         manifest = Manifest.create(parsed.display, version, entries)
         doc = manifest.to_json().encode()
         retrying(f"uploading {MANIFEST_NAME}", lambda: source.write_bytes(f"{root}/{MANIFEST_NAME}", doc), cancel)

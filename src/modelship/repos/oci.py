@@ -166,7 +166,10 @@ class OciRepository:
         workers: int | None,
         progress: bool | None,
         image_model_dir: str | None = None,
+        sign_key: Path | None = None,
     ) -> PublishResult:
+        if sign_key is not None:
+            raise UsageError(f"--sign-key is not supported for model images yet ({self.store.uri.display})")
         login = self.store.credential
         kw: dict[str, Any] = {"image_model_dir": image_model_dir} if image_model_dir is not None else {}
         if login is not None and login.username is not None:

@@ -25,9 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SignatureError, UsageError
-from ..manifest import MANIFEST_NAME
+from ..manifest import MANIFEST_NAME, SIGNATURE_NAME
 
-SIGNATURE_NAME = "model.sig"  # model_signing's default signature file name
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
