@@ -89,7 +89,7 @@ def open_baseline(run: GateRun, client: docker.DockerClient) -> Baseline:
             image = modelimage.with_model(image, run.model)
     except SetupError as e:
         return Baseline(None, f"the baseline {ref} could not be prepared: {e}", model)
-    lifecycle = run.pool.add(own, image, model, worker)
+    lifecycle = run.pool.add(own, image, model or run.model, worker)  # its own model, else the run's
     lifecycle.start_background(*run.pool.hooks(own))
     return Baseline(lifecycle, None, model)
 

@@ -5,32 +5,18 @@ whose layers lie fails them; an image that is not a model image is one line; no 
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
-import uuid
 
 import pytest
 
 from modelship.oci.modelimage import publish_image
-from support.apps import APP
 from support.modelimage import dir_member, file_member, push_model_image, tar_layer, unique_repo
-from support.plugin_images import MODEL_FILES, remove_image
+from support.plugin_images import MODEL_FILES, build_app_only, remove_image
 from support.plugin_runs import run_pytest
 
 pytest_plugins = ["pytester"]
 
-APP_ONLY = """\
-FROM {base}
-ENV MODELSHIP_MODEL_DIR=/opt/modelship/model PYTHONUNBUFFERED=1
-COPY app.py /app/app.py
-WORKDIR /app
-EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=3s CMD ["python3", "-c", "{probe}"]
-USER 10001:10001
-CMD ["python3", "/app/app.py"]
-"""
 CHECKS_AND_VERSION = """
 def test_serves_the_mounted_model(modelship_client):
     assert modelship_client.get("/version").json() == {"version": "1.0.0"}
@@ -44,16 +30,7 @@ def test_model_dir_is_a_read_only_mount(modelship_container):
 @pytest.fixture(scope="module")
 def app_only(docker_client, base_image):
     """The app without a model (what the split shape deploys), built by the engine."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        probe = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2)"
-        for name, text in (("Dockerfile", APP_ONLY.format(base=base_image, probe=probe)), ("app.py", APP)):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    tag = f"modelship-split-app:{uuid.uuid4().hex[:8]}"
-    docker_client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True)
+    tag = build_app_only(docker_client, base_image)
     yield tag
     remove_image(docker_client, tag)
 

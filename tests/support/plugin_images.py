@@ -88,6 +88,33 @@ def _context(base_image: str, v: Variant) -> bytes:
     return buf.getvalue()
 
 
+APP_ONLY = """\
+FROM {base}
+ENV MODELSHIP_MODEL_DIR=/opt/modelship/model PYTHONUNBUFFERED=1
+COPY app.py /app/app.py
+WORKDIR /app
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python3", "-c", "{probe}"]
+USER 10001:10001
+CMD ["python3", "/app/app.py"]
+"""
+
+
+def build_app_only(client, base_image: str) -> str:
+    """The test app without a model (what the split shape deploys), built by the engine; returns its tag."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        probe = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2)"
+        for name, text in (("Dockerfile", APP_ONLY.format(base=base_image, probe=probe)), ("app.py", APP)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tag = f"modelship-split-app:{uuid.uuid4().hex[:8]}"
+    client.images.build(fileobj=io.BytesIO(buf.getvalue()), custom_context=True, tag=tag, rm=True)
+    return tag
+
+
 def build_image(client, base_image: str, variant: Variant | None = None, tag: str | None = None) -> str:
     """Build a test image serving the test app and return its tag (unique per call unless given)."""
     tag = tag or f"modelship-plugin-test:{uuid.uuid4().hex[:10]}"
