@@ -4,9 +4,11 @@ on the testbed's Docker engine from small test apps (support.apps) that differ o
 from __future__ import annotations
 
 import signal
+import uuid
 
 import pytest
 
+from support.oci import push_image
 from support.plugin_images import Variant, build_image, containers_of, remove_image
 from support.plugin_runs import junit_cases, junit_outcome, popen_pytest, run_pytest
 from support.waiting import wait_for
@@ -127,6 +129,21 @@ def test_without_a_baseline_the_compare_item_is_skipped_saying_why(pytester, ima
     result = run_pytest(pytester, "--modelship-image", images["v1"], "-k", "compare", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no baseline to compare with: pass --modelship-baseline REF*"])
+
+
+def test_a_baseline_tag_that_is_not_local_is_pulled(pytester, images, docker_client, registry):
+    remote = f"{registry}/gate/baseline:{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(images["v1"]).tag(remote)
+    try:
+        push_image(docker_client, remote)
+        docker_client.images.remove(remote)  # only in the registry now: production's image, not a local build
+        section = PROBES + "  ignore: [model_version]\n"
+        result, _ = _gate(pytester, images["v2"], remote, section, "-k", "compare")
+        result.assert_outcomes(passed=1)
+        docker_client.images.get(remote)  # pulled by the run
+        assert _left(docker_client, remote) == []
+    finally:
+        remove_image(docker_client, remote)
 
 
 def test_ctrl_c_mid_gate_leaves_no_container(pytester, images, docker_client):
