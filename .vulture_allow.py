@@ -60,7 +60,3 @@ _.referrers         # modelship.oci.registry.RegistryClient
 
 # the cases file as Case objects, for users' own tests (examples/flask_app/tests/test_gunicorn.py)
 load_file
-
-# public API of modelship.trust.oms, called by tests until publish/fetch take --sign-key/--verify-key
-load_public_keys
-read_signature

@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._connections import concurrency_setting
-from ._fs import os_error
+from ._fs import os_error, write_atomic
 from ._install import check_dest, install, staged, up_to_date
 from ._resolve import apply_lock, check_version
 from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, UsageError
-from .manifest import Lock, Manifest, Resolution
+from .manifest import SIGNATURE_NAME, Lock, Manifest, Resolution
 from .repos import Repository, opened
 from .uri import ModelURI, parse
 
@@ -50,11 +51,14 @@ def fetch(
     workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
+    verify_keys: Sequence[str | Path] | None = None,
 ) -> FetchResult:
     """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again.
 
     ``workers``: parallel connections; None (the default) takes MODELSHIP_CONCURRENCY, else grows the number
-    while throughput grows.
+    while throughput grows. ``verify_keys``: PEM public keys (None: MODELSHIP_VERIFY_KEYS); with any, the version
+    must carry an OMS signature by one of them over exactly the fetched bytes (SignatureError, DEST untouched
+    otherwise), and DEST gets it as ``model.sig``.
     """
     lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
     if lk is not None:
@@ -64,6 +68,9 @@ def fetch(
     if not uri:
         raise UsageError("no model URI given (and no lock file to take it from)")
     check_version(version)
+    from .trust.check import verify_keys as load_keys  # not at import: `import modelship` stays light
+
+    keys = load_keys(verify_keys)
     workers = concurrency_setting(workers)
     parsed = parse(uri)
     if lk is not None and _where(parse(lk.uri)) != _where(parsed):  # a mismatch, not a usage error: exit 1
@@ -76,7 +83,7 @@ def fetch(
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache = Cache(cache_dir)
         with opened(parsed, credential) as repo, cache.in_use():  # no cache prune meanwhile
-            return _fetch_attempts(repo, parsed, version, pre, lk, dest, cache, workers, progress)
+            return _fetch_attempts(repo, parsed, version, pre, lk, dest, cache, workers, progress, keys)
     except OSError as e:
         raise os_error(e, dest) from None
 
@@ -96,6 +103,7 @@ def _fetch_attempts(
     cache: Cache,
     workers: int | None,
     progress: bool | None,
+    keys: list[Any],
 ) -> FetchResult:
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
 
@@ -103,7 +111,7 @@ def _fetch_attempts(
         res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre, lk))
         if lk is not None:
             res = apply_lock(res, lk)
-        return _install_version(repo, res, dest, cache, workers, progress)
+        return _install_version(repo, res, dest, cache, workers, progress, keys)
 
     try:
         return attempt()
@@ -121,15 +129,29 @@ def _install_version(
     cache: Cache,
     workers: int | None,
     show_progress: bool | None,
+    keys: list[Any],
 ) -> FetchResult:
+    bundle = None
+    if keys:  # before any download: an unsigned or foreign version costs no byte
+        from .trust.check import signed_version
+
+        bundle, signed = signed_version(repo, res, keys)
+        log.info("%s version %s is signed by %s", res.uri, res.version, signed.fingerprint)
     current = up_to_date(dest, res)
     if current is not None:
+        if bundle is not None:
+            write_atomic(dest / SIGNATURE_NAME, bundle)
         log.info("%s already holds %s version %s", dest, res.uri, res.version)
         return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
     with staged(dest) as stage:
         got = repo.fetch(res, cache, workers=workers, progress=show_progress)
         shas, downloaded, connections = got.shas, got.downloaded_bytes, got.connections
+        if bundle is not None:  # over the sha256s of the bytes fetched: what is installed is what was signed
+            from .trust.check import check_bytes
+
+            check_bytes(bundle, res, shas, keys)
+            (stage / SIGNATURE_NAME).write_bytes(bundle)
         manifest = install(stage, dest, res, shas, cache)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)

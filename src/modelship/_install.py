@@ -17,7 +17,7 @@ from pathlib import Path
 from ._fs import NO_SPACE, os_error, owner_pid, pid_alive, swap_into_place, temp_name
 from .cache import Cache, stamped
 from .errors import ModelshipError, UsageError
-from .manifest import MANIFEST_NAME, Manifest, Resolution
+from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, Resolution
 
 
 def up_to_date(dest: Path, res: Resolution) -> Manifest | None:
@@ -98,7 +98,7 @@ def _not_fetched(folder: Path, manifest: Manifest) -> list[str]:
     """What ``folder`` holds that fetch did not write: beyond ``manifest``'s files (and the manifest), folders and
     links included (unlike ``modeldir.unlisted``, which names the files a build leaves out); ``/``-separated,
     sorted, a folder nobody listed named once (``eval/``)."""
-    files = {f.path for f in manifest.files} | {MANIFEST_NAME}
+    files = {f.path for f in manifest.files} | {MANIFEST_NAME, SIGNATURE_NAME}  # model.sig: fetch --verify-key's
     dirs = {str(p) for f in manifest.files for p in Path(f.path).parents if str(p) != "."}
     extra: list[str] = []
 

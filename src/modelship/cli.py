@@ -231,7 +231,16 @@ def cmd_lock(a: argparse.Namespace) -> None:
 def cmd_fetch(a: argparse.Namespace) -> None:
     from ._fetch import fetch
 
-    r = fetch(a.uri, a.dest, version=a.version, lock=a.lock, pre=a.pre, workers=a.workers, credential=_login(a))
+    r = fetch(
+        a.uri,
+        a.dest,
+        version=a.version,
+        lock=a.lock,
+        pre=a.pre,
+        workers=a.workers,
+        credential=_login(a),
+        verify_keys=a.verify_key,
+    )
     m = r.manifest
     data = {
         **_model_json(m.to_dict()),
@@ -524,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
+    sp.add_argument(
+        "--verify-key",
+        action="append",
+        metavar="PUB.pem",
+        help="install only a version signed by this PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS,"
+        " a path list); DEST gets the signature as model.sig",
+    )
     registry_login(sp)
     sp.add_argument(
         "--workers",

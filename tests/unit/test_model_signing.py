@@ -146,15 +146,3 @@ def test_a_file_modelship_keeps_for_itself_cannot_be_signed_as_a_model_file(tmp_
     private, _ = _pem_pair(tmp_path)
     with pytest.raises(UsageError, match=r"model\.sig"):
         oms.sign({**FILES, "model.sig": "77" * 32}, private)
-
-
-def test_read_signature_refuses_a_symlink_and_calls_a_missing_one_unsigned(tmp_path):
-    (tmp_path / "real.sig").write_text("{}")
-    (tmp_path / "model.sig").symlink_to(tmp_path / "real.sig")
-    with pytest.raises(SignatureError) as err:
-        oms.read_signature(tmp_path / "model.sig")
-    assert err.value.kind == SignatureError.MALFORMED
-    with pytest.raises(SignatureError) as err:
-        oms.read_signature(tmp_path / "none.sig")
-    assert err.value.kind == SignatureError.UNSIGNED
-    assert oms.read_signature(tmp_path / "real.sig") == b"{}"

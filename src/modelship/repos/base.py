@@ -101,6 +101,10 @@ class Repository(Protocol):
         ``sign_key``: a PEM EC private key; the version gets an OMS signature (``trust.oms``) beside its files."""
         ...
 
+    def signature(self, res: Resolution) -> bytes | None:
+        """The OMS signature (``model.sig``) published beside ``res``'s files; None when it has none."""
+        ...
+
     def close(self) -> None: ...
 
 

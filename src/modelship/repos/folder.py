@@ -20,7 +20,7 @@ from .._download import ensure_cached
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
 from ..modeldir import safe_relpath
-from ..stores.base import RemoteFile, Source
+from ..stores.base import RemoteFile, Source, join
 from ..uri import ModelURI
 from .base import Fetched, PublishResult
 from .folder_publish import PENDING_MARKER, publish_version
@@ -75,6 +75,13 @@ class FolderRepository:
             progress=progress,
             sign_key=sign_key,
         )
+
+    def signature(self, res: Resolution) -> bytes | None:
+        name = join(res.prefix, SIGNATURE_NAME)
+        for f in self.source.list(name):  # a prefix listing: model.sig.bak would match too
+            if f.name == name:
+                return _read_small(source=self.source, f=f)
+        return None
 
     def close(self) -> None:
         self.source.close()

@@ -157,6 +157,9 @@ class OciRepository:
             )
         return Fetched({**shas, **{p: found[p] for p in wanted}}, sum(j.fetched for j in jobs))
 
+    def signature(self, res: Resolution) -> bytes | None:
+        raise UsageError(f"--verify-key is not supported for model images yet ({res.uri})")
+
     def publish(
         self,
         model_dir: Path,

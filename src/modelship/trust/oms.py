@@ -261,19 +261,3 @@ def verify(
                 fingerprints=(signer,),
             )
     return Verified(signer, signed)
-
-
-def read_signature(path: str | Path) -> bytes:
-    """The bytes of a signature file; SignatureError (unsigned) when absent, a symlink or not a regular file."""
-    p = Path(path)
-    if p.is_symlink() or (p.exists() and not p.is_file()):
-        raise SignatureError(f"{p}: not a regular file; refusing a linked signature", kind=SignatureError.MALFORMED)
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_SIGNATURE_BYTES + 1)
-    except FileNotFoundError as e:
-        raise SignatureError(f"{p}: no model signature; the version is unsigned", kind=SignatureError.UNSIGNED) from e
-    except OSError as e:
-        line = f"{p}: cannot read the signature ({e.strerror or e})"
-        raise SignatureError(line, kind=SignatureError.MALFORMED) from e
-    return data

@@ -1,0 +1,50 @@
+"""Verify keys, and a resolved version's signature checked against them (``--verify-key``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import SignatureError
+from ..manifest import SIGNATURE_NAME, Resolution
+from . import oms
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ..repos import Repository
+
+VERIFY_KEYS_ENV = "MODELSHIP_VERIFY_KEYS"  # a path list (os.pathsep-separated), for --verify-key not given
+
+
+def verify_keys(paths: Sequence[str | Path] | None) -> list[ec.EllipticCurvePublicKey]:
+    """The public keys at ``paths`` (None: those MODELSHIP_VERIFY_KEYS names); [] means: verify nothing."""
+    if paths is None:
+        paths = [p for p in os.environ.get(VERIFY_KEYS_ENV, "").split(os.pathsep) if p]
+    return oms.load_public_keys(paths)
+
+
+def _what(res: Resolution) -> str:
+    return f"{res.uri} version {res.version or '(unversioned)'} {SIGNATURE_NAME}"
+
+
+def signed_version(
+    repo: Repository, res: Resolution, keys: Sequence[ec.EllipticCurvePublicKey]
+) -> tuple[bytes, oms.Verified]:
+    """``res``'s signature, read from ``repo`` and verified against ``keys`` and ``res``'s sha256s;
+    SignatureError (unsigned, malformed, unknown key, bytes differ) in one line otherwise."""
+    bundle = repo.signature(res)
+    if bundle is None:
+        raise SignatureError(
+            f"{_what(res)}: the version is unsigned; publish it with --sign-key", kind=SignatureError.UNSIGNED
+        )
+    return bundle, oms.verify(bundle, {f.path: f.sha256 or "" for f in res.files}, keys, _what(res))
+
+
+def check_bytes(
+    bundle: bytes, res: Resolution, shas: Mapping[str, str], keys: Sequence[ec.EllipticCurvePublicKey]
+) -> None:
+    """The signature again, over the sha256s of the bytes actually fetched (what is installed)."""
+    oms.verify(bundle, shas, keys, _what(res))

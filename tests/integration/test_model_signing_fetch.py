@@ -1,0 +1,87 @@
+"""``fetch --verify-key``: only a version signed by a given key over exactly its bytes is installed, with its
+model.sig in DEST (judged by the reference ``model_signing verify key``); every refusal is one line, DEST untouched."""
+
+from __future__ import annotations
+
+import shutil
+
+import modelship
+from modelship.manifest import SIGNATURE_NAME
+from modelship.trust import oms
+from support.cli import run_cli
+from support.oms import flip_byte, keypair, model_folder, reference_sign, reference_verify
+from support.trees import snapshot
+
+
+def _published(tmp_path, key=None, version="1.0.0"):
+    model = model_folder(tmp_path / f"model-{version}")
+    store = tmp_path / "store" / "iris"
+    modelship.publish(model, store.as_uri(), version=version, sign_key=key, progress=False)
+    return store
+
+
+def test_fetch_installs_a_signed_version_with_a_signature_the_reference_verifier_accepts(tmp_path):
+    private, public = keypair(tmp_path)
+    store = _published(tmp_path, private)
+    dest = tmp_path / "dest"
+    r = run_cli("fetch", store.as_uri(), str(dest), "--verify-key", str(public))
+    assert r.returncode == 0, r.stderr
+    ok = reference_verify(dest / SIGNATURE_NAME, public, dest, ignore_unsigned=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    again = run_cli("fetch", store.as_uri(), str(dest), env={"MODELSHIP_VERIFY_KEYS": str(public)})
+    assert again.returncode == 0, again.stderr  # DEST with its model.sig is modelship's to replace
+    flip_byte(dest / "model.onnx")
+    assert reference_verify(dest / SIGNATURE_NAME, public, dest).returncode != 0
+
+
+def test_an_unsigned_version_is_refused_and_nothing_installed(tmp_path):
+    _, public = keypair(tmp_path)
+    store = _published(tmp_path)
+    dest = tmp_path / "dest"
+    r = run_cli("fetch", store.as_uri(), str(dest), "--verify-key", str(public))
+    assert r.returncode == 1
+    [line] = r.stderr.strip().splitlines()
+    assert line.endswith(" version 1.0.0 model.sig: the version is unsigned; publish it with --sign-key"), line
+    assert not dest.exists()
+
+
+def test_another_key_or_other_bytes_are_refused_and_dest_untouched(tmp_path):
+    private, public = keypair(tmp_path, "team")
+    attacker, _ = keypair(tmp_path, "attacker")
+    store = _published(tmp_path, private)
+    dest = tmp_path / "dest"
+    assert run_cli("fetch", store.as_uri(), str(dest), "--verify-key", str(public)).returncode == 0
+    before = snapshot(dest)
+
+    # re-published with other bytes, signed by another key
+    other = model_folder(tmp_path / "evil")
+    (other / "model.onnx").write_bytes(b"evil")
+    modelship.publish(other, store.as_uri(), version="1.0.0", force=True, sign_key=attacker, progress=False)
+    r = run_cli("fetch", store.as_uri(), str(dest), "--version", "1.0.0", "--verify-key", str(public))
+    assert r.returncode == 1 and "not signed by any of the 1 verify key(s)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert snapshot(dest) == before
+
+    # the team's signature of the old bytes put back beside the new ones: bytes differ
+    good = _published(tmp_path / "again", private)
+    shutil.copy(good / "1.0.0" / SIGNATURE_NAME, store / "1.0.0" / SIGNATURE_NAME)
+    r = run_cli("fetch", store.as_uri(), str(dest), "--verify-key", str(public))
+    assert r.returncode == 1 and "model.onnx has sha256" in r.stderr
+    assert snapshot(dest) == before
+
+
+def test_a_reference_signature_uploaded_by_hand_verifies_in_fetch(tmp_path):
+    private, public = keypair(tmp_path)
+    store = _published(tmp_path)
+    model = tmp_path / "model-1.0.0"
+    reference_sign(private, tmp_path / "ref.sig", model)
+    shutil.copy(tmp_path / "ref.sig", store / "1.0.0" / SIGNATURE_NAME)
+    dest = tmp_path / "dest"
+    r = modelship.fetch(store.as_uri(), dest, verify_keys=[public], progress=False)
+    assert r.version == "1.0.0"
+    assert (dest / SIGNATURE_NAME).read_bytes() == (tmp_path / "ref.sig").read_bytes()
+    assert oms.verify(
+        (dest / SIGNATURE_NAME).read_bytes(),
+        {f.path: f.sha256 for f in r.manifest.files},
+        oms.load_public_keys([public]),
+    ).files
