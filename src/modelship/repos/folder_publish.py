@@ -10,7 +10,6 @@ when it is missing, and a credential that may not list or delete still publishes
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
@@ -28,7 +27,16 @@ from .._hash import hash_file
 from .._retry import Budget, retrying
 from .._workers import Cancelled, for_each
 from ..conventions import check_version
-from ..errors import AuthError, ContainerNotFoundError, ModelshipError, NotFoundError, UsageError
+from ..errors import (
+    AuthError,
+    ChecksumError,
+    ContainerNotFoundError,
+    IntegrityError,
+    ModelshipError,
+    NotFoundError,
+    TransientError,
+    UsageError,
+)
 from ..manifest import CHUNK_SIZE, MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, tree_digest
 from ..modeldir import safe_relpath
 from ..progress import Progress
@@ -157,9 +165,22 @@ def _write_marker(
         if create(name, marker, replacing=replacing.etag if replacing else None):
             return True
         # Perhaps ours: a retried write whose first attempt landed. Else another process's.
-        with contextlib.suppress(ModelshipError):
-            return b"".join(source.read(name, 0, len(marker), None)) == marker
-        return False
+        for read in (1, 2):
+            try:
+                return b"".join(source.read(name, 0, len(marker), None)) == marker
+            except (ChecksumError, IntegrityError):
+                if read == 1:
+                    continue  # damaged on the way back, perhaps: read it once more
+            except TransientError:
+                raise  # the whole put is tried again
+            except ModelshipError:
+                if [f.size for f in source.list(name) if f.name == name] != [0]:
+                    return False  # gone meanwhile, or not readable
+                break  # empty
+        # Damaged or empty in the store: one of ours that the store kept although the write was cut or its bytes
+        # were refused on the way (a whole marker of another publish reads back whole); nobody can use it.
+        source.write_bytes(name, marker)
+        return True
 
     try:
         put_up = retrying(f"uploading {PENDING_MARKER}", put)
