@@ -7,6 +7,7 @@ What a version is, and which one is the latest, is the repository's (``modelship
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,28 @@ def check_version(version: str | None) -> None:
         conventions.check_version(version)
 
 
-def resolve(uri: str, *, version: str | None = None, pre: bool = False, credential: Any = None) -> Resolution:
-    """Find the model at ``uri``: the pinned ``version``, or the latest complete one."""
+def resolve(
+    uri: str,
+    *,
+    version: str | None = None,
+    pre: bool = False,
+    credential: Any = None,
+    verify_keys: Sequence[str | Path] | None = None,
+) -> Resolution:
+    """Find the model at ``uri``: the pinned ``version``, or the latest complete one. ``verify_keys``: PEM public
+    keys (None: MODELSHIP_VERIFY_KEYS); with any, a version without an OMS signature by one of them over its
+    sha256s is refused (SignatureError)."""
     check_version(version)
     parsed = parse(uri)
+    from .trust.check import signed_version  # not at import: cryptography
+    from .trust.check import verify_keys as load_keys
+
+    keys = load_keys(verify_keys)
     with opened(parsed, credential) as repo:
-        return retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
+        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
+        if keys:
+            signed_version(repo, res, keys)
+        return res
 
 
 def apply_lock(res: Resolution, lk: Lock) -> Resolution:
@@ -90,10 +107,16 @@ def lock(
     credential: Any = None,
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
+    verify_keys: Sequence[str | Path] | None = None,
 ) -> Lock:
-    """Pin the resolved version with every file's sha256 (hashing, via the cache, files published without one)."""
+    """Pin the resolved version with every file's sha256 (hashing, via the cache, files published without one).
+    ``verify_keys``: as for ``resolve``; the signature is checked over the sha256s the lock pins."""
     check_version(version)
     parsed = parse(uri)
+    from .trust.check import signed_version  # not at import: cryptography
+    from .trust.check import verify_keys as load_keys
+
+    keys = load_keys(verify_keys)
     try:
         cache = Cache(cache_dir)
         with opened(parsed, credential) as repo:
@@ -103,6 +126,8 @@ def lock(
                 # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
                 # range, even from a store that has no digests of its own (plain https).
                 res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))
+            if keys:
+                signed_version(repo, res, keys)
         lk = Lock.from_resolution(res)
     except OSError as e:
         raise os_error(e, Path(cache_dir or ".")) from None

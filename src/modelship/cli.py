@@ -199,7 +199,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
 def cmd_resolve(a: argparse.Namespace) -> None:
     from ._resolve import resolve
 
-    res = resolve(a.uri, version=a.version, pre=a.pre, credential=_login(a))
+    res = resolve(a.uri, version=a.version, pre=a.pre, credential=_login(a), verify_keys=a.verify_key)
     known = all(f.sha256 for f in res.files)
     digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
     # the model block as inspect and build print it; model_digest is null when the store has no sha256s
@@ -216,7 +216,7 @@ def cmd_resolve(a: argparse.Namespace) -> None:
 def cmd_lock(a: argparse.Namespace) -> None:
     from ._resolve import lock
 
-    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output, credential=_login(a))
+    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output, credential=_login(a), verify_keys=a.verify_key)
     data = _model_json(lk.to_dict())
     if lk.pin:  # a version that is an image (oci://): the image, pinned, is what deploy mounts
         data["ref"] = pinned(lk.uri.split("://", 1)[-1], lk.pin)
@@ -514,14 +514,24 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
         sp.add_argument("--pre", action="store_true", help="let 'latest' be a pre-release")
 
+    def verify_key(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument(
+            "--verify-key",
+            action="append",
+            metavar="PUB.pem",
+            help=f"{what}: a PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS, a path list)",
+        )
+
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
+    verify_key(sp, "refuse a version not signed by one of these keys")
     registry_login(sp)
 
     sp = add("lock", cmd_lock, "pin the resolved version and its sha256s in a lock file")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
+    verify_key(sp, "lock only a version signed by one of these keys")
     registry_login(sp)
     sp.add_argument("-o", "--output", default="modelship.lock", help="lock file to write (default modelship.lock)")
 
@@ -533,13 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
-    sp.add_argument(
-        "--verify-key",
-        action="append",
-        metavar="PUB.pem",
-        help="install only a version signed by this PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS,"
-        " a path list); DEST gets the signature as model.sig",
-    )
+    verify_key(sp, "install only a version signed by one of these keys; DEST gets the signature as model.sig")
     registry_login(sp)
     sp.add_argument(
         "--workers",

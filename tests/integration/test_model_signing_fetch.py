@@ -85,3 +85,21 @@ def test_a_reference_signature_uploaded_by_hand_verifies_in_fetch(tmp_path):
         {f.path: f.sha256 for f in r.manifest.files},
         oms.load_public_keys([public]),
     ).files
+
+
+def test_resolve_and_lock_refuse_a_version_not_signed_by_the_key(tmp_path):
+    private, public = keypair(tmp_path, "team")
+    _, other = keypair(tmp_path, "other")
+    store = _published(tmp_path, private)
+    assert run_cli("resolve", store.as_uri(), "--verify-key", str(public)).returncode == 0
+    lock_file = tmp_path / "modelship.lock"
+    ok = run_cli("lock", store.as_uri(), "-o", str(lock_file), "--verify-key", str(other), "--verify-key", str(public))
+    assert ok.returncode == 0, ok.stderr
+    assert lock_file.is_file()
+
+    refused = tmp_path / "refused.lock"
+    for args in (["resolve", store.as_uri()], ["lock", store.as_uri(), "-o", str(refused)]):
+        r = run_cli(*args, "--verify-key", str(other))
+        [line] = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and "not signed by any of the 1 verify key(s)" in line, r.stderr
+    assert not refused.exists()
