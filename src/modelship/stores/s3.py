@@ -201,7 +201,9 @@ class S3Source:
         sse = resp.get("ServerSideEncryption", "")
         encrypted = resp.get("SSECustomerAlgorithm") or sse not in ("", "AES256")
         if etag and "-" not in etag and not encrypted and etag != md5.hex():
-            raise TransientError(f"uploading {name}: the store got other bytes than were sent (ETag != MD5)")
+            damaged = TransientError(f"uploading {name}: the store got other bytes than were sent (ETag != MD5)")
+            damaged.etag = etag  # type: ignore[attr-defined]  # what the store now holds: our own damaged write
+            raise damaged
 
     def write_bytes(self, name: str, data: bytes) -> None:
         try:
@@ -215,7 +217,17 @@ class S3Source:
         there first. A store that ignores the condition (older S3-compatible ones) writes as write_bytes does."""
         condition = {"IfMatch": replacing} if replacing is not None else {"IfNoneMatch": "*"}
         try:
-            self._put_checked(name, data, hashlib.md5(data).digest(), **condition)  # noqa: S324 - a transport checksum
+            for attempt in range(sdk_retries() + 1):
+                try:
+                    self._put_checked(name, data, hashlib.md5(data).digest(), **condition)  # noqa: S324 - checksum
+                    break
+                except TransientError as e:
+                    if not getattr(e, "etag", None) or attempt == sdk_retries():
+                        raise
+                    # The store kept our damaged bytes (it skips the Content-MD5 check): a retry of the conditional
+                    # create would find them and take them for another writer's. Replace exactly that object
+                    # (retries like the SDK's own: none with MODELSHIP_MAX_ATTEMPTS=1).
+                    condition = {"IfMatch": e.etag}  # type: ignore[attr-defined]
         except self._botocore_exc.ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
