@@ -146,6 +146,18 @@ def test_a_baseline_tag_that_is_not_local_is_pulled(pytester, images, docker_cli
         remove_image(docker_client, remote)
 
 
+def test_a_baseline_that_cannot_be_pulled_fails_the_gate_not_the_run(pytester, images, registry):
+    absent = f"{registry}/gate/absent:{uuid.uuid4().hex[:8]}"
+    section = "cases:\n  - {name: version, path: /version}\n" + PROBES
+    result, cases = _gate(pytester, images["v1"], absent, section, "-k", "compare or version")
+    result.assert_outcomes(passed=1, failed=1)  # the smoke case still ran against the candidate
+    text = cases["compare"].find("failure").text
+    first, _, rest = text.partition("\n")
+    assert first.startswith(f"modelship: the baseline {absent} could not be prepared: "), text
+    assert "not found" in first or "manifest unknown" in first, first
+    assert "modelship baseline container log" not in rest  # no container was ever started
+
+
 def test_ctrl_c_mid_gate_leaves_no_container(pytester, images, docker_client):
     # 400 probes at 50 ms each on the candidate: seconds of comparing, interrupted once probes flow
     probes = "".join(f"    - {{path: /predict, json: {{x: [{i}]}}}}\n" for i in range(400))
