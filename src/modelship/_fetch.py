@@ -108,7 +108,13 @@ def _fetch_attempts(
     """Resolve and install; a blob replaced mid-download gets one fresh resolve (a new latest may have landed)."""
 
     def attempt() -> FetchResult:
-        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre, lk))
+        if keys and version is None and lk is None:  # latest: the newest version that verifies
+            from .trust.check import latest_signed
+
+            find = lambda ex: retrying(f"resolving {parsed.display}", lambda: repo.resolve(None, pre, None, ex))  # noqa: E731
+            res = latest_signed(find, repo, keys)
+        else:
+            res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre, lk))
         if lk is not None:
             res = apply_lock(res, lk)
         return _install_version(repo, res, dest, cache, workers, progress, keys)

@@ -45,15 +45,29 @@ def resolve(
     sha256s is refused (SignatureError)."""
     check_version(version)
     parsed = parse(uri)
-    from .trust.check import signed_version  # not at import: cryptography
-    from .trust.check import verify_keys as load_keys
-
-    keys = load_keys(verify_keys)
+    keys = _keys(verify_keys)
     with opened(parsed, credential) as repo:
-        res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
-        if keys:
-            signed_version(repo, res, keys)
-        return res
+        return _resolve_verified(repo, parsed.display, version, pre, keys)
+
+
+def _keys(paths: Sequence[str | Path] | None) -> list[Any]:
+    from .trust.check import verify_keys  # not at import: `import modelship` stays light (no cryptography)
+
+    return verify_keys(paths)
+
+
+def _resolve_verified(repo: Any, display: str, version: str | None, pre: bool, keys: list[Any]) -> Resolution:
+    """The version asked for, or the latest; with ``keys``, one whose signature verifies (the newest that does)."""
+    find = lambda ex: retrying(f"resolving {display}", lambda: repo.resolve(version, pre, None, ex))  # noqa: E731
+    if not keys:
+        return find(frozenset())
+    from .trust.check import latest_signed, signed_version
+
+    if version is None:
+        return latest_signed(find, repo, keys)
+    res = find(frozenset())
+    signed_version(repo, res, keys)
+    return res
 
 
 def apply_lock(res: Resolution, lk: Lock) -> Resolution:
@@ -113,20 +127,19 @@ def lock(
     ``verify_keys``: as for ``resolve``; the signature is checked over the sha256s the lock pins."""
     check_version(version)
     parsed = parse(uri)
-    from .trust.check import signed_version  # not at import: cryptography
-    from .trust.check import verify_keys as load_keys
-
-    keys = load_keys(verify_keys)
+    keys = _keys(verify_keys)
     try:
         cache = Cache(cache_dir)
         with opened(parsed, credential) as repo:
-            res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre))
+            res = _resolve_verified(repo, parsed.display, version, pre, keys)
             if any(f.sha256 is None for f in res.files):
                 shas = repo.fetch(res, cache, workers=concurrency_setting(None), progress=progress).shas
                 # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
                 # range, even from a store that has no digests of its own (plain https).
                 res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))
-            if keys:
+            if keys:  # again over the sha256s the lock pins (hashed here when the store had none)
+                from .trust.check import signed_version
+
                 signed_version(repo, res, keys)
         lk = Lock.from_resolution(res)
     except OSError as e:

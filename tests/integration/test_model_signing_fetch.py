@@ -103,3 +103,28 @@ def test_resolve_and_lock_refuse_a_version_not_signed_by_the_key(tmp_path):
         [line] = r.stderr.strip().splitlines()
         assert r.returncode == 1 and "not signed by any of the 1 verify key(s)" in line, r.stderr
     assert not refused.exists()
+
+
+def test_latest_skips_newer_versions_that_do_not_verify_saying_so(tmp_path):
+    private, public = keypair(tmp_path, "team")
+    attacker, _ = keypair(tmp_path, "attacker")
+    store = _published(tmp_path, private, "1.0.0")
+    _published(tmp_path, None, "9.9.9")  # an attacker's unsigned version
+    _published(tmp_path, attacker, "9.9.10")  # and one signed by another key
+    dest = tmp_path / "dest"
+    r = run_cli("fetch", store.as_uri(), str(dest), "--verify-key", str(public))
+    assert r.returncode == 0, r.stderr
+    assert (dest / "modelship.json").read_text().count('"version": "1.0.0"') == 1
+    [line] = [x for x in r.stderr.splitlines() if "skipped" in x]
+    assert "9.9.10 (unknown key), 9.9.9 (unsigned)" in line and line.endswith("latest is 1.0.0")
+    res = run_cli("resolve", store.as_uri(), "--verify-key", str(public), "--json")
+    assert res.returncode == 0 and '"1.0.0"' in res.stdout
+    # a pinned version that does not verify is refused, not replaced by an older one
+    pinned = run_cli("fetch", store.as_uri(), str(tmp_path / "d2"), "--version", "9.9.9", "--verify-key", str(public))
+    assert pinned.returncode == 1 and "unsigned" in pinned.stderr
+    assert not (tmp_path / "d2").exists()
+    # nothing verifies: one line naming every version skipped
+    _, stranger = keypair(tmp_path, "stranger")
+    none = run_cli("resolve", store.as_uri(), "--verify-key", str(stranger))
+    [line] = none.stderr.strip().splitlines()
+    assert none.returncode == 1 and "no version verifies" in line and "1.0.0 (unknown key)" in line

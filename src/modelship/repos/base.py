@@ -77,9 +77,12 @@ class Repository(Protocol):
 
     display: str  # the URI without secrets
 
-    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
+    def resolve(
+        self, version: str | None, pre: bool, lock: Lock | None = None, exclude: frozenset[str] = frozenset()
+    ) -> Resolution:
         """The pinned ``version``, or the latest complete one (pre-releases only with ``pre``). With the ``lock``
-        being fetched, a credential that may read but not list still resolves: to what the lock names."""
+        being fetched, a credential that may read but not list still resolves: to what the lock names.
+        ``exclude``: versions "latest" must not be (newer ones whose signature did not verify)."""
         ...
 
     def fetch(self, res: Resolution, cache: Cache, *, workers: int | None, progress: bool | None) -> Fetched:

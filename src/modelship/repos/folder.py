@@ -38,9 +38,11 @@ class FolderRepository:
         self.source, self.uri = source, source.uri
         self.display = source.uri.display
 
-    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
+    def resolve(
+        self, version: str | None, pre: bool, lock: Lock | None = None, exclude: frozenset[str] = frozenset()
+    ) -> Resolution:
         try:
-            return resolve_in(self.source, self.uri, version, pre)
+            return resolve_in(self.source, self.uri, version, pre, exclude)
         except AuthError as e:
             if lock is None:
                 raise
@@ -198,7 +200,9 @@ def from_lock(uri: ModelURI, lock: Lock) -> Resolution:
     return Resolution(uri.display, lock.version, files, prefix=root)
 
 
-def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) -> Resolution:
+def resolve_in(
+    source: Source, uri: ModelURI, version: str | None, pre: bool, exclude: frozenset[str] = frozenset()
+) -> Resolution:
     """The pinned ``version`` below ``uri``'s prefix, or the latest complete one; or the unversioned model there."""
     base = uri.prefix.strip("/")
     listing = [f for f in source.list(base) if not base or f.name == base or f.name.startswith(base + "/")]
@@ -237,7 +241,7 @@ def resolve_in(source: Source, uri: ModelURI, version: str | None, pre: bool) ->
                 "or died half-way); wait for it or re-publish with --force"
             )
     else:
-        complete = [v for v in versions if v.complete]
+        complete = [v for v in versions if v.complete and v.name not in exclude]
         if not complete:
             raise NotFoundError(f"no complete model version at {uri.display} ({len(versions)} still being published)")
         chosen = _pick_latest(complete, pre)

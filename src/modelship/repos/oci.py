@@ -70,7 +70,10 @@ class OciRepository:
     def close(self) -> None:
         self.store.close()
 
-    def resolve(self, version: str | None, pre: bool, lock: Lock | None = None) -> Resolution:
+    def resolve(
+        self, version: str | None, pre: bool, lock: Lock | None = None, exclude: frozenset[str] = frozenset()
+    ) -> Resolution:
+        # exclude: never needed, the signatures it serves are refused for model images (signature())
         ref, tag = self._pick(version, pre)
         img = read_model_image(self.store.client, ref)
         self._images[img.digest] = img

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import SignatureError
+from ..errors import NotFoundError, SignatureError
 from ..manifest import SIGNATURE_NAME, Resolution
 from . import oms
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from ..repos import Repository
+
+log = logging.getLogger("modelship")
 
 VERIFY_KEYS_ENV = "MODELSHIP_VERIFY_KEYS"  # a path list (os.pathsep-separated), for --verify-key not given
 
@@ -41,6 +44,37 @@ def signed_version(
             f"{_what(res)}: the version is unsigned; publish it with --sign-key", kind=SignatureError.UNSIGNED
         )
     return bundle, oms.verify(bundle, {f.path: f.sha256 or "" for f in res.files}, keys, _what(res))
+
+
+def latest_signed(
+    resolve: Callable[[frozenset[str]], Resolution], repo: Repository, keys: Sequence[ec.EllipticCurvePublicKey]
+) -> Resolution:
+    """The newest version ``resolve`` (given the versions to leave out) finds whose signature verifies; newer
+    ones that do not are skipped, saying which and why in one warning line. SignatureError when none verifies."""
+    skipped: list[tuple[str, SignatureError]] = []
+    while True:
+        try:
+            res = resolve(frozenset(v for v, _ in skipped))
+        except NotFoundError:
+            if not skipped:
+                raise
+            why = ", ".join(f"{v} ({e.kind})" for v, e in skipped)
+            raise SignatureError(
+                f"no version verifies against the verify key(s): {why}; first: {skipped[0][1]}",
+                kind=skipped[0][1].kind,
+                fingerprints=skipped[0][1].fingerprints,
+            ) from None
+        try:
+            signed_version(repo, res, keys)
+        except SignatureError as e:
+            if res.version is None:  # an unversioned model: nothing older to fall back to
+                raise
+            skipped.append((res.version, e))
+            continue
+        if skipped:
+            why = ", ".join(f"{v} ({e.kind})" for v, e in skipped)
+            log.warning("%s: skipped newer version(s) that do not verify: %s; latest is %s", res.uri, why, res.version)
+        return res
 
 
 def check_bytes(
