@@ -117,7 +117,7 @@ def _fetch_attempts(
             res = retrying(f"resolving {parsed.display}", lambda: repo.resolve(version, pre, lk))
         if lk is not None:
             res = apply_lock(res, lk)
-        return _install_version(repo, res, dest, cache, workers, progress, keys)
+        return _install_version(repo, res, dest, cache, workers, progress, keys, lk.signer if lk else None)
 
     try:
         return attempt()
@@ -136,12 +136,13 @@ def _install_version(
     workers: int | None,
     show_progress: bool | None,
     keys: list[Any],
+    signer: str | None = None,
 ) -> FetchResult:
     bundle = None
     if keys:  # before any download: an unsigned or foreign version costs no byte
         from .trust.check import signed_version
 
-        bundle, signed = signed_version(repo, res, keys)
+        bundle, signed = signed_version(repo, res, keys, signer)
         log.info("%s version %s is signed by %s", res.uri, res.version, signed.fingerprint)
     current = up_to_date(dest, res)
     if current is not None:

@@ -137,11 +137,12 @@ def lock(
                 # What was downloaded gets chunk digests too: a fetch from this lock then re-reads only a damaged
                 # range, even from a store that has no digests of its own (plain https).
                 res = replace(res, files=tuple(_with_sha(cache, f, shas[f.path]) for f in res.files))
+            signer = None
             if keys:  # again over the sha256s the lock pins (hashed here when the store had none)
                 from .trust.check import signed_version
 
-                signed_version(repo, res, keys)
-        lk = Lock.from_resolution(res)
+                signer = signed_version(repo, res, keys)[1].fingerprint
+        lk = replace(Lock.from_resolution(res), signer=signer)
     except OSError as e:
         raise os_error(e, Path(cache_dir or ".")) from None
     if output:

@@ -182,6 +182,7 @@ class Lock:
     digest: str
     created_at: str = field(default="")
     pin: str | None = None  # Resolution.pin: a fetch fails if the version no longer is this one
+    signer: str | None = None  # lock --verify-key: fingerprint of the key that signed it (trust.oms.fingerprint)
 
     @classmethod
     def from_resolution(cls, res: Resolution) -> Lock:
@@ -205,6 +206,8 @@ class Lock:
         }
         if self.pin:
             d["pin"] = self.pin
+        if self.signer:
+            d["signer"] = self.signer
         return d
 
     def write(self, path: str | Path) -> None:
@@ -220,7 +223,9 @@ class Lock:
         try:
             files = tuple(_entry_from_json(f, etag=True) for f in d["files"])
             pin = str(d["pin"]) if d.get("pin") else None
-            lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), str(d.get("created_at", "")), pin)
+            signer = str(d["signer"]) if d.get("signer") else None
+            created = str(d.get("created_at", ""))
+            lock = cls(str(d["uri"]), d.get("version"), files, str(d["digest"]), created, pin, signer)
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(
                 f"{path}: not a modelship lock file ({_what_is_wrong(e)}); re-create it with 'modelship lock'"

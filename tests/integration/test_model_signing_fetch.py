@@ -3,6 +3,7 @@ model.sig in DEST (judged by the reference ``model_signing verify key``); every 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import modelship
@@ -128,3 +129,23 @@ def test_latest_skips_newer_versions_that_do_not_verify_saying_so(tmp_path):
     none = run_cli("resolve", store.as_uri(), "--verify-key", str(stranger))
     [line] = none.stderr.strip().splitlines()
     assert none.returncode == 1 and "no version verifies" in line and "1.0.0 (unknown key)" in line
+
+
+def test_a_lock_records_its_signer_and_refuses_a_version_re_signed_by_another_key(tmp_path):
+    team, team_pub = keypair(tmp_path, "team")
+    other, other_pub = keypair(tmp_path, "other")
+    store = _published(tmp_path, team)
+    lock_file = tmp_path / "modelship.lock"
+    keys = ["--verify-key", str(team_pub), "--verify-key", str(other_pub)]
+    assert run_cli("lock", store.as_uri(), "-o", str(lock_file), *keys).returncode == 0
+    team_print = oms.fingerprint(oms.load_public_keys([team_pub])[0])
+    assert json.loads(lock_file.read_text())["signer"] == team_print
+
+    # the same bytes re-published and signed by the other (also trusted) key: the lock pins the signer
+    modelship.publish(tmp_path / "model-1.0.0", store.as_uri(), version="1.0.0", force=True, sign_key=other)
+    dest = tmp_path / "dest"
+    r = run_cli("fetch", "--lock", str(lock_file), str(dest), *keys)
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and f"the lock says {team_print}; re-lock" in line
+    assert not dest.exists()
+    assert run_cli("fetch", store.as_uri(), str(dest), *keys).returncode == 0  # not pinned: either key will do

@@ -34,16 +34,24 @@ def _what(res: Resolution) -> str:
 
 
 def signed_version(
-    repo: Repository, res: Resolution, keys: Sequence[ec.EllipticCurvePublicKey]
+    repo: Repository, res: Resolution, keys: Sequence[ec.EllipticCurvePublicKey], signer: str | None = None
 ) -> tuple[bytes, oms.Verified]:
-    """``res``'s signature, read from ``repo`` and verified against ``keys`` and ``res``'s sha256s;
-    SignatureError (unsigned, malformed, unknown key, bytes differ) in one line otherwise."""
+    """``res``'s signature, read from ``repo`` and verified against ``keys`` and ``res``'s sha256s (and, with
+    ``signer``, a lock's fingerprint, made by that key); SignatureError (unsigned, malformed, unknown key, bytes
+    differ) in one line otherwise."""
     bundle = repo.signature(res)
     if bundle is None:
         raise SignatureError(
             f"{_what(res)}: the version is unsigned; publish it with --sign-key", kind=SignatureError.UNSIGNED
         )
-    return bundle, oms.verify(bundle, {f.path: f.sha256 or "" for f in res.files}, keys, _what(res))
+    done = oms.verify(bundle, {f.path: f.sha256 or "" for f in res.files}, keys, _what(res))
+    if signer is not None and done.fingerprint != signer:
+        raise SignatureError(
+            f"{_what(res)}: signed by {done.fingerprint}, the lock says {signer}; re-lock to accept the new signer",
+            kind=SignatureError.UNKNOWN_KEY,
+            fingerprints=(done.fingerprint, signer),
+        )
+    return bundle, done
 
 
 def latest_signed(
