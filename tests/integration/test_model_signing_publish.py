@@ -48,3 +48,20 @@ def test_publish_to_azurite_signs_the_version(tmp_path, blob_container, azure_en
     assert (got / SIGNATURE_NAME).is_file()
     ok = reference_verify(got / SIGNATURE_NAME, public, got, ignore_unsigned=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_fetch_from_azurite_verifies_and_leaves_a_signature_the_reference_verifier_accepts(
+    tmp_path, blob_container, azure_env
+):
+    private, public = keypair(tmp_path, "team")
+    _, stranger = keypair(tmp_path, "stranger")
+    uri = f"az://devstoreaccount1/{blob_container.container_name}/models/iris"
+    modelship.publish(model_folder(tmp_path / "model"), uri, version="1.0.0", sign_key=private, progress=False)
+    dest = tmp_path / "dest"
+    r = run_cli("fetch", uri, str(dest), "--verify-key", str(public))
+    assert r.returncode == 0, r.stderr
+    ok = reference_verify(dest / SIGNATURE_NAME, public, dest, ignore_unsigned=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    refused = run_cli("fetch", uri, str(tmp_path / "d2"), "--verify-key", str(stranger))
+    assert refused.returncode == 1 and "not signed by any of the 1 verify key(s)" in refused.stderr
+    assert not (tmp_path / "d2").exists()
