@@ -64,6 +64,19 @@ def _both_listed(monkeypatch) -> None:
         return found
 
     monkeypatch.setattr(folder_publish, "_listing", held)
+    # moto checks If-None-Match and then stores, not at once (S3 itself is atomic): two creates in the same
+    # instant can both pass there. One conditional create at a time keeps the race this test is about (both
+    # publishes listed an empty version before either wrote) and takes moto's own race out of it.
+    from modelship.stores.s3 import S3Source
+
+    one_at_a_time = threading.Lock()
+    create = S3Source.create_bytes
+
+    def serialized(self, *args, **kwargs):
+        with one_at_a_time:
+            return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Source, "create_bytes", serialized)
 
 
 def _at_once(run: Callable[[], object]) -> list[object]:

@@ -113,11 +113,14 @@ def _note(e: BaseException, text: str) -> None:
         e.__notes__ = [*getattr(e, "__notes__", []), text]  # type: ignore[attr-defined]
 
 
-def _read_marker(source: Source, f: RemoteFile) -> dict[str, Any]:
-    """The marker an earlier publish left ({} when it cannot be read or is not ours)."""
+def _read_marker(source: Source, f: RemoteFile) -> dict[str, Any] | None:
+    """The marker an earlier publish left ({} when it cannot be read or is not ours; None when it changed since
+    it was listed: another publish is writing it right now)."""
     try:
         data = retrying(f"reading {f.name}", lambda: b"".join(source.read(f.name, 0, f.size, f.etag)))
         doc = json.loads(data)
+    except IntegrityError:
+        return None
     except (ModelshipError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -313,6 +316,11 @@ def _check_existing(
     if pending is None:  # files but no marker and no manifest: uploaded by another tool
         raise ModelshipError(f"{where} already exists; publish a new version, or pass --force to replace it")
     theirs = _read_marker(source, pending)
+    if theirs is None:
+        raise ModelshipError(
+            f"{where} is being published by another process (its {PENDING_MARKER} marker changed while this "
+            "publish read it); wait for it to finish, then check with 'modelship resolve'"
+        )
     if theirs.get("model_digest") != digest:
         raise ModelshipError(
             f"{where} is incomplete (a publish died half-way or is still running); pass --force to replace it "
