@@ -196,6 +196,14 @@ def cmd_publish(a: argparse.Namespace) -> None:
     _emit(a, r.to_dict(), human)
 
 
+def cmd_sign_model(a: argparse.Namespace) -> None:
+    from .trust.published import sign_version
+
+    r = sign_version(a.uri, version=a.version, sign_key=a.sign_key, force=a.force)
+    data = {"uri": r.uri, "version": r.version, "signature": r.signature, "signer": r.fingerprint}
+    _emit(a, data, lambda: print(f"signed {r.uri} version {r.version}: {r.signature} (key {r.fingerprint})"))
+
+
 def cmd_resolve(a: argparse.Namespace) -> None:
     from ._resolve import resolve
 
@@ -521,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="PUB.pem",
             help=f"{what}: a PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS, a path list)",
         )
+
+    sp = add("sign-model", cmd_sign_model, "sign a published model version (OpenSSF model signing): model.sig")
+    sp.add_argument("uri", metavar="URI", help="the model: az://, s3://, file:// or a path")
+    sp.add_argument("--version", required=True, dest="version", help="the published version to sign")
+    sp.add_argument("--sign-key", required=True, metavar="KEY.pem", help="PEM EC private key (openssl ecparam)")
+    sp.add_argument("--force", action="store_true", help="replace the version's existing signature")
 
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")

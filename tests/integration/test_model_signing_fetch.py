@@ -149,3 +149,15 @@ def test_a_lock_records_its_signer_and_refuses_a_version_re_signed_by_another_ke
     assert r.returncode == 1 and f"the lock says {team_print}; re-lock" in line
     assert not dest.exists()
     assert run_cli("fetch", store.as_uri(), str(dest), *keys).returncode == 0  # not pinned: either key will do
+
+
+def test_sign_model_signs_a_version_published_unsigned(tmp_path):
+    private, public = keypair(tmp_path)
+    store = _published(tmp_path)  # unsigned
+    r = run_cli("sign-model", store.as_uri(), "--version", "1.0.0", "--sign-key", str(private))
+    assert r.returncode == 0, r.stderr
+    ok = reference_verify(store / "1.0.0" / SIGNATURE_NAME, public, store / "1.0.0", ignore_unsigned=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert run_cli("fetch", store.as_uri(), str(tmp_path / "dest"), "--verify-key", str(public)).returncode == 0
+    again = run_cli("sign-model", store.as_uri(), "--version", "1.0.0", "--sign-key", str(private))
+    assert again.returncode == 2 and "already signed; --force replaces" in again.stderr

@@ -13,6 +13,7 @@ REF = "127.0.0.1:5000/team/iris@sha256:" + "0123456789abcdef" * 4
 VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
     "publish": (["./model", "az://acct/models/iris"], [["--version", "1.3.0"], ["--force"], ["--json"]]),
     "resolve": (["az://acct/models/iris"], [["--version", "1.3.0"], ["--pre"], ["--json"]]),
+    "sign-model": (["az://acct/models/iris"], [["--version", "1.3.0"], ["--sign-key", "team.pem"], ["--json"]]),
     "lock": (["az://acct/models/iris"], [["-o", "pinned.lock"], ["--version", "1.3.0"], ["--json"]]),
     "fetch": (
         ["az://acct/models/iris", "./model"],

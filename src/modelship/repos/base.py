@@ -108,6 +108,10 @@ class Repository(Protocol):
         """The OMS signature (``model.sig``) published beside ``res``'s files; None when it has none."""
         ...
 
+    def write_signature(self, res: Resolution, bundle: bytes) -> str:
+        """Put ``bundle`` as ``res``'s ``model.sig`` (replacing one); returns where it went."""
+        ...
+
     def close(self) -> None: ...
 
 

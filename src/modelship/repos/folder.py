@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from packaging.version import InvalidVersion, Version
 
 from .._download import ensure_cached
+from .._retry import retrying
 from ..errors import AuthError, IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Lock, Resolution, check_schema, chunks_from_json
 from ..modeldir import safe_relpath
@@ -84,6 +85,11 @@ class FolderRepository:
             if f.name == name:
                 return _read_small(source=self.source, f=f)
         return None
+
+    def write_signature(self, res: Resolution, bundle: bytes) -> str:
+        name = join(res.prefix, SIGNATURE_NAME)
+        retrying(f"uploading {SIGNATURE_NAME}", lambda: self.source.write_bytes(name, bundle))
+        return f"{self.uri.child(res.version)}/{SIGNATURE_NAME}" if res.version else f"{res.uri}/{SIGNATURE_NAME}"
 
     def close(self) -> None:
         self.source.close()

@@ -163,6 +163,9 @@ class OciRepository:
     def signature(self, res: Resolution) -> bytes | None:
         raise UsageError(f"--verify-key is not supported for model images yet ({res.uri})")
 
+    def write_signature(self, res: Resolution, bundle: bytes) -> str:
+        raise UsageError(f"signing model images is not supported yet ({res.uri})")
+
     def publish(
         self,
         model_dir: Path,
