@@ -15,15 +15,15 @@ grown by its ``Tuner`` from the throughput samples the workers report, within a 
 memory budget (for the reads Azure checks itself, which its SDK holds whole in memory, the budget is the
 ceiling: 12).
 
-One job, verified bytes into the cache: ranges, their pieces and the hashers share each file's state (its
-verified prefix, its descriptor, its attempts), which is why the module is longer than ~400 lines.
+This module schedules: the queue of pieces, the connections and hashers that work it, and what happens to a
+range or file that fails its digest. Each file's own state (its ranges, descriptor, verified prefix and hashes)
+is ``_filejob``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import inspect
 import logging
 import os
@@ -32,11 +32,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import _retry, settings
 from ._connections import Tuner, ceiling
+from ._filejob import READ, FileJob, Mismatch, Piece, Range, verified_sha
 from ._fs import CACHE_ADVICE, no_space
 from ._hash import Hasher
 from ._workers import Cancelled, Pool
@@ -49,8 +48,6 @@ from .uri import ModelURI
 
 log = logging.getLogger("modelship")
 
-CHUNK = 8 * 1024 * 1024  # range size for files without chunk digests (with them: their chunk size)
-_READ = 1024 * 1024  # how much the hashers read back from the page cache at once
 MIN_PIECE = 256 * 1024  # the smallest part of a range one connection is given (see _Queue)
 SAMPLE = 1024 * 1024  # a connection reports its throughput to the tuner every this many bytes
 
@@ -75,53 +72,6 @@ def _bound_allocator() -> None:
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 128 * 1024)
 
 
-@dataclass(eq=False)
-class _Range:
-    """The unit of verification: a chunk (its digest checked once all of it is on disk), or a piece of a file
-    without chunk digests. Connections read it whole or in pieces (``_Piece``)."""
-
-    job: _FileJob
-    gen: int  # the job's attempt this range belongs to (a whole-file retry starts a new one)
-    offset: int
-    length: int
-    digest: str | None  # the chunk's sha256, when the file has chunk digests
-    validate: bool  # ask the store to check each read itself
-    attempts: int = 1  # reads of the whole range (a damaged one is read again)
-    missing: int = -1  # bytes not yet on disk in this attempt
-    wrong: set[str] = field(default_factory=set)  # sha256s of attempts that failed the digest
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self.missing = self.length
-
-    @property
-    def label(self) -> str:
-        return _label(self.job, self.offset, self.length)
-
-    def landed(self, nbytes: int) -> bool:
-        """Record a piece on disk; True, once, when the whole range is."""
-        with self.lock:
-            self.missing -= nbytes
-            return self.missing == 0
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """What one connection reads in one request: a range, or a part of it."""
-
-    range: _Range
-    offset: int
-    length: int
-
-    @property
-    def label(self) -> str:
-        return _label(self.range.job, self.offset, self.length)
-
-
-def _label(job: _FileJob, offset: int, length: int) -> str:
-    return f"{job.entry.path} bytes {offset}-{offset + length - 1}"
-
-
 class _Queue:
     """The pieces still to read, in file order (the hashers follow each file's verified prefix).
 
@@ -132,20 +82,20 @@ class _Queue:
     """
 
     def __init__(self) -> None:
-        self._items: deque[_Piece] = deque()
+        self._items: deque[Piece] = deque()
         self._bytes = 0
         self._cond = threading.Condition()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, piece: _Piece, *, front: bool = False) -> None:
+    def put(self, piece: Piece, *, front: bool = False) -> None:
         with self._cond:
             (self._items.appendleft if front else self._items.append)(piece)
             self._bytes += piece.length
             self._cond.notify()
 
-    def take(self, connections: int, timeout: float) -> _Piece | None:
+    def take(self, connections: int, timeout: float) -> Piece | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
@@ -155,212 +105,13 @@ class _Queue:
             share = -(-self._bytes // max(1, connections) // (64 * 1024)) * 64 * 1024  # rounded up to 64 KiB
             share = max(share, MIN_PIECE)
             if p.length - share >= MIN_PIECE:
-                self._items.appendleft(_Piece(p.range, p.offset + share, p.length - share))
-                p = _Piece(p.range, p.offset, share)
+                self._items.appendleft(Piece(p.range, p.offset + share, p.length - share))
+                p = Piece(p.range, p.offset, share)
             self._bytes -= p.length
             return p
 
 
-class _FileJob:
-    """One file being downloaded into a cache temp file; hashed in order as verified ranges land on disk."""
-
-    def __init__(self, entry: FileEntry, name: str, tmp: Path):
-        self.entry, self.name, self.tmp = entry, name, tmp
-        self.gen = 0
-        self.attempts = 1  # whole-file downloads so far
-        self.wrong: set[str] = set()  # sha256s of whole-file downloads that failed their digest
-        self._lock = threading.Lock()
-        self._reset()
-        # Guards the fd: once closed, no late worker may write through it (the number could be reused), and it
-        # is closed only when no worker is in the middle of a read or write.
-        self._io = threading.Lock()
-        self._closed = False
-        self._users = 0
-        # Opened on first use and closed when the file is done: a model of 10,000 small files must not hold
-        # 10,000 descriptors (the usual limit is 1024). The space is reserved now, for every file.
-        self._fd: int | None = None
-        fd = os.open(tmp, os.O_RDWR | os.O_TRUNC)  # created exclusively by Cache.new_temp
-        try:
-            if entry.size:
-                os.posix_fallocate(fd, 0, entry.size)  # ENOSPC now, not half-way through the download
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system without fallocate
-                os.ftruncate(fd, entry.size)
-            else:
-                tmp.unlink(missing_ok=True)
-                if full := no_space(e, f"for {entry.path} ({entry.size} bytes) in {tmp.parent}", CACHE_ADVICE):
-                    raise full from None
-                raise
-        finally:
-            os.close(fd)
-
-    def _reset(self) -> None:
-        self.fresh_hashes()
-        self._done: dict[int, int] = {}
-        self._next = 0
-        self._hashing = False
-        self._complete = False
-
-    def fresh_hashes(self) -> None:
-        self.hash = Hasher(md5=bool(self.entry.md5 and not self.entry.sha256))  # Content-MD5 only without a sha256
-
-    def hashed(self, gen: int) -> bool:
-        """The whole file was hashed as its one range arrived; True when the caller is to complete it."""
-        with self._lock:
-            if gen != self.gen or self._complete:
-                return False
-            self._next, self._complete = self.entry.size, True
-            return True
-
-    def ranges(self, store_checked: int | None) -> list[_Range]:
-        """This attempt's ranges: the file's chunks, or pieces the store can check (``store_checked`` bytes)."""
-        e = self.entry
-        if e.chunks is not None and e.chunk_size:
-            offsets = range(0, e.size, e.chunk_size)
-            return [
-                _Range(self, self.gen, off, min(e.chunk_size, e.size - off), e.chunks[i], False)
-                for i, off in enumerate(offsets)
-            ]
-        step = store_checked or CHUNK
-        return [
-            _Range(self, self.gen, off, min(step, e.size - off), None, store_checked is not None)
-            for off in range(0, e.size, step)
-        ]
-
-    def restart(self) -> None:
-        """Start the whole file again (after a whole-file digest mismatch); late ranges of the old attempt are
-        ignored."""
-        with self._lock:
-            self.gen += 1
-            self.attempts += 1
-            self._reset()
-
-    def _use(self) -> int:
-        """The file's descriptor, counted as in use; raises Cancelled once the job is closed (the fetch failed
-        or was cancelled while a worker was still on it)."""
-        with self._io:
-            if self._closed:
-                raise Cancelled
-            if self._fd is None:
-                self._fd = os.open(self.tmp, os.O_RDWR)
-            self._users += 1
-            return self._fd
-
-    def _release(self) -> None:
-        with self._io:
-            self._users -= 1
-            self._close_if_unused()
-
-    def rest(self) -> None:
-        """Close the descriptor while nobody uses it (it is opened again on the next use): files waiting for
-        their next range or for a hasher hold none, so a model of many small files never runs out of them."""
-        with self._io:
-            if self._users == 0 and self._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self._fd)
-                self._fd = None
-
-    def _close_if_unused(self) -> None:
-        if self._closed and self._users == 0 and self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-    def write(self, data: bytes, pos: int) -> None:
-        fd = self._use()
-        try:  # outside the lock: workers write their ranges of one file in parallel
-            view = memoryview(data)
-            while view:  # a short write must not go unnoticed
-                n = os.pwrite(fd, view, pos)
-                if n <= 0:
-                    raise OSError(errno.ENOSPC, "no bytes written")
-                view, pos = view[n:], pos + n
-        finally:
-            self._release()
-
-    def _read_into(self, buf: memoryview, pos: int) -> int:
-        fd = self._use()
-        try:
-            return os.preadv(fd, [buf], pos)
-        finally:
-            self._release()
-
-    def size_on_disk(self) -> int:
-        fd = self._use()
-        try:
-            return os.fstat(fd).st_size
-        finally:
-            self._release()
-
-    def range_done(self, gen: int, offset: int, length: int) -> bool:
-        """Record a verified range; True when the caller must hand the job to a hasher (it is next in line and
-        no hasher is on this job)."""
-        with self._lock:
-            if gen != self.gen:
-                return False  # a range of an attempt that was given up
-            self._done[offset] = length
-            if self._hashing or offset != self._next:
-                return False  # the hasher on this job picks it up, or it waits for the ranges before it
-            self._hashing = True
-            return True
-
-    def advance(self, buf: memoryview) -> bool:
-        """Hash the contiguous verified bytes from the file (the page cache) through ``buf``, the hasher's own
-        buffer (a fresh one per read would cost a page fault per 4 KiB); True, once, when all are hashed."""
-        while True:
-            with self._lock:
-                length = self._done.pop(self._next, -1)
-                if length < 0:
-                    self._hashing = False
-                    if self._next == self.entry.size and not self._complete:
-                        self._complete = True
-                        return True
-                    return False
-                pos, end = self._next, self._next + length
-            self.hash_back(self.hash, pos, length, buf)
-            with self._lock:
-                self._next = end
-
-    def hash_back(self, hasher: Hasher, pos: int, length: int, buf: memoryview) -> None:
-        """Feed ``length`` bytes from ``pos`` of the file (the page cache) to ``hasher`` through ``buf``."""
-        end = pos + length
-        while pos < end:  # hashlib releases the GIL for big buffers: this runs beside the downloads
-            n = self._read_into(buf[: min(len(buf), end - pos)], pos)
-            if n <= 0:
-                raise IntegrityError(f"{self.entry.path}: file shorter than written")
-            hasher.update(buf[:n])
-            pos += n
-
-    def close(self) -> None:
-        """No more I/O through this job; the descriptor closes when the last worker using it is done."""
-        with self._io:
-            self._closed = True
-            self._close_if_unused()
-
-
-class _Mismatch(Exception):
-    """A whole file whose digest is wrong; ``got`` is the sha256 of what arrived."""
-
-    def __init__(self, kind: str, expected: str, got: str, sha: str):
-        self.kind, self.expected, self.got, self.sha = kind, expected, got, sha
-
-
-def _verify(job: _FileJob, where: str) -> str:
-    """The sha256 of a complete job, checked against the entry's sha256 or MD5; _Mismatch when wrong."""
-    e = job.entry
-    actual_size = job.size_on_disk()
-    if actual_size != e.size or job._next != e.size:
-        raise IntegrityError(f"{where}/{e.path}: got {job._next} bytes, expected {e.size}; the store changed, re-run")
-    sha = job.hash.sha256.hexdigest()
-    if e.sha256 and sha != e.sha256:
-        raise _Mismatch("sha256", e.sha256, sha, sha)
-    md5 = job.hash.md5
-    if md5 and e.md5 and md5.hexdigest() != e.md5:
-        raise _Mismatch("Content-MD5", e.md5, md5.hexdigest(), sha)
-    return sha
-
-
-OnComplete = Callable[[_FileJob, str], None]
+OnComplete = Callable[[FileJob, str], None]
 
 
 def _tries(attempts: int, what: str = "attempts") -> str:
@@ -400,7 +151,7 @@ class _Downloader:
         if self.store_checked and "validate" not in inspect.signature(source.read).parameters:
             self.store_checked = None
         self._tasks = _Queue()
-        self._hash_q: queue.SimpleQueue[_FileJob] = queue.SimpleQueue()
+        self._hash_q: queue.SimpleQueue[FileJob] = queue.SimpleQueue()
         self._gate = threading.Condition()
         self._active = 0
         self._pending = 0  # files not yet verified and handed over
@@ -411,7 +162,7 @@ class _Downloader:
         """Connections the download settled at (or was given)."""
         return self.tuner.limit
 
-    def run(self, jobs: list[_FileJob]) -> None:
+    def run(self, jobs: list[FileJob]) -> None:
         if not jobs:
             return
         _bound_allocator()
@@ -425,7 +176,7 @@ class _Downloader:
                 job.range_done(job.gen, 0, 0)
                 self._hash_q.put(job)
             for r in job.ranges(self.store_checked):
-                self._tasks.put(_Piece(r, r.offset, r.length))
+                self._tasks.put(Piece(r, r.offset, r.length))
                 ranges += 1
         n_workers = min(self.tuner.most, max(1, ranges, total // MIN_PIECE))
         # Whole-file hashing is sequential per file; more hashers help when many files complete at once.
@@ -463,7 +214,7 @@ class _Downloader:
                     self._active -= 1
                     self._gate.notify_all()  # the tuner may have raised the limit: wake every waiting worker
 
-    def _read(self, p: _Piece, pos: int, validate: bool) -> Iterator[bytes]:
+    def _read(self, p: Piece, pos: int, validate: bool) -> Iterator[bytes]:
         job, end = p.range.job, p.offset + p.length
         if validate:
             return self.source.read(job.name, pos, end - pos, job.entry.etag, validate=True)  # type: ignore[call-arg]
@@ -473,7 +224,7 @@ class _Downloader:
         """The tuner's step, for a sample starting now; -1 when not every connection has work (an unfair one)."""
         return self.tuner.step if len(self._tasks) >= self.tuner.limit - 1 else -1
 
-    def _fetch(self, p: _Piece) -> None:
+    def _fetch(self, p: Piece) -> None:
         r = p.range
         job, end = r.job, p.offset + p.length
         if r.gen != job.gen:
@@ -546,7 +297,7 @@ class _Downloader:
             self._verified(r, chunk)
         job.rest()
 
-    def _verified(self, r: _Range, chunk: Hasher | None) -> None:
+    def _verified(self, r: Range, chunk: Hasher | None) -> None:
         """All of ``r`` is on disk (``chunk``: hashed as it arrived, if it came whole): check its digest and
         hand it on, or read it again."""
         job = r.job
@@ -556,7 +307,7 @@ class _Downloader:
                 if whole:
                     job.fresh_hashes()
                 chunk = job.hash if whole else Hasher()
-                job.hash_back(chunk, r.offset, r.length, memoryview(bytearray(min(_READ, r.length))))
+                job.hash_back(chunk, r.offset, r.length, memoryview(bytearray(min(READ, r.length))))
             if (got := chunk.sha256.hexdigest()) != r.digest:
                 self._damaged(r, got)
                 return
@@ -566,7 +317,7 @@ class _Downloader:
         elif job.range_done(r.gen, r.offset, r.length):
             self._hash_q.put(job)
 
-    def _damaged(self, r: _Range, got: str) -> None:
+    def _damaged(self, r: Range, got: str) -> None:
         """A range whose bytes do not have its chunk digest: read it again (bounded), or name the damage."""
         with r.lock:
             if got in r.wrong:
@@ -586,12 +337,12 @@ class _Downloader:
             "retrying %s (%s), attempt %d/%d", r.label, "damaged bytes: sha256 mismatch", r.attempts, self.attempts
         )
         self.progress.update(-r.length)
-        self._tasks.put(_Piece(r, r.offset, r.length), front=True)
+        self._tasks.put(Piece(r, r.offset, r.length), front=True)
 
     # -- hashers
 
     def _hasher(self) -> None:
-        buf = memoryview(bytearray(_READ))
+        buf = memoryview(bytearray(READ))
         while self._running():
             try:
                 job = self._hash_q.get(timeout=0.1)
@@ -602,10 +353,10 @@ class _Downloader:
             if done:
                 self._complete(job)
 
-    def _complete(self, job: _FileJob) -> None:
+    def _complete(self, job: FileJob) -> None:
         try:
-            sha = _verify(job, self.where)
-        except _Mismatch as m:
+            sha = verified_sha(job, self.where)
+        except Mismatch as m:
             self._again(job, m)
             return
         self.on_complete(job, sha)
@@ -614,7 +365,7 @@ class _Downloader:
             if self._pending == 0:
                 self._finished.set()
 
-    def _again(self, job: _FileJob, m: _Mismatch) -> None:
+    def _again(self, job: FileJob, m: Mismatch) -> None:
         """A whole file that failed its digest: download it again, or say whether it is damaged at rest."""
         e, path = job.entry, f"{self.where}/{job.entry.path}"
         if e.chunks is not None:  # every chunk matched, the whole does not: no download can fix that
@@ -642,7 +393,7 @@ class _Downloader:
             job.range_done(job.gen, 0, 0)
             self._hash_q.put(job)
         for r in job.ranges(self.store_checked):
-            self._tasks.put(_Piece(r, r.offset, r.length))
+            self._tasks.put(Piece(r, r.offset, r.length))
 
 
 def ensure_cached(
@@ -665,9 +416,9 @@ def ensure_cached(
         return shas, 0, 0
     total = sum(f.size for f in todo)
     cancel = threading.Event()
-    jobs: list[_FileJob] = []
+    jobs: list[FileJob] = []
 
-    def finish(job: _FileJob, sha: str) -> None:
+    def finish(job: FileJob, sha: str) -> None:
         """Move a verified file into the cache at once: a killed or failed fetch keeps it."""
         job.close()
         cache.put(job.tmp, sha)
@@ -678,7 +429,7 @@ def ensure_cached(
         for f in todo:
             tmp = cache.new_temp()
             try:
-                jobs.append(_FileJob(f, _name(res, f), tmp))
+                jobs.append(FileJob(f, _name(res, f), tmp))
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

@@ -12,7 +12,8 @@ import pytest
 
 import modelship
 from modelship import cli
-from modelship._download import MIN_PIECE, _Piece, _Queue, _Range
+from modelship._download import MIN_PIECE, _Queue
+from modelship._filejob import Piece, Range
 from modelship.errors import UsageError
 from modelship.manifest import CHUNK_SIZE, FileEntry, Lock, Manifest
 from support.models import make_model
@@ -125,16 +126,16 @@ def test_file_without_chunk_digests_damaged_at_rest_fails_after_a_second_downloa
 # ---------------------------------------------------------------------------------------------- the queue
 
 
-def _ranges(*sizes: int) -> list[_Range]:
+def _ranges(*sizes: int) -> list[Range]:
     """Ranges of a pretend file, back to back (the queue looks at offsets and lengths only)."""
     out, offset = [], 0
     for size in sizes:
-        out.append(_Range(None, 0, offset, size, None, False))  # type: ignore[arg-type]
+        out.append(Range(None, 0, offset, size, None, False))  # type: ignore[arg-type]
         offset += size
     return out
 
 
-def _drain(q: _Queue, connections: int) -> list[_Piece]:
+def _drain(q: _Queue, connections: int) -> list[Piece]:
     taken = []
     while (p := q.take(connections, timeout=0)) is not None:
         taken.append(p)
@@ -145,7 +146,7 @@ def test_the_queue_hands_out_whole_ranges_while_much_is_left_and_shares_out_the_
     ranges = _ranges(*[8 * MiB] * 6)
     q = _Queue()
     for r in ranges:
-        q.put(_Piece(r, r.offset, r.length))
+        q.put(Piece(r, r.offset, r.length))
     taken = _drain(q, connections=3)
     assert [p.length for p in taken[:4]] == [8 * MiB] * 4  # 48, 40, 32, 24 MiB left: a connection's share ≥ 8
     assert len(taken) > 6 and all(p.length >= MIN_PIECE for p in taken)
@@ -160,7 +161,7 @@ def test_the_queue_hands_out_whole_ranges_while_much_is_left_and_shares_out_the_
 def test_a_file_of_two_chunks_is_shared_over_every_connection():
     q = _Queue()
     for r in _ranges(8 * MiB, 8 * MiB):
-        q.put(_Piece(r, r.offset, r.length))
+        q.put(Piece(r, r.offset, r.length))
     first = [q.take(12, timeout=0) for _ in range(12)]  # twelve connections start at once
     assert all(p is not None and p.length <= 2 * MiB for p in first), [p and p.length for p in first]
     rest = _drain(q, 12)
@@ -170,6 +171,6 @@ def test_a_file_of_two_chunks_is_shared_over_every_connection():
 def test_a_damaged_range_goes_back_to_the_front_of_the_queue():
     a, b = _ranges(MiB, MiB)
     q = _Queue()
-    q.put(_Piece(b, b.offset, b.length))
-    q.put(_Piece(a, a.offset, a.length), front=True)
+    q.put(Piece(b, b.offset, b.length))
+    q.put(Piece(a, a.offset, a.length), front=True)
     assert q.take(1, timeout=0).range is a
