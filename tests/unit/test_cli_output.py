@@ -7,6 +7,7 @@ import json
 import pytest
 
 from modelship import cli
+from modelship._cli_output import pinned
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,7 @@ from modelship import cli
     ],
 )
 def test_ref_is_the_repository_pinned_by_digest(image, digest, ref):
-    assert cli.pinned(image, digest) == ref
+    assert pinned(image, digest) == ref
 
 
 def test_old_option_spellings_still_work_but_are_not_listed(capsys):

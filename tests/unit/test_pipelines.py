@@ -134,14 +134,14 @@ def _pipeline_lines(script: str, result: dict) -> list[str]:
     import contextlib
     import io
 
-    from modelship import cli
+    from modelship._cli_output import emit
 
     script = re.sub(r"\$\{\{[^}]*\}\}", result["image"], script)  # the template's parameters
     (args,) = [args for _, args in pc.modelship_commands(script) if args]
     ns = build_parser().parse_args(args)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        cli._emit(ns, result, lambda: print("human line"))
+        emit(ns, result, lambda: print("human line"))
     return [line for line in out.getvalue().splitlines() if line.startswith("##vso[")]
 
 

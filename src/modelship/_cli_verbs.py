@@ -1,0 +1,313 @@
+"""The `modelship` verbs, one handler each: call the public API, print through ``_cli_output``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ._cli_output import emit, pinned
+from .conventions import (
+    MODEL_DIGEST_LABEL,
+    MODEL_DIR_LABEL,
+    MODEL_MANIFEST_LABEL,
+    MODEL_URI_LABEL,
+    MODEL_VERSION_LABEL,
+)
+from .errors import ModelshipError, UsageError
+from .manifest import tree_digest
+from .progress import human_bytes
+
+
+def _model_json(d: dict[str, Any]) -> dict[str, Any]:
+    """A manifest or lock as printed by --json: its tree digest is ``model_digest`` (``image_digest`` is an image's)."""
+    out = {k: v for k, v in d.items() if k != "digest"}
+    out["model_digest"] = d.get("digest")
+    return out
+
+
+def _login(a: argparse.Namespace) -> Any:
+    """``--username`` with ``--password-stdin`` as the credential of resolve/lock/fetch/publish (registries take
+    it; the other stores refuse it in one line)."""
+    if a.username is None and not a.password_stdin:
+        return None
+    if a.username is None or not a.password_stdin:
+        raise UsageError("give both --username and --password-stdin (the password on stdin), or neither")
+    from .stores.base import Login
+
+    return Login(a.username, sys.stdin.readline().rstrip("\n"))
+
+
+def cmd_publish(a: argparse.Namespace) -> None:
+    from ._publish import publish
+
+    r = publish(
+        a.model_dir,
+        a.uri,
+        version=a.version,
+        force=a.force,
+        workers=a.workers,
+        credential=_login(a),
+        image_model_dir=a.image_model_dir,
+        sign_key=a.sign_key,
+    )
+
+    def human() -> None:
+        files = f"{len(r.files)} files, {human_bytes(sum(f.size for f in r.files))}"
+        if r.image is None:
+            print(f"published {a.model_dir} as {r.location} ({files}) {r.model_digest}")
+            return
+        how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{human_bytes(r.uploaded_bytes)} uploaded"
+        print(f"published {a.model_dir} as {r.image} ({files}; {how}) {r.image_digest}")
+
+    emit(a, r.to_dict(), human)
+
+
+def cmd_sign_model(a: argparse.Namespace) -> None:
+    from .trust.published import sign_version
+
+    r = sign_version(a.uri, version=a.version, sign_key=a.sign_key, force=a.force)
+    data = {"uri": r.uri, "version": r.version, "signature": r.signature, "signer": r.fingerprint}
+    emit(a, data, lambda: print(f"signed {r.uri} version {r.version}: {r.signature} (key {r.fingerprint})"))
+
+
+def cmd_resolve(a: argparse.Namespace) -> None:
+    from ._resolve import resolve
+
+    res = resolve(a.uri, version=a.version, pre=a.pre, credential=_login(a), verify_keys=a.verify_key)
+    known = all(f.sha256 for f in res.files)
+    digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
+    # the model block as inspect and build print it; model_digest is null when the store has no sha256s
+    data = {**res.to_dict(), "model": {"uri": res.uri, "version": res.version, "model_digest": digest}}
+
+    def human() -> None:
+        print(f"{res.uri} version {res.version or '(unversioned)'}: {len(res.files)} files, {human_bytes(res.size)}")
+        for f in res.files:
+            print(f"  {f.path}  {f.size}  etag={f.etag or '-'}  sha256={f.sha256 or '-'}")
+
+    emit(a, data, human)
+
+
+def cmd_lock(a: argparse.Namespace) -> None:
+    from ._resolve import lock
+
+    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output, credential=_login(a), verify_keys=a.verify_key)
+    data = _model_json(lk.to_dict())
+    if lk.pin:  # a version that is an image (oci://): the image, pinned, is what deploy mounts
+        data["ref"] = pinned(lk.uri.split("://", 1)[-1], lk.pin)
+
+    def human() -> None:
+        version = lk.version or "(unversioned)"
+        print(f"locked {lk.uri} version {version} ({len(lk.files)} files) {lk.digest} → {a.output}")
+
+    emit(a, data, human)
+
+
+def cmd_fetch(a: argparse.Namespace) -> None:
+    from ._fetch import fetch
+
+    r = fetch(
+        a.uri,
+        a.dest,
+        version=a.version,
+        lock=a.lock,
+        pre=a.pre,
+        workers=a.workers,
+        credential=_login(a),
+        verify_keys=a.verify_key,
+    )
+    m = r.manifest
+    data = {
+        **_model_json(m.to_dict()),
+        "dest": str(r.dest),
+        "downloaded_files": r.downloaded_files,
+        "downloaded_bytes": r.downloaded_bytes,
+        "cached_files": r.cached_files,
+        "unchanged": r.unchanged,
+    }
+
+    def human() -> None:
+        how = (
+            "unchanged"
+            if r.unchanged
+            else f"{r.downloaded_files} downloaded ({human_bytes(r.downloaded_bytes)}), {r.cached_files} from cache"
+        )
+        version = m.version or "(unversioned)"
+        print(f"fetched {m.uri} version {version} → {r.dest} ({len(m.files)} files; {how}) {m.digest}")
+
+    emit(a, data, human)
+
+
+def cmd_build(a: argparse.Namespace) -> None:
+    from .image import build
+    from .image import labels as image_labels
+    from .image._inspect import model_block
+
+    img = build(
+        a.app_dir,
+        a.model,
+        a.tag,
+        base_image=a.base_image,
+        requirements=a.requirements,
+        dockerfile=a.dockerfile,
+        entrypoint=a.entrypoint,
+        port=a.port,
+        ready_path=a.ready_path,
+        live_path=a.live_path,
+        tag_model_version=a.tag_model_version,
+        pull=a.pull,
+        quiet=a.quiet or a.json,
+    )
+    # "id" is the engine's image id; the registry's image_digest (and so a ref) exists only once pushed
+    data = {
+        "id": img.id,
+        "tags": list(img.tags),
+        "labels": img.labels,
+        "model": model_block(img.labels),
+        "app": image_labels.app_settings(img.labels),
+    }
+
+    def human() -> None:
+        if a.model is None:
+            image_model_dir = img.labels.get(MODEL_DIR_LABEL) or "its MODELSHIP_MODEL_DIR"
+            print(
+                f"built {', '.join(img.tags)} ({img.id[:19]}) app-only: "
+                f"'modelship assemble' puts a model at {image_model_dir}"
+            )
+        else:
+            version = img.labels.get(MODEL_VERSION_LABEL) or "(unversioned)"
+            print(
+                f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
+                f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
+            )
+
+    emit(a, data, human)
+
+
+def cmd_push(a: argparse.Namespace) -> None:
+    from .image import push
+
+    digest = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json)
+    data = {"image": a.image, "ref": pinned(a.image, digest), "image_digest": digest}
+    emit(a, data, lambda: print(f"pushed {a.image} {digest}"))
+
+
+def cmd_inspect(a: argparse.Namespace) -> None:
+    from .image import inspect
+
+    info = inspect(a.image, platform=a.platform)
+    digest = info.get("image_digest")
+    data = {**info, "image": a.image, "ref": pinned(a.image, digest) if digest else None}
+
+    def human() -> None:
+        model = data.get("model") or {}
+        where = data.get("source", "?")
+        if data.get("platforms"):  # an index: say which of its images was read
+            where += f", {data['platform']} of {', '.join(data['platforms'])}; --platform picks another"
+        print(f"{data['ref'] or a.image} ({where})")
+        print(
+            f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} "
+            f"{model.get('model_digest') or '-'}"
+        )
+        for k, v in sorted((data.get("labels") or {}).items()):
+            if k != MODEL_MANIFEST_LABEL:
+                print(f"  {k}={v}")
+
+    emit(a, data, human)
+
+
+def _registry_password(a: argparse.Namespace) -> str | None:
+    """The password ``--password-stdin`` reads (the library checks it comes with a ``--username``)."""
+    return sys.stdin.readline().rstrip("\n") if a.password_stdin else None
+
+
+def cmd_assemble(a: argparse.Namespace) -> None:
+    from .oci._assemble import assemble
+
+    password = _registry_password(a)
+    r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
+    d = r.to_dict()
+    data = {
+        **{k: v for k, v in d.items() if k not in ("ref", "pinned", "digest", "base")},
+        "image": d["ref"],
+        "ref": d["pinned"],
+        "image_digest": d["digest"],
+        "app_ref": d["base"],
+        "model": {k: v for k, v in d["model"].items() if k != "digest"} | {"model_digest": d["model"].get("digest")},
+    }
+
+    def human() -> None:
+        how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{human_bytes(r.uploaded_bytes)} uploaded"
+        model = r.model.get("version") or "(unversioned)"
+        print(f"assembled {data['image']} {data['image_digest']} ({how}; app {data['app_ref']}, model {model})")
+
+    emit(a, data, human)
+
+
+def cmd_promote(a: argparse.Namespace) -> None:
+    from .oci._promote import promote
+
+    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
+    data = r.to_dict()
+
+    def human() -> None:
+        for t in r.tags:
+            print(f"promoted {t} -> {r.image_digest}")
+
+    emit(a, data, human)
+
+
+def cmd_cache_prune(a: argparse.Namespace) -> None:
+    from .cache import prune
+
+    r = prune(keep_days=a.keep_days, max_size=a.max_size, dry_run=a.dry_run)
+    data = {"removed": r.removed, "freed": r.freed, "kept": r.kept, "kept_bytes": r.kept_bytes, "cache": str(r.root)}
+    how = "would remove" if r.dry_run else "removed"
+    freed, kept = human_bytes(r.freed), human_bytes(r.kept_bytes)
+    line = f"{how} {r.removed} cache entries ({freed}); {r.kept} ({kept}) kept in {r.root}"
+    emit(a, data, lambda: print(line))
+
+
+def cmd_probes_record(a: argparse.Namespace) -> None:
+    from .probes import record_file
+
+    r = record_file(a.source, a.out)
+    data = {"probes": len(r.probes), "skipped": r.skipped, "dropped_headers": sorted(r.dropped_headers), "out": a.out}
+    dropped = f"; secret headers dropped: {', '.join(sorted(r.dropped_headers))}" if r.dropped_headers else ""
+    line = f"recorded {len(r.probes)} probes to {a.out} ({r.skipped} other lines skipped{dropped})"
+    emit(a, data, lambda: print(line, file=sys.stderr))
+
+
+def cmd_verify(a: argparse.Namespace) -> None:
+    from ._verify import verify
+
+    r = verify(a.target, allow_extra=a.allow_extra)
+
+    def human() -> None:
+        if r.ok:
+            print(f"verified {r.target}: {r.files} files, {human_bytes(r.size)}, model_digest {r.model_digest}")
+
+    emit(a, r.to_dict(), human)
+    if not r.ok:
+        raise ModelshipError(r.problem() or "")
+
+
+def cmd_deploy_render(a: argparse.Namespace) -> None:
+    from .deploy import render
+
+    paths = render(
+        a.image,
+        a.out,
+        name=a.name,
+        replicas=a.replicas,
+        template_dir=a.template_dir,
+        port=a.port,
+        ready_path=a.ready_path,
+        live_path=a.live_path,
+        model_image=a.model_image,
+        mount=a.mount,
+        image_model_dir=a.image_model_dir,
+        on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
+    )
+    for p in paths:
+        print(p)
