@@ -12,10 +12,12 @@ from ._cli_verbs import (
     cmd_assemble,
     cmd_build,
     cmd_cache_prune,
+    cmd_copy,
     cmd_deploy_render,
     cmd_fetch,
     cmd_inspect,
     cmd_lock,
+    cmd_ls,
     cmd_probes_record,
     cmd_promote,
     cmd_publish,
@@ -251,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
     )
+    registry_login(sp)
+
+    sp = add("ls", cmd_ls, "list a repository's tags with their digests and, for model images, model versions")
+    sp.add_argument("repository", metavar="REPOSITORY", help="oci://REGISTRY/REPO (or REGISTRY/REPO)")
+    registry_login(sp)
+
+    sp = add("copy", cmd_copy, "copy an image (manifest or index, every blob) to another repository or registry")
+    sp.add_argument("src", metavar="SRC", help="REGISTRY/REPO:TAG or @sha256:… to copy")
+    sp.add_argument("dst", metavar="DST", help="REGISTRY/REPO[:TAG] to write (no tag: SRC's tag)")
     registry_login(sp)
 
     sp = add("verify", cmd_verify, "check a model folder against its modelship.json (sizes, sha256s, nothing else)")

@@ -257,6 +257,35 @@ def cmd_promote(a: argparse.Namespace) -> None:
     emit(a, data, human)
 
 
+def cmd_ls(a: argparse.Namespace) -> None:
+    from .oci._ls import ls
+
+    images = ls(a.repository, username=a.username, password=_registry_password(a))
+    data = {"images": [i.to_dict() for i in images]}
+
+    def human() -> None:
+        if not images:
+            print(f"no tags in {a.repository}")
+        for i in images:
+            model = f"  model {i.version} {i.model_digest}" if i.model_digest else ""
+            print(f"{i.image.rsplit(':', 1)[1]}  {i.image_digest}{model}")
+
+    emit(a, data, human)
+
+
+def cmd_copy(a: argparse.Namespace) -> None:
+    from .oci._copy import copy
+
+    r = copy(a.src, a.dst, username=a.username, password=_registry_password(a), quiet=a.json)
+    data = r.to_dict()
+
+    def human() -> None:
+        print(r.ref)
+        print(f"copied {r.source} -> {r.image or r.ref} ({human_bytes(r.uploaded_bytes)} uploaded)", file=sys.stderr)
+
+    emit(a, data, human)
+
+
 def cmd_cache_prune(a: argparse.Namespace) -> None:
     from .cache import prune
 

@@ -11,6 +11,8 @@ REF = "127.0.0.1:5000/team/iris@sha256:" + "0123456789abcdef" * 4
 
 # Every verb of the CLI (DESIGN.md's list): its positionals, in order, and its options as users pass them.
 VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
+    "ls": (["oci://registry.example/models/iris"], [["--username", "ci"], ["--json"]]),
+    "copy": (["registry.example/a/m:1.0", "other.example/b/m"], [["--username", "ci"], ["--json"]]),
     "publish": (["./model", "az://acct/models/iris"], [["--version", "1.3.0"], ["--force"], ["--json"]]),
     "resolve": (["az://acct/models/iris"], [["--version", "1.3.0"], ["--pre"], ["--json"]]),
     "sign-model": (["az://acct/models/iris"], [["--version", "1.3.0"], ["--sign-key", "team.pem"], ["--json"]]),
@@ -92,6 +94,8 @@ def test_options_anywhere_on_the_line_mean_the_same(verb):
             "assemble": "app_image",
             "promote": "ref",
             "verify": "target",
+            "ls": "repository",
+            "copy": "src",
         }
         assert ns[first_positional.get(verb, "uri")] == positionals[0]
     if verb == "fetch":

@@ -6,5 +6,6 @@ three layers: ``auth`` (credentials, docker config, challenge, tokens, ACR's exc
 (session, errors, retries) and ``registry`` (blobs, manifests, tags, referrers); ``remote`` reads an image's
 labels without pulling it. ``write`` is the one image writer (image values; HEAD/mount, upload the missing
 blobs, PUT by digest, tag, verify): ``_assemble`` (the model's layers on an app image) and ``modelimage`` (the
-model as its own image) are plans it executes, ``_promote`` only tags.
+model as its own image) are plans it executes, ``_copy`` hands it another repository's manifests byte for byte,
+``_promote`` only tags; ``_ls`` lists a repository's tags with their model versions.
 """
