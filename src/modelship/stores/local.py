@@ -184,10 +184,8 @@ class LocalSource:
             f.close()
 
     def write(self, name: str, path: Path, *, sha256: str, md5: bytes, progress: ProgressFn | None = None) -> None:
-        dest = self._path(name)
+        dest = self._destination(name)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self._sweep(dest.parent)
             # created with the source's mode, so the umask applies as it does for cp (mkstemp would give 0600)
             mode = os.stat(path).st_mode & 0o777
         except OSError as e:
@@ -246,18 +244,30 @@ class LocalSource:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
 
-    def write_bytes(self, name: str, data: bytes) -> None:
+    def _destination(self, name: str) -> Path:
+        """The path of ``name``, its folder made and swept of killed writes' temp files."""
         dest = self._path(name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             self._sweep(dest.parent)
         except OSError as e:
             raise _fs_error(e, f"uploading {name}") from None
+        return dest
+
+    @contextlib.contextmanager
+    def _small_file(self, name: str, data: bytes) -> Iterator[tuple[Path, Path]]:
+        """``data`` in a temp file beside ``name``'s path, durable (fsync): markers and manifests say what the
+        version is, so they are on disk before they count. Yields (path, temp file) to put it in place."""
+        dest = self._destination(name)
         with self._writing(dest, name) as (fd, tmp):
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)  # markers and manifests say what the version is: durable before they count
+            os.fsync(fd)
+            yield dest, tmp
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self._small_file(name, data) as (dest, tmp):
             os.replace(tmp, dest)
 
     def create_bytes(self, name: str, data: bytes, *, replacing: str | None = None) -> bool:
@@ -265,17 +275,7 @@ class LocalSource:
         that ETag; False when another writer got there first. The file appears whole: a complete temp file is
         linked in (which fails if the name exists), or renamed over the old one under a lock file that only one
         writer can create."""
-        dest = self._path(name)
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self._sweep(dest.parent)
-        except OSError as e:
-            raise _fs_error(e, f"uploading {name}") from None
-        with self._writing(dest, name) as (fd, tmp):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+        with self._small_file(name, data) as (dest, tmp):
             if replacing is not None:
                 return _replace_if(tmp, dest, replacing)
             try:
