@@ -78,17 +78,23 @@ def blob(data: bytes, media_type: str = OCI_CONFIG) -> Blob:
 
 
 @dataclass(frozen=True)
-class Image:
-    """One image manifest with its blobs."""
+class _Written:
+    """A manifest or index as written: its bytes, and its digest from them."""
 
-    data: bytes  # the manifest, as written
-    config: Blob
-    layers: tuple[Blob, ...]
-    media_type: str = OCI_MANIFEST
+    data: bytes
 
     @property
     def digest(self) -> str:
         return sha256_digest(self.data)
+
+
+@dataclass(frozen=True)
+class Image(_Written):
+    """One image manifest (``data``) with its blobs."""
+
+    config: Blob
+    layers: tuple[Blob, ...]
+    media_type: str = OCI_MANIFEST
 
     @property
     def blobs(self) -> tuple[Blob, ...]:
@@ -100,16 +106,11 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Index:
-    """An image index with its images."""
+class Index(_Written):
+    """An image index (``data``) with its images."""
 
-    data: bytes
     images: tuple[Image, ...]
     media_type: str = OCI_INDEX
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.data)
 
     @property
     def blobs(self) -> tuple[Blob, ...]:
