@@ -114,13 +114,22 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """What a fetch installed: written as ``modelship.json`` next to the model files."""
+class _Digested:
+    """A version's files and the tree digest over them: what a Manifest and a Lock both record."""
 
     uri: str
     version: str | None
     files: tuple[FileEntry, ...]
     digest: str
+
+    def _digest_matches(self) -> bool:
+        return tree_digest((f.path, f.sha256) for f in self.files) == self.digest  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Manifest(_Digested):
+    """What a fetch installed: written as ``modelship.json`` next to the model files."""
+
     fetched_at: str | None = None
 
     @classmethod
@@ -157,7 +166,7 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"{source}: not a modelship manifest ({_what_is_wrong(e)}); re-create it") from e
         _check_unique(files, source, "re-create it")
-        if tree_digest((f.path, f.sha256) for f in files) != m.digest:  # type: ignore[misc]
+        if not m._digest_matches():
             raise UsageError(f"{source}: digest does not match its files; the manifest was edited, re-create it")
         return m
 
@@ -173,13 +182,9 @@ class Manifest:
 
 
 @dataclass(frozen=True)
-class Lock:
+class Lock(_Digested):
     """A pinned resolution: fetching from it gets exactly these bytes or fails saying what changed."""
 
-    uri: str
-    version: str | None
-    files: tuple[FileEntry, ...]
-    digest: str
     created_at: str = field(default="")
     pin: str | None = None  # Resolution.pin: a fetch fails if the version no longer is this one
     signer: str | None = None  # lock --verify-key: fingerprint of the key that signed it (trust.oms.fingerprint)
@@ -231,7 +236,7 @@ class Lock:
                 f"{path}: not a modelship lock file ({_what_is_wrong(e)}); re-create it with 'modelship lock'"
             ) from e
         _check_paths(files, str(path), "re-create it with 'modelship lock'")
-        if tree_digest((f.path, f.sha256) for f in files) != lock.digest:  # type: ignore[misc]
+        if not lock._digest_matches():
             raise UsageError(
                 f"{path}: digest does not match its files; the lock was edited by hand, "
                 "re-create it with 'modelship lock'"
