@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .repos import opened
-from .repos.base import PublishResult
+from .repos.base import PublishRequest, PublishResult
 from .uri import parse
 
 
@@ -34,11 +34,13 @@ def publish(
     """
     with opened(parse(uri), credential) as repo:
         return repo.publish(
-            Path(model_dir),
-            version,
-            force=force,
-            workers=workers,
-            progress=progress,
-            image_model_dir=image_model_dir,
-            sign_key=Path(sign_key) if sign_key is not None else None,
+            PublishRequest(
+                Path(model_dir),
+                version,
+                force=force,
+                workers=workers,
+                progress=progress,
+                image_model_dir=image_model_dir,
+                sign_key=Path(sign_key) if sign_key is not None else None,
+            )
         )

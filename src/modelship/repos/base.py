@@ -28,6 +28,22 @@ class Fetched:
 
 
 @dataclass(frozen=True)
+class PublishRequest:
+    """What ``Repository.publish`` uploads: ``model_dir`` as ``version``, replacing one that exists only with
+    ``force``. ``workers``: files uploaded at once (None: the default); ``progress``: the progress bar (None: on a
+    terminal); ``image_model_dir``: the model's folder in a model image (oci:// only); ``sign_key``: a PEM EC
+    private key, the version gets an OMS signature (``trust.oms``) beside its files."""
+
+    model_dir: Path
+    version: str
+    force: bool = False
+    workers: int | None = None
+    progress: bool | None = None
+    image_model_dir: str | None = None
+    sign_key: Path | None = None
+
+
+@dataclass(frozen=True)
 class PublishResult:
     """What ``publish`` put into a store: the version's manifest (its files and tree digest) and where it is.
 
@@ -89,19 +105,8 @@ class Repository(Protocol):
         """Make every file of ``res`` present and verified in ``cache``."""
         ...
 
-    def publish(
-        self,
-        model_dir: Path,
-        version: str,
-        *,
-        force: bool,
-        workers: int | None,
-        progress: bool | None,
-        image_model_dir: str | None = None,
-        sign_key: Path | None = None,
-    ) -> PublishResult:
-        """Upload ``model_dir`` as ``version``; a version that exists is replaced only with ``force``.
-        ``sign_key``: a PEM EC private key; the version gets an OMS signature (``trust.oms``) beside its files."""
+    def publish(self, req: PublishRequest) -> PublishResult:
+        """Upload ``req.model_dir`` as ``req.version``; a version that exists is replaced only with ``req.force``."""
         ...
 
     def signature(self, res: Resolution) -> bytes | None:
@@ -115,4 +120,4 @@ class Repository(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Fetched", "PublishResult", "Repository"]
+__all__ = ["Fetched", "PublishRequest", "PublishResult", "Repository"]

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
@@ -23,7 +22,7 @@ from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Lock, Resolutio
 from ..modeldir import safe_relpath
 from ..stores.base import RemoteFile, Source, join
 from ..uri import ModelURI
-from .base import Fetched, PublishResult
+from .base import Fetched, PublishRequest, PublishResult
 from .folder_publish import PENDING_MARKER, publish_version
 
 if TYPE_CHECKING:
@@ -55,29 +54,10 @@ class FolderRepository:
         shas, downloaded, connections = ensure_cached(self.source, self.uri, res, cache, workers, progress)
         return Fetched(shas, downloaded, connections)
 
-    def publish(
-        self,
-        model_dir: Path,
-        version: str,
-        *,
-        force: bool,
-        workers: int | None,
-        progress: bool | None,
-        image_model_dir: str | None = None,
-        sign_key: Path | None = None,
-    ) -> PublishResult:
-        if image_model_dir is not None:
+    def publish(self, req: PublishRequest) -> PublishResult:
+        if req.image_model_dir is not None:
             raise UsageError(f"--image-dir is for model images (oci://), not {self.display}")
-        return publish_version(
-            self.source,
-            self.uri,
-            model_dir,
-            version,
-            force=force,
-            workers=workers,
-            progress=progress,
-            sign_key=sign_key,
-        )
+        return publish_version(self.source, self.uri, req)
 
     def signature(self, res: Resolution) -> bytes | None:
         name = join(res.prefix, SIGNATURE_NAME)

@@ -42,7 +42,7 @@ from ..modeldir import safe_relpath
 from ..progress import Progress
 from ..stores.base import RemoteFile, Source, join
 from ..uri import ModelURI
-from .base import PublishResult
+from .base import PublishRequest, PublishResult
 
 log = logging.getLogger("modelship")
 
@@ -197,27 +197,18 @@ def _write_marker(
         )
 
 
-def publish_version(
-    source: Source,
-    parsed: ModelURI,
-    model_dir: Path,
-    version: str,
-    *,
-    force: bool = False,
-    workers: int | None = None,
-    progress: bool | None = None,
-    sign_key: Path | None = None,
-) -> PublishResult:
-    """Upload ``model_dir`` as ``URI/<version>/``; the version counts as published only once all files are up.
-    With ``sign_key`` its OMS signature (``SIGNATURE_NAME``) goes up after the files, before the
+def publish_version(source: Source, parsed: ModelURI, req: PublishRequest) -> PublishResult:
+    """Upload ``req.model_dir`` as ``URI/<version>/``; the version counts as published only once all files are up.
+    With ``req.sign_key`` its OMS signature (``SIGNATURE_NAME``) goes up after the files, before the
     manifest: a complete version is a signed one.
 
     An interrupted or failed publish of the same files is resumed by calling this again (no ``force``).
-    ``workers``: files uploaded at once; None (the default) takes MODELSHIP_CONCURRENCY, else 16 while the files
-    are small and down to 4 for large ones (``_connections.uploads``).
+    ``req.workers``: files uploaded at once; None (the default) takes MODELSHIP_CONCURRENCY, else 16 while the
+    files are small and down to 4 for large ones (``_connections.uploads``).
     """
+    version, force, progress, sign_key = req.version, req.force, req.progress, req.sign_key
     check_version(version)
-    model_dir = Path(model_dir)
+    model_dir = Path(req.model_dir)
     key = None
     if sign_key is not None:  # a bad key or a clash: before any upload (cryptography is imported only here)
         from ..trust import oms
@@ -226,7 +217,7 @@ def publish_version(
     files = model_files(model_dir)
     root = join(parsed.prefix.strip("/"), version)
     where = parsed.child(version)
-    workers = uploads(workers, max(p.stat().st_size for p in files))  # the files at once (see _connections)
+    workers = uploads(req.workers, max(p.stat().st_size for p in files))  # the files at once (see _connections)
     rels = {p: safe_relpath(p.relative_to(model_dir).as_posix(), str(model_dir)) for p in files}
     if key is not None and SIGNATURE_NAME in rels.values():
         raise UsageError(f"{model_dir / SIGNATURE_NAME}: the signature's own name; remove it to sign {where}")

@@ -41,7 +41,7 @@ from ..oci.tarread import entries, skip_padding
 from ..progress import Progress
 from ..stores.oci import READ as _READ
 from ..stores.oci import BlobStream, OciStore
-from .base import Fetched, PublishResult
+from .base import Fetched, PublishRequest, PublishResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -166,25 +166,21 @@ class OciRepository:
     def write_signature(self, res: Resolution, bundle: bytes) -> str:
         raise UsageError(f"signing model images is not supported yet ({res.uri})")
 
-    def publish(
-        self,
-        model_dir: Path,
-        version: str,
-        *,
-        force: bool,
-        workers: int | None,
-        progress: bool | None,
-        image_model_dir: str | None = None,
-        sign_key: Path | None = None,
-    ) -> PublishResult:
-        if sign_key is not None:
+    def publish(self, req: PublishRequest) -> PublishResult:
+        if req.sign_key is not None:
             raise UsageError(f"--sign-key is not supported for model images yet ({self.store.uri.display})")
         login = self.store.credential
-        kw: dict[str, Any] = {"image_model_dir": image_model_dir} if image_model_dir is not None else {}
+        kw: dict[str, Any] = {"image_model_dir": req.image_model_dir} if req.image_model_dir is not None else {}
         if login is not None and login.username is not None:
             kw.update(username=login.username, password=login.password)
         r = publish_image(
-            model_dir, self.store.uri.raw, version=version, force=force, progress=progress, quiet=True, **kw
+            req.model_dir,
+            self.store.uri.raw,
+            version=req.version,
+            force=req.force,
+            progress=req.progress,
+            quiet=True,
+            **kw,
         )
         details = {
             "image_model_dir": r.image_model_dir,
