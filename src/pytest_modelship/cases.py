@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .matching import MISSING, Expect, Tolerance, match, pretty, project
+from .items import ItemFailed, ModelshipItem, RunCollector
+from .matching import MISSING, Expect, Request, Tolerance, match, pretty, project
 
 if TYPE_CHECKING:
     import requests
 
-    from ._protocol import Run
     from .compare import CompareSpec
 
 LATENCY_PROPERTY = "modelship_latency_ms"
@@ -56,20 +56,11 @@ class CasesError(Exception):
 
 
 @dataclass(frozen=True)
-class Case:
-    name: str
-    method: str = "GET"
-    path: str = "/"
-    headers: dict[str, str] = field(default_factory=dict)
-    json: Any = MISSING
-    body: str | None = None
-    timeout: float | None = None
+class Case(Request):
+    """A request and what its answer must be."""
+
     expect: Expect = field(default_factory=Expect)
     source: str = ""
-
-    @property
-    def has_json(self) -> bool:
-        return self.json is not MISSING
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -303,7 +294,7 @@ def describe(
 # --------------------------------------------------------------------------------------------- items
 
 
-class CaseFailed(Exception):
+class CaseFailed(ItemFailed):
     """Raised by a case item; its text is the whole failure report."""
 
     def __init__(self, text: str, request_failed: bool = False) -> None:
@@ -311,14 +302,11 @@ class CaseFailed(Exception):
         self.request_failed = request_failed  # no answer at all: the app may have just died
 
 
-class CaseItem(pytest.Item):
+class CaseItem(ModelshipItem):
     """One smoke case sent to the running container."""
 
-    def __init__(self, *, case: Case, run: Run, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.case = case
-        self.run = run
-        self.add_marker("modelship")  # `-m modelship`: only the smoke test, in a repo with other tests
+    given, shown = "case", "modelship case {name}"
+    case: Case
 
     def setup(self) -> None:
         self.run.container()
@@ -327,13 +315,7 @@ class CaseItem(pytest.Item):
         case = self.case
         client = self.run.client()
         url = client.url(case.path)
-        kwargs: dict[str, Any] = {"headers": case.headers}
-        if case.has_json:
-            kwargs["json"] = case.json
-        elif case.body is not None:
-            kwargs["data"] = case.body.encode()
-        if case.timeout is not None:
-            kwargs["timeout"] = case.timeout
+        kwargs = case.send_kwargs()
         import requests
 
         t0 = time.perf_counter()
@@ -356,21 +338,18 @@ class CaseItem(pytest.Item):
         if problems:
             raise CaseFailed(describe(case, url, response, latency, problems, self.run.redact))
 
+
+class _CasesCollector(RunCollector):
+    """A collector of cases: a malformed case becomes a collection error naming the problem."""
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CaseFailed):
+        if isinstance(excinfo.value, CasesError):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"modelship case {self.case.name}"
+        return super().repr_failure(excinfo)  # type: ignore[misc]
 
 
-class CasesFile(pytest.File):
-    """The cases file as a collector: a malformed file becomes a collection error naming the problem."""
-
-    def __init__(self, *, run: Run, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.run = run
+class CasesFile(_CasesCollector, pytest.File):
+    """The cases file as a collector."""
 
     def collect(self) -> list[pytest.Item]:
         data = read_document(self.path)
@@ -385,18 +364,9 @@ class CasesFile(pytest.File):
             items.append(GateItem.from_parent(self, name=GATE_ITEM, spec=spec, run=self.run))
         return items
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CasesError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
-
-class HookCases(pytest.Collector):
+class HookCases(_CasesCollector, pytest.Collector):
     """Cases contributed by ``pytest_modelship_cases`` implementations."""
-
-    def __init__(self, *, run: Run, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.run = run
 
     def collect(self) -> list[CaseItem]:
         raw: list[Any] = []
@@ -406,11 +376,6 @@ class HookCases(pytest.Collector):
             return []
         cases = parse_cases(raw, "pytest_modelship_cases")
         return [CaseItem.from_parent(self, name=c.name, case=c, run=self.run) for c in cases]
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CasesError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
 
 def compare_section(data: Any, source: str, base_dir: Path) -> CompareSpec | None:

@@ -18,8 +18,9 @@ import pytest
 
 from modelship.conventions import MODEL
 
+from .items import ItemFailed, ModelshipItem, RunCollector
+
 if TYPE_CHECKING:
-    from ._protocol import Run
     from .container import ModelshipContainer
     from .images import ImageInfo
 
@@ -264,16 +265,13 @@ CHECKS: tuple[Check, ...] = (
 # --------------------------------------------------------------------------------------------- items
 
 
-class CheckFailed(Exception):
+class CheckFailed(ItemFailed):
     pass
 
 
-class CheckItem(pytest.Item):
-    def __init__(self, *, check: Check, run: Run, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check = check
-        self.run = run
-        self.add_marker("modelship")
+class CheckItem(ModelshipItem):
+    given, shown = "check", "modelship image check {name}"
+    check: Check
 
     def setup(self) -> None:
         if self.check.needs_container:
@@ -286,21 +284,9 @@ class CheckItem(pytest.Item):
             head = f"image check {self.name} failed for {self.run.image.ref}: {self.check.doc.strip()}"
             raise CheckFailed(self.run.redact("\n".join([head, *(f"  - {p}" for p in problems)])))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CheckFailed):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
 
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"modelship image check {self.name}"
-
-
-class ImageChecks(pytest.Collector):
+class ImageChecks(RunCollector, pytest.Collector):
     """The ``modelship-image`` collector: one item per check."""
-
-    def __init__(self, *, run: Run, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.run = run
 
     def collect(self) -> list[CheckItem]:
         return [CheckItem.from_parent(self, name=c.name, check=c, run=self.run) for c in CHECKS]

@@ -24,28 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .matching import MISSING, Tolerance, is_number, show
+from .matching import MISSING, Request, Tolerance, is_number, show
 
 SHOWN_DIVERGING = 5  # probes shown side by side in the report; the rest are counted
 SHOWN_PATHS = 8  # differing paths listed per probe
 
 
 @dataclass(frozen=True)
-class Probe:
+class Probe(Request):
     """One request sent to both containers."""
-
-    name: str
-    method: str = "GET"
-    path: str = "/"
-    headers: dict[str, str] = field(default_factory=dict)
-    json: Any = MISSING
-    body: str | None = None
-    timeout: float | None = None
 
     def describe(self) -> str:
         """The request in one line: method, path and body (secret-named headers are never shown)."""
         text = f"{self.method} {self.path}"
-        if self.json is not MISSING:
+        if self.has_json:
             text += " " + show(self.json)
         elif self.body is not None:
             text += f" {self.body[:80]!r}"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from .compare import Answer, CompareSpec, Outcome, Probe, judge, outcome
-from .matching import MISSING
+from .items import ItemFailed, ModelshipItem
 
 if TYPE_CHECKING:
     import docker
@@ -94,18 +94,16 @@ def open_baseline(run: GateRun, client: docker.DockerClient) -> Baseline:
     return Baseline(lifecycle, None, model)
 
 
-class GateFailed(Exception):
+class GateFailed(ItemFailed):
     """The gate's failure: the whole report is its text."""
 
 
-class GateItem(pytest.Item):
+class GateItem(ModelshipItem):
     """A compare section: every probe sent to the candidate and the baseline, the answers compared."""
 
-    def __init__(self, *, spec: CompareSpec, run: GateRun, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec = spec
-        self.run = run
-        self.add_marker("modelship")
+    given, shown = "spec", "modelship compare with the baseline"
+    spec: CompareSpec
+    run: GateRun
 
     def setup(self) -> None:
         if not (self.run.settings and self.run.settings.baseline):
@@ -148,14 +146,6 @@ class GateItem(pytest.Item):
         title = f" modelship baseline container log: {b.lifecycle.started_name} "  # type: ignore[union-attr]
         return f"\n{title.center(80, '-')}\n{self.run.redact(tail)}"
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, GateFailed):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, "modelship compare with the baseline"
-
 
 def send_all(spec: CompareSpec, candidate_url: str, baseline_url: str) -> list[Outcome]:
     """Each probe sent to both containers at once, ``IN_FLIGHT`` requests at a time; outcomes in probe order."""
@@ -174,13 +164,7 @@ def send_all(spec: CompareSpec, candidate_url: str, baseline_url: str) -> list[O
 def _send(client: ModelshipClient, probe: Probe) -> Answer:
     import requests
 
-    kwargs: dict[str, Any] = {"headers": probe.headers}
-    if probe.json is not MISSING:
-        kwargs["json"] = probe.json
-    elif probe.body is not None:
-        kwargs["data"] = probe.body.encode()
-    if probe.timeout is not None:
-        kwargs["timeout"] = probe.timeout
+    kwargs = probe.send_kwargs()
     t0 = time.perf_counter()
     try:
         r = client.request(probe.method, probe.path, **kwargs)

@@ -1,17 +1,46 @@
 """Whether an answer meets a smoke case's expectations: status, JSON (exact or subset, floats within a
-tolerance), a JSON Schema, latency. Every miss is one line naming where in the JSON it is (``$.scores[0]``)."""
+tolerance), a JSON Schema, latency. Every miss is one line naming where in the JSON it is (``$.scores[0]``).
+``Request`` is what a smoke case or a compare probe sends."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import requests
 
 MISSING: Any = object()  # an expectation (or a request body) not given, as opposed to a JSON null
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request: a smoke case's (``cases.Case``) or a compare probe's (``compare.Probe``)."""
+
+    name: str
+    method: str = "GET"
+    path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = MISSING
+    body: str | None = None
+    timeout: float | None = None
+
+    @property
+    def has_json(self) -> bool:
+        return self.json is not MISSING
+
+    def send_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments that send it with ``requests``: headers, the JSON or the body, the timeout."""
+        kwargs: dict[str, Any] = {"headers": self.headers}
+        if self.has_json:
+            kwargs["json"] = self.json
+        elif self.body is not None:
+            kwargs["data"] = self.body.encode()
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        return kwargs
 
 
 @dataclass(frozen=True)
