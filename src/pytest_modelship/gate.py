@@ -94,6 +94,15 @@ def open_baseline(run: GateRun, client: docker.DockerClient) -> Baseline:
     return Baseline(lifecycle, None, model)
 
 
+def thresholds(spec: CompareSpec, settings: Settings | None) -> CompareSpec:
+    """The spec with the thresholds given as options (a pipeline's parameters) over the cases file's."""
+    if settings is not None and settings.min_agreement is not None:
+        spec = replace(spec, min_agreement=settings.min_agreement)
+    if settings is not None and settings.max_latency_ratio is not None:
+        spec = replace(spec, max_latency_ratio=settings.max_latency_ratio)
+    return spec
+
+
 class GateFailed(ItemFailed):
     """The gate's failure: the whole report is its text."""
 
@@ -115,8 +124,9 @@ class GateItem(ModelshipItem):
         candidate = self.run.container()
         settings = self.run.settings
         assert settings is not None and settings.baseline
-        outcomes = send_all(self.spec, candidate.url, baseline.url)
-        verdict = judge(self.spec, outcomes, settings.image, settings.baseline)
+        spec = thresholds(self.spec, settings)
+        outcomes = send_all(spec, candidate.url, baseline.url)
+        verdict = judge(spec, outcomes, settings.image, settings.baseline)
         self.user_properties.append((AGREEMENT_PROPERTY, round(verdict.agreement, 6)))
         self.user_properties.append((COMPARE_PROPERTY, verdict.summary))
         if not verdict.passed:

@@ -37,6 +37,8 @@ class Settings:
     model_image: str | None = None  # the split shape: this model image mounted read-only at the model dir
     baseline: str | None = None  # the image production runs: compare sections send their probes to both
     baseline_model_image: str | None = None  # the baseline's model image (default: model_image)
+    min_agreement: float | None = None  # overrides the compare section's (a pipeline names its thresholds)
+    max_latency_ratio: float | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     def secret_values(self) -> list[str]:
@@ -63,7 +65,7 @@ def fill_from_image(settings: Settings, image: ImageInfo) -> None:
 @dataclass(frozen=True)
 class _Option:
     key: str
-    kind: str  # str | path | int | float | env | bool
+    kind: str  # str | path | int | float | env | bool | share | ratio
     help: str
 
     @property
@@ -92,6 +94,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("model_image", "str", "model image whose content is mounted read-only at the app's model dir"),
     _Option("baseline", "str", "image to compare with (what production runs, REF@DIGEST or a tag; pulled if absent)"),
     _Option("baseline_model_image", "str", "the baseline's model image (default: --modelship-model-image)"),
+    _Option("min_agreement", "share", "the gate's min_agreement (a share, 0 < x <= 1), over the cases file's"),
+    _Option("max_latency_ratio", "ratio", "the gate's max_latency_ratio (candidate/baseline p95), over the file's"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -106,7 +110,8 @@ def add_options(parser: pytest.Parser) -> None:
         elif o.kind == "env":
             group.addoption(o.flag, action="append", default=None, dest=o.dest, metavar="KEY=VALUE", help=help_text)
         else:
-            metavar = {"path": "FILE", "int": "PORT", "float": "SECONDS"}.get(o.kind, o.key.upper())
+            metavar = {"path": "FILE", "int": "PORT", "float": "SECONDS", "share": "SHARE", "ratio": "RATIO"}
+            metavar = metavar.get(o.kind, o.key.upper())
             group.addoption(o.flag, default=None, dest=o.dest, metavar=metavar, help=help_text)
         parser.addini(o.ini, o.help, type="linelist" if o.kind == "env" else "string")
 
@@ -148,6 +153,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         "model_image",
         "baseline",
         "baseline_model_image",
+        "min_agreement",
+        "max_latency_ratio",
     ):
         raw = found[key]
         if raw is None:
@@ -194,6 +201,16 @@ def _parse(config: pytest.Config, o: _Option, value: Any, source: str) -> Any:
         if seconds <= 0:
             raise bad("must be more than 0 seconds")
         return seconds
+    if o.kind in ("share", "ratio"):
+        try:
+            number = float(str(value))
+        except ValueError:
+            raise bad("not a number") from None
+        if o.kind == "share" and not 0 < number <= 1:
+            raise bad("a share of the probes: more than 0, at most 1 (0.98 = 98 %)")
+        if not 0 < number < float("inf"):
+            raise bad("must be more than 0")
+        return number
     if o.kind == "path":
         base = config.invocation_params.dir
         if source.startswith(config.inipath.name if config.inipath else "\0") and config.inipath:

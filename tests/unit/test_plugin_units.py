@@ -251,3 +251,27 @@ def test_percentile_interpolates():
     assert percentile(values, 50) == pytest.approx(10.5)
     assert percentile(values, 95) == pytest.approx(19.05)
     assert percentile([3.0], 95) == 3.0
+
+
+def test_gate_thresholds_given_as_options_override_the_cases_file():
+    from pytest_modelship.compare import CompareSpec, Probe
+    from pytest_modelship.gate import thresholds
+    from pytest_modelship.settings import _BY_KEY, _parse
+
+    spec = CompareSpec(probes=(Probe(name="root"),), min_agreement=0.95, max_latency_ratio=1.5)
+    assert thresholds(spec, None) == spec
+    settings = Settings(image="app:1")
+    assert thresholds(spec, settings) == spec  # none given: the file's
+    settings.min_agreement = _parse(None, _BY_KEY["min_agreement"], "0.99", "MODELSHIP_MIN_AGREEMENT")
+    settings.max_latency_ratio = _parse(None, _BY_KEY["max_latency_ratio"], "1.2", "--modelship-max-latency-ratio")
+    stricter = thresholds(spec, settings)
+    assert (stricter.min_agreement, stricter.max_latency_ratio, stricter.probes) == (0.99, 1.2, spec.probes)
+    for key, bad, why in [
+        ("min_agreement", "98%", "not a number"),
+        ("min_agreement", "1.5", "at most 1"),
+        ("min_agreement", "0", "more than 0"),
+        ("max_latency_ratio", "-1", "must be more than 0"),
+        ("max_latency_ratio", "inf", "must be more than 0"),
+    ]:
+        with pytest.raises(pytest.UsageError, match=why):
+            _parse(None, _BY_KEY[key], bad, "--x")
