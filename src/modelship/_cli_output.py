@@ -54,10 +54,22 @@ def emit(a: argparse.Namespace, data: dict[str, Any], human: Callable[[], None])
     else:
         human()
     wanted = getattr(a, "pipeline_variable", None) or []
-    values = [(name, _single(data, key, f"--pipeline-variable {name}={key}")) for name, key in wanted]
+    _set_variables([(name, _single(data, key, f"--pipeline-variable {name}={key}")) for name, key in wanted])
+
+
+def _set_variables(values: list[tuple[str, str]]) -> None:
     for name, text in values:
         print(f"##vso[task.setvariable variable={name};isOutput=true]{text}")
         print(f"##vso[task.setvariable variable={name}]{text}")
+
+
+def emit_missing(a: argparse.Namespace) -> None:
+    """What ``--missing-ok`` prints for a result that does not exist: ``null``, an empty value, empty variables."""
+    if a.json:
+        print_json(None)
+    elif getattr(a, "print", None):
+        print()
+    _set_variables([(name, "") for name, _ in getattr(a, "pipeline_variable", None) or []])
 
 
 def _single(data: dict[str, Any], key: str, option: str) -> str:

@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--platform", metavar="OS/ARCH", help="of a multi-platform image, this platform's (default: this machine's)"
     )
+    sp.add_argument(
+        "--missing-ok",
+        action="store_true",
+        help="an image that does not exist is no error: one line on stderr, nothing (--json: null) on stdout, exit 0",
+    )
 
     sp = add("assemble", cmd_assemble, "append a model's layers to an app image in its registry (no Docker engine)")
     sp.add_argument("app_image", metavar="APP_IMAGE", help="the app image in a registry (tag or @sha256 digest)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._cli_output import emit, pinned
+from ._cli_output import emit, emit_missing, one_line, pinned
 from .conventions import (
     MODEL_DIGEST_LABEL,
     MODEL_DIR_LABEL,
@@ -14,7 +14,7 @@ from .conventions import (
     MODEL_URI_LABEL,
     MODEL_VERSION_LABEL,
 )
-from .errors import ModelshipError, UsageError
+from .errors import ModelshipError, NotFoundError, UsageError
 from .manifest import tree_digest
 from .progress import human_bytes
 
@@ -195,7 +195,14 @@ def cmd_push(a: argparse.Namespace) -> None:
 def cmd_inspect(a: argparse.Namespace) -> None:
     from .image import inspect
 
-    info = inspect(a.image, platform=a.platform)
+    try:
+        info = inspect(a.image, platform=a.platform)
+    except NotFoundError as e:
+        if not a.missing_ok:
+            raise
+        print(f"modelship: {one_line(str(e))} (--missing-ok)", file=sys.stderr)
+        emit_missing(a)  # a pipeline's first release: no :stable to compare with yet
+        return
     digest = info.get("image_digest")
     data = {**info, "image": a.image, "ref": pinned(a.image, digest) if digest else None}
 

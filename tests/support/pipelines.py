@@ -242,6 +242,16 @@ def prune(node: Any, env: dict[str, Any]) -> Any:
     return node
 
 
+def passed_items(passed: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The parameters a template reference passes, those under a ``${{ if }}``/``${{ else }}`` key included
+    (a branch ``prune`` could not rule out counts as passed)."""
+    for name, value in passed.items():
+        if isinstance(name, str) and (IF_EXPR.match(name) or ELSE_EXPR.match(name)) and isinstance(value, dict):
+            yield from passed_items(value)
+        else:
+            yield name, value
+
+
 def _scripts(node: Any) -> Iterator[tuple[str, str]]:
     """(description, script text) of script-like steps, outside nested template references."""
     if isinstance(node, dict):
@@ -351,6 +361,7 @@ class Checker:
         if not isinstance(passed, dict):
             self.report.problems.append(f"{where}: parameters must be a mapping")
             return
+        passed = dict(passed_items(passed))
         for name, value in passed.items():
             if name not in params:
                 self.report.problems.append(f"{where}: passes undeclared parameter {name!r}")
@@ -385,7 +396,7 @@ class Checker:
                 continue
             if target.is_file():
                 passed = ref.get("parameters") or {}
-                self.instantiate(target, {k: _fill(v, full) for k, v in passed.items()}, trail)
+                self.instantiate(target, {k: _fill(v, full) for k, v in passed_items(passed)}, trail)
 
     def parse_commands(self, build_parser: Any) -> None:
         for cmd in self.report.commands:

@@ -153,7 +153,7 @@ def test_the_example_gate_file_is_valid_and_covers_the_classes_and_edges():
     from pytest_modelship.cases import read_document
     from support import ROOT
 
-    path = ROOT / "examples" / "flask_app" / "modelship-gate.yaml"
+    path = ROOT / "examples" / "flask_app" / "modelship-cases.yaml"
     spec = compare_section(read_document(path), path.name, path.parent)
     assert spec is not None and len(spec.probes) >= 200
     assert spec.ignore == ("model_version", "predictions[*].probabilities")

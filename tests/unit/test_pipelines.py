@@ -207,7 +207,8 @@ def test_a_pull_request_builds_app_and_model_with_one_engine_and_pushes_nothing(
 
 def test_the_nightly_baked_run_assembles_onto_the_promoted_app_without_building_then_deploys_the_digest():
     runs = _root_commands("jobs/model-assemble.yml")
-    assert [a[0] for a in runs] == ["lock", "fetch", "assemble", "promote"]  # no build, no push, no engine
+    # no build, no push, no engine; the gate's baseline pinned (inspect) before the smoke test
+    assert [a[0] for a in runs] == ["lock", "fetch", "assemble", "inspect", "inspect", "promote"]
     steps = _steps("model-assemble.yml")
     assert not [
         s for s in steps if "Docker@" in str(s.get("task", "")) and s["inputs"]["command"] not in ("login", "logout")
@@ -226,6 +227,57 @@ def test_the_nightly_baked_run_assembles_onto_the_promoted_app_without_building_
     assert baked[1]["parameters"]["imageRef"] == "$[ dependencies.assemble.outputs['assemble.imageRef'] ]"
     renders = [a for a in _root_commands("deploy-aks.yml") if a[:2] == ["deploy", "render"]]
     assert renders and all("--image" in r for r in renders)
+
+
+GATED_JOBS = {  # job template -> (the baseline it compares with, the smoke-test's parameter that names it)
+    "app-image.yml": ("baseline", "${{ parameters.imageRepository }}:${{ parameters.baselineTag }}"),
+    "model-assemble.yml": ("baseline", "${{ parameters.imageRepository }}:${{ parameters.baselineTag }}"),
+    "model-update.yml": (
+        "baselineModelImage",
+        "${{ replace(parameters.modelImageRepository, 'oci://', '') }}:${{ parameters.baselineTag }}",
+    ),
+}
+
+
+@pytest.mark.parametrize("job", sorted(GATED_JOBS))
+def test_every_promote_is_gated_against_what_production_runs(job):
+    steps = _steps(job)
+    templates = [s.get("template") for s in steps]
+    first_promote = templates.index("../steps/promote-image.yml")
+    smoke = templates.index("../steps/smoke-test.yml")
+    assert smoke < first_promote  # a candidate that fails the gate is never promoted
+    gate = steps[smoke]["parameters"]["${{ if ne(parameters.baselineTag, '') }}"]
+    key, baseline = GATED_JOBS[job]
+    assert gate[key] == baseline
+    for name in ("minAgreement", "maxLatencyRatio"):
+        assert steps[smoke]["parameters"][name] == f"${{{{ parameters.{name} }}}}"
+    declared = {p["name"]: p for p in yaml.safe_load((TEMPLATES / "jobs" / job).read_text())["parameters"]}
+    assert declared["baselineTag"]["default"] == "stable"
+
+
+def test_the_example_pipeline_names_the_gate_thresholds_and_the_stages_pass_them_on():
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    for stage in root["stages"]:
+        assert float(stage["parameters"]["minAgreement"]) == 0.98
+        assert float(stage["parameters"]["maxLatencyRatio"]) == 1.5
+    stages = {"ci.yml": ["app-image.yml"], "release.yml": ["model-update.yml", "model-assemble.yml"]}
+    for stage_file, jobs in stages.items():
+        text = (TEMPLATES / "stages" / stage_file).read_text()
+        for job in jobs:
+            call = text[text.index(f"template: ../jobs/{job}") :].split("- template:")[0]
+            for name in ("baselineTag", "minAgreement", "maxLatencyRatio"):
+                assert f"{name}: ${{{{ parameters.{name} }}}}" in call, (stage_file, job, name)
+
+
+def test_the_smoke_step_gives_the_thresholds_to_the_plugin():
+    step = yaml.safe_load((TEMPLATES / "steps" / "smoke-test.yml").read_text())["steps"][0]
+    from pytest_modelship.settings import OPTIONS
+
+    envs = {o.env for o in OPTIONS}
+    assert step["env"]["MODELSHIP_MIN_AGREEMENT"] == "${{ parameters.minAgreement }}"
+    assert step["env"]["MODELSHIP_MAX_LATENCY_RATIO"] == "${{ parameters.maxLatencyRatio }}"
+    assert {"MODELSHIP_MIN_AGREEMENT", "MODELSHIP_MAX_LATENCY_RATIO"} <= envs  # what the plugin reads
+    assert '"${gate[@]}"' in step["bash"]
 
 
 def test_no_secret_is_passed_on_a_command_line():
