@@ -4,7 +4,8 @@
 #   pipeline (a commit): lock + fetch latest → build the app-only image (Docker) → push it → assemble the
 #                        model onto it in the registry (no Docker) → smoke-test that digest → promote it
 #   data scientist: publish v2;  pipeline (the nightly, model-only): fetch + assemble onto the same app
-#                   image, printing bytes uploaded and time → smoke-test → promote
+#                   image, printing bytes uploaded and time → smoke-test + gate it against :stable (v1:
+#                   201 probes to both, answers compared) → promote
 #   pipeline again, nothing new: 0 bytes, same digest;  render k8s manifests pinned by the promoted digest.
 set -euo pipefail
 
@@ -50,13 +51,20 @@ else:
 PY
 }
 
-smoke_and_promote() {  # smoke_and_promote RUN: test the exact digest that will run, then tag it
-  local run=$1 digest
+smoke_and_promote() {  # smoke_and_promote RUN: test the exact digest that will run, gate it, then tag it
+  local run=$1 digest baseline gate=()
   digest=$(field "$OUT/assemble-$run.json" image_digest)
-  step "[$run] smoke-test $IMAGE@${digest:0:19}… with the pytest plugin"
+  # the gate: what production runs (:stable), pinned by digest; the first release has none yet
+  baseline=$(modelship inspect "$IMAGE:stable" --missing-ok --print ref 2>/dev/null)
+  if [ -n "$baseline" ]; then
+    gate=(--modelship-baseline "$baseline")
+    step "[$run] smoke-test $IMAGE@${digest:0:19}… and gate it against :stable (${baseline##*@}) with the pytest plugin"
+  else
+    step "[$run] smoke-test $IMAGE@${digest:0:19}… with the pytest plugin (no :stable yet: the gate is skipped)"
+  fi
   (cd "$OUT" && pytest -c "$OUT/pytest.ini" -p no:cacheprovider -q --rootdir "$OUT" --modelship-pull \
-    --modelship-image "$IMAGE@$digest" --modelship-cases "$APP/modelship-cases.yaml" --junitxml "$OUT/smoke-$run.xml") \
-    | tee "$OUT/smoke-$run.log"
+    --modelship-image "$IMAGE@$digest" --modelship-cases "$APP/modelship-cases.yaml" --junitxml "$OUT/smoke-$run.xml" \
+    "${gate[@]}") | tee "$OUT/smoke-$run.log"
   step "[$run] promote the tested digest"
   modelship promote "$IMAGE@$digest" --tag stable
 }
@@ -110,6 +118,7 @@ v2 image           $IMAGE@$D2   (model $v2_model)
 model-only update  $(cut -d' ' -f2- "$OUT/assemble-v2.txt")
 no-change run      $(cut -d' ' -f2- "$OUT/assemble-again.txt")
 smoke tests        $(tail -n 1 "$OUT/smoke-v1.log") / $(tail -n 1 "$OUT/smoke-v2.log")
+gate (v2 vs v1)    $(grep -o 'compare vs baseline .*' "$OUT/smoke-v2.log" | sed 's/^compare vs baseline [^ ]* //')
 promoted           $IMAGE:stable -> $D2
 k8s manifests      $OUT/k8s (image pinned by digest)
 SUMMARY

@@ -40,7 +40,10 @@ def test_demo_story_end_to_end(tmp_path, testbed, registry, docker_client, base_
     digests = dict(re.findall(r"(v[12]|app) image\s+\S+@(sha256:[0-9a-f]{64})", summary))
     assert set(digests) == {"app", "v1", "v2"} and len(set(digests.values())) == 3
     assert "(model 1.0.0)" in summary and "(model 1.1.0)" in summary
-    assert re.search(r"smoke tests\s+\d+ passed in [\d.]+s / \d+ passed", summary)
+    # v1 is the first release on this registry (or gated against an earlier run's); v2 is gated against v1
+    assert re.search(r"smoke tests\s+\d+ passed(, 1 skipped)? in [\d.]+s / \d+ passed in", summary), summary
+    gate = re.search(r"gate \(v2 vs v1\)\s+passed: agreement: ([\d.]+)% \((\d+) of (\d+) probes match\)", summary)
+    assert gate and int(gate.group(3)) >= 200 and float(gate.group(1)) >= 95.0, summary
     assert "failed" not in summary
     # the model-only update sent the new model's bytes, not the app's; the run with nothing new sent none
     update = re.search(r"model-only update\s+(\d+) bytes uploaded in ([\d.]+) s \(model 1\.1\.0\)", summary)
