@@ -91,6 +91,11 @@ def _hidden_alias(sp: argparse.ArgumentParser, old: str, dest: str) -> None:
     sp.add_argument(old, dest=dest, help=argparse.SUPPRESS)
 
 
+# a verb's output (_cli_output): --json, or one of its keys
+_PRINT_HELP = "print only the value of this --json key (e.g. ref: REF=$(modelship push IMAGE --print ref))"
+_VARIABLE_HELP = "also set Azure Pipelines variable NAME to the --json key KEY (repeatable; e.g. imageRef=ref)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used by tests to check command lines in the pipeline templates)."""
     p = _Parser(prog="modelship", description="Ship the latest model inside your app's image, verified.")
@@ -114,18 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         if json_opt:
             out = sp.add_mutually_exclusive_group()
             out.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+            out.add_argument("--print", metavar="KEY", help=_PRINT_HELP)
             out.add_argument(
-                "--print",
-                metavar="KEY",
-                help="print only the value of this --json key (e.g. ref: REF=$(modelship push IMAGE --print ref))",
+                "--pipeline-variable", action="append", type=_pipeline_variable, metavar="NAME=KEY", help=_VARIABLE_HELP
             )
-            out.add_argument(
-                "--pipeline-variable",
-                action="append",
-                type=_pipeline_variable,
-                metavar="NAME=KEY",
-                help="also set Azure Pipelines variable NAME to the --json key KEY (repeatable; e.g. imageRef=ref)",
-            )
+        return sp
+
+    def add_under(
+        group: str, group_help: str, name: str, fn: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
+        """``modelship GROUP NAME``: the one verb of a group (cache prune, probes record, deploy render)."""
+        gp = sub.add_parser(group, help=group_help)
+        gsub = gp.add_subparsers(dest=f"{group}_command", required=True, metavar="COMMAND")
+        sp = gsub.add_parser(name, help=help, parents=[common])
+        sp.set_defaults(func=fn)
         return sp
 
     def registry_login(sp: argparse.ArgumentParser) -> None:
@@ -273,12 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", metavar="DIR", help="a folder written by 'modelship fetch'")
     sp.add_argument("--allow-extra", action="store_true", help="accept files its modelship.json does not list")
 
-    cp = sub.add_parser("cache", help="the local download cache")
-    csub = cp.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
-    sp = csub.add_parser(
-        "prune", help="remove cache entries not used lately (model folders keep their files)", parents=[common]
-    )
-    sp.set_defaults(func=cmd_cache_prune)
+    prune_help = "remove cache entries not used lately (model folders keep their files)"
+    sp = add_under("cache", "the local download cache", "prune", cmd_cache_prune, prune_help)
     sp.add_argument("--keep-days", type=float, metavar="DAYS", help="remove entries not used for this many days")
     sp.add_argument(
         "--max-size", type=_size, metavar="SIZE", help="then remove the least recently used until the rest fit (20G)"
@@ -286,22 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
-    pp = sub.add_parser("probes", help="request captures for the pytest plugin's gate")
-    psub = pp.add_subparsers(dest="probes_command", required=True, metavar="COMMAND")
-    sp = psub.add_parser(
-        "record", help="access-log or JSON-lines captures -> a probes file (secret headers dropped)", parents=[common]
-    )
-    sp.set_defaults(func=cmd_probes_record)
+    record_help = "access-log or JSON-lines captures -> a probes file (secret headers dropped)"
+    sp = add_under("probes", "request captures for the pytest plugin's gate", "record", cmd_probes_record, record_help)
     sp.add_argument("--from", dest="source", required=True, metavar="LOGFILE", help="the capture, or - for stdin")
     sp.add_argument(
         "--out", required=True, metavar="FILE", help="the probes file to write (JSON lines; must not exist)"
     )
     sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
-    dp = sub.add_parser("deploy", help="Kubernetes deployment helpers")
-    dsub = dp.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
-    sp = dsub.add_parser("render", help="write Kubernetes manifests pinned to an image digest", parents=[common])
-    sp.set_defaults(func=cmd_deploy_render)
+    render_help = "write Kubernetes manifests pinned to an image digest"
+    sp = add_under("deploy", "Kubernetes deployment helpers", "render", cmd_deploy_render, render_help)
     sp.add_argument("--image", required=True, metavar="REPO@sha256:DIGEST")
     sp.add_argument("--out", required=True, metavar="DIR")
     sp.add_argument("--name", default="modelship-app")

@@ -26,6 +26,11 @@ def _model_json(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _same(a: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options the API takes under the names they have on the command line (``--base-image`` → base_image)."""
+    return {n: getattr(a, n) for n in names}
+
+
 def _login(a: argparse.Namespace) -> Any:
     """``--username`` with ``--password-stdin`` as the credential of resolve/lock/fetch/publish (registries take
     it; the other stores refuse it in one line)."""
@@ -44,12 +49,8 @@ def cmd_publish(a: argparse.Namespace) -> None:
     r = publish(
         a.model_dir,
         a.uri,
-        version=a.version,
-        force=a.force,
-        workers=a.workers,
         credential=_login(a),
-        image_model_dir=a.image_model_dir,
-        sign_key=a.sign_key,
+        **_same(a, "version", "force", "workers", "image_model_dir", "sign_key"),
     )
 
     def human() -> None:
@@ -109,12 +110,9 @@ def cmd_fetch(a: argparse.Namespace) -> None:
     r = fetch(
         a.uri,
         a.dest,
-        version=a.version,
-        lock=a.lock,
-        pre=a.pre,
-        workers=a.workers,
         credential=_login(a),
         verify_keys=a.verify_key,
+        **_same(a, "version", "lock", "pre", "workers"),
     )
     m = r.manifest
     data = {
@@ -143,21 +141,8 @@ def cmd_build(a: argparse.Namespace) -> None:
     from .image import labels as image_labels
     from .image._inspect import model_block
 
-    img = build(
-        a.app_dir,
-        a.model,
-        a.tag,
-        base_image=a.base_image,
-        requirements=a.requirements,
-        dockerfile=a.dockerfile,
-        entrypoint=a.entrypoint,
-        port=a.port,
-        ready_path=a.ready_path,
-        live_path=a.live_path,
-        tag_model_version=a.tag_model_version,
-        pull=a.pull,
-        quiet=a.quiet or a.json,
-    )
+    options = ("base_image", "requirements", "dockerfile", "entrypoint", "port", "ready_path", "live_path", "pull")
+    img = build(a.app_dir, a.model, a.tag, quiet=a.quiet or a.json, **_same(a, *options, "tag_model_version"))
     # "id" is the engine's image id; the registry's image_digest (and so a ref) exists only once pushed
     data = {
         "id": img.id,
@@ -334,16 +319,9 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
     paths = render(
         a.image,
         a.out,
-        name=a.name,
-        replicas=a.replicas,
-        template_dir=a.template_dir,
-        port=a.port,
-        ready_path=a.ready_path,
-        live_path=a.live_path,
-        model_image=a.model_image,
-        mount=a.mount,
-        image_model_dir=a.image_model_dir,
         on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
+        **_same(a, "name", "replicas", "template_dir", "port", "ready_path", "live_path", "model_image", "mount"),
+        image_model_dir=a.image_model_dir,
     )
     for p in paths:
         print(p)
