@@ -41,13 +41,19 @@ class Trained:
     metrics: dict[str, object]
 
 
-def train(random_state: int = RANDOM_STATE, c: float = 1.0) -> Trained:
+def train(random_state: int = RANDOM_STATE, c: float = 1.0, flip_labels: float = 0.0) -> Trained:
     """Fit scaler + logistic regression (inverse regularisation ``c``) on a stratified split of Iris;
-    score on the held-out part."""
+    score on the held-out part. ``flip_labels``: that share of the training labels replaced by a wrong class
+    (seeded), what a broken labelling job does: the model the nightly gate must stop."""
     iris = load_iris()
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=TEST_SIZE, random_state=random_state, stratify=iris.target
     )
+    if flip_labels:
+        rng = np.random.default_rng(random_state)
+        flipped = rng.choice(len(y_train), round(flip_labels * len(y_train)), replace=False)
+        y_train = y_train.copy()
+        y_train[flipped] = (y_train[flipped] + rng.integers(1, 3, len(flipped))) % 3
     pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, random_state=random_state))
     pipe.fit(x_train.astype(np.float32), y_train)
     accuracy = float(accuracy_score(y_test, pipe.predict(x_test.astype(np.float32))))
@@ -60,6 +66,8 @@ def train(random_state: int = RANDOM_STATE, c: float = 1.0) -> Trained:
         "C": c,
         "sklearn_version": sklearn.__version__,
     }
+    if flip_labels:
+        metrics["flip_labels"] = flip_labels
     return Trained(pipe, [str(n) for n in iris.target_names], list(iris.feature_names), metrics)
 
 
@@ -90,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish", metavar="URI", help="model store prefix to publish to, e.g. az://models/iris")
     ap.add_argument("--version", help="version to publish as (required with --publish)")
     ap.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength (default 1.0)")
+    ap.add_argument(
+        "--flip-labels", type=float, default=0.0, metavar="SHARE", help="train on this share of wrong labels (0.1)"
+    )
     ap.add_argument("--force", action="store_true", help="replace the version if it already exists")
     args = ap.parse_args(argv)
     if args.publish and not args.version:
         ap.error("--publish needs --version")
 
-    trained = train(c=args.c)
+    trained = train(c=args.c, flip_labels=args.flip_labels)
     out = export(trained, args.out)
     print(f"trained: accuracy {trained.metrics['accuracy']:.3f} on {trained.metrics['n_test']} held-out samples")
     print(f"wrote {out}/model.onnx, labels.json, metrics.json")

@@ -3,8 +3,10 @@ smoke test through the pytest plugin -> run hardened like the Kubernetes pod -> 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -23,13 +25,13 @@ EXAMPLE = ROOT / "examples" / "flask_app"
 CASES = EXAMPLE / "modelship-cases.yaml"
 
 
-def _train(out: Path) -> Path:
+def _train(out: Path, **options: float) -> Path:
     sys.path.insert(0, str(EXAMPLE))
     try:
         import train
     finally:
         sys.path.remove(str(EXAMPLE))
-    return train.export(train.train(), out)
+    return train.export(train.train(**options), out)
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +74,54 @@ def test_the_image_carries_the_published_model(iris_image, published):
     assert labels["org.opencontainers.image.title"] == "iris-service"
 
 
+def _smoke(image: str, run_dir: Path, junit: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The command of pipelines/templates/steps/smoke-test.yml."""
+    run_dir.mkdir()
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", "."]
+    cmd += ["--modelship-image", image, "--modelship-cases", str(CASES), "--modelship-timeout", "60"]
+    cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2", *extra]
+    return subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=300)
+
+
 def test_the_image_passes_its_smoke_cases_through_the_plugin(iris_image, tmp_path):
     tag, _, _ = iris_image
     junit = tmp_path / "smoke.xml"
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    # the command of pipelines/templates/steps/smoke-test.yml
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", "."]
-    cmd += ["--modelship-image", tag, "--modelship-cases", str(CASES), "--modelship-timeout", "60"]
-    cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2"]
-    proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=300)
+    proc = _smoke(tag, tmp_path / "run", junit)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     testcases = list(ET.parse(junit).iter("testcase"))  # noqa: S314 - the file pytest just wrote
     names = {t.get("name") for t in testcases if "modelship-cases" in t.get("classname", "")}
     assert {"predict_setosa", "reject_wrong_shape", "metadata_is_the_model_manifest", "ready"} <= names
     assert len(testcases) >= 12  # 7 cases + the image checks
     assert all(t.find("failure") is None and t.find("error") is None for t in testcases)
+
+
+def test_the_gate_stops_a_model_retrained_on_ten_percent_flipped_labels(iris_image, base_image, tmp_path):
+    """The comparison with what production runs names the inputs whose answers moved (its smoke cases fail
+    too here: the noisy labels also lowered setosa's confidence below the case's bound)."""
+    baseline, _, _ = iris_image
+    store = f"file://{tmp_path}/store/iris"  # the retrain published and fetched as the pipeline would
+    modelship.publish(_train(tmp_path / "flipped", flip_labels=0.1), store, version="2")
+    fetched = modelship.fetch(store, tmp_path / "model", version="2")
+    candidate = f"modelship-test/iris-service:flipped-{uuid.uuid4().hex[:8]}"
+    modelship.build(EXAMPLE, fetched.dest, candidate, base_image=base_image, quiet=True)
+    try:
+        junit = tmp_path / "gate.xml"
+        proc = _smoke(candidate, tmp_path / "run", junit, "--modelship-baseline", baseline)
+    finally:
+        import docker
+
+        with contextlib.closing(docker.from_env()) as client:
+            client.images.remove(candidate, force=True)
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    cases = {t.get("name"): t for t in ET.parse(junit).iter("testcase")}  # noqa: S314 - pytest wrote it
+    failed = {name for name, t in cases.items() if t.find("failure") is not None}
+    assert "compare" in failed and "ready" not in failed, failed
+    text = cases["compare"].find("failure").text
+    agreement = re.search(r"agreement ([\d.]+)% \((\d+) of (\d+) probes\) is below min_agreement 95.00%", text)
+    assert agreement and int(agreement.group(3)) == 201 and float(agreement.group(1)) < 95, text
+    # the diverging inputs, each with both answers and the label that moved
+    assert re.search(r"probe probes\.jsonl:\d+: POST /predict \{\"instances\": \[\[", text), text
+    assert re.search(r'>> predictions\[0\]\.label: candidate "\w+", baseline "\w+"', text), text
 
 
 def test_the_image_runs_under_the_pods_security_context(iris_image, docker_client):
