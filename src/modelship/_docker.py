@@ -1,8 +1,9 @@
 """The one Docker-engine helper of the packaging code (``modelship.image``) and the pytest plugin.
 
-Where the engine is (``docker_host``), a pinged connection (``connect``, ``engine``) and an engine failure as
-one short line (``short_reason``). Kept free of docker-py at import time: ``import modelship`` and the plugin's
-start stay fast, the SDK loads on the first connection.
+Where the engine is (``docker_host``), a pinged connection (``connect``, ``engine``), an engine failure as
+one short line (``short_reason``) and the engine's image of a name, if it has one (``local_image``). Kept free
+of docker-py at import time: ``import modelship`` and the plugin's start stay fast, the SDK loads on the first
+connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .uri import redact
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 REASON_LIMIT = 160  # characters of a reason inside a one-line message
 
@@ -38,6 +40,18 @@ def short_reason(e: BaseException) -> str:
     text = str(getattr(inner, "explanation", None) or inner) or type(inner).__name__
     text = " ".join(redact(text).split())
     return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
+
+
+def local_image(client: docker.DockerClient, ref: str, failed: Callable[[str], Exception]) -> Image | None:
+    """The engine's image ``ref``; None when it has none. Another engine failure raises ``failed(reason)``."""
+    import docker.errors
+
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as e:
+        raise failed(short_reason(e)) from None
 
 
 def unreachable(e: BaseException | None = None) -> DockerError:

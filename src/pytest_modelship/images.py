@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from modelship._docker import short_reason
+from modelship._docker import local_image, short_reason
 from modelship.conventions import APP_PORT_LABEL, MODEL_DIR, MODEL_DIR_ENV, MODEL_DIR_LABEL
 
 from .errors import SetupError
@@ -113,7 +113,6 @@ def get_image(client: docker.DockerClient, ref: str, pull: bool) -> ImageInfo:
     engine fetches only the layers it lacks. A tag that is not local is an error unless ``pull``: which image
     a tag means is the user's choice.
     """
-    import docker.errors
 
     pulled = None
     if pull:
@@ -122,14 +121,10 @@ def get_image(client: docker.DockerClient, ref: str, pull: bool) -> ImageInfo:
     elif _is_digest(ref) and not _present(client, ref):
         _pull(client, ref)
         pulled = "digest not present locally"
-    try:
-        return ImageInfo.from_image(ref, client.images.get(ref), pulled)
-    except docker.errors.ImageNotFound:
-        raise SetupError(
-            f"image {ref} not found locally: build it first, or pass --modelship-pull to pull it"
-        ) from None
-    except docker.errors.DockerException as e:
-        raise SetupError(f"could not inspect image {ref} ({short_reason(e)})") from None
+    image = local_image(client, ref, lambda why: SetupError(f"could not inspect image {ref} ({why})"))
+    if image is None:
+        raise SetupError(f"image {ref} not found locally: build it first, or pass --modelship-pull to pull it")
+    return ImageInfo.from_image(ref, image, pulled)
 
 
 def _present(client: docker.DockerClient, ref: str) -> bool:

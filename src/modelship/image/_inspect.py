@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .._docker import engine, short_reason
+from .._docker import engine, local_image
 from ..conventions import MODEL_DIGEST_LABEL, MODEL_MANIFEST_LABEL, MODEL_URI_LABEL, MODEL_VERSION_LABEL
 from ..errors import DockerError, NotFoundError, UsageError
 from ..oci.reference import names_registry, parse_reference, split_tag
@@ -47,14 +47,9 @@ def model_block(labels: dict[str, str]) -> dict[str, str | None]:
 
 
 def _local(ref: str, client) -> dict | None:
-    import docker.errors
-
-    try:
-        img = client.images.get(ref)
-    except docker.errors.ImageNotFound:
+    img = local_image(client, ref, lambda why: DockerError(f"cannot inspect {ref}: {why}"))
+    if img is None:
         return None
-    except docker.errors.APIError as e:
-        raise DockerError(f"cannot inspect {ref}: {short_reason(e)}") from None
     repo_digests = img.attrs.get("RepoDigests") or []
     digest = split_tag(repo_digests[0])[1] if repo_digests else None  # NAME@DIGEST
     return describe(ref, "local", img.id, digest, dict(img.labels or {}))

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._docker import short_reason
+from .._docker import local_image, short_reason
 from .._fs import temp_name, write_atomic
 from ..cache import default_root
 from ..errors import BuildError, DockerError, NotFoundError, UsageError
@@ -103,16 +103,12 @@ def build_cache_dir() -> Path:
 
 def detect_target(client, image: str) -> Target:
     """Run the base image once to learn its interpreter; cached by image id (an id never changes content)."""
-    import docker.errors
-
-    try:
-        image_id = client.images.get(image).id
-    except docker.errors.ImageNotFound:
+    found = local_image(client, image, lambda why: DockerError(f"cannot inspect base image {image}: {why}"))
+    if found is None:
         raise NotFoundError(
             f"base image {image} not found locally: pull or build it first (docker pull {image}), or pass --base-image"
-        ) from None
-    except docker.errors.APIError as e:
-        raise DockerError(f"cannot inspect base image {image}: {short_reason(e)}") from e
+        )
+    image_id = found.id
     cache_file = build_cache_dir() / "targets" / f"{image_id.replace(':', '-')}.json"
     if cache_file.is_file():
         try:
