@@ -29,8 +29,7 @@ import requests
 
 from .._retry import Budget
 from ..errors import IntegrityError, ModelshipError, TransientError
-from .auth import Credentials
-from .transport import Reauth, Transport, error_codes
+from .transport import CHUNK, Reauth, Transport, error_codes
 
 log = logging.getLogger("modelship")
 
@@ -43,7 +42,6 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ALL_MANIFEST_TYPES = MANIFEST_TYPES + INDEX_TYPES
 
-CHUNK = 64 * 1024 * 1024  # one PATCH; blobs up to this size go in one PUT
 MANIFEST_MAX = 4 * 1024 * 1024  # the OCI distribution spec's recommended limit
 
 
@@ -109,18 +107,6 @@ class _NoRetryWait(Budget):
 
 class RegistryClient(Transport):
     """One registry's blobs, manifests and tags, over one :class:`Transport` (session, auth, retries)."""
-
-    def __init__(
-        self,
-        registry: str,
-        credentials: Credentials | None = None,
-        *,
-        timeout: float | None = None,
-        chunk_size: int = CHUNK,
-        azure_credential: Any = None,
-    ):
-        super().__init__(registry, credentials, timeout=timeout, azure_credential=azure_credential)
-        self.chunk_size = chunk_size
 
     def __enter__(self) -> RegistryClient:
         return self

@@ -27,6 +27,7 @@ from .reference import base_url
 
 T = TypeVar("T")
 
+CHUNK = 64 * 1024 * 1024  # one PATCH; blobs up to this size go in one PUT
 _SEND_BLOCK = 1024 * 1024
 _CONNECT_TIMEOUT = 10
 
@@ -61,7 +62,8 @@ class _BlockAdapter(HTTPAdapter):
 
 
 class Transport:
-    """One registry's session: requests with auth, the errors they end in, and retried steps."""
+    """One registry's session: requests with auth, the errors they end in, and retried steps. ``chunk_size``:
+    the most one request sends of a blob (an upload's PATCH)."""
 
     def __init__(
         self,
@@ -69,11 +71,13 @@ class Transport:
         credentials: Credentials | None = None,
         *,
         timeout: float | None = None,
+        chunk_size: int = CHUNK,
         azure_credential: Any = None,
     ):
         self.registry = registry
         self.url = base_url(registry)
         self.timeout = default_timeout() if timeout is None else timeout
+        self.chunk_size = chunk_size
         self.session = requests.Session()
         self.session.mount("http://", _BlockAdapter())
         self.session.mount("https://", _BlockAdapter())
