@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
         sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
 
+    def allow_pickle(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--allow-unsafe-pickle",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="let this reviewed model file through although its pickle imports code it would run (repeatable)",
+        )
+
     sp = add("publish", cmd_publish, "upload a model folder as a new version")
     sp.add_argument("model_dir", metavar="DIR", help="the model folder to upload")
     sp.add_argument("uri", metavar="URI", help="where: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
@@ -161,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="oci:// only: the model's folder in the image (default /opt/modelship/model)",
     )
     _hidden_alias(sp, "--image-dir", "image_model_dir")
+    allow_pickle(sp)
     registry_login(sp)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
@@ -235,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pull", action="store_true", help="pull the base image even when the engine has it (default: only if missing)"
     )
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
+    allow_pickle(sp)
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")
     sp.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO:TAG, as built")
@@ -258,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, metavar="DIR", help="model folder (as written by 'modelship fetch')")
     sp.add_argument("--tag", "-t", required=True, metavar="REF", help="REGISTRY/REPO:TAG to write")
     sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
+    allow_pickle(sp)
     registry_login(sp)
 
     sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")

@@ -50,7 +50,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
         a.model_dir,
         a.uri,
         credential=_login(a),
-        **_same(a, "version", "force", "workers", "image_model_dir", "sign_key"),
+        **_same(a, "version", "force", "workers", "image_model_dir", "sign_key", "allow_unsafe_pickle"),
     )
 
     def human() -> None:
@@ -142,7 +142,13 @@ def cmd_build(a: argparse.Namespace) -> None:
     from .image._inspect import model_block
 
     options = ("base_image", "requirements", "dockerfile", "entrypoint", "port", "ready_path", "live_path", "pull")
-    img = build(a.app_dir, a.model, a.tag, quiet=a.quiet or a.json, **_same(a, *options, "tag_model_version"))
+    img = build(
+        a.app_dir,
+        a.model,
+        a.tag,
+        quiet=a.quiet or a.json,
+        **_same(a, *options, "tag_model_version", "allow_unsafe_pickle"),
+    )
     # "id" is the engine's image id; the registry's image_digest (and so a ref) exists only once pushed
     data = {
         "id": img.id,
@@ -217,7 +223,16 @@ def cmd_assemble(a: argparse.Namespace) -> None:
     from .oci._assemble import assemble
 
     password = _registry_password(a)
-    r = assemble(a.app_image, a.model, a.tag, platform=a.platform, username=a.username, password=password, quiet=a.json)
+    r = assemble(
+        a.app_image,
+        a.model,
+        a.tag,
+        platform=a.platform,
+        username=a.username,
+        password=password,
+        quiet=a.json,
+        allow_unsafe_pickle=a.allow_unsafe_pickle,
+    )
     d = r.to_dict()
     data = {
         **{k: v for k, v in d.items() if k not in ("ref", "pinned", "digest", "base")},

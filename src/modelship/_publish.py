@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .repos import opened
 from .repos.base import PublishRequest, PublishResult
+from .trust import pickles
 from .uri import parse
 
 
@@ -22,6 +24,7 @@ def publish(
     progress: bool | None = None,
     image_model_dir: str | None = None,
     sign_key: str | Path | None = None,
+    allow_unsafe_pickle: Sequence[str | Path] = (),
 ) -> PublishResult:
     """Upload ``model_dir`` as ``version`` of the model at ``uri``; it counts as published only once whole.
 
@@ -31,8 +34,12 @@ def publish(
     exists. ``workers``: files uploaded at once to a folder store (None: MODELSHIP_CONCURRENCY, else by file size).
     ``sign_key``: a PEM EC private key (``openssl ecparam -name prime256v1``); a folder store's version then gets
     ``model.sig``, an OpenSSF model signature (``model_signing verify key`` checks it), before its manifest.
+    A pickle that imports a dangerous global (``os.system``) is refused before anything is written, unless named
+    in ``allow_unsafe_pickle`` (see modelship.trust.pickles).
     """
-    with opened(parse(uri), credential) as repo:
+    target = parse(uri)
+    pickles.check_folder(Path(model_dir).expanduser(), allow_unsafe_pickle)
+    with opened(target, credential) as repo:
         return repo.publish(
             PublishRequest(
                 Path(model_dir),

@@ -67,6 +67,16 @@ class SignatureError(ModelshipError):
         super().__init__(message)
 
 
+class UnsafePickleError(ModelshipError):
+    """A model file whose pickle would run code when loaded (modelship.trust.pickles): ``path`` names the file
+    (``ARCHIVE:MEMBER`` inside a zip), ``global_name`` what it imports (``posix.system``), or None when the file
+    cannot be scanned at all (a broken or encrypted archive)."""
+
+    def __init__(self, message: str, *, path: str, global_name: str | None):
+        self.path, self.global_name = path, global_name
+        super().__init__(message)
+
+
 class TransientError(ModelshipError):
     """A network fault worth retrying (reset, timeout, 5xx).
 

@@ -30,6 +30,7 @@ from modelship.manifest import tree_digest
 from modelship.repos.folder_publish import PENDING_MARKER
 from support.faults.checks import cache_problems, secrets_in
 from support.models import make_model
+from support.pickles import evil_pickle, plain_pickle, torch_zip
 from support.record import record
 from support.trees import leftovers, tree_sha
 
@@ -104,6 +105,9 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
     for case, name in S3_NAMES.items():
         s3.put_object(Bucket=bucket, Key=f"{case}/good.bin", Body=b"fine")
         s3.put_object(Bucket=bucket, Key=f"{case}/{name}", Body=b"evil")
+    make_model(local / "pickled", {"est.pkl": evil_pickle(tmp / "MARKER"), "plain.pkl": plain_pickle()})
+    make_model(local / "renamed", {"weights.safetensors": evil_pickle(tmp / "MARKER", protocol=0)})
+    make_model(local / "torchzip", {"model.pt": torch_zip(evil_pickle(tmp / "MARKER"))})
     (local / "newline").mkdir(parents=True)
     (local / "newline" / "good.bin").write_bytes(b"fine")
     (local / "newline" / "line\nbreak").write_bytes(b"evil")
@@ -394,6 +398,27 @@ CASES = [
         1,
         "refusing file name 'line\\nbreak'",
     ),
+    # --- model files whose pickle runs a command when loaded (docs/trust.md): refused before any upload
+    *[
+        Case(
+            f"publish-pickle-{folder}",
+            "pickles",
+            lambda ctx, d, folder=folder: [
+                "publish",
+                str(ctx.local / folder),
+                ctx.az(f"pickled-{folder}"),
+                "--version",
+                "1",
+            ],
+            1,
+            f"refusing model file {name}: its pickle imports posix.system",
+        )
+        for folder, name in (
+            ("pickled", "est.pkl"),
+            ("renamed", "weights.safetensors"),
+            ("torchzip", "model.pt:archive/data.pkl"),
+        )
+    ],
     # --- zero-byte files: legitimate, round-trip exactly
     Case("zero-byte-files", "files", _fetch_at("az", "zero", "--json"), 0, '"size": 0'),
     # --- a lock file edited by hand

@@ -19,6 +19,7 @@ from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..oci.reference import split_tag
+from ..trust import pickles
 from ..uri import redact, strip_secrets
 from . import config as config_mod
 from . import context as ctx
@@ -288,6 +289,7 @@ def build(
     pull: bool = False,
     quiet: bool = True,
     docker_client=None,
+    allow_unsafe_pickle: Sequence[str | Path] = (),
 ) -> BuiltImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
 
@@ -297,7 +299,9 @@ def build(
 
     Quiet by default, as a library call should be: ``quiet=False`` streams the engine's build log and a
     progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
-    the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them.
+    the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them. A model pickle
+    that imports a dangerous global is refused before the engine is used, unless named in
+    ``allow_unsafe_pickle`` (see modelship.trust.pickles).
     """
     cfg = config_mod.resolve(
         app_dir,
@@ -318,6 +322,7 @@ def build(
     model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
     manifest = None
     if model is not None:
+        pickles.check_folder(model, allow_unsafe_pickle)
         manifest = modeldir.model_manifest(model)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
     tags = normalise_tags(tag)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .. import modeldir
 from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, created, model_labels
 from ..errors import ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
+from ..trust import pickles
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, layer_digests, model_layers
 from .reference import Reference, parse_reference
@@ -236,6 +238,7 @@ def assemble(
     large_file: int = LARGE_FILE,
     quiet: bool = True,
     azure_credential: Any = None,
+    allow_unsafe_pickle: Sequence[str | Path] = (),
 ) -> AssembleResult:
     """Append the model in ``model_dir`` (a ``modelship fetch`` folder) to ``app_image`` and write it as ``image``.
 
@@ -243,7 +246,8 @@ def assemble(
     another registry; the CLI's ``--tag``). A multi-platform ``app_image`` gives a multi-platform result, or just
     ``platform`` (e.g. ``linux/amd64``). ``username``/``password`` are for ``image``'s registry; otherwise, and
     for ``app_image``'s registry, the docker config is used (and, for Azure Container Registry, an Entra ID
-    token when azure-identity is installed).
+    token when azure-identity is installed). A pickle that imports a dangerous global is refused before any
+    registry is contacted, unless named in ``allow_unsafe_pickle`` (see modelship.trust.pickles).
     """
     app = parse_reference(app_image)
     target = parse_reference(image)
@@ -252,6 +256,7 @@ def assemble(
     target = target.with_tag(target.tag or "latest")
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
+    pickles.check_folder(model_path, allow_unsafe_pickle)
     manifest = modeldir.model_manifest(model_path)
     opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
     dst = RegistryClient(target.registry, creds, **opts)
