@@ -101,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--flip-labels", type=float, default=0.0, metavar="SHARE", help="train on this share of wrong labels (0.1)"
     )
+    ap.add_argument("--sign-key", metavar="KEY.pem", help="sign the published version with this private key")
     ap.add_argument("--force", action="store_true", help="replace the version if it already exists")
     args = ap.parse_args(argv)
     if args.publish and not args.version:
         ap.error("--publish needs --version")
+    if args.sign_key and not args.publish:
+        ap.error("--sign-key signs what --publish publishes")
 
     trained = train(c=args.c, flip_labels=args.flip_labels)
     out = export(trained, args.out)
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         from modelship.errors import ModelshipError
 
         try:
-            published = modelship.publish(out, args.publish, version=args.version, force=args.force)
+            published = modelship.publish(
+                out, args.publish, version=args.version, force=args.force, sign_key=args.sign_key
+            )
         except ModelshipError as e:
             print(f"train.py: error: {e}", file=sys.stderr)
             return e.exit_code

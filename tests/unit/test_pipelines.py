@@ -229,6 +229,12 @@ def test_the_nightly_baked_run_assembles_onto_the_promoted_app_without_building_
     assert renders and all("--image" in r for r in renders)
 
 
+def _job_call(stage_file: str, job: str) -> str:
+    """The text of a stage template's call of a job template (its parameters as written)."""
+    text = (TEMPLATES / "stages" / stage_file).read_text()
+    return text[text.index(f"template: ../jobs/{job}") :].split("- template:")[0]
+
+
 GATED_JOBS = {  # job template -> (the baseline it compares with, the smoke-test's parameter that names it)
     "app-image.yml": ("baseline", "${{ parameters.imageRepository }}:${{ parameters.baselineTag }}"),
     "model-assemble.yml": ("baseline", "${{ parameters.imageRepository }}:${{ parameters.baselineTag }}"),
@@ -262,9 +268,8 @@ def test_the_example_pipeline_names_the_gate_thresholds_and_the_stages_pass_them
         assert float(stage["parameters"]["maxLatencyRatio"]) == 1.5
     stages = {"ci.yml": ["app-image.yml"], "release.yml": ["model-update.yml", "model-assemble.yml"]}
     for stage_file, jobs in stages.items():
-        text = (TEMPLATES / "stages" / stage_file).read_text()
         for job in jobs:
-            call = text[text.index(f"template: ../jobs/{job}") :].split("- template:")[0]
+            call = _job_call(stage_file, job)
             for name in ("baselineTag", "minAgreement", "maxLatencyRatio"):
                 assert f"{name}: ${{{{ parameters.{name} }}}}" in call, (stage_file, job, name)
 
@@ -414,3 +419,41 @@ def test_no_template_carries_python():
     variables = {spec for c in report.commands for spec in c.args if re.fullmatch(r"[A-Za-z]+=[a-z_.]+", spec)}
     assert {"imageRef=ref", "imageDigest=image_digest", "modelImageRef=ref", "appImageRef=ref"} <= variables
     assert {"modelVersion=version", "modelDigest=model_digest", "unchanged=unchanged"} <= variables
+
+
+FETCHING_JOBS = ["app-image.yml", "image.yml", "model-assemble.yml"]
+
+
+@pytest.mark.parametrize("job", FETCHING_JOBS)
+def test_every_job_that_fetches_a_model_verifies_its_signature_when_given_a_key(job):
+    steps = _steps(job)
+    cond = "${{ if ne(parameters.modelVerifyKey, '') }}"
+    keyed = [i for i, s in enumerate(steps) if cond in s]
+    fetch = [i for i, s in enumerate(steps) if s.get("template") == "../steps/fetch-model.yml"]
+    assert keyed and fetch and keyed[0] < fetch[0]  # the key is in place before the first lock/fetch
+    (call,) = steps[keyed[0]][cond]
+    assert call == {
+        "template": "../steps/verify-key.yml",
+        "parameters": {"secureFile": "${{ parameters.modelVerifyKey }}"},
+    }
+
+
+def test_the_verify_key_step_names_the_key_in_the_variable_modelship_reads(tmp_path):
+    from modelship.trust.check import VERIFY_KEYS_ENV
+
+    download, export = yaml.safe_load((TEMPLATES / "steps" / "verify-key.yml").read_text())["steps"]
+    assert download["task"] == "DownloadSecureFile@1" and download["name"] == "modelVerifyKey"
+    assert export["env"]["KEY_PATH"] == "$(modelVerifyKey.secureFilePath)"
+    key = tmp_path / "team.pub"
+    out = subprocess.run(["bash", "-c", export["bash"]], env={"KEY_PATH": str(key)}, capture_output=True, text=True)
+    # a job variable: Azure Pipelines maps it into the environment of every later step of the job
+    assert out.stdout.strip() == f"##vso[task.setvariable variable={VERIFY_KEYS_ENV}]{key}"
+
+
+def test_the_example_pipeline_installs_only_signed_models():
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    assert all(stage["parameters"]["modelVerifyKey"] == "iris-team.pub" for stage in root["stages"])
+    for stage_file, jobs in {"ci.yml": ["app-image.yml", "image.yml"], "release.yml": ["model-assemble.yml"]}.items():
+        for job in jobs:
+            call = _job_call(stage_file, job)
+            assert "modelVerifyKey: ${{ parameters.modelVerifyKey }}" in call, (stage_file, job)
