@@ -32,12 +32,16 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # a usage error (2), --help or --version (0): already printed
-        return e.code if isinstance(e.code, int) else 2
-    verbose = getattr(args, "verbose", 0)
-    with logs.cli_logging(verbose):
-        return _run(args, verbose)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # a usage error (2), --help or --version (0): already printed
+            return e.code if isinstance(e.code, int) else 2
+        verbose = getattr(args, "verbose", 0)
+        with logs.cli_logging(verbose):
+            return _run(args, verbose)
+    except KeyboardInterrupt:  # Ctrl-C while parsing or setting up logging: nothing was started yet
+        print("modelship: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace, verbose: int) -> int:

@@ -173,3 +173,15 @@ def test_an_in_process_run_leaves_the_hosts_logging_as_it_was(tmp_path, verbose)
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+def test_ctrl_c_before_a_verb_starts_is_one_line_and_130(monkeypatch, capsys):
+    """A SIGINT that lands while the command line is parsed (a slow start, a fault test's random moment)."""
+    from modelship import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["resolve", "file:///nowhere"]) == 130
+    assert capsys.readouterr().err == "modelship: interrupted; nothing half-written was left behind\n"
