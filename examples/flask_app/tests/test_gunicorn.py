@@ -38,12 +38,12 @@ def server(model_dir, tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # workers load the model: slow on a loaded CI machine
         status = None
         while time.monotonic() < deadline and proc.poll() is None and status != 200:
             try:
-                status = requests.get(f"{url}/health/ready", timeout=2).status_code
-            except requests.ConnectionError:
+                status = requests.get(f"{url}/health/ready", timeout=5).status_code
+            except requests.RequestException:  # not listening yet, or a worker busy loading
                 time.sleep(0.1)
         assert status == 200, log_path.read_text()
         yield url, log_path
