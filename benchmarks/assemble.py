@@ -63,7 +63,7 @@ import re, sys
 from modelship.oci._assemble import assemble
 r = assemble(sys.argv[1], sys.argv[2], sys.argv[3], quiet=True)
 hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
-print(r.uploaded_bytes, r.digest, hwm)
+print(r.uploaded_bytes, r.image_digest, hwm)
 """
 
 
@@ -154,7 +154,7 @@ def main() -> int:
                 lambda: modelship.assemble(app_tag, model, f"{registry}/{repo}:{prefix}-2", quiet=True)
             )
             rows.append((label, t_floor, t_today, t_update, t_same, result.uploaded_bytes, same))
-            checks.append(same.digest == result.digest and same.uploaded_bytes == 0)
+            checks.append(same.image_digest == result.image_digest and same.uploaded_bytes == 0)
 
         for seed, (label, files) in enumerate(models.items()):
             one(label, files, seed)

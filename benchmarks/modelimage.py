@@ -73,7 +73,7 @@ def main() -> int:
 
         def split():
             published = publish_image(work / "2.0.0", model_uri, version="2.0.0", quiet=True)
-            render(app, work / "k8s", model_image=published.pinned, port=8000, ready_path="/", live_path="/")
+            render(app, work / "k8s", model_image=published.ref, port=8000, ready_path="/", live_path="/")
             return published
 
         t_split, published = timed(split)
@@ -102,7 +102,7 @@ def main() -> int:
     print(f"{'baked: publish az:// + fetch + assemble':<40} {t_baked:>7.2f}s {assembled.uploaded_bytes / MiB:>9.1f} MB"
           f" (+ {total / MiB:.0f} MB to the store)")  # fmt: skip
     print(f"{'  of which assemble a new app image':<40} {t_asm:>7.2f}s {assembled.uploaded_bytes / MiB:>9.1f} MB")
-    ok_same = same.uploaded_bytes == 0 and same.digest == published.digest and same.unchanged
+    ok_same = same.uploaded_bytes == 0 and same.image_digest == published.image_digest and same.unchanged
     print(f"{'second publish, unchanged model':<40} {t_same:>7.2f}s {same.uploaded_bytes:>9} B "
           f"(same digest: {'yes' if ok_same else 'NO'})")  # fmt: skip
     ratio = t_oci / t_az

@@ -233,20 +233,12 @@ def cmd_assemble(a: argparse.Namespace) -> None:
         quiet=a.json,
         allow_unsafe_pickle=a.allow_unsafe_pickle,
     )
-    d = r.to_dict()
-    data = {
-        **{k: v for k, v in d.items() if k not in ("ref", "pinned", "digest", "base")},
-        "image": d["ref"],
-        "ref": d["pinned"],
-        "image_digest": d["digest"],
-        "app_ref": d["base"],
-        "model": {k: v for k, v in d["model"].items() if k != "digest"} | {"model_digest": d["model"].get("digest")},
-    }
+    data = r.to_dict()
 
     def human() -> None:
         how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{human_bytes(r.uploaded_bytes)} uploaded"
         model = r.model.get("version") or "(unversioned)"
-        print(f"assembled {data['image']} {data['image_digest']} ({how}; app {data['app_ref']}, model {model})")
+        print(f"assembled {r.image} {r.image_digest} ({how}; app {r.app_ref}, model {model})")
 
     emit(a, data, human)
 

@@ -32,7 +32,7 @@ def models(tmp_path_factory, registry):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     return {
-        v: publish_image(root, f"oci://{registry}/{unique_repo('gate/model')}", version=v, quiet=True).pinned
+        v: publish_image(root, f"oci://{registry}/{unique_repo('gate/model')}", version=v, quiet=True).ref
         for v in ("1.0.0", "2.0.0")
     }
 

@@ -58,7 +58,7 @@ def test_image_volume_manifests_pass_the_kubernetes_schemas(tmp_path, model_imag
     plain, _ = model_images
     notes: list[str] = []
     paths = render(
-        APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS
+        APP, tmp_path / "k8s", model_image=plain.ref, image_model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS
     )
     proc = _validate(paths, version)
     assert proc.returncode == 0 and proc.stdout.count("passed") == 2, proc.stdout + proc.stderr
@@ -67,11 +67,11 @@ def test_image_volume_manifests_pass_the_kubernetes_schemas(tmp_path, model_imag
 
 def test_image_volume_mounts_the_model_image_read_only_at_the_app_model_dir(tmp_path, model_images):
     plain, _ = model_images
-    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir="/srv/model", **APP_ARGS)
+    paths = render(APP, tmp_path / "k8s", model_image=plain.ref, image_model_dir="/srv/model", **APP_ARGS)
     dep = _doc(paths[0], "Deployment")
     pod = dep["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "model"]
-    assert volume == {"name": "model", "image": {"reference": plain.pinned, "pullPolicy": "IfNotPresent"}}
+    assert volume == {"name": "model", "image": {"reference": plain.ref, "pullPolicy": "IfNotPresent"}}
     (container,) = pod["containers"]
     assert container["image"] == APP  # the app image is not rebuilt: only its digest, as tested
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "model"]
@@ -83,7 +83,7 @@ def test_image_volume_mounts_the_model_image_read_only_at_the_app_model_dir(tmp_
 
 def test_strict_validation_catches_a_misspelt_image_volume_field(tmp_path, model_images):
     plain, _ = model_images
-    paths = render(APP, tmp_path / "k8s", model_image=plain.pinned, image_model_dir=MODEL_DIR, **APP_ARGS)
+    paths = render(APP, tmp_path / "k8s", model_image=plain.ref, image_model_dir=MODEL_DIR, **APP_ARGS)
     dep = _doc(paths[0], "Deployment")
     for v in dep["spec"]["template"]["spec"]["volumes"]:
         if v["name"] == "model":
@@ -95,7 +95,7 @@ def test_strict_validation_catches_a_misspelt_image_volume_field(tmp_path, model
 
 def test_init_container_refuses_a_data_only_model_image_in_one_line(tmp_path, model_images, capsys):
     plain, _ = model_images
-    args = ["deploy", "render", "--image", APP, "--model-image", plain.pinned, "--mount", "init-container"]
+    args = ["deploy", "render", "--image", APP, "--model-image", plain.ref, "--mount", "init-container"]
     assert cli.main([*args, "--out", str(tmp_path / "k8s"), "--model-dir", MODEL_DIR, "--port", "8000",
                      "--ready-path", "/r", "--live-path", "/l"]) == 2  # fmt: skip
     err = capsys.readouterr().err
@@ -124,7 +124,7 @@ def modelcar(tmp_path_factory, registry, docker_client, base_image):
 
 def test_init_container_copies_the_model_with_the_model_image_itself(tmp_path, modelcar, docker_client):
     car, published, src = modelcar
-    paths = render(APP, tmp_path / "k8s", model_image=car.pinned, mount="init-container", image_model_dir=MODEL_DIR,
+    paths = render(APP, tmp_path / "k8s", model_image=car.ref, mount="init-container", image_model_dir=MODEL_DIR,
                    **APP_ARGS)  # fmt: skip
     for version in KUBE_VERSIONS[:1] + KUBE_VERSIONS[-1:]:
         proc = _validate(paths, version)
@@ -134,22 +134,22 @@ def test_init_container_copies_the_model_with_the_model_image_itself(tmp_path, m
     pod = _doc(paths[0], "Deployment")["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     assert init["securityContext"]["capabilities"] == pod["containers"][0]["securityContext"]["capabilities"]
-    assert init["image"] == car.pinned and [v["name"] for v in pod["volumes"]].count("model") == 1
+    assert init["image"] == car.ref and [v["name"] for v in pod["volumes"]].count("model") == 1
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"]
     assert mount == {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
     # the init container's own command, run by the engine on the model image, as the pod's user would
     out = tmp_path / "emptydir"
     out.mkdir()
     out.chmod(0o777)  # an emptyDir is writable by the pod's user
-    docker_client.images.pull(car.pinned)
+    docker_client.images.pull(car.ref)
     try:
         docker_client.containers.run(
-            car.pinned, command=init["command"], user="10001:10001", remove=True,
+            car.ref, command=init["command"], user="10001:10001", remove=True,
             volumes={str(out): {"bind": init["volumeMounts"][0]["mountPath"], "mode": "rw"}},
         )  # fmt: skip
     finally:
         with contextlib.suppress(Exception):
-            docker_client.images.remove(car.pinned, force=True)
+            docker_client.images.remove(car.ref, force=True)
     assert tree_sha256s(out) == tree_sha256s(src)
     assert [x.digest for x in car.layers] == [d for d, _, _ in published.layers]  # the same blobs, again
 
@@ -157,7 +157,7 @@ def test_init_container_copies_the_model_with_the_model_image_itself(tmp_path, m
 def test_kserve_inference_service_reads_the_model_image_from_mnt_models(tmp_path, model_images):
     _, kserve = model_images
     notes: list[str] = []
-    paths = render(APP, tmp_path / "k8s", model_image=kserve.pinned, mount="kserve", name="iris", replicas=2,
+    paths = render(APP, tmp_path / "k8s", model_image=kserve.ref, mount="kserve", name="iris", replicas=2,
                    image_model_dir=MODEL_DIR, on_note=notes.append, **APP_ARGS)  # fmt: skip
     assert [p.name for p in paths] == ["inferenceservice.yaml"]
     isvc = _doc(paths[0], "InferenceService")
@@ -165,7 +165,7 @@ def test_kserve_inference_service_reads_the_model_image_from_mnt_models(tmp_path
     (container,) = isvc["spec"]["predictor"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert container["image"] == APP and container["name"] == "kserve-container"
-    assert env["STORAGE_URI"] == f"oci+native://{kserve.pinned}"  # data only: an image volume, no sidecar
+    assert env["STORAGE_URI"] == f"oci+native://{kserve.ref}"  # data only: an image volume, no sidecar
     assert env["MODELSHIP_MODEL_DIR"] == "/mnt/models"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert any("0.20" in n for n in notes)
@@ -180,7 +180,7 @@ def test_kserve_inference_service_reads_the_model_image_from_mnt_models(tmp_path
 def test_kserve_needs_the_model_in_models_and_says_so(tmp_path, model_images):
     plain, _ = model_images
     with pytest.raises(UsageError, match=r"--image-dir /models"):
-        render(APP, tmp_path / "k8s", model_image=plain.pinned, mount="kserve", image_model_dir=MODEL_DIR, **APP_ARGS)
+        render(APP, tmp_path / "k8s", model_image=plain.ref, mount="kserve", image_model_dir=MODEL_DIR, **APP_ARGS)
 
 
 def test_the_app_model_dir_comes_from_the_app_image(tmp_path, model_images, registry, docker_client, base_image):
@@ -191,7 +191,7 @@ def test_the_app_model_dir_comes_from_the_app_image(tmp_path, model_images, regi
     finally:
         docker_client.images.remove(tag, force=True)
     app = f"{tag.rsplit(':', 1)[0]}@{digest}"
-    paths = render(app, tmp_path / "k8s", model_image=plain.pinned, **APP_ARGS)
+    paths = render(app, tmp_path / "k8s", model_image=plain.ref, **APP_ARGS)
     pod = _doc(paths[0], "Deployment")["spec"]["template"]["spec"]
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model"]
     assert mount["mountPath"] == MODEL_DIR  # an app image without the label: modelship's convention
@@ -204,7 +204,7 @@ def test_bad_model_images_are_one_line(tmp_path, model_images, registry, capsys)
     cases = [
         (["--model-image", plain.ref], 2, "not pinned by digest"),
         (["--mount", "kserve"], 2, "--model-image"),
-        (["--model-image", plain.pinned, "--mount", "nfs"], 2, "invalid choice"),
+        (["--model-image", plain.ref, "--mount", "nfs"], 2, "invalid choice"),
         (["--model-image", f"{plain.ref.rsplit(':', 1)[0]}@sha256:{'0' * 64}"], 1, "not found"),
         (["--model-image", f"127.0.0.1:9/x@sha256:{'0' * 64}"], 1, "not reachable"),
     ]
@@ -214,5 +214,5 @@ def test_bad_model_images_are_one_line(tmp_path, model_images, registry, capsys)
         assert words in err and err.count("\n") == 1, (extra, err)
     assert not (tmp_path / "k8s").exists()
     with pytest.raises(ModelshipError, match="is not a model image"):
-        render(APP, tmp_path / "k8s", model_image=plain.pinned.replace(plain.digest, plain.modelpack_digest),
+        render(APP, tmp_path / "k8s", model_image=plain.ref.replace(plain.image_digest, plain.modelpack_digest),
                image_model_dir=MODEL_DIR, **APP_ARGS)  # fmt: skip

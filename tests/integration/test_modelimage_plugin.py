@@ -51,13 +51,13 @@ def _volumes(docker_client) -> list[str]:
 def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_only, model_image, docker_client):
     pytester.makepyfile(CHECKS_AND_VERSION)
     result = run_pytest(
-        pytester, "-v", "--modelship-image", app_only, "--modelship-model-image", model_image.pinned,
+        pytester, "-v", "--modelship-image", app_only, "--modelship-model-image", model_image.ref,
         timeout=180,
     )  # fmt: skip
     out = result.stdout.str()
     result.assert_outcomes(passed=7)  # 5 image checks + 2 tests
     assert "labels_match_model PASSED" in out and "model_files_sha256 PASSED" in out
-    assert f"modelship model image: {model_image.pinned}" in out and "read-only at /opt/modelship/model" in out
+    assert f"modelship model image: {model_image.ref}" in out and "read-only at /opt/modelship/model" in out
     # the model volume went with the run (its name carries the run id; other workers' runs come and go meanwhile)
     run_id = re.search(r"container modelship-([0-9a-f]+)-main ", out).group(1)
     assert [v for v in _volumes(docker_client) if v.startswith(f"modelship-model-{run_id}-")] == []
@@ -65,12 +65,12 @@ def test_app_and_model_image_together_pass_their_cases_and_checks(pytester, app_
 
 def test_the_model_image_can_come_from_the_environment_or_the_ini_file(pytester, app_only, model_image, monkeypatch):
     pytester.makepyfile(CHECKS_AND_VERSION)
-    monkeypatch.setenv("MODELSHIP_MODEL_IMAGE", model_image.pinned)
+    monkeypatch.setenv("MODELSHIP_MODEL_IMAGE", model_image.ref)
     result = run_pytest(pytester, "--modelship-image", app_only, timeout=180)
     result.assert_outcomes(passed=7)
     assert "(from MODELSHIP_MODEL_IMAGE)" in result.stdout.str()
     monkeypatch.delenv("MODELSHIP_MODEL_IMAGE")
-    pytester.makeini(f"[pytest]\nmodelship_model_image = {model_image.pinned}\n")
+    pytester.makeini(f"[pytest]\nmodelship_model_image = {model_image.ref}\n")
     result = run_pytest(pytester, "--modelship-image", app_only, timeout=180)
     result.assert_outcomes(passed=7)
     assert "modelship_model_image)" in result.stdout.str()

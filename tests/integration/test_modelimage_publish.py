@@ -40,9 +40,9 @@ def published(tmp_path_factory, registry):
 
 def test_the_model_image_is_an_oci_image_with_modelpack_artifact_type_and_the_assemble_layers(published, registry):
     r, _root, files = published
-    reg, repo = r.ref.split("/", 1)[0], r.ref.split("/", 1)[1].rsplit(":", 1)[0]
+    reg, repo = r.image.split("/", 1)[0], r.image.split("/", 1)[1].rsplit(":", 1)[0]
     digest, m, media_type = manifest(reg, repo, "1.0.0")
-    assert digest == r.digest and media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert digest == r.image_digest and media_type == "application/vnd.oci.image.manifest.v1+json"
     assert m["artifactType"] == ARTIFACT_TYPE == "application/vnd.cncf.model.manifest.v1+json"
     assert m["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     assert [d["mediaType"] for d in m["layers"]] == ["application/vnd.oci.image.layer.v1.tar"] * 2
@@ -61,9 +61,9 @@ def test_the_model_image_is_an_oci_image_with_modelpack_artifact_type_and_the_as
 
 def test_docker_pulls_the_model_image_and_its_files_are_the_model(published, docker_client):
     r, _root, files = published
-    docker_client.images.pull(r.pinned)
+    docker_client.images.pull(r.ref)
     # data only: created, never started (a command is needed to create; it is never run)
-    container = docker_client.containers.create(r.pinned, command=["/modelship-model-image-never-runs"])
+    container = docker_client.containers.create(r.ref, command=["/modelship-model-image-never-runs"])
     try:
         stream, _ = docker_client.api.get_archive(container.id, MODEL_DIR)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
@@ -75,33 +75,33 @@ def test_docker_pulls_the_model_image_and_its_files_are_the_model(published, doc
     finally:
         container.remove(force=True)
         with contextlib.suppress(Exception):
-            docker_client.images.remove(r.pinned, force=True)
+            docker_client.images.remove(r.ref, force=True)
     assert got == sha256s(files)
 
 
 def test_podman_pulls_and_mounts_the_model_image(published):
     r, _root, files = published
-    run("podman", "pull", "--tls-verify=false", r.pinned)
+    run("podman", "pull", "--tls-verify=false", r.ref)
     try:
-        mount = Path(run("podman", "image", "mount", r.pinned).stdout.strip())
+        mount = Path(run("podman", "image", "mount", r.ref).stdout.strip())
         assert tree_sha256s(mount / MODEL_DIR.lstrip("/")) == sha256s(files)
         assert oct((mount / MODEL_DIR.lstrip("/") / "weights.bin").stat().st_mode & 0o777) == "0o444"
     finally:
-        run("podman", "image", "unmount", r.pinned, check=False)
-        run("podman", "rmi", "-f", r.pinned, check=False)
+        run("podman", "image", "unmount", r.ref, check=False)
+        run("podman", "rmi", "-f", r.ref, check=False)
 
 
 def test_skopeo_inspects_and_copies_the_model_image_digests_intact(published, tmp_path):
     r, _root, _files = published
-    info = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{r.ref}").stdout)
-    assert info["Digest"] == r.digest and info["Labels"]["io.modelship.model.digest"] == r.manifest.digest
+    info = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{r.image}").stdout)
+    assert info["Digest"] == r.image_digest and info["Labels"]["io.modelship.model.digest"] == r.manifest.digest
     assert "1.0.0-modelpack" in info["RepoTags"]
     # skopeo 1.9 would gzip the uncompressed layers for an OCI layout (new digests): --preserve-digests keeps them
-    src, dst = f"docker://{r.pinned}", f"oci:{tmp_path / 'layout'}:m"
+    src, dst = f"docker://{r.ref}", f"oci:{tmp_path / 'layout'}:m"
     run("skopeo", "copy", "--preserve-digests", "--src-tls-verify=false", src, dst)
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     copied = index["manifests"][0]["digest"]
-    assert copied == r.digest  # skopeo kept the manifest byte for byte
+    assert copied == r.image_digest  # skopeo kept the manifest byte for byte
     for d, _size, _title in r.layers:
         data = (tmp_path / "layout" / "blobs" / "sha256" / d.split(":", 1)[1]).read_bytes()
         assert "sha256:" + hashlib.sha256(data).hexdigest() == d
@@ -109,7 +109,7 @@ def test_skopeo_inspects_and_copies_the_model_image_digests_intact(published, tm
 
 def test_containerd_pulls_unpacks_and_mounts_it_read_only_like_an_image_volume(published, tmp_path):
     r, _root, files = published
-    with ctr_mounted(r.ref, tmp_path / "mnt") as mnt:
+    with ctr_mounted(r.image, tmp_path / "mnt") as mnt:
         model = mnt / MODEL_DIR.lstrip("/")
         assert tree_sha256s(model) == sha256s(files)
         with pytest.raises(OSError):  # read-only, as the kubelet mounts an image volume
@@ -121,13 +121,13 @@ def test_a_strict_modelpack_reader_pulls_its_modelpack_manifest(published, regis
 
     r, _root, files = published
     client = ModelPackClient(insecure=True)
-    got = client.pull(r.modelpack_ref, tmp_path / "out")
+    got = client.pull(r.modelpack_image, tmp_path / "out")
     assert got.manifest["config"]["mediaType"] == MODELPACK_CONFIG
-    assert got.manifest["subject"]["digest"] == r.digest  # a referrer of the model image
+    assert got.manifest["subject"]["digest"] == r.image_digest  # a referrer of the model image
     assert got.config["modelfs"]["diffIds"] == [d for d, _, _ in r.layers]  # the very same blobs
     assert tree_sha256s(tmp_path / "out" / MODEL_DIR.lstrip("/")) == sha256s(files)
     with pytest.raises(InvalidModelPackError, match="ModelPack config"):
-        client.pull(r.ref, tmp_path / "out2")  # the image itself has an image config: runtimes need that
+        client.pull(r.image, tmp_path / "out2")  # the image itself has an image config: runtimes need that
 
 
 def test_publishing_again_uploads_nothing_and_any_copy_of_the_model_gives_the_same_digest(
@@ -147,7 +147,7 @@ def test_publishing_again_uploads_nothing_and_any_copy_of_the_model_gives_the_sa
     proc = run_cli("publish", str(other), uri, "--version", "2.0.0", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
-    assert again["image_digest"] == first.digest and again["uploaded_bytes"] == 0 and again["unchanged"]
+    assert again["image_digest"] == first.image_digest and again["uploaded_bytes"] == 0 and again["unchanged"]
 
 
 def test_a_version_tag_is_never_moved_without_force(tmp_path, registry):
@@ -160,11 +160,11 @@ def test_a_version_tag_is_never_moved_without_force(tmp_path, registry):
     proc = run_cli("publish", str(root), uri, "--version", "3.0.0")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "already exists" in proc.stderr and "--force" in proc.stderr
-    assert tag_digest(registry, repo, "3.0.0") == first.digest  # untouched
+    assert tag_digest(registry, repo, "3.0.0") == first.image_digest  # untouched
     with pytest.raises(ModelshipError, match="already exists"):
         publish_image(root, uri, version="3.0.0", quiet=True)
     moved = publish_image(root, uri, version="3.0.0", force=True, quiet=True)
-    assert moved.digest != first.digest and tag_digest(registry, repo, "3.0.0") == moved.digest
+    assert moved.image_digest != first.image_digest and tag_digest(registry, repo, "3.0.0") == moved.image_digest
     assert moved.uploaded_bytes < 64 * 1024  # only the small-files layer and the configs changed
 
 
@@ -240,4 +240,4 @@ def test_a_library_publish_prints_nothing_and_the_cli_says_it_once(tmp_path, reg
     assert r.uploaded_bytes > 0 and capfd.readouterr() == ("", "")
     out = run_cli("publish", str(tmp_path / "m"), uri, "--version", "1.0.0", "--no-progress")
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    assert out.stdout.count("\n") == 1 and out.stdout.rstrip().endswith(r.digest)  # once, on stdout
+    assert out.stdout.count("\n") == 1 and out.stdout.rstrip().endswith(r.image_digest)  # once, on stdout

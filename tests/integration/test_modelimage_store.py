@@ -66,14 +66,14 @@ def versions(tmp_path_factory, registry):
 def test_latest_is_the_highest_pep440_tag_and_pins_are_honoured(versions):
     uri, published, _ = versions
     res = resolve(uri)
-    assert res.version == "1.10.0" and res.pin == published["1.10.0"].digest  # not "latest", not 1.2.0
+    assert res.version == "1.10.0" and res.pin == published["1.10.0"].image_digest  # not "latest", not 1.2.0
     assert {f.path for f in res.files} == {"weights.bin", "config.json", "tok/vocab.txt"}
     assert all(f.sha256 for f in res.files)
     assert resolve(uri, pre=True).version == "2.0.0rc1"
-    assert resolve(uri, version="1.2.0").pin == published["1.2.0"].digest
+    assert resolve(uri, version="1.2.0").pin == published["1.2.0"].image_digest
     assert resolve(uri + ":1.0.0").version == "1.0.0"
-    by_digest = resolve(f"{uri}@{published['1.2.0'].digest}")
-    assert by_digest.version == "1.2.0" and by_digest.pin == published["1.2.0"].digest
+    by_digest = resolve(f"{uri}@{published['1.2.0'].image_digest}")
+    assert by_digest.version == "1.2.0" and by_digest.pin == published["1.2.0"].image_digest
     proc = run_cli("resolve", uri, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"]["model_digest"] == published["1.10.0"].manifest.digest
@@ -83,7 +83,7 @@ def test_lock_pins_the_manifest_digest_and_fetch_installs_exactly_that(versions,
     uri, published, root = versions
     lk = lock(uri, output=tmp_path / "modelship.lock")
     doc = json.loads((tmp_path / "modelship.lock").read_text())
-    assert doc["pin"] == published["1.10.0"].digest and doc["version"] == "1.10.0"
+    assert doc["pin"] == published["1.10.0"].image_digest and doc["version"] == "1.10.0"
     assert {f["path"]: f["sha256"] for f in doc["files"]} == tree_sha256s(root / "1.10.0")
     # the pipeline's line: URI and lock both given
     proc = run_cli("fetch", uri, str(tmp_path / "dest"), "--lock", str(tmp_path / "modelship.lock"), "--json")

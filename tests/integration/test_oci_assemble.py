@@ -96,7 +96,7 @@ def test_assembled_without_an_engine_the_engine_runs_it_and_it_serves_the_model(
         mp.setenv("DOCKER_HOST", NOWHERE)
         r = assemble(app_image, model, target, quiet=True)
     reg, repo, tag = _repo_tag(target)
-    assert tag_digest(reg, repo, tag) == r.digest and image_problems(reg, repo, tag) == []
+    assert tag_digest(reg, repo, tag) == r.image_digest and image_problems(reg, repo, tag) == []
     assert r.media_type == "application/vnd.oci.image.manifest.v1+json" and not r.unchanged
     _, m, media_type = manifest(reg, repo, tag)
     assert media_type == r.media_type and m["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
@@ -173,16 +173,16 @@ def test_an_app_only_modelship_build_gets_its_model_by_assemble(
         r = assemble(f"{repo}@{app_digest}", model, f"{repo}:m6", quiet=True)
     labels = _config(registry, repo.split("/", 1)[1], "m6")["config"]["Labels"]
     assert labels["io.modelship.model.version"] == "6.0" and labels["io.modelship.app.port"] == "8000"
-    assert r.base == f"{repo}@{app_digest}"
-    docker_client.images.pull(f"{repo}@{r.digest}")
-    container, served = _run_and_ask_model(docker_client, f"{repo}@{r.digest}")
+    assert r.app_ref == f"{repo}@{app_digest}"
+    docker_client.images.pull(f"{repo}@{r.image_digest}")
+    container, served = _run_and_ask_model(docker_client, f"{repo}@{r.image_digest}")
     try:
         shipped = json.loads((model / "modelship.json").read_text())
         shipped.pop("fetched_at")
         assert served == shipped
     finally:
         container.remove(force=True)
-        docker_client.images.remove(f"{repo}@{r.digest}", force=True)
+        docker_client.images.remove(f"{repo}@{r.image_digest}", force=True)
 
 
 def test_reproducible_on_any_machine_and_a_no_change_run_uploads_nothing(
@@ -195,7 +195,7 @@ def test_reproducible_on_any_machine_and_a_no_change_run_uploads_nothing(
     assert first.uploaded_bytes > 17 * 1024 * 1024
 
     again = assemble(app_image, a, target, quiet=True)
-    assert (again.digest, again.uploaded_bytes, again.unchanged) == (first.digest, 0, True)
+    assert (again.image_digest, again.uploaded_bytes, again.unchanged) == (first.image_digest, 0, True)
 
     # another machine: another folder, other file times and umask, an empty cache, another tag
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache-b"))
@@ -208,7 +208,7 @@ def test_reproducible_on_any_machine_and_a_no_change_run_uploads_nothing(
     for p in b.rglob("*"):
         os.utime(p, (12345, 12345))
     other = assemble(app_image, b, target.replace(":m2", ":m2-copy"), quiet=True)
-    assert (other.digest, other.uploaded_bytes, other.unchanged) == (first.digest, 0, False)
+    assert (other.image_digest, other.uploaded_bytes, other.unchanged) == (first.image_digest, 0, False)
 
 
 def test_a_new_model_replaces_the_model_layers_and_keeps_the_app_layers(tmp_path, registry, app_image, no_engine):
@@ -228,7 +228,7 @@ def test_a_new_model_replaces_the_model_layers_and_keeps_the_app_layers(tmp_path
     assert [d["digest"] for d in m2["layers"][: len(app_layers)]] == [d["digest"] for d in m_app["layers"]]
     # v2 straight onto the app image: the same config and layers; only the base it names differs
     direct = assemble(app_image, tmp_path / "v2", f"{repo_ref}:v2b", quiet=True)
-    assert direct.digest != v2.digest and _differs_only_in_base(reg, repo, "v2", "v2b")
+    assert direct.image_digest != v2.image_digest and _differs_only_in_base(reg, repo, "v2", "v2b")
     assert _config(reg, repo, "v2b") == v2_cfg
 
 
@@ -248,13 +248,13 @@ def test_podman_unpacks_it_and_skopeo_copies_it_with_the_same_digest(tmp_path, r
     reg, repo, tag = _repo_tag(target)
 
     info = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{target}").stdout)
-    assert info["Digest"] == r.digest and info["Labels"]["io.modelship.model.version"] == "3.0"
+    assert info["Digest"] == r.image_digest and info["Labels"]["io.modelship.model.version"] == "3.0"
     raw = run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target}").stdout.encode()
-    assert "sha256:" + hashlib.sha256(raw).hexdigest() == r.digest
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == r.image_digest
     tls = ("--src-tls-verify=false", "--dest-tls-verify=false")
     copy = f"{reg}/{repo}-copy:{tag}"
     run("skopeo", "copy", "--preserve-digests", *tls, f"docker://{target}", f"docker://{copy}")
-    assert tag_digest(reg, f"{repo}-copy", tag) == r.digest  # copied as it is: every blob verified by skopeo
+    assert tag_digest(reg, f"{repo}-copy", tag) == r.image_digest  # copied as it is: every blob verified by skopeo
     # by default skopeo gzips uncompressed layers on the way: another manifest, the very same image config
     run("skopeo", "copy", *tls, f"docker://{target}", f"docker://{reg}/{repo}-gz:{tag}")
     _, gz, _ = manifest(reg, f"{repo}-gz", tag)
@@ -453,4 +453,4 @@ def test_a_library_assemble_prints_nothing_and_the_cli_says_it_once(tmp_path, ap
     out = _cli("assemble", app_image, "--model", str(model), "--tag", target, "--no-progress")
     assert out.returncode == 0, out.stderr
     assert out.stderr == "" and out.stdout.count("\n") == 1  # one success line, on stdout only
-    assert out.stdout.startswith(f"assembled {target} {r.digest} (unchanged, 0 bytes uploaded; app ")
+    assert out.stdout.startswith(f"assembled {target} {r.image_digest} (unchanged, 0 bytes uploaded; app ")

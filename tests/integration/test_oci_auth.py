@@ -89,7 +89,7 @@ def test_basic_auth_registry_from_docker_config_and_password_stdin(
 
     _login(tmp_path, basic_registry)
     r = assemble(app_image, model, target, quiet=True)  # app blobs copied over from the other registry
-    assert _held(basic_registry, "team/svc", "1", basic) == r.digest and r.uploaded_bytes > 70_000_000
+    assert _held(basic_registry, "team/svc", "1", basic) == r.image_digest and r.uploaded_bytes > 70_000_000
 
     _login(tmp_path, basic_registry, password="wrong")
     out = run_cli("-vv", "assemble", app_image, "--model", str(model), "--tag", f"{basic_registry}/team/svc:2")
@@ -108,7 +108,7 @@ def test_basic_auth_registry_from_docker_config_and_password_stdin(
     scanner = Scanner({"password": PASSWORD})
     scanner.text("stdout", out.stdout)
     scanner.text("stderr -vv", out.stderr)
-    assert scanner.hits == [] and json.loads(out.stdout)["image_digest"] == r.digest
+    assert scanner.hits == [] and json.loads(out.stdout)["image_digest"] == r.image_digest
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_token_auth_registry_with_docker_login_credentials(tmp_path, clean_env, 
     _login(tmp_path, reg)
     service.log.clear()
     r = assemble(app_image, model, target, quiet=True)
-    assert _held(reg, "team/tok", "1", _bearer(service, "team/tok")) == r.digest
+    assert _held(reg, "team/tok", "1", _bearer(service, "team/tok")) == r.image_digest
     gets = [entry for entry in service.log if entry[0] == "GET" and entry[1] == "/oauth2/token"]
     assert gets and len(gets) <= 3, service.log  # a token per set of scopes, reused for every blob
 
@@ -165,7 +165,7 @@ def test_acr_entra_id_token_exchanged_for_registry_tokens(
     monkeypatch.setenv("MODELSHIP_ACR_REGISTRIES", reg)
     service.log.clear()
     r = assemble(app_image, model, target, quiet=True)
-    assert _held(reg, "team/acr", "1", _bearer(service, "team/acr")) == r.digest
+    assert _held(reg, "team/acr", "1", _bearer(service, "team/acr")) == r.image_digest
     steps = [(m, p, sorted(keys)) for m, p, keys in service.log]
     assert steps[0] == ("POST", "/oauth2/exchange", ["access_token", "grant_type", "service"])
     assert all(s[:2] == ("POST", "/oauth2/token") for s in steps[1:]) and len(steps) >= 2

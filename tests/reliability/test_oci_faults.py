@@ -70,7 +70,7 @@ def _run(tmp_path, app, plan, seed: int, monkeypatch) -> tuple[object, FaultProx
             )
         except ModelshipError as e:
             outcome = e
-    return outcome, proxy, tag, before.digest
+    return outcome, proxy, tag, before.image_digest
 
 
 def _check(app, outcome, tag: str, before: str) -> list[str]:
@@ -82,8 +82,8 @@ def _check(app, outcome, tag: str, before: str) -> list[str]:
         if "\n" in str(outcome):
             problems.append(f"error is not one line: {outcome!r}")
         return problems
-    if held != outcome.digest:
-        return [f"tag holds {held}, assemble returned {outcome.digest}"]
+    if held != outcome.image_digest:
+        return [f"tag holds {held}, assemble returned {outcome.image_digest}"]
     return image_problems(registry, repo, tag)
 
 
@@ -208,4 +208,4 @@ def test_a_layer_damaged_once_on_the_way_from_the_source_is_read_again(tmp_path,
     assert proxy.stats.by_kind["flip"] == 1
     registry = app[0]
     copy = target.split("/", 1)[1].rsplit(":", 1)[0]
-    assert tag_digest(registry, copy, "1") == outcome.digest and image_problems(registry, copy, "1") == []
+    assert tag_digest(registry, copy, "1") == outcome.image_digest and image_problems(registry, copy, "1") == []

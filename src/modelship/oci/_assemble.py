@@ -63,27 +63,27 @@ class ModelLayer:
 
 @dataclass(frozen=True)
 class AssembleResult:
-    """What ``assemble`` produced: the tag, the digest it now points to, and what it cost."""
+    """What ``assemble`` produced: the tag, the digest it now points to, and what it cost.
 
-    ref: str  # REGISTRY/REPO:TAG
-    digest: str
+    The names are docs/architecture.md's glossary: ``image`` the tag written, ``image_digest`` its manifest
+    digest, ``ref`` the image pinned by it (what to test, promote and deploy), ``app_ref`` the app it started
+    from, pinned; ``model`` the model's ``uri``, ``version`` and ``model_digest`` (its tree digest).
+    """
+
+    image: str  # REGISTRY/REPO:TAG
+    image_digest: str
+    ref: str  # REGISTRY/REPO@DIGEST
     media_type: str
-    base: str  # the app image, REGISTRY/REPO@DIGEST (an index digest for a multi-platform app)
+    app_ref: str  # the app image, REGISTRY/REPO@DIGEST (an index digest for a multi-platform app)
     platforms: tuple[str, ...]
     layers: tuple[ModelLayer, ...]
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
     model: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def pinned(self) -> str:
-        """REGISTRY/REPO@DIGEST: what to test, promote and deploy."""
-        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
-
     def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` view."""
         d = asdict(self)
-        d["pinned"] = self.pinned
-        d["layers"] = [asdict(x) for x in self.layers]
         d["platforms"] = list(self.platforms)
         return d
 
@@ -331,12 +331,13 @@ def _result(
     seen: dict[str, ModelLayer] = {}
     for layer, d in plan:
         seen.setdefault(d, ModelLayer(d, layer.size, layer.title, d in uploaded))
-    model = {"uri": manifest.uri, "version": manifest.version, "digest": manifest.digest}
+    model = {"uri": manifest.uri, "version": manifest.version, "model_digest": manifest.digest}
     return AssembleResult(
-        ref=str(target),
-        digest=new.digest,
+        image=str(target),
+        image_digest=new.digest,
+        ref=f"{target.name}@{new.digest}",
         media_type=new.media_type,
-        base=f"{app.name}@{top.digest}",
+        app_ref=f"{app.name}@{top.digest}",
         platforms=tuple(p for p in platforms if p),
         layers=tuple(seen.values()),
         uploaded_bytes=uploaded_bytes,

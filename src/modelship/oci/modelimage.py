@@ -189,38 +189,21 @@ def _plan(manifest: Manifest, layers: list[tuple[Layer, str]], image_model_dir: 
 
 @dataclass(frozen=True)
 class PublishedImage:
-    """What ``publish`` of an ``oci://`` URI produced."""
+    """What ``publish`` of an ``oci://`` URI produced, in docs/architecture.md's glossary names: ``image`` the
+    version's tag, ``image_digest`` the model image's manifest digest and ``ref`` the image pinned by it (what
+    to deploy, test and lock); the same three of the ModelPack manifest, a referrer of it."""
 
-    ref: str  # REGISTRY/REPO:V
-    digest: str  # of the model image: what to deploy, test and lock
-    modelpack_ref: str  # REGISTRY/REPO:V-modelpack
+    image: str  # REGISTRY/REPO:V
+    image_digest: str
+    ref: str  # REGISTRY/REPO@DIGEST
+    modelpack_image: str  # REGISTRY/REPO:V-modelpack
     modelpack_digest: str
+    modelpack_ref: str  # REGISTRY/REPO@DIGEST of the ModelPack manifest
     manifest: Manifest
     image_model_dir: str
     layers: tuple[tuple[str, int, str], ...]  # (digest, size, title)
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
-
-    @property
-    def pinned(self) -> str:
-        return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ref": self.ref,
-            "image_digest": self.digest,
-            "pinned": self.pinned,
-            "modelpack_ref": self.modelpack_ref,
-            "modelpack_digest": self.modelpack_digest,
-            "uri": self.manifest.uri,
-            "version": self.manifest.version,
-            "model_digest": self.manifest.digest,
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.manifest.files],
-            "image_model_dir": self.image_model_dir,
-            "layers": [{"digest": d, "size": s, "title": t} for d, s, t in self.layers],
-            "uploaded_bytes": self.uploaded_bytes,
-            "unchanged": self.unchanged,
-        }
 
 
 def publish_image(
@@ -284,10 +267,12 @@ def _published(
     ref: Reference, mp_ref: Reference, plan: _Plan, manifest: Manifest, image_model_dir: str, sent: int, unchanged: bool
 ) -> PublishedImage:
     return PublishedImage(
-        ref=str(ref),
-        digest=plan.digest,
-        modelpack_ref=str(mp_ref),
+        image=str(ref),
+        image_digest=plan.digest,
+        ref=f"{ref.name}@{plan.digest}",
+        modelpack_image=str(mp_ref),
         modelpack_digest=plan.modelpack.digest,
+        modelpack_ref=f"{mp_ref.name}@{plan.modelpack.digest}",
         manifest=manifest,
         image_model_dir=image_model_dir,
         layers=tuple((d, layer.size, layer.title) for layer, d in plan.layers),

@@ -186,19 +186,19 @@ class OciRepository:
             "image_model_dir": r.image_model_dir,
             "layers": [{"digest": d, "size": s, "title": t} for d, s, t in r.layers],
             "modelpack": {  # the ModelPack manifest over the same layers, for strict ModelPack readers
-                "image": r.modelpack_ref,
-                "ref": f"{r.ref.rsplit(':', 1)[0]}@{r.modelpack_digest}",
+                "image": r.modelpack_image,
+                "ref": r.modelpack_ref,
                 "image_digest": r.modelpack_digest,
             },
         }
         return PublishResult(
             r.manifest,
-            f"oci://{r.ref}",
+            f"oci://{r.image}",
             r.uploaded_bytes,
             r.unchanged,
-            image=r.ref,
-            image_digest=r.digest,
-            ref=r.pinned,
+            image=r.image,
+            image_digest=r.image_digest,
+            ref=r.ref,
             details=tuple(details.items()),
         )
 
