@@ -24,13 +24,6 @@ def one_line(message: str, limit: int = 1000) -> str:
     return message
 
 
-def pinned(image: str, digest: str) -> str:
-    """``REGISTRY/REPO@sha256:…`` of ``image`` (a tag, or a digest, dropped): the glossary's ``ref``."""
-    name = image.split("@", 1)[0]
-    repo, slash, last = name.rpartition("/")  # a registry port has a ':' too: only the last segment's is a tag
-    return f"{repo}{slash}{last.split(':', 1)[0]}@{digest}"
-
-
 def _lookup(data: dict[str, Any], key: str) -> Any:
     """``key`` of a ``--json`` result, dotted for a nested block (``model.version``)."""
     value: Any = data

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._cli_output import emit, emit_missing, one_line, pinned
+from ._cli_output import emit, emit_missing, one_line
 from .conventions import (
     MODEL_DIGEST_LABEL,
     MODEL_DIR_LABEL,
@@ -16,6 +16,7 @@ from .conventions import (
 )
 from .errors import ModelshipError, NotFoundError, UsageError
 from .manifest import tree_digest
+from .oci.reference import pinned
 from .progress import human_bytes
 
 
@@ -178,40 +179,37 @@ def cmd_build(a: argparse.Namespace) -> None:
 def cmd_push(a: argparse.Namespace) -> None:
     from .image import push
 
-    digest = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json)
-    data = {"image": a.image, "ref": pinned(a.image, digest), "image_digest": digest}
-    emit(a, data, lambda: print(f"pushed {a.image} {digest}"))
+    r = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json)
+    emit(a, r.to_dict(), lambda: print(f"pushed {r.image} {r.image_digest}"))
 
 
 def cmd_inspect(a: argparse.Namespace) -> None:
     from .image import inspect
 
     try:
-        info = inspect(a.image, platform=a.platform)
+        r = inspect(a.image, platform=a.platform)
     except NotFoundError as e:
         if not a.missing_ok:
             raise
         print(f"modelship: {one_line(str(e))} (--missing-ok)", file=sys.stderr)
         emit_missing(a)  # a pipeline's first release: no :stable to compare with yet
         return
-    digest = info.get("image_digest")
-    data = {**info, "image": a.image, "ref": pinned(a.image, digest) if digest else None}
 
     def human() -> None:
-        model = data.get("model") or {}
-        where = data.get("source", "?")
-        if data.get("platforms"):  # an index: say which of its images was read
-            where += f", {data['platform']} of {', '.join(data['platforms'])}; --platform picks another"
-        print(f"{data['ref'] or a.image} ({where})")
+        where = r.source
+        if r.platforms:  # an index: say which of its images was read
+            where += f", {r.platform} of {', '.join(r.platforms)}; --platform picks another"
+        print(f"{r.ref or r.image} ({where})")
+        model = r.model
         print(
             f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} "
             f"{model.get('model_digest') or '-'}"
         )
-        for k, v in sorted((data.get("labels") or {}).items()):
+        for k, v in sorted(r.labels.items()):
             if k != MODEL_MANIFEST_LABEL:
                 print(f"  {k}={v}")
 
-    emit(a, data, human)
+    emit(a, r.to_dict(), human)
 
 
 def _registry_password(a: argparse.Namespace) -> str | None:

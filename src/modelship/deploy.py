@@ -88,7 +88,7 @@ def app_settings(
         from .image import inspect
 
         try:
-            app = inspect(image, username=username, password=password).get("app") or {}
+            app = inspect(image, username=username, password=password).app
         except ModelshipError as e:
             options = ", ".join(opt for key, opt in _APP_SETTINGS if given[key] is None)
             raise type(e)(
@@ -298,7 +298,7 @@ def _app_model_dir(image: str, username: str | None, password: str | None) -> st
     from .image import inspect
 
     try:
-        labels = inspect(image, username=username, password=password).get("labels") or {}
+        labels = inspect(image, username=username, password=password).labels
     except ModelshipError as e:
         raise type(e)(f"{e} (deploy render reads the app's model dir from the image; or pass --model-dir)") from None
     return str(labels.get(MODEL_DIR_LABEL) or MODEL_DIR)

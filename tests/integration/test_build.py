@@ -242,7 +242,7 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     assert labels["org.opencontainers.image.revision"] == git(app, "rev-parse", "HEAD")
 
     local = inspect(f"{repo}:app1", docker_client=docker_client)
-    assert local["source"] == "local" and local["labels"] == labels
+    assert local.source == "local" and local.labels == labels and local.ref is None
 
     assert main(["push", f"{repo}:app1", "--json"]) == 0
     pushed = json.loads(capsys.readouterr().out)
@@ -250,16 +250,19 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
     assert "digest" not in pushed
     assert pushed["ref"] == f"{repo}@{digest}" and pushed["image"] == f"{repo}:app1"  # pinned: nothing to glue
     assert digest.startswith("sha256:")
-    assert push(f"{repo}:app1-model-1.5", quiet=True, docker_client=docker_client).startswith("sha256:")
+    second = push(f"{repo}:app1-model-1.5", quiet=True, docker_client=docker_client)
+    assert second.image == f"{repo}:app1-model-1.5" and second.ref == f"{repo}@{second.image_digest}"
+    assert second.image_digest.startswith("sha256:")
     for t in built["tags"]:
         docker_client.images.remove(t)  # from here on, only the registry has it
 
     remote = inspect(f"{repo}:app1")
-    assert remote["source"] == "registry"
-    assert remote["image_digest"] == digest and remote["id"] == built["id"] and "digest" not in remote
-    assert remote["labels"] == labels
-    assert remote["model"] == model_block
-    assert [f["path"] for f in remote["manifest"]["files"]] == ["m.bin"] and "fetched_at" not in remote["manifest"]
+    assert remote.source == "registry" and remote.ref == f"{repo}@{digest}"
+    assert remote.image_digest == digest and remote.id == built["id"] and "digest" not in remote.to_dict()
+    assert remote.labels == labels
+    assert remote.model == model_block
+    assert remote.manifest is not None and "fetched_at" not in remote.manifest
+    assert [f["path"] for f in remote.manifest["files"]] == ["m.bin"]
     assert main(["inspect", f"{repo}:app1-model-1.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["labels"] == labels
 

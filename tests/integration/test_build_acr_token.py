@@ -75,14 +75,14 @@ def test_identity_token_from_az_acr_login_pushes_and_inspects(tmp_path, monkeypa
     ref = f"{registry}/team/app:{uuid.uuid4().hex[:8]}"
     _tiny_image(docker_client, base_image, ref)
     try:
-        digest = push(ref)  # its own engine client, which reads the docker config as the docker CLI does
+        digest = push(ref).image_digest  # its own engine client, which reads the docker config as the docker CLI does
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
             docker_client.images.remove(ref, force=True)
     assert digest.startswith("sha256:")
     remote = inspect(ref, docker_client=docker_client)  # no local image any more: read from the registry
-    assert remote["source"] == "registry" and remote["image_digest"] == digest
-    assert remote["labels"] == {"io.modelship.test.acr": ref}
+    assert remote.source == "registry" and remote.image_digest == digest
+    assert remote.labels == {"io.modelship.test.acr": ref}
 
     # every token came from the refresh-token grant (the service knows only the stored identity token);
     # none from a Basic login

@@ -53,10 +53,10 @@ def test_push_and_inspect_with_credentials(tmp_path, docker_client, base_image, 
     with pytest.raises(AuthError, match=f"registry {auth_registry} wants credentials for team/app: run 'docker login"):
         inspect(ref, docker_client=docker_client)
     remote = inspect(ref, username=USER, password=PASSWORD, docker_client=docker_client)
-    assert remote["source"] == "registry" and remote["image_digest"] == digest and remote["labels"] == img.labels
+    assert remote.source == "registry" and remote.image_digest == digest and remote.labels == img.labels
 
     # credentials stored by `docker login` (config.json "auths") are used when none are given
     (tmp_path / "docker-config").mkdir()
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     (tmp_path / "docker-config" / "config.json").write_text(json.dumps({"auths": {auth_registry: {"auth": auth}}}))
-    assert inspect(ref, docker_client=docker_client)["model"]["version"] == "4"
+    assert inspect(ref, docker_client=docker_client).model["version"] == "4"

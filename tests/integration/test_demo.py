@@ -71,8 +71,8 @@ def test_demo_story_end_to_end(tmp_path, testbed, registry, docker_client, base_
 
     # The image assembled second carries the second model, on the app image pushed once.
     info = modelship.inspect(f"{registry}/modelship-demo/iris@{digests['v2']}")
-    assert info["model"]["version"] == "1.1.0"
-    assert info["labels"]["io.modelship.model.uri"].startswith("az://devstoreaccount1/demo-")
+    assert info.model["version"] == "1.1.0" and info.ref == f"{registry}/modelship-demo/iris@{digests['v2']}"
+    assert info.labels["io.modelship.model.uri"].startswith("az://devstoreaccount1/demo-")
 
     # Deploy manifests are pinned to the promoted digest and nothing else.
     deployment = (tmp_path / "demo" / "k8s" / "deployment.yaml").read_text()

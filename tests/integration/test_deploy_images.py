@@ -42,8 +42,9 @@ def test_render_takes_port_and_probe_paths_from_the_image(tmp_path, docker_clien
     cmd = build_cmd(app, model, tag, base_image, "--port", "9000", "--ready-path", "/ready", "--live-path", "/alive")
     proc = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    ref = f"{repo}@{push(tag, docker_client=docker_client)}"
-    assert inspect(ref, docker_client=docker_client)["app"] == {
+    ref = push(tag, docker_client=docker_client).ref
+    assert ref == f"{repo}@{inspect(ref, docker_client=docker_client).image_digest}"
+    assert inspect(ref, docker_client=docker_client).app == {
         "port": 9000,
         "ready_path": "/ready",
         "live_path": "/alive",
@@ -77,7 +78,7 @@ def test_render_takes_port_and_probe_paths_from_the_image(tmp_path, docker_clien
 
     # from the registry (no local copy), and an option overrides what the image says
     docker_client.images.remove(tag, force=True)
-    assert inspect(ref, docker_client=docker_client)["source"] == "registry"
+    assert inspect(ref, docker_client=docker_client).source == "registry"
     out = tmp_path / "k8s-override"
     assert cli.main(["deploy", "render", "--out", str(out), "--live-path", "/healthz", "--image", ref]) == 0
     c = app_container(sorted(out.glob("*.yaml")))
@@ -91,7 +92,7 @@ def test_an_image_without_app_labels_is_refused_naming_the_options(tmp_path, doc
     tag = f"{registry}/modelship-test/nolabels-{uuid.uuid4().hex[:10]}:1"
     image_tags.append(tag)
     docker_client.images.build(fileobj=io.BytesIO(b"FROM scratch\nLABEL org.example.team=ml\n"), tag=tag, rm=True)
-    ref = f"{tag.rsplit(':', 1)[0]}@{push(tag, docker_client=docker_client)}"
+    ref = push(tag, docker_client=docker_client).ref
     with pytest.raises(UsageError) as exc:
         render(ref, tmp_path / "k8s", ready_path="/ready")
     assert str(exc.value) == (

@@ -163,7 +163,7 @@ def test_an_app_only_modelship_build_gets_its_model_by_assemble(
         assert f"MODELSHIP_MODEL_DIR={MODEL_DIR}" in env
         empty = docker_client.containers.run(img.id, ["ls", "-A", MODEL_DIR], remove=True)
         assert empty == b""  # the model dir is there, empty: nothing baked in
-        app_digest = push(f"{repo}:app", docker_client=docker_client)
+        app_digest = push(f"{repo}:app", docker_client=docker_client).image_digest
     finally:
         docker_client.images.remove(img.id, force=True)
 

@@ -79,7 +79,7 @@ def test_build_and_push_from_python_are_quiet_unless_asked(tmp_path, docker_clie
     tag = f"{registry}/modelship-test/quiet-{uuid.uuid4().hex[:10]}:1"
     try:
         build(app, model, tag, base_image=base_image, entrypoint="python app.py", docker_client=docker_client)
-        assert push(tag, docker_client=docker_client).startswith("sha256:")
+        assert push(tag, docker_client=docker_client).image_digest.startswith("sha256:")
         quiet = capfd.readouterr()
         assert (quiet.out, quiet.err) == ("", "")  # no engine log, no bar, no "built"/"pushed" lines
         build(app, model, tag, base_image=base_image, entrypoint="python app.py", quiet=False)

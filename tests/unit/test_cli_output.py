@@ -7,7 +7,7 @@ import json
 import pytest
 
 from modelship import cli
-from modelship._cli_output import pinned
+from modelship.oci.reference import pinned
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ engine), ``registry`` (reads a remote image's labels over the registry API), and
 from __future__ import annotations
 
 from ._build import BuiltImage, build
-from ._inspect import inspect
-from ._push import push
+from ._inspect import InspectResult, inspect
+from ._push import PushResult, push
 
-__all__ = ["BuiltImage", "build", "inspect", "push"]
+__all__ = ["BuiltImage", "InspectResult", "PushResult", "build", "inspect", "push"]

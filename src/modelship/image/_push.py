@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import random
 import re
-from typing import NoReturn
+from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
 
 from .. import progress
 from .._docker import docker_host, engine, unreachable
 from .._retry import Budget, retrying
 from ..errors import AuthError, DockerError, ModelshipError, NotFoundError, UsageError
 from ..oci.auth import Credentials, login
-from ..oci.reference import Reference, base_url, parse_reference, split_tag
+from ..oci.reference import Reference, base_url, parse_reference, pinned, split_tag
 from ..oci.registry import RegistryClient
 from ..uri import redact
 
@@ -29,6 +30,18 @@ _RETRYABLE = re.compile(
     r"|deadline exceeded|digest invalid|manifest invalid|blob unknown|blob upload unknown|size invalid",
     re.IGNORECASE,
 )
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What ``push`` put in the registry (docs/architecture.md's glossary)."""
+
+    image: str  # REGISTRY/REPO:TAG pushed
+    image_digest: str  # the registry's manifest digest, sha256:…
+    ref: str  # REGISTRY/REPO@sha256:…: what to test, promote and deploy
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class _PushRetry(Exception):
@@ -88,8 +101,8 @@ def push(
     password: str | None = None,
     quiet: bool = True,
     docker_client=None,
-) -> str:
-    """Push IMAGE[:TAG] to its registry; returns the manifest digest (``sha256:...``).
+) -> PushResult:
+    """Push IMAGE[:TAG] to its registry; returns the tag pushed, its manifest digest and the pinned ``ref``.
 
     Quiet by default, as a library call should be; ``quiet=False`` shows progress on stderr (the CLI does).
 
@@ -177,4 +190,4 @@ def push(
         digest = retrying(
             f"push of {name}", lambda: attempt(client), retry_on=(_PushRetry,), on_retry=announce, budget=budget
         )
-    return digest  # the CLI prints the result once, on stdout
+    return PushResult(image=name, image_digest=digest, ref=pinned(name, digest))  # the CLI prints it once

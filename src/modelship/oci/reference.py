@@ -97,6 +97,17 @@ def split_tag(ref: str) -> tuple[str, str]:
     return name, "latest" if tag is None else tag
 
 
+def pinned(image: str, digest: str) -> str:
+    """``REGISTRY/REPO@sha256:…`` of ``image`` (its tag, or digest, dropped): the glossary's ``ref``.
+
+    ``image`` as written (``localhost:5000/app:1``): a registry port has a ``:`` too, so only the last path
+    segment's is a tag.
+    """
+    name = image.split("@", 1)[0]
+    repo, slash, last = name.rpartition("/")
+    return f"{repo}{slash}{last.split(':', 1)[0]}@{digest}"
+
+
 def parse_reference(ref: str) -> Reference:
     """``[registry/]repo[:tag][@digest]``; UsageError with one line naming what is wrong."""
     if not ref or any(c.isspace() or ord(c) < 32 for c in ref):
@@ -152,5 +163,6 @@ __all__ = [
     "is_local",
     "names_registry",
     "parse_reference",
+    "pinned",
     "split_tag",
 ]
