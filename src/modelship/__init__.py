@@ -20,9 +20,9 @@ _SUBMOD_ATTRS = {
     "_publish": ["publish"],
     "_resolve": ["lock", "resolve"],
     "repos.base": ["PublishResult"],
-    "image": ["BuiltImage", "build", "inspect", "push"],
-    "oci._assemble": ["assemble"],
-    "oci._promote": ["promote"],
+    "image": ["BuiltImage", "InspectResult", "PushResult", "build", "inspect", "push"],
+    "oci._assemble": ["AssembleResult", "assemble"],
+    "oci._promote": ["PromoteResult", "promote"],
     "_verify": ["VerifyResult", "verify"],
 }
 _ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
@@ -46,22 +46,26 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ._publish import publish
     from ._resolve import lock, resolve
     from ._verify import VerifyResult, verify
-    from .image import BuiltImage, build, inspect, push
-    from .oci._assemble import assemble
-    from .oci._promote import promote
+    from .image import BuiltImage, InspectResult, PushResult, build, inspect, push
+    from .oci._assemble import AssembleResult, assemble
+    from .oci._promote import PromoteResult, promote
     from .repos.base import PublishResult
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()
 
 __all__ = [
+    "AssembleResult",
     "BuiltImage",
     "FetchResult",
     "FileEntry",
+    "InspectResult",
     "Lock",
     "Manifest",
     "ModelshipError",
+    "PromoteResult",
     "PublishResult",
+    "PushResult",
     "Resolution",
     "VerifyResult",
     "assemble",

@@ -112,3 +112,32 @@ def test_one_version_rule_in_every_verb(version, tmp_path, capsys):
     rule = "give a version name without '/' (e.g. 1.2.0)"
     assert errors == {f"modelship: error: invalid --version {version!r}: {rule}\n"}
     assert not (tmp_path / "store").exists() and not (tmp_path / "dest").exists()
+
+
+def test_inspect_results_json_is_the_glossarys():
+    from modelship import InspectResult
+    from modelship.image._inspect import describe
+
+    labels = {"io.modelship.model.uri": "az://a/m", "io.modelship.model.version": "1", "io.modelship.app.port": "80"}
+    local = describe("app:dev", "local", "sha256:" + "1" * 64, None, labels)
+    assert isinstance(local, InspectResult) and local.ref is None and local.model["version"] == "1"
+    keys = {"image", "ref", "source", "id", "image_digest", "labels", "model", "app", "manifest"}
+    assert set(local.to_dict()) == keys  # platform(s) only of an image read from an index
+    digest = "sha256:" + "2" * 64
+    one = describe(
+        "reg:5000/t/app:1", "registry", "sha256:" + "1" * 64, digest, labels, "linux/amd64", ("linux/amd64",)
+    )
+    d = one.to_dict()
+    assert set(d) == keys | {"platform", "platforms"} and d["platforms"] == ["linux/amd64"]
+    assert (d["image"], d["ref"], d["image_digest"]) == ("reg:5000/t/app:1", f"reg:5000/t/app@{digest}", digest)
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_push_and_assemble_results_use_the_glossarys_names():
+    from modelship import AssembleResult, PushResult
+
+    digest = "sha256:" + "3" * 64
+    pushed = PushResult(image="reg:5000/app:1", image_digest=digest, ref=f"reg:5000/app@{digest}")
+    assert pushed.to_dict() == {"image": "reg:5000/app:1", "image_digest": digest, "ref": f"reg:5000/app@{digest}"}
+    fields = set(AssembleResult.__dataclass_fields__)
+    assert {"image", "image_digest", "ref", "app_ref"} <= fields and not {"digest", "pinned", "base"} & fields
