@@ -202,10 +202,10 @@ def test_bad_model_images_are_one_line(tmp_path, model_images, registry, capsys)
     base = ["deploy", "render", "--image", APP, "--out", str(tmp_path / "k8s"), "--model-dir", MODEL_DIR,
             "--port", "8000", "--ready-path", "/r", "--live-path", "/l"]  # fmt: skip
     cases = [
-        (["--model-image", plain.ref], 2, "not pinned by digest"),
+        (["--model-image", plain.image], 2, "not pinned by digest"),
         (["--mount", "kserve"], 2, "--model-image"),
         (["--model-image", plain.ref, "--mount", "nfs"], 2, "invalid choice"),
-        (["--model-image", f"{plain.ref.rsplit(':', 1)[0]}@sha256:{'0' * 64}"], 1, "not found"),
+        (["--model-image", f"{plain.image.rsplit(':', 1)[0]}@sha256:{'0' * 64}"], 1, "not found"),
         (["--model-image", f"127.0.0.1:9/x@sha256:{'0' * 64}"], 1, "not reachable"),
     ]
     for extra, code, words in cases:
