@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
-PYTEST_ARGS ?= -n 2
+# --durations: the slowest tests in every CI log, where the 15-minute budget goes
+PYTEST_ARGS ?= -n 2 --durations=25
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
