@@ -56,17 +56,10 @@ class VerifyResult:
         return f"{self.target} does not match its {MANIFEST_NAME}: {'; '.join(parts)}; {advice}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "kind": self.kind,
-            "ok": self.ok,
-            "model_digest": self.model_digest,
-            "files": self.files,
-            "size": self.size,
-            "missing": list(self.missing),
-            "changed": [{"path": p, "what": why} for p, why in self.changed],
-            "unlisted": list(self.unlisted),
-        }
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("target", "kind", "ok", "model_digest", "files", "size")}
+        out.update(missing=list(self.missing), changed=[{"path": p, "what": why} for p, why in self.changed])
+        out.update(unlisted=list(self.unlisted))
+        return out
 
 
 def _names(names: Any) -> str:
