@@ -26,16 +26,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from ..errors import (
-    AuthError,
-    ChecksumError,
-    ContainerNotFoundError,
-    IntegrityError,
-    ModelshipError,
-    NotFoundError,
-    StallError,
-    TransientError,
-)
+from .. import errors
 from ..uri import ModelURI, redact
 from ._azure_auth import BLOCK, MD5_RANGE, endpoint_shown, service_client
 from .base import SHA256_KEY, ProgressFn, RemoteFile, timed_out
@@ -74,30 +65,32 @@ class AzureBlobSource:
         self._where = f"container {uri.container!r} of account {uri.location!r}"
         self._store = f"the blob service at {endpoint_shown(self._service.url)}"
 
-    def _error(self, e: Exception, what: str, idempotent: bool = False) -> ModelshipError:
+    def _error(self, e: Exception, what: str, idempotent: bool = False) -> errors.ModelshipError:
         """Map an SDK error to one line that names the thing; never includes the credential.
 
         ``idempotent``: the call can be made again as it is (list, download, delete), so an SDK crash on a garbled
         answer is worth a retry.
         """
-        if isinstance(e, ModelshipError):
+        if isinstance(e, errors.ModelshipError):
             return e
         code = getattr(e, "error_code", None) or ""
         code = getattr(code, "value", code)  # StorageErrorCode.X → its wire name
         status = getattr(e, "status_code", None)
         if isinstance(e, ResourceModifiedError) or status == 412:
-            return IntegrityError(
+            return errors.IntegrityError(
                 f"{what}: the blob changed while it was being read (ETag no longer matches); re-run",
-                kind=IntegrityError.CHANGED,
+                kind=errors.IntegrityError.CHANGED,
             )
         if isinstance(e, ResourceNotFoundError) or status == 404:
             if "ContainerNotFound" in str(code):
-                return ContainerNotFoundError(self._where, f"{self._where} not found; check the URI {self.uri.display}")
-            return NotFoundError(f"{what}: not found in {self._where}")
+                return errors.ContainerNotFoundError(
+                    self._where, f"{self._where} not found; check the URI {self.uri.display}"
+                )
+            return errors.NotFoundError(f"{what}: not found in {self._where}")
         token_cred = hasattr(self._service.credential, "get_token")
         if isinstance(e, ClientAuthenticationError) and getattr(e, "response", None) is None and token_cred:
             # The token credential itself failed (no request reached the service): say so, not "denied".
-            return AuthError(
+            return errors.AuthError(
                 f"{what}: {self._cred_desc} could not get a token for account {self.uri.location!r}; "
                 "give this machine a managed identity, sign in with 'az login', or set "
                 "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_KEY "
@@ -105,7 +98,7 @@ class AzureBlobSource:
             )
         if e.__class__.__name__ == "AzureSigningError":  # azure.storage.blob._shared: not public
             # Raised before any request: the SDK could not sign with the key it was given.
-            return AuthError(f"{what}: {self._cred_desc} holds no usable account key (it cannot sign requests)")
+            return errors.AuthError(f"{what}: {self._cred_desc} holds no usable account key (it cannot sign requests)")
         if isinstance(e, ClientAuthenticationError) or status in (401, 403):
             detail = str((getattr(e, "additional_info", None) or {}).get("authenticationerrordetail", "") or "")
             expiry = self._client.sas_expiry
@@ -114,31 +107,31 @@ class AzureBlobSource:
             # "Signed expiry time ..."); Azurite says nothing, so the token's own se= decides there.
             if self._client.sas and (expired or re.search(r"(?i)expir|time frame", detail)):
                 when = f" at {expiry.isoformat().replace('+00:00', 'Z')}" if expiry else ""
-                return AuthError(
+                return errors.AuthError(
                     f"{what}: the SAS token of {self._cred_desc} expired{when}; make a new one (a later 'se=' expiry)"
                 )
             if self._client.anonymous:
-                return AuthError(
+                return errors.AuthError(
                     f"{what}: no credentials found for account {self.uri.location!r}, and anonymous access to "
                     f"{self._where} was denied; {_ENV_HINT} ({self._client.anonymous})"
                 )
             if token_cred:
                 # The service's reason for refusing a token (expired, wrong audience) never echoes the token.
                 reason = f"{code or status}: {redact(detail)[:200]}" if detail else f"{code or status}"
-                return AuthError(
+                return errors.AuthError(
                     f"{what}: access to {self._where} denied using {self._cred_desc} ({reason}); check that "
                     "the identity's token is for https://storage.azure.com and not expired, and that the identity "
                     "has a Storage Blob Data role on the account"
                 )
             reason = f"{code or status}: {redact(detail)[:200]}" if detail else f"{code or status}"
-            return AuthError(
+            return errors.AuthError(
                 f"{what}: access to {self._where} denied using {self._cred_desc} ({reason}); "
                 "check the credential and its permissions"
             )
         if timed_out(e):
-            return StallError(what, self._store)
+            return errors.StallError(what, self._store)
         if isinstance(e, (ServiceRequestError, ServiceResponseError)) or (status and status >= 500) or status == 408:
-            return TransientError(
+            return errors.TransientError(
                 f"{what}: {e.__class__.__name__} talking to the blob service: {redact(str(e).splitlines()[0])}",
                 reason=f"HTTP {status}" if status else None,  # else the retry line tells the cause by its type
             )
@@ -148,33 +141,35 @@ class AzureBlobSource:
             cause = getattr(e, "error", None) or e
             how = "connection reset" if _was_reset(e) else cause.__class__.__name__
             reset = how == "connection reset"
-            return TransientError(
+            return errors.TransientError(
                 f"{what}: the blob service's answer broke off ({how})",
                 reason="connection reset" if reset else "connection closed",
             )
         if isinstance(e, AzureError) and "md5 mismatch" in str(getattr(e, "message", e)).lower():
             # validate_content: the range's transactional MD5 (computed by the service) does not match what
             # arrived: damaged on the way, read it again.
-            return ChecksumError(f"{what}: the bytes failed the service's transactional MD5 (damaged in transit)")
+            return errors.ChecksumError(
+                f"{what}: the bytes failed the service's transactional MD5 (damaged in transit)"
+            )
         if code == "Md5Mismatch" or (status == 400 and "contentmd5" in str(getattr(e, "message", "")).lower()):
             # The service checked Content-MD5 (Azurite says InvalidOperation): the upload was damaged on the way.
-            return TransientError(
+            return errors.TransientError(
                 f"{what}: the blob service got other bytes than were sent (Content-MD5 mismatch)",
                 reason="damaged upload: the store's checksum failed",
             )
         if isinstance(e, HttpResponseError):
-            return ModelshipError(f"{what}: blob service answered {status} {code}")
+            return errors.ModelshipError(f"{what}: blob service answered {status} {code}")
         if isinstance(e, DeserializationError) or (
             idempotent and isinstance(e, (AttributeError, TypeError, ValueError))
         ):
             # A truncated or garbled answer that the SDK could not make sense of (it may even crash on it, e.g.
             # AttributeError in list paging on an empty 200): the exchange failed, not the request.
-            return TransientError(
+            return errors.TransientError(
                 f"{what}: the blob service's answer was garbled ({e.__class__.__name__})", reason="garbled answer"
             )
         if isinstance(e, (ConnectionError, TimeoutError, OSError)):
-            return TransientError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
-        return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
+            return errors.TransientError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
+        return errors.ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
         try:
@@ -218,7 +213,7 @@ class AzureBlobSource:
             got += len(block)
             yield block
         if got < length:  # the downloader would have noticed; a stream that just ends must not pass as whole
-            raise TransientError(f"reading {name}: connection closed after {got} of {length} bytes")
+            raise errors.TransientError(f"reading {name}: connection closed after {got} of {length} bytes")
 
     def _read_checked(self, name: str, offset: int, length: int, etag: str | None) -> Iterator[bytes]:
         """GETs of at most 4 MiB with the service's transactional MD5, which the SDK checks."""

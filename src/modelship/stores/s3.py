@@ -9,18 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import errors
 from .._workers import collect
-from ..errors import (
-    AuthError,
-    ChecksumError,
-    ContainerNotFoundError,
-    IntegrityError,
-    ModelshipError,
-    NotFoundError,
-    StallError,
-    TransientError,
-    UsageError,
-)
 from ..uri import ModelURI, redact
 from .base import (
     CONNECT_TIMEOUT,
@@ -45,7 +35,7 @@ class S3Source:
             import botocore.handlers
             import botocore.parsers
         except ImportError:
-            raise UsageError("s3:// needs boto3: pip install 'modelship[s3]'") from None
+            raise errors.UsageError("s3:// needs boto3: pip install 'modelship[s3]'") from None
         self.uri = uri
         self._bucket = uri.location
         self._botocore_exc = botocore.exceptions
@@ -67,14 +57,14 @@ class S3Source:
         # publish fault tests; the cost is sending a body the store might have refused up front.
         self._s3.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
 
-    def _error(self, e: Exception, what: str, idempotent: bool = False) -> ModelshipError:
+    def _error(self, e: Exception, what: str, idempotent: bool = False) -> errors.ModelshipError:
         """Map a botocore error to one line; ``idempotent``: the call can be made again as it is (list, head,
         read, delete), so a garbled answer is worth a retry."""
         exc = self._botocore_exc
-        if isinstance(e, ModelshipError):
+        if isinstance(e, errors.ModelshipError):
             return e
         if isinstance(e, exc.NoCredentialsError):
-            return AuthError(
+            return errors.AuthError(
                 f"{what}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
             )
         if isinstance(e, exc.ClientError):
@@ -82,25 +72,28 @@ class S3Source:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code == "NoSuchBucket":
                 where = f"bucket {self._bucket!r}"
-                return ContainerNotFoundError(where, f"{where} not found; check the URI {self.uri.display}")
+                return errors.ContainerNotFoundError(where, f"{where} not found; check the URI {self.uri.display}")
             if code in ("NoSuchKey", "404") or status == 404:
-                return NotFoundError(f"{what}: not found in bucket {self._bucket!r}")
+                return errors.NotFoundError(f"{what}: not found in bucket {self._bucket!r}")
             if code == "PreconditionFailed" or status == 412:
-                return IntegrityError(
-                    f"{what}: the object changed while it was being read (ETag); re-run", kind=IntegrityError.CHANGED
+                return errors.IntegrityError(
+                    f"{what}: the object changed while it was being read (ETag); re-run",
+                    kind=errors.IntegrityError.CHANGED,
                 )
             if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return AuthError(
+                return errors.AuthError(
                     f"{what}: access to bucket {self._bucket!r} denied ({code}); check the AWS credentials"
                 )
             if status >= 500 or code in ("SlowDown", "RequestTimeout", "BadDigest"):  # BadDigest: damaged upload
-                return TransientError(f"{what}: S3 answered {status} {code}", reason=f"HTTP {status}")
-            return ModelshipError(f"{what}: S3 answered {status} {code}")
+                return errors.TransientError(f"{what}: S3 answered {status} {code}", reason=f"HTTP {status}")
+            return errors.ModelshipError(f"{what}: S3 answered {status} {code}")
         if isinstance(e, (exc.FlexibleChecksumError, exc.ChecksumError)):
             # The response's own checksum caught bytes damaged on the way: fetch that part again.
-            return ChecksumError(f"{what}: the response failed its checksum (damaged in transit or in the store)")
+            return errors.ChecksumError(
+                f"{what}: the response failed its checksum (damaged in transit or in the store)"
+            )
         if timed_out(e):
-            return StallError(what, f"S3 at {self._s3.meta.endpoint_url}")
+            return errors.StallError(what, f"S3 at {self._s3.meta.endpoint_url}")
         if isinstance(
             e,
             (
@@ -112,12 +105,14 @@ class S3Source:
                 TimeoutError,
             ),
         ):
-            return TransientError(f"{what}: {e.__class__.__name__} talking to S3")
+            return errors.TransientError(f"{what}: {e.__class__.__name__} talking to S3")
         if idempotent and isinstance(e, (KeyError, ValueError, TypeError, AttributeError, self._parser_error)):
             # An answer cut off or damaged so that it does not parse (http.client even takes a head cut off
             # mid-way as complete): the exchange failed, not the request.
-            return TransientError(f"{what}: S3's answer was garbled ({e.__class__.__name__})", reason="garbled answer")
-        return ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
+            return errors.TransientError(
+                f"{what}: S3's answer was garbled ({e.__class__.__name__})", reason="garbled answer"
+            )
+        return errors.ModelshipError(f"{what}: {e.__class__.__name__}: {redact(str(e))}")
 
     def list(self, prefix: str) -> Iterator[RemoteFile]:
         try:
@@ -125,7 +120,7 @@ class S3Source:
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
                 if "KeyCount" not in page and "IsTruncated" not in page:
                     # An empty or cut-off answer parses as "no objects": it must not read as an empty prefix.
-                    raise TransientError(
+                    raise errors.TransientError(
                         f"listing {self.uri.display}: S3's answer was cut off", reason="garbled answer"
                     )
                 objects += page.get("Contents", [])
@@ -145,7 +140,7 @@ class S3Source:
         # Two answers must agree: a head cut off inside Content-Length or ETag would otherwise give a wrong size
         # (a silently truncated download of a file published without sha256) or a wrong MD5.
         if size != int(obj.get("Size", size)) or (etag and not (len(etag) >= 2 and etag[0] == etag[-1] == '"')):
-            raise TransientError(
+            raise errors.TransientError(
                 f"{what}: S3's answer disagrees with its listing (cut off, or the object changed)",
                 reason="garbled answer",
             )
@@ -201,7 +196,7 @@ class S3Source:
         sse = resp.get("ServerSideEncryption", "")
         encrypted = resp.get("SSECustomerAlgorithm") or sse not in ("", "AES256")
         if etag and "-" not in etag and not encrypted and etag != md5.hex():
-            damaged = TransientError(f"uploading {name}: the store got other bytes than were sent (ETag != MD5)")
+            damaged = errors.TransientError(f"uploading {name}: the store got other bytes than were sent (ETag != MD5)")
             damaged.etag = etag  # type: ignore[attr-defined]  # what the store now holds: our own damaged write
             raise damaged
 
@@ -221,7 +216,7 @@ class S3Source:
                 try:
                     self._put_checked(name, data, hashlib.md5(data).digest(), **condition)  # noqa: S324 - checksum
                     break
-                except TransientError as e:
+                except errors.TransientError as e:
                     if not getattr(e, "etag", None) or attempt == sdk_retries():
                         raise
                     # The store kept our damaged bytes (it skips the Content-MD5 check): a retry of the conditional
