@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
+# worksteal: an idle worker takes queued tests from a busy one, so a few long tests do not make a long tail;
 # --durations: the slowest tests in every CI log, where the 15-minute budget goes
-PYTEST_ARGS ?= -n 2 --durations=25
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=25
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
