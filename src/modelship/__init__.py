@@ -21,6 +21,7 @@ _SUBMOD_ATTRS = {
     "_resolve": ["lock", "resolve"],
     "repos.base": ["PublishResult"],
     "image": ["BuiltImage", "InspectResult", "PushResult", "build", "inspect", "push"],
+    "appimage": ["AppImage"],
     "oci._assemble": ["AssembleResult", "assemble"],
     "oci._promote": ["PromoteResult", "promote"],
     "_verify": ["VerifyResult", "verify"],
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ._publish import publish
     from ._resolve import lock, resolve
     from ._verify import VerifyResult, verify
+    from .appimage import AppImage
     from .image import BuiltImage, InspectResult, PushResult, build, inspect, push
     from .oci._assemble import AssembleResult, assemble
     from .oci._promote import PromoteResult, promote
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
 protect_library_loggers()
 
 __all__ = [
+    "AppImage",
     "AssembleResult",
     "BuiltImage",
     "FetchResult",

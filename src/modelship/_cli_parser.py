@@ -244,6 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--pull", action="store_true", help="pull the base image even when the engine has it (default: only if missing)"
     )
+    sp.add_argument(
+        "--builder",
+        choices=("engine", "registry"),
+        default="engine",
+        help="engine (default): the Docker engine builds, 'modelship push' sends it; registry: no engine, the "
+        "image is written to the registry of --tag from the base image in its registry (prints its ref)",
+    )
+    sp.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH",
+        help="--builder registry: this platform of a multi-platform base (repeatable; default: this machine's)",
+    )
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
     allow_pickle(sp)
 

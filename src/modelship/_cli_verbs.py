@@ -148,8 +148,11 @@ def cmd_build(a: argparse.Namespace) -> None:
         a.model,
         a.tag,
         quiet=a.quiet or a.json,
-        **_same(a, *options, "tag_model_version", "allow_unsafe_pickle"),
+        **_same(a, *options, "tag_model_version", "allow_unsafe_pickle", "builder", "platform"),
     )
+    if a.builder == "registry":
+        _built_in_registry(a, img)
+        return
     # "id" is the engine's image id; the registry's image_digest (and so a ref) exists only once pushed
     data = {
         "id": img.id,
@@ -172,6 +175,24 @@ def cmd_build(a: argparse.Namespace) -> None:
                 f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
                 f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
             )
+
+    emit(a, data, human)
+
+
+def _built_in_registry(a: argparse.Namespace, img: Any) -> None:
+    """What `build --builder registry` prints: the image is in the registry already, so it has a ref."""
+    from .image import labels as image_labels
+    from .image._inspect import model_block
+
+    data = {
+        **img.to_dict(),
+        "model": model_block(img.labels),
+        "app": image_labels.app_settings(img.labels),
+    }
+
+    def human() -> None:
+        what = "app-only" if a.model is None else f"with model {img.labels.get(MODEL_URI_LABEL)}"
+        print(f"built {img.image} {what} in the registry, {human_bytes(img.uploaded_bytes)} sent: {img.ref}")
 
     emit(a, data, human)
 

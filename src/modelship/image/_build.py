@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
@@ -28,7 +28,11 @@ from . import dockerfile as dockerfile_mod
 from . import labels as labels_mod
 from . import wheels as wheels_mod
 
+if TYPE_CHECKING:
+    from ..appimage import AppImage
+
 log = logging.getLogger("modelship")
+BUILDERS = ("engine", "registry")  # engine: the Docker engine builds; registry: modelship.appimage writes it
 # gunicorn's --no-control-socket: the default command passes it when the wheelhouse's gunicorn has it
 GUNICORN_CONTROL_SOCKET = "25.1"
 
@@ -290,8 +294,16 @@ def build(
     quiet: bool = True,
     docker_client=None,
     allow_unsafe_pickle: Sequence[str | Path] = (),
-) -> BuiltImage:
+    builder: str = "engine",
+    platform: str | Sequence[str] | None = None,
+) -> BuiltImage | AppImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
+
+    ``builder="engine"`` (the default) builds with the Docker engine into its image store (``push`` sends it to
+    a registry); ``builder="registry"`` contacts no engine: it reads ``base_image`` from its registry, writes
+    the image straight to the registry of ``tag`` and returns a :class:`modelship.appimage.AppImage` (its
+    ``ref`` is digest-pinned); ``platform`` (e.g. ``linux/arm64``, or several) picks the platforms of a
+    multi-platform base. ``pull`` and ``docker_client`` are the engine's, a ``dockerfile`` too.
 
     ``model_dir=None`` builds an app-only image: no model labels, an empty model dir that the image records
     (label ``io.modelship.model.dir``, env ``MODELSHIP_MODEL_DIR``), for ``modelship assemble`` to put a model
@@ -303,6 +315,23 @@ def build(
     that imports a dangerous global is refused before the engine is used, unless named in
     ``allow_unsafe_pickle`` (see modelship.trust.pickles).
     """
+    if builder not in BUILDERS:
+        raise UsageError(f"unknown builder {builder!r}: give one of {', '.join(BUILDERS)}")
+    if builder == "registry":
+        if pull:
+            raise UsageError(
+                "--pull is the engine builder's: the registry builder always reads the base image from its registry"
+            )
+        from ..appimage import build as registry_build
+
+        return registry_build(
+            app_dir, model_dir, tag, base_image=base_image, requirements=requirements, dockerfile=dockerfile,
+            entrypoint=entrypoint, port=port, ready_path=ready_path, live_path=live_path,
+            tag_model_version=tag_model_version, platform=platform, quiet=quiet,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+        )  # fmt: skip
+    if platform:
+        raise UsageError("--platform needs --builder registry: the engine builder builds for the engine's platform")
     cfg = config_mod.resolve(
         app_dir,
         base_image=base_image,

@@ -34,7 +34,7 @@ from ..trust import pickles
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, layer_digests, model_layers
 from .reference import Reference, parse_reference
-from .registry import CHUNK, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Fetched, RegistryClient
+from .registry import CHUNK, DOCKER_TO_OCI_LAYER, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Fetched, RegistryClient
 from .remote import platform_of
 from .write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
 
@@ -43,14 +43,6 @@ log = logging.getLogger("modelship")
 LAYER_ANNOTATION = f"{MODEL}.layer"  # on each model layer's descriptor: what it holds
 BASE_DIGEST = f"{OCI}.base.digest"
 BASE_NAME = f"{OCI}.base.name"
-# a Docker v2 layer is the same bytes as its OCI counterpart
-_OCI_LAYER_TYPES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": (
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -171,7 +163,7 @@ def _new_image(
     kept = []
     for i in keep:
         d = dict(app_layers[i])
-        d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
+        d["mediaType"] = DOCKER_TO_OCI_LAYER.get(d.get("mediaType", ""), d.get("mediaType"))
         kept.append(Blob(d, RemoteBlob(src, app.repository, str(d["digest"]), int(d["size"])), mount))
     model = [
         Blob(

@@ -60,18 +60,20 @@ def _octal(value: int, width: int) -> bytes:
     return b"%0*o\0" % (width - 1, value)
 
 
-def _ustar(name: bytes, prefix: bytes, mode: int, size: int, mtime: int, typeflag: bytes) -> bytes:
+def _ustar(
+    name: bytes, prefix: bytes, mode: int, size: int, mtime: int, typeflag: bytes, link: bytes = b"", owner: int = 0
+) -> bytes:
     head = b"".join(
         (
             name.ljust(100, b"\0"),
             _octal(mode, 8),
-            _octal(0, 8),  # uid
-            _octal(0, 8),  # gid
+            _octal(owner, 8),  # uid
+            _octal(owner, 8),  # gid
             _octal(size, 12),
             _octal(mtime, 12),
             b" " * 8,  # checksum, computed over the header with these 8 spaces
             typeflag,
-            b"\0" * 100,  # linkname
+            link.ljust(100, b"\0"),  # linkname
             b"ustar\x0000",
             b"\0" * 32,  # uname
             b"\0" * 32,  # gname
@@ -107,8 +109,20 @@ def _padding(size: int) -> int:
     return -size % BLOCK
 
 
-def header(name: str, *, mode: int, size: int = 0, mtime: int = 0, directory: bool = False) -> bytes:
-    """The header block(s) of one entry: ustar, preceded by a pax header only when ustar cannot hold it."""
+def header(
+    name: str,
+    *,
+    mode: int,
+    size: int = 0,
+    mtime: int = 0,
+    directory: bool = False,
+    link: str | None = None,
+    owner: int = 0,
+) -> bytes:
+    """The header block(s) of one entry: ustar, preceded by a pax header only when ustar cannot hold it.
+
+    ``link``: a symbolic link to that target; ``owner``: its uid and gid (0 unless said).
+    """
     path = name + "/" if directory else name
     raw = path.encode("utf-8")
     pax: list[tuple[str, str]] = []
@@ -118,13 +132,18 @@ def header(name: str, *, mode: int, size: int = 0, mtime: int = 0, directory: bo
         split = (raw[:100], b"")
     if size > _USTAR_SIZE_MAX:
         pax.append(("size", str(size)))
+    link_raw = (link or "").encode("utf-8")
+    if len(link_raw) > 100 or not (link or "").isascii():
+        pax.append(("linkpath", link or ""))
+        link_raw = link_raw[:100]
     out = b""
     if pax:
         records = b"".join(_pax_record(k, v) for k, v in pax)
         out = _ustar(b"././@PaxHeader", b"", 0o644, len(records), mtime, b"x")
         out += records + b"\0" * _padding(len(records))
-    typeflag = b"5" if directory else b"0"
-    return out + _ustar(split[0], split[1], mode, 0 if size > _USTAR_SIZE_MAX else size, mtime, typeflag)
+    typeflag = b"5" if directory else b"2" if link is not None else b"0"
+    size = 0 if size > _USTAR_SIZE_MAX else size
+    return out + _ustar(split[0], split[1], mode, size, mtime, typeflag, link_raw, owner)
 
 
 # ---- layers -----------------------------------------------------------------------------------------
@@ -132,7 +151,8 @@ def header(name: str, *, mode: int, size: int = 0, mtime: int = 0, directory: bo
 
 @dataclass(frozen=True)
 class Entry:
-    """One tar entry: a directory, inline bytes (``data``) or a file to read (``path``, checked by ``sha256``)."""
+    """One tar entry: a directory, inline bytes (``data``), a file to read (``path``, checked by ``sha256``) or a
+    symbolic link (``link``); owned by root unless ``owner`` (uid = gid) says otherwise."""
 
     name: str  # inside the image, no leading "/"
     mode: int
@@ -141,10 +161,15 @@ class Entry:
     data: bytes | None = None
     path: Path | None = None
     sha256: str | None = None
+    link: str | None = None
+    owner: int = 0
 
     def plan(self) -> list[object]:
         content = self.sha256 if self.path is not None else hashlib.sha256(self.data or b"").hexdigest()
-        return [self.name, oct(self.mode), self.size, self.directory, None if self.directory else content]
+        out: list[object] = [self.name, oct(self.mode), self.size, self.directory, None if self.directory else content]
+        if self.link is not None or self.owner:  # appended only when set: model layers' plans keep their keys
+            out += [self.link, self.owner]
+        return out
 
 
 @dataclass(frozen=True)
@@ -167,7 +192,12 @@ class Layer:
                 pos += length
 
         for e in self.entries:
-            head = header(e.name, mode=e.mode, size=e.size, mtime=self.mtime, directory=e.directory)
+            head = header(
+                e.name, mode=e.mode, size=e.size, mtime=self.mtime, directory=e.directory, link=e.link, owner=e.owner
+            )
+            if e.link is not None:
+                add(len(head), head)
+                continue
             if e.data is not None and not e.directory:
                 add(len(head) + e.size + _padding(e.size), head + e.data + b"\0" * _padding(e.size))
                 continue
@@ -185,7 +215,7 @@ class Layer:
 
     @property
     def files(self) -> tuple[Entry, ...]:
-        return tuple(e for e in self.entries if not e.directory)
+        return tuple(e for e in self.entries if not e.directory and e.link is None)
 
     @property
     def key(self) -> str:

@@ -40,6 +40,14 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+# a Docker v2 layer is the same bytes as its OCI counterpart: what an OCI manifest reusing it calls it
+DOCKER_TO_OCI_LAYER = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    ),
+}
 ALL_MANIFEST_TYPES = MANIFEST_TYPES + INDEX_TYPES
 
 MANIFEST_MAX = 4 * 1024 * 1024  # the OCI distribution spec's recommended limit
@@ -443,6 +451,7 @@ __all__ = [
     "ALL_MANIFEST_TYPES",
     "CHUNK",
     "DOCKER_MANIFEST",
+    "DOCKER_TO_OCI_LAYER",
     "INDEX_TYPES",
     "MANIFEST_TYPES",
     "OCI_CONFIG",
