@@ -74,6 +74,20 @@ def registry() -> str:
     return addr
 
 
+@pytest.fixture(scope="session")
+def registry_base_image(docker_client, base_image, registry) -> str:
+    """The base image in the registry, pinned (``REGISTRY/REPO@sha256:…``): what `build --builder registry` starts
+    from. The testbed pushes it (MODELSHIP_TESTBED_BASE_REF); pushed here when an older testbed did not."""
+    from support.oci import push_image
+
+    if TESTBED.get("MODELSHIP_TESTBED_BASE_REF") and base_image == TESTBED.get("MODELSHIP_BASE_IMAGE"):
+        return TESTBED["MODELSHIP_TESTBED_BASE_REF"]
+    repo = f"{registry}/modelship/base"
+    tag = base_image.rsplit(":", 1)[-1] if ":" in base_image.rsplit("/", 1)[-1] else "latest"
+    docker_client.images.get(base_image).tag(repo, tag)
+    return f"{repo}@{push_image(docker_client, f'{repo}:{tag}')}"
+
+
 @pytest.fixture
 def image_tags(docker_client) -> Iterator[list[str]]:
     """Image tags (or references) a test creates; removed, with their now-unused layers, afterwards."""

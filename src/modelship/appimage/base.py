@@ -68,8 +68,8 @@ class Base:
         return self.facts.target(_MACHINES.get(arch, arch))
 
 
-def not_in_registry(ref: str, why: str) -> UsageError:
-    return UsageError(
+def not_in_registry(ref: str, why: str) -> NotFoundError:
+    return NotFoundError(
         f"base image {ref} cannot be read from its registry ({why}): the registry builder reads the base from a "
         "registry, not from a Docker engine; push it to one (docker push, or modelship copy) and pass "
         "--base-image REGISTRY/REPO:TAG"
