@@ -5,6 +5,7 @@ example app built this way, its model assembled onto it, passes its smoke cases 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -100,7 +101,9 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     reg, name = repo.split("/", 1)
     info = json.loads(run("skopeo", "inspect", "--tls-verify=false", f"docker://{repo}:first").stdout)
     assert info["Digest"] == first["image_digest"]
-    cfg = json.loads(run("skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{repo}:first").stdout)
+    cfg = json.loads(
+        run("skopeo", "inspect", "--config", "--raw", "--tls-verify=false", f"docker://{repo}:first").stdout
+    )
     c = cfg["config"]
     assert c["User"] == "10001:10001" and c["WorkingDir"] == "/app" and c["Cmd"] == ["python", "app.py"]
     assert "MODELSHIP_MODEL_DIR=/opt/modelship/model" in c["Env"] and "VIRTUAL_ENV=/opt/venv" in c["Env"]
@@ -109,10 +112,10 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     assert c["Labels"]["io.modelship.model.dir"] == "/opt/modelship/model"
     assert c["Labels"]["io.modelship.app.ready-path"] == "/health/ready"
     assert cfg["created"] == "1970-01-01T00:00:00Z"  # no SOURCE_DATE_EPOCH, no git: the epoch, never "now"
-    assert str(Path.home()) not in json.dumps(cfg) and "/tmp" not in json.dumps(cfg)  # noqa: S108 - a check
+    assert str(Path.home()) not in json.dumps(cfg) and "/tmp" not in json.dumps(cfg)
 
     _, m, _ = manifest(reg, name, "first")
-    deps, code = (tarfile.open(fileobj=_bytes(blob(reg, name, d["digest"]))) for d in m["layers"][-2:])
+    deps, code = (_tar(blob(reg, name, d["digest"])) for d in m["layers"][-2:])
     members = deps.getmembers()
     names = [x.name for x in members]
     assert names == sorted(names, key=lambda n: n.split("/"))
@@ -126,10 +129,9 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     assert modes["app/app.py"] == 0o644 and modes["app/run.sh"] == 0o755 and modes["app"] == 0o755
 
 
-def _bytes(data: bytes):
-    import io
-
-    return io.BytesIO(data)
+def _tar(data: bytes) -> tarfile.TarFile:
+    """A layer's tar, read from memory (nothing to close: no file behind it)."""
+    return tarfile.TarFile(fileobj=io.BytesIO(data))
 
 
 @pytest.mark.parametrize("case", ["base-not-in-a-registry", "no-wheel-for-the-platform", "sdist-only"])
@@ -186,7 +188,7 @@ def test_the_example_built_without_an_engine_serves_its_assembled_model_through_
     run_dir, junit = tmp_path / "run", tmp_path / "smoke.xml"
     run_dir.mkdir()
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", "."]
-    cmd += ["--modelship-image", assembled.pinned, "--modelship-cases", str(CASES), "--modelship-timeout", "60"]
+    cmd += ["--modelship-image", assembled.ref, "--modelship-cases", str(CASES), "--modelship-timeout", "60"]
     cmd += ["--junitxml", str(junit), "-o", "junit_family=xunit2"]
     proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -64,7 +64,7 @@ class AppImage:
     id: str  # the config digest (what `docker images` shows as the id) of the first platform
     tags: tuple[str, ...]
     labels: dict[str, str]
-    base: str  # REGISTRY/REPO@DIGEST of the base image
+    base_ref: str  # the base image, REGISTRY/REPO@DIGEST (an index digest for a multi-platform base)
     platforms: tuple[str, ...]
     layers: tuple[AppLayer, ...] = ()
     uploaded_bytes: int = 0
@@ -259,7 +259,7 @@ def _write(
         id=config.digest,
         tags=tuple(str(t) for t in targets),
         labels=labels,
-        base=f"{bases[0].ref.name}@{bases[0].digest}",
+        base_ref=f"{bases[0].ref.name}@{bases[0].digest}",
         platforms=tuple(b.platform for b in bases),
         layers=tuple(AppLayer(x.title[:200], d, x.size, bool(sent.get(d))) for x, d in layers),
         uploaded_bytes=sum(sent.values()),
