@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--sign-key",
         metavar="KEY.pem",
-        help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it",
+        help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it "
+        "(oci://: a layer of the model image)",
     )
     sp.add_argument(
         "--workers",
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     sp = add("sign-model", cmd_sign_model, "sign a published model version (OpenSSF model signing): model.sig")
-    sp.add_argument("uri", metavar="URI", help="the model: az://, s3://, file:// or a path")
+    sp.add_argument("uri", metavar="URI", help="the model: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the published version to sign")
     sp.add_argument("--sign-key", required=True, metavar="KEY.pem", help="PEM EC private key (openssl ecparam)")
     sp.add_argument("--force", action="store_true", help="replace the version's existing signature")

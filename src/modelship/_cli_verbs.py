@@ -69,8 +69,10 @@ def cmd_sign_model(a: argparse.Namespace) -> None:
     from .trust.published import sign_version
 
     r = sign_version(a.uri, version=a.version, sign_key=a.sign_key, force=a.force)
-    data = {"uri": r.uri, "version": r.version, "signature": r.signature, "signer": r.fingerprint}
-    emit(a, data, lambda: print(f"signed {r.uri} version {r.version}: {r.signature} (key {r.fingerprint})"))
+    moved = f", now {r.image_digest}" if r.image_digest else ""
+    emit(
+        a, r.to_dict(), lambda: print(f"signed {r.uri} version {r.version}: {r.signature}{moved} (key {r.fingerprint})")
+    )
 
 
 def cmd_resolve(a: argparse.Namespace) -> None:

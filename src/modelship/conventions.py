@@ -54,6 +54,7 @@ MODEL_DIR_LABEL = f"{MODEL}.dir"  # where the app reads its model: assemble puts
 MODEL_LAYERS_LABEL = f"{MODEL}.layers"  # diff_ids of the model's own layers (replaced by the next assemble)
 MODEL_IMAGE_ANNOTATION = f"{MODEL}.image"  # on a pod (deploy's mount mode): the model image it mounts
 MODEL_KIND_LABEL = MODEL_IMAGE_ANNOTATION  # on an image: "model" for a model image (data only)
+MODEL_SIGNATURE_LABEL = f"{MODEL}.signature"  # on a model image: the digest of its model.sig layer (oci.modelsig)
 MODEL_DIGEST_ANNOTATION = MODEL_DIGEST_LABEL
 
 APP = "io.modelship.app"  # what a deployment needs to know about the app

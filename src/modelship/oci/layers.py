@@ -438,6 +438,14 @@ def model_layers(
     return manifest, layers
 
 
+def data_layer(image_model_dir: str, name: str, data: bytes) -> Layer:
+    """A layer of one small file ``name`` (bytes in memory) in the model dir, with the dir's parents: how a
+    model image carries its ``model.sig`` (oci.modelsig)."""
+    base = image_dir_parts(image_model_dir)
+    entry = Entry("/".join([*base, name]), FILE_MODE, len(data), data=data)
+    return Layer(f"{image_model_dir}/{name}", _sorted([*_dirs(base, []), entry]), layer_mtime())
+
+
 def human(n: int) -> str:
     return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
@@ -448,6 +456,7 @@ __all__ = [
     "Entry",
     "Layer",
     "LayerReader",
+    "data_layer",
     "header",
     "layer_digests",
     "layer_mtime",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,14 @@ from ..conventions import (
     MODEL_KIND_LABEL,
     MODEL_LAYERS_LABEL,
     MODEL_MANIFEST_LABEL,
+    MODEL_SIGNATURE_LABEL,
     OCI,
     created,
     model_labels,
 )
 from ..errors import IntegrityError, ModelshipError, UsageError
 from ..manifest import Manifest
+from . import modelsig
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, layer_digests, model_layers
 from .reference import Reference, check_tag, parse_reference
@@ -204,6 +206,7 @@ class PublishedImage:
     layers: tuple[tuple[str, int, str], ...]  # (digest, size, title)
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
+    signature_layer: str | None = None  # the digest of the model.sig layer of a signed image
 
 
 def publish_image(
@@ -220,18 +223,26 @@ def publish_image(
     quiet: bool = True,
     progress: bool | None = None,
     azure_credential: Any = None,
+    sign_key: str | Path | None = None,
 ) -> PublishedImage:
     """Push the model folder ``model_dir`` as the model image ``REGISTRY/REPO:version`` (see the module doc).
 
     Refuses to move an existing ``version`` tag to other content unless ``force``; a tag already on this very
     image is left as it is (0 bytes uploaded). Credentials: ``username``/``password``, else the docker config
     (and, for Azure Container Registry, an Entra ID token when azure-identity is installed), as for push.
+    ``sign_key``: a PEM EC private key; the image then carries ``model.sig``, an OMS signature of its files
+    (``modelship.oci.modelsig``), and a tag already on this model signed by that key is left as it is.
     """
     target = repository_of(uri)
     if target.tag or target.digest:
         raise UsageError(f"{uri}: give the repository only (oci://REGISTRY/REPO) and the version with --version")
     check_version(version)
     image_dir_parts(image_model_dir)
+    key = None
+    if sign_key is not None:  # a bad key is a usage error before anything is read or sent
+        from ..trust import oms
+
+        key = oms.load_private_key(sign_key)
     creds = login(username, password)
     root = Path(model_dir).expanduser()
     if not root.is_dir():
@@ -240,14 +251,26 @@ def publish_image(
     display = f"oci://{target.name}"
     manifest = modeldir.compute_manifest(root, display, version)
     _, layers = model_layers(root, image_model_dir=image_model_dir, large_file=large_file, manifest=manifest)
-    plan = _plan(manifest, list(zip(layers, layer_digests(layers), strict=True)), image_model_dir, target)
+    plan = unsigned = _plan(manifest, list(zip(layers, layer_digests(layers), strict=True)), image_model_dir, target)
+    if key is not None:
+        plan = _signed(plan, modelsig.sign_files(manifest, key, target), image_model_dir)
     ref = target.with_tag(version)
     mp_ref = target.with_tag(version + MODELPACK_SUFFIX)
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         held = client.head_manifest(target.repository, version)
         if held == plan.digest:
             return _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
+        if key is not None and held is not None:  # signatures differ from run to run: the same model, same key?
+            kept = modelsig.held_signed(client, target.with_digest(held), unsigned.image, manifest, key)
+            if kept is not None:
+                plan = replace(plan, image=kept, modelpack=modelsig.resubject(unsigned.modelpack, kept))
+                return _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
         if held is not None and not force:
+            if key is not None and held == unsigned.digest:
+                raise ModelshipError(
+                    f"{ref} already holds this model, unsigned; sign it with 'modelship sign-model oci://{target.name} "
+                    f"--version {version} --sign-key KEY.pem'"
+                )
             raise ModelshipError(
                 f"{ref} already exists ({held[:19]}…) with other content; publish a new version, "
                 "or pass --force to move the tag"
@@ -261,6 +284,16 @@ def publish_image(
         writer.tag(plan.image, version)
     result = _published(ref, mp_ref, plan, manifest, image_model_dir, sent, False)
     return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
+
+
+def _signed(plan: _Plan, bundle: bytes, image_model_dir: str) -> _Plan:
+    """``plan`` with ``bundle`` as the model image's signature layer; the ModelPack manifest refers to it."""
+    config = json.loads(plan.image.config.source.open(0).read())
+    sources = {b.digest: b for b in plan.image.layers}
+    signed = modelsig.signed_image(
+        json.loads(plan.image.data), config, plan.image.media_type, sources, bundle, image_model_dir
+    )
+    return replace(plan, image=signed, modelpack=modelsig.resubject(plan.modelpack, signed))
 
 
 def _published(
@@ -278,6 +311,7 @@ def _published(
         layers=tuple((d, layer.size, layer.title) for layer, d in plan.layers),
         uploaded_bytes=sent,
         unchanged=unchanged,
+        signature_layer=modelsig.signature_digest(json.loads(plan.image.config.source.open(0).read())),
     )
 
 
@@ -377,7 +411,8 @@ def read_model_image(client: RegistryClient, ref: Reference, fetched: Fetched | 
     total = sum(f.size for f in model.files)
     if sum(int(d["size"]) for d in layers) > total + 64 * 1024 * (len(model.files) + 16) + (1 << 20):
         raise IntegrityError(f"{ref}: its model layers are far larger than the {total} bytes of files they hold")
-    data_only = len(by_digest) == len(wanted)
+    signature = labels.get(MODEL_SIGNATURE_LABEL)  # model.sig's own layer (oci.modelsig): data too
+    data_only = len(by_digest) == len(wanted) + (signature in by_digest and signature not in wanted)
     return ModelImage(ref, got.digest, got.media_type, m, config, str(image_model_dir), model, tuple(layers), data_only)
 
 

@@ -88,6 +88,16 @@ class PublishResult:
         return out
 
 
+@dataclass(frozen=True)
+class SignatureWritten:
+    """Where ``Repository.write_signature`` put a signature; for ``oci://``, the signed model image (it is a new
+    image: ``image_digest``, ``ref`` pinned by it) that the version tag now names."""
+
+    location: str
+    image_digest: str | None = None
+    ref: str | None = None
+
+
 class Repository(Protocol):
     """Versions of a model at one URI. Errors are modelship.errors; a repository is closed after use."""
 
@@ -113,11 +123,11 @@ class Repository(Protocol):
         """The OMS signature (``model.sig``) published beside ``res``'s files; None when it has none."""
         ...
 
-    def write_signature(self, res: Resolution, bundle: bytes) -> str:
+    def write_signature(self, res: Resolution, bundle: bytes) -> SignatureWritten:
         """Put ``bundle`` as ``res``'s ``model.sig`` (replacing one); returns where it went."""
         ...
 
     def close(self) -> None: ...
 
 
-__all__ = ["Fetched", "PublishRequest", "PublishResult", "Repository"]
+__all__ = ["Fetched", "PublishRequest", "PublishResult", "Repository", "SignatureWritten"]

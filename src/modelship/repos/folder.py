@@ -22,7 +22,7 @@ from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Lock, Resolutio
 from ..modeldir import safe_relpath
 from ..stores.base import RemoteFile, Source, join
 from ..uri import ModelURI
-from .base import Fetched, PublishRequest, PublishResult
+from .base import Fetched, PublishRequest, PublishResult, SignatureWritten
 from .folder_publish import PENDING_MARKER, publish_version
 
 if TYPE_CHECKING:
@@ -66,10 +66,11 @@ class FolderRepository:
                 return _read_small(source=self.source, f=f)
         return None
 
-    def write_signature(self, res: Resolution, bundle: bytes) -> str:
+    def write_signature(self, res: Resolution, bundle: bytes) -> SignatureWritten:
         name = join(res.prefix, SIGNATURE_NAME)
         retrying(f"uploading {SIGNATURE_NAME}", lambda: self.source.write_bytes(name, bundle))
-        return f"{self.uri.child(res.version)}/{SIGNATURE_NAME}" if res.version else f"{res.uri}/{SIGNATURE_NAME}"
+        where = f"{self.uri.child(res.version)}/{SIGNATURE_NAME}" if res.version else f"{res.uri}/{SIGNATURE_NAME}"
+        return SignatureWritten(where)
 
     def close(self) -> None:
         self.source.close()

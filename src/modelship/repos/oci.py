@@ -35,13 +35,14 @@ from .._workers import for_each
 from ..errors import IntegrityError, ModelshipError, NotFoundError, UsageError
 from ..manifest import MANIFEST_NAME, FileEntry, Lock, Manifest, Resolution
 from ..modeldir import safe_relpath
-from ..oci.modelimage import FILEPATH, ModelImage, publish_image, read_model_image
+from ..oci.modelimage import FILEPATH, MODELPACK_SUFFIX, ModelImage, publish_image, read_model_image
+from ..oci.modelsig import read_signature, write_signed
 from ..oci.reference import Reference, check_tag
 from ..oci.tarread import entries, skip_padding
 from ..progress import Progress
 from ..stores.oci import READ as _READ
 from ..stores.oci import BlobStream, OciStore
-from .base import Fetched, PublishRequest, PublishResult
+from .base import Fetched, PublishRequest, PublishResult, SignatureWritten
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,8 +74,7 @@ class OciRepository:
     def resolve(
         self, version: str | None, pre: bool, lock: Lock | None = None, exclude: frozenset[str] = frozenset()
     ) -> Resolution:
-        # exclude: never needed, the signatures it serves are refused for model images (signature())
-        ref, tag = self._pick(version, pre)
+        ref, tag = self._pick(version, pre, exclude)
         img = read_model_image(self.store.client, ref)
         self._images[img.digest] = img
         files = []
@@ -87,8 +87,9 @@ class OciRepository:
             raise NotFoundError(f"{ref} holds no model files")
         return Resolution(self.display, tag or img.version, tuple(files), pin=img.digest)
 
-    def _pick(self, version: str | None, pre: bool) -> tuple[Reference, str | None]:
-        """The reference to read and the version it is (None: read it from the image)."""
+    def _pick(self, version: str | None, pre: bool, exclude: frozenset[str]) -> tuple[Reference, str | None]:
+        """The reference to read and the version it is (None: read it from the image). ``exclude``: tags "latest"
+        must not be (newer ones whose signature did not verify)."""
         r = self.store.ref
         if r.digest:
             if version is not None:
@@ -116,6 +117,9 @@ class OciRepository:
                 f"no model versions at {self.display}: none of its {len(tags)} tag(s) is a PEP 440 version; "
                 "publish one with 'modelship publish DIR oci://… --version 1.0.0'"
             )
+        versions = [v for v in versions if v[1] not in exclude]
+        if not versions:
+            raise NotFoundError(f"no other model version at {self.display}")
         final = [v for v in versions if not (v[0].is_prerelease or v[0].is_devrelease)]
         pool = versions if pre or not final else final
         _, tag = max(pool)
@@ -160,17 +164,33 @@ class OciRepository:
             )
         return Fetched({**shas, **{p: found[p] for p in wanted}}, sum(j.fetched for j in jobs))
 
-    def signature(self, res: Resolution) -> bytes | None:
-        raise UsageError(f"--verify-key is not supported for model images yet ({res.uri})")
+    def _image(self, res: Resolution) -> ModelImage:
+        if not res.pin:
+            raise ModelshipError(f"{res.uri}: a resolution of an oci:// store carries its manifest digest")
+        if res.pin not in self._images:
+            self._images[res.pin] = read_model_image(self.store.client, self.store.ref.with_digest(res.pin))
+        return self._images[res.pin]
 
-    def write_signature(self, res: Resolution, bundle: bytes) -> str:
-        raise UsageError(f"signing model images is not supported yet ({res.uri})")
+    def signature(self, res: Resolution) -> bytes | None:
+        """The ``model.sig`` layer of the model image (``oci.modelsig``)."""
+        return read_signature(self.store.client, self._image(res))
+
+    def write_signature(self, res: Resolution, bundle: bytes) -> SignatureWritten:
+        """The model image written again with ``bundle`` as its signature layer; the version tag moves to it."""
+        if not res.version or self.store.ref.digest:
+            raise UsageError(f"{self.display}: give the repository and --version to sign a model image, not a digest")
+        img = self._image(res)
+        signed = write_signed(self.store.client, img, res.version, bundle, res.version + MODELPACK_SUFFIX)
+        name = self.store.ref.name
+        return SignatureWritten(
+            f"oci://{name}:{res.version}", image_digest=signed.digest, ref=f"{name}@{signed.digest}"
+        )
 
     def publish(self, req: PublishRequest) -> PublishResult:
-        if req.sign_key is not None:
-            raise UsageError(f"--sign-key is not supported for model images yet ({self.store.uri.display})")
         login = self.store.credential
         kw: dict[str, Any] = {"image_model_dir": req.image_model_dir} if req.image_model_dir is not None else {}
+        if req.sign_key is not None:
+            kw["sign_key"] = req.sign_key
         if login is not None and login.username is not None:
             kw.update(username=login.username, password=login.password)
         r = publish_image(
@@ -191,6 +211,8 @@ class OciRepository:
                 "image_digest": r.modelpack_digest,
             },
         }
+        if r.signature_layer is not None:
+            details["signature_layer"] = r.signature_layer
         return PublishResult(
             r.manifest,
             f"oci://{r.image}",

@@ -17,19 +17,30 @@ from . import oms
 
 @dataclass(frozen=True)
 class SignResult:
-    """The version signed, where its signature went, and the signer's key fingerprint."""
+    """The version signed, where its signature went, and the signer's key fingerprint; for ``oci://`` also the
+    signed model image (a new digest, which the version tag now names) and it pinned by that digest."""
 
     uri: str
     version: str | None
     signature: str
     fingerprint: str
+    image_digest: str | None = None
+    ref: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` view."""
+        out = {"uri": self.uri, "version": self.version, "signature": self.signature, "signer": self.fingerprint}
+        if self.image_digest is not None:
+            out.update(image_digest=self.image_digest, ref=self.ref)
+        return out
 
 
 def sign_version(
     uri: str, *, version: str, sign_key: str | Path, force: bool = False, credential: Any = None
 ) -> SignResult:
     """Write ``model.sig`` beside published ``version`` of ``uri``, over the sha256s its manifest records (a
-    version published without them is hashed once through the cache). An existing signature is replaced only
+    version published without them is hashed once through the cache); a model image (``oci://``) is written
+    again with it as a layer and its version tag moved (``oci.modelsig``). An existing signature is replaced only
     with ``force``."""
     key = oms.load_private_key(sign_key)
     pinned = lock(uri, version=version, credential=credential, verify_keys=[])
@@ -48,4 +59,5 @@ def sign_version(
         name = parsed.prefix.strip("/").rsplit("/", 1)[-1] or "model"
         bundle = oms.sign({f.path: f.sha256 for f in pinned.files if f.sha256}, key, name)
         where = repo.write_signature(res, bundle)
-    return SignResult(res.uri, res.version, where, oms.fingerprint(key.public_key()))
+    fingerprint = oms.fingerprint(key.public_key())
+    return SignResult(res.uri, res.version, where.location, fingerprint, where.image_digest, where.ref)
