@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The testbed: a Docker engine, Azurite, an OCI registry and a local base image, on 127.0.0.1 only;
+# The testbed: a Docker engine, Azurite, an OCI registry and a local base image (also pushed into the registry,
+# pinned as MODELSHIP_TESTBED_BASE_REF, for `build --builder registry`), on 127.0.0.1 only;
 # plus podman and skopeo, the registry clients that judge `modelship assemble`'s images (tests/test_oci_*).
 #   scripts/testbed.sh up|down|status
 # Idempotent: reuses what already runs, installs (apt/npm) only what is missing, and `down` stops only
@@ -152,6 +153,18 @@ base_image_up() {  # the rootfs is made while dockerd starts; only the import wa
   log "base image: $BASE_IMAGE built"
 }
 
+base_ref_up() {  # the base image in the registry too, pinned: `build --builder registry` reads it from there
+  local reg repo digest
+  reg=$(cat "$STATE/registry.port"); repo="127.0.0.1:$reg/modelship/base"
+  docker tag "$BASE_IMAGE" "$repo:testbed" || die "cannot tag $BASE_IMAGE as $repo:testbed"
+  docker push -q "$repo:testbed" >/dev/null || die "cannot push $BASE_IMAGE to the testbed registry ($repo)"
+  digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$repo:testbed" \
+    | grep -m1 "^$repo@" | cut -d@ -f2)
+  [ -n "$digest" ] || die "pushed $repo:testbed but the engine names no digest for it"
+  echo "$repo@$digest" >"$STATE/base.ref"
+  log "base image in the registry: $repo@$digest"
+}
+
 side_by_side() {  # side_by_side STEP...: run the STEP_up functions at once, each saying what it took; fail naming
   local step pids=() names=() failed=() i  # the ones that did not come up
   for step in "$@"; do
@@ -176,6 +189,7 @@ up() {
     log "apt: $packages installed in $(took "$step_start")"
   fi
   side_by_side docker azurite registry oci_tools base_image
+  base_ref_up
   write_env
   log "up in $(took "$start")"
 }
@@ -191,6 +205,7 @@ MODELSHIP_TESTBED_AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=http;Accou
 MODELSHIP_TESTBED_AZURITE_PORT='$az'
 MODELSHIP_TESTBED_REGISTRY='127.0.0.1:$reg'
 MODELSHIP_BASE_IMAGE='$BASE_IMAGE'
+MODELSHIP_TESTBED_BASE_REF='$(cat "$STATE/base.ref")'
 TESTCONTAINERS_RYUK_DISABLED='true'
 TESTCONTAINERS_HOST_OVERRIDE='127.0.0.1'
 ENV

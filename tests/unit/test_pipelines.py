@@ -156,15 +156,17 @@ def _steps(job_template: str) -> list[dict]:
     return yaml.safe_load((TEMPLATES / "jobs" / job_template).read_text())["jobs"][0]["steps"]
 
 
-def test_a_commit_builds_the_app_pushes_it_assembles_the_model_smoke_tests_the_digest_and_promotes():
+def test_a_commit_builds_the_app_in_the_registry_assembles_the_model_smoke_tests_the_digest_and_promotes():
     runs = _root_commands("jobs/app-image.yml")
     verbs = [a[0] for a in runs]
-    # build the app only -> push it -> lock + fetch -> assemble -> promote (the assembled image, then the app)
-    assert [v for v in verbs if v != "inspect"] == ["build", "push", "lock", "fetch", "assemble", "promote", "promote"]
+    # build the app only, straight into the registry (no engine, nothing to push) -> lock + fetch -> assemble ->
+    # promote (the assembled image, then the app)
+    assert [v for v in verbs if v != "inspect"] == ["build", "lock", "fetch", "assemble", "promote", "promote"]
     build = runs[verbs.index("build")]
     assert (
         "--model" not in build and build[build.index("--tag") + 1] == "acrLoginServer/imageRepository:Build.BuildId-app"
     )
+    assert build[build.index("--builder") + 1] == "registry" and "imageRef=ref" in build  # sets push.imageRef
     assemble = runs[verbs.index("assemble")]
     assert (
         assemble[1] == "$APP_IMAGE"
