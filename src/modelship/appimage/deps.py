@@ -17,6 +17,7 @@ code-only rebuild does not install again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -124,7 +125,22 @@ def dependency_entries(wheel_dir: Path, facts: BaseFacts) -> list[Entry]:
     tree = _installed(wheel_dir, facts)
     model = MODEL_DIR.lstrip("/")
     entries = [*_user_files(facts), *parents(model), Entry(model, MODEL_DIR_MODE, directory=True)]
-    entries += folder_entries(tree / VENV.lstrip("/"), VENV.lstrip("/"))
+    return entries + _venv_entries(tree)
+
+
+def _venv_entries(tree: Path) -> list[Entry]:
+    """The venv's entries; their sha256s are remembered beside the cached tree (a rebuild hashes nothing: the
+    upload checks each file against them as it reads it)."""
+    note = tree / "entries.json"
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        return [
+            Entry(n, m, z, directory=d, path=(tree / n) if h else None, sha256=h, link=k)
+            for n, m, z, d, h, k in json.loads(note.read_text())
+        ]
+    entries = folder_entries(tree / VENV.lstrip("/"), VENV.lstrip("/"))
+    rows = [[e.name, e.mode, e.size, e.directory, e.sha256, e.link] for e in entries]
+    with contextlib.suppress(OSError):
+        note.write_text(json.dumps(rows))
     return entries
 
 
