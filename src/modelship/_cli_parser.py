@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
     allow_pickle(sp)
+    verify_key(sp, "build only a --model whose model.sig is signed by one of these keys")
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")
     sp.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO:TAG, as built")
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tag", "-t", required=True, metavar="REF", help="REGISTRY/REPO:TAG to write")
     sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
     allow_pickle(sp)
+    verify_key(sp, "assemble only a --model whose model.sig is signed by one of these keys")
     registry_login(sp)
 
     sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")

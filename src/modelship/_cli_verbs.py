@@ -11,6 +11,7 @@ from .conventions import (
     MODEL_DIGEST_LABEL,
     MODEL_DIR_LABEL,
     MODEL_MANIFEST_LABEL,
+    MODEL_SIGNER_LABEL,
     MODEL_URI_LABEL,
     MODEL_VERSION_LABEL,
 )
@@ -150,6 +151,7 @@ def cmd_build(a: argparse.Namespace) -> None:
         a.model,
         a.tag,
         quiet=a.quiet or a.json,
+        verify_keys=a.verify_key,
         **_same(a, *options, "tag_model_version", "allow_unsafe_pickle", "builder", "platform"),
     )
     if a.builder == "registry":
@@ -173,9 +175,10 @@ def cmd_build(a: argparse.Namespace) -> None:
             )
         else:
             version = img.labels.get(MODEL_VERSION_LABEL) or "(unversioned)"
+            signer = img.labels.get(MODEL_SIGNER_LABEL)
             print(
                 f"built {', '.join(img.tags)} ({img.id[:19]}) with model {img.labels.get(MODEL_URI_LABEL)} "
-                f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}"
+                f"version {version} {img.labels.get(MODEL_DIGEST_LABEL)}" + (f", signed by {signer}" if signer else "")
             )
 
     emit(a, data, human)
@@ -228,6 +231,8 @@ def cmd_inspect(a: argparse.Namespace) -> None:
             f"  model: {model.get('uri') or '-'} version {model.get('version') or '-'} "
             f"{model.get('model_digest') or '-'}"
         )
+        if model.get("signer"):
+            print(f"  signer: {model['signer']} (model.sig verified when the image was made)")
         for k, v in sorted(r.labels.items()):
             if k != MODEL_MANIFEST_LABEL:
                 print(f"  {k}={v}")
@@ -253,12 +258,15 @@ def cmd_assemble(a: argparse.Namespace) -> None:
         password=password,
         quiet=a.json,
         allow_unsafe_pickle=a.allow_unsafe_pickle,
+        verify_keys=a.verify_key,
     )
     data = r.to_dict()
 
     def human() -> None:
         how = "unchanged, 0 bytes uploaded" if r.unchanged else f"{human_bytes(r.uploaded_bytes)} uploaded"
         model = r.model.get("version") or "(unversioned)"
+        if r.model.get("signer"):
+            model += f", signed by {r.model['signer']}"
         print(f"assembled {r.image} {r.image_digest} ({how}; app {r.app_ref}, model {model})")
 
     emit(a, data, human)

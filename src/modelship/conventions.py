@@ -51,6 +51,7 @@ MODEL_DIGEST_LABEL = f"{MODEL}.digest"  # its manifest digest
 MODEL_VERSION_LABEL = f"{MODEL}.version"
 MODEL_MANIFEST_LABEL = f"{MODEL}.manifest"  # the manifest itself, when it is small enough
 MODEL_DIR_LABEL = f"{MODEL}.dir"  # where the app reads its model: assemble puts model layers there
+MODEL_SIGNER_LABEL = f"{MODEL}.signer"  # fingerprint of the key its model.sig was verified against (--verify-key)
 MODEL_LAYERS_LABEL = f"{MODEL}.layers"  # diff_ids of the model's own layers (replaced by the next assemble)
 MODEL_IMAGE_ANNOTATION = f"{MODEL}.image"  # on a pod (deploy's mount mode): the model image it mounts
 MODEL_KIND_LABEL = MODEL_IMAGE_ANNOTATION  # on an image: "model" for a model image (data only)

@@ -16,6 +16,7 @@ from .errors import UsageError
 MANIFEST_NAME = "modelship.json"
 LOCK_NAME = "modelship.lock"
 SIGNATURE_NAME = "model.sig"  # a version's OpenSSF model signature, beside its files (trust.oms; model_signing's name)
+MAX_SIGNATURE_BYTES = 64 * 1024 * 1024  # ~300k files; a larger file is not a signature modelship wrote or reads
 SCHEMA_VERSION = 1
 # Publish records a sha256 per chunk of this size, so that fetch can check each range as it arrives and fetch
 # again only a damaged one. 8 MiB: a 2 GB file has 256 digests (16 KB of JSON), and one bad range costs little.

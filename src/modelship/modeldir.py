@@ -14,6 +14,11 @@ image ``publish``) reads it through here, so they all take the same folders and 
 A folder written by ``modelship fetch`` has a ``modelship.json`` (the manifest); for a plain folder one is
 computed (sha256 of every file), its hashes remembered by stat signature in the modelship cache so an
 unchanged multi-GB folder is not read again.
+
+- **``model.sig``** at the top (the OMS signature ``fetch --verify-key`` writes, ``signature()``) is the
+  version's signature, not a model file: like ``modelship.json`` it is in no manifest and never "unlisted".
+  It is read only as a regular file in the folder, never through a symlink (a link could name another
+  model's signature, or a file outside the folder, and carry that into an image as this model's).
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from pathlib import Path
 from ._fs import write_atomic
 from ._hash import sha256_file
 from ._workers import collect
-from .errors import IntegrityError, UsageError
-from .manifest import MANIFEST_NAME, FileEntry, Manifest
+from .errors import IntegrityError, SignatureError, UsageError
+from .manifest import MANIFEST_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, FileEntry, Manifest
 
 _HASH_THREADS = 4
 log = logging.getLogger("modelship")
@@ -157,7 +162,7 @@ def files(root: Path) -> list[str]:
 
 def unlisted(root: Path, manifest: Manifest) -> list[str]:
     """Names in ROOT that MANIFEST does not list (what a build leaves out); never raises for odd entries."""
-    listed = {f.path for f in manifest.files}
+    listed = {f.path for f in manifest.files} | {SIGNATURE_NAME}
     return [rel for rel, _ in _walk(root) if rel not in listed]
 
 
@@ -235,13 +240,53 @@ def compute_manifest(root: Path, uri: str | None = None, version: str | None = N
     return Manifest.create(uri or f"file://{root}", version, entries, stamp=False)
 
 
+def signature(root: Path) -> bytes | None:
+    """ROOT's ``model.sig`` (None without one): read from a regular file in the folder, never through a
+    symlink; anything else is a SignatureError (malformed) naming it, in one line."""
+    path = root / SIGNATURE_NAME
+
+    def refuse(why: str) -> SignatureError:
+        return SignatureError(f"{path}: {why}", kind=SignatureError.MALFORMED)
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        if path.is_symlink():  # a broken link: still not ours to follow
+            raise refuse(_SYMLINKED) from None
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise refuse(_SYMLINKED) from None
+        raise refuse(f"cannot be read ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"is {_kind(st.st_mode)}; a signature is a regular file")
+        data = f.read(MAX_SIGNATURE_BYTES + 1)
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise refuse(f"not a model signature (larger than {MAX_SIGNATURE_BYTES} bytes)")
+    return data
+
+
+_SYMLINKED = (
+    "is a symlink; a model's signature is read only from a regular file in its folder (a link could name "
+    "another model's signature, or a file outside the folder, and carry it into the image as this model's)"
+)
+
+
 def model_manifest(root: Path) -> Manifest:
     """ROOT's ``modelship.json`` (written by ``modelship fetch``), else one computed from its files: a plain
-    folder is an unversioned model named ``file://ROOT`` (logged as a warning, never a guess)."""
+    folder is an unversioned model named ``file://ROOT`` (logged as a warning, never a guess). Its
+    ``model.sig`` is not a model file of either (see ``signature``)."""
     manifest = read_manifest(root)
     if manifest is not None:
         return manifest
     manifest = compute_manifest(root)
+    if any(f.path == SIGNATURE_NAME for f in manifest.files):
+        kept = [f for f in manifest.files if f.path != SIGNATURE_NAME]
+        if not kept:
+            raise UsageError(f"model folder {root} holds only {SIGNATURE_NAME}; put the model's files in it")
+        manifest = Manifest.create(manifest.uri, manifest.version, kept, stamp=False)
     log.warning(
         "no %s in %s (not written by modelship fetch): hashing %d file(s) as an unversioned model",
         MANIFEST_NAME,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .images import ImageInfo
 
 MANIFEST_NAME = "modelship.json"
+SIGNATURE_NAME = "model.sig"  # modelship.manifest.SIGNATURE_NAME
 LABEL_PREFIX = f"{MODEL}."
 
 # Values that are secrets whatever the variable is called. Never echo a match: name only its kind.
@@ -132,7 +133,7 @@ def check_model_files(image: ImageInfo, container: ModelshipContainer | None) ->
     listed = {f.path: f for f in manifest.files}
     found: dict[str, str] = {}
     for member, reader in container.iter_files(image.model_dir):
-        if reader is None or member.name == MANIFEST_NAME:
+        if reader is None or member.name in (MANIFEST_NAME, SIGNATURE_NAME):  # model.sig: the model_signature check
             continue
         h = hashlib.sha256()
         for chunk in iter(lambda r=reader: r.read(1 << 20), b""):

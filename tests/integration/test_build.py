@@ -233,6 +233,7 @@ def test_push_and_inspect_roundtrip_through_registry(tmp_path, docker_client, ba
         "uri": "az://acct/models/sentiment",
         "version": "1.5",
         "model_digest": labels["io.modelship.model.digest"],
+        "signer": None,  # built without --verify-key: nothing was checked
     }
     # the model and app blocks, as inspect prints them; no image_digest yet: only a push makes one
     assert built["model"] == model_block and "image_digest" not in built

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import modeldir
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, OCI_CREATED
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, MODEL_SIGNER_LABEL, OCI, OCI_CREATED
 from ..errors import UsageError
 from ..image import config as config_mod
 from ..image import context as ctx
@@ -115,8 +115,10 @@ def build(
     password: str | None = None,
     quiet: bool = True,
     allow_unsafe_pickle: Sequence[str | Path] = (),
+    verify_keys: Sequence[str | Path] | None = None,
 ) -> AppImage:
-    """Build APP_DIR (+ the model in MODEL_DIR) onto ``base_image`` and write it to the registry of ``tag``."""
+    """Build APP_DIR (+ the model in MODEL_DIR) onto ``base_image`` and write it to the registry of ``tag``;
+    ``verify_keys`` as for the engine builder (model.sig checked before any registry is contacted)."""
     from ..image._build import model_version_tag, normalise_tags
 
     cfg = config_mod.resolve(
@@ -130,10 +132,15 @@ def build(
         )
     model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
     manifest: Manifest | None = None
+    signature: tuple[bytes | None, str | None] = (None, None)
     if model is not None:
+        from ..trust.check import folder_signature  # not at import: cryptography only when a model is built
+
+        sig = folder_signature(model, verify_keys)
         pickles.check_folder(model, allow_unsafe_pickle)
         manifest = modeldir.model_manifest(model)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))
+        signature = (sig.bundle, sig.signer(manifest))
     tags = normalise_tags(tag)
     if cfg.tag_model_version:
         if manifest is None:
@@ -148,7 +155,7 @@ def build(
         top, chosen = platform_manifests(src, base_ref, [p.strip().lower() for p in platforms] or [host_platform()])
         bases = [read_base(src, base_ref, digest, top, asked) for asked, digest in chosen]
         mount = base_ref.repository if src is dst else None
-        new, layers, labels = _plan(cfg, bases, src, mount, model, manifest, quiet=quiet)
+        new, layers, labels = _plan(cfg, bases, src, mount, model, manifest, signature, quiet=quiet)
         return _write(dst, targets, new, layers, labels, bases, quiet=quiet)
     finally:
         dst.close()
@@ -163,10 +170,12 @@ def _plan(
     mount: str | None,
     model: Path | None,
     manifest: Manifest | None,
+    signature: tuple[bytes | None, str | None],
     *,
     quiet: bool,
 ) -> tuple[Image | Index, list[tuple[Layer, str]], dict[str, str]]:
-    """The image (or index) to write, the new layers with their digests, and the labels."""
+    """The image (or index) to write, the new layers with their digests, and the labels; ``signature``: the
+    model's model.sig (None: it has none) and its verified signer (None: no verify key)."""
     seconds = build_time(cfg.app_dir)
     when = created(seconds)
     labels = labels_mod.image_labels(
@@ -175,11 +184,13 @@ def _plan(
     )  # fmt: skip
     labels[OCI_CREATED] = when
     labels[MODEL_DIR_LABEL] = MODEL_DIR
+    if signature[1] is not None:
+        labels[MODEL_SIGNER_LABEL] = signature[1]
     files = ctx.app_files(cfg.app_dir, skip=[model] if model else [], include=cfg.include, exclude=cfg.exclude)
     code = Layer(f"app code: {APP_DIR}", ordered(folder_entries(cfg.app_dir, APP_DIR.lstrip("/"), files)), seconds)
     model_plan: list[Layer] = []
     if model is not None and manifest is not None:
-        _, model_plan = model_layers(model, image_model_dir=MODEL_DIR, manifest=manifest)
+        _, model_plan = model_layers(model, image_model_dir=MODEL_DIR, manifest=manifest, signature=signature[0])
     images: list[tuple[Image, dict[str, Any] | None]] = []
     made: dict[str, tuple[Layer, str]] = {}
     for base in bases:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
 from .._fs import write_atomic
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_SIGNER_LABEL
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..oci.reference import split_tag
@@ -226,6 +226,7 @@ def _model_stage(
     model: Path | None,
     manifest: Manifest | None,
     *,
+    signature: bytes | None,
     quiet: bool,
     traces: list[debris.BuildTrace],
     holds: debris.Holds,
@@ -249,6 +250,8 @@ def _model_stage(
         h.update(b"\0" + manifest.without_timestamp().to_json().encode())
         for f in manifest.files:
             h.update(modeldir.stat_signature(model / f.path).encode())
+        if signature is not None:
+            h.update(b"\0signature\0" + hashlib.sha256(signature).digest())
     index = wheels_mod.build_cache_dir() / "stages" / h.hexdigest()[:40]
     if index.is_file():
         image_id = index.read_text().strip()
@@ -265,7 +268,7 @@ def _model_stage(
         w.bytes(ctx.DOCKERFILE_PATH, model_text.encode())
         _add_wheels(w, wheel_dir)
         if model is not None and manifest is not None:
-            ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + MODEL_DIR)
+            ctx.add_model(w, model, manifest, ctx.MODEL_ROOTFS + MODEL_DIR, signature)
         else:
             w.dir(ctx.MODEL_ROOTFS + MODEL_DIR)
 
@@ -296,6 +299,7 @@ def build(
     allow_unsafe_pickle: Sequence[str | Path] = (),
     builder: str = "engine",
     platform: str | Sequence[str] | None = None,
+    verify_keys: Sequence[str | Path] | None = None,
 ) -> BuiltImage | AppImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
 
@@ -313,7 +317,10 @@ def build(
     progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
     the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them. A model pickle
     that imports a dangerous global is refused before the engine is used, unless named in
-    ``allow_unsafe_pickle`` (see modelship.trust.pickles).
+    ``allow_unsafe_pickle`` (see modelship.trust.pickles). ``verify_keys``: PEM public keys (None:
+    MODELSHIP_VERIFY_KEYS); with any, MODEL_DIR's ``model.sig`` must verify against one of them over its files'
+    sha256s before the engine is used (SignatureError), and the image gets the label
+    ``io.modelship.model.signer``. A ``model.sig`` goes into the image's model dir either way.
     """
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}: give one of {', '.join(BUILDERS)}")
@@ -328,7 +335,7 @@ def build(
             app_dir, model_dir, tag, base_image=base_image, requirements=requirements, dockerfile=dockerfile,
             entrypoint=entrypoint, port=port, ready_path=ready_path, live_path=live_path,
             tag_model_version=tag_model_version, platform=platform, quiet=quiet,
-            allow_unsafe_pickle=allow_unsafe_pickle,
+            allow_unsafe_pickle=allow_unsafe_pickle, verify_keys=verify_keys,
         )  # fmt: skip
     if platform:
         raise UsageError("--platform needs --builder registry: the engine builder builds for the engine's platform")
@@ -349,11 +356,15 @@ def build(
             "the image has no dependencies installed, only the base image's Python"
         )
     model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
-    manifest = None
+    manifest, signature, signer = None, None, None
     if model is not None:
+        from ..trust.check import folder_signature  # not at import: cryptography only when a model is built
+
+        sig = folder_signature(model, verify_keys)
         pickles.check_folder(model, allow_unsafe_pickle)
         manifest = modeldir.model_manifest(model)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
+        signature, signer = sig.bundle, sig.signer(manifest)
     tags = normalise_tags(tag)
     if cfg.tag_model_version:
         if manifest is None:
@@ -366,6 +377,8 @@ def build(
         config_mod.project_metadata(cfg.app_dir),
         labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
     )
+    if signer is not None:
+        labels[MODEL_SIGNER_LABEL] = signer
     if user_dockerfile is None:  # the generated Dockerfile's model dir (a user's Dockerfile says its own, in ENV)
         labels[MODEL_DIR_LABEL] = MODEL_DIR
 
@@ -398,8 +411,9 @@ def build(
                     labels=labels,
                 )
                 stage_id = _model_stage(
-                    client, text, base, wheel_dir, model, manifest, quiet=quiet, traces=traces, holds=holds
-                )
+                    client, text, base, wheel_dir, model, manifest, signature=signature, quiet=quiet, traces=traces,
+                    holds=holds,
+                )  # fmt: skip
                 _, app_text = dockerfile_mod.split_stages(text, stage_id)
 
                 def fill(w: ctx.ContextWriter) -> None:
@@ -418,7 +432,7 @@ def build(
                     w.bytes(ctx.DOCKERFILE_PATH, user_dockerfile.encode())
                     _add_wheels(w, wheel_dir)
                     if model is not None and manifest is not None:
-                        ctx.add_model(w, model, manifest, ctx.MODEL_PATH)
+                        ctx.add_model(w, model, manifest, ctx.MODEL_PATH, signature)
                     else:  # app-only: an empty model folder, so the Dockerfile's COPY of it still works
                         w.dir(ctx.MODEL_PATH)
                     ctx.add_app(w, cfg.app_dir, "", app_files)

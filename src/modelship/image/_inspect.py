@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._docker import engine, local_image
-from ..conventions import MODEL_DIGEST_LABEL, MODEL_MANIFEST_LABEL, MODEL_URI_LABEL, MODEL_VERSION_LABEL
+from ..conventions import (
+    MODEL_DIGEST_LABEL,
+    MODEL_MANIFEST_LABEL,
+    MODEL_SIGNER_LABEL,
+    MODEL_URI_LABEL,
+    MODEL_VERSION_LABEL,
+)
 from ..errors import DockerError, NotFoundError, UsageError
 from ..oci.reference import names_registry, parse_reference, pinned, split_tag
 from ..oci.remote import remote_image
@@ -80,11 +86,13 @@ def describe(
 
 
 def model_block(labels: dict[str, str]) -> dict[str, str | None]:
-    """The model an image's labels name: uri, version and model_digest (the tree digest)."""
+    """The model an image's labels name: uri, version, model_digest (the tree digest) and signer (the key
+    fingerprint its model.sig was verified against when the image was made; None: not verified)."""
     return {
         "uri": labels.get(MODEL_URI_LABEL),
         "version": labels.get(MODEL_VERSION_LABEL),
         "model_digest": labels.get(MODEL_DIGEST_LABEL),
+        "signer": labels.get(MODEL_SIGNER_LABEL),
     }
 
 

@@ -32,7 +32,7 @@ from typing import BinaryIO
 from .. import modeldir
 from .._hash import HashingReader
 from ..errors import IntegrityError
-from ..manifest import MANIFEST_NAME, FileEntry, Manifest
+from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 
 CONTEXT_DIR = ".modelship"
 DOCKERFILE_PATH = f"{CONTEXT_DIR}/Dockerfile"
@@ -191,9 +191,14 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path, expect: F
         raise IntegrityError(f"{path}: sha256 does not match the manifest; the file changed, re-fetch the model")
 
 
-def add_model(w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str = MODEL_PATH) -> int:
-    """Model files listed in the manifest (verified) + modelship.json without fetched_at, under ``prefix``."""
+def add_model(
+    w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str = MODEL_PATH, signature: bytes | None = None
+) -> int:
+    """Model files listed in the manifest (verified) + modelship.json without fetched_at, under ``prefix``; and
+    the model's ``signature`` (model.sig) when it has one."""
     files = {**{f.path: ("file", f) for f in manifest.files}, MANIFEST_NAME: ("manifest", None)}
+    if signature is not None:
+        files[SIGNATURE_NAME] = ("signature", None)
     extra = modeldir.unlisted(model_dir, manifest)
     if extra:
         log.warning(
@@ -206,6 +211,9 @@ def add_model(w: ContextWriter, model_dir: Path, manifest: Manifest, prefix: str
         name = f"{prefix}/{rel}"
         if kind == "manifest":
             w.bytes(name, manifest.without_timestamp().to_json().encode())
+            continue
+        if kind == "signature":
+            w.bytes(name, signature)  # type: ignore[arg-type]
             continue
         path = modeldir.path_of(model_dir, rel)
         w.file(name, path, executable=False, expect=entry)  # type: ignore[arg-type]

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import modeldir
-from ..conventions import EPOCH, MODEL, MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, created, model_labels
+from ..conventions import (
+    EPOCH,
+    MODEL,
+    MODEL_DIR,
+    MODEL_DIR_LABEL,
+    MODEL_LAYERS_LABEL,
+    MODEL_SIGNER_LABEL,
+    OCI,
+    created,
+    model_labels,
+)
 from ..errors import ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
 from ..trust import pickles
@@ -80,6 +90,14 @@ class AssembleResult:
         return d
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """The model's model.sig (None: it has none) and who signed it (None: not verified, no verify key)."""
+
+    bundle: bytes | None
+    signer: str | None
+
+
 def _created(app_config: dict[str, Any]) -> str:
     """``SOURCE_DATE_EPOCH``, else the app's own ``created``, else the Unix epoch."""
     own = app_config.get("created")
@@ -108,6 +126,7 @@ def _new_image(
     image_dir: str,
     src: RegistryClient,
     mount: str | None,
+    signer: str | None,
 ) -> Image:
     """The new image of one platform: the app's config with the model's labels, its layers and the model's.
 
@@ -149,6 +168,8 @@ def _new_image(
     for key in [k for k in labels if k.startswith(f"{MODEL}.")]:
         del labels[key]
     labels.update(model_labels(manifest))
+    if signer is not None:
+        labels[MODEL_SIGNER_LABEL] = signer
     labels[MODEL_LAYERS_LABEL] = ",".join(digests)
     labels[MODEL_DIR_LABEL] = image_dir
     labels[f"{OCI}.created"] = created
@@ -231,6 +252,7 @@ def assemble(
     quiet: bool = True,
     azure_credential: Any = None,
     allow_unsafe_pickle: Sequence[str | Path] = (),
+    verify_keys: Sequence[str | Path] | None = None,
 ) -> AssembleResult:
     """Append the model in ``model_dir`` (a ``modelship fetch`` folder) to ``app_image`` and write it as ``image``.
 
@@ -240,6 +262,10 @@ def assemble(
     for ``app_image``'s registry, the docker config is used (and, for Azure Container Registry, an Entra ID
     token when azure-identity is installed). A pickle that imports a dangerous global is refused before any
     registry is contacted, unless named in ``allow_unsafe_pickle`` (see modelship.trust.pickles).
+    ``verify_keys``: PEM public keys (None: MODELSHIP_VERIFY_KEYS); with any, ``model_dir``'s ``model.sig``
+    must verify against one of them over its files' sha256s before any registry is contacted
+    (SignatureError), and the image gets the label ``io.modelship.model.signer``. A ``model.sig`` goes into
+    the image's model dir either way.
     """
     app = parse_reference(app_image)
     target = parse_reference(image)
@@ -248,13 +274,19 @@ def assemble(
     target = target.with_tag(target.tag or "latest")
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
+    from ..trust.check import folder_signature  # not at import: `import modelship` stays light (no cryptography)
+
+    sig = folder_signature(model_path, verify_keys)
     pickles.check_folder(model_path, allow_unsafe_pickle)
     manifest = modeldir.model_manifest(model_path)
+    signed = _Signed(sig.bundle, sig.signer(manifest))
     opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
     dst = RegistryClient(target.registry, creds, **opts)
     src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)
     try:
-        return _assemble(app, target, src, dst, model_path, manifest, platform, image_model_dir, large_file, quiet)
+        return _assemble(
+            app, target, src, dst, model_path, manifest, signed, platform, image_model_dir, large_file, quiet
+        )
     finally:
         dst.close()
         if src is not dst:
@@ -268,6 +300,7 @@ def _assemble(
     dst: RegistryClient,
     model_path: Path,
     manifest: Manifest,
+    signed: _Signed,
     platform: str | None,
     image_model_dir: str | None,
     large_file: int,
@@ -289,9 +322,11 @@ def _assemble(
         config_bytes = src.get_blob(app.repository, config_desc.get("digest", ""))
         image_dir = _model_dir_in(json.loads(config_bytes), image_model_dir)
         if image_dir not in plans:
-            _, layers = model_layers(model_path, image_model_dir=image_dir, large_file=large_file, manifest=manifest)
+            _, layers = model_layers(
+                model_path, image_model_dir=image_dir, large_file=large_file, manifest=manifest, signature=signed.bundle
+            )
             plans[image_dir] = list(zip(layers, layer_digests(layers), strict=True))
-        img = _new_image(app, base, config_bytes, manifest, plans[image_dir], image_dir, src, mount)
+        img = _new_image(app, base, config_bytes, manifest, plans[image_dir], image_dir, src, mount, signed.signer)
         images.append((img, entry.get("platform") if entry else None))
 
     new: Image | Index = images[0][0]
@@ -301,11 +336,13 @@ def _assemble(
     model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
     tag = target.tag or "latest"
     if dst.head_manifest(target.repository, tag) == new.digest:
-        return _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest)
+        return _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest, signed.signer)
     w = write(dst, target.repository, new, tag, title=f"assemble {target}", show=False if quiet else None)
     uploaded = {d for d, n in w.sent.items() if n}
     # the caller says what happened (the CLI prints it once): a library call prints nothing
-    return _result(target, new, app, top, platforms, model_layers_out, uploaded, w.uploaded_bytes, False, manifest)
+    return _result(
+        target, new, app, top, platforms, model_layers_out, uploaded, w.uploaded_bytes, False, manifest, signed.signer
+    )
 
 
 def _result(
@@ -319,11 +356,12 @@ def _result(
     uploaded_bytes: int,
     unchanged: bool,
     manifest: Manifest,
+    signer: str | None,
 ) -> AssembleResult:
     seen: dict[str, ModelLayer] = {}
     for layer, d in plan:
         seen.setdefault(d, ModelLayer(d, layer.size, layer.title, d in uploaded))
-    model = {"uri": manifest.uri, "version": manifest.version, "model_digest": manifest.digest}
+    model = {"uri": manifest.uri, "version": manifest.version, "model_digest": manifest.digest, "signer": signer}
     return AssembleResult(
         image=str(target),
         image_digest=new.digest,

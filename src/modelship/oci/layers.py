@@ -35,7 +35,7 @@ from .._workers import for_each
 from ..cache import default_root
 from ..conventions import source_date_epoch
 from ..errors import IntegrityError, UsageError
-from ..manifest import MANIFEST_NAME, Manifest
+from ..manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 log = logging.getLogger("modelship")
 
@@ -403,8 +403,10 @@ def model_layers(
     image_model_dir: str,
     large_file: int = LARGE_FILE,
     manifest: Manifest | None = None,
+    signature: bytes | None = None,
 ) -> tuple[Manifest, list[Layer]]:
-    """The manifest of a fetched model folder and its layers (large files first, by path; small files last)."""
+    """The manifest of a fetched model folder and its layers (large files first, by path; small files last,
+    with modelship.json and the model's ``signature``, model.sig, when it has one)."""
     root = Path(model_dir).expanduser().resolve()
     manifest = manifest or modeldir.model_manifest(root)
     base = image_dir_parts(image_model_dir)
@@ -431,6 +433,10 @@ def model_layers(
     data = manifest.without_timestamp().to_json().encode()
     small.append(Entry("/".join([*base, MANIFEST_NAME]), FILE_MODE, len(data), data=data))
     title = f"{image_model_dir}: {MANIFEST_NAME} and {len(small) - 1} file(s) under {human(large_file)}"
+    if signature is not None:
+        small.append(Entry("/".join([*base, SIGNATURE_NAME]), FILE_MODE, len(signature), data=signature))
+        files = f"{len(small) - 2} file(s) under {human(large_file)}"
+        title = f"{image_model_dir}: {MANIFEST_NAME}, {SIGNATURE_NAME} and {files}"
     layers = [
         *sorted(large, key=lambda layer: layer.title),
         Layer(title, _sorted(_dirs(base, small_dirs) + small), mtime),

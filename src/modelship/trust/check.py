@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import NotFoundError, SignatureError
-from ..manifest import SIGNATURE_NAME, Resolution
+from ..manifest import SIGNATURE_NAME, Manifest, Resolution
 from . import oms
 
 if TYPE_CHECKING:
@@ -90,3 +91,37 @@ def check_bytes(
 ) -> None:
     """The signature again, over the sha256s of the bytes actually fetched (what is installed)."""
     oms.verify(bundle, shas, keys, _what(res))
+
+
+@dataclass(frozen=True)
+class FolderSignature:
+    """A local model folder's ``model.sig`` on its way into an image (``build --model``, ``assemble --model``):
+    its bytes (None: the folder has none) and the keys to check it against (none: it is only carried along)."""
+
+    root: Path
+    bundle: bytes | None
+    keys: Sequence[ec.EllipticCurvePublicKey]
+
+    def signer(self, manifest: Manifest) -> str | None:
+        """The signer's fingerprint, once the signature verifies against the keys over ``manifest``'s sha256s
+        (the folder's, from modeldir); None without keys (nothing was checked). SignatureError otherwise."""
+        if not self.keys:
+            return None
+        what = str(self.root / SIGNATURE_NAME)
+        if self.bundle is None:
+            raise SignatureError(
+                f"{what}: the model folder is unsigned; fetch it with --verify-key (DEST gets model.sig)",
+                kind=SignatureError.UNSIGNED,
+            )
+        done = oms.verify(self.bundle, {f.path: f.sha256 or "" for f in manifest.files}, self.keys, what)
+        log.info("%s is signed by %s", self.root, done.fingerprint)
+        return done.fingerprint
+
+
+def folder_signature(root: Path, key_paths: Sequence[str | Path] | None) -> FolderSignature:
+    """The verify keys (None: MODELSHIP_VERIFY_KEYS; a bad key file is a UsageError) and ``root``'s
+    ``model.sig``, read before anything else looks at the folder: a symlinked one is refused by name."""
+    from .. import modeldir
+
+    keys = verify_keys(key_paths)
+    return FolderSignature(root, modeldir.signature(root), keys)

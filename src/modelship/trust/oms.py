@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SignatureError, UsageError
-from ..manifest import MANIFEST_NAME, SIGNATURE_NAME
+from ..manifest import MANIFEST_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -34,7 +34,6 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # Recorded as ignored so that `model_signing verify key DEST` passes beside modelship's own files too.
 _IGNORED = (MANIFEST_NAME, SIGNATURE_NAME)
 _CURVES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
-MAX_SIGNATURE_BYTES = 64 * 1024 * 1024  # ~300k files; a larger file is not a signature modelship wrote or reads
 
 
 def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
