@@ -287,7 +287,9 @@ class CheckItem(ModelshipItem):
 
 
 class ImageChecks(RunCollector, pytest.Collector):
-    """The ``modelship-image`` collector: one item per check."""
+    """The ``modelship-image`` collector: one item per check (``extra``: those an option adds, model_signature)."""
+
+    extra: tuple[Check, ...] = ()
 
     def collect(self) -> list[CheckItem]:
-        return [CheckItem.from_parent(self, name=c.name, check=c, run=self.run) for c in CHECKS]
+        return [CheckItem.from_parent(self, name=c.name, check=c, run=self.run) for c in CHECKS + self.extra]

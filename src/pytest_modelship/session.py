@@ -206,9 +206,12 @@ class ModelshipRun:
         from .cases import CasesFile, HookCases
         from .checks import ImageChecks
 
-        nodes: list[pytest.Collector] = [
-            ImageChecks.from_parent(session, name="modelship-image", nodeid="modelship-image", run=self)
-        ]
+        checks = ImageChecks.from_parent(session, name="modelship-image", nodeid="modelship-image", run=self)
+        if self.settings and self.settings.verify_keys:
+            from .signature import signature_check
+
+            checks.extra = (signature_check(self.settings.verify_keys),)
+        nodes: list[pytest.Collector] = [checks]
         if self.settings and self.settings.cases:
             path = Path(self.settings.cases)
             # outside the rootdir pytest cannot derive a node id; a relative path keeps -k/--deselect usable

@@ -39,6 +39,7 @@ class Settings:
     baseline_model_image: str | None = None  # the baseline's model image (default: model_image)
     min_agreement: float | None = None  # overrides the compare section's (a pipeline names its thresholds)
     max_latency_ratio: float | None = None
+    verify_keys: list[str] = field(default_factory=list)  # PEM public keys: the model_signature check runs
     sources: dict[str, str] = field(default_factory=dict)
 
     def secret_values(self) -> list[str]:
@@ -65,8 +66,9 @@ def fill_from_image(settings: Settings, image: ImageInfo) -> None:
 @dataclass(frozen=True)
 class _Option:
     key: str
-    kind: str  # str | path | int | float | env | bool | share | ratio
+    kind: str  # str | path | paths | int | float | env | bool | share | ratio
     help: str
+    env_name: str | None = None  # the variable, when it is not MODELSHIP_<KEY>
 
     @property
     def flag(self) -> str:
@@ -78,7 +80,7 @@ class _Option:
 
     @property
     def env(self) -> str:
-        return "MODELSHIP_" + self.key.upper()
+        return self.env_name or "MODELSHIP_" + self.key.upper()
 
     ini = dest
 
@@ -96,6 +98,12 @@ OPTIONS: tuple[_Option, ...] = (
     _Option("baseline_model_image", "str", "the baseline's model image (default: --modelship-model-image)"),
     _Option("min_agreement", "share", "the gate's min_agreement (a share, 0 < x <= 1), over the cases file's"),
     _Option("max_latency_ratio", "ratio", "the gate's max_latency_ratio (candidate/baseline p95), over the file's"),
+    _Option(
+        "verify_key",
+        "paths",
+        "PEM public key: check the model's model.sig in the image against it (repeatable; env: a path list)",
+        "MODELSHIP_VERIFY_KEYS",  # the CLI's variable: a pipeline that fetches with it checks the image with it
+    ),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -107,13 +115,14 @@ def add_options(parser: pytest.Parser) -> None:
         help_text = f"{o.help} [env {o.env}, ini {o.ini}]"
         if o.kind == "bool":
             group.addoption(o.flag, action="store_true", default=None, dest=o.dest, help=help_text)
-        elif o.kind == "env":
-            group.addoption(o.flag, action="append", default=None, dest=o.dest, metavar="KEY=VALUE", help=help_text)
+        elif o.kind in ("env", "paths"):
+            metavar = "KEY=VALUE" if o.kind == "env" else "PUB.pem"
+            group.addoption(o.flag, action="append", default=None, dest=o.dest, metavar=metavar, help=help_text)
         else:
             metavar = {"path": "FILE", "int": "PORT", "float": "SECONDS", "share": "SHARE", "ratio": "RATIO"}
             metavar = metavar.get(o.kind, o.key.upper())
             group.addoption(o.flag, default=None, dest=o.dest, metavar=metavar, help=help_text)
-        parser.addini(o.ini, o.help, type="linelist" if o.kind == "env" else "string")
+        parser.addini(o.ini, o.help, type="linelist" if o.kind in ("env", "paths") else "string")
 
 
 def image_given(config: pytest.Config) -> bool:
@@ -155,12 +164,13 @@ def resolve_settings(config: pytest.Config) -> Settings:
         "baseline_model_image",
         "min_agreement",
         "max_latency_ratio",
+        "verify_key",
     ):
         raw = found[key]
         if raw is None:
             continue
         value, source = raw
-        setattr(settings, key, _parse(config, _BY_KEY[key], value, source))
+        setattr(settings, "verify_keys" if key == "verify_key" else key, _parse(config, _BY_KEY[key], value, source))
         settings.sources[key] = source
     if found["cases"] is None:
         default = config.rootpath / DEFAULT_CASES
@@ -212,10 +222,9 @@ def _parse(config: pytest.Config, o: _Option, value: Any, source: str) -> Any:
             raise bad("must be more than 0")
         return number
     if o.kind == "path":
-        base = config.invocation_params.dir
-        if source.startswith(config.inipath.name if config.inipath else "\0") and config.inipath:
-            base = config.inipath.parent  # ini paths are relative to the ini file, like pytest's own
-        return str((base / str(value).strip()).resolve())
+        return _path(config, value, source)
+    if o.kind == "paths":
+        return _key_paths(config, value, source)
     if o.kind == "env":
         items = shlex.split(value) if isinstance(value, str) else list(value)
         env = {}
@@ -230,3 +239,25 @@ def _parse(config: pytest.Config, o: _Option, value: Any, source: str) -> Any:
     if o.key == "ready_path" and not text.startswith("/"):
         raise bad("the ready path must start with '/'")
     return text
+
+
+def _path(config: pytest.Config, value: Any, source: str) -> str:
+    base = config.invocation_params.dir
+    if source.startswith(config.inipath.name if config.inipath else "\0") and config.inipath:
+        base = config.inipath.parent  # ini paths are relative to the ini file, like pytest's own
+    return str((base / str(value).strip()).resolve())
+
+
+def _key_paths(config: pytest.Config, value: Any, source: str) -> list[str]:
+    """Verify keys: repeated on the command line, a path list in the environment, lines in the ini file; each
+    one a PEM EC public key (checked now: a file that is not a key stops the run in one line)."""
+    from modelship.errors import UsageError
+    from modelship.trust.oms import load_public_keys
+
+    items = value.split(os.pathsep) if isinstance(value, str) else list(value)
+    paths = [_path(config, item, source) for item in items if str(item).strip()]
+    try:
+        load_public_keys(paths)
+    except UsageError as e:
+        raise pytest.UsageError(f"modelship: {source}: {e}") from None
+    return paths
