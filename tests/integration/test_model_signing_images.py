@@ -120,6 +120,12 @@ def test_build_refusals_are_one_line_before_the_engine_is_used(tmp_path, signed)
     assert refused(unsigned, public).endswith(
         "the model folder is unsigned; fetch it with --verify-key (DEST gets model.sig)"
     )
+    # the registry builder checks first too: no registry is contacted (nothing listens on port 1)
+    registry = ["--builder", "registry", "--base-image", "127.0.0.1:1/base:1", "--verify-key", str(public)]
+    r = run_cli(*build_cmd(app, unsigned, "127.0.0.1:1/x:1", "b")[1:], *registry)
+    assert r.returncode == 1 and r.stderr.splitlines()[-1].endswith(
+        "the model folder is unsigned; fetch it with --verify-key (DEST gets model.sig)"
+    ), r.stderr
     # MODELSHIP_VERIFY_KEYS as for the other verbs
     r = run_cli(*build_cmd(app, unsigned, "x/y:1", "b")[1:], env={**NO_ENGINE, "MODELSHIP_VERIFY_KEYS": str(public)})
     assert r.returncode == 1 and "is unsigned" in r.stderr

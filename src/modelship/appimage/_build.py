@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import modeldir
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, MODEL_SIGNER_LABEL, OCI, OCI_CREATED
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, OCI_CREATED
 from ..errors import UsageError
 from ..image import config as config_mod
 from ..image import context as ctx
@@ -33,7 +32,6 @@ from ..oci.reference import Reference, parse_reference
 from ..oci.registry import DOCKER_TO_OCI_LAYER, RegistryClient
 from ..oci.remote import host_platform
 from ..oci.write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
-from ..trust import pickles
 from ..uri import strip_secrets
 from .base import Base, platform_manifests, read_base
 from .deps import VENV, dependency_entries, wheel_summary
@@ -134,13 +132,11 @@ def build(
     manifest: Manifest | None = None
     signature: tuple[bytes | None, str | None] = (None, None)
     if model is not None:
-        from ..trust.check import folder_signature  # not at import: cryptography only when a model is built
+        from ..trust.check import image_model  # not at import: cryptography only when a model is built
 
-        sig = folder_signature(model, verify_keys)
-        pickles.check_folder(model, allow_unsafe_pickle)
-        manifest = modeldir.model_manifest(model)
+        manifest, bundle, signer = image_model(model, verify_keys, allow_unsafe_pickle)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))
-        signature = (sig.bundle, sig.signer(manifest))
+        signature = (bundle, signer)
     tags = normalise_tags(tag)
     if cfg.tag_model_version:
         if manifest is None:
@@ -180,12 +176,10 @@ def _plan(
     when = created(seconds)
     labels = labels_mod.image_labels(
         cfg.app_dir, manifest, config_mod.project_metadata(cfg.app_dir),
-        labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
+        labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path), signature[1],
     )  # fmt: skip
     labels[OCI_CREATED] = when
     labels[MODEL_DIR_LABEL] = MODEL_DIR
-    if signature[1] is not None:
-        labels[MODEL_SIGNER_LABEL] = signature[1]
     files = ctx.app_files(cfg.app_dir, skip=[model] if model else [], include=cfg.include, exclude=cfg.exclude)
     code = Layer(f"app code: {APP_DIR}", ordered(folder_entries(cfg.app_dir, APP_DIR.lstrip("/"), files)), seconds)
     model_plan: list[Layer] = []

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, BinaryIO
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
 from .._fs import write_atomic
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_SIGNER_LABEL
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..oci.reference import split_tag
-from ..trust import pickles
 from ..uri import redact, strip_secrets
 from . import config as config_mod
 from . import context as ctx
@@ -225,8 +224,8 @@ def _model_stage(
     wheel_dir: Path,
     model: Path | None,
     manifest: Manifest | None,
-    *,
     signature: bytes | None,
+    *,
     quiet: bool,
     traces: list[debris.BuildTrace],
     holds: debris.Holds,
@@ -247,11 +246,9 @@ def _model_stage(
     if model is None or manifest is None:
         h.update(b"\0no model")
     else:
-        h.update(b"\0" + manifest.without_timestamp().to_json().encode())
+        h.update(b"\0" + manifest.without_timestamp().to_json().encode() + (signature or b""))  # + model.sig
         for f in manifest.files:
             h.update(modeldir.stat_signature(model / f.path).encode())
-        if signature is not None:
-            h.update(b"\0signature\0" + hashlib.sha256(signature).digest())
     index = wheels_mod.build_cache_dir() / "stages" / h.hexdigest()[:40]
     if index.is_file():
         image_id = index.read_text().strip()
@@ -317,10 +314,7 @@ def build(
     progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
     the image's ``io.modelship.app.*`` labels, where ``modelship deploy render`` reads them. A model pickle
     that imports a dangerous global is refused before the engine is used, unless named in
-    ``allow_unsafe_pickle`` (see modelship.trust.pickles). ``verify_keys``: PEM public keys (None:
-    MODELSHIP_VERIFY_KEYS); with any, MODEL_DIR's ``model.sig`` must verify against one of them over its files'
-    sha256s before the engine is used (SignatureError), and the image gets the label
-    ``io.modelship.model.signer``. A ``model.sig`` goes into the image's model dir either way.
+    ``allow_unsafe_pickle`` (see modelship.trust.pickles). ``verify_keys``: model.sig checked first (docs/trust.md).
     """
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}: give one of {', '.join(BUILDERS)}")
@@ -358,13 +352,10 @@ def build(
     model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
     manifest, signature, signer = None, None, None
     if model is not None:
-        from ..trust.check import folder_signature  # not at import: cryptography only when a model is built
+        from ..trust.check import image_model  # not at import: cryptography only when a model is built
 
-        sig = folder_signature(model, verify_keys)
-        pickles.check_folder(model, allow_unsafe_pickle)
-        manifest = modeldir.model_manifest(model)
+        manifest, signature, signer = image_model(model, verify_keys, allow_unsafe_pickle)
         manifest = replace(manifest, uri=strip_secrets(manifest.uri))  # digest covers files only, not the uri
-        signature, signer = sig.bundle, sig.signer(manifest)
     tags = normalise_tags(tag)
     if cfg.tag_model_version:
         if manifest is None:
@@ -376,9 +367,8 @@ def build(
         manifest,
         config_mod.project_metadata(cfg.app_dir),
         labels_mod.app_labels(cfg.port, cfg.ready_path, cfg.live_path),
+        signer,
     )
-    if signer is not None:
-        labels[MODEL_SIGNER_LABEL] = signer
     if user_dockerfile is None:  # the generated Dockerfile's model dir (a user's Dockerfile says its own, in ENV)
         labels[MODEL_DIR_LABEL] = MODEL_DIR
 
@@ -411,9 +401,8 @@ def build(
                     labels=labels,
                 )
                 stage_id = _model_stage(
-                    client, text, base, wheel_dir, model, manifest, signature=signature, quiet=quiet, traces=traces,
-                    holds=holds,
-                )  # fmt: skip
+                    client, text, base, wheel_dir, model, manifest, signature, quiet=quiet, traces=traces, holds=holds
+                )
                 _, app_text = dockerfile_mod.split_stages(text, stage_id)
 
                 def fill(w: ctx.ContextWriter) -> None:

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ..conventions import APP_LABELS, OCI, OCI_CREATED, OCI_TITLE, created, model_labels
+from ..conventions import APP_LABELS, MODEL_SIGNER_LABEL, OCI, OCI_CREATED, OCI_TITLE, created, model_labels
 from ..manifest import Manifest
 
 
@@ -66,10 +66,14 @@ def app_settings(labels: dict[str, str]) -> dict[str, int | str | None]:
 
 
 def image_labels(
-    app_dir: Path, manifest: Manifest | None, project: dict[str, str], app: dict[str, str] | None = None
+    app_dir: Path,
+    manifest: Manifest | None,
+    project: dict[str, str],
+    app: dict[str, str] | None = None,
+    signer: str | None = None,
 ) -> dict[str, str]:
-    """All labels of a built image: OCI provenance, the model it carries (none for an app-only image), and
-    ``app`` (see app_labels)."""
+    """All labels of a built image: OCI provenance, the model it carries (none for an app-only image), ``app``
+    (see app_labels) and ``signer``, the key its model.sig was verified against (none: not verified)."""
     git = git_provenance(app_dir)
     labels = {OCI_CREATED: created(), OCI_TITLE: project.get("name") or app_dir.name}
     version = git.get("version") or project.get("version")
@@ -80,5 +84,7 @@ def image_labels(
             labels[f"{OCI}.{key}"] = git[key]
     if manifest is not None:
         labels.update(model_labels(manifest))
+    if signer is not None:
+        labels[MODEL_SIGNER_LABEL] = signer
     labels.update(app or {})
     return labels

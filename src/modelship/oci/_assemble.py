@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import modeldir
 from ..conventions import (
     EPOCH,
     MODEL,
@@ -40,7 +39,6 @@ from ..conventions import (
 )
 from ..errors import ModelshipError, NotFoundError, UsageError
 from ..manifest import Manifest
-from ..trust import pickles
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, layer_digests, model_layers
 from .reference import Reference, parse_reference
@@ -274,12 +272,10 @@ def assemble(
     target = target.with_tag(target.tag or "latest")
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
-    from ..trust.check import folder_signature  # not at import: `import modelship` stays light (no cryptography)
+    from ..trust.check import image_model  # not at import: `import modelship` stays light (no cryptography)
 
-    sig = folder_signature(model_path, verify_keys)
-    pickles.check_folder(model_path, allow_unsafe_pickle)
-    manifest = modeldir.model_manifest(model_path)
-    signed = _Signed(sig.bundle, sig.signer(manifest))
+    manifest, bundle, signer = image_model(model_path, verify_keys, allow_unsafe_pickle)
+    signed = _Signed(bundle, signer)
     opts: dict[str, Any] = {"timeout": timeout, "chunk_size": chunk_size, "azure_credential": azure_credential}
     dst = RegistryClient(target.registry, creds, **opts)
     src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)

@@ -118,6 +118,21 @@ class FolderSignature:
         return done.fingerprint
 
 
+def image_model(
+    root: Path, key_paths: Sequence[str | Path] | None, allow_unsafe_pickle: Sequence[str | Path]
+) -> tuple[Manifest, bytes | None, str | None]:
+    """A model folder on its way into an image (``build --model``, ``assemble --model``), checked before any image
+    work: its manifest (modeldir), its model.sig (None: it has none) and the signer that verified (None: no verify
+    key). The keys and model.sig are read first, then the pickle scan, then the signature over the manifest."""
+    from .. import modeldir
+    from . import pickles
+
+    sig = folder_signature(root, key_paths)
+    pickles.check_folder(root, allow_unsafe_pickle)
+    manifest = modeldir.model_manifest(root)
+    return manifest, sig.bundle, sig.signer(manifest)
+
+
 def folder_signature(root: Path, key_paths: Sequence[str | Path] | None) -> FolderSignature:
     """The verify keys (None: MODELSHIP_VERIFY_KEYS; a bad key file is a UsageError) and ``root``'s
     ``model.sig``, read before anything else looks at the folder: a symlinked one is refused by name."""
