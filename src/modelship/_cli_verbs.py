@@ -16,7 +16,7 @@ from .conventions import (
     MODEL_VERSION_LABEL,
 )
 from .errors import ModelshipError, NotFoundError, UsageError
-from .manifest import tree_digest
+from .manifest import skipped_json, tree_digest
 from .oci.reference import pinned
 from .progress import human_bytes
 
@@ -100,6 +100,8 @@ def cmd_lock(a: argparse.Namespace) -> None:
     data = _model_json(lk.to_dict())
     if lk.pin:  # a version that is an image (oci://): the image, pinned, is what deploy mounts
         data["ref"] = pinned(lk.uri.split("://", 1)[-1], lk.pin)
+    if lk.skipped is not None:  # --verify-key: newer versions passed over, and why
+        data["skipped"] = skipped_json(lk.skipped)
 
     def human() -> None:
         version = lk.version or "(unversioned)"
@@ -127,6 +129,8 @@ def cmd_fetch(a: argparse.Namespace) -> None:
         "cached_files": r.cached_files,
         "unchanged": r.unchanged,
     }
+    if r.skipped is not None:  # --verify-key: newer versions passed over, and why
+        data["skipped"] = skipped_json(r.skipped)
 
     def human() -> None:
         how = (

@@ -16,7 +16,7 @@ from ._resolve import apply_lock, check_version
 from ._retry import retrying
 from .cache import Cache
 from .errors import IntegrityError, ModelshipError, UsageError
-from .manifest import SIGNATURE_NAME, Lock, Manifest, Resolution
+from .manifest import SIGNATURE_NAME, Lock, Manifest, Resolution, Skipped
 from .repos import Repository, opened
 from .uri import ModelURI, parse
 
@@ -34,6 +34,8 @@ class FetchResult:
     cached_files: int
     unchanged: bool = False
     connections: int = 0  # connections the download settled at (0: nothing was downloaded)
+    # with verify keys, newer versions "latest" passed over, and why (Resolution.skipped); None without keys
+    skipped: tuple[Skipped, ...] | None = None
 
     @property
     def version(self) -> str | None:
@@ -144,12 +146,13 @@ def _install_version(
 
         bundle, signed = signed_version(repo, res, keys, signer)
         log.info("%s version %s is signed by %s", res.uri, res.version, signed.fingerprint)
+    skipped = res.skipped if res.skipped is not None or not keys else ()
     current = up_to_date(dest, res)
     if current is not None:
         if bundle is not None:
             write_atomic(dest / SIGNATURE_NAME, bundle)
         log.info("%s already holds %s version %s", dest, res.uri, res.version)
-        return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True)
+        return FetchResult(current, dest, 0, 0, len(res.files), unchanged=True, skipped=skipped)
     cached_before = sum(1 for f in res.files if f.sha256 and cache.get(f.sha256, f.size))
     with staged(dest) as stage:
         got = repo.fetch(res, cache, workers=workers, progress=show_progress)
@@ -162,4 +165,12 @@ def _install_version(
         manifest = install(stage, dest, res, shas, cache)
     n_downloaded = len(res.files) - cached_before if downloaded else 0
     log.info("installed %s version %s in %s (%d bytes downloaded)", res.uri, res.version, dest, downloaded)
-    return FetchResult(manifest, dest, n_downloaded, downloaded, len(res.files) - n_downloaded, connections=connections)
+    return FetchResult(
+        manifest,
+        dest,
+        n_downloaded,
+        downloaded,
+        len(res.files) - n_downloaded,
+        connections=connections,
+        skipped=skipped,
+    )

@@ -67,7 +67,7 @@ def _resolve_verified(repo: Any, display: str, version: str | None, pre: bool, k
         return latest_signed(find, repo, keys)
     res = find(frozenset())
     signed_version(repo, res, keys)
-    return res
+    return replace(res, skipped=())  # pinned: nothing newer was looked at
 
 
 def apply_lock(res: Resolution, lk: Lock) -> Resolution:
@@ -142,7 +142,7 @@ def lock(
                 from .trust.check import signed_version
 
                 signer = signed_version(repo, res, keys)[1].fingerprint
-        lk = replace(Lock.from_resolution(res), signer=signer)
+        lk = replace(Lock.from_resolution(res), signer=signer, skipped=res.skipped)
     except OSError as e:
         raise os_error(e, Path(cache_dir or ".")) from None
     if output:

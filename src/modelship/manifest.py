@@ -72,6 +72,19 @@ def _chunks_json(f: FileEntry) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A version newer than the one chosen, passed over by ``--verify-key`` because its signature did not verify;
+    ``reason`` is the SignatureError kind (unsigned, malformed signature, unknown key, bytes differ)."""
+
+    version: str
+    reason: str
+
+
+def skipped_json(skipped: tuple[Skipped, ...]) -> list[dict[str, str]]:
+    return [{"version": s.version, "reason": s.reason} for s in skipped]
+
+
+@dataclass(frozen=True)
 class Resolution:
     """A model version chosen in a store: where, which, and its files."""
 
@@ -80,18 +93,23 @@ class Resolution:
     files: tuple[FileEntry, ...]
     prefix: str = ""  # store path of the version root (internal to the source)
     pin: str | None = None  # the store's immutable name of this version (oci://: the manifest digest); locked
+    # with verify keys, the newer versions "latest" passed over (none: ()); None without keys (nothing checked)
+    skipped: tuple[Skipped, ...] | None = field(default=None, compare=False)
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "uri": self.uri,
             "version": self.version,
             "size": self.size,
             "files": [_drop_none({**asdict(f), "chunks": None}) for f in self.files],  # digests: noise here
         }
+        if self.skipped is not None:
+            d["skipped"] = skipped_json(self.skipped)
+        return d
 
 
 def tree_digest(files: Iterable[tuple[str, str]]) -> str:
@@ -189,6 +207,7 @@ class Lock(_Digested):
     created_at: str = field(default="")
     pin: str | None = None  # Resolution.pin: a fetch fails if the version no longer is this one
     signer: str | None = None  # lock --verify-key: fingerprint of the key that signed it (trust.oms.fingerprint)
+    skipped: tuple[Skipped, ...] | None = field(default=None, compare=False)  # Resolution.skipped; not in the file
 
     @classmethod
     def from_resolution(cls, res: Resolution) -> Lock:

@@ -131,6 +131,42 @@ def test_latest_skips_newer_versions_that_do_not_verify_saying_so(tmp_path):
     assert none.returncode == 1 and "no version verifies" in line and "1.0.0 (unknown key)" in line
 
 
+def test_json_output_names_the_skipped_versions_and_why(tmp_path):
+    private, public = keypair(tmp_path, "team")
+    attacker, _ = keypair(tmp_path, "attacker")
+    store = _published(tmp_path, private, "1.0.0")
+    _published(tmp_path, None, "9.9.9")
+    _published(tmp_path, attacker, "9.9.10")
+    why = [{"version": "9.9.10", "reason": "unknown key"}, {"version": "9.9.9", "reason": "unsigned"}]
+    key = ["--verify-key", str(public), "--json"]
+    lock_file = tmp_path / "modelship.lock"
+    for argv in (
+        ["resolve", store.as_uri()],
+        ["lock", store.as_uri(), "-o", str(lock_file)],
+        ["fetch", store.as_uri(), str(tmp_path / "dest")],
+        ["fetch", store.as_uri(), str(tmp_path / "dest")],  # again: unchanged, the same answer
+    ):
+        r = run_cli(*argv, *key)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert (out["version"], out["skipped"]) == ("1.0.0", why), argv
+    assert "skipped" not in json.loads(lock_file.read_text())  # the lock file pins, it does not report
+    # verified and pinned (a version, a lock): nothing newer was passed over; no verify key: nothing was checked
+    for argv in (
+        ["resolve", store.as_uri(), "--version", "1.0.0", *key],
+        ["fetch", "--lock", str(lock_file), str(tmp_path / "d2"), *key],
+    ):
+        r = run_cli(*argv)
+        assert r.returncode == 0 and json.loads(r.stdout)["skipped"] == [], r.stderr
+    r = run_cli("resolve", store.as_uri(), "--json")
+    assert json.loads(r.stdout)["version"] == "9.9.10" and "skipped" not in json.loads(r.stdout)
+    # the Python results carry it too
+    assert [(x.version, x.reason) for x in modelship.resolve(store.as_uri(), verify_keys=[public]).skipped] == [
+        ("9.9.10", "unknown key"),
+        ("9.9.9", "unsigned"),
+    ]
+
+
 def test_a_lock_records_its_signer_and_refuses_a_version_re_signed_by_another_key(tmp_path):
     team, team_pub = keypair(tmp_path, "team")
     other, other_pub = keypair(tmp_path, "other")

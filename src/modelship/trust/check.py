@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import NotFoundError, SignatureError
-from ..manifest import SIGNATURE_NAME, Manifest, Resolution
+from ..manifest import SIGNATURE_NAME, Manifest, Resolution, Skipped
 from . import oms
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ def latest_signed(
     resolve: Callable[[frozenset[str]], Resolution], repo: Repository, keys: Sequence[ec.EllipticCurvePublicKey]
 ) -> Resolution:
     """The newest version ``resolve`` (given the versions to leave out) finds whose signature verifies; newer
-    ones that do not are skipped, saying which and why in one warning line. SignatureError when none verifies."""
+    ones that do not are skipped, saying which and why in one warning line and in the result's ``skipped``.
+    SignatureError when none verifies."""
     skipped: list[tuple[str, SignatureError]] = []
     while True:
         try:
@@ -83,7 +84,7 @@ def latest_signed(
         if skipped:
             why = ", ".join(f"{v} ({e.kind})" for v, e in skipped)
             log.warning("%s: skipped newer version(s) that do not verify: %s; latest is %s", res.uri, why, res.version)
-        return res
+        return replace(res, skipped=tuple(Skipped(v, e.kind) for v, e in skipped))
 
 
 def check_bytes(
