@@ -30,6 +30,7 @@ from modelship.manifest import tree_digest
 from modelship.repos.folder_publish import PENDING_MARKER
 from support.faults.checks import cache_problems, secrets_in
 from support.models import make_model
+from support.oms import keypair
 from support.pickles import evil_pickle, plain_pickle, torch_zip
 from support.record import record
 from support.trees import leftovers, tree_sha
@@ -105,6 +106,7 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
     for case, name in S3_NAMES.items():
         s3.put_object(Bucket=bucket, Key=f"{case}/good.bin", Body=b"fine")
         s3.put_object(Bucket=bucket, Key=f"{case}/{name}", Body=b"evil")
+    _signature_folders(tmp, local)
     make_model(local / "pickled", {"est.pkl": evil_pickle(tmp / "MARKER"), "plain.pkl": plain_pickle()})
     make_model(local / "renamed", {"weights.safetensors": evil_pickle(tmp / "MARKER", protocol=0)})
     make_model(local / "torchzip", {"model.pt": torch_zip(evil_pickle(tmp / "MARKER"))})
@@ -121,6 +123,26 @@ def stores(tmp_path_factory, blob_service, azurite_connection_string, moto_serve
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
     s3.delete_bucket(Bucket=bucket)
+
+
+def _signature_folders(tmp: Path, local: Path) -> None:
+    """Model folders as fetch writes them (modelship.json), each with a hostile model.sig; keys in tmp/keys."""
+    from modelship.trust import oms
+
+    (tmp / "keys").mkdir()
+    private, _ = keypair(tmp / "keys", "team")
+    key = oms.load_private_key(private)
+    files = {"w.bin": b"weights" * 100, "cfg.json": b"{}"}
+    shas = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    good = oms.sign(shas, key)
+    other = oms.sign({"another-model.onnx": "ab" * 32}, key)  # a real signature, of another model
+    for name, sig in (("truncated", good[: len(good) // 2]), ("garbled", bytes(range(256)) * 4), ("other", other)):
+        make_model(local / f"sig-{name}", files, uri="file:///models/iris", version="1")
+        (local / f"sig-{name}" / "model.sig").write_bytes(sig)
+    make_model(local / "sig-good", files, uri="file:///models/iris", version="1")
+    (local / "sig-good" / "model.sig").write_bytes(good)
+    make_model(local / "sig-symlink", files, uri="file:///models/iris", version="1")
+    (local / "sig-symlink" / "model.sig").symlink_to(local / "sig-good" / "model.sig")  # one that would verify
 
 
 S3_NAMES = {
@@ -179,6 +201,14 @@ def _render(image: str, *extra: str) -> Callable[[Ctx, Path], list[str]]:
 
 def _with_lock(*extra: str) -> Callable[[Ctx, Path], list[str]]:
     return lambda ctx, dest: ["fetch", "--lock", str(ctx.tmp / "edited.lock"), str(dest), *extra]
+
+
+def _assemble_signed(folder: str, key: str = "keys/team.pub") -> Callable[[Ctx, Path], list[str]]:
+    """assemble --model FOLDER --verify-key KEY to a registry nobody listens on: refused before any request."""
+    return lambda ctx, d: [
+        "assemble", "127.0.0.1:1/app:1", "--model", str(ctx.local / folder), "--tag", "127.0.0.1:1/app:m",
+        "--verify-key", str(ctx.tmp / key),
+    ]  # fmt: skip
 
 
 def _other_account(ctx: Ctx, d: Path) -> list[str]:
@@ -419,6 +449,14 @@ CASES = [
             ("torchzip", "model.pt:archive/data.pkl"),
         )
     ],
+    # --- model signatures (docs/trust.md) in a folder going into an image: refused before any registry request
+    Case("sig-truncated", "signatures", _assemble_signed("sig-truncated"), 1, "not a model signature (truncated or"),
+    Case("sig-garbled", "signatures", _assemble_signed("sig-garbled"), 1, "not a model signature (truncated or"),
+    Case(
+        "sig-other-model", "signatures", _assemble_signed("sig-other"), 1, "these are not the bytes its signer signed"
+    ),
+    Case("sig-symlinked", "signatures", _assemble_signed("sig-symlink"), 1, "model.sig: is a symlink; a model's"),
+    Case("sig-key-not-a-key", "signatures", _assemble_signed("sig-good", "good/w.bin"), 2, "not a PEM public key"),
     # --- zero-byte files: legitimate, round-trip exactly
     Case("zero-byte-files", "files", _fetch_at("az", "zero", "--json"), 0, '"size": 0'),
     # --- a lock file edited by hand
