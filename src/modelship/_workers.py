@@ -48,6 +48,8 @@ class Pool:
         self.done = threading.Event()
         self.grace, self.drain = grace, drain
         self.errors: list[BaseException] = []
+        self._live = 0  # workers started and not returned: the last one to return sets ``done``
+        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     def running(self) -> bool:
@@ -64,6 +66,11 @@ class Pool:
                 self.errors.append(e)
                 self.cancel.set()
                 self.done.set()
+            finally:
+                with self._lock:
+                    self._live -= 1
+                    if self._live == 0:
+                        self.done.set()  # the main thread goes on now, not at its next POLL
 
         return run
 
@@ -79,6 +86,9 @@ class Pool:
         Raises the first worker failure, or the interrupt that ended the wait (after ``cancel`` is set and the
         workers had their grace; ``abandon`` runs when some are still alive then)."""
         try:
+            workers = list(workers)  # all counted before any starts: the first to return is not the last
+            with self._lock:
+                self._live += len(workers)
             for name, fn in workers:  # inside: an interrupt while the last start must stop the first ones too
                 t = threading.Thread(target=self._guarded(fn), name=name, daemon=True)
                 self._threads.append(t)
