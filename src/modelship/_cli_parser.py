@@ -139,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--username", "-u", help="registry user (default: the docker config, or ACR via Entra ID)")
         sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
 
+    def sign_cert(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--sign-cert",
+            metavar="CERT.pem",
+            help="the PEM certificate of --sign-key: the signature carries it (model_signing sign certificate)",
+        )
+        sp.add_argument(
+            "--cert-chain",
+            action="append",
+            default=[],
+            metavar="CHAIN.pem",
+            help="PEM certificates between --sign-cert and the root, carried too (repeatable)",
+        )
+
     def allow_pickle(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--allow-unsafe-pickle",
@@ -159,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it "
         "(oci://: a layer of the model image)",
     )
+    sign_cert(sp)
     sp.add_argument(
         "--workers",
         type=int,
@@ -185,11 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="PUB.pem",
             help=f"{what}: a PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS, a path list)",
         )
+        sp.add_argument(
+            "--verify-cert-chain",
+            action="append",
+            metavar="ROOT.pem",
+            help="also accept a signature whose certificate chains to these PEM root certificates "
+            "(repeatable; default: $MODELSHIP_VERIFY_CERT_CHAINS)",
+        )
 
     sp = add("sign-model", cmd_sign_model, "sign a published model version (OpenSSF model signing): model.sig")
     sp.add_argument("uri", metavar="URI", help="the model: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the published version to sign")
     sp.add_argument("--sign-key", required=True, metavar="KEY.pem", help="PEM EC private key (openssl ecparam)")
+    sign_cert(sp)
     sp.add_argument("--force", action="store_true", help="replace the version's existing signature")
 
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")

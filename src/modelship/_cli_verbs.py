@@ -52,7 +52,17 @@ def cmd_publish(a: argparse.Namespace) -> None:
         a.model_dir,
         a.uri,
         credential=_login(a),
-        **_same(a, "version", "force", "workers", "image_model_dir", "sign_key", "allow_unsafe_pickle"),
+        **_same(
+            a,
+            "version",
+            "force",
+            "workers",
+            "image_model_dir",
+            "sign_key",
+            "sign_cert",
+            "cert_chain",
+            "allow_unsafe_pickle",
+        ),
     )
 
     def human() -> None:
@@ -69,7 +79,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
 def cmd_sign_model(a: argparse.Namespace) -> None:
     from .trust.published import sign_version
 
-    r = sign_version(a.uri, version=a.version, sign_key=a.sign_key, force=a.force)
+    r = sign_version(a.uri, version=a.version, force=a.force, **_same(a, "sign_key", "sign_cert", "cert_chain"))
     moved = f", now {r.image_digest}" if r.image_digest else ""
     emit(
         a, r.to_dict(), lambda: print(f"signed {r.uri} version {r.version}: {r.signature}{moved} (key {r.fingerprint})")
@@ -79,7 +89,14 @@ def cmd_sign_model(a: argparse.Namespace) -> None:
 def cmd_resolve(a: argparse.Namespace) -> None:
     from ._resolve import resolve
 
-    res = resolve(a.uri, version=a.version, pre=a.pre, credential=_login(a), verify_keys=a.verify_key)
+    res = resolve(
+        a.uri,
+        version=a.version,
+        pre=a.pre,
+        credential=_login(a),
+        verify_keys=a.verify_key,
+        verify_cert_chain=a.verify_cert_chain,
+    )
     known = all(f.sha256 for f in res.files)
     digest = tree_digest((f.path, f.sha256) for f in res.files) if known else None  # type: ignore[misc]
     # the model block as inspect and build print it; model_digest is null when the store has no sha256s
@@ -96,7 +113,15 @@ def cmd_resolve(a: argparse.Namespace) -> None:
 def cmd_lock(a: argparse.Namespace) -> None:
     from ._resolve import lock
 
-    lk = lock(a.uri, version=a.version, pre=a.pre, output=a.output, credential=_login(a), verify_keys=a.verify_key)
+    lk = lock(
+        a.uri,
+        version=a.version,
+        pre=a.pre,
+        output=a.output,
+        credential=_login(a),
+        verify_keys=a.verify_key,
+        verify_cert_chain=a.verify_cert_chain,
+    )
     data = _model_json(lk.to_dict())
     if lk.pin:  # a version that is an image (oci://): the image, pinned, is what deploy mounts
         data["ref"] = pinned(lk.uri.split("://", 1)[-1], lk.pin)
@@ -118,6 +143,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
         a.dest,
         credential=_login(a),
         verify_keys=a.verify_key,
+        verify_cert_chain=a.verify_cert_chain,
         **_same(a, "version", "lock", "pre", "workers"),
     )
     m = r.manifest

@@ -54,13 +54,15 @@ def fetch(
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
     verify_keys: Sequence[str | Path] | None = None,
+    verify_cert_chain: Sequence[str | Path] | None = None,
 ) -> FetchResult:
     """Download a model into ``dest`` verified and atomically; files already cached are not downloaded again.
 
     ``workers``: parallel connections; None (the default) takes MODELSHIP_CONCURRENCY, else grows the number
     while throughput grows. ``verify_keys``: PEM public keys (None: MODELSHIP_VERIFY_KEYS); with any, the version
     must carry an OMS signature by one of them over exactly the fetched bytes (SignatureError, DEST untouched
-    otherwise), and DEST gets it as ``model.sig``.
+    otherwise), and DEST gets it as ``model.sig``. ``verify_cert_chain``: PEM root certificates (None:
+    MODELSHIP_VERIFY_CERT_CHAINS) whose certificates' signatures verify too (trust.certs).
     """
     lk = Lock.load(lock) if isinstance(lock, (str, Path)) else lock
     if lk is not None:
@@ -72,7 +74,7 @@ def fetch(
     check_version(version)
     from .trust.check import verify_keys as load_keys  # not at import: `import modelship` stays light
 
-    keys = load_keys(verify_keys)
+    keys = load_keys(verify_keys, verify_cert_chain)
     workers = concurrency_setting(workers)
     parsed = parse(uri)
     if lk is not None and _where(parse(lk.uri)) != _where(parsed):  # a mismatch, not a usage error: exit 1

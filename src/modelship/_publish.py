@@ -24,6 +24,8 @@ def publish(
     progress: bool | None = None,
     image_model_dir: str | None = None,
     sign_key: str | Path | None = None,
+    sign_cert: str | Path | None = None,
+    cert_chain: Sequence[str | Path] = (),
     allow_unsafe_pickle: Sequence[str | Path] = (),
 ) -> PublishResult:
     """Upload ``model_dir`` as ``version`` of the model at ``uri``; it counts as published only once whole.
@@ -34,6 +36,8 @@ def publish(
     exists. ``workers``: files uploaded at once to a folder store (None: MODELSHIP_CONCURRENCY, else by file size).
     ``sign_key``: a PEM EC private key (``openssl ecparam -name prime256v1``); a folder store's version then gets
     ``model.sig``, an OpenSSF model signature (``model_signing verify key`` checks it), before its manifest.
+    ``sign_cert`` (+ ``cert_chain``): the key's PEM certificate (and those up to the root), carried in the
+    signature as ``model_signing sign certificate`` does (``verify_cert_chain`` then checks it).
     A pickle that imports a dangerous global (``os.system``) is refused before anything is written, unless named
     in ``allow_unsafe_pickle`` (see modelship.trust.pickles).
     """
@@ -49,5 +53,7 @@ def publish(
                 progress=progress,
                 image_model_dir=image_model_dir,
                 sign_key=Path(sign_key) if sign_key is not None else None,
+                sign_cert=Path(sign_cert) if sign_cert is not None else None,
+                cert_chain=tuple(Path(p) for p in cert_chain),
             )
         )

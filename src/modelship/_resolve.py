@@ -39,21 +39,23 @@ def resolve(
     pre: bool = False,
     credential: Any = None,
     verify_keys: Sequence[str | Path] | None = None,
+    verify_cert_chain: Sequence[str | Path] | None = None,
 ) -> Resolution:
     """Find the model at ``uri``: the pinned ``version``, or the latest complete one. ``verify_keys``: PEM public
     keys (None: MODELSHIP_VERIFY_KEYS); with any, a version without an OMS signature by one of them over its
-    sha256s is refused (SignatureError)."""
+    sha256s is refused (SignatureError). ``verify_cert_chain``: PEM root certificates (None:
+    MODELSHIP_VERIFY_CERT_CHAINS); a signature whose certificate chains to one verifies too (trust.certs)."""
     check_version(version)
     parsed = parse(uri)
-    keys = _keys(verify_keys)
+    keys = _keys(verify_keys, verify_cert_chain)
     with opened(parsed, credential) as repo:
         return _resolve_verified(repo, parsed.display, version, pre, keys)
 
 
-def _keys(paths: Sequence[str | Path] | None) -> list[Any]:
+def _keys(paths: Sequence[str | Path] | None, cert_chains: Sequence[str | Path] | None) -> list[Any]:
     from .trust.check import verify_keys  # not at import: `import modelship` stays light (no cryptography)
 
-    return verify_keys(paths)
+    return verify_keys(paths, cert_chains)
 
 
 def _resolve_verified(repo: Any, display: str, version: str | None, pre: bool, keys: list[Any]) -> Resolution:
@@ -122,12 +124,14 @@ def lock(
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
     verify_keys: Sequence[str | Path] | None = None,
+    verify_cert_chain: Sequence[str | Path] | None = None,
 ) -> Lock:
     """Pin the resolved version with every file's sha256 (hashing, via the cache, files published without one).
-    ``verify_keys``: as for ``resolve``; the signature is checked over the sha256s the lock pins."""
+    ``verify_keys``, ``verify_cert_chain``: as for ``resolve``; the signature is checked over the sha256s the lock
+    pins."""
     check_version(version)
     parsed = parse(uri)
-    keys = _keys(verify_keys)
+    keys = _keys(verify_keys, verify_cert_chain)
     try:
         cache = Cache(cache_dir)
         with opened(parsed, credential) as repo:

@@ -47,3 +47,63 @@ def flip_byte(path: Path, offset: int = 3) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def certificate_chain(folder: Path, name: str = "ca", *, signing: bool = True) -> dict[str, Path]:
+    """A self-made CA as a team would run one (cryptography, no network): a root, an intermediate, and a leaf
+    certificate with its EC key. The leaf allows signing (keyUsage digitalSignature, extendedKeyUsage
+    codeSigning: what model_signing's ``verify certificate`` asks) unless ``signing`` is False (TLS server only).
+    Returns the PEM files: root, intermediate, leaf (certificate) and key."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only"), False
+    )
+
+    def make(cn, key, issuer, issuer_key, ca):
+        b = x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        b = b.issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        b = b.not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        ku = x509.KeyUsage(
+            digital_signature=not ca and signing, key_cert_sign=ca, crl_sign=ca, decipher_only=False, **usage
+        )
+        b = b.add_extension(ku, critical=True)
+        if not ca:
+            eku = ExtendedKeyUsageOID.CODE_SIGNING if signing else ExtendedKeyUsageOID.SERVER_AUTH
+            b = b.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    root = make(
+        f"{name} root", keys[0], x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} root")]), keys[0], True
+    )
+    inter = make(f"{name} intermediate", keys[1], root.subject, keys[0], True)
+    leaf = make(f"{name} model signer", keys[2], inter.subject, keys[1], False)
+    out = {"root": folder / f"{name}-root.pem", "intermediate": folder / f"{name}-inter.pem"}
+    out.update(leaf=folder / f"{name}-leaf.pem", key=folder / f"{name}-leaf.key")
+    for which, cert in (("root", root), ("intermediate", inter), ("leaf", leaf)):
+        out[which].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    out["key"].write_bytes(keys[2].private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    return out
+
+
+def reference_verify_certificate(signature: Path, roots: list[Path], model: Path) -> subprocess.CompletedProcess:
+    """``model_signing verify certificate`` over MODEL, trusting ROOTS (returncode 0: it accepts the signature)."""
+    chain = [a for root in roots for a in ("--certificate_chain", root)]
+    cmd = [MODEL_SIGNING, "verify", "certificate", "--signature", signature, *chain, "--ignore_unsigned_files", model]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def reference_sign_certificate(ca: dict[str, Path], signature: Path, model: Path) -> None:
+    """``model_signing sign certificate`` over MODEL with the CA's leaf, carrying the intermediate."""
+    cmd = [MODEL_SIGNING, "sign", "certificate", "--signature", signature, "--private_key", ca["key"]]
+    cmd += ["--signing_certificate", ca["leaf"], "--certificate_chain", ca["intermediate"], model]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)

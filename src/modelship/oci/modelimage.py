@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,8 @@ def publish_image(
     progress: bool | None = None,
     azure_credential: Any = None,
     sign_key: str | Path | None = None,
+    sign_cert: str | Path | None = None,
+    cert_chain: Sequence[str | Path] = (),
 ) -> PublishedImage:
     """Push the model folder ``model_dir`` as the model image ``REGISTRY/REPO:version`` (see the module doc).
 
@@ -231,7 +234,8 @@ def publish_image(
     image is left as it is (0 bytes uploaded). Credentials: ``username``/``password``, else the docker config
     (and, for Azure Container Registry, an Entra ID token when azure-identity is installed), as for push.
     ``sign_key``: a PEM EC private key; the image then carries ``model.sig``, an OMS signature of its files
-    (``modelship.oci.modelsig``), and a tag already on this model signed by that key is left as it is.
+    (``modelship.oci.modelsig``; with ``sign_cert``/``cert_chain`` the certificates too, ``trust.certs``), and
+    a tag already on this model signed by that key is left as it is.
     """
     target = repository_of(uri)
     if target.tag or target.digest:
@@ -240,9 +244,9 @@ def publish_image(
     image_dir_parts(image_model_dir)
     key = None
     if sign_key is not None:  # a bad key is a usage error before anything is read or sent
-        from ..trust import oms
+        from ..trust import certs
 
-        key = oms.load_private_key(sign_key)
+        key = certs.load_signer(sign_key, sign_cert, cert_chain)
     creds = login(username, password)
     root = Path(model_dir).expanduser()
     if not root.is_dir():

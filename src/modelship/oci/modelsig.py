@@ -33,6 +33,7 @@ from .write import Blob, Image, RemoteBlob, Writer, blob, descriptor, dumps
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from ..trust.certs import Signer
     from .modelimage import ModelImage
 
 log = logging.getLogger("modelship")
@@ -120,7 +121,7 @@ def resubject(referrer: Image, subject: Image) -> Image:
     return Image(dumps(m), referrer.config, referrer.layers, referrer.media_type)
 
 
-def sign_files(manifest: Manifest, key: ec.EllipticCurvePrivateKey, ref: Reference) -> bytes:
+def sign_files(manifest: Manifest, key: ec.EllipticCurvePrivateKey | Signer, ref: Reference) -> bytes:
     """The OMS bundle of a model image's files, from the sha256s its manifest records (no file read)."""
     from ..trust import oms
 
@@ -189,7 +190,11 @@ def _bundle_of(data: bytes, image_model_dir: str, where: str) -> bytes:
 
 
 def held_signed(
-    client: RegistryClient, ref: Reference, unsigned: Image, manifest: Manifest, key: ec.EllipticCurvePrivateKey
+    client: RegistryClient,
+    ref: Reference,
+    unsigned: Image,
+    manifest: Manifest,
+    key: ec.EllipticCurvePrivateKey | Signer,
 ) -> Image | None:
     """The image at ``ref`` when it is ``unsigned`` plus a signature of ``manifest``'s files by ``key`` (publish
     --sign-key run again: nothing to write); None otherwise."""

@@ -32,7 +32,8 @@ class PublishRequest:
     """What ``Repository.publish`` uploads: ``model_dir`` as ``version``, replacing one that exists only with
     ``force``. ``workers``: files uploaded at once (None: the default); ``progress``: the progress bar (None: on a
     terminal); ``image_model_dir``: the model's folder in a model image (oci:// only); ``sign_key``: a PEM EC
-    private key, the version gets an OMS signature (``trust.oms``) beside its files."""
+    private key, the version gets an OMS signature (``trust.oms``) beside its files; ``sign_cert`` (and
+    ``cert_chain``): its certificate (and the ones up to the root), carried in the signature (``trust.certs``)."""
 
     model_dir: Path
     version: str
@@ -41,6 +42,8 @@ class PublishRequest:
     progress: bool | None = None
     image_model_dir: str | None = None
     sign_key: Path | None = None
+    sign_cert: Path | None = None
+    cert_chain: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

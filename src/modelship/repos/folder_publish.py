@@ -211,9 +211,9 @@ def publish_version(source: Source, parsed: ModelURI, req: PublishRequest) -> Pu
     model_dir = Path(req.model_dir)
     key = None
     if sign_key is not None:  # a bad key or a clash: before any upload (cryptography is imported only here)
-        from ..trust import oms
+        from ..trust import certs, oms
 
-        key = oms.load_private_key(sign_key)
+        key = certs.load_signer(sign_key, req.sign_cert, req.cert_chain)
     files = model_files(model_dir)
     root = join(parsed.prefix.strip("/"), version)
     where = parsed.child(version)

@@ -190,7 +190,7 @@ class OciRepository:
         login = self.store.credential
         kw: dict[str, Any] = {"image_model_dir": req.image_model_dir} if req.image_model_dir is not None else {}
         if req.sign_key is not None:
-            kw["sign_key"] = req.sign_key
+            kw.update(sign_key=req.sign_key, sign_cert=req.sign_cert, cert_chain=req.cert_chain)
         if login is not None and login.username is not None:
             kw.update(username=login.username, password=login.password)
         r = publish_image(

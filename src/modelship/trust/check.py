@@ -11,23 +11,29 @@ from typing import TYPE_CHECKING
 
 from ..errors import NotFoundError, SignatureError
 from ..manifest import SIGNATURE_NAME, Manifest, Resolution, Skipped
-from . import oms
+from . import certs, oms
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from ..repos import Repository
 
 log = logging.getLogger("modelship")
 
 VERIFY_KEYS_ENV = "MODELSHIP_VERIFY_KEYS"  # a path list (os.pathsep-separated), for --verify-key not given
+VERIFY_CERT_CHAINS_ENV = "MODELSHIP_VERIFY_CERT_CHAINS"  # the same, for --verify-cert-chain not given
 
 
-def verify_keys(paths: Sequence[str | Path] | None) -> list[ec.EllipticCurvePublicKey]:
-    """The public keys at ``paths`` (None: those MODELSHIP_VERIFY_KEYS names); [] means: verify nothing."""
-    if paths is None:
-        paths = [p for p in os.environ.get(VERIFY_KEYS_ENV, "").split(os.pathsep) if p]
-    return oms.load_public_keys(paths)
+def _env_paths(name: str) -> list[str]:
+    return [p for p in os.environ.get(name, "").split(os.pathsep) if p]
+
+
+def verify_keys(
+    paths: Sequence[str | Path] | None, cert_chains: Sequence[str | Path] | None = None
+) -> list[oms.VerifyKey]:
+    """The public keys at ``paths`` (None: those MODELSHIP_VERIFY_KEYS names), and the trusted root certificates
+    in ``cert_chains`` (None: MODELSHIP_VERIFY_CERT_CHAINS) as one ``certs.Roots``; [] means: verify nothing."""
+    keys: list[oms.VerifyKey] = list(oms.load_public_keys(_env_paths(VERIFY_KEYS_ENV) if paths is None else paths))
+    roots = certs.load_roots(_env_paths(VERIFY_CERT_CHAINS_ENV) if cert_chains is None else cert_chains)
+    return keys + ([roots] if roots is not None else [])
 
 
 def _what(res: Resolution) -> str:
@@ -35,7 +41,7 @@ def _what(res: Resolution) -> str:
 
 
 def signed_version(
-    repo: Repository, res: Resolution, keys: Sequence[ec.EllipticCurvePublicKey], signer: str | None = None
+    repo: Repository, res: Resolution, keys: Sequence[oms.VerifyKey], signer: str | None = None
 ) -> tuple[bytes, oms.Verified]:
     """``res``'s signature, read from ``repo`` and verified against ``keys`` and ``res``'s sha256s (and, with
     ``signer``, a lock's fingerprint, made by that key); SignatureError (unsigned, malformed, unknown key, bytes
@@ -56,7 +62,7 @@ def signed_version(
 
 
 def latest_signed(
-    resolve: Callable[[frozenset[str]], Resolution], repo: Repository, keys: Sequence[ec.EllipticCurvePublicKey]
+    resolve: Callable[[frozenset[str]], Resolution], repo: Repository, keys: Sequence[oms.VerifyKey]
 ) -> Resolution:
     """The newest version ``resolve`` (given the versions to leave out) finds whose signature verifies; newer
     ones that do not are skipped, saying which and why in one warning line and in the result's ``skipped``.
@@ -87,9 +93,7 @@ def latest_signed(
         return replace(res, skipped=tuple(Skipped(v, e.kind) for v, e in skipped))
 
 
-def check_bytes(
-    bundle: bytes, res: Resolution, shas: Mapping[str, str], keys: Sequence[ec.EllipticCurvePublicKey]
-) -> None:
+def check_bytes(bundle: bytes, res: Resolution, shas: Mapping[str, str], keys: Sequence[oms.VerifyKey]) -> None:
     """The signature again, over the sha256s of the bytes actually fetched (what is installed)."""
     oms.verify(bundle, shas, keys, _what(res))
 
@@ -101,7 +105,7 @@ class FolderSignature:
 
     root: Path
     bundle: bytes | None
-    keys: Sequence[ec.EllipticCurvePublicKey]
+    keys: Sequence[oms.VerifyKey]
 
     def signer(self, manifest: Manifest) -> str | None:
         """The signer's fingerprint, once the signature verifies against the keys over ``manifest``'s sha256s

@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SignatureError, UsageError
 from ..manifest import MANIFEST_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME
+from .certs import Roots, Signer, chain_key
+
+VerifyKey = ec.EllipticCurvePublicKey | Roots  # what --verify-key and --verify-cert-chain give
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -131,14 +134,19 @@ def _pae(payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
 
 
-def sign(files: Mapping[str, str], key: ec.EllipticCurvePrivateKey, name: str = "model") -> bytes:
-    """An OMS signature bundle (JSON bytes) of ``files`` (path -> sha256 hex) by ``key``; reads no file."""
+def sign(files: Mapping[str, str], key: ec.EllipticCurvePrivateKey | Signer, name: str = "model") -> bytes:
+    """An OMS signature bundle (JSON bytes) of ``files`` (path -> sha256 hex) by ``key``; reads no file. A
+    ``certs.Signer`` with certificates puts them in the bundle (``model_signing sign certificate``'s form)."""
     payload = (json.dumps(statement(files, name), indent=2) + "\n").encode()
     public = key.public_key()
     sig = key.sign(_pae(payload), ec.ECDSA(_hash_for(public, "signing key")))
+    material: dict[str, Any] = {"publicKey": {"hint": _key_hint(public)}}
+    if chain := getattr(key, "certificates", ()):
+        der = [c.public_bytes(serialization.Encoding.DER) for c in chain]
+        material = {"x509CertificateChain": {"certificates": [{"rawBytes": base64.b64encode(d).decode()} for d in der]}}
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": _key_hint(public)}, "tlogEntries": []},
+        "verificationMaterial": {**material, "tlogEntries": []},
         "dsseEnvelope": {
             "payload": base64.b64encode(payload).decode(),
             "payloadType": PAYLOAD_TYPE,
@@ -161,8 +169,9 @@ def _malformed(what: str, why: str) -> SignatureError:
     return SignatureError(line, kind=SignatureError.MALFORMED)
 
 
-def _envelope(bundle: bytes, what: str) -> tuple[bytes, list[bytes]]:
-    """The DSSE payload and signatures of a bundle, checked for shape only."""
+def _envelope(bundle: bytes, what: str) -> tuple[bytes, list[bytes], list[bytes]]:
+    """The DSSE payload and signatures of a bundle, and its certificates (DER, the signing one first; none for
+    a key's bundle), checked for shape only."""
     if len(bundle) > MAX_SIGNATURE_BYTES:
         raise _malformed(what, f"larger than {MAX_SIGNATURE_BYTES} bytes")
     try:
@@ -174,16 +183,26 @@ def _envelope(bundle: bytes, what: str) -> tuple[bytes, list[bytes]]:
             raise _malformed(what, "the signed payload is not an in-toto statement")
         payload = base64.b64decode(env["payload"], validate=True)
         sigs = [base64.b64decode(s["sig"], validate=True) for s in env["signatures"]]
+        chain = (doc.get("verificationMaterial") or {}).get("x509CertificateChain") or {}
+        certs = [base64.b64decode(c["rawBytes"], validate=True) for c in chain.get("certificates") or []]
     except SignatureError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as e:
         raise _malformed(what, "truncated or garbled JSON" if isinstance(e, ValueError) else f"missing {e}") from e
     if not sigs:
         raise _malformed(what, "no signature in the envelope")
-    return payload, sigs
+    return payload, sigs, certs
 
 
-def _signer(payload: bytes, sigs: Sequence[bytes], keys: Sequence[ec.EllipticCurvePublicKey], what: str) -> str:
+def _signer(payload: bytes, sigs: Sequence[bytes], given: Sequence[VerifyKey], chain: list[bytes], what: str) -> str:
+    keys = [k for k in given if isinstance(k, ec.EllipticCurvePublicKey)]
+    roots = [r for r in given if isinstance(r, Roots)]
+    why = ""
+    for r in roots if chain else ():  # a certificate's bundle: its key, once the chain leads to a given root
+        try:
+            keys.append(chain_key(chain, r))
+        except ValueError as e:
+            why = f"; its certificate: {e}"
     for key in keys:
         algorithm = ec.ECDSA(_hash_for(key, "verify key"))
         for sig in sigs:
@@ -192,10 +211,12 @@ def _signer(payload: bytes, sigs: Sequence[bytes], keys: Sequence[ec.EllipticCur
             except InvalidSignature:
                 continue
             return fingerprint(key)
-    prints = tuple(fingerprint(k) for k in keys)
+    prints = tuple(fingerprint(k) for k in given if isinstance(k, ec.EllipticCurvePublicKey))
+    named = [f"any of the {len(prints)} verify key(s) ({', '.join(prints)})"] if prints else []
+    if roots:
+        named.append(f"a certificate of the root(s) in {', '.join(p for r in roots for p in r.paths)}")
     raise SignatureError(
-        f"{what}: not signed by any of the {len(keys)} verify key(s) ({', '.join(prints)}); "
-        "check the key or who published it",
+        f"{what}: not signed by {' or '.join(named)}{why}; check the key or who published it",
         kind=SignatureError.UNKNOWN_KEY,
         fingerprints=prints,
     )
@@ -232,17 +253,16 @@ def _is_ignored(path: str, ignored: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in ignored)
 
 
-def verify(
-    bundle: bytes, files: Mapping[str, str], keys: Sequence[ec.EllipticCurvePublicKey], what: str = "signature"
-) -> Verified:
-    """Check an OMS bundle: signed by one of ``keys`` over exactly ``files`` (path -> sha256 hex).
+def verify(bundle: bytes, files: Mapping[str, str], keys: Sequence[VerifyKey], what: str = "signature") -> Verified:
+    """Check an OMS bundle: signed by one of ``keys`` over exactly ``files`` (path -> sha256 hex). ``keys`` may
+    hold ``certs.Roots``: a bundle whose certificate chains to one of them is signed by that certificate's key.
 
     SignatureError (``kind``: malformed, unknown key, bytes differ) otherwise; ``what`` names the signature
     in its one line. Files the signature says it ignored (.git, modelship.json, ...) may be present unsigned."""
     if not keys:
         raise UsageError("no verify key given; pass --verify-key PUB.pem")
-    payload, sigs = _envelope(bundle, what)
-    signer = _signer(payload, sigs, keys, what)
+    payload, sigs, chain = _envelope(bundle, what)
+    signer = _signer(payload, sigs, keys, chain, what)
     signed, ignored = _signed_files(payload, what)
     present = {p: d.lower() for p, d in files.items() if p not in _IGNORED and not _is_ignored(p, ignored)}
     for path in sorted(set(signed) | set(present)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from ..errors import UsageError
 from ..manifest import SIGNATURE_NAME
 from ..repos import opened
 from ..uri import parse
-from . import oms
+from . import certs, oms
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,20 @@ class SignResult:
 
 
 def sign_version(
-    uri: str, *, version: str, sign_key: str | Path, force: bool = False, credential: Any = None
+    uri: str,
+    *,
+    version: str,
+    sign_key: str | Path,
+    force: bool = False,
+    credential: Any = None,
+    sign_cert: str | Path | None = None,
+    cert_chain: Sequence[str | Path] = (),
 ) -> SignResult:
     """Write ``model.sig`` beside published ``version`` of ``uri``, over the sha256s its manifest records (a
     version published without them is hashed once through the cache); a model image (``oci://``) is written
     again with it as a layer and its version tag moved (``oci.modelsig``). An existing signature is replaced only
-    with ``force``."""
-    key = oms.load_private_key(sign_key)
+    with ``force``. ``sign_cert`` (+ ``cert_chain``): the key's certificate (and its chain) in the signature."""
+    key = certs.load_signer(sign_key, sign_cert, cert_chain)
     pinned = lock(uri, version=version, credential=credential, verify_keys=[])
     parsed = parse(uri)
     with opened(parsed, credential) as repo:
