@@ -193,13 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
         sp.add_argument("--pre", action="store_true", help="let 'latest' be a pre-release")
 
-    def verify_key(sp: argparse.ArgumentParser, what: str) -> None:
+    def verify_key(sp: argparse.ArgumentParser, what: str, cert_chain: bool = False) -> None:
         sp.add_argument(
             "--verify-key",
             action="append",
             metavar="PUB.pem",
             help=f"{what}: a PEM EC public key (repeatable; default: $MODELSHIP_VERIFY_KEYS, a path list)",
         )
+        if not cert_chain:  # build/assemble/the plugin take MODELSHIP_VERIFY_CERT_CHAINS only (docs/trust.md)
+            return
         sp.add_argument(
             "--verify-cert-chain",
             action="append",
@@ -218,13 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("resolve", cmd_resolve, "show which model version 'latest' (or --version) is")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
-    verify_key(sp, "refuse a version not signed by one of these keys")
+    verify_key(sp, "refuse a version not signed by one of these keys", cert_chain=True)
     registry_login(sp)
 
     sp = add("lock", cmd_lock, "pin the resolved version and its sha256s in a lock file")
     sp.add_argument("uri", metavar="URI", help="the model: az://, https://, s3://, file:// or a path, oci://")
     model_args(sp)
-    verify_key(sp, "lock only a version signed by one of these keys")
+    verify_key(sp, "lock only a version signed by one of these keys", cert_chain=True)
     registry_login(sp)
     sp.add_argument("-o", "--output", default="modelship.lock", help="lock file to write (default modelship.lock)")
 
@@ -236,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.validate = _fetch_positionals
     model_args(sp)
     sp.add_argument("--lock", metavar="FILE", help="fetch exactly what this lock file pins")
-    verify_key(sp, "install only a version signed by one of these keys; DEST gets the signature as model.sig")
+    verify_key(
+        sp, "install only a version signed by one of these keys; DEST gets the signature as model.sig", cert_chain=True
+    )
     registry_login(sp)
     sp.add_argument(
         "--workers",
