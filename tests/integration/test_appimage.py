@@ -96,6 +96,28 @@ def test_a_code_change_uploads_the_code_layer_and_the_manifest_only(small, tmp_p
     assert sent == {"dependencies": False, "app code": True}
 
 
+def test_a_requirements_change_uploads_the_dependencies_layer_only(small, tmp_path, registry_base_image):
+    app, repo, first = small
+    changed = _copy(app, tmp_path / "r" / "app")
+    make_wheel(tmp_path / "more", "otherdep", "2.0")
+    requirements = (changed / "requirements.txt").read_text() + f"--find-links {tmp_path / 'more'}\notherdep==2.0\n"
+    (changed / "requirements.txt").write_text(requirements)
+    entry = ("--entrypoint", "python app.py")
+    out = _ok(_build(changed, f"{repo}:reqs", registry_base_image, tmp_path / "cache-r", *entry))
+    was = {layer["title"].split(":")[0]: layer for layer in first["layers"]}
+    now = {layer["title"].split(":")[0]: layer for layer in out["layers"]}
+    assert now["app code"]["digest"] == was["app code"]["digest"] and not now["app code"]["uploaded"]
+    assert now["dependencies"]["digest"] != was["dependencies"]["digest"] and now["dependencies"]["uploaded"]
+    # the dependencies layer, then only the config and the manifest (a few kB)
+    assert now["dependencies"]["size"] < out["uploaded_bytes"] < now["dependencies"]["size"] + 32_000
+    reg, name = repo.split("/", 1)
+    _, m, _ = manifest(reg, name, "reqs")
+    deps, code = (_tar(blob(reg, name, d["digest"])) for d in m["layers"][-2:])
+    assert deps.extractfile("app/requirements.txt").read().decode() == requirements
+    assert "app/requirements.txt" not in code.getnames() and "app/app.py" in code.getnames()
+    assert any(n.endswith("site-packages/otherdep/__init__.py") for n in deps.getnames())
+
+
 def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, registry):
     _, repo, first = small
     reg, name = repo.split("/", 1)
@@ -127,6 +149,7 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     assert not any(n.endswith(".pyc") for n in names)  # no bytecode: see modelship.appimage.deps
     modes = {x.name: x.mode for x in code.getmembers()}
     assert modes["app/app.py"] == 0o644 and modes["app/run.sh"] == 0o755 and modes["app"] == 0o755
+    assert "app/requirements.txt" in names and "app/requirements.txt" not in modes  # with the dependencies
 
 
 def _tar(data: bytes) -> tarfile.TarFile:

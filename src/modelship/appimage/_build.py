@@ -1,10 +1,11 @@
 """build(..., builder="registry"): the app image written straight into its registry, no Docker engine.
 
 Layers as Jib lays them, each changing less often than the next: the base image's (reused by digest,
-mounted or copied from its repository) → dependencies (the app user and /opt/venv with the wheels resolved for
-the base's interpreter and platform; changes when the requirements or the base change) → the app's code
-(/app; changes on every commit) → the model's layers with ``--model`` (the deterministic layers of
-``modelship.oci.layers``, as ``modelship assemble`` writes them). Every new layer is an uncompressed tar of
+mounted or copied from its repository) → dependencies (the app user, /opt/venv with the wheels resolved for
+the base's interpreter and platform, and the requirements file(s) at their place in /app; changes when the
+requirements or the base change) → the app's code (the rest of /app; changes on every commit) → the model's
+layers with ``--model`` (the deterministic layers of ``modelship.oci.layers``, as ``modelship assemble`` writes
+them). Every new layer is an uncompressed tar of
 sorted entries with fixed modes, owners and mtimes (``SOURCE_DATE_EPOCH``, else the commit time, else the
 epoch); the config says what the engine path's Dockerfile says (``imageconfig``). The image goes through the
 one image writer: only blobs the registry lacks are sent, then the manifest by digest, then the tags. A
@@ -34,7 +35,7 @@ from ..oci.remote import host_platform
 from ..oci.write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
 from ..uri import strip_secrets
 from .base import Base, platform_manifests, read_base
-from .deps import VENV, dependency_entries, wheel_summary
+from .deps import VENV, dependency_entries, requirement_files, wheel_summary
 from .imageconfig import build_time, created, image_config
 from .tree import folder_entries, ordered
 
@@ -181,7 +182,13 @@ def _plan(
     labels[OCI_CREATED] = when
     labels[MODEL_DIR_LABEL] = MODEL_DIR
     files = ctx.app_files(cfg.app_dir, skip=[model] if model else [], include=cfg.include, exclude=cfg.exclude)
-    code = Layer(f"app code: {APP_DIR}", ordered(folder_entries(cfg.app_dir, APP_DIR.lstrip("/"), files)), seconds)
+    listed = set(files)
+    reqs = [f for f in requirement_files(cfg.requirements, cfg.app_dir) if f in listed]  # in the deps layer
+    app = APP_DIR.lstrip("/")
+    code_files = [f for f in files if f not in reqs]
+    code = Layer(f"app code: {APP_DIR}", ordered(folder_entries(cfg.app_dir, app, code_files)), seconds)
+    req_entries = folder_entries(cfg.app_dir, app, reqs) if reqs else []
+    req_title = f", {', '.join(f'{APP_DIR}/{r}' for r in reqs)}" if reqs else ""
     model_plan: list[Layer] = []
     if model is not None and manifest is not None:
         _, model_plan = model_layers(model, image_model_dir=MODEL_DIR, manifest=manifest, signature=signature[0])
@@ -190,8 +197,8 @@ def _plan(
     for base in bases:
         wheel_dir = wheels_mod.wheelhouse(cfg.requirements, base.target, quiet=quiet)
         deps = Layer(
-            f"dependencies: app user, {VENV} with {wheel_summary(wheel_dir)}",
-            ordered(dependency_entries(wheel_dir, base.facts)),
+            f"dependencies: app user, {VENV} with {wheel_summary(wheel_dir)}{req_title}",
+            ordered([*dependency_entries(wheel_dir, base.facts), *req_entries]),
             seconds,
         )
         ours = [deps, code, *model_plan]

@@ -13,6 +13,10 @@ and a byte-identical layer on every machine.
 
 The installed tree is kept in the modelship cache under the hash of (wheelhouse, interpreter, format), so a
 code-only rebuild does not install again.
+
+The requirements file(s) the build used (the one given, and those it names with ``-r``/``-c``) go into this
+layer at their path under /app, not into the code layer: a requirements-only change sends this layer, the
+config and the manifest, and the code layer keeps its digest.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from .tree import DIR_MODE, FILE_MODE, folder_entries, parents
 VENV = "/opt/venv"
 FORMAT = "modelship-venv-v1"  # part of the cache key: change it when the installed layout changes
 MODEL_DIR_MODE = 0o555
+_INCLUDES = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)(?:\s+|=)(\S+)")
 
 
 def _installed(wheel_dir: Path, facts: BaseFacts) -> Path:
@@ -144,10 +150,30 @@ def _venv_entries(tree: Path) -> list[Entry]:
     return entries
 
 
+def requirement_files(requirements: Path | None, app_dir: Path) -> list[str]:
+    """The requirements file and every file it includes (``-r``/``-c``, recursively), as paths relative to
+    APP_DIR; files outside APP_DIR are not in the image (as with the engine builder) and are left out."""
+    out: list[str] = []
+    todo = [requirements] if requirements is not None else []
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop().resolve()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        with contextlib.suppress(ValueError):
+            out.append(path.relative_to(app_dir.resolve()).as_posix())
+        for line in path.read_text(errors="replace").splitlines():
+            m = _INCLUDES.match(line)
+            if m and "://" not in m.group(1):
+                todo.append(path.parent / m.group(1))
+    return sorted(out)
+
+
 def wheel_summary(wheel_dir: Path) -> str:
     """The resolved set, for the layer's history: ``name==version`` of each wheel."""
     names = sorted("==".join(w.name.split("-")[:2]) for w in wheel_dir.glob("*.whl"))
     return json.dumps(names)[:2000]
 
 
-__all__ = ["VENV", "dependency_entries", "wheel_summary"]
+__all__ = ["VENV", "dependency_entries", "requirement_files", "wheel_summary"]
