@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", "-q", action="store_true", help="no build log")
     allow_pickle(sp)
     verify_key(sp, "build only a --model whose model.sig is signed by one of these keys")
+    registry_login(sp)
 
     sp = add("push", cmd_push, "push an image to its registry and print the digest")
     sp.add_argument("image", metavar="IMAGE", help="REGISTRY/REPO:TAG, as built")

@@ -182,6 +182,8 @@ def cmd_build(a: argparse.Namespace) -> None:
         a.tag,
         quiet=a.quiet or a.json,
         verify_keys=a.verify_key,
+        username=a.username,
+        password=_registry_password(a),
         **_same(a, *options, "tag_model_version", "allow_unsafe_pickle", "builder", "platform"),
     )
     if a.builder == "registry":

@@ -297,6 +297,8 @@ def build(
     builder: str = "engine",
     platform: str | Sequence[str] | None = None,
     verify_keys: Sequence[str | Path] | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> BuiltImage | AppImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
 
@@ -304,7 +306,8 @@ def build(
     a registry); ``builder="registry"`` contacts no engine: it reads ``base_image`` from its registry, writes
     the image straight to the registry of ``tag`` and returns a :class:`modelship.appimage.AppImage` (its
     ``ref`` is digest-pinned); ``platform`` (e.g. ``linux/arm64``, or several) picks the platforms of a
-    multi-platform base. ``pull`` and ``docker_client`` are the engine's, a ``dockerfile`` too.
+    multi-platform base; ``username``/``password`` log in to the registries it reads and writes (default: the
+    docker config's, or ACR via Entra ID). ``pull`` and ``docker_client`` are the engine's, a ``dockerfile`` too.
 
     ``model_dir=None`` builds an app-only image: no model labels, an empty model dir that the image records
     (label ``io.modelship.model.dir``, env ``MODELSHIP_MODEL_DIR``), for ``modelship assemble`` to put a model
@@ -329,21 +332,16 @@ def build(
             app_dir, model_dir, tag, base_image=base_image, requirements=requirements, dockerfile=dockerfile,
             entrypoint=entrypoint, port=port, ready_path=ready_path, live_path=live_path,
             tag_model_version=tag_model_version, platform=platform, quiet=quiet,
-            allow_unsafe_pickle=allow_unsafe_pickle, verify_keys=verify_keys,
+            allow_unsafe_pickle=allow_unsafe_pickle, verify_keys=verify_keys, username=username, password=password,
         )  # fmt: skip
+    if username is not None or password is not None:
+        raise UsageError("--username/--password-stdin need --builder registry: the engine pulls with 'docker login'")
     if platform:
         raise UsageError("--platform needs --builder registry: the engine builder builds for the engine's platform")
     cfg = config_mod.resolve(
-        app_dir,
-        base_image=base_image,
-        requirements=requirements,
-        dockerfile=dockerfile,
-        entrypoint=entrypoint,
-        port=port,
-        ready_path=ready_path,
-        live_path=live_path,
-        tag_model_version=tag_model_version,
-    )
+        app_dir, base_image=base_image, requirements=requirements, dockerfile=dockerfile, entrypoint=entrypoint,
+        port=port, ready_path=ready_path, live_path=live_path, tag_model_version=tag_model_version,
+    )  # fmt: skip
     if cfg.requirements is None and cfg.dockerfile is None:
         log.warning(
             "no requirements file (APP_DIR/requirements.txt, --requirements or [tool.modelship] requirements): "
