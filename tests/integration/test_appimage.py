@@ -152,6 +152,28 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     assert "app/requirements.txt" in names and "app/requirements.txt" not in modes  # with the dependencies
 
 
+def test_podman_pulls_and_mounts_it(small):
+    """Another runtime's reading of the layers (podman run cannot set rlimits in this sandbox; the engine runs
+    it in test_appimage_parity): the files of both layers under /app, the venv's interpreter a link into the
+    base that resolves inside the image, the dependency installed, the app user's home."""
+    app, repo, _ = small
+    ref = f"{repo}:first"
+    run("podman", "pull", "-q", "--tls-verify=false", ref)
+    try:
+        root = Path(run("podman", "image", "mount", ref).stdout.strip())
+        try:
+            for rel in ("app.py", "run.sh", "requirements.txt"):
+                assert (root / "app" / rel).read_bytes() == (app / rel).read_bytes(), rel
+            interpreter = os.readlink(root / "opt/venv/bin/python")
+            assert interpreter.startswith("/usr/") and (root / interpreter.lstrip("/")).exists()
+            assert len(list(root.glob("opt/venv/lib/python3.*/site-packages/tinydep/__init__.py"))) == 1
+            assert (root / "home/app").stat().st_uid == 10001
+        finally:
+            run("podman", "image", "unmount", ref, check=False)
+    finally:
+        run("podman", "rmi", "-f", ref, check=False)
+
+
 def _tar(data: bytes) -> tarfile.TarFile:
     """A layer's tar, read from memory (nothing to close: no file behind it)."""
     return tarfile.TarFile(fileobj=io.BytesIO(data))
