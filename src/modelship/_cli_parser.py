@@ -23,6 +23,7 @@ from ._cli_verbs import (
     cmd_publish,
     cmd_push,
     cmd_resolve,
+    cmd_sign,
     cmd_sign_model,
     cmd_verify,
 )
@@ -332,9 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dst", metavar="DST", help="REGISTRY/REPO[:TAG] to write (no tag: SRC's tag)")
     registry_login(sp)
 
-    sp = add("verify", cmd_verify, "check a model folder against its modelship.json (sizes, sha256s, nothing else)")
-    sp.add_argument("target", metavar="DIR", help="a folder written by 'modelship fetch'")
-    sp.add_argument("--allow-extra", action="store_true", help="accept files its modelship.json does not list")
+    sp = add("sign", cmd_sign, "sign an image by digest, in cosign's format (a signature at its sha256-<hex>.sig tag)")
+    sp.add_argument("ref", metavar="REF@DIGEST", help="the image to sign, REGISTRY/REPO@sha256:…")
+    sp.add_argument("--key", required=True, metavar="KEY.pem", help="PEM EC P-256 private key (openssl ecparam)")
+    registry_login(sp)
+
+    verify_help = (
+        "check a model folder against its modelship.json (sizes, sha256s, nothing else), or an image's cosign "
+        "signature for exactly its digest (REF@DIGEST --key PUB.pem)"
+    )
+    sp = add("verify", cmd_verify, verify_help)
+    sp.add_argument(
+        "target", metavar="DIR|REF@DIGEST", help="a folder written by 'modelship fetch', or REGISTRY/REPO@sha256:…"
+    )
+    sp.add_argument("--allow-extra", action="store_true", help="DIR: accept files its modelship.json does not list")
+    sp.add_argument(
+        "--key", action="append", metavar="PUB.pem", help="REF@DIGEST: a PEM EC public key to accept (repeatable)"
+    )
+    registry_login(sp)
 
     prune_help = "remove cache entries not used lately (model folders keep their files)"
     sp = add_under("cache", "the local download cache", "prune", cmd_cache_prune, prune_help)

@@ -367,7 +367,37 @@ def cmd_probes_record(a: argparse.Namespace) -> None:
     emit(a, data, lambda: print(line, file=sys.stderr))
 
 
+def _print_signature(ref: str, s: Any) -> None:
+    """The line of an image signature written: where it is, and by which key."""
+    if s is not None:
+        how = "already there" if s.unchanged else f"now {s.signature_digest}"
+        print(f"signed {ref}: {s.signature} ({how}; key {s.signer})")
+
+
+def cmd_sign(a: argparse.Namespace) -> None:
+    from .trust.cosign import sign
+
+    r = sign(a.ref, a.key, username=a.username, password=_registry_password(a))
+    emit(a, r.to_dict(), lambda: _print_signature(r.ref, r.image_signature))
+
+
+def _is_image_target(a: argparse.Namespace) -> bool:
+    """``verify TARGET``: an image when TARGET is no folder and names a digest (or keys/a login were given)."""
+    from pathlib import Path
+
+    if Path(a.target).is_dir():
+        image_only = [o for o, v in (("--key", a.key), ("--username", a.username)) if v] + (
+            ["--password-stdin"] if a.password_stdin else []
+        )
+        if image_only:
+            raise UsageError(f"{a.target} is a folder: {', '.join(image_only)} apply to REF@DIGEST only")
+        return False
+    return "@" in a.target or bool(a.key)
+
+
 def cmd_verify(a: argparse.Namespace) -> None:
+    if _is_image_target(a):
+        return _verify_image(a)
     from ._verify import verify
 
     r = verify(a.target, allow_extra=a.allow_extra)
@@ -379,6 +409,15 @@ def cmd_verify(a: argparse.Namespace) -> None:
     emit(a, r.to_dict(), human)
     if not r.ok:
         raise ModelshipError(r.problem() or "")
+
+
+def _verify_image(a: argparse.Namespace) -> None:
+    from .trust.cosign import verify
+
+    if a.allow_extra:
+        raise UsageError("--allow-extra applies to a model folder, not to REF@DIGEST")
+    r = verify(a.target, a.key or [], username=a.username, password=_registry_password(a))
+    emit(a, r.to_dict(), lambda: print(f"verified {r.ref}: signed by {r.signer} ({r.signature})"))
 
 
 def cmd_deploy_render(a: argparse.Namespace) -> None:

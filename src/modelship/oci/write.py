@@ -127,7 +127,7 @@ def image(
     *,
     annotations: dict[str, str] | None = None,
     artifact_type: str | None = None,
-    subject: Image | None = None,
+    subject: Document | None = None,
 ) -> Image:
     """An OCI image manifest over ``config`` and ``layers``; ``subject`` makes it a referrer of that image."""
     manifest: dict[str, Any] = {
@@ -152,7 +152,7 @@ def index(images: Sequence[tuple[Image, dict[str, Any] | None]], *, annotations:
     return Index(data, tuple(i for i, _ in images))
 
 
-def descriptor(item: Image | Index) -> dict[str, Any]:
+def descriptor(item: Document) -> dict[str, Any]:
     """``{mediaType, digest, size}`` of a manifest."""
     return {"mediaType": item.media_type, "digest": item.digest, "size": len(item.data)}
 
