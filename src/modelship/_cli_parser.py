@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     allow_pickle(sp)
     registry_login(sp)
 
+    def image_sign_key(sp: argparse.ArgumentParser, when: str) -> None:
+        sp.add_argument(
+            "--sign-key",
+            metavar="KEY.pem",
+            help=f"sign the image's digest in cosign's format with this PEM EC P-256 private key, {when} "
+            "(a signature at its sha256-<hex>.sig tag; 'modelship verify REF@DIGEST --key PUB.pem' checks it)",
+        )
+
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--version", dest="version", help="pin this version instead of the latest")
         sp.add_argument("--pre", action="store_true", help="let 'latest' be a pre-release")
@@ -296,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--username", "-u")
     sp.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
     sp.add_argument("--quiet", "-q", action="store_true", help="no push progress")
+    image_sign_key(sp, "once pushed")
 
     sp = add("inspect", cmd_inspect, "show an image's model and provenance labels (local or in a registry)")
     sp.add_argument("image", metavar="IMAGE", help="a local image, or REGISTRY/REPO:TAG or @sha256:… in a registry")
@@ -315,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
     allow_pickle(sp)
     verify_key(sp, "assemble only a --model whose model.sig is signed by one of these keys")
+    image_sign_key(sp, "before the tag moves")
     registry_login(sp)
 
     sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")
@@ -322,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
     )
+    image_sign_key(sp, "before any tag moves")
     registry_login(sp)
 
     sp = add("ls", cmd_ls, "list a repository's tags with their digests and, for model images, model versions")

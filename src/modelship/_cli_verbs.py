@@ -237,8 +237,13 @@ def _built_in_registry(a: argparse.Namespace, img: Any) -> None:
 def cmd_push(a: argparse.Namespace) -> None:
     from .image import push
 
-    r = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json)
-    emit(a, r.to_dict(), lambda: print(f"pushed {r.image} {r.image_digest}"))
+    r = push(a.image, username=a.username, password=_registry_password(a), quiet=a.quiet or a.json, sign_key=a.sign_key)
+
+    def human() -> None:
+        print(f"pushed {r.image} {r.image_digest}")
+        _print_signature(r.ref, r.image_signature)
+
+    emit(a, r.to_dict(), human)
 
 
 def cmd_inspect(a: argparse.Namespace) -> None:
@@ -291,6 +296,7 @@ def cmd_assemble(a: argparse.Namespace) -> None:
         quiet=a.json,
         allow_unsafe_pickle=a.allow_unsafe_pickle,
         verify_keys=a.verify_key,
+        sign_key=a.sign_key,
     )
     data = r.to_dict()
 
@@ -300,6 +306,7 @@ def cmd_assemble(a: argparse.Namespace) -> None:
         if r.model.get("signer"):
             model += f", signed by {r.model['signer']}"
         print(f"assembled {r.image} {r.image_digest} ({how}; app {r.app_ref}, model {model})")
+        _print_signature(r.ref, r.image_signature)
 
     emit(a, data, human)
 
@@ -307,10 +314,11 @@ def cmd_assemble(a: argparse.Namespace) -> None:
 def cmd_promote(a: argparse.Namespace) -> None:
     from .oci._promote import promote
 
-    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a))
+    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a), sign_key=a.sign_key)
     data = r.to_dict()
 
     def human() -> None:
+        _print_signature(r.ref, r.image_signature)
         for t in r.tags:
             print(f"promoted {t} -> {r.image_digest}")
 
@@ -368,7 +376,7 @@ def cmd_probes_record(a: argparse.Namespace) -> None:
 
 
 def _print_signature(ref: str, s: Any) -> None:
-    """The line of an image signature written: where it is, and by which key."""
+    """The line of an image signature written (sign; --sign-key of assemble, push, promote): where, which key."""
     if s is not None:
         how = "already there" if s.unchanged else f"now {s.signature_digest}"
         print(f"signed {ref}: {s.signature} ({how}; key {s.signer})")

@@ -1,7 +1,7 @@
 """verify(): check a target against what modelship recorded for it. Today the target is a model folder and the
 record its ``modelship.json``: every listed file is there, a regular file inside the folder, with its size and
-sha256; nothing is missing; nothing unlisted is there (unless allowed). Image references and their signatures
-are the next kinds of target (the same verb: ``modelship verify TARGET``).
+sha256; nothing is missing; nothing unlisted is there (unless allowed). An image reference (``REF@DIGEST``) is
+the verb's other kind of target: its cosign signature, checked by ``modelship.trust.cosign.verify``.
 """
 
 from __future__ import annotations

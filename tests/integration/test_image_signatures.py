@@ -6,6 +6,7 @@ reader also signs as cosign does, and ``modelship verify`` judges it: both direc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -13,7 +14,10 @@ import pytest
 
 from support import cosign_reader as reader
 from support.cli import run_cli
-from support.modelimage import OCI_CONFIG, push_blob, push_manifest, unique_repo
+from support.engine import build_from_files
+from support.modelimage import OCI_CONFIG, file_member, push_blob, push_manifest, tar_layer, unique_repo
+from support.models import make_model
+from support.oci import tag_digest
 from support.oms import keypair
 
 pytestmark = pytest.mark.docker
@@ -98,3 +102,81 @@ def test_a_signature_written_as_cosign_does_is_verified_and_forgeries_are_refuse
     assert run_cli("sign", ref, "--key", str(other)).returncode == 0
     assert reader.verified_by(registry, repo, digest, team_pub) == 1
     assert reader.verified_by(registry, repo, digest, other_pub) == 1
+
+
+def _app(registry: str, repo: str) -> str:
+    """An app image with one (tar) layer, pushed with plain HTTP: REGISTRY/REPO:app."""
+    layer = tar_layer([file_member("app/main.py", b"print('app')\n")])
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]}}
+    ).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(registry, repo, config), "size": len(config)},
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": push_blob(registry, repo, layer),
+                "size": len(layer),
+            }
+        ],
+    }
+    push_manifest(registry, repo, "app", manifest)
+    return f"{registry}/{repo}:app"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_assemble_and_promote_with_sign_key_sign_the_digest_before_the_tag_moves(registry, keys, tmp_path):
+    (team, team_pub), (other, other_pub) = keys
+    repo = unique_repo("sign/iris")
+    app = _app(registry, repo)
+    model = make_model(tmp_path / "model", {"weights.bin": 4096, "config.json": b"{}"}, uri="az://a/m", version="1.0")
+    argv = ["assemble", app, "--model", str(model), "--tag", f"{registry}/{repo}:candidate", "--json"]
+    first = run_cli(*argv, "--sign-key", str(team))
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    digest = out["image_digest"]
+    assert out["image_signature"]["signature"] == f"{registry}/{repo}:{reader.sig_tag(digest)}"
+    assert tag_digest(registry, repo, "candidate") == digest
+    assert reader.verified_by(registry, repo, digest, team_pub) == 1
+    again = json.loads(run_cli(*argv, "--sign-key", str(team)).stdout)
+    assert again["unchanged"] and again["image_signature"]["unchanged"]
+    assert len(reader.read_signatures(registry, repo, digest)) == 1
+
+    promoted = run_cli("promote", out["ref"], "--tag", "stable", "--sign-key", str(other), "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["image_signature"]["signer"].startswith("sha256:")
+    assert tag_digest(registry, repo, "stable") == digest
+    assert reader.verified_by(registry, repo, digest, team_pub) == 1
+    assert reader.verified_by(registry, repo, digest, other_pub) == 1
+    code, text = _verify(out["ref"], other_pub)
+    assert code == 0, text
+
+    # a sign key that is no key: refused before anything is written, the tag stays where it was
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello\n")
+    refused = run_cli("promote", out["ref"], "--tag", "broken", "--sign-key", str(not_a_key))
+    assert refused.returncode == 2 and "not a PEM private key" in refused.stderr
+    assert tag_digest(registry, repo, "broken") is None
+
+
+def test_push_with_sign_key_signs_what_the_engine_pushed(registry, keys, docker_client):
+    (team, team_pub), _ = keys
+    repo = unique_repo("sign/pushed")
+    tag = build_from_files(
+        docker_client, f"{registry}/{repo}:1", {"Dockerfile": "FROM scratch\nCOPY x /x\n", "x": repo}
+    )
+    try:
+        r = run_cli("push", tag, "--sign-key", str(team), "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["image_signature"]["signature"] == f"{registry}/{repo}:{reader.sig_tag(out['image_digest'])}"
+        assert reader.verified_by(registry, repo, out["image_digest"], team_pub) == 1
+        code, text = _verify(out["ref"], team_pub)
+        assert code == 0, text
+    finally:
+        docker_client.images.remove(tag, force=True)

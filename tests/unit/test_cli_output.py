@@ -138,6 +138,11 @@ def test_push_and_assemble_results_use_the_glossarys_names():
 
     digest = "sha256:" + "3" * 64
     pushed = PushResult(image="reg:5000/app:1", image_digest=digest, ref=f"reg:5000/app@{digest}")
-    assert pushed.to_dict() == {"image": "reg:5000/app:1", "image_digest": digest, "ref": f"reg:5000/app@{digest}"}
+    assert pushed.to_dict() == {
+        "image": "reg:5000/app:1",
+        "image_digest": digest,
+        "ref": f"reg:5000/app@{digest}",
+        "image_signature": None,  # with --sign-key: the image's cosign signature (docs/trust.md)
+    }
     fields = set(AssembleResult.__dataclass_fields__)
     assert {"image", "image_digest", "ref", "app_ref"} <= fields and not {"digest", "pinned", "base"} & fields

@@ -196,6 +196,21 @@ def test_cli_sign_and_verify_an_image_and_a_folder_still(capsys, tmp_path, keys)
     assert rc == 2 and "is a folder" in err
 
 
+@pytest.mark.parametrize("verb", ["promote", "push", "assemble"])
+def test_a_sign_key_that_is_no_key_is_refused_before_anything_else(capsys, tmp_path, verb):
+    """Exit 2 naming the file: nothing was pushed, assembled or tagged (127.0.0.1:9 answers nothing, and no
+    model folder or engine is there: any step taken before the key was read would fail otherwise)."""
+    bad = tmp_path / "notes.pem"
+    bad.write_text("not a key\n")
+    argv = {
+        "promote": ["promote", f"127.0.0.1:9/team/app@sha256:{'ab' * 32}", "--tag", "stable"],
+        "push": ["push", "127.0.0.1:9/team/app:1"],
+        "assemble": ["assemble", "127.0.0.1:9/team/app:1", "--model", str(tmp_path / "none"), "--tag", "x/y:1"],
+    }[verb]
+    rc, _, err = run_in_process(capsys, *argv, "--sign-key", str(bad))
+    assert rc == 2 and f"{bad}: not a PEM private key" in err, err
+
+
 def test_a_sig_tag_that_holds_something_else_is_not_overwritten(keys):
     (private, public), _ = keys
     with referrers_registry(referrers_api=False) as (addr, handler):

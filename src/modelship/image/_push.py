@@ -6,7 +6,8 @@ import logging
 import random
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import progress
 from .._docker import docker_host, engine, unreachable
@@ -16,6 +17,9 @@ from ..oci.auth import Credentials, login
 from ..oci.reference import Reference, base_url, parse_reference, pinned, split_tag
 from ..oci.registry import RegistryClient
 from ..uri import redact
+
+if TYPE_CHECKING:
+    from ..trust.cosign import ImageSignature
 
 log = logging.getLogger("modelship")
 
@@ -39,6 +43,7 @@ class PushResult:
     image: str  # REGISTRY/REPO:TAG pushed
     image_digest: str  # the registry's manifest digest, sha256:…
     ref: str  # REGISTRY/REPO@sha256:…: what to test, promote and deploy
+    image_signature: ImageSignature | None = None  # with a sign key: the pushed digest's cosign signature
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,12 +106,15 @@ def push(
     password: str | None = None,
     quiet: bool = True,
     docker_client=None,
+    sign_key: str | Path | None = None,
 ) -> PushResult:
     """Push IMAGE[:TAG] to its registry; returns the tag pushed, its manifest digest and the pinned ``ref``.
 
     Quiet by default, as a library call should be; ``quiet=False`` shows progress on stderr (the CLI does).
 
     A transient registry failure (5xx, reset, timeout, damaged upload) gets up to PUSH_ATTEMPTS whole pushes.
+    ``sign_key``: a PEM EC P-256 private key (read before the push) that signs the pushed digest in cosign's
+    format (modelship.trust.cosign; the engine has moved the tag by then).
     """
     import docker.errors
     import requests
@@ -114,6 +122,11 @@ def push(
     ref = parse_reference(image)
     if ref.reference.startswith("sha256:"):
         raise UsageError(f"cannot push {image}: give a tag, not a digest")
+    key = None
+    if sign_key is not None:
+        from ..trust.cosign import load_sign_key
+
+        key = load_sign_key(sign_key)
     creds = login(username, password)
     repo, tag = split_tag(image)
     name = f"{repo}:{tag}"
@@ -190,4 +203,11 @@ def push(
         digest = retrying(
             f"push of {name}", lambda: attempt(client), retry_on=(_PushRetry,), on_retry=announce, budget=budget
         )
-    return PushResult(image=name, image_digest=digest, ref=pinned(name, digest))  # the CLI prints it once
+    signature = None
+    if key is not None:
+        from ..trust.cosign import sign_image
+
+        with RegistryClient(ref.registry, creds) as registry:
+            signature = sign_image(registry, ref.with_digest(digest), key)
+    # the CLI prints it once
+    return PushResult(image=name, image_digest=digest, ref=pinned(name, digest), image_signature=signature)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conventions import (
     EPOCH,
@@ -44,7 +44,12 @@ from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, layer_digests, model_la
 from .reference import Reference, parse_reference
 from .registry import CHUNK, DOCKER_TO_OCI_LAYER, INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST, Fetched, RegistryClient
 from .remote import platform_of
-from .write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
+from .write import Blob, Image, Index, RemoteBlob, Writer, blob, dumps, image, index
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ..trust.cosign import ImageSignature
 
 log = logging.getLogger("modelship")
 
@@ -80,6 +85,7 @@ class AssembleResult:
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
     model: dict[str, Any] = field(default_factory=dict)
+    image_signature: ImageSignature | None = None  # with a sign key: the image's cosign signature
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` view."""
@@ -251,6 +257,7 @@ def assemble(
     azure_credential: Any = None,
     allow_unsafe_pickle: Sequence[str | Path] = (),
     verify_keys: Sequence[str | Path] | None = None,
+    sign_key: str | Path | None = None,
 ) -> AssembleResult:
     """Append the model in ``model_dir`` (a ``modelship fetch`` folder) to ``app_image`` and write it as ``image``.
 
@@ -263,13 +270,19 @@ def assemble(
     ``verify_keys``: PEM public keys (None: MODELSHIP_VERIFY_KEYS); with any, ``model_dir``'s ``model.sig``
     must verify against one of them over its files' sha256s before any registry is contacted
     (SignatureError), and the image gets the label ``io.modelship.model.signer``. A ``model.sig`` goes into
-    the image's model dir either way.
+    the image's model dir either way. ``sign_key``: a PEM EC P-256 private key (read first) that signs the
+    image in cosign's format (modelship.trust.cosign) after its manifests are written and before its tag moves.
     """
     app = parse_reference(app_image)
     target = parse_reference(image)
     if target.digest:
         raise UsageError(f"--tag {image}: give a tag to write, not a digest")
     target = target.with_tag(target.tag or "latest")
+    key = None
+    if sign_key is not None:  # a usage error, so before the model is read
+        from ..trust.cosign import load_sign_key
+
+        key = load_sign_key(sign_key)
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
     from ..trust.check import image_model  # not at import: `import modelship` stays light (no cryptography)
@@ -281,7 +294,7 @@ def assemble(
     src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)
     try:
         return _assemble(
-            app, target, src, dst, model_path, manifest, signed, platform, image_model_dir, large_file, quiet
+            app, target, src, dst, model_path, manifest, signed, platform, image_model_dir, large_file, quiet, key
         )
     finally:
         dst.close()
@@ -301,6 +314,7 @@ def _assemble(
     image_model_dir: str | None,
     large_file: int,
     quiet: bool,
+    key: ec.EllipticCurvePrivateKey | None,
 ) -> AssembleResult:
     top = src.get_manifest(app.repository, app.reference)
     if top.media_type not in MANIFEST_TYPES + INDEX_TYPES:
@@ -332,13 +346,29 @@ def _assemble(
     model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
     tag = target.tag or "latest"
     if dst.head_manifest(target.repository, tag) == new.digest:
-        return _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest, signed.signer)
-    w = write(dst, target.repository, new, tag, title=f"assemble {target}", show=False if quiet else None)
+        done = _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest, signed.signer)
+        return replace(done, image_signature=_sign(dst, target, new, key))
+    w = Writer(dst, target.repository, title=f"assemble {target}", show=False if quiet else None)
+    w.upload(new)
+    w.put(new)
+    signature = _sign(dst, target, new, key)  # before the tag moves: it never points at an unsigned image
+    w.tag(new, tag)
     uploaded = {d for d, n in w.sent.items() if n}
     # the caller says what happened (the CLI prints it once): a library call prints nothing
-    return _result(
+    done = _result(
         target, new, app, top, platforms, model_layers_out, uploaded, w.uploaded_bytes, False, manifest, signed.signer
     )
+    return replace(done, image_signature=signature)
+
+
+def _sign(
+    client: RegistryClient, target: Reference, new: Image | Index, key: ec.EllipticCurvePrivateKey | None
+) -> ImageSignature | None:
+    if key is None:
+        return None
+    from ..trust.cosign import sign_image
+
+    return sign_image(client, target.with_digest(new.digest), key)
 
 
 def _result(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelshipError, UsageError
 from .auth import login
@@ -12,15 +13,25 @@ from .reference import check_tag, parse_reference
 from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient
 from .write import Writer
 
+if TYPE_CHECKING:
+    from ..trust.cosign import ImageSignature
+
 
 @dataclass(frozen=True)
 class PromoteResult:
     ref: str  # REGISTRY/REPO@DIGEST
     image_digest: str
     tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to image_digest
+    image_signature: ImageSignature | None = None  # with a sign key: the digest's cosign signature
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "image_digest": self.image_digest, "tags": list(self.tags)}
+        signature = self.image_signature.to_dict() if self.image_signature else None
+        return {
+            "ref": self.ref,
+            "image_digest": self.image_digest,
+            "tags": list(self.tags),
+            "image_signature": signature,
+        }
 
 
 def promote(
@@ -31,10 +42,12 @@ def promote(
     password: str | None = None,
     timeout: float | None = None,
     azure_credential: Any = None,
+    sign_key: str | Path | None = None,
 ) -> PromoteResult:
     """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag, no blob moves), then verify it.
 
-    A tag is ``TAG`` (same repository) or ``REGISTRY/REPO:TAG`` of the same repository.
+    A tag is ``TAG`` (same repository) or ``REGISTRY/REPO:TAG`` of the same repository. ``sign_key``: a PEM EC
+    P-256 private key (read first) that signs the digest in cosign's format before any tag moves.
     """
     r = parse_reference(ref)
     if not r.digest:
@@ -50,17 +63,27 @@ def promote(
             wanted.append(other.tag)
         else:
             wanted.append(check_tag(t))
+    key = None
+    if sign_key is not None:
+        from ..trust.cosign import load_sign_key
+
+        key = load_sign_key(sign_key)
     creds = login(username, password)
     with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         got = client.get_manifest(r.repository, r.digest)
         if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             raise ModelshipError(f"{ref} is not an image ({got.media_type})")
+        signature = None
+        if key is not None:
+            from ..trust.cosign import sign_image
+
+            signature = sign_image(client, r, key)
         writer = Writer(client, r.repository)
         done = []
         for t in dict.fromkeys(wanted):
             writer.tag(got, t)
             done.append(f"{r.name}:{t}")
-    return PromoteResult(f"{r.name}@{r.digest}", r.digest, tuple(done))
+    return PromoteResult(f"{r.name}@{r.digest}", r.digest, tuple(done), signature)
 
 
 __all__ = ["PromoteResult", "promote"]
