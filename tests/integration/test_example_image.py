@@ -149,7 +149,7 @@ def test_the_pushed_digest_renders_valid_pinned_manifests(iris_image, registry, 
     client = docker.from_env()
     try:
         client.images.get(tag).tag(remote)
-        digest = modelship.push(remote, quiet=True)
+        digest = modelship.push(remote, quiet=True).image_digest
     finally:
         client.images.remove(remote)
         client.close()

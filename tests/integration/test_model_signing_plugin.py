@@ -64,7 +64,13 @@ def _run(pytester, image: str, *args: str):
 def _failure_lines(result) -> list[str]:
     out = result.stdout.lines
     start = next(i for i, line in enumerate(out) if "image check model_signature failed" in line)
-    return [line for line in out[start + 1 :] if line.startswith("  - ")]
+    # the failure's own block: with CI set, pytest's short summary repeats the whole message further down
+    block = []
+    for line in out[start + 1 :]:
+        if not line.startswith("  - "):
+            break
+        block.append(line)
+    return block
 
 
 def test_a_signed_model_passes(pytester, images):

@@ -140,3 +140,26 @@ def test_a_library_call_prints_nothing(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=60)
     assert (r.stdout, r.stderr) == ("UnsafePickleError\n", "")
+
+
+def test_raw_weights_that_start_with_an_opcode_byte_pass(tmp_path):
+    # a quarter of random byte strings start with a pickle opcode; raw float weights are such bytes, and a
+    # model of 16 random shards was refused as "its pickle cannot be followed" (test_build_log caught it)
+    import random
+
+    rng = random.Random(7)
+    opcode_first = [b for b in (rng.randbytes(4096) for _ in range(2000)) if b[0] in pickles._OPCODES][:300]
+    assert len(opcode_first) == 300
+    for i, data in enumerate(opcode_first):
+        assert _scan(tmp_path, f"shard-{i:03d}.bin", data) == [], data[:16]
+
+
+def test_what_picklescan_cannot_follow_is_refused_when_it_is_a_pickle(tmp_path):
+    # a protocol 2-5 header says pickle: a stream picklescan gives up on is refused, not waved through
+    with pytest.raises(UnsafePickleError, match="cannot be followed"):
+        _scan(tmp_path, "weights.bin", b"\x80\x04\x93" + b"\xff" * 64)
+    # the same opcode without the header, as raw bytes have it: no pickle, nothing imported
+    assert _scan(tmp_path, "weights.bin", b"\x93" + b"\xff" * 64) == []
+    # a protocol 0 pickle broken after it imported and called os.system: what pickle.load ran is found
+    payload = b"cos\nsystem\n(S'touch /nonexistent/m'\ntR" + b"\xff\xfe junk"
+    assert _scan(tmp_path, "weights.bin", payload) == [("weights.bin", "os.system")]

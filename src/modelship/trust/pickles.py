@@ -21,7 +21,9 @@ name only confirms a safe format:
 - gzip, bz2, xz, lzma or zlib (what ``joblib.dump(compress=...)`` writes): decompressed as it is read, and
   sniffed again;
 - a first byte that is a pickle opcode (``\\x80`` + protocol, or protocol 0/1's ``(``, ``c``, ``}``, ...): scanned
-  as a sequence of pickles (plain pickle, joblib, the legacy PyTorch format);
+  as a sequence of pickles (plain pickle, joblib, the legacy PyTorch format). A stream picklescan cannot follow
+  is refused when it has a protocol 2-5 header or imports and calls something before it breaks; raw weights
+  that only start with an opcode byte (about a quarter of random bytes do) break at once and pass;
 - anything else (ONNX's protobuf, JSON, text): its first byte is no pickle opcode, so ``pickle.load`` refuses it
   at once; not read further.
 
@@ -189,12 +191,41 @@ def _npy_objects(f: IO[bytes]) -> bool:
     return objects(descr)
 
 
+_IMPORTS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+_CALLS = frozenset({"REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+
+
+def _could_run_code(f: IO[bytes]) -> bool:
+    """Whether a stream picklescan could not follow is a pickle to refuse: a protocol 2-5 header, or opcodes that
+    import a callable and then call something before the stream breaks (what ``pickle.load`` runs before it
+    fails). Raw weights that merely start with an opcode byte break at once, having imported nothing."""
+    try:
+        f.seek(0)
+        head = f.read(2)
+        f.seek(0)
+    except (OSError, ValueError):
+        return True  # cannot look again: refuse, as before
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    imported = False
+    try:
+        for op, _, _ in pickletools.genops(f):
+            imported = imported or op.name in _IMPORTS
+            if imported and op.name in _CALLS:
+                return True
+    except Exception:  # noqa: BLE001, S110 - where the stream breaks: what came before is all it could run
+        pass
+    return False
+
+
 def _dangerous(f: IO[bytes], where: str) -> Iterator[tuple[str, str]]:
     from picklescan.scanner import SafetyLevel, scan_pickle_bytes  # imported on use: the CLI starts fast
 
     try:
         result = scan_pickle_bytes(f, where)
     except Exception as e:  # noqa: BLE001 - a stream picklescan cannot follow may still unpickle: refuse it
+        if not _could_run_code(f):
+            return  # raw bytes that start with an opcode byte (a quarter of all weight files): no pickle
         raise _Unscannable(f"its pickle cannot be followed ({e})") from None
     for g in result.globals:
         if g.safety == SafetyLevel.Dangerous:
