@@ -182,8 +182,15 @@ def test_ctrl_c_mid_gate_leaves_no_container(pytester, own, docker_client):
     proc = popen_pytest(pytester, "--modelship-image", own["slow"], "--modelship-baseline", own["v1"])
 
     def probes_flow() -> bool:
-        found = containers_of(docker_client, own["slow"])
-        return bool(found) and "POST /predict" in docker_client.containers.get(found[0].id).logs().decode()
+        import docker.errors
+
+        for c in containers_of(docker_client, own["slow"]):
+            try:
+                if "POST /predict" in docker_client.containers.get(c.id).logs().decode():
+                    return True
+            except docker.errors.NotFound:  # listed, then removed before its logs were read: not this one
+                continue
+        return False
 
     try:
         wait_for(probes_flow, 60, "the gate to send its probes")

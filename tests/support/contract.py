@@ -130,6 +130,25 @@ class StoreContract:
         modelship.fetch(uri, tmp_path / "dest", progress=False)
         assert tree_sha(tmp_path / "dest") == tree_sha(src)
 
+    def test_signed_versions_verify_and_a_strangers_newer_one_is_skipped_for_latest(self, store, tmp_path):
+        from modelship.errors import SignatureError
+
+        from .oms import keypair, reference_verify
+
+        team, team_pub = keypair(tmp_path, "team")
+        stranger, _ = keypair(tmp_path, "stranger")
+        uri = store.uri()
+        good = _model(tmp_path, "1.0.0")
+        modelship.publish(good, uri, version="1.0.0", sign_key=team, progress=False)
+        modelship.publish(_model(tmp_path, "2.0.0"), uri, version="2.0.0", sign_key=stranger, progress=False)
+        got = modelship.fetch(uri, tmp_path / "dest", verify_keys=[team_pub], progress=False)
+        assert got.version == "1.0.0" and [(s.version, s.reason) for s in got.skipped] == [("2.0.0", "unknown key")]
+        assert reference_verify(tmp_path / "dest" / "model.sig", team_pub, tmp_path / "dest").returncode == 0
+        before = snapshot(tmp_path / "dest")
+        with pytest.raises(SignatureError):
+            modelship.fetch(uri, tmp_path / "dest", version="2.0.0", verify_keys=[team_pub], progress=False)
+        assert snapshot(tmp_path / "dest") == before  # refused: nothing installed
+
 
 class FolderStoreContract:
     """Stores that keep a version as a folder of objects, which a publish fills one by one (not ``oci://``,
