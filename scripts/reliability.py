@@ -170,7 +170,7 @@ def render(recs: list[dict], tables: dict[str, list[dict]], runs: int, rc: int, 
         "real tmpfs mounts, real signals to a real `modelship fetch` process — and check every run against that",
         "promise. Fault positions are random but seeded: the seed is in the test id, so any run replays exactly",
         "(`pytest 'tests/reliability/test_faults_fetch.py::test_fetch_under_faults[azure-reset-seed7]'`). "
-        "`make test` runs each cell 3 times; this report ran each cell "
+        "`make test` runs each cell twice; this report ran each cell "
         f"{runs} times.",
         "",
         "## Totals",

@@ -152,3 +152,9 @@ def moto_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
 def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
     """Each test gets its own modelship cache, so cache hits are the test's own doing."""
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (a minute or two each: the demo, the secrets flow, cancelled builds) first, the
+    rest in their order: xdist hands them out before the many short ones, so no worker ends with a long tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

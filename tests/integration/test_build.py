@@ -22,6 +22,7 @@ def _name() -> str:
     return f"modelship-test/build-{uuid.uuid4().hex[:10]}"
 
 
+@pytest.mark.slow
 def test_layer_order_contract(tmp_path, docker_client, base_image, image_tags):
     """code-only change: only the code layer is new; model-only: deps reused; requirements: all after setup new."""
     wheels = tmp_path / "wheels"

@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 import docker.errors
+import pytest
 import requests
 
 import modelship
 from support import ROOT
 
 
+@pytest.mark.slow
 def test_demo_story_end_to_end(tmp_path, testbed, registry, docker_client, base_image):
     env = {
         **os.environ,

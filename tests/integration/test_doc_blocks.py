@@ -54,6 +54,7 @@ def _workspace(tmp_path: Path, doc: Path, trained: Path) -> Path:
     return work
 
 
+@pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.azurite
 @pytest.mark.parametrize("doc", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])

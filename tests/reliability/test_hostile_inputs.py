@@ -628,6 +628,7 @@ def _limit_fds() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))  # the usual default on CI agents
 
 
+@pytest.mark.slow
 def test_ten_thousand_tiny_files(tmp_path):
     """10,000 files of a few bytes, published and fetched by the CLI in a process limited to 1024 descriptors.
 

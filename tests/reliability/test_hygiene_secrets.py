@@ -117,6 +117,7 @@ class Flow:
         return proc
 
 
+@pytest.mark.slow
 def test_demo_flow_leaks_no_secret_anywhere(
     tmp_path, docker_client, base_image, azurite_connection_string, blob_service, monkeypatch
 ):
