@@ -1,4 +1,5 @@
-"""The app image from wheels, no engine: ``build(..., builder="registry")`` writes it straight into a registry.
+"""The app image from wheels, no engine: ``build(..., builder="registry")`` writes it straight into a registry
+(``build_in_registry``, given what ``modelship.image``'s ``build`` resolved for both builders).
 
 Modules, one job each: ``base`` (the base image read from its registry: platform, config, what its files say),
 ``deps`` (the dependencies layer: the app user and /opt/venv with the wheels installed by ``installer``),
@@ -8,6 +9,6 @@ would give), and ``_build`` (the plan and its write through the one image writer
 
 from __future__ import annotations
 
-from ._build import AppImage, AppLayer, build
+from ._build import AppImage, AppLayer, build_in_registry
 
-__all__ = ["AppImage", "AppLayer", "build"]
+__all__ = ["AppImage", "AppLayer", "build_in_registry"]

@@ -15,7 +15,7 @@ multi-platform base gives an index of the platforms asked for.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,11 @@ from ..oci.reference import Reference, parse_reference
 from ..oci.registry import DOCKER_TO_OCI_LAYER, RegistryClient
 from ..oci.remote import host_platform
 from ..oci.write import Blob, Image, Index, RemoteBlob, blob, dumps, image, index, write
-from ..uri import strip_secrets
 from .base import Base, platform_manifests, read_base
 from .deps import VENV, dependency_entries, requirement_files, wheel_summary
 from .imageconfig import build_time, created, image_config
 from .tree import folder_entries, ordered
 
-GUNICORN_CONTROL_SOCKET = "25.1"  # as image/_build.py: gunicorn >= 25.1 has --no-control-socket
 BASE_DIGEST, BASE_NAME = f"{OCI}.base.digest", f"{OCI}.base.name"
 
 
@@ -75,17 +73,6 @@ class AppImage:
         return d
 
 
-def _command(cfg: config_mod.BuildConfig, wheel_dir: Path) -> tuple[str, ...]:
-    assert cfg.entrypoint is not None
-    if not cfg.default_entrypoint:
-        return cfg.entrypoint
-    from packaging.version import Version
-
-    version = wheels_mod.wheel_version(wheel_dir, "gunicorn")
-    flag = version is not None and version >= Version(GUNICORN_CONTROL_SOCKET)
-    return config_mod.default_command(cfg.port, control_socket_flag=flag)
-
-
 def _targets(tags: Sequence[str]) -> list[Reference]:
     out = []
     for t in tags:
@@ -96,53 +83,21 @@ def _targets(tags: Sequence[str]) -> list[Reference]:
     return out
 
 
-def build(
-    app_dir: str | Path,
-    model_dir: str | Path | None,
-    tag: str | Sequence[str],
+def build_in_registry(
+    cfg: config_mod.BuildConfig,
+    model: Path | None,
+    manifest: Manifest | None,
+    signature: tuple[bytes | None, str | None],
+    tags: list[str],
     *,
-    base_image: str | None = None,
-    requirements: str | Path | None = None,
-    dockerfile: str | Path | None = None,
-    entrypoint: str | None = None,
-    port: int | None = None,
-    ready_path: str | None = None,
-    live_path: str | None = None,
-    tag_model_version: bool = False,
     platform: str | Sequence[str] | None = None,
     username: str | None = None,
     password: str | None = None,
     quiet: bool = True,
-    allow_unsafe_pickle: Sequence[str | Path] = (),
-    verify_keys: Sequence[str | Path] | None = None,
 ) -> AppImage:
-    """Build APP_DIR (+ the model in MODEL_DIR) onto ``base_image`` and write it to the registry of ``tag``;
-    ``verify_keys`` as for the engine builder (model.sig checked before any registry is contacted)."""
-    from ..image._build import model_version_tag, normalise_tags
-
-    cfg = config_mod.resolve(
-        app_dir, base_image=base_image, requirements=requirements, dockerfile=dockerfile, entrypoint=entrypoint,
-        port=port, ready_path=ready_path, live_path=live_path, tag_model_version=tag_model_version,
-    )  # fmt: skip
-    if cfg.dockerfile is not None:
-        raise UsageError(
-            "a Dockerfile needs the engine builder (--builder engine): the registry builder runs no build steps, "
-            "it writes the image from the resolved wheels and the app's files"
-        )
-    model = Path(model_dir).expanduser().resolve() if model_dir is not None else None
-    manifest: Manifest | None = None
-    signature: tuple[bytes | None, str | None] = (None, None)
-    if model is not None:
-        from ..trust.check import image_model  # not at import: cryptography only when a model is built
-
-        manifest, bundle, signer = image_model(model, verify_keys, allow_unsafe_pickle)
-        manifest = replace(manifest, uri=strip_secrets(manifest.uri))
-        signature = (bundle, signer)
-    tags = normalise_tags(tag)
-    if cfg.tag_model_version:
-        if manifest is None:
-            raise UsageError("--tag-model-version needs a model (--model DIR); an app-only image has no version")
-        tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
+    """Write the app of ``cfg`` (+ the model in MODEL, already checked: ``manifest``, ``signature`` = its
+    model.sig and verified signer) onto ``cfg.base_image`` into the registry of ``tags``. ``build(...,
+    builder="registry")`` (modelship.image) resolves the options and the model once for both builders."""
     targets = _targets(tags)
     platforms = [platform] if isinstance(platform, str) else list(platform or [])
     base_ref = parse_reference(cfg.base_image)
@@ -210,7 +165,7 @@ def _plan(
         history = [{"created": when, "created_by": f"modelship build: {x.title}"[:4000], "comment": "modelship"}
                    for x in ours]  # fmt: skip
         config = image_config(
-            base.config, command=_command(cfg, wheel_dir), port=cfg.port, ready_path=cfg.ready_path,
+            base.config, command=config_mod.image_command(cfg, wheel_dir), port=cfg.port, ready_path=cfg.ready_path,
             healthcheck_interval=cfg.healthcheck_interval, labels=labels, diff_ids=digests, history=history, when=when,
         )  # fmt: skip
         kept = [
@@ -278,4 +233,4 @@ def _write(
     )
 
 
-__all__ = ["AppImage", "AppLayer", "build"]
+__all__ = ["AppImage", "AppLayer", "build_in_registry"]

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelship")
 BUILDERS = ("engine", "registry")  # engine: the Docker engine builds; registry: modelship.appimage writes it
 # gunicorn's --no-control-socket: the default command passes it when the wheelhouse's gunicorn has it
-GUNICORN_CONTROL_SOCKET = "25.1"
 
 
 @dataclass(frozen=True)
@@ -310,8 +309,7 @@ def build(
     docker config's, or ACR via Entra ID). ``pull`` and ``docker_client`` are the engine's, a ``dockerfile`` too.
 
     ``model_dir=None`` builds an app-only image: no model labels, an empty model dir that the image records
-    (label ``io.modelship.model.dir``, env ``MODELSHIP_MODEL_DIR``), for ``modelship assemble`` to put a model
-    onto in the registry.
+    (label ``io.modelship.model.dir``, env ``MODELSHIP_MODEL_DIR``), for ``modelship assemble`` to fill.
 
     Quiet by default, as a library call should be: ``quiet=False`` streams the engine's build log and a
     progress bar to stderr (the CLI asks for that). ``port``, ``ready_path`` and ``live_path`` are recorded in
@@ -321,27 +319,24 @@ def build(
     """
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}: give one of {', '.join(BUILDERS)}")
-    if builder == "registry":
-        if pull:
-            raise UsageError(
-                "--pull is the engine builder's: the registry builder always reads the base image from its registry"
-            )
-        from ..appimage import build as registry_build
-
-        return registry_build(
-            app_dir, model_dir, tag, base_image=base_image, requirements=requirements, dockerfile=dockerfile,
-            entrypoint=entrypoint, port=port, ready_path=ready_path, live_path=live_path,
-            tag_model_version=tag_model_version, platform=platform, quiet=quiet,
-            allow_unsafe_pickle=allow_unsafe_pickle, verify_keys=verify_keys, username=username, password=password,
-        )  # fmt: skip
-    if username is not None or password is not None:
+    registry = builder == "registry"
+    if registry and pull:
+        raise UsageError(
+            "--pull is the engine builder's: the registry builder always reads the base image from its registry"
+        )
+    if not registry and (username is not None or password is not None):
         raise UsageError("--username/--password-stdin need --builder registry: the engine pulls with 'docker login'")
-    if platform:
+    if not registry and platform:
         raise UsageError("--platform needs --builder registry: the engine builder builds for the engine's platform")
     cfg = config_mod.resolve(
         app_dir, base_image=base_image, requirements=requirements, dockerfile=dockerfile, entrypoint=entrypoint,
         port=port, ready_path=ready_path, live_path=live_path, tag_model_version=tag_model_version,
     )  # fmt: skip
+    if registry and cfg.dockerfile is not None:
+        raise UsageError(
+            "a Dockerfile needs the engine builder (--builder engine): the registry builder runs no build steps, "
+            "it writes the image from the resolved wheels and the app's files"
+        )
     if cfg.requirements is None and cfg.dockerfile is None:
         log.warning(
             "no requirements file (APP_DIR/requirements.txt, --requirements or [tool.modelship] requirements): "
@@ -359,6 +354,13 @@ def build(
         if manifest is None:
             raise UsageError("--tag-model-version needs a model (--model DIR); an app-only image has no version")
         tags += [t for t in (model_version_tag(x, manifest) for x in list(tags)) if t not in tags]
+    if registry:
+        from ..appimage import build_in_registry
+
+        return build_in_registry(
+            cfg, model, manifest, (signature, signer), tags, platform=platform, username=username,
+            password=password, quiet=quiet,
+        )  # fmt: skip
     user_dockerfile = cfg.dockerfile.read_text() if cfg.dockerfile else None
     labels = labels_mod.image_labels(
         cfg.app_dir,
@@ -392,7 +394,7 @@ def build(
                 text = dockerfile_mod.render(
                     base_image=base,
                     python=target.python,
-                    cmd=_command(cfg, wheel_dir),
+                    cmd=config_mod.image_command(cfg, wheel_dir),
                     port=cfg.port,
                     ready_path=cfg.ready_path,
                     healthcheck_interval=cfg.healthcheck_interval,
@@ -457,18 +459,6 @@ def _pull_base(client, image: str, *, quiet: bool) -> None:
         raise DockerError(
             f"cannot pull base image {image}: {short_reason(e)}; check the name and 'docker login'"
         ) from None
-
-
-def _command(cfg: config_mod.BuildConfig, wheel_dir: Path) -> tuple[str, ...]:
-    """The image's CMD: the user's entrypoint as given; the default gunicorn one fitted to the gunicorn resolved."""
-    assert cfg.entrypoint is not None
-    if not cfg.default_entrypoint:
-        return cfg.entrypoint
-    from packaging.version import Version
-
-    version = wheels_mod.wheel_version(wheel_dir, "gunicorn")
-    flag = version is not None and version >= Version(GUNICORN_CONTROL_SOCKET)
-    return config_mod.default_command(cfg.port, control_socket_flag=flag)
 
 
 def _ensure_base(client, image: str, *, pull: bool, quiet: bool) -> None:

@@ -248,3 +248,21 @@ def _probe_path(path: str, what: str) -> str:
     if not path.startswith("/") or any(c.isspace() or c in "'\"\\" for c in path):
         raise UsageError(f"{what} path must start with '/' and contain no spaces or quotes, got {path!r}")
     return path
+
+
+GUNICORN_CONTROL_SOCKET = "25.1"  # gunicorn >= 25.1 has --no-control-socket
+
+
+def image_command(cfg: BuildConfig, wheel_dir: Path) -> tuple[str, ...]:
+    """The image's CMD (both builders): the user's entrypoint as given; the default gunicorn one fitted to the
+    gunicorn version resolved into ``wheel_dir``."""
+    assert cfg.entrypoint is not None
+    if not cfg.default_entrypoint:
+        return cfg.entrypoint
+    from packaging.version import Version
+
+    from .wheels import wheel_version
+
+    version = wheel_version(wheel_dir, "gunicorn")
+    flag = version is not None and version >= Version(GUNICORN_CONTROL_SOCKET)
+    return default_command(cfg.port, control_socket_flag=flag)
