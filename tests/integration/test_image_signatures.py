@@ -15,7 +15,7 @@ import pytest
 from support import cosign_reader as reader
 from support.cli import run_cli
 from support.engine import build_from_files
-from support.modelimage import OCI_CONFIG, file_member, push_blob, push_manifest, tar_layer, unique_repo
+from support.modelimage import file_member, push_plain_image, tar_layer, unique_repo
 from support.models import make_model
 from support.oci import tag_digest
 from support.oms import keypair
@@ -25,21 +25,9 @@ pytestmark = pytest.mark.docker
 
 def _image(registry: str, repo: str, seed: str) -> str:
     """A small image pushed with plain HTTP calls (nothing of modelship's): its digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
-    layer = os.urandom(1024)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(registry, repo, config), "size": len(config)},
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": push_blob(registry, repo, layer),
-                "size": len(layer),
-            }
-        ],
-    }
-    return push_manifest(registry, repo, seed, manifest)
+    return push_plain_image(
+        registry, repo, seed, {"architecture": "amd64", "os": "linux", "seed": seed}, os.urandom(1024)
+    )
 
 
 @pytest.fixture
@@ -107,22 +95,13 @@ def test_a_signature_written_as_cosign_does_is_verified_and_forgeries_are_refuse
 def _app(registry: str, repo: str) -> str:
     """An app image with one (tar) layer, pushed with plain HTTP: REGISTRY/REPO:app."""
     layer = tar_layer([file_member("app/main.py", b"print('app')\n")])
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]}}
-    ).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(registry, repo, config), "size": len(config)},
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": push_blob(registry, repo, layer),
-                "size": len(layer),
-            }
-        ],
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
     }
-    push_manifest(registry, repo, "app", manifest)
+    push_plain_image(registry, repo, "app", config, layer)
     return f"{registry}/{repo}:app"
 
 

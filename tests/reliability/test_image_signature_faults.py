@@ -10,7 +10,6 @@ manifest.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
@@ -20,7 +19,7 @@ from modelship.errors import ModelshipError
 from modelship.trust import cosign
 from support import cosign_reader as reader
 from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request, first
-from support.modelimage import OCI_CONFIG, push_blob, push_manifest, unique_repo
+from support.modelimage import push_plain_image, unique_repo
 from support.oci import image_problems, tag_digest
 from support.oms import keypair
 
@@ -36,21 +35,7 @@ def is_sig_tag_put(r: Request) -> bool:
 def signed_once(registry, tmp_path):
     """An image (plain HTTP pushes) signed once by ``old`` without faults: (repo, digest, .sig digest, keys)."""
     repo = unique_repo("sign-faults/app")
-    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    layer = os.urandom(2048)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(registry, repo, config), "size": len(config)},
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": push_blob(registry, repo, layer),
-                "size": len(layer),
-            }
-        ],
-    }
-    digest = push_manifest(registry, repo, "1", manifest)
+    digest = push_plain_image(registry, repo, "1", {"architecture": "amd64", "os": "linux"}, os.urandom(2048))
     old, new = keypair(tmp_path, "old"), keypair(tmp_path, "new")
     before = cosign.sign(f"{registry}/{repo}@{digest}", old[0]).image_signature.signature_digest
     return repo, digest, before, old, new

@@ -84,6 +84,25 @@ def push_manifest(registry: str, repo: str, ref: str, manifest: dict, media_type
     return _sha(data)
 
 
+def push_plain_image(registry: str, repo: str, tag: str, config: dict, layer: bytes) -> str:
+    """An OCI image of one (tar) layer and ``config``, pushed with plain HTTP calls (nothing of modelship's):
+    its manifest digest."""
+    data = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": OCI_CONFIG, "digest": push_blob(registry, repo, data), "size": len(data)},
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": push_blob(registry, repo, layer),
+                "size": len(layer),
+            }
+        ],
+    }
+    return push_manifest(registry, repo, tag, manifest)
+
+
 def tar_layer(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     """An uncompressed tar of hand-made members (names, types and sizes as given, nothing cleaned)."""
     buf = io.BytesIO()
