@@ -94,8 +94,9 @@ def test_the_docs_commands_run_as_written(
         ours: tuple[str, ...] = (f"{registry}/{run}/",)  # what the blocks tag
         if doc.parent == APP:  # its own names: another doc's cleanup must not take them from under it
             ours += ("iris-service:", f"{registry}/iris-service:")
-        for image in docker_client.images.list():
-            for tag in image.tags:
+        # one listing call: images.list() inspects every image, racing other workers' removals (ImageNotFound)
+        for image in docker_client.api.images():
+            for tag in image.get("RepoTags") or []:
                 if tag.startswith(ours):
                     with contextlib.suppress(docker.errors.APIError):
                         docker_client.images.remove(tag, force=True)

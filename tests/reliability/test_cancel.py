@@ -4,7 +4,7 @@ no <none> image of its build and no temp file, and say so in one line.
 
 The build runs on a base image of this test's own (the testbed base + one LABEL): every image the build
 makes inherits the label, so the engine state is checked for this test's images only, whatever tests run
-in parallel. MODELSHIP_CANCEL_RUNS (default 1) sets the number of moments per signal.
+in parallel. MODELSHIP_CANCEL_RUNS (default 2) sets the number of moments per signal.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
-RUNS = max(1, int(os.environ.get("MODELSHIP_CANCEL_RUNS", "1")))  # make reliability: more
+RUNS = max(1, int(os.environ.get("MODELSHIP_CANCEL_RUNS", "2")))  # 2: one moment in each half of the build
 MODEL_MB = 96  # large enough that hashing, the context upload and the model COPY each take a while
 SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted"), "SIGTERM": (signal.SIGTERM, 143, "terminated")}
 
