@@ -337,7 +337,7 @@ def build(
             "a Dockerfile needs the engine builder (--builder engine): the registry builder runs no build steps, "
             "it writes the image from the resolved wheels and the app's files"
         )
-    if cfg.requirements is None and cfg.dockerfile is None:
+    if not registry and cfg.requirements is None and cfg.dockerfile is None:
         log.warning(
             "no requirements file (APP_DIR/requirements.txt, --requirements or [tool.modelship] requirements): "
             "the image has no dependencies installed, only the base image's Python"
