@@ -33,7 +33,7 @@ from ..cache import default_root
 from ..conventions import MODEL_DIR
 from ..errors import BuildError
 from ..image.dockerfile import APP_HOME, APP_UID
-from ..oci.layers import Entry
+from ..oci.layers import Entry, remember
 from .base import BaseFacts
 from .tree import DIR_MODE, FILE_MODE, folder_entries, parents
 
@@ -144,9 +144,7 @@ def _venv_entries(tree: Path) -> list[Entry]:
             for n, m, z, d, h, k in json.loads(note.read_text())
         ]
     entries = folder_entries(tree / VENV.lstrip("/"), VENV.lstrip("/"))
-    rows = [[e.name, e.mode, e.size, e.directory, e.sha256, e.link] for e in entries]
-    with contextlib.suppress(OSError):
-        note.write_text(json.dumps(rows))
+    remember(note, [[e.name, e.mode, e.size, e.directory, e.sha256, e.link] for e in entries])
     return entries
 
 

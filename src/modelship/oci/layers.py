@@ -278,7 +278,7 @@ def layer_digests(layers: list[Layer]) -> list[str]:
     return [digests[i] for i in range(len(layers))]
 
 
-def remember(path: Path, data: dict[str, object]) -> None:
+def remember(path: Path, data: object) -> None:
     """Write a small JSON note atomically (a cache: failing to write it is not an error)."""
     try:
         write_atomic(path, json.dumps(data), durable=False)
