@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
@@ -64,6 +65,23 @@ APP_READY_PATH_LABEL = f"{APP}.ready-path"
 APP_LIVE_PATH_LABEL = f"{APP}.live-path"
 # app label -> key in the inspect result's "app" block (and in modelship.deploy.AppSettings)
 APP_LABELS = {APP_PORT_LABEL: "port", APP_READY_PATH_LABEL: "ready_path", APP_LIVE_PATH_LABEL: "live_path"}
+# the app's Python dependencies as installed from the wheelhouse, "name==version" joined by ",": what the ML-BOM
+# lists (modelship.trust.mlbom) without reading any layer; left off above APP_DEPENDENCIES_MAX bytes
+APP_DEPENDENCIES_LABEL = f"{APP}.dependencies"
+APP_DEPENDENCIES_MAX = 16 * 1024
+
+
+def dependencies_label(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``{APP_DEPENDENCIES_LABEL: "a==1,b==2"}`` for (name, version) pairs; {} when none or too long."""
+    text = ",".join(f"{name}=={version}" for name, version in sorted(set(pairs)))
+    return {APP_DEPENDENCIES_LABEL: text} if text and len(text) <= APP_DEPENDENCIES_MAX else {}
+
+
+def parse_dependencies(text: str | None) -> list[tuple[str, str]]:
+    """The (name, version) pairs of an APP_DEPENDENCIES_LABEL value."""
+    pairs = (item.strip().partition("==") for item in (text or "").split(","))
+    return [(name, version) for name, sep, version in pairs if sep and name and version]
+
 
 # containers the pytest plugin starts (its reaper finds them by these)
 SESSION_LABEL = "io.modelship.session"

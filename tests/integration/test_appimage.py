@@ -133,6 +133,7 @@ def test_the_image_is_what_the_engine_path_describes_and_skopeo_reads_it(small, 
     assert c["Healthcheck"]["Test"][:2] == ["CMD", "/opt/venv/bin/python"]
     assert c["Labels"]["io.modelship.model.dir"] == "/opt/modelship/model"
     assert c["Labels"]["io.modelship.app.ready-path"] == "/health/ready"
+    assert c["Labels"]["io.modelship.app.dependencies"] == "tinydep==1.0"  # what the ML-BOM lists
     assert cfg["created"] == "1970-01-01T00:00:00Z"  # no SOURCE_DATE_EPOCH, no git: the epoch, never "now"
     assert str(Path.home()) not in json.dumps(cfg) and "/tmp" not in json.dumps(cfg)
 

@@ -95,6 +95,7 @@ def test_image_hygiene_and_healthcheck(tmp_path, docker_client, base_image, imag
     assert docker_client.images.get(tag).labels == img.labels
     assert img.labels["io.modelship.model.uri"] == uri
     assert json.loads(img.labels["io.modelship.model.manifest"])["uri"] == uri
+    assert img.labels["io.modelship.app.dependencies"] == "tinydep==1.0"  # what the ML-BOM lists
 
     cfg = docker_client.images.get(tag).attrs["Config"]
     assert cfg["User"] == "10001:10001"

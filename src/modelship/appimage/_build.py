@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, OCI_CREATED
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, MODEL_LAYERS_LABEL, OCI, OCI_CREATED, dependencies_label
 from ..errors import UsageError
 from ..image import config as config_mod
 from ..image import context as ctx
@@ -166,7 +166,8 @@ def _plan(
                    for x in ours]  # fmt: skip
         config = image_config(
             base.config, command=config_mod.image_command(cfg, wheel_dir), port=cfg.port, ready_path=cfg.ready_path,
-            healthcheck_interval=cfg.healthcheck_interval, labels=labels, diff_ids=digests, history=history, when=when,
+            healthcheck_interval=cfg.healthcheck_interval, diff_ids=digests, history=history, when=when,
+            labels={**labels, **dependencies_label(wheels_mod.installed(wheel_dir))},
         )  # fmt: skip
         kept = [
             Blob(

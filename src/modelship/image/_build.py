@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
 from .._fs import write_atomic
-from ..conventions import MODEL_DIR, MODEL_DIR_LABEL
+from ..conventions import MODEL_DIR, MODEL_DIR_LABEL, dependencies_label
 from ..errors import BuildError, DockerError, UsageError
 from ..manifest import Manifest
 from ..oci.reference import split_tag
@@ -385,6 +385,8 @@ def build(
             if user_dockerfile is None or cfg.requirements is not None:
                 target = wheels_mod.detect_target(client, base)
             wheel_dir = wheels_mod.wheelhouse(cfg.requirements, target, quiet=quiet) if target else None
+            if wheel_dir is not None:
+                labels.update(dependencies_label(wheels_mod.installed(wheel_dir)))
             app_files = ctx.app_files(
                 cfg.app_dir, skip=[model] if model is not None else [], include=cfg.include, exclude=cfg.exclude
             )

@@ -238,6 +238,20 @@ def wheel_version(wheel_dir: Path, project: str) -> Version | None:
     return None
 
 
+def installed(wheel_dir: Path) -> list[tuple[str, str]]:
+    """(name, version) of every wheel in a wheelhouse: what the app image installs (its dependencies label)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    out = []
+    for whl in wheel_dir.glob("*.whl"):
+        try:
+            name, version, _, _ = parse_wheel_filename(whl.name)
+        except InvalidWheelFilename:
+            continue
+        out.append((str(name), str(version)))
+    return sorted(out)
+
+
 def wheelhouse(requirements: Path | None, target: Target, *, quiet: bool = False) -> Path:
     """A directory of wheels for ``requirements`` on ``target``, cached by hash(requirements + target).
 
