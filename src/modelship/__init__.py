@@ -25,6 +25,7 @@ _SUBMOD_ATTRS = {
     "oci._assemble": ["AssembleResult", "assemble"],
     "oci._promote": ["PromoteResult", "promote"],
     "_verify": ["VerifyResult", "verify"],
+    "trust.attestations": ["AttestResult", "attest"],
 }
 _ATTR_MODULE = {attr: module for module, attrs in _SUBMOD_ATTRS.items() for attr in attrs}
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .oci._assemble import AssembleResult, assemble
     from .oci._promote import PromoteResult, promote
     from .repos.base import PublishResult
+    from .trust.attestations import AttestResult, attest
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()
@@ -59,6 +61,7 @@ protect_library_loggers()
 __all__ = [
     "AppImage",
     "AssembleResult",
+    "AttestResult",
     "BuiltImage",
     "FetchResult",
     "FileEntry",
@@ -72,6 +75,7 @@ __all__ = [
     "Resolution",
     "VerifyResult",
     "assemble",
+    "attest",
     "build",
     "fetch",
     "inspect",

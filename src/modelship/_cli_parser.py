@@ -10,6 +10,7 @@ from typing import NoReturn
 from . import __version__
 from ._cli_verbs import (
     cmd_assemble,
+    cmd_attest,
     cmd_build,
     cmd_cache_prune,
     cmd_copy,
@@ -349,9 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", required=True, metavar="KEY.pem", help="PEM EC P-256 private key (openssl ecparam)")
     registry_login(sp)
 
+    attest_help = "attest a statement about an image by digest, in cosign's format (at its sha256-<hex>.att tag)"
+    sp = add("attest", cmd_attest, attest_help)
+    sp.add_argument("ref", metavar="REF@DIGEST", help="the image the statement is about, REGISTRY/REPO@sha256:…")
+    sp.add_argument("--key", required=True, metavar="KEY.pem", help="PEM EC P-256 private key (openssl ecparam)")
+    sp.add_argument(
+        "--type", required=True, dest="predicate_type", metavar="TYPE",
+        help="slsa, cyclonedx, test-result, or a predicate-type URI",
+    )  # fmt: skip
+    sp.add_argument("--predicate", required=True, metavar="FILE.json", help="the predicate: a JSON object")
+    registry_login(sp)
+
     verify_help = (
         "check a model folder against its modelship.json (sizes, sha256s, nothing else), or an image's cosign "
-        "signature for exactly its digest (REF@DIGEST --key PUB.pem)"
+        "signature (and attestations) for exactly its digest (REF@DIGEST --key PUB.pem [--attestation TYPE])"
     )
     sp = add("verify", cmd_verify, verify_help)
     sp.add_argument(
@@ -361,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--key", action="append", metavar="PUB.pem", help="REF@DIGEST: a PEM EC public key to accept (repeatable)"
     )
+    sp.add_argument(
+        "--attestation", action="append", metavar="TYPE",
+        help="REF@DIGEST: also require an attestation of this type by the key (slsa, cyclonedx, test-result: "
+        "PASSED, or a URI; repeatable)",
+    )  # fmt: skip
     registry_login(sp)
 
     prune_help = "remove cache entries not used lately (model folders keep their files)"

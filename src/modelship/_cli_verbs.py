@@ -389,14 +389,23 @@ def cmd_sign(a: argparse.Namespace) -> None:
     emit(a, r.to_dict(), lambda: _print_signature(r.ref, r.image_signature))
 
 
+def cmd_attest(a: argparse.Namespace) -> None:
+    from .trust.attestations import attest, read_predicate, type_name
+
+    predicate = read_predicate(a.predicate)
+    r = attest(a.ref, a.predicate_type, predicate, key=a.key, username=a.username, password=_registry_password(a))
+    how = "already there" if r.unchanged else f"now {r.attestation_digest}"
+    line = f"attested {r.ref}: {type_name(r.predicate_type)} at {r.attestation} ({how}; key {r.signer})"
+    emit(a, r.to_dict(), lambda: print(line))
+
+
 def _is_image_target(a: argparse.Namespace) -> bool:
     """``verify TARGET``: an image when TARGET is no folder and names a digest (or keys/a login were given)."""
     from pathlib import Path
 
     if Path(a.target).is_dir():
-        image_only = [o for o, v in (("--key", a.key), ("--username", a.username)) if v] + (
-            ["--password-stdin"] if a.password_stdin else []
-        )
+        given = (("--key", a.key), ("--attestation", a.attestation), ("--username", a.username))
+        image_only = [o for o, v in given if v] + (["--password-stdin"] if a.password_stdin else [])
         if image_only:
             raise UsageError(f"{a.target} is a folder: {', '.join(image_only)} apply to REF@DIGEST only")
         return False
@@ -424,8 +433,18 @@ def _verify_image(a: argparse.Namespace) -> None:
 
     if a.allow_extra:
         raise UsageError("--allow-extra applies to a model folder, not to REF@DIGEST")
-    r = verify(a.target, a.key or [], username=a.username, password=_registry_password(a))
-    emit(a, r.to_dict(), lambda: print(f"verified {r.ref}: signed by {r.signer} ({r.signature})"))
+    from .trust.attestations import type_name
+
+    r = verify(
+        a.target, a.key or [], username=a.username, password=_registry_password(a), attestations=a.attestation or ()
+    )
+
+    def human() -> None:
+        print(f"verified {r.ref}: signed by {r.signer} ({r.signature})")
+        for t in r.attestations:
+            print(f"verified {r.ref}: {type_name(t.predicate_type)} attested by {t.signer} ({t.attestation})")
+
+    emit(a, r.to_dict(), human)
 
 
 def cmd_deploy_render(a: argparse.Namespace) -> None:

@@ -55,14 +55,16 @@ class SignatureError(ModelshipError):
 
     ``kind``: ``UNSIGNED`` (no signature), ``MALFORMED`` (truncated, garbled, another format), ``UNKNOWN_KEY``
     (not signed by any given key), ``BYTES_DIFFER`` (signed, but not these files), ``OTHER_IMAGE`` (an image
-    signature by a given key, for another digest: modelship.trust.cosign); ``fingerprints``: the keys involved
-    (``sha256:<hex>`` of the DER public key)."""
+    signature or attestation by a given key, for another digest: modelship.trust.cosign, .attestations),
+    ``FAILED_VERDICT`` (a verified test-result attestation that does not say PASSED); ``fingerprints``: the keys
+    involved (``sha256:<hex>`` of the DER public key)."""
 
     UNSIGNED: ClassVar[str] = "unsigned"
     MALFORMED: ClassVar[str] = "malformed signature"
     UNKNOWN_KEY: ClassVar[str] = "unknown key"
     BYTES_DIFFER: ClassVar[str] = "bytes differ"
     OTHER_IMAGE: ClassVar[str] = "other image"
+    FAILED_VERDICT: ClassVar[str] = "failed verdict"
 
     def __init__(self, message: str, *, kind: str, fingerprints: tuple[str, ...] = ()):
         self.kind, self.fingerprints = kind, fingerprints

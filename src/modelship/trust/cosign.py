@@ -15,8 +15,8 @@ what ``cosign verify --key`` accepts:
 
 Where the registry answers the OCI 1.1 referrers API, the signature is also attached as a referrer: a manifest
 whose ``subject`` is the image and whose ``artifactType`` is cosign's ``application/vnd.dev.cosign.artifact.sig.v1
-+json`` (``cosign sign --registry-referrers-mode=oci-1-1``), holding the same layer. Every manifest and blob
-goes through the one image writer (``modelship.oci.write``).
++json`` (``cosign sign --registry-referrers-mode=oci-1-1``), holding the same layer. Both are written as
+attestations are (``modelship.trust._store``), through the one image writer (``modelship.oci.write``).
 
 Verification (:func:`verify`) passes only when a signature layer at the tag (or a referrer) verifies with one
 of the keys over its payload bytes *and* that payload names exactly the digest asked about; cosign's
@@ -32,7 +32,7 @@ import binascii
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import ModelshipError, NotFoundError, SignatureError, UsageError
-from ..oci.auth import login
-from ..oci.reference import Reference, parse_reference
-from ..oci.registry import MANIFEST_TYPES, OCI_CONFIG, Fetched, RegistryClient, sha256_digest
-from ..oci.write import Blob, BytesSource, RemoteBlob, Writer, blob, dumps, image
+from ..errors import NotFoundError, SignatureError, UsageError
+from ..oci.reference import Reference
+from ..oci.registry import RegistryClient, sha256_digest
+from ..oci.write import dumps
+from ._store import append, attach, candidates, kind_tag, open_client, pinned, read_held
 from .oms import fingerprint, load_private_key, load_public_keys
 
 log = logging.getLogger("modelship")
@@ -53,16 +53,12 @@ SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
 SIG_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"  # cosign's referrer artifactType
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 _PAYLOAD_MAX = 1024 * 1024  # a simple-signing payload is a few hundred bytes
-_SIGNATURES_MAX = 1000  # cosign's maxLayers
-_EPOCH = "0001-01-01T00:00:00Z"  # what go-containerregistry's empty image says (no clock in the digest)
 
 
 def signature_tag(digest: str) -> str:
     """``sha256-<hex>.sig``: the tag cosign stores the signatures of ``digest`` under."""
-    algorithm, _, hexdigest = digest.partition(":")
-    return f"{algorithm}-{hexdigest}.sig"
+    return kind_tag(digest, "sig")
 
 
 def payload(repository: str, digest: str) -> bytes:
@@ -108,26 +104,17 @@ class SignResult:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """A signature that verified for exactly ``image_digest``: by which key, found where."""
+    """A signature that verified for exactly ``image_digest``: by which key, found where; and the attestations
+    asked for (``modelship.trust.attestations.Attestation``), verified too."""
 
     ref: str
     image_digest: str
     signer: str
     signature: str  # REGISTRY/REPO:sha256-<hex>.sig, or REGISTRY/REPO@<referrer digest>
+    attestations: tuple[Any, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _pinned(ref: str, verb: str) -> Reference:
-    r = parse_reference(ref)
-    if not r.digest or r.tag:
-        raise UsageError(f"{verb} takes an image by digest, REGISTRY/REPO@sha256:…, not {ref!r}")
-    return r
-
-
-def _client(r: Reference, username: str | None, password: str | None, **opts: Any) -> RegistryClient:
-    return RegistryClient(r.registry, login(username, password), **opts)
 
 
 # ---- signing ------------------------------------------------------------------------------------------------
@@ -143,9 +130,9 @@ def sign(
     azure_credential: Any = None,
 ) -> SignResult:
     """Sign the image ``ref`` (REGISTRY/REPO@sha256:…) with the PEM EC private key at ``key`` (cosign format)."""
-    r = _pinned(ref, "sign")
+    r = pinned(ref, "sign")
     private = load_sign_key(key)
-    with _client(r, username, password, timeout=timeout, azure_credential=azure_credential) as client:
+    with open_client(r, username, password, timeout=timeout, azure_credential=azure_credential) as client:
         signed = sign_image(client, r, private)
     return SignResult(f"{r.name}@{r.digest}", str(r.digest), signed)
 
@@ -168,7 +155,7 @@ def sign_image(client: RegistryClient, r: Reference, key: ec.EllipticCurvePrivat
     data = payload(r.name, digest)
     tag = signature_tag(digest)
     where = f"{r.name}:{tag}"
-    held = _read_signatures(client, repo, tag, where)
+    held = read_held(client, repo, tag, where, "a signature")
     public = key.public_key()
     layer = next((d for d in (held.json()["layers"] if held else []) if _verifies(d, data, [public])), None)
     unchanged = layer is not None
@@ -179,71 +166,13 @@ def sign_image(client: RegistryClient, r: Reference, key: ec.EllipticCurvePrivat
             "size": len(data),
             "annotations": {SIGNATURE_ANNOTATION: sign_payload(data, key)},
         }
-        sig_digest = _append(client, repo, tag, held, layer, data)
+        sig_digest = append(client, repo, tag, held, layer, data, "signing")
     else:
         assert held is not None
         sig_digest = held.digest
-    referrer = _attach(client, repo, subject, layer, data)
+    referrer = attach(client, repo, subject, layer, data, SIG_ARTIFACT_TYPE)
     log.info("%s@%s signed: %s (%s)", r.name, digest, where, "already there" if unchanged else "appended")
     return ImageSignature(where, sig_digest, fingerprint(public), unchanged, referrer)
-
-
-def _read_signatures(client: RegistryClient, repo: str, tag: str, where: str) -> Fetched | None:
-    """The manifest at the ``.sig`` tag (None when there is none), refused when it is not one cosign reads."""
-    if client.head_manifest(repo, tag) is None:
-        return None
-    held = client.get_manifest(repo, tag)
-    m = held.json()
-    layers = m.get("layers")
-    if held.media_type not in MANIFEST_TYPES or not isinstance(layers, list) or not all(map(_is_descriptor, layers)):
-        raise ModelshipError(f"{where} is not a signature manifest ({held.media_type}); remove that tag first")
-    if len(m["layers"]) >= _SIGNATURES_MAX:
-        raise ModelshipError(f"{where} holds {len(m['layers'])} signatures already (cosign reads at most 1000)")
-    return held
-
-
-def _is_descriptor(d: Any) -> bool:
-    return isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("size"), int)
-
-
-def _append(
-    client: RegistryClient, repo: str, tag: str, held: Fetched | None, layer: dict[str, Any], data: bytes
-) -> str:
-    """The ``.sig`` manifest with ``layer`` appended, written through the one image writer; its digest."""
-    old = held.json()["layers"] if held else []
-    layers = [Blob(d, RemoteBlob(client, repo, str(d["digest"]), int(d["size"]))) for d in old]
-    layers.append(Blob(layer, BytesSource(data)))
-    # go-containerregistry's empty image with the layers appended, minus the clock: same signatures, same digest
-    config = {
-        "architecture": "",
-        "config": {},
-        "created": _EPOCH,
-        "history": [{"created": _EPOCH} for _ in layers],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]},
-    }
-    new = image(blob(dumps(config), OCI_CONFIG), layers)
-    writer = Writer(client, repo)
-    writer.upload(new)
-    writer.put(new)
-    if client.head_manifest(repo, tag) != (held.digest if held else None):
-        raise ModelshipError(f"{client.registry}/{repo}:{tag} changed while signing (another signer?); sign again")
-    writer.tag(new, tag)
-    return new.digest
-
-
-def _attach(client: RegistryClient, repo: str, subject: Fetched, layer: dict[str, Any], data: bytes) -> str | None:
-    """The signature as an OCI 1.1 referrer of ``subject``, where the registry answers the referrers API; its
-    digest (None: no API). The manifest holds only ``layer``, so the same signature gives the same referrer."""
-    if client.referrers(repo, subject.digest, SIG_ARTIFACT_TYPE) is None:
-        return None
-    ref = image(blob(b"{}", EMPTY_CONFIG), [Blob(layer, BytesSource(data))], artifact_type=SIG_ARTIFACT_TYPE,
-                subject=subject)  # fmt: skip
-    if client.head_manifest(repo, ref.digest) is None:
-        writer = Writer(client, repo)
-        writer.upload(ref)
-        writer.put(ref)
-    return ref.digest
 
 
 # ---- verifying ----------------------------------------------------------------------------------------------
@@ -279,23 +208,6 @@ def _signed_digest(data: bytes) -> str | None:
         return None
 
 
-def _candidates(client: RegistryClient, r: Reference) -> list[tuple[str, list[Any]]]:
-    """(where, layer descriptors) of every signature manifest of ``r``: the ``.sig`` tag, then the referrers."""
-    repo, digest = r.repository, str(r.digest)
-    tag = signature_tag(digest)
-    out = []
-    held = _read_signatures(client, repo, tag, f"{r.name}:{tag}")
-    if held is not None:
-        out.append((f"{r.name}:{tag}", held.json()["layers"]))
-    for entry in client.referrers(repo, digest, SIG_ARTIFACT_TYPE) or []:
-        ref_digest = str(entry.get("digest", ""))
-        got = client.get_manifest(repo, ref_digest)
-        layers = got.json().get("layers")
-        if not got.is_index and isinstance(layers, list):
-            out.append((f"{r.name}@{ref_digest}", layers))
-    return out
-
-
 def verify(
     ref: str,
     keys: Sequence[str | Path],
@@ -304,16 +216,26 @@ def verify(
     password: str | None = None,
     timeout: float | None = None,
     azure_credential: Any = None,
+    attestations: Sequence[str] = (),
 ) -> VerifyResult:
     """Check that the image ``ref`` (REGISTRY/REPO@sha256:…) carries a cosign signature by one of ``keys`` (PEM
-    EC public keys) for exactly its digest. SignatureError (``kind``: unsigned, unknown key, other image,
-    malformed signature) otherwise, in one line."""
-    r = _pinned(ref, "verify")
+    EC public keys) for exactly its digest, and an attestation of each of ``attestations`` (slsa, cyclonedx,
+    test-result or URIs; see ``modelship.trust.attestations``). SignatureError (``kind``: unsigned, unknown key,
+    other image, malformed signature, failed verdict) otherwise, in one line."""
+    from .attestations import predicate_uri, verify_attestations  # it imports this module
+
+    r = pinned(ref, "verify")
     if not keys:
         raise UsageError(f"verify {ref}: give the public key to check with, --key PUB.pem")
+    for name in attestations:
+        predicate_uri(name)  # a usage error before any request
     public = load_public_keys(keys)
-    with _client(r, username, password, timeout=timeout, azure_credential=azure_credential) as client:
-        return verify_image(client, r, public)
+    with open_client(r, username, password, timeout=timeout, azure_credential=azure_credential) as client:
+        result = verify_image(client, r, public)
+        if attestations:
+            found = verify_attestations(client, r, public, attestations)
+            result = replace(result, attestations=tuple(found))
+        return result
 
 
 def verify_image(client: RegistryClient, r: Reference, keys: Sequence[ec.EllipticCurvePublicKey]) -> VerifyResult:
@@ -321,7 +243,7 @@ def verify_image(client: RegistryClient, r: Reference, keys: Sequence[ec.Ellipti
     digest, pinned = str(r.digest), f"{r.name}@{r.digest}"
     if client.head_manifest(r.repository, digest) is None:
         raise NotFoundError(f"{pinned}: no such image in {r.registry}")
-    found = _candidates(client, r)
+    found = candidates(client, r, "sig", SIG_ARTIFACT_TYPE, "a signature")
     if not found:
         raise SignatureError(
             f"{pinned}: not signed (no {signature_tag(digest)} tag); sign it with modelship sign --key",

@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..errors import SignatureError, UsageError
 from ..manifest import MANIFEST_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME
 from .certs import Roots, Signer, chain_key
+from .dsse import PAYLOAD_TYPE, pae
 
 VerifyKey = ec.EllipticCurvePublicKey | Roots  # what --verify-key and --verify-cert-chain give
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # Recorded as ignored so that `model_signing verify key DEST` passes beside modelship's own files too.
@@ -129,17 +129,12 @@ def statement(files: Mapping[str, str], name: str) -> dict[str, Any]:
     }
 
 
-def _pae(payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding: what is actually signed."""
-    return b"DSSEv1 %d %s %d %s" % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload), payload)
-
-
 def sign(files: Mapping[str, str], key: ec.EllipticCurvePrivateKey | Signer, name: str = "model") -> bytes:
     """An OMS signature bundle (JSON bytes) of ``files`` (path -> sha256 hex) by ``key``; reads no file. A
     ``certs.Signer`` with certificates puts them in the bundle (``model_signing sign certificate``'s form)."""
     payload = (json.dumps(statement(files, name), indent=2) + "\n").encode()
     public = key.public_key()
-    sig = key.sign(_pae(payload), ec.ECDSA(_hash_for(public, "signing key")))
+    sig = key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(_hash_for(public, "signing key")))
     material: dict[str, Any] = {"publicKey": {"hint": _key_hint(public)}}
     if chain := getattr(key, "certificates", ()):
         der = [c.public_bytes(serialization.Encoding.DER) for c in chain]
@@ -207,7 +202,7 @@ def _signer(payload: bytes, sigs: Sequence[bytes], given: Sequence[VerifyKey], c
         algorithm = ec.ECDSA(_hash_for(key, "verify key"))
         for sig in sigs:
             try:
-                key.verify(sig, _pae(payload), algorithm)
+                key.verify(sig, pae(PAYLOAD_TYPE, payload), algorithm)
             except InvalidSignature:
                 continue
             return fingerprint(key)
