@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import modelship
 from modelship.errors import NotFoundError, SignatureError, UsageError
 from modelship.oci.reference import parse_reference
 from modelship.oci.registry import RegistryClient
@@ -232,6 +233,10 @@ def test_usage_errors_come_before_any_request(tmp_path, keys):
         att.attest(f"127.0.0.1:9/team/app@{digest}", "sbom", {}, key=private)
     with pytest.raises(UsageError, match="JSON object"):
         att.attest(f"127.0.0.1:9/team/app@{digest}", "slsa", [1], key=private)  # type: ignore[arg-type]
+    for odd in ({"x": float("nan")}, {"x": object()}):
+        with pytest.raises(UsageError, match="not plain JSON"):
+            att.statement("127.0.0.1:9/team/app", digest, SLSA, odd)
+    assert modelship.attest is att.attest and modelship.AttestResult is att.AttestResult  # the public API, lazily
 
 
 def test_attesting_an_image_that_is_not_there_is_refused(keys):
@@ -274,7 +279,9 @@ def test_cli_attest_and_verify_attestation(capsys, tmp_path, keys):
         rc, out, err = run_in_process(capsys, "verify", ref, "--key", str(other_public), "--attestation", "slsa")
         assert rc == 1 and "none of its 1 signature(s)" in err  # the signature is checked first
     key_text = private.read_text().split("-----")[2].strip().splitlines()[0]
-    for bad, why in (("nope.json", "cannot read the predicate"), ("[1]", "must be a JSON object"), ("{", "not JSON")):
+    bad_files = (("nope.json", "cannot read the predicate"), ("[1]", "must be a JSON object"), ("{", "not JSON"),
+                 ('{"x": NaN}', "NaN is not JSON"))  # fmt: skip
+    for bad, why in bad_files:
         path = tmp_path / "p.json"
         if bad != "nope.json":
             path.write_text(bad)

@@ -84,12 +84,17 @@ def statement(repository: str, digest: str, predicate_uri: str, predicate: Mappi
     algorithm, _, hexdigest = digest.partition(":")
     if algorithm != "sha256" or len(hexdigest) != 64:
         raise UsageError(f"{digest!r}: attestations name a sha256 image digest")
-    return dumps({
+    value = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": repository, "digest": {"sha256": hexdigest}}],
         "predicateType": predicate_uri,
         "predicate": dict(predicate),
-    })  # fmt: skip
+    }
+    try:
+        json.dumps(value, allow_nan=False)  # what Go's decoders read: no NaN, no Infinity, no Python objects
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"the {type_name(predicate_uri)} predicate is not plain JSON ({str(e)[:100]})") from e
+    return dumps(value)
 
 
 @dataclass(frozen=True)
@@ -210,12 +215,16 @@ def read_predicate(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise UsageError(f"{path}: cannot read the predicate ({e.strerror or e})") from e
     try:
-        predicate = json.loads(data)
+        predicate = json.loads(data, parse_constant=_no_constant)
     except ValueError as e:
         raise UsageError(f"{path}: the predicate is not JSON ({str(e)[:100]})") from e
     if not isinstance(predicate, dict):
         raise UsageError(f"{path}: the predicate must be a JSON object, not {type(predicate).__name__}")
     return predicate
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 # ---- reading ------------------------------------------------------------------------------------------------
