@@ -420,4 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model's folder in the app image (default: its io.modelship.model.dir label)",
     )
     _hidden_alias(sp, "--model-dir", "image_model_dir")
+    sp.add_argument(
+        "--policy",
+        choices=("kyverno",),
+        help="also write an admission policy requiring --key's signature on the app and model images",
+    )
+    sp.add_argument("--key", metavar="PUB.pem", help="--policy: the PEM EC public key whose signatures it requires")
+    sp.add_argument(
+        "--require-attestation",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="--policy: also require this attestation on the app image: slsa, cyclonedx, test-result or a "
+        "predicate-type URI (repeatable)",
+    )
     return p

@@ -456,6 +456,9 @@ def cmd_deploy_render(a: argparse.Namespace) -> None:
         on_note=lambda note: print(f"modelship: note: {note}", file=sys.stderr),
         **_same(a, "name", "replicas", "template_dir", "port", "ready_path", "live_path", "model_image", "mount"),
         image_model_dir=a.image_model_dir,
+        policy=a.policy,
+        key=a.key,
+        require_attestations=a.require_attestation,
     )
     for p in paths:
         print(p)

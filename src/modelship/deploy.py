@@ -16,7 +16,7 @@ dir by an image volume, an init container, or KServe (``mount``; see modelship._
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -136,19 +136,28 @@ def render(
     mount: str = "image-volume",
     image_model_dir: str | None = None,
     on_note: Callable[[str], None] | None = None,
+    policy: str | None = None,
+    key: str | Path | None = None,
+    require_attestations: Sequence[str] = (),
 ) -> list[Path]:
     """Write the manifests of ``template_dir`` (default: the built-in ones) to ``out`` with ``image`` set.
 
     ``port``, ``ready_path`` and ``live_path`` default to what the image was built with (its labels, see
-    :func:`app_settings`). Returns the written files, one per template file, in name order.
+    :func:`app_settings`). Returns the written files, one per template file, in name order (then the policy's).
 
     ``model_image`` (``REPO@sha256:…``) mounts that model image at the app's model dir (``image_model_dir``, else
     the app image's ``io.modelship.model.dir`` label, else modelship's default) the ``mount`` way:
     ``image-volume``, ``init-container`` or ``kserve`` (then one ``inferenceservice.yaml`` is written instead).
     What the cluster must offer for it goes to ``on_note`` and into the files' header.
-    """
-    from . import _model_mount
 
+    ``policy="kyverno"`` also writes a Kyverno ClusterPolicy (``clusterpolicy-kyverno.yaml``) requiring the cosign
+    signature of the public key ``key`` (PEM) on the app image and on every model image, image volumes included,
+    and on the app image each attestation of ``require_attestations`` (slsa, cyclonedx, test-result or a
+    predicate-type URI) signed by that key; see modelship._kyverno.
+    """
+    from . import _kyverno, _model_mount
+
+    admission = _kyverno.prepare(policy, key, require_attestations)
     check_image(image)
     if model_image is not None:
         check_image(model_image)
@@ -162,6 +171,8 @@ def render(
         raise UsageError(f"replicas must be a whole number >= 1, got {replicas!r}")
     folder = Path(template_dir) if template_dir is not None else default_template_dir()
     templates = _template_files(folder)
+    if admission is not None and any(t.name == _kyverno.FILE for t in templates):
+        raise UsageError(f"template {_kyverno.FILE} has the name of the --policy kyverno file; rename it")
     out_dir = Path(out)
     if out_dir.resolve() == folder.resolve():
         raise UsageError(f"--out {out_dir} is the template folder; render into another folder")
@@ -201,6 +212,10 @@ def render(
         header = f"# Rendered by 'modelship deploy render' from {path.name}: edit the template, not this file.\n"
         header += "".join(f"# Needs: {note}\n" for note in notes)
         files[path.name] = header + yaml.dump_all(docs, Dumper=_NoAliases, sort_keys=False, default_flow_style=False)
+    if admission is not None:
+        volumes = _kyverno.image_volume_refs(d for _, docs in loaded for d in docs)
+        models = [r for r in ([model_image] if model_image else []) + volumes if r != image]
+        files[_kyverno.FILE] = _kyverno.policy_file(_kyverno.cluster_policy(name, [image], models, *admission))
     return _write(out_dir, files)
 
 

@@ -16,11 +16,14 @@ from pathlib import Path
 import kubernetes_validate.utils as kv
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelship import cli, fetch
 from modelship.deploy import render
 from modelship.errors import ModelshipError, UsageError
 from modelship.oci.modelimage import publish_image
+from support.kyverno import images, policy_errors, verified_by
 from support.modelimage import MODEL_DIR, model_files, tree_sha256s, unique_repo
 from support.oci import build_app_image, push_image
 
@@ -91,6 +94,32 @@ def test_strict_validation_catches_a_misspelt_image_volume_field(tmp_path, model
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(dep))
     assert _validate([bad], KUBE_VERSIONS[-1]).returncode != 0  # the validator above is not vacuous
+
+
+@pytest.mark.parametrize("mount", ["image-volume", "kserve"])
+def test_the_kyverno_policy_requires_the_signature_on_the_model_image_too(tmp_path, model_images, mount):
+    plain, kserve = model_images
+    model = plain if mount == "image-volume" else kserve
+    private = ec.generate_private_key(ec.SECP256R1())
+    pub = tmp_path / "team.pub"
+    pub.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    paths = render(APP, tmp_path / "k8s", model_image=model.ref, mount=mount, image_model_dir=MODEL_DIR,
+                   policy="kyverno", key=pub, **APP_ARGS)  # fmt: skip
+    *manifests, policy_file = paths
+    assert policy_file.name == "clusterpolicy-kyverno.yaml"
+    policy = _doc(policy_file, "ClusterPolicy")
+    assert policy_errors(policy) == []
+    app_entry, model_entry = policy["spec"]["rules"][0]["verifyImages"]
+    assert verified_by(policy, APP) == [app_entry]
+    assert verified_by(policy, model.ref) == [model_entry]  # named by repository: the registry's host:port
+    if mount == "image-volume":
+        proc = _validate(manifests, "1.35.0")
+        assert proc.returncode == 0 and proc.stdout.count("passed") == 2, proc.stdout + proc.stderr
+        dep = _doc(manifests[0], "Deployment")
+        extractors = policy["spec"]["rules"][0]["imageExtractors"]["Deployment"]
+        assert set(images(dep, extractors).values()) == {APP, model.ref}
 
 
 def test_init_container_refuses_a_data_only_model_image_in_one_line(tmp_path, model_images, capsys):

@@ -47,7 +47,17 @@ VERBS: dict[str, tuple[list[str], list[list[str]]]] = {
     "probes record": ([], [["--from", "access.log"], ["--out", "probes.jsonl"], ["--json"]]),
     "deploy render": (
         [],
-        [["--image", REF], ["--out", "k8s"], ["--name", "iris"], ["--replicas", "3"], ["--port", "9000"]],
+        [
+            ["--image", REF],
+            ["--out", "k8s"],
+            ["--name", "iris"],
+            ["--replicas", "3"],
+            ["--port", "9000"],
+            ["--policy", "kyverno"],
+            ["--key", "team.pub"],
+            ["--require-attestation", "slsa"],
+            ["--require-attestation", "test-result"],
+        ],
     ),
 }
 
@@ -112,6 +122,8 @@ def test_options_anywhere_on_the_line_mean_the_same(verb):
         )
     if verb == "build":
         assert ns["tag"] == ["reg/iris:1", "reg/iris:latest"] and ns["live_path"] == "/alive" and ns["port"] == 9000
+    if verb == "deploy render":
+        assert (ns["policy"], ns["key"], ns["require_attestation"]) == ("kyverno", "team.pub", ["slsa", "test-result"])
 
 
 def test_global_options_before_or_after_the_verb():
