@@ -32,25 +32,14 @@ from .errors import UsageError
 
 POLICIES = ("kyverno",)
 FILE = "clusterpolicy-kyverno.yaml"
-# The attestation names of issue 21. TODO: use modelship.trust.attestations.PREDICATE_TYPES, the one home of
-# this mapping, once that module lands (it is being written alongside); the names and URIs are the agreed ones.
-_PREDICATE_TYPES = {
-    "slsa": "https://slsa.dev/provenance/v1",
-    "cyclonedx": "https://cyclonedx.org/bom",
-    "test-result": "https://in-toto.io/attestation/test-result/v0.1",
-}
 # what the smoke test's verdict must say (its predicate's ``result``) for the pod to be admitted
-_CONDITIONS = {
-    _PREDICATE_TYPES["test-result"]: [
+_PASSED = {
+    "all": [
         {
-            "all": [
-                {
-                    "key": "{{ result }}",
-                    "operator": "Equals",
-                    "value": "PASSED",
-                    "message": "the smoke test's verdict for this digest is not PASSED",
-                }
-            ]
+            "key": "{{ result }}",
+            "operator": "Equals",
+            "value": "PASSED",
+            "message": "the smoke test's verdict for this digest is not PASSED",
         }
     ]
 }
@@ -100,13 +89,14 @@ def _holds_private_key(path: str | Path) -> bool:
 
 def predicate_types(names: Iterable[str]) -> list[str]:
     """The predicate-type URIs of ``names`` (slsa, cyclonedx, test-result, or a URI), in order, once each."""
+    from .trust.attestations import predicate_uri
+
     out: list[str] = []
     for name in names:
-        uri = _PREDICATE_TYPES.get(name, name)
-        if "://" not in uri:
-            raise UsageError(
-                f"--require-attestation {name!r}: choose one of {', '.join(_PREDICATE_TYPES)} or a predicate-type URI"
-            )
+        try:
+            uri = predicate_uri(name)
+        except UsageError as e:
+            raise UsageError(f"--require-attestation: {e}") from None
         if uri not in out:
             out.append(uri)
     return out
@@ -182,8 +172,10 @@ def cluster_policy(
     model_refs = [p for p in _patterns(model_images) if p not in app_refs]
     app: dict[str, Any] = _verify(app_refs, attestors)
     if attestation_types:
+        from .trust.attestations import TEST_RESULT
+
         app["attestations"] = [
-            {"type": uri, "attestors": attestors, **({"conditions": _CONDITIONS[uri]} if uri in _CONDITIONS else {})}
+            {"type": uri, "attestors": attestors, **({"conditions": [_PASSED]} if uri == TEST_RESULT else {})}
             for uri in attestation_types
         ]
     verify = [app, *([_verify(model_refs, attestors)] if model_refs else [])]

@@ -229,7 +229,10 @@ def test_no_private_key_reaches_the_output_and_a_bad_key_is_one_line(tmp_path, k
         ({"policy": "gatekeeper", "key": "k.pub"}, "choose one of kyverno"),
         ({"key": "k.pub"}, "--key is for the admission policy"),
         ({"require_attestations": ["slsa"]}, "--require-attestation is for the admission policy"),
-        ({"policy": "kyverno", "key": "PUB", "require_attestations": ["sbom"]}, "choose one of slsa, cyclonedx"),
+        (
+            {"policy": "kyverno", "key": "PUB", "require_attestations": ["sbom"]},
+            "--require-attestation: 'sbom' is no attestation type; use slsa, cyclonedx",
+        ),
     ],
 )
 def test_options_that_do_not_go_together_are_refused_before_anything_is_read(tmp_path, keys, kwargs, message):
