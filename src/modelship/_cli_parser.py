@@ -328,10 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
     image_sign_key(sp, "before the tag moves")
     registry_login(sp)
 
-    sp = add("promote", cmd_promote, "tag a tested digest (manifest PUT only) and verify the tags")
+    promote_help = "tag a tested digest that carries the required evidence, or copy it with that evidence first"
+    sp = add("promote", cmd_promote, promote_help)
     sp.add_argument("ref", metavar="REF@DIGEST", help="the tested image, REGISTRY/REPO@sha256:…")
     sp.add_argument(
-        "--tag", "-t", required=True, action="append", metavar="TAG", help="tag to point at it (repeatable)"
+        "--tag", "-t", action="append", metavar="TAG", help="tag to point at it (repeatable; needed without --to)"
+    )
+    sp.add_argument(
+        "--require-key",
+        action="append",
+        metavar="PUB.pem",
+        help="refuse (no tag moves) unless the digest carries a cosign signature by one of these PEM EC public keys "
+        "(repeatable)",
+    )
+    sp.add_argument(
+        "--to",
+        metavar="REGISTRY/REPO",
+        help="copy the image by digest to this repository (another registry too) with its signatures, "
+        "attestations and referrers, then tag it there",
     )
     image_sign_key(sp, "before any tag moves")
     registry_login(sp)

@@ -314,10 +314,26 @@ def cmd_assemble(a: argparse.Namespace) -> None:
 def cmd_promote(a: argparse.Namespace) -> None:
     from .oci._promote import promote
 
-    r = promote(a.ref, a.tag, username=a.username, password=_registry_password(a), sign_key=a.sign_key)
+    r = promote(
+        a.ref,
+        a.tag or [],
+        to=a.to,
+        require_keys=a.require_key or [],
+        username=a.username,
+        password=_registry_password(a),
+        sign_key=a.sign_key,
+    )
     data = r.to_dict()
 
     def human() -> None:
+        for what in r.verified:
+            print(f"verified {r.source or r.ref}: {what}")
+        if r.copied is not None:
+            carried, sent = len(r.copied.tags) + r.copied.referrers, human_bytes(r.uploaded_bytes)
+            print(f"copied {r.source} -> {r.ref} ({carried} evidence manifests; {sent} uploaded)")
+            if r.copied.referrers_skipped:
+                n = r.copied.referrers_skipped
+                print(f"modelship: note: {n} referrer(s) not copied: {r.ref} has no referrers API", file=sys.stderr)
         _print_signature(r.ref, r.image_signature)
         for t in r.tags:
             print(f"promoted {t} -> {r.image_digest}")

@@ -106,10 +106,12 @@ def accepts(found: Found, public_key: Path, repository: str, digest: str) -> boo
     )
 
 
-def verified_by(registry: str, repo: str, digest: str, public_key: Path) -> int:
-    """How many signatures at the image's ``.sig`` tag verify for ``digest`` with ``public_key``."""
+def verified_by(registry: str, repo: str, digest: str, public_key: Path, *, signed_at: str | None = None) -> int:
+    """How many signatures at the image's ``.sig`` tag verify for ``digest`` with ``public_key``, naming the
+    repository they were made in: ``signed_at`` (REGISTRY/REPO), else this one. A copied signature names the
+    repository it was made in (``cosign copy`` copies it as it is; cosign's claim check compares the digest only)."""
     found = read_signatures(registry, repo, digest)
-    return sum(accepts(f, public_key, f"{registry}/{repo}", digest) for f in found)
+    return sum(accepts(f, public_key, signed_at or f"{registry}/{repo}", digest) for f in found)
 
 
 # ---- writing, as cosign sign --key does -----------------------------------------------------------------------

@@ -77,6 +77,27 @@ def _value(got: Fetched, where: Reference, src: RegistryClient, mount: str | Non
     return Index(got.data, tuple(images), got.media_type)
 
 
+def send(
+    src: RegistryClient,
+    where: Reference,
+    got: Fetched,
+    dst: RegistryClient,
+    repository: str,
+    *,
+    title: str = "",
+    quiet: bool = True,
+) -> tuple[Image | Index, Writer]:
+    """The manifest ``got`` of ``where`` (at ``src``) and every blob under it, written to ``repository`` at
+    ``dst`` by digest (no tag): blobs the destination has are skipped, in one registry they are mounted."""
+    # one registry: the destination mounts each blob from the source repository, nothing is sent
+    mount = where.repository if src.registry == dst.registry and where.repository != repository else None
+    value = _value(got, where, src, mount)
+    w = Writer(dst, repository, title=title, show=False if quiet else None)
+    w.upload(value)
+    w.put(value)
+    return value, w
+
+
 def copy(
     src: str,
     dst: str,
@@ -112,12 +133,7 @@ def copy(
             ) from None
         if d.digest and d.digest != got.digest:
             raise UsageError(f"{dst}: {src} is {got.digest}, not that digest; give the destination a tag instead")
-        # one registry: the destination mounts each blob from the source repository, nothing is sent
-        mount = s.repository if same and s.repository != d.repository else None
-        value = _value(got, s, src_client, mount)
-        w = Writer(dst_client, d.repository, title=f"copy to {d.name}", show=False if quiet else None)
-        w.upload(value)
-        w.put(value)
+        value, w = send(src_client, s, got, dst_client, d.repository, title=f"copy to {d.name}", quiet=quiet)
         if tag:
             w.tag(value, tag)
         elif dst_client.head_manifest(d.repository, value.digest) != value.digest:
@@ -138,4 +154,4 @@ def copy(
     )
 
 
-__all__ = ["CopyResult", "copy"]
+__all__ = ["CopyResult", "copy", "send"]

@@ -1,4 +1,12 @@
-"""promote(): point tags at a tested digest -- a manifest PUT per tag through the image writer, no blob moves."""
+"""promote(): point tags at a tested digest, after checking the evidence it carries; or copy it (with that
+evidence) to another registry first.
+
+The order keeps a tag off a digest that has not earned it: the arguments and keys are read, then the
+requirements are checked *at the source* (a signature by one of ``require_keys`` for exactly this digest), and
+a refusal is one line naming the digest and what is missing, before anything is written. With ``to``, the image
+is copied by digest (``_copy.send``: blobs HEAD-checked, mounted within one registry), then its signatures,
+attestations and referrers (``_evidence``); a ``sign_key`` signs where the tags go; the tags move last.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelshipError, UsageError
+from ..errors import ModelshipError, NotFoundError, SignatureError, UsageError
+from ._copy import send
+from ._evidence import EvidenceCopy, copy_evidence
 from .auth import login
-from .reference import check_tag, parse_reference
+from .modelimage import repository_of
+from .reference import Reference, check_tag, parse_reference
 from .registry import INDEX_TYPES, MANIFEST_TYPES, RegistryClient
 from .write import Writer
 
@@ -19,10 +30,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PromoteResult:
-    ref: str  # REGISTRY/REPO@DIGEST
+    ref: str  # REGISTRY/REPO@DIGEST where the tags are (the destination with ``to``)
     image_digest: str
     tags: tuple[str, ...]  # REGISTRY/REPO:TAG, each verified to resolve to image_digest
     image_signature: ImageSignature | None = None  # with a sign key: the digest's cosign signature
+    verified: tuple[str, ...] = ()  # what was required and found: "signature by sha256:…", …
+    source: str | None = None  # with ``to``: the REGISTRY/REPO@DIGEST copied from
+    copied: EvidenceCopy | None = None  # with ``to``: the evidence carried over
+    uploaded_bytes: int = 0  # with ``to``: bytes sent to the destination (0 on a re-run)
 
     def to_dict(self) -> dict[str, Any]:
         signature = self.image_signature.to_dict() if self.image_signature else None
@@ -31,59 +46,114 @@ class PromoteResult:
             "image_digest": self.image_digest,
             "tags": list(self.tags),
             "image_signature": signature,
+            "verified": list(self.verified),
+            "source": self.source,
+            "copied": self.copied.to_dict() if self.copied else None,
+            "uploaded_bytes": self.uploaded_bytes,
         }
+
+
+def _tags(tags: Sequence[str], d: Reference) -> list[str]:
+    wanted: list[str] = []
+    for t in tags:
+        if "/" in t or t.count(":") > 0:
+            other = parse_reference(t)
+            if (other.registry, other.repository) != (d.registry, d.repository) or other.digest or not other.tag:
+                raise UsageError(f"--tag {t}: promote tags within {d.name}; give TAG or {d.name}:TAG")
+            wanted.append(other.tag)
+        else:
+            wanted.append(check_tag(t))
+    return list(dict.fromkeys(wanted))
+
+
+def _destination(to: str, r: Reference) -> Reference:
+    d = repository_of(to)
+    if d.digest or d.tag:
+        raise UsageError(f"--to {to}: give REGISTRY/REPO (tags go in --tag), not a tag or digest")
+    if (d.registry, d.repository) == (r.registry, r.repository):
+        raise UsageError(f"--to {to} is where {r.name}@… is already; leave out --to")
+    return parse_reference(f"{d.registry}/{d.repository}@{r.digest}")
 
 
 def promote(
     ref: str,
-    tags: Sequence[str],
+    tags: Sequence[str] = (),
     *,
+    to: str | None = None,
+    require_keys: Sequence[str | Path] = (),
     username: str | None = None,
     password: str | None = None,
     timeout: float | None = None,
     azure_credential: Any = None,
     sign_key: str | Path | None = None,
 ) -> PromoteResult:
-    """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag, no blob moves), then verify it.
+    """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag), then verify it.
 
-    A tag is ``TAG`` (same repository) or ``REGISTRY/REPO:TAG`` of the same repository. ``sign_key``: a PEM EC
-    P-256 private key (read first) that signs the digest in cosign's format before any tag moves.
+    A tag is ``TAG`` or ``REGISTRY/REPO:TAG`` of the repository the tags go to. ``require_keys``: PEM EC public
+    keys; the digest must carry a cosign signature by one of them (at the source), else SignatureError in one
+    line and nothing is written. ``to``: ``REGISTRY/REPO`` to copy the image to first, with its signatures,
+    attestations and referrers (tags are then optional: none copies by digest only). ``sign_key``: a PEM EC
+    P-256 private key that signs the digest where the tags go, before any tag moves. ``username``/``password``
+    are for the destination's registry (and the source's, when it is the same one).
     """
     r = parse_reference(ref)
     if not r.digest:
         raise UsageError(f"promote takes the digest that was tested, REPO@sha256:…, not {ref!r}")
-    if not tags:
+    d = _destination(to, r) if to is not None else r
+    if not tags and to is None:
         raise UsageError("give at least one --tag")
-    wanted: list[str] = []
-    for t in tags:
-        if "/" in t or t.count(":") > 0:
-            other = parse_reference(t)
-            if (other.registry, other.repository) != (r.registry, r.repository) or other.digest or not other.tag:
-                raise UsageError(f"--tag {t}: promote tags within {r.name}; give TAG or {r.name}:TAG")
-            wanted.append(other.tag)
-        else:
-            wanted.append(check_tag(t))
-    key = None
-    if sign_key is not None:
-        from ..trust.cosign import load_sign_key
+    wanted = _tags(tags, d)
+    from ..trust.cosign import load_sign_key
+    from ..trust.oms import load_public_keys
 
-        key = load_sign_key(sign_key)
+    keys = load_public_keys(require_keys)  # read before anything is sent: a bad file is a usage error
+    key = load_sign_key(sign_key) if sign_key is not None else None
     creds = login(username, password)
-    with RegistryClient(r.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
-        got = client.get_manifest(r.repository, r.digest)
+    opts: dict[str, Any] = {"timeout": timeout, "azure_credential": azure_credential}
+    dst = RegistryClient(d.registry, creds, **opts)
+    src = dst if r.registry == d.registry else RegistryClient(r.registry, None, **opts)
+    try:
+        got = src.get_manifest(r.repository, r.digest)
         if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             raise ModelshipError(f"{ref} is not an image ({got.media_type})")
+        verified = _require(src, r, keys, wanted)
+        copied, sent = None, 0
+        if to is not None:
+            _, w = send(src, r, got, dst, d.repository, title=f"promote to {d.name}")
+            copied = copy_evidence(src, r, dst, d, str(r.digest))
+            sent = w.uploaded_bytes + copied.uploaded_bytes
         signature = None
         if key is not None:
             from ..trust.cosign import sign_image
 
-            signature = sign_image(client, r, key)
-        writer = Writer(client, r.repository)
+            signature = sign_image(dst, d, key)
+        writer = Writer(dst, d.repository)
         done = []
-        for t in dict.fromkeys(wanted):
+        for t in wanted:
             writer.tag(got, t)
-            done.append(f"{r.name}:{t}")
-    return PromoteResult(f"{r.name}@{r.digest}", r.digest, tuple(done), signature)
+            done.append(f"{d.name}:{t}")
+    finally:
+        dst.close()
+        if src is not dst:
+            src.close()
+    source = f"{r.name}@{r.digest}" if to is not None else None
+    return PromoteResult(f"{d.name}@{d.digest}", str(d.digest), tuple(done), signature, verified, source, copied, sent)
+
+
+def _require(client: RegistryClient, r: Reference, keys: Sequence[Any], tags: Sequence[str]) -> tuple[str, ...]:
+    """Check what promote requires of ``r`` (at the source); a refusal is one SignatureError line naming the
+    digest and what is missing, and says that no tag moved."""
+    if not keys:
+        return ()
+    from ..trust.cosign import verify_image
+
+    moved = ", ".join(tags) if tags else "nothing"
+    try:
+        found = verify_image(client, r, keys)
+    except (SignatureError, NotFoundError) as e:
+        kind = getattr(e, "kind", SignatureError.UNSIGNED)
+        raise SignatureError(f"promote refused: {e} ({moved} not moved)", kind=kind) from None
+    return (f"signature by {found.signer}",)
 
 
 __all__ = ["PromoteResult", "promote"]

@@ -15,13 +15,14 @@ one layer (as with cosign); the error says so and the reader tells.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ModelshipError, UsageError
 from ..oci.auth import login
 from ..oci.reference import Reference, parse_reference
 from ..oci.registry import MANIFEST_TYPES, OCI_CONFIG, Fetched, RegistryClient
-from ..oci.write import Blob, BytesSource, RemoteBlob, Writer, blob, dumps, image
+from ..oci.write import Blob, BytesSource, Image, RemoteBlob, Writer, blob, dumps, image
 
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 MAX_LAYERS = 1000  # cosign's maxLayers
@@ -73,6 +74,19 @@ def append(
     old = held.json()["layers"] if held else []
     layers = [Blob(d, RemoteBlob(client, repo, str(d["digest"]), int(d["size"]))) for d in old]
     layers.append(Blob(layer, BytesSource(data)))
+    new = layered_image(layers)
+    writer = Writer(client, repo)
+    writer.upload(new)
+    writer.put(new)
+    if client.head_manifest(repo, tag) != (held.digest if held else None):
+        raise ModelshipError(f"{client.registry}/{repo}:{tag} changed while {verb} (another writer?); run it again")
+    writer.tag(new, tag)
+    return new.digest
+
+
+def layered_image(layers: Sequence[Blob]) -> Image:
+    """The tag schema's manifest of ``layers``: go-containerregistry's empty image with the layers appended,
+    minus the clock (same layers, same digest)."""
     config = {
         "architecture": "",
         "config": {},
@@ -81,14 +95,7 @@ def append(
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]},
     }
-    new = image(blob(dumps(config), OCI_CONFIG), layers)
-    writer = Writer(client, repo)
-    writer.upload(new)
-    writer.put(new)
-    if client.head_manifest(repo, tag) != (held.digest if held else None):
-        raise ModelshipError(f"{client.registry}/{repo}:{tag} changed while {verb} (another writer?); run it again")
-    writer.tag(new, tag)
-    return new.digest
+    return image(blob(dumps(config), OCI_CONFIG), list(layers))
 
 
 def attach(
@@ -126,4 +133,5 @@ def candidates(
     return out
 
 
-__all__ = ["EMPTY_CONFIG", "append", "attach", "candidates", "kind_tag", "open_client", "pinned", "read_held"]
+__all__ = ["EMPTY_CONFIG", "append", "attach", "candidates", "kind_tag", "layered_image", "open_client", "pinned",
+           "read_held"]  # fmt: skip
