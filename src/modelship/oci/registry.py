@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from .._retry import Budget
 from ..errors import IntegrityError, ModelshipError, TransientError
@@ -219,15 +220,33 @@ class RegistryClient(Transport):
         return self.call("blob GET", get)
 
     def get_blob(self, repository: str, digest: str, limit: int = 64 * 1024 * 1024) -> bytes:
-        """A small blob (a config), checked against its digest."""
-        resp = self.open_blob(repository, digest)
-        with resp:
-            data = resp.raw.read(limit + 1, decode_content=True)
-        if len(data) > limit:
-            raise ModelshipError(f"blob {digest[:19]}… of {self.registry}/{repository} is larger than {limit} bytes")
-        if sha256_digest(data) != digest:
-            raise IntegrityError(f"registry {self.registry}: blob {digest} of {repository} does not match its digest")
-        return data
+        """A small blob (a config), checked against its digest. A body cut or damaged on the way is read again
+        (within the retry policy); bytes that still do not match are an IntegrityError."""
+        damaged, name = [0], f"blob {digest[:19]}… of {self.registry}/{repository}"
+
+        def get() -> bytes:
+            resp = self.request(
+                "GET", f"/v2/{repository}/blobs/{digest}", scopes=[f"repository:{repository}:pull"],
+                what="blob GET", stream=True,
+            )  # fmt: skip
+            with resp:
+                if resp.status_code != 200:
+                    raise self.error(resp, f"blob {digest[:19]}…", repository)
+                try:
+                    data = resp.raw.read(limit + 1, decode_content=True)
+                except (OSError, urllib3.exceptions.HTTPError) as e:
+                    raise TransientError(f"{name}: the read was cut") from e
+            if len(data) > limit:
+                raise ModelshipError(f"{name} is larger than {limit} bytes")
+            if sha256_digest(data) != digest:
+                damaged[0] += 1
+                where = f"registry {self.registry}: blob {digest} of {repository}"
+                if damaged[0] > 1:
+                    raise IntegrityError(f"{where} does not match its digest, read twice")
+                raise TransientError(f"{where} arrived damaged; reading it again")
+            return data
+
+        return self.call("blob GET", get)
 
     def blob_json(self, repository: str, digest: str) -> dict[str, Any]:
         try:
