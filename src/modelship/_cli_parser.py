@@ -342,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable)",
     )
     sp.add_argument(
+        "--require-attestation",
+        action="append",
+        metavar="TYPE",
+        help="also refuse unless it carries an attestation of this type by one of the --require-key keys (slsa, "
+        "cyclonedx, test-result: PASSED, or a predicate-type URI; repeatable)",
+    )
+    sp.add_argument(
         "--to",
         metavar="REGISTRY/REPO",
         help="copy the image by digest to this repository (another registry too) with its signatures, "

@@ -319,6 +319,7 @@ def cmd_promote(a: argparse.Namespace) -> None:
         a.tag or [],
         to=a.to,
         require_keys=a.require_key or [],
+        require_attestations=a.require_attestation or [],
         username=a.username,
         password=_registry_password(a),
         sign_key=a.sign_key,

@@ -1,8 +1,10 @@
 """``modelship promote`` demands evidence, against the testbed's registry and a second one of the test's own:
 ``--require-key`` refuses (one line naming the digest, the tag where it was, nothing copied) an unsigned digest,
 one signed by another key and one whose signature names another digest; ``--to`` copies the image with its
-``.sig``/``.att`` manifests so that the destination's signatures verify -- judged by tests/support/cosign_reader.py,
-written apart from modelship -- and a second run uploads 0 bytes.
+``.sig``/``.att`` manifests so that the destination's signatures and attestations verify -- judged by
+tests/support/cosign_reader.py and attestation_reader.py, written apart from modelship -- and a second run uploads
+0 bytes; ``--require-attestation`` refuses a missing attestation, and a missing or FAILED test-result (written
+through modelship's attestations API).
 
 The images and the cosign-style signatures the refusals are tested on are written with plain HTTP calls
 (support.modelimage, the reader's ``write_signature``), not by modelship.
@@ -15,6 +17,8 @@ import os
 
 import pytest
 
+from modelship.trust.attestations import PREDICATE_TYPES, attest
+from support import attestation_reader as att_reader
 from support import cosign_reader as reader
 from support.cli import run_cli
 from support.modelimage import push_blob, push_manifest, push_plain_image, unique_repo
@@ -185,3 +189,60 @@ def test_promote_to_another_repository_of_one_registry_mounts_every_blob(registr
     assert out["tags"] == [] and out["uploaded_bytes"] == 0  # mounted from the source repository
     assert manifest(registry, prod, digest)[0] == digest
     assert reader.verified_by(registry, prod, digest, team_pub, signed_at=f"{registry}/{repo}") == 1
+
+
+def _verdict(result: str) -> dict:
+    failed = ["test_smoke[iris-setosa]"] if result == "FAILED" else []
+    passed = [] if failed else ["test_smoke[iris-setosa]"]
+    return {"result": result, "passedTests": passed, "failedTests": failed, "warnedTests": [], "configuration": []}
+
+
+def test_require_attestation_refuses_a_missing_or_failed_verdict_and_promotes_a_digest_with_all_three(
+    registry, second, keys
+):
+    (team, team_pub), (other, _) = keys
+    repo, mirror = unique_repo("promote/evidence"), unique_repo("promote/evidence-prod")
+    old = _image(registry, repo, "stable")
+    failed, good = _image(registry, repo, "failed"), _image(registry, repo, "good")
+    require = ["--require-key", str(team_pub)]
+    for t in ("slsa", "cyclonedx", "test-result"):
+        require += ["--require-attestation", t]
+    for digest in (failed, good):
+        ref = f"{registry}/{repo}@{digest}"
+        assert run_cli("sign", ref, "--key", str(team)).returncode == 0
+        attest(ref, "slsa", {"buildDefinition": {"buildType": "test"}, "runDetails": {}}, key=team)
+        attest(ref, "cyclonedx", {"bomFormat": "CycloneDX", "specVersion": "1.6"}, key=team)
+
+    def refused(digest: str, why: str, *args: str) -> None:
+        ref = f"{registry}/{repo}@{digest}"
+        code, err, _ = _promote(ref, "--tag", "stable", *(args or require))
+        assert code == 1 and err.count("\n") == 1 and err.startswith(f"modelship: error: promote refused: {ref}: "), err
+        assert why in err and "(stable not moved)" in err, err
+        assert tag_digest(registry, repo, "stable") == old
+
+    refused(failed, "no test-result attestation")
+    attest(f"{registry}/{repo}@{failed}", "test-result", _verdict("PASSED"), key=other)  # by a key not required
+    refused(failed, "none of its 1 test-result attestation(s) is signed by the given key(s)")
+    attest(f"{registry}/{repo}@{failed}", "test-result", _verdict("FAILED"), key=team)
+    refused(failed, "says FAILED (failed: test_smoke[iris-setosa])")
+    # a FAILED verdict by the key blocks a promote that asked for the signature only, too
+    refused(failed, "says FAILED", "--require-key", str(team_pub))
+    code, err, _ = _promote(f"{registry}/{repo}@{good}", "--tag", "stable", "--require-attestation", "slsa")
+    assert code == 2 and "--require-attestation needs --require-key" in err
+    code, err, _ = _promote(f"{registry}/{repo}@{good}", "--tag", "stable", *require, "--require-attestation", "sbom")
+    assert code == 2 and "'sbom' is no attestation type" in err and tag_digest(registry, repo, "stable") == old
+
+    attest(f"{registry}/{repo}@{good}", "test-result", _verdict("PASSED"), key=team)
+    code, err, out = _promote(f"{registry}/{repo}@{good}", "--to", f"{second}/{mirror}", "--tag", "stable", *require)
+    assert code == 0, err
+    assert [v.rsplit(" by ", 1)[0] for v in out["verified"]] == [
+        "signature",
+        "slsa attestation",
+        "cyclonedx attestation",
+        "test-result attestation",
+    ]
+    assert tag_digest(second, mirror, "stable") == good and tag_digest(registry, repo, "stable") == old
+    for uri in PREDICATE_TYPES.values():  # the attestations verify at the destination (the independent reader)
+        assert att_reader.verified_by(second, mirror, good, team_pub, uri) == 1, uri
+    there = run_cli("promote", f"{second}/{mirror}@{good}", "--tag", "release", *require)
+    assert there.returncode == 0, there.stderr

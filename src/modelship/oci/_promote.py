@@ -81,6 +81,7 @@ def promote(
     *,
     to: str | None = None,
     require_keys: Sequence[str | Path] = (),
+    require_attestations: Sequence[str] = (),
     username: str | None = None,
     password: str | None = None,
     timeout: float | None = None,
@@ -90,11 +91,14 @@ def promote(
     """Point each tag at the tested digest REF@sha256:… (a manifest PUT per tag), then verify it.
 
     A tag is ``TAG`` or ``REGISTRY/REPO:TAG`` of the repository the tags go to. ``require_keys``: PEM EC public
-    keys; the digest must carry a cosign signature by one of them (at the source), else SignatureError in one
-    line and nothing is written. ``to``: ``REGISTRY/REPO`` to copy the image to first, with its signatures,
-    attestations and referrers (tags are then optional: none copies by digest only). ``sign_key``: a PEM EC
-    P-256 private key that signs the digest where the tags go, before any tag moves. ``username``/``password``
-    are for the destination's registry (and the source's, when it is the same one).
+    keys; the digest must carry a cosign signature by one of them (at the source), and an attestation by one
+    of them of each of ``require_attestations`` (slsa, cyclonedx, test-result or a predicate-type URI), else
+    SignatureError in one line and nothing is written. A test-result by one of the keys that does not say
+    PASSED refuses the digest whether it is required or not. ``to``: ``REGISTRY/REPO`` to copy the image to
+    first, with its signatures, attestations and referrers (tags are then optional: none copies by digest
+    only). ``sign_key``: a PEM EC P-256 private key that signs the digest where the tags go, before any tag
+    moves. ``username``/``password`` are for the destination's registry (and the source's, when it is the same
+    one).
     """
     r = parse_reference(ref)
     if not r.digest:
@@ -103,9 +107,13 @@ def promote(
     if not tags and to is None:
         raise UsageError("give at least one --tag")
     wanted = _tags(tags, d)
+    from ..trust.attestations import predicate_uri
     from ..trust.cosign import load_sign_key
     from ..trust.oms import load_public_keys
 
+    types = list(dict.fromkeys(predicate_uri(t) for t in require_attestations))  # UsageError for no type
+    if types and not require_keys:
+        raise UsageError("--require-attestation needs --require-key PUB.pem: the key the attestations are signed by")
     keys = load_public_keys(require_keys)  # read before anything is sent: a bad file is a usage error
     key = load_sign_key(sign_key) if sign_key is not None else None
     creds = login(username, password)
@@ -116,7 +124,7 @@ def promote(
         got = src.get_manifest(r.repository, r.digest)
         if got.media_type not in MANIFEST_TYPES + INDEX_TYPES:
             raise ModelshipError(f"{ref} is not an image ({got.media_type})")
-        verified = _require(src, r, keys, wanted)
+        verified = _require(src, r, keys, types, wanted)
         copied, sent = None, 0
         if to is not None:
             _, w = send(src, r, got, dst, d.repository, title=f"promote to {d.name}")
@@ -140,20 +148,33 @@ def promote(
     return PromoteResult(f"{d.name}@{d.digest}", str(d.digest), tuple(done), signature, verified, source, copied, sent)
 
 
-def _require(client: RegistryClient, r: Reference, keys: Sequence[Any], tags: Sequence[str]) -> tuple[str, ...]:
-    """Check what promote requires of ``r`` (at the source); a refusal is one SignatureError line naming the
-    digest and what is missing, and says that no tag moved."""
+def _require(
+    client: RegistryClient, r: Reference, keys: Sequence[Any], types: Sequence[str], tags: Sequence[str]
+) -> tuple[str, ...]:
+    """Check what promote requires of ``r`` (at the source): a signature by one of ``keys``, an attestation of
+    each of ``types`` (a test-result saying PASSED), and no test-result by those keys that says otherwise. A
+    refusal is one SignatureError line naming the digest and what is missing, and says that no tag moved."""
     if not keys:
         return ()
+    from ..trust.attestations import TEST_RESULT, type_name, verify_attestations
     from ..trust.cosign import verify_image
 
     moved = ", ".join(tags) if tags else "nothing"
     try:
         found = verify_image(client, r, keys)
+        attested = verify_attestations(client, r, keys, types)  # a required test-result must say PASSED
+        if TEST_RESULT not in types:  # one that was not required must not say otherwise either
+            every = verify_attestations(client, r, keys) if types else attested
+            if any(a.predicate_type == TEST_RESULT for a in every):
+                verify_attestations(client, r, keys, [TEST_RESULT])
     except (SignatureError, NotFoundError) as e:
         kind = getattr(e, "kind", SignatureError.UNSIGNED)
         raise SignatureError(f"promote refused: {e} ({moved} not moved)", kind=kind) from None
-    return (f"signature by {found.signer}",)
+    out = [f"signature by {found.signer}"]
+    for uri in types:
+        a = next(a for a in attested if a.predicate_type == uri)
+        out.append(f"{type_name(uri)} attestation by {a.signer}")
+    return tuple(out)
 
 
 __all__ = ["PromoteResult", "promote"]
