@@ -5,7 +5,8 @@ What Azure would only tell us at queue time, checked here:
 - it is passed only declared parameters, every required one, with values of the declared type;
 - every ``${{ parameters.x }}`` in a file names a parameter that file declares;
 - every ``modelship ...`` command line in a script step, with parameters filled in as the callers pass
-  them, parses with modelship's real CLI parser.
+  them, parses with modelship's real CLI parser (a bash array expansion, ``"${args[@]}"``, is left out: its
+  words exist at run time only, and the test of that step runs its script).
 
 Expressions are not evaluated, except ``join('sep', parameters.list)`` and ``${{ if eq|ne(parameters.x,
 'literal') }}`` with x known (the branch ruled out, or its ``${{ else }}``, is skipped); other ``${{ if }}``
@@ -35,6 +36,7 @@ NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 BOOLEANS = {"true", "false"}
 SHELL_OPERATORS = {"|", "||", "&&", ";", "&", "(", ")", ";;"}
 REDIRECTIONS = {">", ">>", "<", ">&", "<&", "&>", ">|", "<<<"}
+ARRAY_EXPANSION = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\[@\]")  # ${args[@]}, ${args[@]+"${args[@]}"}
 SHELL_KEYWORDS = {"then", "do", "else", "!", "exec", "time"}
 LIST_TYPES = {"stepList", "jobList", "stageList", "deploymentList", "containerList"}
 MAPPING_TYPES = {"step", "job", "stage", "deployment", "container"}
@@ -306,6 +308,8 @@ def modelship_commands(script: str) -> Iterator[tuple[str, list[str] | None]]:
                 continue
             if tok in REDIRECTIONS:
                 skip_next = True
+                continue
+            if ARRAY_EXPANSION.match(tok):  # "${args[@]}": words known at run time only (the step's test runs it)
                 continue
             if tok in SHELL_OPERATORS:
                 while segment and segment[0] in SHELL_KEYWORDS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -459,3 +460,98 @@ def test_the_example_pipeline_installs_only_signed_models():
         for job in jobs:
             call = _job_call(stage_file, job)
             assert "modelVerifyKey: ${{ parameters.modelVerifyKey }}" in call, (stage_file, job)
+
+
+def _expand(node, env: dict):
+    """``node`` as Azure expands it for the parameters ``env``: the ``${{ if }}`` branches that hold inlined
+    (after ``pc.prune`` dropped the others), ``${{ parameters.x }}`` and ``join`` filled in."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_expand(v, env) if k.startswith("${{") else {k: _expand(v, env)})
+        return out
+    if isinstance(node, list):
+        items = []
+        for v in node:
+            inline = isinstance(v, dict) and len(v) == 1 and next(iter(v)).startswith("${{")
+            items += _expand(next(iter(v.values())), env) if inline else [_expand(v, env)]
+        return items
+    return pc.substitute(node, env) if isinstance(node, str) else node
+
+
+def _promote_step(env: dict) -> list[dict]:
+    """The steps of steps/promote-image.yml as Azure expands them for ``env`` (its parameters)."""
+    body = yaml.safe_load((TEMPLATES / "steps" / "promote-image.yml").read_text())
+    return _expand(pc.prune(body["steps"], env), env)
+
+
+def _run_promote_script(script: str, env: dict[str, str]) -> argparse.Namespace:
+    """Run the promote step's bash with a stand-in ``modelship`` that prints its words; parse them."""
+    fake = "modelship() { printf '%s\\n' \"$@\"; }\n"
+    out = subprocess.run(["bash", "-c", fake + script], env=env, capture_output=True, text=True, check=True)
+    return build_parser().parse_args(out.stdout.splitlines())
+
+
+def test_the_promote_step_passes_the_key_from_a_secure_file_and_each_attestation_type(tmp_path):
+    from modelship.trust.attestations import PREDICATE_TYPES
+
+    ref = "acr.example/iris@sha256:" + "a" * 64
+    env = {"imageRef": ref, "tags": ["stable", "1.4"], "requireKey": "iris-release.pub"}
+    env["requireAttestation"] = list(PREDICATE_TYPES)
+    download, bash = _promote_step(env)
+    assert download["task"] == "DownloadSecureFile@1" and download["name"] == "promoteRequireKey"
+    assert download["inputs"]["secureFile"] == "iris-release.pub"
+    # the downloaded file's path: the macro $(promoteRequireKey.secureFilePath) (pc.substitute leaves its name)
+    assert bash["env"]["REQUIRE_KEY"] == f"{download['name']}.secureFilePath"
+    assert bash["env"]["REQUIRE_ATTESTATION"] == "slsa cyclonedx test-result"
+    key = tmp_path / "iris-release.pub"
+    run_env = {"PATH": "/usr/bin:/bin", "IMAGE_REF": ref, "REQUIRE_KEY": str(key)}
+    a = _run_promote_script(bash["bash"], {**run_env, "REQUIRE_ATTESTATION": bash["env"]["REQUIRE_ATTESTATION"]})
+    assert a.command == "promote" and a.ref == ref and a.tag == ["stable", "1.4"]
+    assert a.require_key == [str(key)] and a.require_attestation == ["slsa", "cyclonedx", "test-result"]
+
+    # no requireKey: no download, no requirement on the command line
+    (bash,) = _promote_step({"imageRef": ref, "tags": ["stable"], "requireKey": "", "requireAttestation": []})
+    assert "REQUIRE_KEY" not in bash["env"]
+    a = _run_promote_script(bash["bash"], {"PATH": "/usr/bin:/bin", "IMAGE_REF": ref, "REQUIRE_ATTESTATION": ""})
+    assert a.tag == ["stable"] and a.require_key is None and a.require_attestation is None
+
+
+PROMOTING_JOBS = {"ci.yml": "app-image.yml", "release.yml": "model-assemble.yml"}
+
+
+@pytest.mark.parametrize(("stage_file", "job"), sorted(PROMOTING_JOBS.items()))
+def test_the_promote_of_the_tested_digest_requires_the_evidence_the_stage_names(stage_file, job):
+    call = _job_call(stage_file, job)
+    for name in ("requireKey", "requireAttestation"):
+        assert f"{name}: ${{{{ parameters.{name} }}}}" in call, (stage_file, job, name)
+    promotes = [s["parameters"] for s in _steps(job) if s.get("template") == "../steps/promote-image.yml"]
+    keyed = [p for p in promotes if "requireKey" in p]
+    # one promote per job downloads the key (its step name is fixed): the one of the smoke-tested digest
+    assert keyed == [
+        {
+            "imageRef": "$(assemble.imageRef)",
+            "tags": "${{ parameters.promoteTags }}",
+            "requireKey": "${{ parameters.requireKey }}",
+            "requireAttestation": "${{ parameters.requireAttestation }}",
+        }
+    ]
+
+
+def test_the_example_pipeline_promotes_and_deploys_only_a_digest_with_a_signature_and_all_three_attestations():
+    from modelship.trust.attestations import PREDICATE_TYPES
+
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    for stage in root["stages"]:
+        assert stage["parameters"]["requireKey"] == "iris-release.pub"  # a secure file
+        assert (
+            stage["parameters"]["requireAttestation"] == ["slsa", "cyclonedx", "test-result"] == list(PREDICATE_TYPES)
+        )
+    # the nightly deployment waits for the job whose promote checks them: a refused digest is never deployed
+    stage = yaml.safe_load((TEMPLATES / "stages" / "release.yml").read_text())["stages"][0]
+    assemble, deploy = stage["jobs"][1]["${{ else }}"]
+    assert assemble["template"] == "../jobs/model-assemble.yml" and deploy["parameters"]["dependsOn"] == ["assemble"]
+    steps = _steps("model-assemble.yml")
+    assert steps[-2]["template"] == "../steps/promote-image.yml"  # the job's last step before the registry logout
+    report = pc.check([ROOT / "azure-pipelines.yml"], REPOS, build_parser)
+    assert report.problems == []
