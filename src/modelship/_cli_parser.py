@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sign-key",
         metavar="KEY.pem",
         help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it "
-        "(oci://: a layer of the model image)",
+        "(oci://: a layer of the model image, and its provenance and ML-BOM attested at its sha256-<hex>.att tag)",
     )
     sign_cert(sp)
     sp.add_argument(
@@ -191,12 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     allow_pickle(sp)
     registry_login(sp)
 
-    def image_sign_key(sp: argparse.ArgumentParser, when: str) -> None:
+    def image_sign_key(sp: argparse.ArgumentParser, when: str, also: str = "") -> None:
         sp.add_argument(
             "--sign-key",
             metavar="KEY.pem",
             help=f"sign the image's digest in cosign's format with this PEM EC P-256 private key, {when} "
-            "(a signature at its sha256-<hex>.sig tag; 'modelship verify REF@DIGEST --key PUB.pem' checks it)",
+            f"(a signature at its sha256-<hex>.sig tag; 'modelship verify REF@DIGEST --key PUB.pem' checks it){also}",
         )
 
     def model_args(sp: argparse.ArgumentParser) -> None:
@@ -325,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--platform", metavar="OS/ARCH", help="only this platform of a multi-platform APP_IMAGE")
     allow_pickle(sp)
     verify_key(sp, "assemble only a --model whose model.sig is signed by one of these keys")
-    image_sign_key(sp, "before the tag moves")
+    image_sign_key(
+        sp, "before the tag moves", "; it also attests the image's provenance (slsa) and ML-BOM (cyclonedx), read by "
+        "verify --attestation slsa --attestation cyclonedx",
+    )  # fmt: skip
     registry_login(sp)
 
     promote_help = "tag a tested digest that carries the required evidence, or copy it with that evidence first"

@@ -307,6 +307,9 @@ def cmd_assemble(a: argparse.Namespace) -> None:
             model += f", signed by {r.model['signer']}"
         print(f"assembled {r.image} {r.image_digest} ({how}; app {r.app_ref}, model {model})")
         _print_signature(r.ref, r.image_signature)
+        for e in r.attestations:
+            kind = "already there" if e.unchanged else "appended"
+            print(f"attested {r.ref}: {e.predicate_type} at {e.attestation} ({kind}; key {e.signer})")
 
     emit(a, data, human)
 

@@ -1,9 +1,5 @@
-"""The SLSA v1 provenance predicate (modelship.trust.slsa), judged by code that did not write it.
-
-The shape: in-toto's own Python bindings (in-toto-attestation: the provenance v1 protobuf, parsed strictly, so
-a misspelt or mistyped field fails, and its ResourceDescriptor.validate), plus a small JSON Schema of what
-https://slsa.dev/provenance/v1 requires that the protobuf cannot say (required fields, RFC 3339 timestamps).
-"""
+"""The SLSA v1 provenance predicate (modelship.trust.slsa), judged by tests/support/predicates.py (in-toto's
+provenance v1 protobuf and a schema of SLSA's required fields), code that did not write it."""
 
 from __future__ import annotations
 
@@ -13,77 +9,15 @@ import subprocess
 import jsonschema
 import pytest
 from google.protobuf import json_format
-from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
-from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 
 from modelship.trust import slsa
-
-_TIMESTAMP = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"}
-_DESCRIPTOR = {
-    "type": "object",
-    "anyOf": [{"required": ["uri"]}, {"required": ["digest"]}, {"required": ["name"]}],
-    "properties": {
-        "uri": {"type": "string", "minLength": 1},
-        "digest": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]+$"}},
-        "name": {"type": "string"},
-        "annotations": {"type": "object"},
-    },
-}
-# https://slsa.dev/spec/v1.0/provenance: REQUIRED buildDefinition.{buildType, externalParameters},
-# runDetails.builder.id; the rest optional but typed
-SCHEMA = {
-    "type": "object",
-    "required": ["buildDefinition", "runDetails"],
-    "additionalProperties": False,
-    "properties": {
-        "buildDefinition": {
-            "type": "object",
-            "required": ["buildType", "externalParameters"],
-            "additionalProperties": False,
-            "properties": {
-                "buildType": {"type": "string", "format": "uri", "pattern": "^https://"},
-                "externalParameters": {"type": "object"},
-                "internalParameters": {"type": "object"},
-                "resolvedDependencies": {"type": "array", "items": _DESCRIPTOR},
-            },
-        },
-        "runDetails": {
-            "type": "object",
-            "required": ["builder"],
-            "additionalProperties": False,
-            "properties": {
-                "builder": {
-                    "type": "object",
-                    "required": ["id"],
-                    "properties": {"id": {"type": "string", "pattern": "^https://"}, "version": {"type": "object"}},
-                },
-                "metadata": {
-                    "type": "object",
-                    "properties": {
-                        "invocationId": {"type": "string"},
-                        "startedOn": _TIMESTAMP,
-                        "finishedOn": _TIMESTAMP,
-                    },
-                },
-                "byproducts": {"type": "array", "items": _DESCRIPTOR},
-            },
-        },
-    },
-}
+from support.predicates import check_provenance as check
 
 APP = "registry.example:5000/team/app@sha256:" + "a" * 64
 MODEL = slsa.ModelInput(
     "az://acct/models/iris?sv=2024&sig=SECRETSIG", "1.4.0", "sha256:" + "b" * 64, "sha256:" + "c" * 64
 )
 COMMIT = "d" * 40
-
-
-def check(predicate: dict) -> None:
-    """Valid SLSA v1 provenance, by the schema above and by in-toto's protobuf and validators."""
-    jsonschema.validate(predicate, SCHEMA, format_checker=jsonschema.FormatChecker())
-    message = json_format.ParseDict(predicate, provenance_pb2.Provenance())  # unknown field: ParseError
-    for rd in message.build_definition.resolved_dependencies:
-        ResourceDescriptor.copy_from_pb(rd).validate()
 
 
 def _made(**kw):

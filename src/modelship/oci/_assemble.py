@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from ..trust.cosign import ImageSignature
+    from ..trust.evidence import Build, Evidence
 
 log = logging.getLogger("modelship")
 
@@ -86,12 +87,21 @@ class AssembleResult:
     unchanged: bool  # the tag already pointed at this digest: nothing was written
     model: dict[str, Any] = field(default_factory=dict)
     image_signature: ImageSignature | None = None  # with a sign key: the image's cosign signature
+    attestations: tuple[Evidence, ...] = ()  # with a sign key: its provenance and ML-BOM, attested
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` view."""
         d = asdict(self)
         d["platforms"] = list(self.platforms)
         return d
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """``--sign-key``: the key, and what the provenance says about this run."""
+
+    key: ec.EllipticCurvePrivateKey
+    build: Build
 
 
 @dataclass(frozen=True)
@@ -271,18 +281,21 @@ def assemble(
     must verify against one of them over its files' sha256s before any registry is contacted
     (SignatureError), and the image gets the label ``io.modelship.model.signer``. A ``model.sig`` goes into
     the image's model dir either way. ``sign_key``: a PEM EC P-256 private key (read first) that signs the
-    image in cosign's format (modelship.trust.cosign) after its manifests are written and before its tag moves.
+    image in cosign's format (modelship.trust.cosign) and attests its provenance and ML-BOM
+    (modelship.trust.evidence) after its manifests are written and before its tag moves.
     """
     app = parse_reference(app_image)
     target = parse_reference(image)
     if target.digest:
         raise UsageError(f"--tag {image}: give a tag to write, not a digest")
     target = target.with_tag(target.tag or "latest")
-    key = None
+    signing = None
     if sign_key is not None:  # a usage error, so before the model is read
         from ..trust.cosign import load_sign_key
+        from ..trust.evidence import Build, now
 
-        key = load_sign_key(sign_key)
+        external = {"app": app_image, "tag": str(target), "platform": platform, "imageModelDir": image_model_dir}
+        signing = _Signing(load_sign_key(sign_key), Build("assemble", external, now()))
     creds = login(username, password)
     model_path = Path(model_dir).expanduser().resolve()
     from ..trust.check import image_model  # not at import: `import modelship` stays light (no cryptography)
@@ -294,7 +307,7 @@ def assemble(
     src = dst if app.registry == target.registry else RegistryClient(app.registry, None, **opts)
     try:
         return _assemble(
-            app, target, src, dst, model_path, manifest, signed, platform, image_model_dir, large_file, quiet, key
+            app, target, src, dst, model_path, manifest, signed, platform, image_model_dir, large_file, quiet, signing
         )
     finally:
         dst.close()
@@ -314,13 +327,14 @@ def _assemble(
     image_model_dir: str | None,
     large_file: int,
     quiet: bool,
-    key: ec.EllipticCurvePrivateKey | None,
+    signing: _Signing | None,
 ) -> AssembleResult:
     top = src.get_manifest(app.repository, app.reference)
     if top.media_type not in MANIFEST_TYPES + INDEX_TYPES:
         raise ModelshipError(f"{app} is not an image ({top.media_type or 'no media type'}; schema 1 is not supported)")
     entries = _select(app, top.json(), platform) if top.is_index else [None]
     images: list[tuple[Image, dict[str, Any] | None]] = []
+    app_labels: list[dict[str, str]] = []  # each platform's app labels (what the ML-BOM reads)
     plans: dict[str, list[tuple[Layer, str]]] = {}  # model dir in the image -> its layers and their digests
     # a model layer may be in the app's repository already (an app assembled before): mounted from there too
     mount = app.repository if src is dst and app.repository != target.repository else None
@@ -330,7 +344,9 @@ def _assemble(
             raise ModelshipError(f"{app}: {base.digest[:19]}… is not an image manifest")
         config_desc = base.json().get("config") or {}
         config_bytes = src.get_blob(app.repository, config_desc.get("digest", ""))
-        image_dir = _model_dir_in(json.loads(config_bytes), image_model_dir)
+        app_config = json.loads(config_bytes)
+        app_labels.append((app_config.get("config") or {}).get("Labels") or {})
+        image_dir = _model_dir_in(app_config, image_model_dir)
         if image_dir not in plans:
             _, layers = model_layers(
                 model_path, image_model_dir=image_dir, large_file=large_file, manifest=manifest, signature=signed.bundle
@@ -345,30 +361,57 @@ def _assemble(
     platforms = [platform_of(entry) for entry in entries if entry is not None]
     model_layers_out = [(layer, d) for plan in plans.values() for layer, d in plan]
     tag = target.tag or "latest"
+    evidence = _Evidence(signing, f"{app.name}@{top.digest}", platforms, app_labels, manifest, signed.signer)
     if dst.head_manifest(target.repository, tag) == new.digest:
         done = _result(target, new, app, top, platforms, model_layers_out, set(), 0, True, manifest, signed.signer)
-        return replace(done, image_signature=_sign(dst, target, new, key))
+        signature = _sign(dst, target, new, signing)
+        return replace(done, image_signature=signature, attestations=evidence.attest(dst, target, new, held=True))
     w = Writer(dst, target.repository, title=f"assemble {target}", show=False if quiet else None)
     w.upload(new)
     w.put(new)
-    signature = _sign(dst, target, new, key)  # before the tag moves: it never points at an unsigned image
+    signature = _sign(dst, target, new, signing)  # before the tag moves: it never points at an unsigned image
+    attestations = evidence.attest(dst, target, new, held=False)  # nor at one without its evidence
     w.tag(new, tag)
     uploaded = {d for d, n in w.sent.items() if n}
     # the caller says what happened (the CLI prints it once): a library call prints nothing
     done = _result(
         target, new, app, top, platforms, model_layers_out, uploaded, w.uploaded_bytes, False, manifest, signed.signer
     )
-    return replace(done, image_signature=signature)
+    return replace(done, image_signature=signature, attestations=attestations)
 
 
 def _sign(
-    client: RegistryClient, target: Reference, new: Image | Index, key: ec.EllipticCurvePrivateKey | None
+    client: RegistryClient, target: Reference, new: Image | Index, signing: _Signing | None
 ) -> ImageSignature | None:
-    if key is None:
+    if signing is None:
         return None
     from ..trust.cosign import sign_image
 
-    return sign_image(client, target.with_digest(new.digest), key)
+    return sign_image(client, target.with_digest(new.digest), signing.key)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What the attestations of the new image say: the app it started from, its platforms and labels."""
+
+    signing: _Signing | None
+    app_ref: str
+    platforms: list[str]
+    app_labels: list[dict[str, str]]
+    manifest: Manifest
+    signer: str | None
+
+    def attest(self, client: RegistryClient, target: Reference, new: Image | Index, held: bool) -> tuple[Evidence, ...]:
+        if self.signing is None:
+            return ()
+        from ..trust.evidence import app_dependencies, attest_build
+
+        internal = {"platforms": [p for p in self.platforms if p]} if any(self.platforms) else None
+        build = replace(self.signing.build, app_ref=self.app_ref, internal=internal)
+        labels = app_dependencies(self.app_labels)
+        r = target.with_digest(new.digest)
+        return attest_build(client, r, self.signing.key, build, self.manifest, signer=self.signer, app_labels=labels,
+                            held=held)  # fmt: skip
 
 
 def _result(

@@ -45,6 +45,7 @@ from ..conventions import (
 )
 from ..errors import IntegrityError, ModelshipError, UsageError
 from ..manifest import Manifest
+from ..trust.evidence import now
 from . import modelsig
 from .auth import login
 from .layers import LARGE_FILE, LAYER_MEDIA_TYPE, Layer, image_dir_parts, layer_digests, model_layers
@@ -208,6 +209,7 @@ class PublishedImage:
     uploaded_bytes: int
     unchanged: bool  # the tag already pointed at this digest: nothing was written
     signature_layer: str | None = None  # the digest of the model.sig layer of a signed image
+    attestations: tuple[Any, ...] = ()  # trust.evidence.Evidence: its provenance and ML-BOM (a P-256 sign key)
 
 
 def publish_image(
@@ -235,7 +237,8 @@ def publish_image(
     (and, for Azure Container Registry, an Entra ID token when azure-identity is installed), as for push.
     ``sign_key``: a PEM EC private key; the image then carries ``model.sig``, an OMS signature of its files
     (``modelship.oci.modelsig``; with ``sign_cert``/``cert_chain`` the certificates too, ``trust.certs``), and
-    a tag already on this model signed by that key is left as it is.
+    a tag already on this model signed by that key is left as it is. A P-256 ``sign_key`` also attests the
+    image's provenance and ML-BOM (``modelship.trust.evidence``) before its tags move.
     """
     target = repository_of(uri)
     if target.tag or target.digest:
@@ -247,6 +250,8 @@ def publish_image(
         from ..trust import certs
 
         key = certs.load_signer(sign_key, sign_cert, cert_chain)
+    external = {"uri": f"oci://{target.name}", "version": version, "imageModelDir": image_model_dir}
+    evidence = _Evidence(key, external)
     creds = login(username, password)
     root = Path(model_dir).expanduser()
     if not root.is_dir():
@@ -263,12 +268,14 @@ def publish_image(
     with RegistryClient(target.registry, creds, timeout=timeout, azure_credential=azure_credential) as client:
         held = client.head_manifest(target.repository, version)
         if held == plan.digest:
-            return _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
+            done = _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
+            return replace(done, attestations=evidence.attest(client, ref.with_digest(plan.digest), manifest, True))
         if key is not None and held is not None:  # signatures differ from run to run: the same model, same key?
             kept = modelsig.held_signed(client, target.with_digest(held), unsigned.image, manifest, key)
             if kept is not None:
                 plan = replace(plan, image=kept, modelpack=modelsig.resubject(unsigned.modelpack, kept))
-                return _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
+                done = _published(ref, mp_ref, plan, manifest, image_model_dir, 0, True)
+                return replace(done, attestations=evidence.attest(client, ref.with_digest(kept.digest), manifest, True))
         if held is not None and not force:
             if key is not None and held == unsigned.digest:
                 raise ModelshipError(
@@ -284,10 +291,35 @@ def publish_image(
         # both manifests by digest, then the ModelPack tag, the version tag last: a run that fails leaves the
         # version tag where it was
         writer.put(plan.image, plan.modelpack)
+        attestations = evidence.attest(client, ref.with_digest(plan.digest), manifest, False)
         writer.tag(plan.modelpack, mp_ref.tag or "")
         writer.tag(plan.image, version)
-    result = _published(ref, mp_ref, plan, manifest, image_model_dir, sent, False)
+    result = replace(_published(ref, mp_ref, plan, manifest, image_model_dir, sent, False), attestations=attestations)
     return result  # the caller says what happened (the CLI prints it once): a library call prints nothing
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """The attestations ``publish --sign-key`` writes (modelship.trust.evidence): with a P-256 key only."""
+
+    signer: Any  # trust.certs.Signer, or None: no sign key
+    external: dict[str, Any]
+    started: str = field(default_factory=now)
+
+    def attest(self, client: RegistryClient, r: Reference, manifest: Manifest, held: bool) -> tuple[Any, ...]:
+        key = getattr(self.signer, "key", None)
+        if key is None:
+            return ()
+        if key.curve.name != "secp256r1":
+            log.warning(
+                "%s: no provenance or ML-BOM attested: attestations take a P-256 key, not %s", r, key.curve.name
+            )
+            return ()
+        from ..trust.evidence import Build, attest_build  # cryptography and cyclonedx only now
+        from ..trust.oms import fingerprint
+
+        build = Build("publish", self.external, self.started)
+        return attest_build(client, r, key, build, manifest, signer=fingerprint(key.public_key()), held=held)
 
 
 def _signed(plan: _Plan, bundle: bytes, image_model_dir: str) -> _Plan:

@@ -213,6 +213,8 @@ class OciRepository:
         }
         if r.signature_layer is not None:
             details["signature_layer"] = r.signature_layer
+        if r.attestations:
+            details["attestations"] = [e.to_dict() for e in r.attestations]
         return PublishResult(
             r.manifest,
             f"oci://{r.image}",
