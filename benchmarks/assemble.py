@@ -9,21 +9,26 @@ in a pipeline):
 - floor:  the SDK's download (`download_blob(max_concurrency=8).readinto`) + sha256 + one monolithic blob PUT
   per file to the same registry: the bytes have to come down, be checked and go up, nothing else.
 
-Then: a no-change assemble (bytes uploaded, same digest, time), and the peak RSS of an assemble process on a
-2 GB model (once; --rss-gb 0 skips it).
+Then: a no-change assemble (bytes uploaded, same digest, time), the peak RSS of an assemble process on a
+2 GB model (once; --rss-gb 0 skips it), and what ``--sign-key`` costs: `modelship assemble` of a new --mb model
+into a fresh repository, as a process of its own (imports count), with and without the key (signature +
+provenance + ML-BOM), alternating, --sign-rounds times each (0 skips it).
 
-    .venv/bin/python benchmarks/assemble.py [--mb 256] [--rss-gb 2]
+    .venv/bin/python benchmarks/assemble.py [--mb 256] [--rss-gb 2] [--sign-rounds 3]
 
 Targets (issue #12): update <= 1.3x the floor; >= 3x faster than today's path; no-change 0 bytes, same
-digest, < 2 s; peak RSS < 200 MB on 2 GB.
+digest, < 2 s; peak RSS < 200 MB on 2 GB. Issue #21: --sign-key adds <= 0.5 s to a 256 MB model update.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +37,7 @@ import _path  # noqa: F401 - tests/ on sys.path, for support
 
 from support import ROOT
 from support.bench import bench_run, push_app_image, timed
+from support.cli import run_cli
 from support.models import make_model
 
 MiB = 1024 * 1024
@@ -88,10 +94,51 @@ def floor(container, names: list[str], registry: str, repo: str, dest: Path) -> 
             requests.put(f"{loc}{sep}digest={digest}", data=f, timeout=600).raise_for_status()
 
 
+def sign_cost(app_tag: str, target: str, work: Path, mb: int, rounds: int) -> dict[bool, list[tuple[float, float]]]:
+    """(wall, CPU) seconds of `modelship assemble` (its own process) of a new ``mb`` model into fresh repositories,
+    without (False) and with (True) --sign-key, alternating. CPU time (user + system of the process) says the
+    same as wall time on an idle machine, and much less noisily on a busy one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = work / "sign-key.pem"
+    private = ec.generate_private_key(ec.SECP256R1())
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    model = make_model(work / "signed-model", {"weights.bin": mb * MiB}, seed=77, uri="az://acct/models/s", version="3")
+    env = {"PYTHONPATH": str(ROOT / "src")}
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for i in range(rounds):
+        for signed in (False, True) if i % 2 == 0 else (True, False):
+            argv = [
+                "assemble",
+                app_tag,
+                "--model",
+                str(model),
+                "--tag",
+                f"{target}-{'s' if signed else 'p'}{i}:m",
+                "--json",
+            ]
+            argv += ["--sign-key", str(key)] if signed else []
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t, proc = timed(lambda argv=argv: run_cli(*argv, env=env))
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                sys.exit(f"benchmark: assemble{' --sign-key' if signed else ''} failed: {proc.stderr.strip()[-300:]}")
+            out = json.loads(proc.stdout)
+            assert out["uploaded_bytes"] >= mb * MiB and len(out["attestations"]) == (2 if signed else 0), out
+            times[signed].append((t, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+    return times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=256, help="size of one model file (default 256)")
     ap.add_argument("--rss-gb", type=int, default=2, help="model size for the peak-RSS run (0: skip)")
+    ap.add_argument("--sign-rounds", type=int, default=3, help="runs each with and without --sign-key (0: skip)")
     args = ap.parse_args()
     import modelship
 
@@ -159,6 +206,11 @@ def main() -> int:
         for seed, (label, files) in enumerate(models.items()):
             one(label, files, seed)
 
+        signing = None
+        if args.sign_rounds:
+            print(f"benchmark: assemble of a {args.mb} MB model with and without --sign-key", file=sys.stderr)
+            signing = sign_cost(app_tag, f"{registry}/{repo}-sign", work, args.mb, args.sign_rounds)
+
         rss = None
         if args.rss_gb:
             print(f"benchmark: peak RSS of assembling a {args.rss_gb} GB model", file=sys.stderr)
@@ -188,6 +240,15 @@ def main() -> int:
             f"{'yes' if ok else 'NO':>12}"
         )
     print("\ntargets: assemble <= 1.3x floor; today/assemble >= 3x; no-change 0 bytes, same digest, < 2 s")
+    if signing:
+        print(f"\nassemble of a new {args.mb} MB model, its own process, median of {len(signing[False])} runs each:")
+        for i, what in enumerate(("wall", "CPU")):
+            plain, signed = (statistics.median(t[i] for t in signing[k]) for k in (False, True))
+            print(
+                f"  {what:<4}: {plain:6.2f}s without --sign-key, {signed:6.2f}s with (signature + provenance + "
+                f"ML-BOM): {signed - plain:+.2f}s ({signed / plain:.2f}x)"
+            )
+        print("  target (issue #21): --sign-key adds <= 0.5 s")
     if rss:
         mb = rss[1] / MiB
         print(f"peak RSS assembling a {args.rss_gb} GB model: {rss[0]} MB ({mb:.0f} MB uploaded); target < 200 MB")
