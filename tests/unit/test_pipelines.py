@@ -479,14 +479,18 @@ def _expand(node, env: dict):
     return pc.substitute(node, env) if isinstance(node, str) else node
 
 
-def _promote_step(env: dict) -> list[dict]:
-    """The steps of steps/promote-image.yml as Azure expands them for ``env`` (its parameters)."""
-    body = yaml.safe_load((TEMPLATES / "steps" / "promote-image.yml").read_text())
+def _expanded_steps(template: str, env: dict) -> list[dict]:
+    """The steps of steps/``template`` as Azure expands them for ``env`` (its parameters)."""
+    body = yaml.safe_load((TEMPLATES / "steps" / template).read_text())
     return _expand(pc.prune(body["steps"], env), env)
 
 
+def _promote_step(env: dict) -> list[dict]:
+    return _expanded_steps("promote-image.yml", env)
+
+
 def _run_promote_script(script: str, env: dict[str, str]) -> argparse.Namespace:
-    """Run the promote step's bash with a stand-in ``modelship`` that prints its words; parse them."""
+    """Run a step's bash with a stand-in ``modelship`` that prints its words; parse them."""
     fake = "modelship() { printf '%s\\n' \"$@\"; }\n"
     out = subprocess.run(["bash", "-c", fake + script], env=env, capture_output=True, text=True, check=True)
     return build_parser().parse_args(out.stdout.splitlines())
@@ -555,3 +559,39 @@ def test_the_example_pipeline_promotes_and_deploys_only_a_digest_with_a_signatur
     assert steps[-2]["template"] == "../steps/promote-image.yml"  # the job's last step before the registry logout
     report = pc.check([ROOT / "azure-pipelines.yml"], REPOS, build_parser)
     assert report.problems == []
+
+
+def test_the_assemble_step_signs_and_attests_with_the_key_from_a_secure_file(tmp_path):
+    params = {"appImage": "acr.example/iris:app", "image": "acr.example/iris:7", "modelDir": "/w/model"}
+    (step,) = _expanded_steps("assemble-image.yml", {**params, "signKey": "iris-release.pem"})
+    (download,) = yaml.safe_load((TEMPLATES / "steps" / "sign-key.yml").read_text())["steps"]
+    assert (
+        download["task"] == "DownloadSecureFile@1" and step["env"]["SIGN_KEY"] == f"{download['name']}.secureFilePath"
+    )
+    key = tmp_path / "iris-release.pem"
+    run_env = {"PATH": "/usr/bin:/bin", "APP_IMAGE": params["appImage"]}
+    a = _run_promote_script(step["bash"], {**run_env, "SIGN_KEY": str(key)})
+    assert a.command == "assemble" and a.app_image == params["appImage"] and a.sign_key == str(key)
+    (step,) = _expanded_steps("assemble-image.yml", {**params, "signKey": ""})
+    assert "SIGN_KEY" not in step["env"] and _run_promote_script(step["bash"], run_env).sign_key is None
+
+
+@pytest.mark.parametrize(("stage_file", "job"), sorted(PROMOTING_JOBS.items()))
+def test_the_job_downloads_the_sign_key_before_assemble_and_the_stage_passes_it_on(stage_file, job):
+    assert "signKey: ${{ parameters.signKey }}" in _job_call(stage_file, job)
+    steps = _steps(job)
+    cond = "${{ if ne(parameters.signKey, '') }}"
+    keyed = [i for i, s in enumerate(steps) if cond in s]
+    (assemble,) = [i for i, s in enumerate(steps) if s.get("template") == "../steps/assemble-image.yml"]
+    assert keyed and keyed[0] < assemble
+    assert steps[keyed[0]][cond] == [
+        {"template": "../steps/sign-key.yml", "parameters": {"secureFile": "${{ parameters.signKey }}"}}
+    ]
+    assert steps[assemble]["parameters"]["signKey"] == "${{ parameters.signKey }}"
+
+
+def test_the_example_pipeline_signs_with_the_private_half_of_the_key_promote_requires():
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    for stage in root["stages"]:
+        assert stage["parameters"]["signKey"] == "iris-release.pem"
+        assert stage["parameters"]["requireKey"] == "iris-release.pub"
