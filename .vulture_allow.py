@@ -47,6 +47,8 @@ pytest_collection_modifyitems
 pytest_unconfigure
 _.pytest_terminal_summary
 _.pytest_sessionfinish
+_.pytest_warning_recorded
+_.pytest_keyboard_interrupt
 _.setup
 _.runtest
 _.reportinfo

@@ -67,6 +67,8 @@ class ModelshipReporter:
             lines.append(line("baseline", s.baseline, "baseline"))
         if s.verify_keys:
             lines.append(line("verify keys", ", ".join(s.verify_keys), "verify_key"))
+        if s.attest_key:
+            lines.append(line("attest key", s.attest_key, "attest_key"))
         if model is not None:
             mounted = f"{s.model_image} [{model.image_id[7:19]}] read-only at {image.model_dir}"
             lines.append(line("model image", mounted, "model_image"))

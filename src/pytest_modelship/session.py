@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .gate import Baseline
     from .images import ImageInfo
     from .modelimage import ModelVolume
+    from .verdict import Verdict
 
 # imported by preload(): the engine libraries and the plugin's own modules that are imported lazily
 ENGINE_MODULES = (
@@ -86,6 +87,7 @@ class ModelshipRun:
         self._client_lock = threading.Lock()
         self.model: ModelVolume | None = None  # --modelship-model-image, unpacked into a volume
         self.baseline: Baseline | None = None  # --modelship-baseline: the compare sections' other container
+        self.verdict: Verdict | None = None  # --modelship-attest-key: the run's test-result, attested at the end
         workerinput = getattr(config, "workerinput", None)
         self.worker = workerinput["workerid"] if workerinput else "main"
         self.is_worker = workerinput is not None
@@ -109,6 +111,11 @@ class ModelshipRun:
         collection. Not for --collect-only, nor in an xdist controller (workers start their own).
         """
         self.settings = resolve_settings(self.config)
+        if self.settings.attest_key:
+            from .verdict import Verdict
+
+            self.verdict = Verdict(self, self.settings.attest_key)
+            self.config.pluginmanager.register(self.verdict, "modelship-verdict")
         # Registered this early, the final cleanup runs after pytest's own (garbage collection passes),
         # which overlap the container's removal started at sessionfinish.
         self.config.add_cleanup(self._cleanup)
@@ -142,6 +149,8 @@ class ModelshipRun:
             client = connect()
             self.image = get_image(client, settings.image, settings.pull)
             fill_from_image(settings, self.image)
+            if self.verdict is not None:  # a tag resolved to its digest, before any container starts
+                self.verdict.pin(client, self.image)
             if settings.model_image and not self._closing:
                 from . import modelimage
                 from .reaper import container_labels

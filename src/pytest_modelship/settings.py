@@ -40,6 +40,7 @@ class Settings:
     min_agreement: float | None = None  # overrides the compare section's (a pipeline names its thresholds)
     max_latency_ratio: float | None = None
     verify_keys: list[str] = field(default_factory=list)  # PEM public keys: the model_signature check runs
+    attest_key: str | None = None  # PEM EC P-256 private key: the run's verdict is attested for the digest
     sources: dict[str, str] = field(default_factory=dict)
 
     def secret_values(self) -> list[str]:
@@ -66,7 +67,7 @@ def fill_from_image(settings: Settings, image: ImageInfo) -> None:
 @dataclass(frozen=True)
 class _Option:
     key: str
-    kind: str  # str | path | paths | int | float | env | bool | share | ratio
+    kind: str  # str | path | paths | key | int | float | env | bool | share | ratio
     help: str
     env_name: str | None = None  # the variable, when it is not MODELSHIP_<KEY>
 
@@ -104,6 +105,11 @@ OPTIONS: tuple[_Option, ...] = (
         "PEM public key: check the model's model.sig in the image against it (repeatable; env: a path list)",
         "MODELSHIP_VERIFY_KEYS",  # the CLI's variable: a pipeline that fetches with it checks the image with it
     ),
+    _Option(
+        "attest_key",
+        "key",
+        "PEM EC P-256 private key: after the run, attest its test-result for the image's digest (in its registry)",
+    ),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -119,7 +125,14 @@ def add_options(parser: pytest.Parser) -> None:
             metavar = "KEY=VALUE" if o.kind == "env" else "PUB.pem"
             group.addoption(o.flag, action="append", default=None, dest=o.dest, metavar=metavar, help=help_text)
         else:
-            metavar = {"path": "FILE", "int": "PORT", "float": "SECONDS", "share": "SHARE", "ratio": "RATIO"}
+            metavar = {
+                "path": "FILE",
+                "key": "KEY.pem",
+                "int": "PORT",
+                "float": "SECONDS",
+                "share": "SHARE",
+                "ratio": "RATIO",
+            }
             metavar = metavar.get(o.kind, o.key.upper())
             group.addoption(o.flag, default=None, dest=o.dest, metavar=metavar, help=help_text)
         parser.addini(o.ini, o.help, type="linelist" if o.kind in ("env", "paths") else "string")
@@ -165,6 +178,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         "min_agreement",
         "max_latency_ratio",
         "verify_key",
+        "attest_key",
     ):
         raw = found[key]
         if raw is None:
@@ -225,6 +239,8 @@ def _parse(config: pytest.Config, o: _Option, value: Any, source: str) -> Any:
         return _path(config, value, source)
     if o.kind == "paths":
         return _key_paths(config, value, source)
+    if o.kind == "key":
+        return _sign_key(config, value, source)
     if o.kind == "env":
         items = shlex.split(value) if isinstance(value, str) else list(value)
         env = {}
@@ -261,3 +277,17 @@ def _key_paths(config: pytest.Config, value: Any, source: str) -> list[str]:
     except UsageError as e:
         raise pytest.UsageError(f"modelship: {source}: {e}") from None
     return paths
+
+
+def _sign_key(config: pytest.Config, value: Any, source: str) -> str:
+    """The attest key's path, the key read now: a file that is not a P-256 private key stops the run in one
+    line (naming the file, never its content) before any container starts."""
+    from modelship.errors import UsageError
+    from modelship.trust.cosign import load_sign_key
+
+    path = _path(config, value, source)
+    try:
+        load_sign_key(path)
+    except UsageError as e:
+        raise pytest.UsageError(f"modelship: {source}: {e}") from None
+    return path
