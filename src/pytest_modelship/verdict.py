@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,19 @@ def pin(client: docker.DockerClient, ref: str, image: ImageInfo) -> Reference:
         f"--modelship-attest-key: the local {ref} (image {image.id[7:19]}) is not {pinned.name}@{digest}: "
         "pull or push it first, or test the digest"
     )
+
+
+def run_url(env: Mapping[str, str]) -> str | None:
+    """The CI run's page (the predicate's ``url``): Azure Pipelines or GitHub Actions; None elsewhere."""
+    from urllib.parse import quote
+
+    collection, project, build = (env.get(k) for k in ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECT", "BUILD_BUILDID"))
+    if collection and project and build:
+        return f"{collection.rstrip('/')}/{quote(project)}/_build/results?buildId={quote(build)}"
+    server, repo, run = (env.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    if server and repo and run:
+        return f"{server.rstrip('/')}/{repo}/actions/runs/{quote(run)}"
+    return None
 
 
 class Verdict:
@@ -146,6 +159,9 @@ class Verdict:
             configuration.append({"name": name, "digest": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}})
         configuration.append({"name": PLUGIN_NAME, "uri": f"pkg:pypi/modelship@{__version__}"})
         predicate: dict[str, Any] = {"result": "PASSED" if ok else "FAILED", "configuration": configuration}
+        url = run_url(os.environ)
+        if url:
+            predicate["url"] = url
         predicate["passedTests"] = passed
         if warned:
             predicate["warnedTests"] = warned

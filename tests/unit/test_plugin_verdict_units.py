@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_modelship.settings import Settings
-from pytest_modelship.verdict import IMAGE_PROPERTY, Verdict
+from pytest_modelship.verdict import IMAGE_PROPERTY, Verdict, run_url
 
 
 def _report(nodeid: str, when: str, outcome: str, props=()) -> SimpleNamespace:
@@ -40,6 +40,12 @@ def _feed(v: Verdict, *runs: tuple[str, str, str, str]) -> None:
                 v.pytest_runtest_logreport(_report(nodeid, when, outcome))  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _no_ci(monkeypatch):
+    for name in ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECT", "BUILD_BUILDID", "GITHUB_SERVER_URL", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_passed_warned_failed_and_skipped_tests_land_in_their_lists(tmp_path):
     v = _verdict(tmp_path)
     _feed(
@@ -57,6 +63,24 @@ def test_passed_warned_failed_and_skipped_tests_land_in_their_lists(tmp_path):
     sha = hashlib.sha256(b"cases: []\n").hexdigest()
     assert p["configuration"][0] == {"name": "smoke/cases.yaml", "digest": {"sha256": sha}}
     assert p["configuration"][1]["name"] == "pytest-modelship"
+    assert "url" not in p  # not on CI
+
+
+def test_the_ci_runs_page_is_the_url(tmp_path, monkeypatch):
+    azure = {
+        "SYSTEM_COLLECTIONURI": "https://dev.azure.com/acme/",
+        "SYSTEM_TEAMPROJECT": "ml ops",
+        "BUILD_BUILDID": "42",
+    }
+    assert run_url(azure) == "https://dev.azure.com/acme/ml%20ops/_build/results?buildId=42"
+    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/iris", "GITHUB_RUN_ID": "7"}
+    assert run_url(github) == "https://github.com/acme/iris/actions/runs/7"
+    assert run_url({"BUILD_BUILDID": "42"}) is None
+    for name, value in azure.items():
+        monkeypatch.setenv(name, value)
+    v = _verdict(tmp_path)
+    _feed(v, ("a::ok", "passed", "passed", "passed"))
+    assert v.predicate(pytest.ExitCode.OK)["url"] == "https://dev.azure.com/acme/ml%20ops/_build/results?buildId=42"
 
 
 def test_a_failure_in_any_phase_fails_the_test_and_the_verdict(tmp_path):
