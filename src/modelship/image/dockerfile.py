@@ -33,6 +33,18 @@ def quote(value: str) -> str:
     return '"' + " ".join(value.splitlines()) + '"'
 
 
+# The image's layout (conventions): the same in every generated Dockerfile
+_LAYOUT = {
+    "model_dir": MODEL_DIR,
+    "app_dir": APP_DIR,
+    "model_rootfs": MODEL_ROOTFS,
+    "app_rootfs": APP_ROOTFS,
+    "wheels": WHEELS_PATH,
+    "uid": APP_UID,
+    "home": APP_HOME,
+}
+
+
 def render(
     *,
     base_image: str,
@@ -49,15 +61,9 @@ def render(
     if not base_image or any(c.isspace() for c in base_image):
         raise UsageError(f"invalid base image name {base_image!r}")
     return Template(template_text()).substitute(
+        _LAYOUT,
         base_image=base_image,
         python=python,
-        model_dir=MODEL_DIR,
-        app_dir=APP_DIR,
-        model_rootfs=MODEL_ROOTFS,
-        app_rootfs=APP_ROOTFS,
-        wheels=WHEELS_PATH,
-        uid=APP_UID,
-        home=APP_HOME,
         port=int(port),
         healthcheck_interval=healthcheck_interval,
         # exec form is JSON: json.dumps quotes anything the user passed; no shell sees it
