@@ -284,7 +284,8 @@ def test_the_smoke_step_gives_the_thresholds_to_the_plugin():
     envs = {o.env for o in OPTIONS}
     assert step["env"]["MODELSHIP_MIN_AGREEMENT"] == "${{ parameters.minAgreement }}"
     assert step["env"]["MODELSHIP_MAX_LATENCY_RATIO"] == "${{ parameters.maxLatencyRatio }}"
-    assert {"MODELSHIP_MIN_AGREEMENT", "MODELSHIP_MAX_LATENCY_RATIO"} <= envs  # what the plugin reads
+    assert step["env"]["MODELSHIP_ATTEST_KEY"] == "${{ parameters.attestKey }}"
+    assert {"MODELSHIP_MIN_AGREEMENT", "MODELSHIP_MAX_LATENCY_RATIO", "MODELSHIP_ATTEST_KEY"} <= envs  # the plugin's
     assert '"${gate[@]}"' in step["bash"]
 
 
@@ -588,6 +589,11 @@ def test_the_job_downloads_the_sign_key_before_assemble_and_the_stage_passes_it_
         {"template": "../steps/sign-key.yml", "parameters": {"secureFile": "${{ parameters.signKey }}"}}
     ]
     assert steps[assemble]["parameters"]["signKey"] == "${{ parameters.signKey }}"
+    # the smoke test after it attests its verdict with the same downloaded key, for the digest assemble wrote
+    (smoke,) = [s["parameters"] for s in steps if s.get("template") == "../steps/smoke-test.yml"]
+    assert smoke["image"] == "$(assemble.imageRef)" and smoke[cond] == {"attestKey": "$(signKey.secureFilePath)"}
+    (download,) = yaml.safe_load((TEMPLATES / "steps" / "sign-key.yml").read_text())["steps"]
+    assert download["name"] == "signKey"
 
 
 def test_the_example_pipeline_signs_with_the_private_half_of_the_key_promote_requires():
