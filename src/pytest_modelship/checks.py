@@ -217,13 +217,19 @@ def _app_file_secrets(image: ImageInfo) -> list[str]:
     from modelship._docker import connect
 
     from .container import _ChunkReader
+    from .reaper import container_labels
 
     client = connect()
     try:
         workdir = ((client.api.inspect_image(image.id).get("Config") or {}).get("WorkingDir") or "").rstrip("/")
         if not workdir:  # no working dir, or "/": the whole system, not an app's folder
             return []
-        cid = client.api.create_container(image.id, command=["true"], entrypoint=[], network_disabled=True)["Id"]
+        # labelled as the plugin's own containers: if this process dies before the finally below (a signal, a
+        # session torn down mid-check), the next run's reaper removes it as stale (owner gone)
+        labels = container_labels("image-check", "-")
+        cid = client.api.create_container(
+            image.id, command=["true"], entrypoint=[], network_disabled=True, labels=labels
+        )["Id"]
         problems = []
         try:
             stream, _stat = client.api.get_archive(cid, workdir)

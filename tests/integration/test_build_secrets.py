@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import subprocess
 
+import docker
 import pytest
 
 from modelship import build
 from pytest_modelship.checks import check_secrets
 from pytest_modelship.images import ImageInfo
+from pytest_modelship.reaper import LABEL_OWNER, LABEL_SESSION, owner_id
 from support.builds import make_app
 from support.cli import MODELSHIP
 from support.engine import labelled_base, remove_labelled
@@ -38,7 +40,9 @@ def _app_paths(client, image: str) -> set[str]:
         client.api.remove_container(cid, force=True)
 
 
-def test_secret_files_are_left_out_and_named_and_the_check_finds_one_put_in(tmp_path, docker_client, base_image):
+def test_secret_files_are_left_out_and_named_and_the_check_finds_one_put_in(
+    tmp_path, docker_client, base_image, monkeypatch
+):
     base, label = labelled_base(docker_client, base_image)
     run = label.rsplit("=", 1)[1]
     app = make_app(tmp_path / "app", extra={**SECRETS, "settings.py": "DEBUG = False\n"})
@@ -66,6 +70,17 @@ def test_secret_files_are_left_out_and_named_and_the_check_finds_one_put_in(tmp_
         assert "file /app/.env: Azure storage account key" in problems, problems
         assert "file /app/keys/server.pem: private key" in problems, problems
         assert not any(ACCOUNT_KEY in p for p in problems)
+
+        # a check cut off before its cleanup (a signal, a session torn down mid-check) leaves a container the
+        # next run's reaper recognises: the plugin's labels, naming this process as its owner
+        with monkeypatch.context() as m:
+            m.setattr(docker.api.client.APIClient, "remove_container", lambda *a, **k: None)
+            check_secrets(ImageInfo.from_image(included, docker_client.images.get(included)), None)
+        left = docker_client.api.containers(all=True, filters={"ancestor": included})
+        for c in left:
+            docker_client.api.remove_container(c["Id"], force=True)
+        assert [c["Labels"].get(LABEL_OWNER) for c in left] == [owner_id()], left
+        assert all(c["Labels"].get(LABEL_SESSION) for c in left)
     finally:
         remove_labelled(docker_client, label)
 
