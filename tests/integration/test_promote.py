@@ -12,6 +12,7 @@ The images and the cosign-style signatures the refusals are tested on are writte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -21,7 +22,8 @@ from modelship.trust.attestations import PREDICATE_TYPES, attest
 from support import attestation_reader as att_reader
 from support import cosign_reader as reader
 from support.cli import run_cli
-from support.modelimage import push_blob, push_manifest, push_plain_image, unique_repo
+from support.modelimage import file_member, push_blob, push_manifest, push_plain_image, tar_layer, unique_repo
+from support.models import make_model
 from support.oci import manifest, registry_process, tag_digest
 from support.oms import keypair
 
@@ -246,3 +248,30 @@ def test_require_attestation_refuses_a_missing_or_failed_verdict_and_promotes_a_
         assert att_reader.verified_by(second, mirror, good, team_pub, uri) == 1, uri
     there = run_cli("promote", f"{second}/{mirror}@{good}", "--tag", "release", *require)
     assert there.returncode == 0, there.stderr
+
+
+def test_what_assemble_sign_key_and_a_verdict_write_is_what_promote_requires(registry, keys, tmp_path):
+    """The pipeline's chain without the engine: assemble --sign-key (signature, provenance, ML-BOM), the smoke
+    test's verdict (written here through the attestations API), then promote requiring all of it."""
+    (team, team_pub), _ = keys
+    repo = unique_repo("promote/chain")
+    layer = tar_layer([file_member("app/main.py", b"print('app')\n")])
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    push_plain_image(registry, repo, "app", config, layer)
+    model = make_model(tmp_path / "model", {"weights.bin": 2048}, uri="az://acct/m/iris", version="1.0")
+    assembled = run_cli(
+        "assemble", f"{registry}/{repo}:app", "--model", str(model), "--tag", f"{registry}/{repo}:7",
+        "--sign-key", str(team), "--json",
+    )  # fmt: skip
+    assert assembled.returncode == 0, assembled.stderr
+    ref = json.loads(assembled.stdout)["ref"]
+    require = ["--require-key", str(team_pub)]
+    for t in PREDICATE_TYPES:
+        require += ["--require-attestation", t]
+    code, err, _ = _promote(ref, "--tag", "stable", *require)
+    assert code == 1 and "no test-result attestation" in err and tag_digest(registry, repo, "stable") is None
+    attest(ref, "test-result", _verdict("PASSED"), key=team)
+    code, err, out = _promote(ref, "--tag", "stable", *require)
+    assert code == 0, err
+    assert len(out["verified"]) == 4 and tag_digest(registry, repo, "stable") == ref.split("@")[1]
