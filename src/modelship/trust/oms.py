@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SignatureError, UsageError
 from ..manifest import MANIFEST_NAME, MAX_SIGNATURE_BYTES, SIGNATURE_NAME
+from . import cosign_key
 from .certs import Roots, Signer, chain_key
 from .dsse import PAYLOAD_TYPE, pae
 
@@ -69,18 +70,33 @@ def _hash_for(key: ec.EllipticCurvePublicKey, path: str | Path) -> hashes.HashAl
 
 
 def load_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
-    """The unencrypted PEM EC private key at ``path`` (what ``openssl ecparam -genkey`` writes); UsageError else."""
+    """The EC private key at ``path``: unencrypted PEM (what ``openssl ecparam -genkey`` writes), or cosign's
+    encrypted cosign.key opened with ``$COSIGN_PASSWORD`` (:mod:`.cosign_key`); UsageError naming the file else."""
     data = _read_key_file(path, "private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError as e:
-        raise UsageError(f"{path}: the private key is encrypted; give an unencrypted PEM EC key") from e
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise UsageError(f"{path}: not a PEM private key; create one with openssl ecparam -name prime256v1") from e
+    if cosign_key.is_cosign_key(data):
+        der = cosign_key.decrypt_file(data, path)
+        try:  # cosign writes PKCS#8; cryptography also reads the SEC1 form, which cosign itself refuses
+            key = serialization.load_der_private_key(der, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise UsageError(f"{path}: the cosign key opens but holds no DER private key; {cosign_key.MAKE}") from None
+    else:
+        key = _load_pem(data, path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise UsageError(f"{path}: not an EC private key; create one with openssl ecparam -name prime256v1")
     _hash_for(key.public_key(), path)
     return key
+
+
+def _load_pem(data: bytes, path: str | Path) -> Any:
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError as e:
+        raise UsageError(
+            f"{path}: the private key is encrypted; give an unencrypted PEM EC key, or cosign's cosign.key with "
+            "COSIGN_PASSWORD set"
+        ) from e
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise UsageError(f"{path}: not a PEM private key; create one with openssl ecparam -name prime256v1") from e
 
 
 def load_public_keys(paths: Iterable[str | Path]) -> list[ec.EllipticCurvePublicKey]:
