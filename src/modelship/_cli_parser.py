@@ -93,6 +93,10 @@ def _hidden_alias(sp: argparse.ArgumentParser, old: str, dest: str) -> None:
     sp.add_argument(old, dest=dest, help=argparse.SUPPRESS)
 
 
+# a signing verb's private key (modelship.trust.oms.load_private_key reads both)
+_PRIVATE_KEY_HELP = (
+    "PEM EC P-256 private key (openssl ecparam), or cosign.key (cosign generate-key-pair) with $COSIGN_PASSWORD"
+)
 # a verb's output (_cli_output): --json, or one of its keys
 _PRINT_HELP = "print only the value of this --json key (e.g. ref: REF=$(modelship push IMAGE --print ref))"
 _VARIABLE_HELP = "also set Azure Pipelines variable NAME to the --json key KEY (repeatable; e.g. imageRef=ref)"
@@ -172,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--sign-key",
         metavar="KEY.pem",
-        help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1): model.sig beside it "
+        help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1, or cosign.key with "
+        "$COSIGN_PASSWORD): model.sig beside it "
         "(oci://: a layer of the model image, and its provenance and ML-BOM attested at its sha256-<hex>.att tag)",
     )
     sign_cert(sp)
@@ -195,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--sign-key",
             metavar="KEY.pem",
-            help=f"sign the image's digest in cosign's format with this PEM EC P-256 private key, {when} "
+            help=f"sign the image's digest in cosign's format with this PEM EC P-256 private key (or cosign.key with "
+            f"$COSIGN_PASSWORD), {when} "
             f"(a signature at its sha256-<hex>.sig tag; 'modelship verify REF@DIGEST --key PUB.pem' checks it){also}",
         )
 
@@ -223,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sign-model", cmd_sign_model, "sign a published model version (OpenSSF model signing): model.sig")
     sp.add_argument("uri", metavar="URI", help="the model: az://, s3://, file:// or a path, oci://REGISTRY/REPO")
     sp.add_argument("--version", required=True, dest="version", help="the published version to sign")
-    sp.add_argument("--sign-key", required=True, metavar="KEY.pem", help="PEM EC private key (openssl ecparam)")
+    sp.add_argument("--sign-key", required=True, metavar="KEY.pem", help=_PRIVATE_KEY_HELP)
     sign_cert(sp)
     sp.add_argument("--force", action="store_true", help="replace the version's existing signature")
 
@@ -371,13 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("sign", cmd_sign, "sign an image by digest, in cosign's format (a signature at its sha256-<hex>.sig tag)")
     sp.add_argument("ref", metavar="REF@DIGEST", help="the image to sign, REGISTRY/REPO@sha256:…")
-    sp.add_argument("--key", required=True, metavar="KEY.pem", help="PEM EC P-256 private key (openssl ecparam)")
+    sp.add_argument("--key", required=True, metavar="KEY.pem", help=_PRIVATE_KEY_HELP)
     registry_login(sp)
 
     attest_help = "attest a statement about an image by digest, in cosign's format (at its sha256-<hex>.att tag)"
     sp = add("attest", cmd_attest, attest_help)
     sp.add_argument("ref", metavar="REF@DIGEST", help="the image the statement is about, REGISTRY/REPO@sha256:…")
-    sp.add_argument("--key", required=True, metavar="KEY.pem", help="PEM EC P-256 private key (openssl ecparam)")
+    sp.add_argument("--key", required=True, metavar="KEY.pem", help=_PRIVATE_KEY_HELP)
     sp.add_argument(
         "--type", required=True, dest="predicate_type", metavar="TYPE",
         help="slsa, cyclonedx, test-result, or a predicate-type URI",

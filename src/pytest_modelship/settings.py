@@ -108,7 +108,8 @@ OPTIONS: tuple[_Option, ...] = (
     _Option(
         "attest_key",
         "key",
-        "PEM EC P-256 private key: after the run, attest its test-result for the image's digest (in its registry)",
+        "PEM EC P-256 private key (or cosign.key with $COSIGN_PASSWORD): after the run, attest its test-result "
+        "for the image's digest (in its registry)",
     ),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
