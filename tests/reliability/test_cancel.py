@@ -31,7 +31,7 @@ from support.waiting import wait_for
 pytestmark = pytest.mark.docker
 
 RUNS = max(1, int(os.environ.get("MODELSHIP_CANCEL_RUNS", "2")))  # 2: one moment in each half of the build
-MODEL_MB = 96  # large enough that hashing, the context upload and the model COPY each take a while
+MODEL_MB = 48  # large enough that hashing, the context upload and the model COPY each take a moment
 SIGNALS = {"SIGINT": (signal.SIGINT, 130, "interrupted"), "SIGTERM": (signal.SIGTERM, 143, "terminated")}
 
 
@@ -81,9 +81,8 @@ def _reset(client, label: str, base: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signame", sorted(SIGNALS))
-def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, signame):
-    sig, expected_rc, word = SIGNALS[signame]
+def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client):
+    """One baseline build, then RUNS moments for each signal (one test: the baseline is built once)."""
     s = build_setup
     tag = f"modelship-test/cancel:{uuid.uuid4().hex[:8]}"
 
@@ -106,6 +105,13 @@ def test_interrupted_build_leaves_nothing_behind(build_setup, docker_client, sig
     # A moment = after the k-th line of the build log (seeded), plus a seeded fraction of a second: spread over
     # every phase (start-up, probe, hashing + upload, each step of both stages) however fast the engine is.
     log_lines = len(proc.stderr.splitlines())
+    for signame in sorted(SIGNALS):
+        _interrupt_builds(s, docker_client, tag, signame, log_lines, full)
+
+
+def _interrupt_builds(s: dict, docker_client, tag: str, signame: str, log_lines: int, full: float) -> None:
+    """RUNS builds, each sent ``signame`` at a seeded moment: the exit code, the line, and nothing left behind."""
+    sig, expected_rc, word = SIGNALS[signame]
     rng = random.Random(f"cancel-build-{signame}")
     outcomes = {"interrupted": 0, "finished first": 0, "signal outside main()": 0}
     phases = []
