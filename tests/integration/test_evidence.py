@@ -100,9 +100,13 @@ def test_model_image_publish_with_sign_key_attests_the_model_image(registry, tmp
     team, team_pub = keypair(tmp_path, "team")
     repo = unique_repo("evidence/model")
     model = make_model(tmp_path / "model", {"weights.bin": 2048}, uri="file:///x", version="1")
+    # the pipeline's source (as Azure Pipelines sets it), a token in its URI: the commit goes in, the token not
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    source = {"BUILD_SOURCEVERSION": commit, "BUILD_REPOSITORY_URI": "https://ci:s3cr3t@dev.azure.com/o/p/_git/iris"}
     published = run_cli(
-        "publish", str(model), f"oci://{registry}/{repo}", "--version", "2.0", "--sign-key", str(team), "--json"
-    )
+        "publish", str(model), f"oci://{registry}/{repo}", "--version", "2.0", "--sign-key", str(team), "--json",
+        env={**source, "BUILD_SOURCEBRANCH": ""},
+    )  # fmt: skip
     assert published.returncode == 0, published.stderr
     out = json.loads(published.stdout)
     digest = out["image_digest"]
@@ -111,7 +115,13 @@ def test_model_image_publish_with_sign_key_attests_the_model_image(registry, tmp
     provenance, bom = found[SLSA][0], found[BOM][0]
     check_provenance(provenance)
     assert provenance["buildDefinition"]["buildType"].endswith("/publish/v1")
-    (model_dep,) = provenance["buildDefinition"]["resolvedDependencies"]
+    model_dep, source_dep = provenance["buildDefinition"]["resolvedDependencies"]
+    assert source_dep == {
+        "name": "source",
+        "uri": "git+https://dev.azure.com/o/p/_git/iris",
+        "digest": {"gitCommit": commit},
+    }
+    assert "s3cr3t" not in json.dumps(provenance)
     assert model_dep["uri"] == f"oci://{registry}/{repo}" and model_dep["annotations"]["signer"].startswith("sha256:")
     assert bom_error(bom) is None
     assert [c["name"] for c in bom["components"]] == [repo.rsplit("/", 1)[-1]]
