@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -45,6 +44,7 @@ from ..oci.reference import Reference
 from ..oci.registry import RegistryClient, sha256_digest
 from ..oci.write import dumps
 from ._store import append, attach, candidates, kind_tag, open_client, pinned, read_held
+from .dsse import verifying_key
 from .oms import fingerprint, load_private_key, load_public_keys
 
 log = logging.getLogger("modelship")
@@ -188,13 +188,7 @@ def _verifies(desc: Any, data: bytes, keys: Sequence[ec.EllipticCurvePublicKey])
         sig = base64.b64decode(str((desc.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")), validate=True)
     except (binascii.Error, ValueError):
         return None
-    for key in keys:
-        try:
-            key.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            continue
-        return key
-    return None
+    return verifying_key([sig], data, keys)
 
 
 def _signed_digest(data: bytes) -> str | None:

@@ -43,6 +43,23 @@ def sign(payload: bytes, key: ec.EllipticCurvePrivateKey, payload_type: str = PA
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
+def verifying_key(
+    signatures: Sequence[bytes], data: bytes, keys: Sequence[ec.EllipticCurvePublicKey]
+) -> ec.EllipticCurvePublicKey | None:
+    """The first P-256 key of ``keys`` that one of the ECDSA/SHA-256 ``signatures`` (ASN.1 DER) verifies with over
+    ``data``; None when none does. DSSE envelopes and cosign's simple signing check signatures this way."""
+    for key in keys:
+        if key.curve.name != "secp256r1":
+            continue
+        for sig in signatures:
+            try:
+                key.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                continue
+            return key
+    return None
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A parsed envelope: the payload type, the payload bytes and the decoded signatures."""
@@ -53,17 +70,7 @@ class Envelope:
 
     def signer(self, keys: Sequence[ec.EllipticCurvePublicKey]) -> ec.EllipticCurvePublicKey | None:
         """The first of ``keys`` one of the signatures verifies with over the PAE; None when none does."""
-        signed = pae(self.payload_type, self.payload)
-        for key in keys:
-            if key.curve.name != "secp256r1":
-                continue
-            for sig in self.signatures:
-                try:
-                    key.verify(sig, signed, ec.ECDSA(hashes.SHA256()))
-                except InvalidSignature:
-                    continue
-                return key
-        return None
+        return verifying_key(self.signatures, pae(self.payload_type, self.payload), keys)
 
 
 def parse(data: bytes, what: str) -> Envelope:
