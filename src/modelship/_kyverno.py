@@ -226,10 +226,13 @@ def _verify(refs: list[str], attestors: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+HEADER = "# Rendered by 'modelship deploy render --policy kyverno'"  # how a later render knows its file
+
+
 def policy_file(policy: dict[str, Any]) -> str:
     """The policy as the file ``deploy render`` writes: why it lists image volumes, then the YAML."""
     header = (
-        "# Rendered by 'modelship deploy render --policy kyverno'. Apply it (cluster-admin) before the app, and\n"
+        HEADER + ". Apply it (cluster-admin) before the app, and\n"
         "# wait for Ready: kubectl wait --for=condition=Ready clusterpolicy/" + policy["metadata"]["name"] + "\n"
         "# Kyverno verifies only containers by default (kyverno#17555): the rule's imageExtractors list them and\n"
         "# every spec.volumes[].image.reference, so the model's image volume needs the signature too.\n"

@@ -15,6 +15,7 @@ dir by an image volume, an init container, or KServe (``mount``; see modelship._
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import yaml
 
 from ._fs import no_space, write_files_atomic
 from .errors import ModelshipError, UsageError
+
+log = logging.getLogger("modelship")
 
 DEFAULT_NAME = "modelship-app"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -216,7 +219,25 @@ def render(
         volumes = _kyverno.image_volume_refs(d for _, docs in loaded for d in docs)
         models = [r for r in ([model_image] if model_image else []) + volumes if r != image]
         files[_kyverno.FILE] = _kyverno.policy_file(_kyverno.cluster_policy(name, [image], models, *admission))
+    if admission is None:
+        _stale_policy(out_dir / _kyverno.FILE, _kyverno.HEADER)
     return _write(out_dir, files)
+
+
+def _stale_policy(path: Path, header: str) -> None:
+    """A policy an earlier ``--policy kyverno`` render left in --out stays (it may have been edited), but is said:
+    ``kubectl apply -f OUT`` would still apply it."""
+    try:
+        rendered = path.read_text(errors="replace").startswith(header)
+    except OSError:
+        return
+    if rendered:
+        log.warning(
+            "%s is from an earlier 'deploy render --policy kyverno' and was left as it is; 'kubectl apply -f %s' "
+            "still applies it: delete it, or render with --policy kyverno",
+            path,
+            path.parent,
+        )
 
 
 class _NoAliases(yaml.SafeDumper):

@@ -282,3 +282,25 @@ def test_cli_writes_the_policy_beside_the_manifests(tmp_path, keys, capsys):
     policy = _policy([out / POLICY_FILE])
     assert policy["metadata"]["name"] == "iris-signed-images"
     assert policy_errors(policy) == []
+
+
+def test_a_policy_left_by_an_earlier_render_is_kept_and_named(tmp_path, keys, caplog):
+    """A render without --policy leaves the earlier render's policy (it may have been edited) and says that
+    ``kubectl apply -f OUT`` still applies it; a file of the same name that modelship did not write is not named."""
+    _, pub = keys
+    out = tmp_path / "k8s"
+    render(IMAGE, out, **APP, policy="kyverno", key=pub)
+    before = (out / POLICY_FILE).read_text()
+    with caplog.at_level("WARNING", logger="modelship"):
+        paths = render(IMAGE, out, **APP)
+    assert [p.name for p in paths] == ["deployment.yaml", "service.yaml"]
+    assert (out / POLICY_FILE).read_text() == before
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"{out / POLICY_FILE} is from an earlier 'deploy render --policy kyverno'" in warning
+    assert f"'kubectl apply -f {out}' still applies it" in warning
+
+    (out / POLICY_FILE).write_text("# the user's own policy\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="modelship"):
+        render(IMAGE, out, **APP)
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
