@@ -265,3 +265,13 @@ def test_include_and_exclude_in_the_tool_table(tmp_path, caplog):
         (app / "pyproject.toml").write_text(f'[tool.modelship]\nentrypoint = "python app.py"\n{bad}\n')
         with pytest.raises(UsageError, match=says):
             cfg_mod.resolve(app)
+
+
+def test_a_misspelt_app_setting_is_a_type_error_as_for_any_keyword(tmp_path):
+    """build's app settings pass through to config.resolve as keywords: a typo is refused, not ignored."""
+    from modelship import build
+
+    with pytest.raises(TypeError, match="'prot'"):
+        cfg_mod.resolve(tmp_path, prot=8000)
+    with pytest.raises(TypeError, match="'ready_pth'"):
+        build(tmp_path, None, "modelship-test/typo:1", ready_pth="/r")

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Unpack
 
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
@@ -281,14 +281,6 @@ def build(
     model_dir: str | Path | None,
     tag: str | Sequence[str],
     *,
-    base_image: str | None = None,
-    requirements: str | Path | None = None,
-    dockerfile: str | Path | None = None,
-    entrypoint: str | None = None,
-    port: int | None = None,
-    ready_path: str | None = None,
-    live_path: str | None = None,
-    tag_model_version: bool = False,
     pull: bool = False,
     quiet: bool = True,
     docker_client=None,
@@ -298,8 +290,13 @@ def build(
     verify_keys: Sequence[str | Path] | None = None,
     username: str | None = None,
     password: str | None = None,
+    **app: Unpack[config_mod.AppSettings],
 ) -> BuiltImage | AppImage:
     """Package APP_DIR + the model in MODEL_DIR into an image; see docs/layers.md for the layer contract.
+
+    ``app``: ``base_image``, ``requirements``, ``dockerfile``, ``entrypoint``, ``port``, ``ready_path``,
+    ``live_path``, ``tag_model_version`` (:class:`modelship.image.config.AppSettings`); each one not given comes
+    from ``[tool.modelship]`` in APP_DIR's pyproject.toml, the environment, or the default.
 
     ``builder="engine"`` (the default) builds with the Docker engine into its image store (``push`` sends it to
     a registry); ``builder="registry"`` contacts no engine: it reads ``base_image`` from its registry, writes
@@ -328,10 +325,7 @@ def build(
         raise UsageError("--username/--password-stdin need --builder registry: the engine pulls with 'docker login'")
     if not registry and platform:
         raise UsageError("--platform needs --builder registry: the engine builder builds for the engine's platform")
-    cfg = config_mod.resolve(
-        app_dir, base_image=base_image, requirements=requirements, dockerfile=dockerfile, entrypoint=entrypoint,
-        port=port, ready_path=ready_path, live_path=live_path, tag_model_version=tag_model_version,
-    )  # fmt: skip
+    cfg = config_mod.resolve(app_dir, **app)
     if registry and cfg.dockerfile is not None:
         raise UsageError(
             "a Dockerfile needs the engine builder (--builder engine): the registry builder runs no build steps, "

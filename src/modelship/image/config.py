@@ -12,7 +12,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .. import settings
 from ..errors import UsageError
@@ -141,19 +141,29 @@ def _requirement_names(path: Path) -> set[str]:
     return names
 
 
-def resolve(
-    app_dir: str | Path,
-    *,
-    base_image: str | None = None,
-    requirements: str | Path | None = None,
-    dockerfile: str | Path | None = None,
-    entrypoint: str | None = None,
-    port: int | None = None,
-    ready_path: str | None = None,
-    live_path: str | None = None,
-    tag_model_version: bool = False,
-) -> BuildConfig:
+class AppSettings(TypedDict, total=False):
+    """What ``build`` (and this module's :func:`resolve`) take about the app; unset or None: ``[tool.modelship]``,
+    the environment, then the defaults."""
+
+    base_image: str | None
+    requirements: str | Path | None
+    dockerfile: str | Path | None
+    entrypoint: str | None
+    port: int | None
+    ready_path: str | None
+    live_path: str | None
+    tag_model_version: bool
+
+
+def resolve(app_dir: str | Path, **given: Unpack[AppSettings]) -> BuildConfig:
     """Merge explicit arguments, ``[tool.modelship]``, the environment and defaults into a BuildConfig."""
+    unknown = sorted(set(given) - set(AppSettings.__annotations__))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    base_image, requirements, dockerfile = given.get("base_image"), given.get("requirements"), given.get("dockerfile")
+    entrypoint, port = given.get("entrypoint"), given.get("port")
+    ready_path, live_path = given.get("ready_path"), given.get("live_path")
+    tag_model_version = bool(given.get("tag_model_version", False))
     app = Path(app_dir).expanduser().resolve()
     if not app.is_dir():
         raise UsageError(f"app directory {app_dir} does not exist or is not a directory")
