@@ -21,13 +21,14 @@ ignores Rekor and the CT log (``cosign verify --insecure-ignore-tlog``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from ._kube import mappings
 from .errors import UsageError
 
 POLICIES = ("kyverno",)
@@ -105,7 +106,7 @@ def predicate_types(names: Iterable[str]) -> list[str]:
 def image_volume_refs(docs: Iterable[dict[str, Any]]) -> list[str]:
     """The ``image.reference`` of every image volume in ``docs`` (templates may add their own), in order."""
     refs: list[str] = []
-    for node in _nodes(list(docs)):
+    for node in mappings(list(docs)):
         volumes = node.get("volumes")
         for volume in volumes if isinstance(volumes, list) else []:
             source = volume.get("image") if isinstance(volume, dict) else None
@@ -113,16 +114,6 @@ def image_volume_refs(docs: Iterable[dict[str, Any]]) -> list[str]:
             if isinstance(ref, str) and ref and ref not in refs:
                 refs.append(ref)
     return refs
-
-
-def _nodes(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _nodes(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _nodes(value)
 
 
 def repository(ref: str) -> str:

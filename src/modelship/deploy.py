@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from ._fs import no_space, write_files_atomic
+from ._kube import mappings
 from .errors import ModelshipError, UsageError
 
 log = logging.getLogger("modelship")
@@ -293,20 +294,9 @@ def _rename(doc: dict[str, Any], original: str, name: str) -> None:
         doc["metadata"]["name"] = name
     elif isinstance(current, str) and current.startswith(original + "-"):
         doc["metadata"]["name"] = name + current[len(original) :]
-    for mapping in _mappings(doc):
+    for mapping in mappings(doc):
         if mapping.get(NAME_LABEL) == original:
             mapping[NAME_LABEL] = name
-
-
-def _mappings(node: Any) -> Iterator[dict[str, Any]]:
-    """Every mapping in a document (labels, selectors, matchLabels at any depth)."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _mappings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _mappings(value)
 
 
 def _set_deployment(doc: dict[str, Any], image: str, replicas: int, app: AppSettings, path: Path) -> None:
