@@ -17,6 +17,7 @@ import yaml
 
 from support import ROOT
 from support.modelimage import push_model_image
+from support.pipelines import declared
 
 STEP = ROOT / "pipelines" / "templates" / "steps" / "smoke-test.yml"
 RECORDER = """#!/bin/sh
@@ -29,8 +30,10 @@ def run_step(tmp_path: Path, **parameters: str) -> tuple[subprocess.CompletedPro
     """The step's script with the template's parameters and the agent's macros filled in; (run, pytest's
     arguments, the MODELSHIP_* environment pytest saw)."""
     step = yaml.safe_load(STEP.read_text())["steps"][0]
-    values = {"image": "cand/app@sha256:" + "c" * 64, "casesFile": "cases.yaml", "timeout": "60", "modelImage": ""}
-    values |= {"pull": "true", "baseline": "", "baselineModelImage": "", "minAgreement": "", "maxLatencyRatio": ""}
+    # the template's defaults (as a caller that leaves them out gets), then the required ones and the test's
+    values = {name: str(p.default).lower() if isinstance(p.default, bool) else str(p.default)
+              for name, p in declared(STEP).items() if p.has_default}  # fmt: skip
+    values |= {"image": "cand/app@sha256:" + "c" * 64, "casesFile": "cases.yaml", "timeout": "60", "pull": "true"}
     values |= parameters
 
     def fill(text: str) -> str:
