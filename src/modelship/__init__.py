@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelshipError
@@ -57,6 +58,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
 
 # The SDKs' own debug logs (urllib3 request lines) would show a SAS signature at -vv: mask it at the source.
 protect_library_loggers()
+# Library calls print nothing: without a handler of its own, a warning of modelship's would reach Python's
+# last-resort handler (stderr) in a program that configured no logging. The CLI's handler sits on the root
+# logger, which these records still reach.
+logging.getLogger("modelship").addHandler(logging.NullHandler())
 
 __all__ = [
     "AppImage",

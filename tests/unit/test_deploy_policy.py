@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -304,3 +306,24 @@ def test_a_policy_left_by_an_earlier_render_is_kept_and_named(tmp_path, keys, ca
     with caplog.at_level("WARNING", logger="modelship"):
         render(IMAGE, out, **APP)
     assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_a_library_call_that_warns_prints_nothing_outside_pytest(tmp_path, keys):
+    """In a program that configured no logging (pytest's own handlers would hide it here), the warning of a
+    library call goes to no stream: Python's last-resort handler would print it on stderr."""
+    _, pub = keys
+    script = (
+        "from modelship.deploy import render\n"
+        f"kw = dict(port=8000, ready_path='/r', live_path='/l')\n"
+        f"render({IMAGE!r}, 'out', policy='kyverno', key={str(pub)!r}, **kw)\n"
+        f"render({IMAGE!r}, 'out', **kw)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == ("", "")
+    cli_run = subprocess.run(
+        [sys.executable, "-m", "modelship.cli", "deploy", "render", "--image", IMAGE, "--out", "out", *APP_ARGS],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli_run.returncode == 0, cli_run.stderr
+    assert "is from an earlier 'deploy render --policy kyverno'" in cli_run.stderr  # the CLI still says it
