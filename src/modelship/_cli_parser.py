@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY.pem",
         help="sign the version with this PEM EC private key (openssl ecparam -name prime256v1, or cosign.key with "
         "$COSIGN_PASSWORD): model.sig beside it "
-        "(oci://: a layer of the model image, and its provenance and ML-BOM attested at its sha256-<hex>.att tag)",
+        "(oci://: a layer of the model image; the image signed at its sha256-<hex>.sig tag, its provenance and "
+        "ML-BOM attested at its .att tag)",
     )
     sign_cert(sp)
     sp.add_argument(

@@ -12,6 +12,7 @@ import pytest
 
 from modelship.manifest import Manifest
 from support import attestation_reader as reader
+from support import cosign_reader
 from support.cli import run_cli
 from support.modelimage import file_member, push_plain_image, tar_layer, unique_repo
 from support.models import make_model
@@ -126,3 +127,5 @@ def test_model_image_publish_with_sign_key_attests_the_model_image(registry, tmp
     assert bom_error(bom) is None
     assert [c["name"] for c in bom["components"]] == [repo.rsplit("/", 1)[-1]]
     assert [a["predicate_type"] for a in out["attestations"]] == [SLSA, BOM]
+    # and the image's cosign signature by the same key, which promote --require-key checks
+    assert cosign_reader.verified_by(registry, repo, digest, team_pub) == 1

@@ -300,7 +300,8 @@ def publish_image(
 
 @dataclass(frozen=True)
 class _Evidence:
-    """The attestations ``publish --sign-key`` writes (modelship.trust.evidence): with a P-256 key only."""
+    """What ``publish --sign-key`` writes about the image (a P-256 key only): its cosign signature, then its
+    provenance and ML-BOM (modelship.trust.evidence), as assemble does for the images it writes."""
 
     signer: Any  # trust.certs.Signer, or None: no sign key
     external: dict[str, Any]
@@ -315,9 +316,11 @@ class _Evidence:
                 "%s: no provenance or ML-BOM attested: attestations take a P-256 key, not %s", r, key.curve.name
             )
             return ()
+        from ..trust.cosign import sign_image
         from ..trust.evidence import Build, attest_build  # cryptography and cyclonedx only now
         from ..trust.oms import fingerprint
 
+        sign_image(client, r, key)  # the image's cosign signature (what promote --require-key checks) first
         build = Build("publish", self.external, self.started)
         return attest_build(client, r, key, build, manifest, signer=fingerprint(key.public_key()), held=held)
 
