@@ -158,6 +158,8 @@ class ModelshipRun:
                 labels = container_labels(self.run_id, self.worker)
                 self.model = modelimage.prepare(client, settings.model_image, settings.pull, labels)
                 self.image = modelimage.with_model(self.image, self.model)
+                if self.verdict is not None:  # the model image's digest: the verdict's second subject
+                    self.verdict.pin_model(client, self.model)
             lifecycle = self.pool.open(settings, client, self.image, self.model)
             if boot and not self._closing:
                 lifecycle.start_background(*self.pool.hooks())

@@ -13,6 +13,11 @@ passing test warned, and ``configuration``: the cases file (its sha256) and the 
 - **Only what ran.** Every container the run's tests used reports its image id (a report property, so xdist
   workers tell the controller); one of another image (a hook or a fixture override started it) means nothing
   is attested, in one line, and the run exits non-zero.
+- **The pair, in the split shape.** With ``--modelship-model-image`` the statement's subjects are both digests,
+  the app image's and the model image's (pinned the same way: its local image must be that digest), and it is
+  stored at both images' ``.att`` tags: promoting the model image can demand the verdict of the run that
+  mounted it. Every container the tests used must have mounted that model image's volume, else nothing is
+  attested.
 - A failed test, or a session that errored, attests FAILED; an interrupted run (Ctrl-C, SIGTERM) attests nothing.
 """
 
@@ -34,9 +39,11 @@ if TYPE_CHECKING:
     from modelship.oci.reference import Reference
 
     from .images import ImageInfo
+    from .modelimage import ModelVolume
     from .session import ModelshipRun
 
 IMAGE_PROPERTY = "modelship_tested_image"  # the image id of a container the tests used (once per process)
+MODEL_PROPERTY = "modelship_tested_model"  # the model image id its mounted model volume came from, or "none"
 PLUGIN_NAME = "pytest-modelship"
 
 
@@ -44,8 +51,8 @@ def _same_repo(a: Reference, b: Reference) -> bool:
     return (a.registry, a.repository) == (b.registry, b.repository)
 
 
-def pin(client: docker.DockerClient, ref: str, image: ImageInfo) -> Reference:
-    """``ref`` as REGISTRY/REPO@DIGEST (a tag resolved at its registry), checked to be the local ``image``."""
+def pin(client: docker.DockerClient, ref: str, image_id: str, what: str = "") -> Reference:
+    """``ref`` as REGISTRY/REPO@DIGEST (a tag resolved at its registry), checked to be the local ``image_id``."""
     from modelship.errors import ModelshipError
     from modelship.oci.reference import parse_reference
     from modelship.trust._store import open_client
@@ -57,13 +64,13 @@ def pin(client: docker.DockerClient, ref: str, image: ImageInfo) -> Reference:
             with open_client(r, None, None, timeout=30) as registry:
                 digest = registry.head_manifest(r.repository, r.reference)
     except ModelshipError as e:
-        raise SetupError(f"--modelship-attest-key: could not resolve {ref} to its digest ({e})") from None
+        raise SetupError(f"--modelship-attest-key: could not resolve {what}{ref} to its digest ({e})") from None
     if digest is None:
         raise SetupError(
-            f"--modelship-attest-key: {ref} is not in {r.registry}; push it first: attestations name a digest"
+            f"--modelship-attest-key: {what}{ref} is not in {r.registry}; push it first: attestations name a digest"
         )
     pinned = r.with_digest(digest)
-    held = client.api.inspect_image(image.id).get("RepoDigests") or []
+    held = client.api.inspect_image(image_id).get("RepoDigests") or []
     for repo_digest in held:
         try:
             got = parse_reference(repo_digest)
@@ -72,7 +79,7 @@ def pin(client: docker.DockerClient, ref: str, image: ImageInfo) -> Reference:
         if got.digest == digest and _same_repo(got, pinned):
             return pinned
     raise SetupError(
-        f"--modelship-attest-key: the local {ref} (image {image.id[7:19]}) is not {pinned.name}@{digest}: "
+        f"--modelship-attest-key: the local {what}{ref} (image {image_id[7:19]}) is not {pinned.name}@{digest}: "
         "pull or push it first, or test the digest"
     )
 
@@ -97,16 +104,23 @@ class Verdict:
         self.run = run
         self.key_path = key_path
         self.subject: Reference | None = None  # set by pin() when the image is prepared
+        self.model_subject: Reference | None = None  # --modelship-model-image: set by pin_model()
         self.outcomes: dict[str, str] = {}  # node id -> passed | failed | skipped
         self.warned: set[str] = set()
         self.tested: set[str] = set()  # image ids of containers the tests used (from every process)
+        self.tested_models: set[str] = set()  # the model image ids their model volumes came from ("none")
         self._seen: set[str] = set()  # container ids this process reported
         self.interrupted = False
         self.line: str | None = None  # what the summary says
 
     def pin(self, client: docker.DockerClient, image: ImageInfo) -> None:
         if not self.run.is_worker:  # the controller (or the only process) attests: workers only report images
-            self.subject = pin(client, self.run.settings.image if self.run.settings else image.ref, image)
+            self.subject = pin(client, self.run.settings.image if self.run.settings else image.ref, image.id)
+
+    def pin_model(self, client: docker.DockerClient, model: ModelVolume) -> None:
+        """The split shape: the model image the run mounts, pinned as the app image is (a second subject)."""
+        if not self.run.is_worker:
+            self.model_subject = pin(client, model.ref, model.image_id, "model image ")
 
     # --------------------------------------------------------------------------------- what ran, and how
 
@@ -120,12 +134,21 @@ class Verdict:
                     self._seen.add(c.id)
                     attrs = c.tc.get_wrapped_container().attrs or {}
                     report.user_properties.append((IMAGE_PROPERTY, str(attrs.get("Image") or "unknown")))
+                    report.user_properties.append((MODEL_PROPERTY, self._mounted_model(attrs)))
         return report
+
+    def _mounted_model(self, attrs: Mapping[str, Any]) -> str:
+        """The model image id of the run's model volume when the container mounted it, else "none"."""
+        model = self.run.model
+        names = {m.get("Name") for m in attrs.get("Mounts") or [] if m.get("Type") == "volume"}
+        return model.image_id if model is not None and model.volume in names else "none"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == IMAGE_PROPERTY:
                 self.tested.add(str(value))
+            elif name == MODEL_PROPERTY:
+                self.tested_models.add(str(value))
         before = self.outcomes.get(report.nodeid)
         if report.failed:
             self.outcomes[report.nodeid] = "failed"
@@ -189,6 +212,17 @@ class Verdict:
             )
             self._fail(session)
             return
+        if self.model_subject is not None and self.run.model is not None:
+            mounted = self.run.model.image_id
+            others = sorted(self.tested_models - {mounted})
+            if others:
+                what = "no model image" if others[0] == "none" else f"model image {others[0][7:19]}"
+                self.line = (
+                    f"not attested: a container with {what} mounted ran the tests, not "
+                    f"{self.model_subject.name}@{self.model_subject.digest} (image {mounted[7:19]})"
+                )
+                self._fail(session)
+                return
         try:
             self.line = self._attest(self.predicate(int(exitstatus)))
         except Exception as e:  # noqa: BLE001 - any failure to attest is one line, and the run fails
@@ -205,10 +239,14 @@ class Verdict:
 
         assert self.subject is not None
         key = load_sign_key(self.key_path)
-        with open_client(self.subject, None, None, timeout=60) as client:
-            done = attest_image(client, self.subject, TEST_RESULT, predicate, key)
+        subjects = [self.subject] if self.model_subject is None else [self.subject, self.model_subject]
+        done = []
+        for subject in subjects:  # the same statement (about both digests) at each image's .att tag
+            with open_client(subject, None, None, timeout=60) as client:
+                done.append(attest_image(client, subject, TEST_RESULT, predicate, key, subjects=subjects))
         counts = f"{len(predicate['passedTests'])} passed, {len(predicate['failedTests'])} failed"
-        return f"test-result {predicate['result']} ({counts}) attested for {done.ref} at {done.attestation}"
+        refs = " and ".join(f"{d.ref} at {d.attestation}" for d in done)
+        return f"test-result {predicate['result']} ({counts}) attested for {refs}"
 
     @staticmethod
     def _fail(session: pytest.Session) -> None:

@@ -173,6 +173,38 @@ def test_an_attestation_cosign_would_write_is_verified_and_appended_to(reg, keys
     assert reader.verified_by(addr, REPO, digest, public, "https://cyclonedx.org/bom") == 1
 
 
+def test_a_statement_about_two_images_verifies_for_each_and_not_for_a_third(reg, keys):
+    """The plugin's verdict of the split shape: one statement whose subjects are the app and the model image,
+    stored at each; it verifies for either digest, and is refused for a digest it does not name."""
+    addr, handler, _ = reg
+    (private, public), _ = keys
+    app = push_image(addr, handler, REPO)
+    model = push_image(addr, handler, "team/model", seed=b"model")
+    third = push_image(addr, handler, REPO, seed=b"third")
+    pair = [parse_reference(f"{addr}/{REPO}@{app}"), parse_reference(f"{addr}/team/model@{model}")]
+    key = att.load_sign_key(private)
+    for r in pair:
+        with RegistryClient(addr, None) as client:
+            att.attest_image(client, r, TEST_RESULT, PASSED, key, subjects=pair)
+    (found,) = reader.read_attestations(addr, "team/model", model)
+    assert [(s["name"], s["digest"]["sha256"]) for s in found.statement["subject"]] == [
+        (f"{addr}/{REPO}", app.partition(":")[2]),
+        (f"{addr}/team/model", model.partition(":")[2]),
+    ]
+    assert reader.accepts(found, public, model, TEST_RESULT) and reader.accepts(found, public, app, TEST_RESULT)
+    assert [a.predicate for a in _verify(addr, app, public, ["test-result"])] == [PASSED]
+    with RegistryClient(addr, None) as client:
+        got = att.verify_attestations(client, pair[1], [public], ["test-result"])
+    assert [a.image_digest for a in got] == [model]
+    # the same statement at a third image's tag names neither its digest: refused
+    reader.write_attestation(addr, REPO, third, private, TEST_RESULT, PASSED, claimed_digest=app)
+    with pytest.raises(SignatureError) as e:
+        _verify(addr, third, public, ["test-result"])
+    assert e.value.kind == SignatureError.OTHER_IMAGE
+    with RegistryClient(addr, None) as client, pytest.raises(UsageError, match="subjects must include it"):
+        att.attest_image(client, parse_reference(f"{addr}/{REPO}@{third}"), TEST_RESULT, PASSED, key, subjects=pair)
+
+
 def test_refusals_missing_other_key_other_digest_and_a_failed_verdict(reg, keys):
     addr, handler, _ = reg
     (private, public), (other_private, _) = keys

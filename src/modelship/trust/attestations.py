@@ -5,7 +5,8 @@ What ``cosign attest --key --type TYPE`` writes (sigstore/cosign ``cmd/cosign/cl
 
 - the **statement**: in-toto Statement v1 ``{"_type": "https://in-toto.io/Statement/v1", "subject": [{"name":
   REGISTRY/REPO, "digest": {"sha256": HEX}}], "predicateType": URI, "predicate": {...}}`` (modelship's compact,
-  sorted JSON: the same predicate gives the same bytes);
+  sorted JSON: the same predicate gives the same bytes); one statement may name several images (``attest_image``'s
+  ``subjects``: the plugin's verdict of an app image run with a model image), stored at each image's tag;
 - in a **DSSE envelope** (``modelship.trust.dsse``: payload type ``application/vnd.in-toto+json``, ECDSA
   P-256/SHA-256 over the PAE), stored as a **layer** of media type ``application/vnd.dsse.envelope.v1+json``
   with the annotations ``predicateType: URI`` and ``dev.cosignproject.cosign/signature: ""``;
@@ -79,14 +80,24 @@ def attestation_tag(digest: str) -> str:
     return kind_tag(digest, "att")
 
 
-def statement(repository: str, digest: str, predicate_uri: str, predicate: Mapping[str, Any]) -> bytes:
-    """The in-toto statement (JSON bytes) that ``predicate`` holds for the image ``digest`` in ``repository``."""
-    algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64:
-        raise UsageError(f"{digest!r}: attestations name a sha256 image digest")
+def statement(
+    repository: str,
+    digest: str,
+    predicate_uri: str,
+    predicate: Mapping[str, Any],
+    also: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """The in-toto statement (JSON bytes) that ``predicate`` holds for the image ``digest`` in ``repository``
+    (and for each (repository, digest) of ``also``: one statement about several images, each a subject)."""
+    subjects = []
+    for name, d in [(repository, digest), *also]:
+        algorithm, _, hexdigest = d.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64:
+            raise UsageError(f"{d!r}: attestations name a sha256 image digest")
+        subjects.append({"name": name, "digest": {"sha256": hexdigest}})
     value = {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": repository, "digest": {"sha256": hexdigest}}],
+        "subject": subjects,
         "predicateType": predicate_uri,
         "predicate": dict(predicate),
     }
@@ -159,13 +170,19 @@ def attest_image(
     predicate_type: str,
     predicate: Mapping[str, Any],
     key: ec.EllipticCurvePrivateKey,
+    *,
+    subjects: Sequence[Reference] = (),
 ) -> AttestResult:
     """:func:`attest` over an open client: append the signed statement at the image's ``.att`` tag (nothing
-    when ``key`` attested the same statement already) and attach it as a referrer where the API is served."""
+    when ``key`` attested the same statement already) and attach it as a referrer where the API is served.
+    ``subjects``: every image (pinned) the statement is about, ``r`` among them, in that order (default: ``r``)."""
     uri = predicate_uri(predicate_type)
     digest, repo = str(r.digest), r.repository
+    named = [(s.name, str(s.digest)) for s in subjects] or [(r.name, digest)]
+    if (r.name, digest) not in named:
+        raise UsageError(f"attest {r.name}@{digest}: the statement's subjects must include it")
     subject = client.get_manifest(repo, digest)  # the image must exist (NotFoundError otherwise)
-    payload = statement(r.name, digest, uri, predicate)
+    payload = statement(*named[0], uri, predicate, named[1:])
     tag = attestation_tag(digest)
     where = f"{r.name}:{tag}"
     held = read_held(client, repo, tag, where, _NOUN)
