@@ -79,3 +79,61 @@ def test_the_publish_stage_publishes_a_model_image_with_a_version():
     assert report.problems == []
     (publish,) = [c.args for c in report.commands if c.args and c.args[0] == "publish"]
     assert "--version" in publish and publish[2] == "P_modelImageRepository"
+
+
+def _split_steps() -> list[dict]:
+    return yaml.safe_load((TEMPLATES / "jobs" / "model-update.yml").read_text())["jobs"][0]["steps"]
+
+
+def test_the_split_path_downloads_the_key_attests_the_pair_and_promotes_the_model_image_with_requirements():
+    steps = _split_steps()
+    cond = "${{ if ne(parameters.signKey, '') }}"
+    (keyed,) = [i for i, s in enumerate(steps) if cond in s]
+    (smoke,) = [i for i, s in enumerate(steps) if s.get("template") == "../steps/smoke-test.yml"]
+    (promote,) = [i for i, s in enumerate(steps) if s.get("template") == "../steps/promote-image.yml"]
+    assert keyed < smoke < promote
+    assert steps[keyed][cond] == [
+        {"template": "../steps/sign-key.yml", "parameters": {"secureFile": "${{ parameters.signKey }}"}}
+    ]
+    # the verdict about the app image with the model image mounted, attested with the downloaded key
+    assert steps[smoke]["parameters"][cond] == {"attestKey": "$(signKey.secureFilePath)"}
+    assert steps[smoke]["parameters"]["modelImage"] == "$(modelImageRef)"
+    assert steps[promote]["parameters"] == {
+        "imageRef": "$(modelImageRef)",
+        "tags": "${{ parameters.promoteTags }}",
+        "requireKey": "${{ parameters.requireKey }}",
+        "requireAttestation": "${{ parameters.requireAttestation }}",
+        "modelRequireKey": "${{ parameters.modelRequireKey }}",
+    }
+    # the deployment waits for this job: a model image refused by promote is never deployed
+    stage = yaml.safe_load((TEMPLATES / "stages" / "release.yml").read_text())["stages"][0]
+    update, deploy = stage["jobs"][0]["${{ if eq(parameters.modelShape, 'split') }}"]
+    assert deploy["parameters"]["dependsOn"] == ["model"]
+    for name in ("signKey", "requireKey", "requireAttestation", "modelRequireKey"):
+        assert update["parameters"][name] == f"${{{{ parameters.{name} }}}}", name
+
+
+def test_the_example_split_release_requires_the_publishers_evidence_and_the_verdict():
+    root = yaml.safe_load((ROOT / "azure-pipelines.yml").read_text())
+    release = root["stages"][1]["parameters"]
+    assert release["signKey"] == "iris-release.pem" and release["requireKey"] == "iris-release.pub"
+    assert release["requireAttestation"] == ["slsa", "cyclonedx", "test-result"]
+    # the team's public key (its publish --sign-key): the model image's signature, slsa and cyclonedx
+    assert release["modelRequireKey"] == release["modelVerifyKey"] == "iris-team.pub"
+
+
+SPLIT_CALLER_WITH_KEYS = (
+    SPLIT_CALLER
+    + """      signKey: iris-release.pem
+      requireKey: iris-release.pub
+      requireAttestation: [slsa, cyclonedx, test-result]
+      modelRequireKey: iris-team.pub
+"""
+)
+
+
+def test_a_split_caller_with_keys_passes_the_checks(tmp_path):
+    (tmp_path / "split.yml").write_text(SPLIT_CALLER_WITH_KEYS)
+    report = _report(TEMPLATES / "jobs" / "model-update.yml", tmp_path / "split.yml")
+    assert report.problems == []
+    assert any(c.args[:1] == ["promote"] for c in report.commands if "model-update.yml" in c.where)

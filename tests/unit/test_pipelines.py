@@ -481,8 +481,10 @@ def _expand(node, env: dict):
 
 
 def _expanded_steps(template: str, env: dict) -> list[dict]:
-    """The steps of steps/``template`` as Azure expands them for ``env`` (its parameters)."""
+    """The steps of steps/``template`` as Azure expands them for ``env`` (its parameters, over the declared
+    defaults: a new optional parameter does not change what an existing call expands to)."""
     body = yaml.safe_load((TEMPLATES / "steps" / template).read_text())
+    env = {**{p["name"]: p["default"] for p in body["parameters"] if "default" in p}, **env}
     return _expand(pc.prune(body["steps"], env), env)
 
 
@@ -601,3 +603,20 @@ def test_the_example_pipeline_signs_with_the_private_half_of_the_key_promote_req
     for stage in root["stages"]:
         assert stage["parameters"]["signKey"] == "iris-release.pem"
         assert stage["parameters"]["requireKey"] == "iris-release.pub"
+
+
+def test_the_promote_step_accepts_the_model_publishers_key_beside_the_release_key(tmp_path):
+    """The split shape's model image: --require-key twice (each requirement met by either key), both keys from
+    secure files with fixed download names."""
+    ref = "acr.example/models/iris@sha256:" + "b" * 64
+    env = {"imageRef": ref, "tags": ["stable"], "requireKey": "iris-release.pub", "modelRequireKey": "iris-team.pub"}
+    env["requireAttestation"] = ["slsa", "cyclonedx", "test-result"]
+    release, team, bash = _promote_step(env)
+    assert (release["name"], release["inputs"]["secureFile"]) == ("promoteRequireKey", "iris-release.pub")
+    assert (team["name"], team["inputs"]["secureFile"]) == ("promoteModelRequireKey", "iris-team.pub")
+    assert bash["env"]["MODEL_REQUIRE_KEY"] == f"{team['name']}.secureFilePath"
+    run_env = {"PATH": "/usr/bin:/bin", "IMAGE_REF": ref, "REQUIRE_ATTESTATION": "slsa cyclonedx test-result"}
+    keys = {"REQUIRE_KEY": str(tmp_path / "iris-release.pub"), "MODEL_REQUIRE_KEY": str(tmp_path / "iris-team.pub")}
+    a = _run_promote_script(bash["bash"], {**run_env, **keys})
+    assert a.require_key == [keys["REQUIRE_KEY"], keys["MODEL_REQUIRE_KEY"]]
+    assert a.require_attestation == ["slsa", "cyclonedx", "test-result"]
