@@ -1,4 +1,4 @@
-"""A small offline checker for Azure Pipelines templates (used by test_pipelines.py).
+"""A small offline checker for Azure Pipelines templates (used by test_pipelines_*.py).
 
 What Azure would only tell us at queue time, checked here:
 - every ``template:`` reference resolves to a file;
@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from support import ROOT
+
+REPOS = {"self": ROOT, "modelship": ROOT}  # the README's consumer refers to this repository as @modelship
 
 TEMPLATE_EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 PARAM_REF = re.compile(r"\bparameters\.([A-Za-z_][A-Za-z0-9_]*)")
