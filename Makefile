@@ -8,7 +8,7 @@ ENV    := set -a && . ./.testbed/env && set +a
 # 944 s at -n 2); the tests marked slow go first (tests/conftest.py) and xdist's load scheduling hands the
 # next test to whichever worker is free, so the long ones spread over the workers and the end is short ones;
 # --durations: the slowest tests in every CI log, where the 15-minute budget goes
-PYTEST_ARGS ?= -n 3 --dist load --durations=25
+PYTEST_ARGS ?= -n 3 --dist loadgroup --durations=25
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
