@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Unpack
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import modeldir, progress
 from .._docker import docker_host, engine, short_reason, unreachable
@@ -28,6 +28,8 @@ from . import labels as labels_mod
 from . import wheels as wheels_mod
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11's; annotations are not evaluated at run time
+
     from ..appimage import AppImage
 
 log = logging.getLogger("modelship")

@@ -12,10 +12,13 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .. import settings
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # typing.Unpack is 3.11's; annotations are never evaluated at run time (3.10 too)
+    from typing_extensions import Unpack
 
 if sys.version_info >= (3, 11):
     import tomllib
