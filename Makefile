@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
 # -n 3 on 2 cores: most tests wait on containers, registries and sockets (a clean-clone run: 804 s at -n 3,
-# 944 s at -n 2); the tests marked slow go first (tests/conftest.py) and xdist's load scheduling hands the
-# next test to whichever worker is free, so the long ones spread over the workers and the end is short ones;
-# --durations: the slowest tests in every CI log, where the 15-minute budget goes
+# 944 s at -n 2); --dist loadgroup hands each test to whichever worker is free (the tests of a module with
+# module-scoped fixtures as one unit, tests/conftest.py), the tests marked slow first, so the long ones spread
+# over the workers and the end is short ones (--dist load gave its first quarter, all the slow tests, to one
+# worker); --durations: the slowest tests in every CI log, where the 15-minute budget goes
 PYTEST_ARGS ?= -n 3 --dist loadgroup --durations=25
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
