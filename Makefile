@@ -5,20 +5,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ENV    := set -a && . ./.testbed/env && set +a
 # -n 3 on 2 cores: most tests wait on containers, registries and sockets (a clean-clone run: 804 s at -n 3,
-# 944 s at -n 2); --dist loadgroup hands each test to whichever worker is free (the tests of a module with
-# module-scoped fixtures as one unit, tests/conftest.py), the tests marked slow first, so the long ones spread
-# over the workers and the end is short ones (--dist load gave its first quarter, all the slow tests, to one
-# worker); --durations: the slowest tests in every CI log, where the 15-minute budget goes
-PYTEST_ARGS ?= -n 3 --dist loadgroup --durations=25
+# 944 s at -n 2); --dist loadscope --no-loadscope-reorder hands whole modules (their fixtures made once) to
+# whichever worker is free, the modules of the tests marked slow first (tests/conftest.py), so the long ones
+# spread over the workers and the end is short ones (--dist load gave its first quarter, all the slow tests, to
+# one worker); --durations: the slowest tests in every CI log, where the 15-minute budget goes
+PYTEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder --durations=25
 
 .PHONY: setup testbed test unit lint demo bench reliability down clean cli-docs
 
 # The virtualenv with the package, said how long it took (a shell line, so that `setup` can run it too).
-# Modules are compiled at install: this machine sets PYTHONDONTWRITEBYTECODE=1, so a module not compiled then
-# is compiled again by every process that imports it (--no-compile saved 47 s of install and cost far more).
+# uv (from PyPI, into the virtualenv) installs: pip took 173 s for these extras on a quiet 2-core machine, the
+# longest step of `make setup`; uv downloads side by side and compiles on every core. Modules are compiled at
+# install: this machine sets PYTHONDONTWRITEBYTECODE=1, so a module not compiled then is compiled again by
+# every process that imports it (--no-compile saved 47 s of install and cost far more).
 VENV_INSTALL = venv_start=$$(date +%s.%N); \
 	$(PYTHON) -m venv $(VENV) && \
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,azure,s3,example]' && \
+	$(BIN)/pip install --quiet --disable-pip-version-check uv && \
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[dev,azure,s3,example]' && \
 	touch $(STAMP) && \
 	awk -v a=$$venv_start -v b=$$(date +%s.%N) 'BEGIN { printf "setup: virtualenv ready in %.1f s\n", b - a }'
 

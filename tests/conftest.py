@@ -154,19 +154,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-_SHARED_SCOPES = ("module", "class", "package")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """How the suite is spread over xdist's workers (``--dist loadgroup``, the Makefile's): a test is handed to
-    the next free worker on its own, except the tests of a module whose fixtures are module- or class-scoped
-    (a built image, a started registry), which go together to one worker so the fixture is made once. The tests
-    marked ``slow`` (a minute or two each: the demo, the secrets flow, cancelled builds) come first, so none of
-    them starts last. (``--dist load`` handed each worker a first chunk of a quarter of its share, all the slow
-    tests to one worker, which then ran them one after another while the others ran out of work.)"""
+    """The tests marked ``slow`` (a minute or two each: the demo, the secrets flow, cancelled builds) first, the
+    rest in their order. The Makefile's ``--dist loadscope --no-loadscope-reorder`` then hands whole modules, in
+    this order, to whichever worker is free: a module's fixtures are made once, the modules of the slow tests
+    start first, and the end is short modules. (``--dist load`` handed each worker a first chunk of a quarter of
+    its share -- all the slow tests to one worker, which ran them one after another while the others idled.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.values() if fixtures is not None else ()
-        if any(d.scope in _SHARED_SCOPES for chain in defs for d in chain):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
