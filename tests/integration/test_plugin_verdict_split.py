@@ -39,9 +39,12 @@ def app(docker_client, base_image, registry):
     local = build_app_only(docker_client, base_image)
     repo, tag = f"{registry}/{APP_REPO}", uuid.uuid4().hex[:10]
     docker_client.images.get(local).tag(repo, tag=tag)
-    docker_client.images.push(repo, tag=tag)
+    for line in docker_client.images.push(repo, tag=tag, stream=True, decode=True):
+        assert "error" not in line, f"pushing {repo}:{tag}: {line}"
     held = docker_client.images.get(f"{repo}:{tag}").attrs["RepoDigests"]
-    digest = next(d for d in held if d.startswith(repo + "@")).partition("@")[2]
+    pinned = [d for d in held if d.startswith(repo + "@")]
+    assert pinned, f"{repo}:{tag} was pushed but the engine records no digest for it: {held}"
+    digest = pinned[0].partition("@")[2]
     yield f"{repo}@{digest}", digest
     for ref in (local, f"{repo}:{tag}", f"{repo}@{digest}"):
         remove_image(docker_client, ref)
