@@ -10,15 +10,15 @@ never lost, and the tag never names a half-written envelope blob.
 
 from __future__ import annotations
 
+import functools
 import os
-import random
 
 import pytest
 
 from modelship.errors import ModelshipError
 from modelship.trust import attestations
 from support import attestation_reader as reader
-from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request, first
+from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request, first, registry_fault
 from support.modelimage import push_plain_image, unique_repo
 from support.oci import image_problems, tag_digest
 from support.oms import keypair
@@ -101,17 +101,7 @@ def test_a_registry_that_refuses_every_blob_upload_gives_one_line_and_no_manifes
     assert _problems(registry, outcome, attested_once) == []
 
 
-def _random_fault(rng: random.Random, req: Request) -> Fault | None:
-    kind = rng.choice(["reset", "close", "status503", "status500", "stall", "stall-long", "reset-request"])
-    if kind == "reset-request":
-        return Fault.reset(rng.randrange(1, 400), direction="request") if req.method in ("PUT", "POST") else None
-    if kind == "stall-long":
-        return Fault.stall(rng.randrange(0, 120), TIMEOUT * 2)
-    if kind == "stall":
-        return Fault.stall(rng.randrange(0, 120), rng.uniform(0.05, 0.4))
-    if kind.startswith("status"):
-        return Fault.answer(int(kind[6:]))
-    return Fault(kind, rng.randrange(0, 120))  # type: ignore[arg-type]
+_random_fault = functools.partial(registry_fault, stall_past=TIMEOUT * 2)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -10,8 +10,8 @@ failure with the tag where it was.
 
 from __future__ import annotations
 
+import functools
 import os
-import random
 
 import pytest
 
@@ -19,7 +19,7 @@ from modelship import promote
 from modelship.errors import ModelshipError
 from modelship.trust import cosign
 from support import cosign_reader as reader
-from support.faults.proxy import Fault, FaultProxy, RandomFaults, Request
+from support.faults.proxy import FaultProxy, RandomFaults, registry_fault
 from support.modelimage import push_plain_image, unique_repo
 from support.oci import image_problems, registry_process, tag_digest
 from support.oms import keypair
@@ -51,17 +51,7 @@ def staged(registry, tmp_path):
     return repo, old, wrong, signed, team_pub
 
 
-def _random_fault(rng: random.Random, req: Request) -> Fault | None:
-    kind = rng.choice(["reset", "close", "status503", "status500", "stall", "stall-long", "reset-request"])
-    if kind == "reset-request":
-        return Fault.reset(rng.randrange(1, 400), direction="request") if req.method in ("PUT", "POST") else None
-    if kind == "stall-long":
-        return Fault.stall(rng.randrange(0, 120), TIMEOUT * 2)
-    if kind == "stall":
-        return Fault.stall(rng.randrange(0, 120), rng.uniform(0.05, 0.4))
-    if kind.startswith("status"):
-        return Fault.answer(int(kind[6:]))
-    return Fault(kind, rng.randrange(0, 120))  # type: ignore[arg-type]
+_random_fault = functools.partial(registry_fault, stall_past=TIMEOUT * 2)
 
 
 def _through(address: str, seed: int, call, p: float = 0.4) -> tuple[object, FaultProxy]:

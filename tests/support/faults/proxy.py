@@ -141,6 +141,21 @@ def response_fault(kind: str, at: int, rng: random.Random) -> Fault:
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
+def registry_fault(rng: random.Random, req: Request, stall_past: float) -> Fault | None:
+    """A random fault for a registry write (sign, attest, promote): a reset, close or 5xx of the answer, a short
+    stall, one of ``stall_past`` seconds (past the client's timeout), or a reset of a PUT/POST body on its way."""
+    kind = rng.choice(["reset", "close", "status503", "status500", "stall", "stall-long", "reset-request"])
+    if kind == "reset-request":
+        return Fault.reset(rng.randrange(1, 400), direction="request") if req.method in ("PUT", "POST") else None
+    if kind == "stall-long":
+        return Fault.stall(rng.randrange(0, 120), stall_past)
+    if kind == "stall":
+        return Fault.stall(rng.randrange(0, 120), rng.uniform(0.05, 0.4))
+    if kind.startswith("status"):
+        return Fault.answer(int(kind[6:]))
+    return Fault(kind, rng.randrange(0, 120))  # type: ignore[arg-type]
+
+
 def first(k: int, fault: Fault, match: Callable[[Request], bool] = lambda r: True) -> Plan:
     """``fault`` on the first ``k`` requests that ``match``."""
     left = [k]
