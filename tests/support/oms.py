@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 # The reference implementation (PyPI model-signing, a dev extra), run as its own CLI: a judge nobody here wrote.
 MODEL_SIGNING = Path(sys.executable).with_name("model_signing")
 
@@ -15,6 +18,19 @@ def keypair(folder: Path, name: str = "signer") -> tuple[Path, Path]:
     private, public = folder / f"{name}.pem", folder / f"{name}.pub"
     subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", private], check=True)
     subprocess.run(["openssl", "ec", "-in", private, "-pubout", "-out", public], check=True, capture_output=True)
+    return private, public
+
+
+def pem_keypair(folder: Path, name: str, curve: ec.EllipticCurve | None = None) -> tuple[Path, Path]:
+    """An EC key pair (P-256 unless ``curve``) written as PEM files by ``cryptography``: (private, public)."""
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private, public
 
 

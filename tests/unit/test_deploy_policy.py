@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelship import cli
 from modelship.deploy import default_template_dir, render
 from modelship.errors import UsageError
 from support.kube import validate
 from support.kyverno import built_in_extractors, image_name, images, policy_errors, verified_by
+from support.oms import pem_keypair
 
 POLICY_FILE = "clusterpolicy-kyverno.yaml"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -33,19 +33,7 @@ APP_ARGS = ["--port", "8000", "--ready-path", "/health/ready", "--live-path", "/
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> tuple[Path, Path]:
     """A P-256 key pair as PEM files: (private, public)."""
-    folder = tmp_path_factory.mktemp("keys")
-    private = ec.generate_private_key(ec.SECP256R1())
-    priv = folder / "team.pem"
-    priv.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    pub = folder / "team.pub"
-    pub.write_bytes(
-        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return priv, pub
+    return pem_keypair(tmp_path_factory.mktemp("keys"), "team")
 
 
 @pytest.fixture

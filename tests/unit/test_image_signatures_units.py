@@ -11,33 +11,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelship.errors import ModelshipError, NotFoundError, SignatureError, UsageError
 from modelship.trust import cosign
 from support import cosign_reader as reader
 from support.cli import run_in_process
+from support.oms import pem_keypair
 from support.referrers_registry import push_image, referrers_registry
 
 REPO = "team/app"
 
 
-def _pair(tmp_path, name, curve=None):
-    key = ec.generate_private_key(curve or ec.SECP256R1())
-    private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
-
-
 @pytest.fixture
 def keys(tmp_path):
-    return _pair(tmp_path, "team"), _pair(tmp_path, "other")
+    return pem_keypair(tmp_path, "team"), pem_keypair(tmp_path, "other")
 
 
 @pytest.fixture(params=[True, False], ids=["referrers-api", "tags-only"])
@@ -156,7 +144,7 @@ def test_a_changed_payload_or_signature_is_refused(keys):
 
 def test_usage_errors_come_before_any_request(tmp_path, keys):
     (private, _), _ = keys
-    p384, _ = _pair(tmp_path, "p384", ec.SECP384R1())
+    p384, _ = pem_keypair(tmp_path, "p384", ec.SECP384R1())
     digest = "sha256:" + "ab" * 32
     with pytest.raises(UsageError, match="by digest"):
         cosign.sign("127.0.0.1:9/team/app:1.0", private)

@@ -8,22 +8,17 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from modelship.errors import SignatureError, UsageError
 from modelship.trust import oms
+from support.oms import pem_keypair
 
 FILES = {"a/b.bin": "11" * 32, "a-c.json": "22" * 32, "model.onnx": "33" * 32}
 
 
 def _pem_pair(tmp_path, name="k", curve=None):
-    key = ec.generate_private_key(curve or ec.SECP256R1())
-    private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, spki))
+    private, public = pem_keypair(tmp_path, name, curve)
     return oms.load_private_key(private), oms.load_public_keys([public])[0]
 
 
