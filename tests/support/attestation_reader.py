@@ -9,7 +9,6 @@ appends one the way ``cosign attest --key`` does (Go's field order), for modelsh
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from support.cosign_reader import MANIFEST_TYPES, _blob, _push_blob
+from support.cosign_reader import MANIFEST_TYPES, _blob, _push_blob, tagged_manifest
 
 LAYER_TYPE = "application/vnd.dsse.envelope.v1+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -53,15 +52,7 @@ class Found:
 
 def attestation_manifest(registry: str, repo: str, digest: str) -> tuple[dict, str, str] | None:
     """The manifest at ``sha256-<hex>.att`` (its JSON, media type, digest), or None when there is no such tag."""
-    resp = requests.get(
-        f"http://{registry}/v2/{repo}/manifests/{att_tag(digest)}",
-        headers={"Accept": ", ".join(MANIFEST_TYPES)},
-        timeout=30,
-    )
-    if resp.status_code == 404:
-        return None
-    resp.raise_for_status()
-    return resp.json(), resp.headers["Content-Type"], "sha256:" + hashlib.sha256(resp.content).hexdigest()
+    return tagged_manifest(registry, repo, att_tag(digest))
 
 
 def read_layers(registry: str, repo: str, manifest: dict) -> list[Found]:

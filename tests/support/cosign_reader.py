@@ -42,10 +42,10 @@ def sig_tag(digest: str) -> str:
     return digest.replace(":", "-") + ".sig"
 
 
-def signature_manifest(registry: str, repo: str, digest: str) -> tuple[dict, str, str] | None:
-    """The manifest at ``sha256-<hex>.sig`` (its JSON, media type, digest), or None when there is no such tag."""
+def tagged_manifest(registry: str, repo: str, tag: str) -> tuple[dict, str, str] | None:
+    """The manifest at ``tag`` (its JSON, media type, digest), or None when there is no such tag."""
     resp = requests.get(
-        f"http://{registry}/v2/{repo}/manifests/{sig_tag(digest)}",
+        f"http://{registry}/v2/{repo}/manifests/{tag}",
         headers={"Accept": ", ".join(MANIFEST_TYPES)},
         timeout=30,
     )
@@ -53,6 +53,11 @@ def signature_manifest(registry: str, repo: str, digest: str) -> tuple[dict, str
         return None
     resp.raise_for_status()
     return resp.json(), resp.headers["Content-Type"], "sha256:" + hashlib.sha256(resp.content).hexdigest()
+
+
+def signature_manifest(registry: str, repo: str, digest: str) -> tuple[dict, str, str] | None:
+    """The manifest at ``sha256-<hex>.sig`` (its JSON, media type, digest), or None when there is no such tag."""
+    return tagged_manifest(registry, repo, sig_tag(digest))
 
 
 def _blob(registry: str, repo: str, digest: str) -> bytes:
