@@ -83,6 +83,38 @@ def test_a_failed_build_leaves_what_another_build_holds(tmp_path, docker_client,
         remove_labelled(docker_client, label)
 
 
+def test_a_step_container_created_after_the_sweep_does_not_keep_the_image(
+    tmp_path, docker_client, base_image, monkeypatch
+):
+    """A cancel just as a RUN step starts: the engine creates the step's container after discard listed the
+    containers (the log had not named it yet), so removing the image under it meets a conflict. The container
+    is removed and the image with it (a clean-clone CI run once left that image as <none>)."""
+    import docker.errors
+
+    base, label = labelled_base(docker_client, base_image)
+    try:
+        trace = _failed_build(docker_client, base)
+        env_step, run_step = trace.created
+        listed, late = docker_client.api.containers, []
+
+        def the_engine_creates_one_just_after(*args, **kwargs):
+            found = listed(*args, **kwargs)
+            if not late:
+                late.append(docker_client.api.create_container(run_step, ["true"])["Id"])
+            return found
+
+        monkeypatch.setattr(docker_client.api, "containers", the_engine_creates_one_just_after)
+        assert debris.discard(docker_client, [trace], holds=debris.Holds("engine", root=tmp_path)) == [
+            run_step,
+            env_step,
+        ]
+        assert late and not _exists(docker_client, run_step) and not _exists(docker_client, env_step)
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(late[0])
+    finally:
+        remove_labelled(docker_client, label)
+
+
 SHARED = "ENV SHARED=1\nCOPY .modelship/wheels/ /wheels/\nRUN echo deps > /deps\n"  # the first steps of both apps
 
 

@@ -253,32 +253,53 @@ def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False, holds
 
     With ``holds``, what another live build on the engine lists is left alone (see ``Holds``).
     """
-    import docker.errors
 
     held = holds.others if holds is not None else _nobody
     removed: list[str] = []
     for trace in reversed(traces):
         _settle(client, trace, quiet, held)
         ours = set(trace.created) - held()
-        with contextlib.suppress(Exception):
-            for c in client.api.containers(all=True):
-                # the step container in flight, and any container left on an image this build made
-                if c["Id"][:12] == (trace.container or "")[:12] or _short(c.get("ImageID") or "") in ours:
-                    with contextlib.suppress(docker.errors.APIError):
-                        client.api.remove_container(c["Id"], force=True, v=True)
+        _remove_containers(client, ours, trace.container)
+        deadline = time.monotonic() + STEP_WAIT_S
         for image in reversed(trace.created):  # newest first: each is a leaf when its turn comes
             if image not in ours or image in held():  # asked again: a build may have reached it meanwhile
                 continue  # another build is on it: its cache hit, or the parent of its next step
-            try:
-                tags = client.api.inspect_image(image).get("RepoTags") or []
-                if tags:
-                    continue  # tagged: a finished result (or someone's), never debris
-                # noprune: the parents this build found in the cache are not its to remove
-                client.api.remove_image(image, noprune=True)
+            if _remove_image(client, image, deadline):
                 removed.append(image)
-            except docker.errors.APIError:
-                continue  # gone already, or in use by something else: not ours to force
     return removed
+
+
+def _remove_containers(client: Any, images: set[str], container: str | None = None) -> None:
+    """Remove ``container`` (the step in flight) and every container on one of ``images`` (short ids)."""
+    import docker.errors
+
+    with contextlib.suppress(Exception):
+        for c in client.api.containers(all=True):
+            if c["Id"][:12] == (container or "")[:12] or _short(c.get("ImageID") or "") in images:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.remove_container(c["Id"], force=True, v=True)
+
+
+def _remove_image(client: Any, image: str, deadline: float) -> bool:
+    """Remove one untagged image of ours; False if it is tagged, gone, or another image is built on it."""
+    import docker.errors
+
+    while True:
+        try:
+            if client.api.inspect_image(image).get("RepoTags"):
+                return False  # tagged: a finished result (or someone's), never debris
+            # noprune: the parents this build found in the cache are not its to remove
+            client.api.remove_image(image, noprune=True)
+            return True
+        except docker.errors.APIError as e:
+            # "image is being used by (running|stopped) container": the step container the engine created
+            # just as we hung up, before the log named it and after the sweep above. It is ours (the image is
+            # one this build made and no other build holds): remove it and try again, bounded. A dependent
+            # child image, or gone already, is not ours to force.
+            if "used by" not in str(e) or time.monotonic() > deadline:
+                return False
+        _remove_containers(client, {image})
+        time.sleep(_POLL_S)
 
 
 def keep_stages(client: Any, traces: list[BuildTrace]) -> list[str]:
