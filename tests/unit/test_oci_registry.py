@@ -251,7 +251,9 @@ def test_a_failed_upload_stops_the_others_and_tags_nothing(monkeypatch):
         time.sleep(2)  # what a worker left behind would send meanwhile (3 PATCHes of 0.3 s and a commit)
         c.close()
     assert handler.manifests == {} and handler.blobs == {}  # the uploads under way stopped at their next block
-    assert [m for m, _ in handler.log].count("POST") == 3  # and the queued ones (a layer, the config) never began
+    # and the queued ones (a layer, the config) never began: at most the three begun side by side (on a loaded
+    # machine the third may not have begun before the failure came, and then never does)
+    assert 2 <= [m for m, _ in handler.log].count("POST") <= 3
 
 
 def test_a_401_for_a_missing_permission_says_so_not_that_the_password_is_wrong():
