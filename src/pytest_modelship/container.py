@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 from modelship._docker import docker_host, short_reason
 
 from .errors import ContainerError, SetupError
-from .reaper import container_labels, remove_run
+from .reaper import container_labels, remove_late, remove_run
 from .settings import DEFAULT_READY_PATH
 from .waiting import PROBE_USER_AGENT, wait_ready
 
@@ -317,6 +317,7 @@ class Lifecycle:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._creating = False
+        self._create_unanswered = False  # a create request sent, its answer not read
         self._cancel = threading.Event()
 
     @property
@@ -399,6 +400,7 @@ class Lifecycle:
             _keep_labels(tc, self.labels)
         self._ensure_reaper()
         host, _bind = host_and_bind()
+        self._track_create(tc)
         self._creating = True
         try:
             if self._closed:
@@ -420,6 +422,19 @@ class Lifecycle:
             self.failed = container
             raise
         return container
+
+    def _track_create(self, tc: DockerContainer) -> None:
+        """Note a create request in flight: interrupted before its answer, the engine creates it all the same."""
+        api = tc.get_docker_client().client.api
+        create = api.create_container
+
+        def create_container(*args: Any, **kwargs: Any) -> Any:
+            self._create_unanswered = True
+            answer = create(*args, **kwargs)
+            self._create_unanswered = False
+            return answer
+
+        api.create_container = create_container
 
     def _ensure_reaper(self) -> None:
         """Start Ryuk when enabled; if it cannot run (offline CI), go on with our own cleanup."""
@@ -460,6 +475,10 @@ class Lifecycle:
         if self._current is not None:
             self._current.stop()
         remove_run(self.client, self.run_id, self.worker)
+        if self._create_unanswered and not (thread is not None and thread.is_alive()):
+            # interrupted while the engine created it (in this thread: no join above waited for it)
+            remove_late(self.client, self.run_id, self.worker)
+            self._create_unanswered = False
         self.container = None
 
     def cancel(self) -> None:

@@ -26,6 +26,7 @@ LABEL_PID = PID_LABEL
 LABEL_OWNER = OWNER_LABEL
 
 STALE_AFTER_S = 3 * 3600  # leftovers whose owner cannot be checked (other host) are reaped after this
+LATE_CREATE_S = 10.0  # how long the engine may still take to create a container whose creator hung up
 
 
 def container_labels(run_id: str, worker: str) -> dict[str, str]:
@@ -92,8 +93,9 @@ def is_stale(labels: dict[str, str], now: float, stale_after: float = STALE_AFTE
     return alive is False or (alive is None and age > stale_after)
 
 
-def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> None:
-    """Remove every container of ``run_id`` and ``worker``; an engine gone away is left to the next reaper."""
+def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> int:
+    """Remove every container of ``run_id`` and ``worker``; returns how many were found. An engine gone away
+    is left to the next reaper."""
     import docker.errors
 
     try:
@@ -105,7 +107,20 @@ def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> None:
             with contextlib.suppress(docker.errors.APIError):
                 c.remove(force=True, v=True)
     except docker.errors.DockerException:
-        pass  # the engine went away; the next session's reaper removes what is left
+        return 0  # the engine went away; the next session's reaper removes what is left
+    return len(leftovers)
+
+
+def remove_late(client: docker.DockerClient, run_id: str, worker: str, within: float = LATE_CREATE_S) -> None:
+    """Wait (bounded) for the container of a create request interrupted before its answer, and remove it: the
+    engine creates it anyway, after a sweep by label had found nothing."""
+    deadline, seen = time.monotonic() + within, False
+    while time.monotonic() < deadline:
+        found = remove_run(client, run_id, worker)
+        if seen and not found:
+            return
+        seen = seen or found > 0
+        time.sleep(0.1)
 
 
 def reap_stale(client: docker.DockerClient, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:

@@ -251,6 +251,39 @@ def test_ctrl_c_or_sigterm_removes_the_container(pytester, own_tag, docker_clien
     assert containers_of(docker_client, own_tag) == []
 
 
+def test_ctrl_c_while_the_engine_creates_the_container_still_removes_it(pytester, own_tag, docker_client):
+    """Ctrl-C while the create request waits for its answer: the engine creates the container anyway, after the
+    sweep by label found nothing and the run ended (a clean-clone CI run once left one so). The engine's late
+    create is played by another process, 0.5 s after the conftest's hook sent SIGINT instead of the request.
+    The hook sits in a conftest.py met during collection, so the container is started afresh in the main
+    thread, as in that run."""
+    sub = pytester.mkdir("sub")
+    (sub / "conftest.py").write_text(
+        """
+import json, os, signal, subprocess, sys, threading
+
+LATE = "import json, sys, time, docker; time.sleep(0.5); docker.APIClient().create_container(**json.loads(sys.argv[1]))"
+
+def pytest_modelship_container(config, container, settings):
+    api = container.get_docker_client().client.api
+
+    def create_container(**kwargs):
+        subprocess.Popen([sys.executable, "-c", LATE, json.dumps(kwargs)], start_new_session=True)
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while the answer is awaited
+        threading.Event().wait(30)
+        raise RuntimeError("no interrupt came")
+
+    api.create_container = create_container
+"""
+    )
+    (sub / "test_hang.py").write_text("def test_hang(modelship_url):\n    pass\n")
+    proc = _popen(pytester, "--modelship-image", own_tag, "-s")  # sub/ found by collection, not named
+    out, _ = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in out and proc.returncode == 130, out[-2000:]
+    time.sleep(1.5)  # the late create has landed by now: it must have been waited for and removed
+    assert containers_of(docker_client, own_tag) == [], out[-2000:]
+
+
 def test_sigkill_leftover_is_reaped_by_the_next_run(pytester, own_tag, docker_client):
     marker = pytester.path / "started"
     pytester.makepyfile(
