@@ -191,7 +191,7 @@ FLIP_P = 0.25  # the fraction of model-file responses that get a flipped byte, u
 @pytest.mark.parametrize("digests", ["chunks", "no-chunks"])
 @pytest.mark.parametrize("store", BACKENDS)
 def test_fetch_with_flipped_bytes(request, tmp_path, monkeypatch, capsys, caplog, store, digests, seed):
-    """Up to three flipped bytes in a 40 MB fetch: with chunk digests (published by modelship; for http, a lock
+    """Up to three flipped bytes in a 24 MiB fetch: with chunk digests (published by modelship; for http, a lock
     made by ``modelship lock``) only the damaged ranges are read again; without them (stored by another tool;
     for http, a lock without chunk digests) the store's own range check (Azure's transactional MD5) or a second
     whole-file download recovers. Every such run must end byte-identical; DEST is never touched by a failure."""

@@ -5,7 +5,7 @@ Fixtures; a test module loads them with ``pytest_plugins = ["support.faults.stor
 Each backend publishes two versions once (module scope) and can point modelship either straight at the
 store or at a proxy in front of it, the way a user would: through the usual environment variables. More
 models (``Backend.model``) are stored on first use: the same files uploaded by another tool (no modelship
-manifest, so no chunk digests), and a 40 MB model with and without chunk digests.
+manifest, so no chunk digests), and a 24 MiB model with and without chunk digests.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ V2_FILES: dict[str, bytes | int] = {
     "sub/cfg.json": b'{"labels": ["a", "b"]}',
     "empty.txt": b"",
 }
-BIG_FILES: dict[str, bytes | int] = {"w.bin": 40 * 1024 * 1024 + 5}  # five 8 MiB chunks, or ten 4 MiB ranges
+BIG_FILES: dict[str, bytes | int] = {"w.bin": 24 * 1024 * 1024 + 5}  # three 8 MiB chunks and a short one
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Backend:
         return self.base_uri.rsplit("/", 1)[0] + "/" + path
 
     def model(self, name: str) -> Model:
-        """``v2`` (published), ``plain`` (v2's files stored by another tool), ``big`` (40 MB, published),
+        """``v2`` (published), ``plain`` (v2's files stored by another tool), ``big`` (24 MiB, published),
         ``big-plain``; stored on first use. For http, ``plain`` means a lock without chunk digests."""
         if name in self._models:
             return self._models[name]
