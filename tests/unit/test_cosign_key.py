@@ -83,7 +83,8 @@ def test_an_image_signed_with_cosigns_key_is_accepted_by_the_independent_reader(
     ids=["legacy-2^15-cosign-label", "standard-2^16", "owasp-2^17"],
 )
 def test_round_trip_with_a_random_password(monkeypatch, tmp_path, n, label):
-    password = os.urandom(12)  # any bytes, as a POSIX environment holds them (not only UTF-8)
+    # any bytes a POSIX environment holds (not only UTF-8): every byte but NUL, which ends a C string
+    password = bytes(b % 255 + 1 for b in os.urandom(12))
     monkeypatch.setenv("COSIGN_PASSWORD", os.fsdecode(password))
     path = tmp_path / "cosign.key"
     key = writer.write_key(path, password, label=label, n=n)
