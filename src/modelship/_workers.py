@@ -15,17 +15,42 @@ done.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 POLL = 0.1  # seconds between the main thread's checks: short, so that SIGINT/SIGTERM are handled at once
 GRACE = 0.5  # seconds to let workers notice a cancel before leaving them behind
+
+_lost: list[BaseException] = []  # interrupts swallowed by Python (see keep_interrupts), raised at the next POLL
+
+
+@contextlib.contextmanager
+def keep_interrupts(kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> Iterator[None]:
+    """Keep an interrupt Python would swallow: a signal handler's exception raised while a weakref callback
+    or a ``__del__`` runs (an import lock's, say) is printed as "Exception ignored" and lost, and the work
+    would go on. Kept, it is raised in the main thread at the pool's next check instead."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, kinds):
+            _lost.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        _lost.clear()
 
 
 class Cancelled(BaseException):
@@ -94,6 +119,8 @@ class Pool:
                 self._threads.append(t)
                 t.start()
             while not self.done.wait(POLL):
+                if _lost:
+                    raise _lost.pop()
                 if tick is not None:
                     tick()
                 if not any(t.is_alive() for t in self._threads):

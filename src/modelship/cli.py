@@ -12,6 +12,7 @@ from typing import Any
 from . import logs, progress, settings
 from ._cli_output import one_line
 from ._cli_parser import build_parser
+from ._workers import keep_interrupts
 from .errors import ModelshipError
 from .uri import redact
 
@@ -50,7 +51,8 @@ def _run(args: argparse.Namespace, verbose: int) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         settings.current()  # a malformed MODELSHIP_* variable is refused (exit 2) before anything starts
-        args.func(args)
+        with keep_interrupts((KeyboardInterrupt, Terminated)):
+            args.func(args)
     except ModelshipError as e:
         if verbose >= 2:
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
