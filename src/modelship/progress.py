@@ -2,17 +2,17 @@
 
 tqdm fits the line to the terminal (and follows a resize), keeps ETAs sane and redraws in place; this
 module only decides *whether* a bar is shown (``--no-progress``, ``MODELSHIP_NO_PROGRESS``, ``CI``, a TTY)
-and makes one bar safe to update from the download threads.
+and makes one bar safe to update from the download threads. tqdm is imported only when a bar is drawn: it
+is 60 ms of every command's start otherwise (CI, scripts and tests run without bars).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
-from typing import TextIO
-
-from tqdm import tqdm
+from typing import Any, TextIO
 
 from . import settings
 
@@ -36,9 +36,18 @@ def enabled(stream: TextIO | None = None) -> bool:
 
 
 def human_bytes(n: float) -> str:
-    """``350_000_000`` -> ``334MB``: the bars' own style (binary units, three digits), so a result line says
-    the same amount as the bar above it did."""
-    return f"{n:.0f}B" if abs(n) < 999.5 else tqdm.format_sizeof(n, "B", 1024)
+    """``350_000_000`` -> ``334MB``: the bars' own style (tqdm's ``format_sizeof``: binary units, three
+    digits; tests/unit/test_output_style.py holds them equal), so a result line says the same amount as the
+    bar above it did."""
+    if abs(n) < 999.5:
+        return f"{n:.0f}B"
+    for unit in ("", "k", "M", "G", "T", "P", "E", "Z"):
+        if abs(n) < 999.5:
+            if abs(n) < 99.95:
+                return f"{n:1.2f}{unit}B" if abs(n) < 9.995 else f"{n:2.1f}{unit}B"
+            return f"{n:3.0f}{unit}B"
+        n /= 1024
+    return f"{n:3.1f}YB"
 
 
 # Layouts from the widest to the narrowest; each with the width its numbers can take (a steady reserve, so a
@@ -55,31 +64,35 @@ _WIDTH = {
 _MIN_BAR = 10  # narrower than this, the bar graphic is left out: the numbers matter more
 
 
-class _Bar(tqdm):
-    """tqdm with a layout for narrow terminals: the numbers always show, then the description, and the
-    bar graphic only where there is room (tqdm alone cuts the line's end, i.e. the numbers)."""
+@functools.cache
+def _bar_class() -> type:
+    from tqdm import tqdm
 
-    monitor_interval = 0  # no tqdm monitor thread: bars here are redrawn by their updates
+    class _Bar(tqdm):
+        """tqdm with a layout for narrow terminals: the numbers always show, then the description, and the
+        bar graphic only where there is room (tqdm alone cuts the line's end, i.e. the numbers)."""
 
-    @property
-    def format_dict(self) -> dict:
-        d = super().format_dict
-        ncols = d.get("ncols") or 80
-        desc = d.get("prefix") or ""
-        head = len(desc) + 2  # "DESC: "
-        if not d.get("total"):
-            stats = _NO_TOTAL
-        elif ncols - head - _WIDTH[_FULL] >= _MIN_BAR + 2:
-            return {
-                **d,
-                "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B {rate_fmt} ETA {remaining}",
-            }
-        else:
-            stats = _FULL if ncols - head >= _WIDTH[_FULL] else _COMPACT
-        room = ncols - _WIDTH[stats] - 2
-        if len(desc) > room:
-            desc = desc[: max(room - 1, 1)] + "…"
-        return {**d, "prefix": desc, "bar_format": "{desc}: " + stats}
+        monitor_interval = 0  # no tqdm monitor thread: bars here are redrawn by their updates
+
+        @property
+        def format_dict(self) -> dict:
+            d = super().format_dict
+            ncols = d.get("ncols") or 80
+            desc = d.get("prefix") or ""
+            head = len(desc) + 2  # "DESC: "
+            if not d.get("total"):
+                stats = _NO_TOTAL
+            elif ncols - head - _WIDTH[_FULL] >= _MIN_BAR + 2:
+                bar = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B {rate_fmt} ETA {remaining}"
+                return {**d, "bar_format": bar}
+            else:
+                stats = _FULL if ncols - head >= _WIDTH[_FULL] else _COMPACT
+            room = ncols - _WIDTH[stats] - 2
+            if len(desc) > room:
+                desc = desc[: max(room - 1, 1)] + "…"
+            return {**d, "prefix": desc, "bar_format": "{desc}: " + stats}
+
+    return _Bar
 
 
 def _width(stream: TextIO) -> dict[str, object]:
@@ -105,45 +118,52 @@ class Progress:
         self._lock = threading.Lock()
         self.desc = desc
         self.done = 0
-        self._bar = _Bar(
-            total=total or None,
-            desc=desc,
-            file=self._stream,
-            disable=not show,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            mininterval=0.1,
-            leave=True,
-            **(_width(self._stream) if show else {}),
-        )
+        self._total = total or None
+        self._bar: Any = None  # a tqdm bar when shown
+        if show:
+            self._bar = _bar_class()(
+                total=self._total,
+                desc=desc,
+                file=self._stream,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                mininterval=0.1,
+                leave=True,
+                **_width(self._stream),
+            )
 
     @property
     def total(self) -> int | None:
-        return self._bar.total
+        return self._total
 
     @total.setter
     def total(self, value: int | None) -> None:
         with self._lock:
-            self._bar.total = value or None
+            self._total = value or None
+            if self._bar is not None:
+                self._bar.total = self._total
             self._clamp()
 
     def update(self, n: int) -> None:
         """Count ``n`` more bytes (negative when a retried transfer starts over)."""
         with self._lock:
             self.done += n
-            self._bar.update(n)
+            if self._bar is not None:
+                self._bar.update(n)
             self._clamp()
 
     def _clamp(self) -> None:
         # a total that turned out low (a push discovering layers) must not show over 100% or a negative ETA
-        if self._bar.total is not None and self._bar.n > self._bar.total:
-            self._bar.total = self._bar.n
+        if self._total is not None and self.done > self._total:
+            self._total = self.done
+            if self._bar is not None:
+                self._bar.total = self.done
 
     def write(self, line: str) -> None:
         """Print a line above the bar (the bar is redrawn below it), or plainly when no bar is shown."""
         with self._lock:
-            if self._bar.disable:
+            if self._bar is None:
                 print(line, file=self._stream, flush=True)
             else:
                 self._bar.write(line, file=self._stream)
@@ -151,7 +171,8 @@ class Progress:
     def close(self) -> None:
         """Draw the final state and end the line; idempotent."""
         with self._lock:
-            self._bar.close()
+            if self._bar is not None:
+                self._bar.close()
 
     def __enter__(self) -> Progress:
         return self

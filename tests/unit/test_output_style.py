@@ -23,6 +23,12 @@ def test_a_result_line_says_the_amount_as_its_bar_did():
     assert [human_bytes(n) for n in (0, 17, 1536, 350_000_000, 32 * 1024**2, 3 * 1024**3)] == [
         "0B", "17B", "1.50kB", "334MB", "32.0MB", "3.00GB",
     ]  # fmt: skip
+    from tqdm import tqdm
+
+    # the same digits as tqdm's own units over every range (modelship imports tqdm only to draw a bar)
+    for n in [1000, 1023, 1024, 10_230, 102_400, 1_048_000, 5 * 1024**5, 2 * 1024**8, 3 * 1024**9]:
+        for k in (n, n + 1, n * 0.999, n * 1.001, -n):
+            assert human_bytes(k) == tqdm.format_sizeof(k, "B", 1024), k
     rc, out = run_in_pty([sys.executable, "-c", BAR], columns=100, env={"CI": "", "MODELSHIP_NO_PROGRESS": ""})
     lines = screen_lines(out)
     assert rc == 0 and "fetched (334MB)" in lines, out
