@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import NotFoundError, SignatureError
 from ..manifest import SIGNATURE_NAME, Manifest, Resolution, Skipped
-from . import certs, oms
 
 if TYPE_CHECKING:
     from ..repos import Repository
+    from . import oms
 
 log = logging.getLogger("modelship")
 
@@ -30,9 +30,16 @@ def verify_keys(
     paths: Sequence[str | Path] | None, cert_chains: Sequence[str | Path] | None = None
 ) -> list[oms.VerifyKey]:
     """The public keys at ``paths`` (None: those MODELSHIP_VERIFY_KEYS names), and the trusted root certificates
-    in ``cert_chains`` (None: MODELSHIP_VERIFY_CERT_CHAINS) as one ``certs.Roots``; [] means: verify nothing."""
-    keys: list[oms.VerifyKey] = list(oms.load_public_keys(_env_paths(VERIFY_KEYS_ENV) if paths is None else paths))
-    roots = certs.load_roots(_env_paths(VERIFY_CERT_CHAINS_ENV) if cert_chains is None else cert_chains)
+    in ``cert_chains`` (None: MODELSHIP_VERIFY_CERT_CHAINS) as one ``certs.Roots``; [] means: verify nothing.
+    The key readers (``cryptography``) are imported only when there is a key to read: 50 ms of every start."""
+    paths = _env_paths(VERIFY_KEYS_ENV) if paths is None else paths
+    cert_chains = _env_paths(VERIFY_CERT_CHAINS_ENV) if cert_chains is None else cert_chains
+    if not paths and not cert_chains:
+        return []
+    from . import certs, oms
+
+    keys: list[oms.VerifyKey] = list(oms.load_public_keys(paths))
+    roots = certs.load_roots(cert_chains)
     return keys + ([roots] if roots is not None else [])
 
 
@@ -51,6 +58,8 @@ def signed_version(
         raise SignatureError(
             f"{_what(res)}: the version is unsigned; publish it with --sign-key", kind=SignatureError.UNSIGNED
         )
+    from . import oms
+
     done = oms.verify(bundle, {f.path: f.sha256 or "" for f in res.files}, keys, _what(res))
     if signer is not None and done.fingerprint != signer:
         raise SignatureError(
@@ -95,6 +104,8 @@ def latest_signed(
 
 def check_bytes(bundle: bytes, res: Resolution, shas: Mapping[str, str], keys: Sequence[oms.VerifyKey]) -> None:
     """The signature again, over the sha256s of the bytes actually fetched (what is installed)."""
+    from . import oms
+
     oms.verify(bundle, shas, keys, _what(res))
 
 
@@ -118,6 +129,8 @@ class FolderSignature:
                 f"{what}: the model folder is unsigned; fetch it with --verify-key (DEST gets model.sig)",
                 kind=SignatureError.UNSIGNED,
             )
+        from . import oms
+
         done = oms.verify(self.bundle, {f.path: f.sha256 or "" for f in manifest.files}, self.keys, what)
         log.info("%s is signed by %s", self.root, done.fingerprint)
         return done.fingerprint
