@@ -114,7 +114,9 @@ def test_a_container_without_the_model_volume_is_not_attested(pytester, registry
     pytester.makepyfile("def test_up(modelship_url):\n    pass\n")
     result = run_pytest(
         pytester, "-v", "--modelship-image", app_ref, "--modelship-model-image", model.ref,
-        f"--modelship-attest-key={private}", "-k", "test_up", timeout=180,
+        f"--modelship-attest-key={private}", "-k", "test_up",
+        "--modelship-timeout=10",  # without its model the app never gets ready: no need to wait the default 60 s
+        timeout=180,
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     result.stdout.fnmatch_lines([f"modelship: not attested: a container with no model image mounted ran *{model.ref}*"])
