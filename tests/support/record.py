@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 _lock = threading.Lock()
-DEFAULT_RUNS = 2  # make test; make reliability runs 30 (RUNS=N)
+DEFAULT_RUNS = 1  # make test: one seed per cell; make reliability runs 30 (RUNS=N)
 LOG_VAR = "MODELSHIP_RELIABILITY_LOG"
 
 
