@@ -173,3 +173,21 @@ def test_two_builds_at_once_do_not_break_each_other(round_, tmp_path, docker_cli
         "concurrent-builds", "failing-build-next-to-a-good-one", "pass" if not problems else "violation", problems
     )
     assert not problems, problems
+
+
+def test_builds_with_caches_of_their_own_see_each_others_holds(tmp_path, monkeypatch):
+    """Two pipelines on one agent, or two tests, each with its own MODELSHIP_CACHE_DIR, build on one engine: the
+    holds live in the machine's folder, so one build's cleanup leaves what the other uses (a clean-clone CI run
+    failed with "unknown parent image ID" when they lived under each cache)."""
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache-a"))
+    first = debris.Holds(f"engine-{tmp_path.name}")
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path / "cache-b"))
+    second = debris.Holds(f"engine-{tmp_path.name}")
+    try:
+        first.note(["0123456789ab"])
+        assert second.others() == {"0123456789ab"}
+        assert oct(first.folder.parent.stat().st_mode & 0o7777) == oct(0o1777)
+    finally:
+        first.close()
+        second.close()
+    assert second.others() == set()

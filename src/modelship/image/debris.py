@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -86,16 +87,15 @@ class BuildTrace:
 class Holds:
     """The images one build uses, where the other modelship builds on the same engine see them.
 
-    One JSON file per build (``<cache>/build/engines/<engine>/<pid>-<token>.json``, written whole), gone when
+    One JSON file per build (``/tmp/modelship-holds/<engine>/<pid>-<token>.json``, written whole), gone when
     the build ends; a file whose process died is stale and removed by the next reader. A build lists an image
-    as soon as its log names it, before the next step can build on it.
+    as soon as its log names it, before the next step can build on it. The folder is the machine's, not under
+    the modelship cache: builds with caches of their own (two pipelines on one agent, tests) share the engine.
     """
 
     def __init__(self, engine: str, root: Path | None = None) -> None:
-        from ..cache import default_root
-
         key = hashlib.sha256(engine.encode()).hexdigest()[:16]
-        self.folder = (root or default_root() / "build" / "engines") / key
+        self.folder = (root or _holds_root()) / key
         self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
         self._listed: set[str] = set()
 
@@ -127,6 +127,21 @@ class Holds:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def _holds_root() -> Path:
+    """``/tmp/modelship-holds`` (sticky and world-writable, like /tmp: every user's builds on the engine meet
+    there); the modelship cache when it cannot be made."""
+    root = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / "modelship-holds"
+    try:
+        root.mkdir(exist_ok=True)
+        if root.stat().st_uid == os.getuid():
+            os.chmod(root, 0o1777)  # noqa: S103 - sticky like /tmp: one may add files, remove only its own
+        return root
+    except (OSError, AttributeError):  # AttributeError: no os.getuid (Windows)
+        from ..cache import default_root
+
+        return default_root() / "build" / "engines"
 
 
 def _nobody() -> set[str]:
@@ -264,7 +279,7 @@ def discard(client: Any, traces: list[BuildTrace], *, quiet: bool = False, holds
         for image in reversed(trace.created):  # newest first: each is a leaf when its turn comes
             if image not in ours or image in held():  # asked again: a build may have reached it meanwhile
                 continue  # another build is on it: its cache hit, or the parent of its next step
-            if _remove_image(client, image, deadline):
+            if _remove_image(client, image, deadline, held):
                 removed.append(image)
     return removed
 
@@ -280,7 +295,7 @@ def _remove_containers(client: Any, images: set[str], container: str | None = No
                     client.api.remove_container(c["Id"], force=True, v=True)
 
 
-def _remove_image(client: Any, image: str, deadline: float) -> bool:
+def _remove_image(client: Any, image: str, deadline: float, held: Callable[[], set[str]]) -> bool:
     """Remove one untagged image of ours; False if it is tagged, gone, or another image is built on it."""
     import docker.errors
 
@@ -296,8 +311,8 @@ def _remove_image(client: Any, image: str, deadline: float) -> bool:
             # just as we hung up, before the log named it and after the sweep above. It is ours (the image is
             # one this build made and no other build holds): remove it and try again, bounded. A dependent
             # child image, or gone already, is not ours to force.
-            if "used by" not in str(e) or time.monotonic() > deadline:
-                return False
+            if "used by" not in str(e) or time.monotonic() > deadline or image in held():
+                return False  # a build that listed it meanwhile runs its step on it: not ours to stop
         _remove_containers(client, {image})
         time.sleep(_POLL_S)
 
