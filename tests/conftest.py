@@ -7,7 +7,6 @@ hostile input, cancellations, secrets, restarts); their helpers are in support/.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from support import testbed as tb
+from support.engine import remove_built
 from support.ports import free_port
 from support.servers import answers, running
 
@@ -91,13 +91,10 @@ def registry_base_image(docker_client, base_image, registry) -> str:
 @pytest.fixture
 def image_tags(docker_client) -> Iterator[list[str]]:
     """Image tags (or references) a test creates; removed, with their now-unused layers, afterwards."""
-    import docker.errors
-
     created: list[str] = []
     yield created
     for tag in created:
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(tag, force=True)
+        remove_built(docker_client, tag)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import requests
 
 import modelship
 from support import ROOT
+from support.engine import remove_built
 
 
 @pytest.mark.slow
@@ -88,4 +89,4 @@ def test_demo_story_end_to_end(tmp_path, testbed, registry, docker_client, base_
         *(f"{registry}/modelship-demo/iris@{d}" for d in digests.values()),
     ]:
         with contextlib.suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(image, force=True)
+            remove_built(docker_client, image)

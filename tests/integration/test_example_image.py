@@ -19,6 +19,7 @@ import requests
 import modelship
 from modelship.deploy import render
 from support import ROOT
+from support.engine import remove_built
 from support.example import run_like_the_pod, wait_ready
 
 EXAMPLE = ROOT / "examples" / "flask_app"
@@ -59,7 +60,7 @@ def iris_image(published, docker_client, base_image, tmp_path_factory, azurite_c
     tag = f"modelship-test/iris-service:{uuid.uuid4().hex[:10]}"
     built = modelship.build(EXAMPLE, fetched.dest, tag, base_image=base_image, quiet=True)
     yield tag, built, lock
-    docker_client.images.remove(tag, force=True)
+    remove_built(docker_client, tag)
 
 
 def test_the_image_carries_the_published_model(iris_image, published):
@@ -111,7 +112,7 @@ def test_the_gate_stops_a_model_retrained_on_ten_percent_flipped_labels(iris_ima
         import docker
 
         with contextlib.closing(docker.from_env()) as client:
-            client.images.remove(candidate, force=True)
+            remove_built(client, candidate)
     assert proc.returncode == 1, proc.stdout[-4000:]
     cases = {t.get("name"): t for t in ET.parse(junit).iter("testcase")}  # noqa: S314 - pytest wrote it
     failed = {name for name, t in cases.items() if t.find("failure") is not None}

@@ -25,6 +25,32 @@ def build_from_files(client, tag: str, files: Mapping[str, str]) -> str:
     return tag
 
 
+def remove_built(client, ref: str) -> None:
+    """Remove an image a test built, and the untagged parents only it used, but none that a running modelship
+    build holds (``debris.Holds``): the engine's own pruning (``docker rmi``) would take a parent another test's
+    build just got as a cache hit and is about to build on ("unknown parent image ID" in that build)."""
+    import docker.errors
+
+    from modelship._docker import docker_host
+    from modelship.image import debris
+
+    holds = debris.Holds(docker_host())
+    try:
+        parent = client.api.inspect_image(ref).get("Parent")
+        client.api.remove_image(ref, force=True, noprune=True)
+    except docker.errors.APIError:
+        return
+    while parent and parent.split(":")[-1][:12] not in holds.others():
+        try:
+            info = client.api.inspect_image(parent)
+            if info.get("RepoTags"):
+                return
+            client.api.remove_image(parent, noprune=True)  # refused (409) while it has children or containers
+        except docker.errors.APIError:
+            return
+        parent = info.get("Parent")
+
+
 def labelled_base(client, base_image: str) -> tuple[str, str]:
     """A base image of our own: ``base_image`` + one LABEL. Every image built on it (each build step, each
     stage) inherits the label, so this test's images are told apart from those of tests running in parallel."""

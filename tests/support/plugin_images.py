@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from modelship.manifest import FileEntry, Manifest
+from support.engine import remove_built
 
 from .apps import APP
 
@@ -143,8 +144,7 @@ def remove_image(client, tag: str) -> None:
     for c in containers_of(client, tag, labelled=False):
         with contextlib.suppress(docker.errors.NotFound):
             c.remove(force=True)
-    with contextlib.suppress(docker.errors.NotFound):
-        client.images.remove(tag, force=True)
+    remove_built(client, tag)
 
 
 def containers_of(client, image: str, labelled: bool = True) -> list:
