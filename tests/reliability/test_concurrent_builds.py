@@ -87,20 +87,27 @@ def test_a_step_container_created_after_the_sweep_does_not_keep_the_image(
     tmp_path, docker_client, base_image, monkeypatch
 ):
     """A cancel just as a RUN step starts: the engine creates the step's container after discard listed the
-    containers (the log had not named it yet), so removing the image under it meets a conflict. The container
-    is removed and the image with it (a clean-clone CI run once left that image as <none>)."""
+    containers (the log had not named it yet), so removing the image under it meets a conflict. The engine
+    removes that container itself a moment later (played here by a timer); discard waits for it and then removes
+    the image (a clean-clone CI run once left that image as <none>), but never removes the container itself: it
+    may be another build's step on the same cache hit."""
     import docker.errors
 
     base, label = labelled_base(docker_client, base_image)
     try:
         trace = _failed_build(docker_client, base)
         env_step, run_step = trace.created
-        listed, late = docker_client.api.containers, []
+        listed, late, engine_removed = docker_client.api.containers, [], []
+
+        def the_engine_removes_it() -> None:
+            docker_client.api.remove_container(late[0], force=True)  # fails if discard had removed it
+            engine_removed.append(late[0])
 
         def the_engine_creates_one_just_after(*args, **kwargs):
             found = listed(*args, **kwargs)
             if not late:
                 late.append(docker_client.api.create_container(run_step, ["true"])["Id"])
+                threading.Timer(1.0, the_engine_removes_it).start()
             return found
 
         monkeypatch.setattr(docker_client.api, "containers", the_engine_creates_one_just_after)
@@ -108,7 +115,7 @@ def test_a_step_container_created_after_the_sweep_does_not_keep_the_image(
             run_step,
             env_step,
         ]
-        assert late and not _exists(docker_client, run_step) and not _exists(docker_client, env_step)
+        assert engine_removed == late and not _exists(docker_client, run_step) and not _exists(docker_client, env_step)
         with pytest.raises(docker.errors.NotFound):
             docker_client.api.inspect_container(late[0])
     finally:

@@ -308,12 +308,13 @@ def _remove_image(client: Any, image: str, deadline: float, held: Callable[[], s
             return True
         except docker.errors.APIError as e:
             # "image is being used by (running|stopped) container": the step container the engine created
-            # just as we hung up, before the log named it and after the sweep above. It is ours (the image is
-            # one this build made and no other build holds): remove it and try again, bounded. A dependent
-            # child image, or gone already, is not ours to force.
+            # just as we hung up, before the log named it and after the sweep above; the engine removes it
+            # itself (forcerm), so wait for that and try again, bounded. The container is never removed here:
+            # it may be another build's step on the same cache hit, whose hold is not written yet (removing
+            # it failed that build with "unknown parent image ID"). A dependent child image, or gone already,
+            # is not ours to force.
             if "used by" not in str(e) or time.monotonic() > deadline or image in held():
-                return False  # a build that listed it meanwhile runs its step on it: not ours to stop
-        _remove_containers(client, {image})
+                return False
         time.sleep(_POLL_S)
 
 
