@@ -113,14 +113,25 @@ def remove_run(client: docker.DockerClient, run_id: str, worker: str) -> int:
 
 def remove_late(client: docker.DockerClient, run_id: str, worker: str, within: float = LATE_CREATE_S) -> None:
     """Wait (bounded) for the container of a create request interrupted before its answer, and remove it: the
-    engine creates it anyway, after a sweep by label had found nothing."""
-    deadline, seen = time.monotonic() + within, False
-    while time.monotonic() < deadline:
-        found = remove_run(client, run_id, worker)
-        if seen and not found:
-            return
-        seen = seen or found > 0
-        time.sleep(0.1)
+    engine creates it anyway, after a sweep by label had found nothing. Waits on the engine's create event for
+    the run's labels (from before the sweep, so one that came meanwhile counts), not on a clock."""
+    import docker.errors
+
+    since = time.time()
+    if remove_run(client, run_id, worker):
+        return
+    labels = [f"{LABEL_SESSION}={run_id}", f"{LABEL_WORKER}={worker}"]
+    filters = {"type": "container", "event": "create", "label": labels}
+    try:
+        events = client.events(since=since, until=since + within, filters=filters, decode=True)
+        try:
+            created = next(iter(events), None)
+        finally:
+            events.close()
+    except docker.errors.DockerException:
+        return  # the engine went away; the next session's reaper removes what is left
+    if created is not None:
+        remove_run(client, run_id, worker)
 
 
 def reap_stale(client: docker.DockerClient, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:

@@ -250,14 +250,18 @@ def _settle(client: Any, trace: BuildTrace, quiet: bool, held: Callable[[], set[
         return
 
 
-def _engine_tick(client: Any, seconds: float) -> bool:
-    """Wait up to ``seconds`` for the engine's next container event (a step container going away, say);
-    False if the engine cannot be asked. It reports no event when a step commits its image, so ``_settle``
-    looks again after each tick."""
+def _engine_tick(client: Any, seconds: float, since: float | None = None) -> bool:
+    """Wait up to ``seconds`` for the engine's next container event (a step container going away, say) from
+    ``since`` (a ``time.time()``; default now) on; False if the engine cannot be asked. It reports no event when
+    a step commits its image, so ``_settle`` looks again after each tick."""
     now = time.time()
     try:
-        for _ in client.events(since=now, until=now + seconds, filters={"type": "container"}, decode=True):
-            break
+        events = client.events(since=since or now, until=now + seconds, filters={"type": "container"}, decode=True)
+        try:
+            for _ in events:
+                break
+        finally:
+            events.close()  # hang up at once: the stream would stay open until ``until``
     except Exception:  # noqa: BLE001 - any failure to reach the engine means the same here
         return False
     return True
@@ -300,6 +304,7 @@ def _remove_image(client: Any, image: str, deadline: float, held: Callable[[], s
     import docker.errors
 
     while True:
+        tried = time.time()
         try:
             if client.api.inspect_image(image).get("RepoTags"):
                 return False  # tagged: a finished result (or someone's), never debris
@@ -315,7 +320,9 @@ def _remove_image(client: Any, image: str, deadline: float, held: Callable[[], s
             # is not ours to force.
             if "used by" not in str(e) or time.monotonic() > deadline or image in held():
                 return False
-        time.sleep(_POLL_S)
+        # until the engine's next container event since the attempt (that container going away), or the deadline
+        if not _engine_tick(client, max(0.0, deadline - time.monotonic()), since=tried):
+            return False
 
 
 def keep_stages(client: Any, traces: list[BuildTrace]) -> list[str]:
