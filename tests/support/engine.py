@@ -40,7 +40,7 @@ def remove_built(client, ref: str) -> None:
         client.api.remove_image(ref, force=True, noprune=True)
     except docker.errors.APIError:
         return
-    while parent and parent.split(":")[-1][:12] not in holds.others():
+    while parent and debris._short(parent) not in holds.others():
         try:
             info = client.api.inspect_image(parent)
             if info.get("RepoTags"):
